@@ -1,0 +1,40 @@
+# Two commands for a fresh machine with Python 3.11 (and Java 17 for the JVM test):
+#   make demo   set up, generate a sample landing zone, run the nightly DAG, print results
+#   make test   set up and run the whole test suite
+SHELL := /bin/bash
+PYTHON ?= python3.11
+UV_VERSION := 0.13.9
+UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
+VENV := .venv
+STAMP := $(VENV)/.synced
+DEMO_DIR ?= $(CURDIR)/demo
+DEMO_MEMBERS ?= 2000
+DEMO_DAYS ?= 30
+
+.PHONY: setup test lint demo bench clean
+
+.tools/bin/uv:
+	$(PYTHON) -m venv .tools
+	.tools/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+$(STAMP): pyproject.toml uv.lock | $(if $(findstring .tools,$(UV)),.tools/bin/uv)
+	$(UV) sync --frozen --python $(PYTHON)
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+lint: setup
+	$(UV) run --frozen ruff check .
+
+test: setup
+	$(UV) run --frozen ruff check .
+	$(UV) run --frozen pytest -q
+
+demo: setup
+	$(UV) run --frozen python -m jobs.demo --dir $(DEMO_DIR) --members $(DEMO_MEMBERS) --days $(DEMO_DAYS)
+
+bench: setup
+	$(UV) run --frozen python bench/run.py $(BENCH_ARGS)
+
+clean:
+	rm -rf var demo .pytest_cache .ruff_cache

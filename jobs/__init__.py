@@ -1,0 +1,1 @@
+"""CDP batch pipeline: jobs and their library code."""

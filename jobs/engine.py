@@ -1,0 +1,112 @@
+"""One function gives a SparkSession, whatever the engine (CONTRACT section 2).
+
+* ``sail`` (default): an embedded Spark Connect server from ``pysail`` started in
+  this process on a free loopback port; no JVM. It is stopped at interpreter exit
+  or by :func:`stop`.
+* ``connect``: a remote Spark Connect URL (Apache Spark 4 with Delta, or a Sail
+  cluster).
+* ``spark``: a local JVM SparkSession configured for delta-spark. The Delta JARs
+  must be on the classpath (``spark_packages`` in conf, or a cluster image).
+
+Job code only sees :class:`pyspark.sql.SparkSession`, so it runs unchanged on all
+three.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+from typing import Any
+
+from pyspark.sql import SparkSession
+
+from jobs.config import EngineConf
+
+log = logging.getLogger(__name__)
+
+_lock = threading.Lock()
+_server: Any = None
+_session: SparkSession | None = None
+_session_key: tuple | None = None
+
+
+def _start_sail() -> str:
+    """Start the embedded Sail server once per process; return its sc:// URL."""
+    global _server
+    if _server is None:
+        # Sail logs every session at INFO on stderr; keep the user's terminal for our own lines.
+        os.environ.setdefault("RUST_LOG", "warn")
+        from pysail.spark import SparkConnectServer
+
+        server = SparkConnectServer(ip="127.0.0.1", port=0)
+        server.start(background=True)
+        _server = server
+        atexit.register(stop)
+    host, port = _server.listening_address
+    return f"sc://{host}:{port}"
+
+
+def _apply_conf(builder: SparkSession.Builder, conf: EngineConf) -> SparkSession.Builder:
+    return builder.config("spark.sql.session.timeZone", conf.timezone).config(
+        "spark.sql.shuffle.partitions", str(conf.shuffle_partitions)
+    )
+
+
+def local_jvm_session(conf: EngineConf, delta: bool = True) -> SparkSession:
+    """A local JVM SparkSession; ``delta=False`` gives plain Spark (for tests of pure transforms)."""
+    builder = SparkSession.builder.master(conf.spark_master).appName("cdp")
+    builder = _apply_conf(builder, conf).config("spark.ui.enabled", "false")
+    if delta:
+        builder = builder.config(
+            "spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension"
+        ).config(
+            "spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog"
+        )
+        if conf.spark_packages:
+            builder = builder.config("spark.jars.packages", ",".join(conf.spark_packages))
+    return builder.getOrCreate()
+
+
+def get_spark(conf: EngineConf | None = None) -> SparkSession:
+    """The process's SparkSession for ``conf`` (created on first use, then reused)."""
+    global _session, _session_key
+    if conf is None:
+        from jobs.config import settings
+
+        conf = settings().engine
+    key = (conf.kind, conf.connect_url, conf.timezone, conf.shuffle_partitions, conf.spark_master)
+    with _lock:
+        if _session is not None and _session_key == key:
+            return _session
+        if _session is not None:
+            stop()
+        if conf.kind == "spark":
+            session = local_jvm_session(conf, delta=True)
+        else:
+            url = _start_sail() if conf.kind == "sail" else conf.connect_url
+            session = _apply_conf(SparkSession.builder.remote(url), conf).getOrCreate()
+            # Builder configs are not always applied to an existing remote session.
+            session.conf.set("spark.sql.session.timeZone", conf.timezone)
+            session.conf.set("spark.sql.shuffle.partitions", str(conf.shuffle_partitions))
+        _session, _session_key = session, key
+        log.debug("spark session ready: %s", conf.kind)
+        return session
+
+
+def stop() -> None:
+    """Stop the session and the embedded server (idempotent)."""
+    global _server, _session, _session_key
+    if _session is not None:
+        try:
+            _session.stop()
+        except Exception:  # noqa: BLE001 - best effort at shutdown
+            pass
+        _session, _session_key = None, None
+    if _server is not None:
+        try:
+            _server.stop()
+        except Exception:  # noqa: BLE001
+            pass
+        _server = None

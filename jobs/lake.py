@@ -1,0 +1,113 @@
+"""Delta Lake I/O at the edges of the jobs: paths, reads and the few write modes.
+
+Only APIs that both Sail and Apache Spark 4 + delta-spark support are used:
+``format("delta")`` reads and writes, ``replaceWhere`` and SQL ``MERGE INTO``.
+Maintenance that Sail lacks (OPTIMIZE, VACUUM) goes through delta-rs
+(``deltalake``), see jobs.maintenance.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+from pyspark.sql import DataFrame, SparkSession
+
+from jobs.schemas import conform, table_schema
+
+
+class Lake:
+    """The lakehouse under one root: ``<root>/<layer>/<table>`` Delta tables."""
+
+    def __init__(self, spark: SparkSession, root: str | Path):
+        self.spark = spark
+        self.root = str(root).rstrip("/")
+
+    def path(self, name: str) -> str:
+        return f"{self.root}/{name}"
+
+    def exists(self, name: str) -> bool:
+        from deltalake import DeltaTable
+
+        return DeltaTable.is_deltatable(self.path(name))
+
+    def read(self, name: str) -> DataFrame:
+        """Read a table; an empty DataFrame with the declared schema when it does not exist yet."""
+        if not self.exists(name):
+            return self.spark.createDataFrame([], table_schema(name).struct)
+        return self.spark.read.format("delta").load(self.path(name))
+
+    def read_version(self, name: str, version: int) -> DataFrame:
+        return self.spark.read.format("delta").option("versionAsOf", version).load(self.path(name))
+
+    def _writer(self, df: DataFrame, name: str, conform_schema: bool):
+        out = conform(df, name) if conform_schema else df
+        schema = table_schema(name) if conform_schema else None
+        writer = out.write.format("delta")
+        if schema is not None and schema.partition_by and not self.exists(name):
+            writer = writer.partitionBy(*schema.partition_by)
+        return writer
+
+    def overwrite(self, df: DataFrame, name: str, conform_schema: bool = True) -> None:
+        """Replace the whole table (one Delta commit: readers see old or new, never half)."""
+        self._writer(df, name, conform_schema).mode("overwrite").option(
+            "overwriteSchema", "true"
+        ).save(self.path(name))
+
+    def append(self, df: DataFrame, name: str, conform_schema: bool = True) -> None:
+        self._writer(df, name, conform_schema).mode("append").save(self.path(name))
+
+    def replace_where(
+        self, df: DataFrame, name: str, predicate: str, conform_schema: bool = True
+    ) -> None:
+        """Atomically replace the rows matching ``predicate`` with ``df`` (one commit).
+
+        Creates the table when it does not exist yet. ``df`` must only hold rows
+        that match ``predicate``.
+        """
+        writer = self._writer(df, name, conform_schema)
+        if not self.exists(name):
+            writer.mode("overwrite").save(self.path(name))
+            return
+        writer.mode("overwrite").option("replaceWhere", predicate).save(self.path(name))
+
+    def merge(
+        self,
+        df: DataFrame,
+        name: str,
+        on: list[str],
+        update: bool = True,
+        delete_unmatched_predicate: str | None = None,
+    ) -> None:
+        """Upsert ``df`` into ``name`` on the key columns ``on`` with SQL MERGE INTO."""
+        if not self.exists(name):
+            self.overwrite(df, name)
+            return
+        src = conform(df, name)
+        view = f"_merge_src_{uuid.uuid4().hex[:12]}"
+        src.createOrReplaceTempView(view)
+        cond = " AND ".join(f"t.`{c}` <=> s.`{c}`" for c in on)
+        sql = f"MERGE INTO delta.`{self.path(name)}` AS t USING {view} AS s ON {cond} "
+        if update:
+            sql += "WHEN MATCHED THEN UPDATE SET * "
+        sql += "WHEN NOT MATCHED THEN INSERT *"
+        if delete_unmatched_predicate:
+            sql += f" WHEN NOT MATCHED BY SOURCE AND ({delete_unmatched_predicate}) THEN DELETE"
+        try:
+            self.spark.sql(sql)
+        finally:
+            self.spark.catalog.dropTempView(view)
+
+    def version(self, name: str) -> int:
+        from deltalake import DeltaTable
+
+        return DeltaTable(self.path(name)).version()
+
+    def tables(self) -> list[str]:
+        """Every Delta table under the root, as ``layer/table``."""
+        root = Path(self.root)
+        if not root.exists():
+            return []
+        return sorted(
+            f"{p.parent.parent.name}/{p.parent.name}" for p in root.glob("*/*/_delta_log")
+        )

@@ -1,0 +1,136 @@
+"""The nightly pipeline as an ordered list of steps.
+
+`cdp run` runs them in order; the Airflow DAG `cdp_nightly` calls the very same
+step functions one task each (dags/cdp_nightly.py). A step is
+``module:function`` taking a :class:`jobs.context.RunContext` and returning a
+dict of figures (``rows_in``, ``rows_out`` and anything worth reporting). Steps
+are imported lazily so the DAG file and the CLI start fast.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from jobs.context import RunContext
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    target: str  # "module:function"
+    after: tuple[str, ...] = ()
+
+    def load(self) -> Callable[[RunContext], dict]:
+        module, _, func = self.target.partition(":")
+        return getattr(importlib.import_module(module), func)
+
+
+# Order matters for `cdp run`; `after` is the dependency graph the DAG uses.
+STEPS: tuple[Step, ...] = (
+    Step("ingest_pos", "jobs.ingest.job:ingest_pos"),
+    Step("ingest_web", "jobs.ingest.job:ingest_web"),
+    Step("ingest_crm", "jobs.ingest.job:ingest_crm"),
+    Step("quality", "jobs.quality.job:run", ("ingest_pos", "ingest_web", "ingest_crm")),
+    Step("identity", "jobs.identity.job:run", ("quality",)),
+    Step("orders", "jobs.silver.orders:run", ("identity",)),
+    Step("features", "jobs.gold.features:run", ("orders",)),
+    Step("rfm", "jobs.gold.rfm:run", ("features",)),
+    Step("tags", "jobs.gold.tags:run", ("rfm",)),
+    Step("lifecycle", "jobs.gold.lifecycle:run", ("features",)),
+    Step("kpis", "jobs.gold.kpis:run", ("rfm", "tags", "lifecycle")),
+    Step("exports", "jobs.exports.segments:run", ("kpis",)),
+    Step("report", "jobs.report.html:run", ("exports",)),
+)
+
+STEP_BY_NAME = {s.name: s for s in STEPS}
+
+
+class StepFailed(RuntimeError):
+    def __init__(self, step: str, cause: BaseException):
+        super().__init__(f"step {step} failed: {cause}")
+        self.step = step
+        self.cause = cause
+
+
+def select_steps(only: Iterable[str] | None = None, until: str | None = None) -> list[Step]:
+    names = [s.name for s in STEPS]
+    unknown = [n for n in (list(only or []) + ([until] if until else [])) if n not in STEP_BY_NAME]
+    if unknown:
+        raise ValueError(f"unknown step(s) {unknown}; steps are: {', '.join(names)}")
+    steps = list(STEPS)
+    if until:
+        steps = steps[: names.index(until) + 1]
+    if only:
+        wanted = set(only)
+        steps = [s for s in steps if s.name in wanted]
+    return steps
+
+
+def run_step(ctx: RunContext, step: Step) -> dict:
+    """Run one step and record it in meta/runs (used by Airflow tasks too)."""
+    started = dt.datetime.now(dt.UTC)
+    t0 = time.perf_counter()
+    status, detail = "ok", {}
+    try:
+        detail = step.load()(ctx) or {}
+        return detail
+    except Exception as exc:
+        status = "failed"
+        detail = {"error": f"{type(exc).__name__}: {exc}"}
+        raise
+    finally:
+        seconds = time.perf_counter() - t0
+        detail = {**detail, "seconds": round(seconds, 3)}
+        _record(ctx, step.name, status, started, seconds, detail)
+
+
+def _record(
+    ctx: RunContext, step: str, status: str, started: dt.datetime, seconds: float, detail: dict
+) -> None:
+    from pyspark.sql import Row
+
+    row = Row(
+        run_id=ctx.run_id,
+        as_of_date=ctx.as_of,
+        step=step,
+        status=status,
+        started_at=started.replace(tzinfo=None),
+        finished_at=dt.datetime.now(dt.UTC).replace(tzinfo=None),
+        seconds=float(seconds),
+        rows_in=int(detail.get("rows_in", 0) or 0),
+        rows_out=int(detail.get("rows_out", 0) or 0),
+        detail=json.dumps(detail, default=str, ensure_ascii=False),
+    )
+    try:
+        from jobs.schemas import table_schema
+
+        df = ctx.spark.createDataFrame([row], table_schema("meta/runs").struct)
+        ctx.lake.append(df, "meta/runs")
+    except Exception as exc:  # noqa: BLE001 - bookkeeping must not hide the step's own outcome
+        log.warning("could not record step %s in meta/runs: %s", step, exc)
+
+
+def run_pipeline(
+    ctx: RunContext,
+    steps: list[Step] | None = None,
+    on_step: Callable[[Step, dict, float], None] | None = None,
+) -> dict[str, dict]:
+    """Run ``steps`` (default: all) in order; stop at the first failure."""
+    results: dict[str, dict] = {}
+    for step in steps or list(STEPS):
+        t0 = time.perf_counter()
+        try:
+            results[step.name] = run_step(ctx, step)
+        except Exception as exc:
+            raise StepFailed(step.name, exc) from exc
+        if on_step:
+            on_step(step, results[step.name], time.perf_counter() - t0)
+    return results

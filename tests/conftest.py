@@ -1,0 +1,47 @@
+"""Shared fixtures: one embedded Sail session for the whole test session."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+
+from jobs.config import EngineConf, load_settings, with_paths
+
+
+@pytest.fixture(scope="session")
+def spark():
+    from jobs import engine
+
+    session = engine.get_spark(EngineConf(shuffle_partitions=4))
+    yield session
+    engine.stop()
+
+
+@pytest.fixture()
+def settings(tmp_path: Path):
+    """Settings pointing every location at a fresh temporary folder."""
+    base = load_settings(env={})
+    s = with_paths(
+        base,
+        landing=tmp_path / "landing",
+        lake=tmp_path / "lake",
+        exports=tmp_path / "exports",
+        work=tmp_path / "work",
+    )
+    privacy = s.privacy.model_copy(update={"key_file": tmp_path / "work" / "pii.key"})
+    return s.model_copy(update={"privacy": privacy})
+
+
+@pytest.fixture()
+def make_ctx(spark, settings):
+    """Build a RunContext on the shared session for a given date."""
+    from jobs.context import RunContext
+
+    def _make(as_of: dt.date | str, **kw) -> RunContext:
+        if isinstance(as_of, str):
+            as_of = dt.date.fromisoformat(as_of)
+        return RunContext(settings=kw.pop("settings", settings), spark=spark, as_of=as_of, **kw)
+
+    return _make
