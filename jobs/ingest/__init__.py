@@ -1,0 +1,1 @@
+"""Landing zone -> bronze and quarantine."""

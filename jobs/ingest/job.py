@@ -1,0 +1,233 @@
+"""Ingestion step: landing files of one source -> bronze, quarantine, manifest.
+
+Read top to bottom: find the files to take in (new, late or re-sent), parse them
+to text rows in plain Python (jobs.ingest.parse), check every row against the
+source's Great Expectations suite (jobs.ingest.rules), then in one Delta commit
+per table replace those files' rows in bronze and quarantine, and record the
+files in ``meta/ingest_manifest``. Replacing by ``_source_file`` is what makes a
+re-run or a re-sent file never duplicate a row: the manifest is written last, so
+a crash in between only means the same files are taken in again next time.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import shutil
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import pyarrow.parquet as pq
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from jobs.context import RunContext
+from jobs.ingest.bronze_types import TYPERS, first_delivery
+from jobs.ingest.landing import Known, LandingFile, check_ready, discover
+from jobs.ingest.parse import parse_file
+from jobs.ingest.rules import split
+from jobs.schemas import table_schema
+
+log = logging.getLogger(__name__)
+
+BRONZE_TABLE = {"pos": "bronze/pos_lines", "web": "bronze/web_events", "crm": "bronze/crm_members"}
+PARALLEL_FROM = 8  # files; below this a process pool costs more than it saves
+
+
+def staging_dir(ctx: RunContext, source: str) -> Path:
+    return ctx.settings.paths.work / "staging" / ctx.run_id / source
+
+
+def _parse_to_parquet(args: tuple[str, str, str, str, str]) -> dict:
+    """Worker: parse one file and write its rows as one Parquet file; return its stats."""
+    path, source, rel, day, out = args
+    pf = parse_file(Path(path), source, rel, day)
+    pq.write_table(pf.to_arrow(), out)
+    return {
+        "_source_file": rel,
+        "size_bytes": pf.size_bytes,
+        "sha256": pf.sha256,
+        "encoding": pf.encoding,
+        "error": pf.error,
+        "rows": len(pf.rows),
+    }
+
+
+def parse_files(files: list[LandingFile], out_dir: Path) -> list[dict]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    jobs = [
+        (
+            str(f.path),
+            f.source,
+            f.rel_path,
+            f.business_date.isoformat(),
+            str(out_dir / f"part-{i:06d}.parquet"),
+        )
+        for i, f in enumerate(files)
+    ]
+    if len(jobs) < PARALLEL_FROM:
+        return [_parse_to_parquet(j) for j in jobs]
+    # spawn, not fork: the embedded engine runs threads that must not be forked.
+    with ProcessPoolExecutor(
+        max_workers=2, mp_context=multiprocessing.get_context("spawn")
+    ) as pool:
+        return list(pool.map(_parse_to_parquet, jobs, chunksize=4))
+
+
+def _known_files(ctx: RunContext, source: str) -> dict[str, Known]:
+    manifest = ctx.lake.read("meta/ingest_manifest").filter(F.col("source") == source)
+    rows = manifest.select("_source_file", "size_bytes", "mtime_ns", "sha256").collect()
+    return {r._source_file: Known(r.size_bytes, r.mtime_ns or 0, r.sha256) for r in rows}
+
+
+def _in_list(column: str, values: list[str]) -> str:
+    quoted = ", ".join("'" + v.replace("'", "\\'") + "'" for v in sorted(set(values)))
+    return f"`{column}` IN ({quoted})"
+
+
+def check_rows(staged: DataFrame, source: str) -> DataFrame:
+    """Staged text rows (one per parsed row) with ``_reasons``; _business_date typed."""
+    return split(staged.withColumn("_business_date", F.to_date("_business_date")), source)
+
+
+def web_dedup(bronze: DataFrame, existing_ids: DataFrame) -> tuple[DataFrame, DataFrame]:
+    """Split good web rows into first deliveries and redelivered copies.
+
+    ``bronze``: typed good rows of this batch (grain: one delivered copy).
+    ``existing_ids``: (event_id, _source_file) already in bronze/web_events from
+    files outside this batch. Returns (new events, duplicates with
+    ``first_source_file``).
+    """
+    ranked = first_delivery(bronze)
+    existing = existing_ids.select("event_id", F.col("_source_file").alias("_existing_file"))
+    joined = ranked.join(existing, "event_id", "left")
+    firsts = joined.filter(F.col("_is_first") & F.col("_existing_file").isNull())
+    dups = joined.filter(~F.col("_is_first") | F.col("_existing_file").isNotNull()).withColumn(
+        "first_source_file", F.coalesce("_existing_file", "_first_source_file")
+    )
+    return firsts, dups
+
+
+def ingest(ctx: RunContext, source: str) -> dict:
+    """Take in every ready, new or re-sent file of ``source`` up to ctx.as_of."""
+    paths = ctx.settings.paths
+    if not ctx.allow_incomplete:
+        check_ready(paths.landing, source, ctx.as_of)
+    todo, waiting = discover(
+        paths.landing, source, ctx.as_of, _known_files(ctx, source), ctx.allow_incomplete
+    )
+    for folder in waiting:
+        log.warning("%s: no _SUCCESS yet, will be taken in when complete", folder)
+    if not todo:
+        return {"files": 0, "rows_in": 0, "rows_out": 0, "quarantined": 0, "waiting": waiting}
+
+    stage = staging_dir(ctx, source)
+    shutil.rmtree(stage, ignore_errors=True)
+    stats = parse_files(todo, stage / "raw")
+    if sum(s["rows"] for s in stats):
+        # Materialise the checked rows once: bronze, quarantine, counts and the
+        # quality step all read them.
+        checked = check_rows(ctx.spark.read.parquet(str(stage / "raw")), source)
+        checked.write.mode("overwrite").parquet(str(stage / "checked"))
+        checked = ctx.spark.read.parquet(str(stage / "checked"))
+    else:
+        checked = None
+
+    files = [f.rel_path for f in todo]
+    days = sorted({f.business_date.isoformat() for f in todo})
+    where = f"{_in_list('_business_date', days)} AND {_in_list('_source_file', files)}"
+    stamp = {"_ingested_at": F.current_timestamp(), "_run_id": F.lit(ctx.run_id)}
+    dup_counts: dict[str, int] = {}
+    good_counts: dict[str, int] = {}
+    bad_counts: dict[str, int] = {}
+
+    if checked is not None:
+        good = checked.filter(F.size("_reasons") == 0)
+        bad = checked.filter(F.size("_reasons") > 0)
+        bronze = TYPERS[source](good).withColumns(stamp)
+        if source == "web":
+            existing = ctx.lake.read("bronze/web_events").filter(f"NOT ({where})")
+            firsts, dups = web_dedup(bronze, existing.select("event_id", "_source_file"))
+            ctx.lake.replace_where(firsts, "bronze/web_events", where)
+            ctx.lake.replace_where(dups, "bronze/web_event_duplicates", where)
+            dup_counts = {
+                r[0]: r[1]
+                for r in ctx.lake.read("bronze/web_event_duplicates")
+                .filter(where)
+                .groupBy("_source_file")
+                .count()
+                .collect()
+            }
+        else:
+            ctx.lake.replace_where(bronze, BRONZE_TABLE[source], where)
+        ctx.lake.replace_where(bad.withColumns(stamp), f"quarantine/{source}", where)
+        for r in (
+            checked.groupBy("_source_file")
+            .agg(
+                F.sum((F.size("_reasons") == 0).cast("long")).alias("good"),
+                F.sum((F.size("_reasons") > 0).cast("long")).alias("bad"),
+            )
+            .collect()
+        ):
+            good_counts[r._source_file] = int(r.good)
+            bad_counts[r._source_file] = int(r.bad)
+    else:
+        # Only empty files: still replace earlier rows of re-sent files with nothing.
+        empty = ctx.spark.createDataFrame([], table_schema(BRONZE_TABLE[source]).struct)
+        if ctx.lake.exists(BRONZE_TABLE[source]):
+            ctx.lake.replace_where(empty, BRONZE_TABLE[source], where)
+
+    manifest_rows = []
+    by_rel = {f.rel_path: f for f in todo}
+    for s in stats:
+        f = by_rel[s["_source_file"]]
+        good_n = good_counts.get(f.rel_path, 0)
+        dup_n = dup_counts.get(f.rel_path, 0)
+        manifest_rows.append(
+            dict(
+                source=source,
+                business_date=f.business_date,
+                _source_file=f.rel_path,
+                size_bytes=s["size_bytes"],
+                mtime_ns=f.mtime_ns,
+                sha256=s["sha256"],
+                encoding=s["encoding"],
+                status="unreadable" if s["error"] and not good_n else "ingested",
+                error=s["error"],
+                rows_total=s["rows"],
+                rows_good=good_n - dup_n,
+                rows_bad=bad_counts.get(f.rel_path, 0),
+                rows_duplicate=dup_n,
+                run_id=ctx.run_id,
+                ingested_at=None,
+            )
+        )
+    schema = table_schema("meta/ingest_manifest").struct
+    manifest = ctx.spark.createDataFrame(
+        [tuple(r[f.name] for f in schema.fields) for r in manifest_rows], schema
+    ).withColumn("ingested_at", F.current_timestamp())
+    ctx.lake.merge(manifest, "meta/ingest_manifest", on=["_source_file"])
+
+    rows_in = sum(s["rows"] for s in stats)
+    quarantined = sum(bad_counts.values())
+    return {
+        "files": len(todo),
+        "rows_in": rows_in,
+        "rows_out": rows_in - quarantined - sum(dup_counts.values()),
+        "quarantined": quarantined,
+        "duplicates": sum(dup_counts.values()),
+        "days": days,
+        "waiting": waiting,
+    }
+
+
+def ingest_pos(ctx: RunContext) -> dict:
+    return ingest(ctx, "pos")
+
+
+def ingest_web(ctx: RunContext) -> dict:
+    return ingest(ctx, "web")
+
+
+def ingest_crm(ctx: RunContext) -> dict:
+    return ingest(ctx, "crm")
