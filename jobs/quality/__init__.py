@@ -1,0 +1,1 @@
+"""Data quality: Great Expectations batch validation and Data Docs."""

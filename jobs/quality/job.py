@@ -1,0 +1,178 @@
+"""Quality step: validate each source's batch of this run with Great Expectations.
+
+The suites in ``expectations/`` are the same ones that split rows into bronze
+and quarantine (jobs.ingest.rules). Here they validate the whole batch the
+ingestion steps checked in this run, keep the results per run in a file Data
+Context under ``<work>/gx`` (rendered as Data Docs HTML) and in
+``meta/quality_results``, and fail the run when a source's quarantine rate
+crosses ``ingest.max_quarantine_rate``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+from pyspark.sql import functions as F
+
+from jobs.config import EXPECTATIONS_DIR
+from jobs.context import RunContext
+from jobs.ingest.job import staging_dir
+from jobs.schemas import table_schema
+
+log = logging.getLogger(__name__)
+
+
+class QualityThresholdExceeded(RuntimeError):
+    """Too large a share of a source's rows went to quarantine."""
+
+
+def gx_root(ctx: RunContext) -> Path:
+    return ctx.settings.paths.work / "gx"
+
+
+def data_docs_index(work: Path) -> Path:
+    """Where the Data Docs site of the lake's runs is (``index.html``)."""
+    return work / "gx" / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
+
+
+def _context(root: Path):
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = gx.get_context(mode="file", project_root_dir=str(root))
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    return context
+
+
+def _suite(source: str):
+    import great_expectations as gx
+    from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
+
+    doc = json.loads((EXPECTATIONS_DIR / f"{source}.json").read_text(encoding="utf-8"))
+    suite = gx.ExpectationSuite(name=f"cdp_{source}", meta=doc.get("meta") or {})
+    for exp in doc["expectations"]:
+        suite.add_expectation_configuration(
+            ExpectationConfiguration(
+                type=exp["type"],
+                kwargs=exp["kwargs"],
+                meta=exp.get("meta"),
+                description=exp.get("description"),
+            )
+        )
+    return suite
+
+
+def validate_batch(ctx: RunContext, source: str, batch) -> list[dict]:
+    """Run ``expectations/<source>.json`` on ``batch`` (staged text rows); return one dict per expectation."""
+    import great_expectations as gx
+
+    context = _context(gx_root(ctx))
+    datasource = context.data_sources.add_or_update_spark(name="cdp_landing")
+    asset_name = f"{source}_batch"
+    asset = next(
+        (a for a in datasource.assets if a.name == asset_name), None
+    ) or datasource.add_dataframe_asset(name=asset_name)
+    batch_def = next(
+        (b for b in asset.batch_definitions if b.name == "run"), None
+    ) or asset.add_batch_definition_whole_dataframe("run")
+    suite = context.suites.add_or_update(_suite(source))
+    vd = context.validation_definitions.add_or_update(
+        gx.ValidationDefinition(name=f"{source}_rows", data=batch_def, suite=suite)
+    )
+    checkpoint = context.checkpoints.add_or_update(
+        gx.Checkpoint(
+            name=f"{source}_nightly",
+            validation_definitions=[vd],
+            actions=[gx.checkpoint.UpdateDataDocsAction(name="update_data_docs")],
+            result_format={"result_format": "SUMMARY"},
+        )
+    )
+    run_id = gx.RunIdentifier(run_name=f"{ctx.as_of_str}_{ctx.run_id}")
+    result = checkpoint.run(batch_parameters={"dataframe": batch}, run_id=run_id)
+    out = []
+    for validation in result.run_results.values():
+        for i, r in enumerate(validation.results):
+            cfg = r.expectation_config
+            res = r.result or {}
+            unexpected = res.get("unexpected_count")
+            if unexpected is None and isinstance(res.get("observed_value"), int | float):
+                unexpected = int(res["observed_value"])
+            out.append(
+                {
+                    "expectation_index": i,
+                    "rule": (cfg.meta or {}).get("rule"),
+                    "expectation_type": cfg.type,
+                    "column": cfg.kwargs.get("column"),
+                    "success": bool(r.success),
+                    "element_count": res.get("element_count"),
+                    "unexpected_count": unexpected,
+                }
+            )
+    return out
+
+
+def run(ctx: RunContext) -> dict:
+    sources = ctx.settings.ingest.sources
+    limit = ctx.settings.ingest.max_quarantine_rate
+    rows, figures, too_bad = [], {}, []
+    for source in sources:
+        checked = staging_dir(ctx, source) / "checked"
+        if not checked.exists():
+            continue
+        batch = ctx.spark.read.parquet(str(checked))
+        for r in validate_batch(ctx, source, batch):
+            rows.append({"source": source, **r})
+    manifest = ctx.lake.read("meta/ingest_manifest").filter(F.col("run_id") == ctx.run_id)
+    for r in (
+        manifest.groupBy("source")
+        .agg(F.sum("rows_total").alias("total"), F.sum("rows_bad").alias("bad"))
+        .collect()
+    ):
+        rate = (r.bad or 0) / r.total if r.total else 0.0
+        figures[f"quarantine_rate_{r.source}"] = round(rate, 5)
+        if rate > limit:
+            too_bad.append(f"{r.source}: {r.bad} of {r.total} rows ({rate:.1%})")
+    if rows:
+        schema = table_schema("meta/quality_results").struct
+        records = [
+            (
+                ctx.run_id,
+                ctx.as_of,
+                r["source"],
+                r["expectation_index"],
+                r["rule"],
+                r["expectation_type"],
+                r["column"],
+                r["success"],
+                r["element_count"],
+                r["unexpected_count"],
+                None,
+            )
+            for r in rows
+        ]
+        df = ctx.spark.createDataFrame(records, schema).withColumn(
+            "validated_at", F.current_timestamp()
+        )
+        ctx.lake.replace_where(df, "meta/quality_results", f"run_id = '{ctx.run_id}'")
+    for source in sources:
+        shutil.rmtree(staging_dir(ctx, source), ignore_errors=True)
+    figures.update(
+        {
+            "rows_in": sum(
+                int(r["element_count"] or 0) for r in rows if r["expectation_index"] == 0
+            ),
+            "expectations": len(rows),
+            "failed_expectations": sum(not r["success"] for r in rows),
+            "data_docs": str(data_docs_index(ctx.settings.paths.work)) if rows else None,
+        }
+    )
+    if too_bad:
+        raise QualityThresholdExceeded(
+            f"quarantine rate above {limit:.0%}: "
+            + "; ".join(too_bad)
+            + f" (see {data_docs_index(ctx.settings.paths.work)})"
+        )
+    return figures

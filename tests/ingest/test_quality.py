@@ -1,0 +1,54 @@
+"""The quality step validates the run's batches with Great Expectations."""
+
+from __future__ import annotations
+
+import pytest
+
+from jobs.ingest.job import ingest
+from jobs.quality.job import QualityThresholdExceeded, data_docs_index
+from jobs.quality.job import run as quality_run
+from tests.ingest.landing_fixtures import sale, write_pos
+
+D1 = "2026-11-01"
+
+
+def test_results_kept_docs_built_and_threshold(make_ctx, settings):
+    write_pos(
+        settings.paths.landing,
+        D1,
+        "S01",
+        [
+            sale("O1", 1, "2026-11-01 10:00:00"),
+            sale("O2", 1, "2026-11-01 10:00:00"),
+            "O3,1,S01,2026-11-01 10:00:00,SALE,,,,SKU1,生鲜,-1,10.00,0,10.00,cash,,",
+        ],
+    )
+    lenient = settings.model_copy(
+        update={"ingest": settings.ingest.model_copy(update={"max_quarantine_rate": 0.5})}
+    )
+    ctx = make_ctx(D1, settings=lenient)
+    ingest(ctx, "pos")
+    figures = quality_run(ctx)
+    assert figures["quarantine_rate_pos"] == pytest.approx(1 / 3, abs=1e-4)
+    results = ctx.lake.read("meta/quality_results").filter(f"run_id = '{ctx.run_id}'")
+    qty = [
+        r
+        for r in results.collect()
+        if r.rule == "qty_invalid" and r.expectation_type.endswith("match_regex")
+    ]
+    assert len(qty) == 1 and qty[0].success is False and qty[0].unexpected_count == 1
+    assert data_docs_index(settings.paths.work).exists()
+
+    strict = settings.model_copy(
+        update={"ingest": settings.ingest.model_copy(update={"max_quarantine_rate": 0.1})}
+    )
+    write_pos(
+        settings.paths.landing,
+        "2026-11-02",
+        "S01",
+        ["O4,1,S01,2026-11-02 10:00:00,SALE,,,,SKU1,生鲜,0,10.00,0,0.00,cash,,"],
+    )
+    ctx2 = make_ctx("2026-11-02", settings=strict)
+    ingest(ctx2, "pos")
+    with pytest.raises(QualityThresholdExceeded, match="pos: 1 of 1 rows"):
+        quality_run(ctx2)
