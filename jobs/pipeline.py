@@ -16,8 +16,10 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from jobs.context import RunContext
+if TYPE_CHECKING:  # the Airflow DAG files import this module: keep pyspark out of it
+    from jobs.context import RunContext
 
 log = logging.getLogger(__name__)
 
