@@ -1,0 +1,21 @@
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from jobs.config import PROJECT_ROOT
+
+
+@pytest.mark.jvm
+@pytest.mark.skipif(shutil.which("java") is None, reason="needs Java 17 for the local JVM session")
+def test_pure_transforms_run_on_plain_spark():
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.jvm.transforms_on_jvm"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    assert "FAILED" not in proc.stdout

@@ -1,0 +1,175 @@
+"""Run the pure transforms on a local JVM SparkSession (plain Apache Spark, no Delta).
+
+Executed in a subprocess by tests/jvm/test_jvm.py, because a process holds
+either Spark Connect or classic PySpark sessions, not both. Each check builds a
+small DataFrame, runs a transform the nightly jobs use, and asserts the result;
+this proves the job code is plain Spark, not Sail-only.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from pyspark.sql import functions as F
+
+from jobs.config import EngineConf
+from jobs.engine import local_jvm_session
+from jobs.ingest.bronze_types import type_crm, type_pos, type_web
+from jobs.ingest.job import check_rows, web_dedup
+from jobs.ingest.parse import arrow_schema
+
+
+def _staged(spark, source: str, rows: list[dict]):
+    schema = arrow_schema(source)
+    from pyspark.sql import types as T
+
+    struct = T.StructType(
+        [
+            T.StructField(f.name, T.LongType() if f.name == "_line_no" else T.StringType())
+            for f in schema
+        ]
+    )
+    data = [tuple(r.get(f.name) for f in schema) for r in rows]
+    return spark.createDataFrame(data, struct)
+
+
+def check_ingest(spark) -> None:
+    pos = _staged(
+        spark,
+        "pos",
+        [
+            dict(
+                order_id="O1",
+                line_no="1",
+                store_id="S1",
+                order_ts="2026-11-01 10:00:00",
+                txn_type="SALE",
+                sku="K",
+                category="生鲜",
+                qty="2",
+                unit_price="10.00",
+                discount=None,
+                amount="20.00",
+                payment_method="cash",
+                _line_no=2,
+                _source_file="f",
+                _business_date="2026-11-01",
+            ),
+            dict(
+                order_id="O2",
+                line_no="0",
+                store_id="S1",
+                order_ts="2026-13-01 10:00:00",
+                txn_type="SALE",
+                sku="K",
+                category="生鲜",
+                qty="2",
+                unit_price="10.00",
+                amount="19.00",
+                _line_no=3,
+                _source_file="f",
+                _business_date="2026-11-01",
+            ),
+        ],
+    )
+    checked = check_rows(pos, "pos")
+    reasons = {r._line_no: sorted(r._reasons) for r in checked.collect()}
+    assert reasons == {2: [], 3: ["amount_mismatch", "line_no_invalid", "order_ts_invalid"]}, (
+        reasons
+    )
+    typed = type_pos(checked.filter(F.size("_reasons") == 0)).first()
+    assert str(typed.discount) == "0.00" and str(typed.order_date) == "2026-11-01", typed
+
+    web = _staged(
+        spark,
+        "web",
+        [
+            dict(
+                event_id="E1",
+                event_ts="2026-11-01T23:30:00+08:00",
+                anonymous_id="A",
+                event_type="purchase",
+                channel="app",
+                order_id="W1",
+                revenue="9.5",
+                _line_no=1,
+                _source_file="a",
+                _business_date="2026-11-01",
+            ),
+            dict(
+                event_id="E1",
+                event_ts="2026-11-01T23:30:00+08:00",
+                anonymous_id="A",
+                event_type="purchase",
+                channel="app",
+                order_id="W1",
+                revenue="9.5",
+                _line_no=2,
+                _source_file="a",
+                _business_date="2026-11-01",
+            ),
+            dict(
+                _parse_error="invalid_json",
+                _line_no=3,
+                _source_file="a",
+                _business_date="2026-11-01",
+            ),
+        ],
+    )
+    checked = check_rows(web, "web")
+    assert sorted(sorted(r._reasons) for r in checked.collect()) == [[], [], ["invalid_json"]]
+    typed = type_web(checked.filter(F.size("_reasons") == 0))
+    empty = spark.createDataFrame([], "event_id string, _source_file string")
+    firsts, dups = web_dedup(typed, empty)
+    assert [r._line_no for r in firsts.collect()] == [1] and [
+        r._line_no for r in dups.collect()
+    ] == [2]
+    assert str(firsts.first().event_date) == "2026-11-01"
+
+    crm = _staged(
+        spark,
+        "crm",
+        [
+            dict(
+                crm_id="M1",
+                gender="女",
+                birth_date="19900307",
+                register_ts="2024-01-01 10:00:00",
+                updated_ts="2024-01-01 10:00:00",
+                opt_in_sms="Y",
+                _line_no=2,
+                _source_file="c",
+                _business_date="2026-11-01",
+            ),
+        ],
+    )
+    row = type_crm(check_rows(crm, "crm")).first()
+    assert (
+        row.gender == "F"
+        and str(row.birth_date) == "1990-03-07"
+        and row.opt_in_sms is True
+        and row.opt_in_email is False
+    )
+
+
+CHECKS = [check_ingest]
+
+
+def main() -> int:
+    spark = local_jvm_session(
+        EngineConf(spark_master="local[1]", shuffle_partitions=2), delta=False
+    )
+    failures = 0
+    for check in CHECKS:
+        try:
+            check(spark)
+            print(f"ok {check.__name__}")
+        except Exception as exc:  # noqa: BLE001 - report every check, then fail
+            failures += 1
+            print(f"FAILED {check.__name__}: {type(exc).__name__}: {exc}")
+    spark.stop()
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
