@@ -29,6 +29,8 @@ import yaml
 from jobs.config import SCHEMAS_DIR
 
 MAX_RAW_CHARS = 1_000_000  # a pathological 1 GB line keeps its first MB in quarantine
+MAX_FIELD_CHARS = 10_000_000
+csv.field_size_limit(MAX_FIELD_CHARS)
 META_COLUMNS = ["_parse_error", "_file_error", "_rescued", "_raw", "_source_file", "_business_date"]
 
 
@@ -115,8 +117,13 @@ def _file_row(pf: ParsedFile, reason: str, detail: str) -> None:
     )
 
 
-def _records(text: str) -> Iterator[tuple[int, str, list[str]]]:
-    """(first physical line, raw text, fields) of each CSV record; quoted newlines kept."""
+def _records(text: str) -> Iterator[tuple[int, str, list[str] | str]]:
+    """(first physical line, raw text, fields) of each CSV record; quoted newlines kept.
+
+    A record the csv module cannot parse (a field over MAX_FIELD_CHARS, a NUL
+    byte) comes back with the error message instead of fields, and parsing goes
+    on with the next line, so one bad record never hides the rest of the file.
+    """
     lines: list[str] = []
     source = io.StringIO(text, newline="")
 
@@ -129,18 +136,20 @@ def _records(text: str) -> Iterator[tuple[int, str, list[str]]]:
     consumed = 0
     while True:
         try:
-            fields = next(reader)
+            fields: list[str] | str = next(reader)
         except StopIteration:
             return
         except csv.Error as exc:
-            # An unterminated quote or NUL byte: report the lines read so far as one bad record.
-            raw = "".join(lines[consumed:])
-            yield consumed + 1, raw, ["\x00csv-error", str(exc)]
-            return
+            fields = str(exc)
+        raw = "".join(lines)
+        lines.clear()
         start = consumed + 1
-        raw = "".join(lines[consumed : reader.line_num])
         consumed = reader.line_num
         yield start, raw.rstrip("\r\n"), fields
+
+
+def _csv_error_reason(message: str) -> str:
+    return "line_too_long" if "field limit" in message else "malformed_csv"
 
 
 def parse_csv(pf: ParsedFile, data: bytes) -> None:
@@ -159,6 +168,9 @@ def parse_csv(pf: ParsedFile, data: bytes) -> None:
     header: list[str] | None = None
     for line_no, raw, fields in records:
         if header is None:
+            if isinstance(fields, str):
+                _file_row(pf, "file_unreadable", f"the header line cannot be parsed ({fields})")
+                return
             if not any(f.strip() for f in fields):
                 continue
             header = [f.strip().lstrip("\ufeff").lower() for f in fields]
@@ -169,7 +181,7 @@ def parse_csv(pf: ParsedFile, data: bytes) -> None:
                 pf.error = file_error
             extra = [h for h in header if h not in known]
             continue
-        if not any(f.strip() for f in fields):
+        if not isinstance(fields, str) and not any(f.strip() for f in fields):
             continue  # a blank line is not a data row
         row: dict = {
             "_line_no": line_no,
@@ -178,8 +190,8 @@ def parse_csv(pf: ParsedFile, data: bytes) -> None:
             "_business_date": pf.business_date,
             "_file_error": file_error,
         }
-        if fields and fields[0] == "\x00csv-error":
-            row["_parse_error"] = "wrong_field_count"
+        if isinstance(fields, str):
+            row["_parse_error"] = _csv_error_reason(fields)
         elif len(fields) != len(header):
             row["_parse_error"] = "wrong_field_count"
         else:

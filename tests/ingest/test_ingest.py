@@ -232,3 +232,47 @@ def test_missing_required_column_quarantines_every_row(make_ctx, settings):
     reasons = sorted((r._line_no, tuple(r._reasons)) for r in q.collect() if r._line_no is not None)
     assert reasons == [(2, ("missing_required_column",)), (3, ("missing_required_column",))]
     assert q.filter(F.array_contains("_reasons", "unexpected_file_name")).count() == 1
+
+
+def test_bad_csv_records_do_not_hide_the_rest(make_ctx, settings):
+    from jobs.ingest import parse
+
+    landing = settings.paths.landing
+    huge = "x" * (parse.MAX_FIELD_CHARS + 10)
+    write_pos(
+        landing,
+        D1,
+        "S01",
+        [
+            sale("O1", 1, "2026-11-01 10:00:00"),
+            f"O2,1,S01,2026-11-01 10:00:00,SALE,,,,{huge},生鲜,1,10.00,0,10.00,cash,,",
+            sale("O3", 1, "2026-11-01 10:00:00", qty=20000, price="1.00", discount="0"),
+            sale("O4", 1, "2026-11-01 10:00:00"),
+            "O5,1,S01,2026-11-01 10:00:00,SALE,,,,SKU1,生鲜,1,10.00,0,10.00,cash,,,extra",
+        ],
+    )
+    res = ingest(make_ctx(D1), "pos")
+    lake = make_ctx(D1).lake
+    assert res["rows_in"] == 5
+    assert _rows(lake.read("bronze/pos_lines"), "order_id") == [("O1",), ("O4",)]
+    q = {r._line_no: (r._reasons, len(r._raw)) for r in lake.read("quarantine/pos").collect()}
+    assert q[3][0] == ["line_too_long"] and q[3][1] < parse.MAX_RAW_CHARS + 100
+    assert q[4][0] == ["value_out_of_range"]
+    assert q[6][0] == ["wrong_field_count"]
+
+
+def test_extra_column_is_rescued(make_ctx, settings):
+    landing = settings.paths.landing
+    d = landing / "crm" / D1
+    d.mkdir(parents=True)
+    (d / "_SUCCESS").write_text("")
+    from tests.ingest.landing_fixtures import CRM_HEADER
+
+    (d / "members_20261101.csv").write_text(
+        CRM_HEADER
+        + ",wechat_openid\nM1,,,,,,,,,,,2024-01-01 10:00:00,store,,,,,active,2024-01-01 10:00:00,oX12\n",
+        encoding="utf-8",
+    )
+    ingest(make_ctx(D1), "crm")
+    (row,) = make_ctx(D1).lake.read("bronze/crm_members").collect()
+    assert row.crm_id == "M1" and row._rescued == '{"wechat_openid":"oX12"}'
