@@ -1,0 +1,46 @@
+"""``conf/airflow.yaml``: schedules, retries and sensor timing of the DAGs.
+
+Light on purpose (pydantic + yaml): the DAG files read it at parse time.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+from pydantic import Field
+
+from jobs.config import StrictModel, load_model
+
+
+class NightlyConf(StrictModel):
+    schedule: str = "0 2 * * *"
+    timezone: str = "Asia/Shanghai"
+    start_date: dt.date = dt.date(2026, 1, 1)
+    catchup: bool = True
+    max_active_runs: int = Field(1, ge=1)
+    retries: int = Field(3, ge=0)
+    retry_delay_seconds: int = Field(120, ge=1)
+    retry_exponential_backoff: float = Field(2.0, ge=0)
+    max_retry_delay_seconds: int = Field(1800, ge=1)
+    step_timeout_minutes: int = Field(120, ge=1)
+    sensor_poke_seconds: int = Field(300, ge=1)
+    sensor_timeout_hours: float = Field(10, gt=0)
+
+
+class MaintenanceDagConf(StrictModel):
+    schedule: str = "0 4 * * 0"
+    timezone: str = "Asia/Shanghai"
+    start_date: dt.date = dt.date(2026, 1, 1)
+    catchup: bool = False
+    retries: int = Field(1, ge=0)
+    retry_delay_seconds: int = Field(600, ge=1)
+
+
+class AirflowConf(StrictModel):
+    nightly: NightlyConf = NightlyConf()
+    maintenance: MaintenanceDagConf = MaintenanceDagConf()
+
+
+def load_airflow_conf(conf_dir: Path | None = None) -> AirflowConf:
+    return load_model("airflow.yaml", AirflowConf, conf_dir)
