@@ -22,7 +22,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from jobs.context import RunContext
-from jobs.ingest.bronze_types import TYPERS, first_delivery
+from jobs.ingest.bronze_types import TYPERS, first_delivery, pos_line_conflicts, with_content_hash
 from jobs.ingest.landing import Known, LandingFile, check_ready, discover
 from jobs.ingest.parse import parse_file
 from jobs.ingest.rules import split
@@ -85,6 +85,23 @@ def _in_list(column: str, values: list[str]) -> str:
     return f"`{column}` IN ({quoted})"
 
 
+QUARANTINE_COLUMNS = table_schema("quarantine/_default").columns
+
+
+def materialize(df: DataFrame, path: Path) -> DataFrame:
+    """Write ``df`` once to a staging Delta table and read it back.
+
+    For intermediate results several writes read: computed once, and (unlike a
+    Parquet folder) an empty result keeps its schema.
+    """
+    df.write.format("delta").mode("overwrite").save(str(path))
+    return df.sparkSession.read.format("delta").load(str(path))
+
+
+def _count_by_file(df: DataFrame) -> dict[str, int]:
+    return {r[0]: int(r[1]) for r in df.groupBy("_source_file").count().collect()}
+
+
 def check_rows(staged: DataFrame, source: str) -> DataFrame:
     """Staged text rows (one per parsed row) with ``_reasons``; _business_date typed."""
     return split(staged.withColumn("_business_date", F.to_date("_business_date")), source)
@@ -127,9 +144,9 @@ def ingest(ctx: RunContext, source: str) -> dict:
     if sum(s["rows"] for s in stats):
         # Materialise the checked rows once: bronze, quarantine, counts and the
         # quality step all read them.
-        checked = check_rows(ctx.spark.read.parquet(str(stage / "raw")), source)
-        checked.write.mode("overwrite").parquet(str(stage / "checked"))
-        checked = ctx.spark.read.parquet(str(stage / "checked"))
+        checked = materialize(
+            check_rows(ctx.spark.read.parquet(str(stage / "raw")), source), stage / "checked"
+        )
     else:
         checked = None
 
@@ -137,45 +154,48 @@ def ingest(ctx: RunContext, source: str) -> dict:
     days = sorted({f.business_date.isoformat() for f in todo})
     where = f"{_in_list('_business_date', days)} AND {_in_list('_source_file', files)}"
     stamp = {"_ingested_at": F.current_timestamp(), "_run_id": F.lit(ctx.run_id)}
-    dup_counts: dict[str, int] = {}
-    good_counts: dict[str, int] = {}
-    bad_counts: dict[str, int] = {}
-
+    table = BRONZE_TABLE[source]
     if checked is not None:
         good = checked.filter(F.size("_reasons") == 0)
         bad = checked.filter(F.size("_reasons") > 0)
         bronze = TYPERS[source](good).withColumns(stamp)
         if source == "web":
-            existing = ctx.lake.read("bronze/web_events").filter(f"NOT ({where})")
+            existing = ctx.lake.read(table).filter(f"NOT ({where})")
             firsts, dups = web_dedup(bronze, existing.select("event_id", "_source_file"))
-            ctx.lake.replace_where(firsts, "bronze/web_events", where)
+            ctx.lake.replace_where(firsts, table, where)
             ctx.lake.replace_where(dups, "bronze/web_event_duplicates", where)
-            dup_counts = {
-                r[0]: r[1]
-                for r in ctx.lake.read("bronze/web_event_duplicates")
-                .filter(where)
-                .groupBy("_source_file")
-                .count()
-                .collect()
-            }
-        else:
-            ctx.lake.replace_where(bronze, BRONZE_TABLE[source], where)
-        ctx.lake.replace_where(bad.withColumns(stamp), f"quarantine/{source}", where)
-        for r in (
-            checked.groupBy("_source_file")
-            .agg(
-                F.sum((F.size("_reasons") == 0).cast("long")).alias("good"),
-                F.sum((F.size("_reasons") > 0).cast("long")).alias("bad"),
+        elif source == "pos":
+            existing = ctx.lake.read(table).filter(f"NOT ({where})")
+            # Materialised: both bronze and quarantine read the flags.
+            flagged = materialize(
+                pos_line_conflicts(
+                    with_content_hash(bronze),
+                    existing.select("order_id", "line_no", "_content_hash"),
+                ),
+                stage / "flagged",
             )
-            .collect()
-        ):
-            good_counts[r._source_file] = int(r.good)
-            bad_counts[r._source_file] = int(r.bad)
-    else:
-        # Only empty files: still replace earlier rows of re-sent files with nothing.
-        empty = ctx.spark.createDataFrame([], table_schema(BRONZE_TABLE[source]).struct)
-        if ctx.lake.exists(BRONZE_TABLE[source]):
-            ctx.lake.replace_where(empty, BRONZE_TABLE[source], where)
+            ctx.lake.replace_where(flagged.filter(F.col("_dup_reason").isNull()), table, where)
+            repeats = flagged.filter(F.col("_dup_reason").isNotNull()).withColumn(
+                "_reasons", F.array("_dup_reason")
+            )
+            cols = [c for c in QUARANTINE_COLUMNS if c not in stamp]
+            bad = bad.select(*cols).unionByName(repeats.select(*cols))
+        else:
+            ctx.lake.replace_where(bronze, table, where)
+        ctx.lake.replace_where(bad.withColumns(stamp), f"quarantine/{source}", where)
+    elif ctx.lake.exists(table):
+        # Only empty files: a re-sent empty file still removes its earlier rows.
+        ctx.lake.replace_where(
+            ctx.spark.createDataFrame([], table_schema(table).struct), table, where
+        )
+
+    bad_counts = _count_by_file(ctx.lake.read(f"quarantine/{source}").filter(where))
+    dup_counts = (
+        _count_by_file(ctx.lake.read("bronze/web_event_duplicates").filter(where))
+        if source == "web"
+        else {}
+    )
+    good_counts = _count_by_file(ctx.lake.read(table).filter(where))
 
     manifest_rows = []
     by_rel = {f.rel_path: f for f in todo}
@@ -183,6 +203,7 @@ def ingest(ctx: RunContext, source: str) -> dict:
         f = by_rel[s["_source_file"]]
         good_n = good_counts.get(f.rel_path, 0)
         dup_n = dup_counts.get(f.rel_path, 0)
+        bad_n = bad_counts.get(f.rel_path, 0)
         manifest_rows.append(
             dict(
                 source=source,
@@ -195,8 +216,8 @@ def ingest(ctx: RunContext, source: str) -> dict:
                 status="unreadable" if s["error"] and not good_n else "ingested",
                 error=s["error"],
                 rows_total=s["rows"],
-                rows_good=good_n - dup_n,
-                rows_bad=bad_counts.get(f.rel_path, 0),
+                rows_good=good_n,
+                rows_bad=bad_n,
                 rows_duplicate=dup_n,
                 run_id=ctx.run_id,
                 ingested_at=None,
@@ -213,7 +234,7 @@ def ingest(ctx: RunContext, source: str) -> dict:
     return {
         "files": len(todo),
         "rows_in": rows_in,
-        "rows_out": rows_in - quarantined - sum(dup_counts.values()),
+        "rows_out": sum(good_counts.values()),
         "quarantined": quarantined,
         "duplicates": sum(dup_counts.values()),
         "days": days,

@@ -122,7 +122,7 @@ def run(ctx: RunContext) -> dict:
         checked = staging_dir(ctx, source) / "checked"
         if not checked.exists():
             continue
-        batch = ctx.spark.read.parquet(str(checked))
+        batch = ctx.spark.read.format("delta").load(str(checked))
         for r in validate_batch(ctx, source, batch):
             rows.append({"source": source, **r})
     manifest = ctx.lake.read("meta/ingest_manifest").filter(F.col("run_id") == ctx.run_id)

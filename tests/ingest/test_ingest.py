@@ -276,3 +276,39 @@ def test_extra_column_is_rescued(make_ctx, settings):
     ingest(make_ctx(D1), "crm")
     (row,) = make_ctx(D1).lake.read("bronze/crm_members").collect()
     assert row.crm_id == "M1" and row._rescued == '{"wechat_openid":"oX12"}'
+
+
+def test_repeated_pos_lines_identical_or_conflicting(make_ctx, settings):
+    landing = settings.paths.landing
+    write_pos(
+        landing,
+        D1,
+        "S01",
+        [sale("O1", 1, "2026-11-01 10:00:00"), sale("O1", 2, "2026-11-01 10:00:00")],
+    )
+    ingest(make_ctx(D1), "pos")
+    write_pos(
+        landing,
+        D2,
+        "S01",
+        [
+            sale("O1", 1, "2026-11-01 10:00:00"),  # identical repeat of yesterday's line
+            sale("O1", 2, "2026-11-01 10:00:00", qty=5),  # same key, different content
+            sale("O7", 1, "2026-11-02 10:00:00"),
+            sale("O7", 1, "2026-11-02 10:00:00", discount="2.00"),  # conflicting twice in one file
+        ],
+    )
+    res = ingest(make_ctx(D2), "pos")
+    lake = make_ctx(D2).lake
+    assert _rows(lake.read("bronze/pos_lines"), "order_id", "line_no", "qty", "_line_no") == [
+        ("O1", 1, 2, 2),
+        ("O1", 2, 2, 3),
+        ("O7", 1, 2, 4),
+    ]
+    q = {r._line_no: r._reasons for r in lake.read("quarantine/pos").collect()}
+    assert q == {
+        2: ["duplicate_line"],
+        3: ["duplicate_line_conflict"],
+        5: ["duplicate_line_conflict"],
+    }
+    assert res["rows_in"] == 4 and res["quarantined"] == 3 and res["rows_out"] == 1
