@@ -78,6 +78,14 @@ def select_steps(only: Iterable[str] | None = None, until: str | None = None) ->
 
 def run_step(ctx: RunContext, step: Step) -> dict:
     """Run one step and record it in meta/runs (used by Airflow tasks too)."""
+    from jobs.lock import lake_lock
+
+    paths = ctx.settings.paths
+    with lake_lock(paths.work, paths.lake, ctx.run_id):
+        return _run_step_locked(ctx, step)
+
+
+def _run_step_locked(ctx: RunContext, step: Step) -> dict:
     started = dt.datetime.now(dt.UTC)
     t0 = time.perf_counter()
     status, detail = "ok", {}
@@ -125,14 +133,18 @@ def run_pipeline(
     steps: list[Step] | None = None,
     on_step: Callable[[Step, dict, float], None] | None = None,
 ) -> dict[str, dict]:
-    """Run ``steps`` (default: all) in order; stop at the first failure."""
+    """Run ``steps`` (default: all) in order under the lake's lock; stop at the first failure."""
+    from jobs.lock import lake_lock
+
     results: dict[str, dict] = {}
-    for step in steps or list(STEPS):
-        t0 = time.perf_counter()
-        try:
-            results[step.name] = run_step(ctx, step)
-        except Exception as exc:
-            raise StepFailed(step.name, exc) from exc
-        if on_step:
-            on_step(step, results[step.name], time.perf_counter() - t0)
+    paths = ctx.settings.paths
+    with lake_lock(paths.work, paths.lake, ctx.run_id):
+        for step in steps or list(STEPS):
+            t0 = time.perf_counter()
+            try:
+                results[step.name] = run_step(ctx, step)
+            except Exception as exc:
+                raise StepFailed(step.name, exc) from exc
+            if on_step:
+                on_step(step, results[step.name], time.perf_counter() - t0)
     return results
