@@ -1,0 +1,194 @@
+"""Configuration of the gold jobs: `conf/rfm.yaml`, `conf/features.yaml`, `conf/tags.yaml`,
+`conf/lifecycle.yaml`, and the analysis of their SQL rules against table schemas.
+
+Rules are data, so a broken one must fail at load time, naming the rule, rather
+than halfway through a nightly run: every expression is analysed against an empty
+DataFrame with the schema it will run on (the engine resolves columns and types
+without touching data).
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from pathlib import Path
+
+from pydantic import Field, field_validator, model_validator
+from pyspark.sql import SparkSession
+from pyspark.sql import types as T
+
+from jobs.config import ConfigError, StrictModel, load_model
+from jobs.schemas import table_schema
+
+SEGMENTS = (
+    "Champions",
+    "Loyal",
+    "Potential Loyalist",
+    "New",
+    "Promising",
+    "Need Attention",
+    "About to Sleep",
+    "At Risk",
+    "Cannot Lose",
+    "Hibernating",
+    "Lost",
+)
+
+
+class Tier(StrictModel):
+    name: str = Field(min_length=1)
+    min_monetary: float
+
+
+class RfmConf(StrictModel):
+    segments: dict[int, list[str]]
+    tiers: list[Tier]
+    default_tier: str = "bronze"
+
+    @field_validator("segments")
+    @classmethod
+    def _full_grid(cls, grid: dict[int, list[str]]) -> dict[int, list[str]]:
+        if sorted(grid) != [1, 2, 3, 4, 5]:
+            raise ValueError("needs one row for each r_score 1..5")
+        for r, row in grid.items():
+            if len(row) != 5:
+                raise ValueError(f"row {r} needs 5 segments (fm_score 1..5)")
+            unknown = [s for s in row if s not in SEGMENTS]
+            if unknown:
+                raise ValueError(f"row {r}: unknown segment(s) {unknown}; known: {SEGMENTS}")
+        return grid
+
+    @field_validator("tiers")
+    @classmethod
+    def _descending(cls, tiers: list[Tier]) -> list[Tier]:
+        mins = [t.min_monetary for t in tiers]
+        if mins != sorted(mins, reverse=True):
+            raise ValueError("tiers must be listed highest min_monetary first")
+        return tiers
+
+
+class FeaturesConf(StrictModel):
+    night_start_hour: int = Field(21, ge=0, le=23)
+    night_end_hour: int = Field(5, ge=0, le=23)
+
+
+class TagRule(StrictModel):
+    name: str = Field(min_length=1)
+    description: str = ""
+    when: str = Field(min_length=1)
+
+    @property
+    def placeholders(self) -> list[str]:
+        return [f for _, f, _, _ in string.Formatter().parse(self.name) if f]
+
+    @property
+    def literal_parts(self) -> list[tuple[str, str | None]]:
+        """(literal text, placeholder column or None) pieces of the name template."""
+        return [(lit, f or None) for lit, f, _, _ in string.Formatter().parse(self.name)]
+
+
+class TagsConf(StrictModel):
+    tags: list[TagRule]
+
+    @model_validator(mode="after")
+    def _unique(self) -> TagsConf:
+        names = [t.name for t in self.tags]
+        dups = sorted({n for n in names if names.count(n) > 1})
+        if dups:
+            raise ValueError(f"duplicate tag rule name(s) {dups}")
+        return self
+
+
+class LifecycleRule(StrictModel):
+    stage: str = Field(min_length=1)
+    description: str = ""
+    when: str = Field(min_length=1)
+    params: dict[str, float | int] = {}
+
+    def condition(self) -> str:
+        """`when` with its `{param}` placeholders filled in."""
+        try:
+            return self.when.format(**self.params)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"lifecycle rule {self.stage!r}: bad placeholder {exc}") from None
+
+
+class LifecycleConf(StrictModel):
+    rules: list[LifecycleRule] = Field(min_length=1)
+    default_stage: str = "active"
+
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def load_rfm(conf_dir: Path | None = None) -> RfmConf:
+    return load_model("rfm.yaml", RfmConf, conf_dir)
+
+
+def load_features(conf_dir: Path | None = None) -> FeaturesConf:
+    return load_model("features.yaml", FeaturesConf, conf_dir)
+
+
+def tag_input_schema() -> T.StructType:
+    """Schema the tag rules run on: member_features plus the member's RFM scores."""
+    feats = table_schema("gold/member_features").struct
+    rfm = {f.name: f for f in table_schema("gold/member_rfm").struct.fields}
+    extra = [rfm[c] for c in ("r_score", "f_score", "m_score", "fm_score", "rfm_segment")]
+    return T.StructType(list(feats.fields) + extra)
+
+
+def _check_boolean(spark: SparkSession, schema: T.StructType, expr: str, what: str) -> None:
+    """Analyse ``expr`` against ``schema``; ConfigError naming ``what`` unless it is boolean."""
+    try:
+        out = spark.createDataFrame([], schema).selectExpr(f"({expr}) AS _rule").schema
+    except Exception as exc:  # noqa: BLE001 - any analysis or parse error is the rule's fault
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"{what}: invalid expression {expr!r}: {first[:300]}") from None
+    dtype = out.fields[0].dataType
+    if not isinstance(dtype, T.BooleanType | T.NullType):
+        raise ConfigError(f"{what}: expression {expr!r} is {dtype.simpleString()}, not boolean")
+
+
+def validate_tags(spark: SparkSession, conf: TagsConf, schema: T.StructType | None = None) -> None:
+    """Reject at load time any tag rule that cannot run on ``schema`` (default: tag input)."""
+    schema = schema or tag_input_schema()
+    cols = {f.name for f in schema.fields}
+    for rule in conf.tags:
+        what = f"conf/tags.yaml: tag rule {rule.name!r}"
+        try:
+            placeholders = rule.placeholders
+        except ValueError as exc:
+            raise ConfigError(f"{what}: bad name template: {exc}") from None
+        for ph in placeholders:
+            if not _IDENT.match(ph) or ph not in cols:
+                raise ConfigError(f"{what}: placeholder {{{ph}}} is not a column")
+        _check_boolean(spark, schema, rule.when, what)
+
+
+def load_tags(
+    spark: SparkSession, conf_dir: Path | None = None, schema: T.StructType | None = None
+) -> TagsConf:
+    conf = load_model("tags.yaml", TagsConf, conf_dir)
+    validate_tags(spark, conf, schema)
+    return conf
+
+
+def validate_lifecycle(
+    spark: SparkSession, conf: LifecycleConf, schema: T.StructType | None = None
+) -> None:
+    schema = schema or table_schema("gold/member_features").struct
+    for i, rule in enumerate(conf.rules, start=1):
+        what = f"conf/lifecycle.yaml: rule {i} ({rule.stage})"
+        try:
+            cond = rule.condition()
+        except ValueError as exc:
+            raise ConfigError(f"{what}: {exc}") from None
+        _check_boolean(spark, schema, cond, what)
+
+
+def load_lifecycle(
+    spark: SparkSession, conf_dir: Path | None = None, schema: T.StructType | None = None
+) -> LifecycleConf:
+    conf = load_model("lifecycle.yaml", LifecycleConf, conf_dir)
+    validate_lifecycle(spark, conf, schema)
+    return conf

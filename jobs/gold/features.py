@@ -1,0 +1,298 @@
+"""gold/member_features: everything the RFM, tag and lifecycle rules need, once per D.
+
+One pass over the member's orders with conditional aggregates (every window in
+the same aggregation), one over purchase lines of the last 365 days (category
+shares) and one over the last 7 days of web events. Nothing dated after D is read.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+
+from jobs.context import RunContext
+from jobs.gold.common import write_as_of
+from jobs.gold.conf import FeaturesConf, RfmConf, load_features, load_rfm
+
+WINDOWS = (7, 30, 90, 365)
+MONEY = "decimal(18,2)"
+
+
+def _since(as_of: dt.date, days: int) -> Column:
+    """First date of the ``days``-day window ending on D: D-(days-1)."""
+    return F.date_sub(F.lit(as_of), days - 1)
+
+
+def _sum_if(cond: Column, value: Column) -> Column:
+    return F.sum(F.when(cond, value).otherwise(F.lit(0)))
+
+
+def _count_if(cond: Column) -> Column:
+    return F.sum(F.when(cond, F.lit(1)).otherwise(F.lit(0))).cast("long")
+
+
+def tier_expr(monetary: Column, conf: RfmConf) -> Column:
+    """Tier name from 365-day monetary: first tier whose minimum is reached."""
+    expr = None
+    for t in conf.tiers:
+        cond = monetary >= F.lit(t.min_monetary)
+        expr = F.when(cond, F.lit(t.name)) if expr is None else expr.when(cond, F.lit(t.name))
+    return F.lit(conf.default_tier) if expr is None else expr.otherwise(F.lit(conf.default_tier))
+
+
+def order_aggregates(orders: DataFrame, as_of: dt.date, conf: FeaturesConf) -> DataFrame:
+    """Per-member order figures as of D.
+
+    Input: silver/orders (grain: one order, keys order_id + channel), any dates.
+    Output grain: one member_id with at least one order on or before D.
+    """
+    d = F.lit(as_of)
+    o = (
+        orders.filter(F.col("member_id").isNotNull() & (F.col("order_date") <= d))
+        # The order grain is (order_id, channel); a re-sent order must not count twice.
+        .dropDuplicates(["order_id", "channel"])
+        .withColumn("is_purchase", F.coalesce(F.col("is_purchase"), F.lit(False)))
+        .withColumn("is_return", (F.col("txn_type") == "RETURN") & ~F.col("is_purchase"))
+    )
+    # Gap to the member's previous purchase; lag over purchases only, in time order.
+    w = Window.partitionBy("member_id", "is_purchase").orderBy("order_ts", "order_id", "channel")
+    o = o.withColumn(
+        "gap_days",
+        F.when(F.col("is_purchase"), F.datediff("order_date", F.lag("order_date").over(w))),
+    )
+    p, r = F.col("is_purchase"), F.col("is_return")
+    amt = F.coalesce(F.col("net_amount"), F.lit(0)).cast(MONEY)
+    # The explicit cast matters on Sail 0.7.2: a timestamp read back from Delta is tagged
+    # UTC, so hour() would give the UTC hour; the cast re-tags it with the session zone
+    # (store-local). On Spark the cast is a no-op.
+    hour = F.hour(F.col("order_ts").cast("timestamp"))
+    if conf.night_start_hour > conf.night_end_hour:
+        night = (hour >= conf.night_start_hour) | (hour < conf.night_end_hour)
+    else:
+        night = (hour >= conf.night_start_hour) & (hour < conf.night_end_hour)
+    in_w = {n: F.col("order_date") >= _since(as_of, n) for n in WINDOWS}
+    prev90 = (F.col("order_date") >= _since(as_of, 180)) & (F.col("order_date") < _since(as_of, 90))
+    p365 = p & in_w[365]
+    aggs: list[Column] = [
+        F.min(F.when(p, F.col("order_date"))).alias("first_purchase_date"),
+        F.max(F.when(p, F.col("order_date"))).alias("last_purchase_date"),
+        _count_if(p).alias("frequency_total"),
+    ]
+    for n in WINDOWS:
+        aggs += [
+            _count_if(p & in_w[n]).alias(f"frequency_{n}d"),
+            _sum_if(p & in_w[n], amt).alias(f"spend_{n}d"),
+            _sum_if(r & in_w[n], amt).alias(f"returns_{n}d"),
+        ]
+    aggs += [
+        _sum_if(p & prev90, amt).alias("spend_prev_90d"),
+        _count_if(r & in_w[365]).alias("returns_count_365d"),
+        _count_if(p365 & ~F.col("is_online")).alias("store_purchases_365d"),
+        _count_if(p365 & F.col("is_online")).alias("online_purchases_365d"),
+        _sum_if(p365, F.coalesce(F.col("gross_amount"), F.lit(0)).cast(MONEY)).alias("gross_365d"),
+        _sum_if(p365, F.coalesce(F.col("discount_amount"), F.lit(0)).cast(MONEY)).alias(
+            "discount_365d"
+        ),
+        _count_if(p365 & night).alias("night_purchases_365d"),
+        F.median("gap_days").alias("median_gap_days"),
+    ]
+    return o.groupBy("member_id").agg(*aggs)
+
+
+def category_aggregates(lines: DataFrame, as_of: dt.date) -> DataFrame:
+    """Per-member category mix of purchase lines.
+
+    Input: silver/order_lines (grain: one line, keys order_id + channel + line_no).
+    Output grain: one member_id with a purchase line in [D-364, D]: spend, shares by
+    category, top category (largest spend, ties to the smallest name) and the number
+    of distinct categories bought in [D-89, D].
+    """
+    d = F.lit(as_of)
+    by_cat = (
+        lines.filter(
+            F.col("member_id").isNotNull()
+            & F.coalesce(F.col("is_purchase"), F.lit(False))
+            & (F.col("order_date") <= d)
+            & (F.col("order_date") >= _since(as_of, 365))
+        )
+        .dropDuplicates(["order_id", "channel", "line_no"])
+        .withColumn("category", F.coalesce(F.col("category"), F.lit("unknown")))
+        .groupBy("member_id", "category")
+        .agg(
+            F.sum(F.coalesce(F.col("net_amount"), F.lit(0)).cast(MONEY)).alias("spend"),
+            F.max(F.col("order_date") >= _since(as_of, 90)).alias("in_90d"),
+        )
+    )
+    agg = by_cat.groupBy("member_id").agg(
+        F.sum("spend").cast(MONEY).alias("category_spend_365d"),
+        F.collect_list(F.struct(F.col("category").alias("c"), F.col("spend").alias("s"))).alias(
+            "_e"
+        ),
+        # Ascending sort of (-spend, category): the first is the top category.
+        F.sort_array(
+            F.collect_list(F.struct((-F.col("spend")).alias("neg"), F.col("category").alias("c")))
+        )
+        .getItem(0)
+        .getField("c")
+        .alias("top_category"),
+        _count_if(F.col("in_90d")).alias("distinct_categories_90d"),
+    )
+    # Shares divide doubles: IEEE division is correctly rounded, so a ratio that is exactly
+    # 0.6 compares equal to the literal 0.6 (decimal division would truncate to 6 places on
+    # Sail and could turn 2/3 into 0.666666).
+    total = F.col("category_spend_365d").cast("double")
+    return agg.select(
+        "member_id",
+        "category_spend_365d",
+        F.when(
+            total > 0,
+            F.map_from_entries(
+                F.transform("_e", lambda e: F.struct(e["c"], e["s"].cast("double") / total))
+            ),
+        ).alias("category_shares_365d"),
+        "top_category",
+        F.when(
+            total > 0,
+            F.element_at(F.map_from_entries("_e"), F.col("top_category")).cast("double") / total,
+        ).alias("top_category_share"),
+        "distinct_categories_90d",
+    )
+
+
+def view_aggregates(events: DataFrame, as_of: dt.date) -> DataFrame:
+    """Product views in [D-6, D] per member (input: silver/web_events, one event a row)."""
+    return (
+        events.filter(
+            F.col("member_id").isNotNull()
+            & (F.col("event_type") == "product_view")
+            & (F.col("event_date") <= F.lit(as_of))
+            & (F.col("event_date") >= _since(as_of, 7))
+        )
+        .groupBy("member_id")
+        .agg(F.countDistinct("event_id").alias("product_views_7d"))
+    )
+
+
+def features(
+    orders: DataFrame,
+    lines: DataFrame,
+    members: DataFrame,
+    events: DataFrame,
+    as_of: dt.date,
+    conf: FeaturesConf,
+    rfm_conf: RfmConf,
+) -> DataFrame:
+    """gold/member_features as of D.
+
+    Inputs: silver/orders (one order), silver/order_lines (one line), silver/members
+    (one member, key member_id), silver/web_events (one event).
+    Output grain: one member x as_of_date, keys (member_id, as_of_date): every member
+    first seen on or before D (or with an order on or before D), buyers or not.
+    """
+    d = F.lit(as_of)
+    oa = order_aggregates(orders, as_of, conf)
+    ca = category_aggregates(lines, as_of)
+    va = view_aggregates(events, as_of)
+    m = members.dropDuplicates(["member_id"]).select(
+        "member_id",
+        "first_seen",
+        "is_registered",
+        "status",
+        "home_store_id",
+        "birth_year",
+        "birth_month",
+        "opt_in_sms",
+        "opt_in_email",
+        "opt_in_push",
+    )
+    j = (
+        m.join(oa, "member_id", "left")
+        .join(ca, "member_id", "left")
+        .join(va, "member_id", "left")
+        .filter(
+            (F.col("first_seen") <= d)
+            | F.col("first_seen").isNull()
+            | F.col("frequency_total").isNotNull()
+        )
+    )
+    zero_long = [f"frequency_{n}d" for n in WINDOWS] + [
+        "frequency_total",
+        "returns_count_365d",
+        "store_purchases_365d",
+        "online_purchases_365d",
+        "night_purchases_365d",
+        "product_views_7d",
+        "distinct_categories_90d",
+    ]
+    zero_money = (
+        [f"spend_{n}d" for n in WINDOWS]
+        + [f"returns_{n}d" for n in WINDOWS]
+        + ["spend_prev_90d", "gross_365d", "discount_365d", "category_spend_365d"]
+    )
+    j = j.select(
+        *[c for c in j.columns if c not in zero_long + zero_money],
+        *[F.coalesce(F.col(c), F.lit(0)).cast("long").alias(c) for c in zero_long],
+        *[F.coalesce(F.col(c), F.lit(0)).cast(MONEY).alias(c) for c in zero_money],
+    )
+    monetary = {
+        n: F.round(F.col(f"spend_{n}d") - F.col(f"returns_{n}d"), 2).cast(MONEY) for n in WINDOWS
+    }
+    age = (
+        F.year(d)
+        - F.col("birth_year")
+        - F.when(
+            F.col("birth_month").isNotNull() & (F.month(d) < F.col("birth_month")), 1
+        ).otherwise(0)
+    )
+    f365 = F.col("frequency_365d")
+    return j.select(
+        "*",
+        d.alias("as_of_date"),
+        F.datediff(d, F.col("first_purchase_date")).alias("days_since_first_purchase"),
+        F.datediff(d, F.col("last_purchase_date")).alias("recency_days"),
+        *[monetary[n].alias(f"monetary_{n}d") for n in WINDOWS],
+        F.when(f365 > 0, F.round(F.col("spend_365d") / f365, 2)).cast(MONEY).alias("aov_365d"),
+        F.when(
+            F.col("spend_prev_90d") != 0,
+            F.col("spend_90d").cast("double") / F.col("spend_prev_90d").cast("double"),
+        ).alias("monetary_trend"),
+        F.when(
+            F.col("gross_365d") > 0,
+            F.col("discount_365d").cast("double") / F.col("gross_365d").cast("double"),
+        ).alias("discount_share_365d"),
+        F.when(f365 > 0, F.col("night_purchases_365d") / f365).alias("night_share_365d"),
+        age.cast("int").alias("age"),
+        tier_expr(monetary[365], rfm_conf).alias("tier"),
+    )
+
+
+def run(ctx: RunContext) -> dict:
+    """Read silver, compute member features as of D, replace D's partition."""
+    as_of = ctx.as_of
+    month = as_of.strftime("%Y-%m")
+    orders = ctx.lake.read("silver/orders").filter(F.col("order_month") <= month)
+    # Lines only matter for 365 days: prune months outside the window early.
+    first_month = (as_of - dt.timedelta(days=364)).strftime("%Y-%m")
+    lines = ctx.lake.read("silver/order_lines").filter(
+        (F.col("order_month") <= month) & (F.col("order_month") >= first_month)
+    )
+    events = ctx.lake.read("silver/web_events").filter(
+        (F.col("event_date") <= F.lit(as_of))
+        & (F.col("event_date") >= F.lit(as_of - dt.timedelta(days=6)))
+    )
+    members = ctx.lake.read("silver/members")
+    df = features(orders, lines, members, events, as_of, load_features(), load_rfm())
+    write_as_of(ctx, df, "gold/member_features")
+    out = ctx.lake.read("gold/member_features").filter(F.col("as_of_date") == F.lit(as_of))
+    row = out.agg(
+        F.count(F.lit(1)).alias("rows_out"),
+        _count_if(F.col("first_purchase_date").isNotNull()).alias("buyers"),
+        _count_if(F.col("frequency_365d") > 0).alias("buyers_365d"),
+    ).first()
+    return {
+        "rows_out": int(row["rows_out"]),
+        "buyers": int(row["buyers"] or 0),
+        "buyers_365d": int(row["buyers_365d"] or 0),
+    }

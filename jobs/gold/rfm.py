@@ -1,0 +1,88 @@
+"""gold/member_rfm: recency, frequency, monetary, 1..5 scores, segment and tier (CONTRACT 4)."""
+
+from __future__ import annotations
+
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+
+from jobs.context import RunContext
+from jobs.gold.common import read_as_of, write_as_of
+from jobs.gold.conf import RfmConf, load_rfm
+
+
+def _score(order: Column) -> Column:
+    """ceil(5 * cume_dist()) among members with frequency >= 1; equal values, equal scores.
+
+    cume_dist gives every peer of a value the same fraction, so ties cannot split.
+    Members with frequency 0 sit in their own window partition and are set to 1 by
+    the caller.
+    """
+    w = Window.partitionBy(F.col("frequency") >= 1).orderBy(order)
+    return F.ceil(F.lit(5) * F.cume_dist().over(w)).cast("int")
+
+
+def segment_expr(r: Column, fm: Column, conf: RfmConf) -> Column:
+    """Segment name of the (r_score, fm_score) cell of the conf grid."""
+    pairs: list[Column] = []
+    for r_score, row in sorted(conf.segments.items()):
+        for fm_score, name in enumerate(row, start=1):
+            pairs += [F.lit(r_score * 10 + fm_score), F.lit(name)]
+    return F.element_at(F.create_map(*pairs), r * 10 + fm)
+
+
+def rfm(features: DataFrame, conf: RfmConf) -> DataFrame:
+    """RFM as of D.
+
+    Input: gold/member_features for one as_of_date (grain member x as_of_date).
+    Output grain: one member with at least one purchase on or before D, keys
+    (member_id, as_of_date).
+    """
+    buyers = features.filter(F.col("first_purchase_date").isNotNull()).select(
+        "member_id",
+        "as_of_date",
+        "recency_days",
+        F.col("frequency_365d").alias("frequency"),
+        F.col("monetary_365d").alias("monetary"),
+        "tier",
+        "frequency_7d",
+        "frequency_30d",
+        "frequency_90d",
+        "monetary_7d",
+        "monetary_30d",
+        "monetary_90d",
+        F.col("aov_365d").alias("aov"),
+        "distinct_categories_90d",
+        "monetary_trend",
+        "first_purchase_date",
+        "last_purchase_date",
+    )
+    scored = F.col("frequency") >= 1
+    out = (
+        buyers.withColumn("r_score", _score(F.col("recency_days").desc()))
+        .withColumn("f_score", _score(F.col("frequency").asc()))
+        .withColumn("m_score", _score(F.col("monetary").asc()))
+        .withColumn("r_score", F.when(scored, F.col("r_score")).otherwise(1))
+        .withColumn("f_score", F.when(scored, F.col("f_score")).otherwise(1))
+        .withColumn("m_score", F.when(scored, F.col("m_score")).otherwise(1))
+    )
+    # Round half up: (f + m + 1) div 2 keeps the grid on whole scores.
+    fm = ((F.col("f_score") + F.col("m_score") + 1) / 2).cast("int")
+    return out.withColumn("fm_score", fm).select(
+        "*",
+        F.concat_ws("", "r_score", "f_score", "m_score").alias("rfm_cell"),
+        segment_expr(F.col("r_score"), F.col("fm_score"), conf).alias("rfm_segment"),
+    )
+
+
+def run(ctx: RunContext) -> dict:
+    feats = read_as_of(ctx, "gold/member_features")
+    df = rfm(feats, load_rfm())
+    write_as_of(ctx, df, "gold/member_rfm")
+    counts = {
+        r["rfm_segment"]: int(r["n"])
+        for r in read_as_of(ctx, "gold/member_rfm")
+        .groupBy("rfm_segment")
+        .agg(F.count(F.lit(1)).alias("n"))
+        .collect()
+    }
+    return {"rows_out": sum(counts.values()), "segments": counts}
