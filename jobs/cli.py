@@ -176,6 +176,23 @@ def maintain(
         typer.echo(line)
 
 
+@app.command()
+def rules(
+    source: Annotated[
+        str | None, typer.Option("--source", help="pos | web | crm (default: all)")
+    ] = None,
+) -> None:
+    """List the quarantine rules (from the Great Expectations suites in expectations/)."""
+    from jobs.ingest.rules import load_rules
+
+    for src in [source] if source else ["pos", "web", "crm"]:
+        seen: dict[str, list[str]] = {}
+        for rule in load_rules(src):
+            seen.setdefault(rule.name, []).append(rule.description)
+        for name, descriptions in seen.items():
+            typer.echo(f"{src:4} {name:32} {'; '.join(dict.fromkeys(descriptions))}")
+
+
 @app.command("check-conf")
 def check_conf() -> None:
     """Load and validate every configuration file."""
