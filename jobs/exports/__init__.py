@@ -1,0 +1,1 @@
+"""Segment exports for downstream tools (jobs.exports.segments)."""

@@ -1,0 +1,514 @@
+"""Segment exports: consented audiences for downstream tools, published atomically.
+
+For business date D, every segment of ``conf/segments.yaml`` becomes, under
+``<exports>/<D>/``:
+
+* ``<segment>.csv`` and ``<segment>.parquet``: the audience, one row per member
+  (key ``member_id``; row order not significant);
+* ``<segment>.entered.csv`` / ``<segment>.exited.csv``: members who joined / left the
+  audience since the previous published export (all members entered when there is
+  none). Ids of the previous export are first re-keyed through merges in
+  ``silver/member_id_changes``, so a merge is not an exit plus an entry;
+* ``manifest.json``: every file with its rows and SHA-256, the segment definitions,
+  the as_of_date and the previous export it was compared with.
+
+Only members who consented to the segment's channel are exported (see the comment
+at the top of conf/segments.yaml, ``ads`` included); files carry masked values or
+SHA-256 of normalised identifiers, never raw PII.
+
+Publishing: all files are written into a temporary folder next to the target, which
+is then renamed into place, and ``_SUCCESS`` is written last. Any failure before the
+rename removes the temporary folder and leaves the previous export untouched.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from jobs.config import CONF_DIR, ConfigError, StrictModel, load_model
+from jobs.context import RunContext
+from jobs.privacy.pii import sha256_col
+from jobs.schemas import table_schema
+
+log = logging.getLogger(__name__)
+
+SEGMENTS_FILE = "segments.yaml"
+Channel = Literal["sms", "email", "push", "ads"]
+
+# Identifier columns each channel's files carry (after the common ones).
+CHANNEL_COLUMNS: dict[str, tuple[str, ...]] = {
+    "sms": ("crm_id", "phone_masked"),
+    "email": ("crm_id", "email_masked"),
+    "push": ("crm_id",),
+    "ads": ("phone_sha256", "email_sha256"),
+}
+COMMON_COLUMNS = ("member_id", "segment", "as_of_date", "stage", "tier", "rfm_segment")
+# Columns of silver/members that must not reach the segment view (hashes are keyed
+# HMACs meant for joins, masked values are for display in exports only).
+_MEMBER_PRIVATE = re.compile(r".*_(hash|masked)$")
+
+
+class Segment(StrictModel):
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")
+    description: str = ""
+    channel: Channel
+    where: str = Field(min_length=1)
+
+    @field_validator("where")
+    @classmethod
+    def _one_expression(cls, value: str) -> str:
+        if ";" in value:
+            raise ValueError("must be a single SQL expression (no ';')")
+        return value.strip()
+
+
+class SegmentsConf(StrictModel):
+    segments: list[Segment] = Field(min_length=1)
+
+    @field_validator("segments")
+    @classmethod
+    def _unique(cls, segments: list[Segment]) -> list[Segment]:
+        names = [s.name for s in segments]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate segment name(s): {dupes}")
+        return segments
+
+
+def load_segments(conf_dir: Path | None = None, spark: SparkSession | None = None) -> SegmentsConf:
+    """Read and validate conf/segments.yaml; with ``spark`` also analyse every predicate."""
+    conf = load_model(SEGMENTS_FILE, SegmentsConf, conf_dir)
+    if spark is not None:
+        empty = spark.createDataFrame([], view_schema())
+        validate_predicates(empty, conf, (conf_dir or CONF_DIR) / SEGMENTS_FILE)
+    return conf
+
+
+def view_schema() -> T.StructType:
+    """Schema of the segment view (what :func:`segment_view` returns), from schemas/*.yaml."""
+    fields = list(table_schema("gold/member_features").struct.fields)
+    names = {f.name for f in fields}
+    for f in table_schema("gold/member_rfm").struct.fields:
+        if f.name not in names:
+            fields.append(f)
+            names.add(f.name)
+    fields += [
+        T.StructField("stage", T.StringType()),
+        T.StructField("lifecycle_stage", T.StringType()),
+        T.StructField("tags", T.ArrayType(T.StringType())),
+    ]
+    names |= {"stage", "lifecycle_stage", "tags"}
+    for f in table_schema("silver/members").struct.fields:
+        if f.name not in names and not _MEMBER_PRIVATE.match(f.name):
+            fields.append(f)
+    return T.StructType(fields)
+
+
+def validate_predicates(view: DataFrame, conf: SegmentsConf, path: Path | str) -> None:
+    """Analyse each ``where`` on ``view`` (no data is read): boolean, known columns, valid SQL."""
+    for seg in conf.segments:
+        try:
+            dtype = view.select(F.expr(seg.where).alias("_p")).schema["_p"].dataType
+        except Exception as exc:  # noqa: BLE001 - the engine's analysis error, re-worded
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(
+                f"{path}: segment {seg.name!r}: bad `where` {seg.where!r}: {first}"
+            ) from None
+        if not isinstance(dtype, T.BooleanType):
+            raise ConfigError(
+                f"{path}: segment {seg.name!r}: `where` must be boolean, got {dtype.simpleString()}"
+            )
+
+
+# ---- pure transforms ------------------------------------------------------------------
+
+
+def segment_view(
+    features: DataFrame,
+    rfm: DataFrame,
+    lifecycle: DataFrame,
+    tags: DataFrame,
+    members: DataFrame,
+) -> DataFrame:
+    """One row per member of gold/member_features (all for one as_of_date), key member_id.
+
+    Inputs: features, rfm, lifecycle (member x as_of_date, already filtered to D),
+    tags (member x tag for D), members (silver/members, one row per member_id).
+    Adds rfm columns not in features, ``stage``/``lifecycle_stage``, ``tags`` (array,
+    empty when none) and the non-private columns of silver/members.
+    """
+    view = features
+    rfm_cols = [c for c in rfm.columns if c not in view.columns]
+    view = view.join(rfm.select("member_id", *rfm_cols), "member_id", "left")
+    view = view.join(
+        lifecycle.select("member_id", F.col("stage"), F.col("stage").alias("lifecycle_stage")),
+        "member_id",
+        "left",
+    )
+    tag_arrays = tags.groupBy("member_id").agg(F.array_sort(F.collect_set("tag")).alias("tags"))
+    view = view.join(tag_arrays, "member_id", "left").withColumn(
+        "tags", F.coalesce(F.col("tags"), F.array().cast("array<string>"))
+    )
+    member_cols = [
+        c for c in members.columns if c not in view.columns and not _MEMBER_PRIVATE.match(c)
+    ]
+    return view.join(members.select("member_id", *member_cols), "member_id", "left")
+
+
+def contact_points(members: DataFrame, pii: DataFrame) -> DataFrame:
+    """One row per member_id: consent flags, status and the identifiers exports may carry.
+
+    ``members`` is silver/members (consent, masked values), ``pii`` restricted/member_pii
+    (canonical 11-digit phone, trimmed lower-case email). Hashes are plain SHA-256 of
+    the E.164 phone (``+86`` + 11 digits) and of the lower-cased email, as ad platforms
+    expect for customer matching.
+    """
+    phone = F.regexp_replace(F.col("p.phone"), r"\D", "")
+    e164 = F.when(F.length(phone) == 11, F.concat(F.lit("+86"), phone)).when(
+        (F.length(phone) == 13) & phone.startswith("86"), F.concat(F.lit("+"), phone)
+    )
+    email = F.lower(F.trim(F.col("p.email")))
+    return (
+        members.alias("m")
+        .join(pii.alias("p"), F.col("m.member_id") == F.col("p.member_id"), "left")
+        .select(
+            F.col("m.member_id").alias("member_id"),
+            F.col("m.crm_id").alias("crm_id"),
+            F.col("m.status").alias("status"),
+            F.coalesce(F.col("m.opt_in_sms"), F.lit(False)).alias("opt_in_sms"),
+            F.coalesce(F.col("m.opt_in_email"), F.lit(False)).alias("opt_in_email"),
+            F.coalesce(F.col("m.opt_in_push"), F.lit(False)).alias("opt_in_push"),
+            F.col("m.phone_masked").alias("phone_masked"),
+            F.col("m.email_masked").alias("email_masked"),
+            sha256_col(e164).alias("phone_sha256"),
+            sha256_col(F.when(F.length(email) > 0, email)).alias("email_sha256"),
+        )
+    )
+
+
+def merge_map(changes: DataFrame, after: dt.date | None, until: dt.date) -> DataFrame:
+    """``old_member_id -> member_id`` for merges dated in (after, until], chains followed.
+
+    Input silver/member_id_changes (old_member_id x new_member_id x as_of_date);
+    output one row per retired id with the id that finally survives.
+    """
+    cond = (F.col("change_type") == "merge") & (F.col("as_of_date") <= F.lit(until))
+    if after is not None:
+        cond &= F.col("as_of_date") > F.lit(after)
+    m = (
+        changes.where(cond)
+        .where(F.col("old_member_id") != F.col("new_member_id"))
+        .groupBy("old_member_id")
+        .agg(F.max_by("new_member_id", "as_of_date").alias("new_id"))
+    )
+    # A -> B then B -> C: follow a few links (merges of merges are rare and short).
+    for _ in range(3):
+        nxt = m.select(F.col("old_member_id").alias("_o2"), F.col("new_id").alias("_n2"))
+        m = m.join(nxt, m.new_id == nxt._o2, "left").select(
+            "old_member_id", F.coalesce("_n2", "new_id").alias("new_id")
+        )
+    return m
+
+
+def rekey(df: DataFrame, mapping: DataFrame) -> DataFrame:
+    """Replace retired member_ids by their survivor; keep one row per member_id.
+
+    When both a retired id and its survivor are present, the survivor's own row wins
+    (its attributes are current).
+    """
+    joined = df.join(
+        mapping.withColumnRenamed("old_member_id", "_old"),
+        F.col("member_id") == F.col("_old"),
+        "left",
+    )
+    joined = joined.withColumn("_own", F.col("new_id").isNull()).withColumn(
+        "member_id", F.coalesce(F.col("new_id"), F.col("member_id"))
+    )
+    w = Window.partitionBy("member_id").orderBy(
+        F.col("_own").desc(), F.col("_old").asc_nulls_first()
+    )
+    return (
+        joined.withColumn("_rn", F.row_number().over(w))
+        .where("_rn = 1")
+        .drop("_rn", "_own", "_old", "new_id")
+    )
+
+
+def audience(view: DataFrame, contacts: DataFrame, segment: Segment, as_of: dt.date) -> DataFrame:
+    """The exported rows of one segment: one per consenting member, key member_id.
+
+    ``view`` from :func:`segment_view`, ``contacts`` from :func:`contact_points`.
+    """
+    members = view.where(F.expr(segment.where)).select("member_id", "stage", "tier", "rfm_segment")
+    df = members.join(contacts, "member_id", "inner").where(
+        F.coalesce(F.col("status"), F.lit("active")) != "closed"
+    )
+    if segment.channel == "ads":
+        df = df.withColumn(
+            "phone_sha256", F.when(F.col("opt_in_sms"), F.col("phone_sha256"))
+        ).withColumn("email_sha256", F.when(F.col("opt_in_email"), F.col("email_sha256")))
+        df = df.where(F.col("phone_sha256").isNotNull() | F.col("email_sha256").isNotNull())
+    else:
+        df = df.where(F.col(f"opt_in_{segment.channel}"))
+    cols = [
+        F.col("member_id"),
+        F.lit(segment.name).alias("segment"),
+        F.lit(as_of).cast("date").alias("as_of_date"),
+        F.col("stage"),
+        F.col("tier"),
+        F.col("rfm_segment"),
+    ] + [F.col(c) for c in CHANNEL_COLUMNS[segment.channel]]
+    return df.select(*cols)
+
+
+def changes_since(current: DataFrame, previous: DataFrame) -> tuple[DataFrame, DataFrame]:
+    """(entered, exited): rows of ``current`` not in ``previous`` and the reverse, on member_id."""
+    entered = current.join(previous.select("member_id"), "member_id", "left_anti")
+    exited = previous.join(current.select("member_id"), "member_id", "left_anti")
+    return entered, exited
+
+
+# ---- files ----------------------------------------------------------------------------
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _single_file(df: DataFrame, fmt: str, target: Path, scratch: Path) -> None:
+    """Write ``df`` as exactly one ``target`` file (CSV with header, or Parquet).
+
+    The engine writes a folder of data files (how many is its business: Sail may write
+    several even for one partition, and does not keep a sort order on write); they are
+    then concatenated into one file by streaming, never holding the data in memory.
+    Row order in the files is not significant.
+    """
+    out = scratch / f"{target.name}.d"
+    writer = df.coalesce(1).write.mode("overwrite")
+    if fmt == "csv":
+        writer.option("header", True).csv(str(out))
+    else:
+        writer.parquet(str(out))
+    # Spark names data files part-*, Sail <random>_<n>.<ext>; neither starts with _ or .
+    # (_SUCCESS, .crc). Sail writes no folder at all for an empty DataFrame.
+    parts = sorted(
+        p
+        for p in (out.iterdir() if out.exists() else ())
+        if p.is_file() and not p.name.startswith(("_", ".")) and not p.name.endswith(".crc")
+    )
+    if fmt == "csv":
+        _concat_csv(parts, target, df.columns)
+    else:
+        _concat_parquet(parts, target, df.schema)
+    shutil.rmtree(out, ignore_errors=True)
+
+
+def _concat_csv(parts: list[Path], target: Path, columns: list[str]) -> None:
+    """One CSV from part files that each start with the same header line."""
+    header_done = False
+    with open(target, "wb") as dst:
+        for part in parts:
+            with open(part, "rb") as src:
+                header = src.readline()
+                if not header:
+                    continue
+                if not header_done:
+                    dst.write(header if header.endswith(b"\n") else header + b"\n")
+                    header_done = True
+                shutil.copyfileobj(src, dst, 1 << 20)
+        if not header_done:
+            dst.write((",".join(columns) + "\n").encode("utf-8"))
+
+
+def _concat_parquet(parts: list[Path], target: Path, schema: T.StructType) -> None:
+    """One Parquet file from part files, batch by batch."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if not parts:
+        from pyspark.sql.pandas.types import to_arrow_schema
+
+        pq.write_table(pa.Table.from_batches([], to_arrow_schema(schema)), target)
+        return
+    first = pq.ParquetFile(parts[0]).schema_arrow
+    with pq.ParquetWriter(target, first) as writer:
+        for part in parts:
+            for batch in pq.ParquetFile(part).iter_batches(batch_size=65536):
+                writer.write_batch(batch.cast(first) if batch.schema != first else batch)
+
+
+def previous_export(root: Path, as_of: dt.date) -> tuple[dt.date, Path] | None:
+    """The latest published export (``_SUCCESS`` present) dated before ``as_of``."""
+    if not root.exists():
+        return None
+    best = None
+    for p in root.iterdir():
+        try:
+            day = dt.date.fromisoformat(p.name)
+        except ValueError:
+            continue
+        if day < as_of and (p / "_SUCCESS").exists() and (best is None or day > best[0]):
+            best = (day, p)
+    return best
+
+
+def publish(tmp: Path, target: Path) -> None:
+    """Swap ``tmp`` into ``target``: rename, then ``_SUCCESS``; the old one goes last.
+
+    A rename within one folder is atomic; the old folder is only moved aside for the
+    instant between two renames and put back if the second one fails.
+    """
+    old = None
+    if target.exists():
+        old = target.with_name(f".old-{target.name}-{uuid.uuid4().hex[:8]}")
+        (target / "_SUCCESS").unlink(missing_ok=True)  # readers: being replaced
+        os.replace(target, old)
+    try:
+        os.replace(tmp, target)
+    except BaseException:
+        if old is not None:
+            os.replace(old, target)
+            (target / "_SUCCESS").write_text("")
+        raise
+    (target / "_SUCCESS").write_text("")
+    if old is not None:
+        # Keep the run report of this date if the report step has not rewritten it yet.
+        report = old / "report.html"
+        if report.exists() and not (target / "report.html").exists():
+            os.replace(report, target / "report.html")
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _file_entry(path: Path, segment: str, kind: str, rows: int) -> dict:
+    return {
+        "path": path.name,
+        "segment": segment,
+        "kind": kind,
+        "format": path.suffix.lstrip("."),
+        "rows": rows,
+        "bytes": path.stat().st_size,
+        "sha256": sha256_file(path),
+    }
+
+
+def write_export(
+    spark: SparkSession,
+    view: DataFrame,
+    contacts: DataFrame,
+    changes: DataFrame,
+    segments: Iterable[Segment],
+    root: Path,
+    as_of: dt.date,
+    run_id: str,
+) -> dict:
+    """Write every segment's files and the manifest for ``as_of``, then publish them."""
+    root.mkdir(parents=True, exist_ok=True)
+    target = root / as_of.isoformat()
+    tmp = root / f".tmp-{as_of.isoformat()}-{uuid.uuid4().hex[:12]}"
+    scratch = tmp / "_scratch"
+    scratch.mkdir(parents=True)
+    prev = previous_export(root, as_of)
+    files: list[dict] = []
+    seg_entries: list[dict] = []
+    try:
+        current_ids = merge_map(changes, None, as_of)
+        prev_ids = merge_map(changes, prev[0], as_of) if prev else None
+        for seg in segments:
+            rows = rekey(audience(view, contacts, seg, as_of), current_ids)
+            pq_path = tmp / f"{seg.name}.parquet"
+            _single_file(rows, "parquet", pq_path, scratch)
+            # Everything else reads the written file back: the join runs once.
+            written = spark.read.parquet(str(pq_path))
+            n = written.count()
+            csv_path = tmp / f"{seg.name}.csv"
+            _single_file(written, "csv", csv_path, scratch)
+            files += [
+                _file_entry(csv_path, seg.name, "audience", n),
+                _file_entry(pq_path, seg.name, "audience", n),
+            ]
+            prev_file = prev[1] / f"{seg.name}.parquet" if prev else None
+            if prev_file is not None and prev_file.exists():
+                previous = rekey(spark.read.parquet(str(prev_file)), prev_ids)
+            else:
+                previous = written.limit(0)
+            entered, exited = changes_since(written, previous)
+            counts = {}
+            for kind, df in (("entered", entered), ("exited", exited)):
+                path = tmp / f"{seg.name}.{kind}.csv"
+                _single_file(df, "csv", path, scratch)
+                counts[kind] = df.count()
+                files.append(_file_entry(path, seg.name, kind, counts[kind]))
+            seg_entries.append({**seg.model_dump(), "rows": n, **counts})
+        shutil.rmtree(scratch)
+        manifest = {
+            "as_of_date": as_of.isoformat(),
+            "run_id": run_id,
+            "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "previous_export": prev[0].isoformat() if prev else None,
+            "segments": seg_entries,
+            "files": files,
+        }
+        (tmp / "manifest.json").write_text(
+            json.dumps(manifest, ensure_ascii=False, indent=2), encoding="utf-8"
+        )
+        publish(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return manifest
+
+
+def run(ctx: RunContext) -> dict:
+    """Export every segment of conf/segments.yaml for ctx.as_of (see module docstring)."""
+    lake, as_of = ctx.lake, ctx.as_of
+    segments = load_segments()
+
+    def on_date(name: str) -> DataFrame:
+        return lake.read(name).where(F.col("as_of_date") == F.lit(as_of))
+
+    members = lake.read("silver/members")
+    view = segment_view(
+        on_date("gold/member_features"),
+        on_date("gold/member_rfm"),
+        on_date("gold/member_lifecycle"),
+        on_date("gold/member_tags"),
+        members,
+    )
+    validate_predicates(view, segments, CONF_DIR / SEGMENTS_FILE)
+    contacts = contact_points(members, lake.read("restricted/member_pii"))
+    manifest = write_export(
+        ctx.spark,
+        view,
+        contacts,
+        lake.read("silver/member_id_changes"),
+        segments.segments,
+        Path(ctx.settings.paths.exports),
+        as_of,
+        ctx.run_id,
+    )
+    per_segment = {s["name"]: s["rows"] for s in manifest["segments"]}
+    return {
+        "rows_out": sum(per_segment.values()),
+        "files": len(manifest["files"]),
+        "segments": per_segment,
+        "path": str(Path(ctx.settings.paths.exports) / as_of.isoformat()),
+    }
