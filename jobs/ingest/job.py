@@ -49,7 +49,7 @@ def _parse_to_parquet(args: tuple[str, str, str, str, str]) -> dict:
         "sha256": pf.sha256,
         "encoding": pf.encoding,
         "error": pf.error,
-        "rows": len(pf.rows),
+        "rows": pf.n_rows,
     }
 
 

@@ -70,12 +70,25 @@ class ParsedFile:
     size_bytes: int
     sha256: str
     encoding: str | None
-    rows: list[dict] = field(default_factory=list)
     error: str | None = None
+    n_rows: int = 0
+    _columns: dict[str, list] = field(default_factory=dict)
+
+    def add(self, row: dict) -> None:
+        """Append one row (missing keys are null); kept column-wise for a cheap Arrow build."""
+        if not self._columns:
+            self._columns = {f.name: [] for f in arrow_schema(self.source)}
+        for name, values in self._columns.items():
+            values.append(row.get(name))
+        self.n_rows += 1
 
     def to_arrow(self) -> pa.Table:
         schema = arrow_schema(self.source)
-        return pa.Table.from_pylist(self.rows, schema=schema)
+        if not self._columns:
+            return schema.empty_table()
+        return pa.Table.from_arrays(
+            [pa.array(self._columns[f.name], f.type) for f in schema], schema=schema
+        )
 
 
 def decode(data: bytes) -> tuple[str, str]:
@@ -106,7 +119,7 @@ def _truncate(raw: str) -> str:
 
 def _file_row(pf: ParsedFile, reason: str, detail: str) -> None:
     pf.error = f"{reason}: {detail}"
-    pf.rows.append(
+    pf.add(
         {
             "_parse_error": reason,
             "_raw": f"<{pf.size_bytes} bytes: {detail}>",
@@ -201,7 +214,7 @@ def parse_csv(pf: ParsedFile, data: bytes) -> None:
             if extra:
                 rescued = {h: values[h] for h in extra if values.get(h, "").strip()}
                 row["_rescued"] = orjson.dumps(rescued).decode() if rescued else None
-        pf.rows.append(row)
+        pf.add(row)
 
 
 def gunzip(data: bytes) -> bytes:
@@ -253,18 +266,18 @@ def parse_jsonl(pf: ParsedFile, data: bytes) -> None:
             obj = orjson.loads(line)
         except orjson.JSONDecodeError:
             row["_parse_error"] = "invalid_json"
-            pf.rows.append(row)
+            pf.add(row)
             continue
         if not isinstance(obj, dict):
             row["_parse_error"] = "not_an_object"
-            pf.rows.append(row)
+            pf.add(row)
             continue
         for c in spec.columns:
             row[c] = _json_text(obj.get(c))
         rescued = {k: v for k, v in obj.items() if k not in known}
         if rescued:
             row["_rescued"] = orjson.dumps(rescued).decode()
-        pf.rows.append(row)
+        pf.add(row)
 
 
 def parse_file(path: Path, source: str, rel_path: str, business_date: str) -> ParsedFile:
