@@ -1,0 +1,105 @@
+"""gold/member_rfm: scores with ties, frequency-0 members, segments and tiers."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from jobs.config import ConfigError, load_model
+from jobs.gold.conf import RfmConf
+from tests.gold.conftest import D, member, order, rows_by_member
+
+
+def _orders() -> list[dict]:
+    return [
+        order("a1", "M1", -10, 100.0),
+        order("b1", "M2", -10, 100.0),  # M1 and M2 tie on every measure
+        order("c1", "M3", -50, 500.0),
+        order("c2", "M3", -20, 500.0),
+        *[order(f"d{i}", "M4", -4 - i, 1000.0) for i in range(1, 4)],  # last at D-5
+        *[order(f"e{i}", "M5", -i, 2000.0) for i in range(1, 6)],  # last at D-1
+        order("z1", "Z", -400, 50.0),  # bought, but not in the last 365 days
+    ]
+
+
+def test_scores_ties_segments(make_ctx, silver, run_gold):
+    ctx = make_ctx(D)
+    members = [member(m) for m in ("M1", "M2", "M3", "M4", "M5", "Z", "PROSPECT")]
+    silver(ctx, orders=_orders(), members=members)
+    figures = run_gold(ctx, "features", "rfm")
+    r = rows_by_member(ctx, "gold/member_rfm")
+    assert set(r) == {"M1", "M2", "M3", "M4", "M5", "Z"}
+    # 5 scored members. frequency 1,1,2,3,5 -> cume_dist .4,.4,.6,.8,1 -> 2,2,3,4,5
+    # monetary 100,100,1000,3000,10000 -> the same; recency (descending) 20,10,10,5,1:
+    # 20 -> 1/5 -> 1; 10 -> 3/5 -> 3; 5 -> 4/5 -> 4; 1 -> 5.
+    got = {m: (v["r_score"], v["f_score"], v["m_score"]) for m, v in r.items()}
+    assert got == {
+        "M1": (3, 2, 2),
+        "M2": (3, 2, 2),
+        "M3": (1, 3, 3),
+        "M4": (4, 4, 4),
+        "M5": (5, 5, 5),
+        "Z": (1, 1, 1),  # frequency 0: 1 for all three, and not in the ranking
+    }
+    seg = {m: v["rfm_segment"] for m, v in r.items()}
+    assert seg == {
+        "M1": "About to Sleep",  # R3, FM (2+2+1)//2 = 2
+        "M2": "About to Sleep",
+        "M3": "At Risk",  # R1, FM3
+        "M4": "Loyal",  # R4, FM4
+        "M5": "Champions",
+        "Z": "Lost",
+    }
+    assert r["M3"]["fm_score"] == 3 and r["M3"]["rfm_cell"] == "133"
+    assert r["M5"]["frequency"] == 5 and r["M5"]["monetary"] == Decimal("10000.00")
+    assert r["M5"]["recency_days"] == 1 and r["M5"]["tier"] == "gold"
+    assert r["M4"]["tier"] == "silver" and r["M1"]["tier"] == "bronze"
+    assert r["M5"]["frequency_7d"] == 5 and r["M5"]["monetary_7d"] == Decimal("10000.00")
+    assert r["M3"]["frequency_30d"] == 1 and r["M3"]["frequency_90d"] == 2
+    assert r["M3"]["aov"] == Decimal("500.00")
+    assert r["M5"]["monetary_trend"] is None  # nothing in the 90 days before
+    assert r["Z"]["frequency"] == 0 and r["Z"]["recency_days"] == 400
+    assert r["Z"]["monetary"] == Decimal("0.00")
+    assert figures["rfm"]["rows_out"] == 6
+
+
+def test_fm_rounds_half_up(make_ctx, silver, run_gold):
+    ctx = make_ctx(D)
+    # frequency 1 vs 2 (f 1/2: 1 -> ceil(2.5)=3, 2 -> 5); monetary reversed (m 5/3)
+    orders = [
+        order("x1", "X", -1, 900.0),
+        order("y1", "Y", -1, 100.0),
+        order("y2", "Y", -1, 100.0),
+    ]
+    silver(ctx, orders=orders, members=[member("X"), member("Y")])
+    run_gold(ctx, "features", "rfm")
+    r = rows_by_member(ctx, "gold/member_rfm")
+    assert (r["X"]["f_score"], r["X"]["m_score"], r["X"]["fm_score"]) == (3, 5, 4)
+    assert (r["Y"]["f_score"], r["Y"]["m_score"], r["Y"]["fm_score"]) == (5, 3, 4)
+    # equal recency: both at cume_dist 1 -> r 5; R5 x FM4 = Champions
+    assert r["X"]["r_score"] == 5 and r["X"]["rfm_segment"] == "Champions"
+
+
+@pytest.mark.parametrize(
+    ("amount", "tier"),
+    [(10000.0, "gold"), (9999.99, "silver"), (2000.0, "silver"), (1999.99, "bronze")],
+)
+def test_tier_boundaries(make_ctx, silver, run_gold, amount, tier):
+    ctx = make_ctx(D)
+    # a return inside 365 days counts against monetary: 365-day net is `amount`
+    orders = [order("s1", "T", -364, amount + 50), order("r1", "T", -3, 50.0, txn="RETURN")]
+    silver(ctx, orders=orders, members=[member("T")])
+    run_gold(ctx, "features", "rfm")
+    assert rows_by_member(ctx, "gold/member_rfm")["T"]["tier"] == tier
+
+
+def test_segment_grid_must_be_complete(tmp_path):
+    (tmp_path / "rfm.yaml").write_text(
+        "segments:\n  5: [New, Loyal, Loyal, Champions]\n"
+        "  4: [a, b, c, d, e]\n  3: [a, b, c, d, e]\n  2: [a, b, c, d, e]\n"
+        "  1: [a, b, c, d, e]\ntiers: []\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError, match=r"rfm.yaml: segments"):
+        load_model("rfm.yaml", RfmConf, tmp_path)
