@@ -1,0 +1,403 @@
+"""The run report: ``<exports>/<D>/report.html``, one self-contained page.
+
+Charts (plotly, its JavaScript inlined once so the page works offline): R x F
+heatmap of member counts, lifecycle distribution and transitions, tier mix, KPI
+trend over the last 30 runs, quarantine rates by source and rule, identity merges
+and splits, the steps of this run, the segment exports, and a link to the Great
+Expectations Data Docs written by the quality step.
+
+Only small aggregates (a few hundred rows at most) reach the driver.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import json
+import os
+from pathlib import Path
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from jobs.context import RunContext
+
+SOURCES = ("pos", "web", "crm")
+STAGE_ORDER = ["prospect", "new", "active", "growing", "mature", "at_risk", "dormant", "churned"]
+KPI_SERIES = (
+    "active_30d_share",
+    "repurchase_rate",
+    "cross_channel_share",
+    "identity_merge_rate",
+    "pos_member_share",
+    "quarantine_rate",
+)
+
+
+# ---- pure aggregates (DataFrame in, small DataFrame out) ------------------------------
+
+
+def rf_matrix(rfm: DataFrame) -> DataFrame:
+    """Members per (r_score, f_score); input gold/member_rfm for one as_of_date."""
+    return rfm.groupBy("r_score", "f_score").agg(F.count(F.lit(1)).alias("members"))
+
+
+def count_by(df: DataFrame, *cols: str) -> DataFrame:
+    """Rows per value of ``cols`` (stage, tier, ...), key ``cols``."""
+    return df.groupBy(*cols).agg(F.count(F.lit(1)).alias("members"))
+
+
+def kpi_trend(kpi: DataFrame, as_of: dt.date, runs: int = 30) -> DataFrame:
+    """The last ``runs`` rows of gold/kpi_daily up to ``as_of``, one per as_of_date."""
+    return (
+        kpi.where(F.col("as_of_date") <= F.lit(as_of))
+        .orderBy(F.col("as_of_date").desc())
+        .limit(runs)
+    )
+
+
+def quarantine_by_rule(quarantine: DataFrame, source: str, as_of: dt.date) -> DataFrame:
+    """Quarantined rows of business date D per rule (one row can break several rules)."""
+    return (
+        quarantine.where(F.col("_business_date") == F.lit(as_of))
+        .select(F.explode_outer("_reasons").alias("rule"))
+        .groupBy(F.coalesce("rule", F.lit("(none)")).alias("rule"))
+        .agg(F.count(F.lit(1)).alias("rows"))
+        .withColumn("source", F.lit(source))
+    )
+
+
+def received_by_source(manifest: DataFrame, as_of: dt.date) -> DataFrame:
+    """Rows received and quarantined per source for business date D (meta/ingest_manifest)."""
+    return (
+        manifest.where(F.col("business_date") == F.lit(as_of))
+        .groupBy("source")
+        .agg(
+            F.sum("rows_total").alias("received"),
+            F.sum("rows_bad").alias("quarantined"),
+        )
+    )
+
+
+def id_changes(changes: DataFrame, as_of: dt.date, days: int = 30) -> DataFrame:
+    """Merges and splits per date over the last ``days`` days (silver/member_id_changes)."""
+    start = as_of - dt.timedelta(days=days - 1)
+    return (
+        changes.where(F.col("as_of_date").between(F.lit(start), F.lit(as_of)))
+        .groupBy("as_of_date", "change_type")
+        .agg(F.count(F.lit(1)).alias("changes"))
+    )
+
+
+# ---- figures --------------------------------------------------------------------------
+
+
+def _rows(df: DataFrame) -> list[dict]:
+    return [r.asDict() for r in df.collect()]
+
+
+def _empty(title: str, why: str = "no data for this date"):
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    fig.add_annotation(text=why, showarrow=False, font={"size": 14})
+    fig.update_layout(title=title, xaxis={"visible": False}, yaxis={"visible": False}, height=300)
+    return fig
+
+
+def fig_rf_heatmap(rows: list[dict]):
+    import plotly.graph_objects as go
+
+    title = "Members by recency score (R) x frequency score (F)"
+    if not rows:
+        return _empty(title)
+    z = [[0] * 5 for _ in range(5)]
+    for r in rows:
+        if r["r_score"] and r["f_score"]:
+            z[int(r["r_score"]) - 1][int(r["f_score"]) - 1] = int(r["members"])
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=[1, 2, 3, 4, 5],
+            y=[1, 2, 3, 4, 5],
+            colorscale="Blues",
+            text=z,
+            texttemplate="%{text}",
+            hovertemplate="R=%{y} F=%{x}: %{z}<extra></extra>",
+        )
+    )
+    fig.update_layout(title=title, xaxis_title="F score", yaxis_title="R score", height=420)
+    return fig
+
+
+def fig_bar(rows: list[dict], key: str, title: str, order: list[str] | None = None):
+    import plotly.graph_objects as go
+
+    if not rows:
+        return _empty(title)
+    counts = {str(r[key]): int(r["members"]) for r in rows}
+    keys = [k for k in (order or []) if k in counts] + sorted(
+        k for k in counts if k not in (order or [])
+    )
+    fig = go.Figure(go.Bar(x=keys, y=[counts[k] for k in keys], text=[counts[k] for k in keys]))
+    fig.update_layout(title=title, yaxis_title="members", height=360)
+    return fig
+
+
+def fig_tier_mix(rows: list[dict]):
+    import plotly.graph_objects as go
+
+    title = "Tier mix (buyers)"
+    if not rows:
+        return _empty(title)
+    fig = go.Figure(
+        go.Pie(
+            labels=[str(r["tier"]) for r in rows],
+            values=[int(r["members"]) for r in rows],
+            hole=0.4,
+        )
+    )
+    fig.update_layout(title=title, height=360)
+    return fig
+
+
+def fig_transitions(rows: list[dict]):
+    import plotly.graph_objects as go
+
+    title = "Lifecycle transitions since the previous run"
+    if not rows:
+        return _empty(title, "no member changed stage")
+    label = lambda s: s if s else "(none)"  # noqa: E731 - null = new or merged-away member
+    froms = sorted({label(r["from_stage"]) for r in rows})
+    tos = sorted({label(r["to_stage"]) for r in rows})
+    nodes = [f"{s} (before)" for s in froms] + [f"{s} (now)" for s in tos]
+    fig = go.Figure(
+        go.Sankey(
+            node={"label": nodes, "pad": 12},
+            link={
+                "source": [froms.index(label(r["from_stage"])) for r in rows],
+                "target": [len(froms) + tos.index(label(r["to_stage"])) for r in rows],
+                "value": [int(r["members"]) for r in rows],
+            },
+        )
+    )
+    fig.update_layout(title=title, height=420)
+    return fig
+
+
+def fig_kpis(rows: list[dict]):
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    title = "KPI trend (last 30 runs)"
+    if not rows:
+        return _empty(title)
+    rows = sorted(rows, key=lambda r: r["as_of_date"])
+    x = [str(r["as_of_date"]) for r in rows]
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    for name in KPI_SERIES:
+        if name in rows[0]:
+            fig.add_trace(
+                go.Scatter(x=x, y=[r.get(name) for r in rows], name=name, mode="lines+markers"),
+                secondary_y=False,
+            )
+    if "members_total" in rows[0]:
+        fig.add_trace(
+            go.Bar(x=x, y=[r["members_total"] for r in rows], name="members_total", opacity=0.25),
+            secondary_y=True,
+        )
+    fig.update_layout(title=title, height=440, legend={"orientation": "h"})
+    fig.update_yaxes(title_text="share", tickformat=".0%", secondary_y=False)
+    fig.update_yaxes(title_text="members", secondary_y=True)
+    return fig
+
+
+def fig_quarantine(rule_rows: list[dict], received: list[dict]):
+    import plotly.graph_objects as go
+
+    title = "Quarantine rate by source and rule (rows of the business date)"
+    if not rule_rows:
+        return _empty(title, "nothing quarantined")
+    denominators = {r["source"]: int(r["received"] or 0) for r in received}
+    fig = go.Figure()
+    for rule in sorted({r["rule"] for r in rule_rows}):
+        xs, ys, texts = [], [], []
+        for r in rule_rows:
+            if r["rule"] == rule:
+                total = denominators.get(r["source"]) or 0
+                xs.append(r["source"])
+                ys.append(r["rows"] / total if total else None)
+                texts.append(f"{r['rows']} / {total}")
+        fig.add_trace(go.Bar(x=xs, y=ys, name=rule, hovertext=texts))
+    fig.update_layout(
+        title=title,
+        barmode="stack",
+        yaxis={"tickformat": ".2%"},
+        height=400,
+        yaxis_title="rows quarantined / rows received",
+    )
+    return fig
+
+
+def fig_id_changes(rows: list[dict]):
+    import plotly.graph_objects as go
+
+    title = "Identity merges and splits (last 30 days)"
+    if not rows:
+        return _empty(title, "no member ids merged or split")
+    fig = go.Figure()
+    for kind in sorted({r["change_type"] for r in rows}):
+        pts = sorted(
+            (str(r["as_of_date"]), int(r["changes"])) for r in rows if r["change_type"] == kind
+        )
+        fig.add_trace(go.Bar(x=[p[0] for p in pts], y=[p[1] for p in pts], name=kind))
+    fig.update_layout(title=title, barmode="group", height=360, yaxis_title="member ids")
+    return fig
+
+
+# ---- page -----------------------------------------------------------------------------
+
+
+def find_data_docs(work: Path) -> Path | None:
+    """The Great Expectations Data Docs index the quality step wrote under ``<work>/gx``."""
+    hits = sorted(Path(work).glob("gx/**/data_docs/local_site/index.html"))
+    return hits[0] if hits else None
+
+
+def _table(headers: list[str], rows: list[list]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join(
+        "<tr>"
+        + "".join(f"<td>{html.escape('' if v is None else str(v))}</td>" for v in row)
+        + "</tr>"
+        for row in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def render_page(
+    as_of: dt.date, run_id: str, figures: list, sections_html: str, data_docs: Path | None
+) -> str:
+    """The whole page; plotly.js is inlined with the first figure only."""
+    charts = []
+    for i, fig in enumerate(figures):
+        charts.append(
+            '<div class="chart">'
+            + fig.to_html(full_html=False, include_plotlyjs=(i == 0), config={"displaylogo": False})
+            + "</div>"
+        )
+    docs = (
+        f'<a href="{html.escape(data_docs.as_uri())}">Great Expectations Data Docs</a>'
+        if data_docs
+        else "Great Expectations Data Docs: not found (the quality step did not write them)"
+    )
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<title>CDP run report {as_of}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 24px; color: #222; }}
+h1 {{ margin-bottom: 4px; }} .sub {{ color: #666; margin-bottom: 16px; }}
+.grid {{ display: grid; grid-template-columns: repeat(auto-fit, minmax(520px, 1fr)); gap: 16px; }}
+.chart {{ border: 1px solid #eee; border-radius: 6px; padding: 4px; }}
+table {{ border-collapse: collapse; margin: 8px 0 16px; }}
+td, th {{ border: 1px solid #ddd; padding: 4px 8px; text-align: left; font-size: 13px; }}
+</style></head><body>
+<h1>CDP nightly run &mdash; business date {as_of}</h1>
+<div class="sub">run_id {html.escape(run_id)} &middot; generated
+{dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")} &middot; {docs}</div>
+<div class="grid">{"".join(charts)}</div>
+{sections_html}
+</body></html>
+"""
+
+
+def run(ctx: RunContext) -> dict:
+    """Build ``<exports>/<D>/report.html`` from the lake as of D (written atomically)."""
+    lake, as_of = ctx.lake, ctx.as_of
+
+    def on_date(name: str) -> DataFrame:
+        return lake.read(name).where(F.col("as_of_date") == F.lit(as_of))
+
+    rfm = on_date("gold/member_rfm")
+    quarantine_rows: list[dict] = []
+    for source in SOURCES:
+        quarantine_rows += _rows(
+            quarantine_by_rule(lake.read(f"quarantine/{source}"), source, as_of)
+        )
+    received = _rows(received_by_source(lake.read("meta/ingest_manifest"), as_of))
+    figures = [
+        fig_rf_heatmap(_rows(rf_matrix(rfm))),
+        fig_bar(
+            _rows(count_by(on_date("gold/member_lifecycle"), "stage")),
+            "stage",
+            "Lifecycle stages",
+            STAGE_ORDER,
+        ),
+        fig_transitions(
+            _rows(count_by(on_date("gold/lifecycle_transitions"), "from_stage", "to_stage"))
+        ),
+        fig_tier_mix(_rows(count_by(rfm, "tier"))),
+        fig_kpis(_rows(kpi_trend(lake.read("gold/kpi_daily"), as_of))),
+        fig_quarantine(quarantine_rows, received),
+        fig_id_changes(_rows(id_changes(lake.read("silver/member_id_changes"), as_of))),
+    ]
+
+    sections = []
+    steps = _rows(
+        lake.read("meta/runs")
+        .where(F.col("run_id") == F.lit(ctx.run_id))
+        .select("step", "status", "seconds", "rows_in", "rows_out", "started_at")
+        .orderBy("started_at")
+    )
+    if steps:
+        sections.append(
+            "<h2>Steps of this run</h2>"
+            + _table(
+                ["step", "status", "seconds", "rows in", "rows out"],
+                [
+                    [s["step"], s["status"], f"{s['seconds']:.1f}", s["rows_in"], s["rows_out"]]
+                    for s in steps
+                ],
+            )
+        )
+    if received:
+        sections.append(
+            "<h2>Rows received and quarantined (business date)</h2>"
+            + _table(
+                ["source", "received", "quarantined"],
+                [
+                    [r["source"], r["received"], r["quarantined"]]
+                    for r in sorted(received, key=lambda r: r["source"])
+                ],
+            )
+        )
+    out_dir = Path(ctx.settings.paths.exports) / as_of.isoformat()
+    manifest_path = out_dir / "manifest.json"
+    if manifest_path.exists():
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        sections.append(
+            "<h2>Segment exports</h2>"
+            + _table(
+                ["segment", "channel", "members", "entered", "exited", "definition"],
+                [
+                    [
+                        s["name"],
+                        s["channel"],
+                        s["rows"],
+                        s.get("entered"),
+                        s.get("exited"),
+                        s["where"],
+                    ]
+                    for s in manifest.get("segments", [])
+                ],
+            )
+        )
+    data_docs = find_data_docs(ctx.settings.paths.work)
+    page = render_page(as_of, ctx.run_id, figures, "\n".join(sections), data_docs)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / "report.html"
+    tmp = out_dir / f".report.html.{ctx.run_id}.tmp"
+    tmp.write_text(page, encoding="utf-8")
+    os.replace(tmp, target)
+    return {"rows_out": len(figures), "path": str(target), "bytes": target.stat().st_size}
