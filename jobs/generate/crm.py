@@ -1,0 +1,291 @@
+"""One business day of CRM exports: ``crm/<date>/members_<YYYYMMDD>.csv``.
+
+The first day is a full snapshot of every account registered by then; later days
+carry only the accounts created or changed that day (phone change, profile/consent
+change, closure). A row shows the account's state as of its ``updated_ts``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from jobs.generate import reference as ref
+from jobs.generate.fmt import (
+    PHONE_STYLE_WEIGHTS,
+    card_text,
+    crm_id_text,
+    phone_text,
+    times_of_day,
+    user_id_text,
+    ymd,
+)
+from jobs.generate.world import World
+
+COLUMNS = (
+    "crm_id",
+    "member_card_no",
+    "phone",
+    "email",
+    "id_card_no",
+    "web_user_id",
+    "name",
+    "gender",
+    "birth_date",
+    "province",
+    "city",
+    "register_ts",
+    "register_channel",
+    "home_store_id",
+    "opt_in_sms",
+    "opt_in_email",
+    "opt_in_push",
+    "status",
+    "updated_ts",
+)
+BAD_REASONS = (
+    "crm_id_required",
+    "register_ts_invalid",
+    "updated_ts_invalid",
+    "register_channel_invalid",
+    "gender_invalid",
+    "birth_date_invalid",
+    "opt_in_invalid",
+    "status_invalid",
+    "wrong_field_count",
+)
+BAD_RATE = 0.005
+_OPT_SPELLINGS = (("Y", "N"), ("true", "false"), ("1", "0"), ("y", "n"), ("TRUE", "FALSE"))
+_EPOCH = dt.date(1970, 1, 1)
+
+
+def crm_file_name(day: dt.date) -> str:
+    return f"members_{ymd(day)}.csv"
+
+
+def id_card_number(w: World, person: int) -> str:
+    """The person's 18-character resident ID (area, birth date, sequence, check)."""
+    area = ref.CITIES[int(w.city[person])][2]
+    birth = (_EPOCH + dt.timedelta(days=int(w.birth[person]))).strftime("%Y%m%d")
+    seq = int(w.idc_seq[person]) * 2 + (0 if w.gender[person] == 1 else 1)  # odd = male
+    first17 = f"{area}{birth}{seq % 1000:03d}"
+    check = ref.id_card_check_char(first17)
+    if w.idc_bad[person]:
+        check = ref.ID_CARD_CHECK[(ref.ID_CARD_CHECK.index(check) + 3) % 11]
+    return first17 + check
+
+
+def email_address(w: World, person: int) -> str | None:
+    kind = int(w.email_kind[person])
+    if kind < 0:
+        return None
+    if kind == 0:
+        return f"{int(w.email_num[person])}@qq.com"
+    rom_last, rom_first = ref.romanized_pools()
+    return (
+        f"{rom_first[int(w.email_rom2[person])]}.{rom_last[int(w.email_rom1[person])]}"
+        f"{int(w.email_num[person])}@{ref.EMAIL_DOMAINS[int(w.email_dom[person])]}"
+    )
+
+
+def person_name(w: World, person: int) -> str:
+    surnames, _, male, female = ref.name_pools()
+    pool = female if w.gender[person] == 1 else male
+    given = pool[int(w.given1[person])]
+    if w.given2[person] >= 0:
+        second = pool[int(w.given2[person])]
+        if len(given) == 1 and len(second) == 1:  # 2-character given names are common
+            given += second
+    return surnames[int(w.surname[person])] + given
+
+
+def birth_iso(w: World, person: int) -> str:
+    return (_EPOCH + dt.timedelta(days=int(w.birth[person]))).isoformat()
+
+
+@dataclass
+class CrmDay:
+    file: str
+    rows: int
+    bad: list[tuple[str, str, int | None, str]]
+    accounts: np.ndarray  # accounts with a valid row in this file
+
+
+def _account_fields(
+    w: World, a: int, upd_day: int, upd_sec: int, r: list[float], phone_style: int
+) -> dict[str, str]:
+    """The CRM row of account ``a`` as of (upd_day, upd_sec), spelled like real exports.
+
+    ``r`` holds 12 uniform draws and ``phone_style`` a spelling, drawn vectorised by the caller.
+    """
+    tod = times_of_day()
+    p = int(w.acct_owner[a])
+    share = int(w.acct_share[a])
+    primary = share == 0
+    phone_num = 0
+    if share in (0, 1):
+        phone_num = int(w.phone2[p] if w.phone_day[p] <= upd_day else w.phone[p])
+    phone = phone_text(phone_num, phone_style) if phone_num else ""
+    email = ""
+    if share in (0, 2):
+        e = email_address(w, p)
+        if e:
+            if share == 2 or r[0] < 0.15:  # the duplicate was typed differently
+                e = e.upper() if r[1] < 0.5 else e.capitalize()
+            email = f" {e} " if (share == 2 and r[2] < 0.6) or r[2] < 0.05 else e
+    idc = id_card_number(w, p) if (share in (0, 3) and w.idc_has[p]) else ""
+    gender_style = r[4]
+    g = int(w.gender[p])
+    gender = "" if gender_style < 0.15 else (("M", "F") if gender_style < 0.55 else ("男", "女"))[g]
+    if not primary and r[5] < 0.5:
+        gender = ""
+    birth_style = r[6]
+    birth = birth_iso(w, p)
+    if birth_style < 0.2 or (not primary and r[7] < 0.5):
+        birth = ""
+    elif birth_style < 0.55:
+        birth = birth.replace("-", "")
+    city_i = int(w.city[p])
+    city_name, province, _, _ = ref.CITIES[city_i]
+    city = city_name + ("市" if r[8] < 0.5 else "")
+    if r[9] < 0.08:
+        province = ""
+    bits = int(w.opt_bits[p])
+    if w.update_day[p] <= upd_day:
+        bits ^= 0b011  # a consent change: SMS and e-mail flipped
+    spell = _OPT_SPELLINGS[int(r[10] * len(_OPT_SPELLINGS))]
+    opts = []
+    for i in range(3):
+        on = (bits >> i) & 1
+        # An empty opt-in means no consent; exporters write that as "" or the "no" spelling.
+        opts.append(spell[0] if on else ("" if r[11] < 0.3 else spell[1]))
+    status = "closed" if primary and w.close_day[p] <= upd_day else "active"
+    reg_day = int(w.acct_reg_day[a])
+    reg_ts = f"{w.date(reg_day).isoformat()} {tod[int(w.acct_reg_sec[a])]}"
+    upd_ts = f"{w.date(upd_day).isoformat()} {tod[upd_sec]}"
+    card = int(w.acct_card[a])
+    return {
+        "crm_id": crm_id_text(int(w.acct_num[a])),
+        "member_card_no": card_text(card) if card else "",
+        "phone": phone,
+        "email": email,
+        "id_card_no": idc,
+        "web_user_id": user_id_text(int(w.user_num[p])) if primary and w.user_num[p] else "",
+        "name": person_name(w, p),
+        "gender": gender,
+        "birth_date": birth,
+        "province": province,
+        "city": city,
+        "register_ts": reg_ts,
+        "register_channel": ref.REGISTER_CHANNELS[int(w.acct_channel[a])],
+        "home_store_id": w.store_ids[int(w.acct_store[a])] if r[8] < 0.9 else "",
+        "opt_in_sms": opts[0],
+        "opt_in_email": opts[1],
+        "opt_in_push": opts[2],
+        "status": status,
+        "updated_ts": upd_ts,
+    }
+
+
+def _break(rng: np.random.Generator, reason: str, f: dict[str, str]) -> list[str]:
+    pick = int(rng.integers(0, 1000))
+    if reason == "crm_id_required":
+        f["crm_id"] = ""
+    elif reason == "register_ts_invalid":
+        f["register_ts"] = ("", "2026-13-45 25:61:00", "yesterday", f["register_ts"][:10])[pick % 4]
+    elif reason == "updated_ts_invalid":
+        f["updated_ts"] = ("", "2026-02-30 10:00:00", "now", f["updated_ts"].replace(" ", "T"))[
+            pick % 4
+        ]
+    elif reason == "register_channel_invalid":
+        f["register_channel"] = ("tmall", "douyin", "STORE", "门店")[pick % 4]
+    elif reason == "gender_invalid":
+        f["gender"] = ("male", "U", "未知", "f")[pick % 4]
+    elif reason == "birth_date_invalid":
+        f["birth_date"] = ("1990-02-30", "19901332", "30/02/1990", "1990年5月")[pick % 4]
+    elif reason == "opt_in_invalid":
+        f["opt_in_sms"] = ("yes", "是", "2", "no")[pick % 4]
+    elif reason == "status_invalid":
+        f["status"] = ("frozen", "deleted", "ACTIVE", "冻结")[pick % 4]
+    elif reason == "wrong_field_count":
+        return [f[c] for c in COLUMNS[: len(COLUMNS) - int(rng.integers(1, 6))]]
+    else:  # pragma: no cover
+        raise ValueError(reason)
+    return [f[c] for c in COLUMNS]
+
+
+def _csv_field(value: str) -> str:
+    if any(ch in value for ch in ',"\r\n'):
+        return '"' + value.replace('"', '""') + '"'
+    return value
+
+
+def generate_crm_day(w: World, d: int, out: Path) -> CrmDay:
+    day = w.date(d)
+    rng = np.random.default_rng([w.seed, d, 3])
+    owner = w.acct_owner
+    upd_day = np.full(len(owner), -1, dtype=np.int64)
+    upd_sec = np.zeros(len(owner), dtype=np.int64)
+    if d == 0:
+        snap = np.flatnonzero(w.acct_reg_day <= 0)
+        upd_day[snap] = w.acct_upd_day[snap]
+        upd_sec[snap] = w.acct_upd_sec[snap]
+    new = np.flatnonzero(w.acct_reg_day == d) if d > 0 else np.zeros(0, np.int64)
+    upd_day[new] = d
+    upd_sec[new] = np.minimum(w.acct_reg_sec[new] + rng.integers(0, 900, len(new)), 86399)
+    if d > 0:
+        # Changes of existing accounts (only the primary registration carries them).
+        primary = w.acct_share == 0
+        changed = (
+            primary
+            & (w.acct_reg_day < d)
+            & ((w.phone_day[owner] == d) | (w.update_day[owner] == d) | (w.close_day[owner] == d))
+        )
+        ch = np.flatnonzero(changed)
+        upd_day[ch] = d
+        upd_sec[ch] = rng.integers(8 * 3600, 86400, len(ch))
+    rows_a = np.flatnonzero(w.acct_reg_day <= 0) if d == 0 else np.flatnonzero(upd_day >= 0)
+    r_all = rng.random((len(rows_a), 12)).tolist()
+    styles = rng.choice(len(PHONE_STYLE_WEIGHTS), len(rows_a), p=PHONE_STYLE_WEIGHTS).tolist()
+    ud, us = upd_day.tolist(), upd_sec.tolist()
+    lines = [",".join(COLUMNS)]
+    for i, a in enumerate(rows_a.tolist()):
+        f = _account_fields(w, a, ud[a], us[a], r_all[i], styles[i])
+        # Generated values hold no comma or quote: no CSV quoting needed on valid rows.
+        lines.append(",".join([f[c] for c in COLUMNS]))
+    n_valid = len(lines) - 1
+
+    # Bad rows: another version of a snapshot account with one field broken.
+    n_min = -(-len(BAD_REASONS) // w.days)
+    n_bad = max(n_min, int(rng.binomial(n_valid, BAD_RATE)))
+    pool = np.flatnonzero(w.acct_reg_day <= 0)
+    inserts = []
+    for k in range(n_bad):
+        reason = BAD_REASONS[(d * n_min + k) % len(BAD_REASONS)]
+        a = int(pool[int(rng.integers(0, len(pool)))])
+        f = _account_fields(w, a, d, int(rng.integers(8 * 3600, 86400)), rng.random(12).tolist(), 0)
+        fields = _break(rng, reason, f)
+        inserts.append(
+            (int(rng.integers(1, len(lines) + 1)), k, ",".join(map(_csv_field, fields)), reason)
+        )
+    inserts.sort()
+    out_lines, bad = [], []
+    rel = f"crm/{day.isoformat()}/{crm_file_name(day)}"
+    j = 0
+    for i, line in enumerate(lines):
+        while j < len(inserts) and inserts[j][0] == i:
+            out_lines.append(inserts[j][2])
+            bad.append(("crm", rel, len(out_lines), inserts[j][3]))
+            j += 1
+        out_lines.append(line)
+    while j < len(inserts):
+        out_lines.append(inserts[j][2])
+        bad.append(("crm", rel, len(out_lines), inserts[j][3]))
+        j += 1
+    folder = out / "crm" / day.isoformat()
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / crm_file_name(day)).write_bytes(("\n".join(out_lines) + "\n").encode("utf-8"))
+    return CrmDay(file=rel, rows=len(out_lines) - 1, bad=bad, accounts=rows_a.astype(np.int64))
