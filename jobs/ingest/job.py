@@ -26,6 +26,7 @@ from jobs.ingest.bronze_types import TYPERS, first_delivery, pos_line_conflicts,
 from jobs.ingest.landing import Known, LandingFile, check_ready, discover
 from jobs.ingest.parse import parse_file
 from jobs.ingest.rules import split
+from jobs.privacy.suppression import apply_suppression
 from jobs.schemas import table_schema
 
 log = logging.getLogger(__name__)
@@ -159,6 +160,8 @@ def ingest(ctx: RunContext, source: str) -> dict:
         good = checked.filter(F.size("_reasons") == 0)
         bad = checked.filter(F.size("_reasons") > 0)
         bronze = TYPERS[source](good).withColumns(stamp)
+        bronze, _ = apply_suppression(ctx, source, bronze)  # erased people (cdp forget)
+        bad, _ = apply_suppression(ctx, source, bad)  # their bad rows hold PII in _raw too
         if source == "web":
             existing = ctx.lake.read(table).filter(f"NOT ({where})")
             firsts, dups = web_dedup(bronze, existing.select("event_id", "_source_file"))
@@ -219,6 +222,8 @@ def ingest(ctx: RunContext, source: str) -> dict:
                 rows_good=good_n,
                 rows_bad=bad_n,
                 rows_duplicate=dup_n,
+                # Every parsed row ends in bronze, quarantine or duplicates unless suppressed.
+                rows_suppressed=max(s["rows"] - good_n - bad_n - dup_n, 0),
                 run_id=ctx.run_id,
                 ingested_at=None,
             )

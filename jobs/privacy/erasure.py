@@ -1,0 +1,703 @@
+"""Erasure (``cdp forget``): remove one person from every layer, for good.
+
+Steps, all under the lake's lock:
+
+1. **Resolve** the request (``--member``, ``--phone``, ``--email`` or ``--crm-id``)
+   to the person's member_id(s) (retired ids merged into them included) and every
+   source identity of theirs: ``silver/member_xref`` says which CRM records, web
+   accounts, devices, cards and till phones belong to the member; their bronze
+   CRM rows and ``restricted/member_pii`` add the phones, e-mails and ID cards.
+   A phone or e-mail that belongs to more than one member is refused (erasing a
+   whole family because they share a number is not what was asked): use
+   ``--member``. Before identity resolution has run, the request's identifiers
+   and the CRM rows they match are used directly.
+2. **Delete** their rows: bronze (POS lines of their cards/phones, web events of
+   their account/devices and the redelivered copies, CRM rows of their crm_ids),
+   quarantine (rows whose ``_raw`` contains any of their identifiers), every silver,
+   gold, restricted and meta table with a member id column, identity edges and
+   the work folder's leftovers (staging files of crashed runs). Each table is
+   rewritten with ``Lake.replace_where`` over the partitions that held them (one
+   Delta commit per table, so readers never see half an erasure).
+3. **Exports**: the person's rows are removed from every published export file
+   and the manifest's row counts and checksums are rewritten.
+4. **Recompute** the silver and gold steps for the latest ``as_of_date`` in gold
+   (jobs.pipeline.run_pipeline), so aggregates no longer count them.
+5. **Vacuum** every table that changed (delta-rs, retention 0) and drop the Delta
+   log before the current version (checkpoint, then metadata cleanup), so neither
+   time travel nor the log's column statistics can give the values back.
+6. **Suppress**: the keyed hashes of all their identifiers go to
+   ``restricted/suppression_list``; ingestion drops matching rows of any file
+   taken in later (jobs.privacy.suppression), re-sent originals included.
+7. **Receipt**: ``<work>/erasure_receipts/<request_id>.json`` with the time, the
+   tables and row counts removed, and no personal data (no identifiers, no
+   member id).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import datetime as dt
+import importlib.util
+import io
+import json
+import logging
+import os
+import shutil
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from jobs.config import Settings
+from jobs.context import RunContext
+from jobs.privacy.pii import hmac_col, hmac_py
+from jobs.privacy.suppression import (
+    TABLE as SUPPRESSION_TABLE,
+)
+from jobs.privacy.suppression import (
+    normalise_col,
+    normalise_py,
+    suppression_rows,
+)
+from jobs.schemas import table_schema
+
+log = logging.getLogger(__name__)
+
+# Columns that hold a member id, in any table outside bronze/quarantine.
+MEMBER_COLUMNS = ("member_id", "merged_into", "old_member_id", "new_member_id")
+# Steps recomputed after an erasure: everything that reads bronze and silver.
+RECOMPUTE_FROM = "identity"
+# xref source -> identifier type of the suppression list.
+XREF_TYPES = {
+    "crm": "crm_id",
+    "web_user": "web_user",
+    "web_anon": "web_anon",
+    "pos_card": "card",
+    "pos_phone": "phone_hash",
+}
+
+
+class ErasureError(RuntimeError):
+    """The request cannot be carried out as asked (nothing matches, ambiguous, ...)."""
+
+
+@dataclasses.dataclass
+class Person:
+    """Everything that identifies one person to erase (in memory only, never written)."""
+
+    member_ids: set[str] = dataclasses.field(default_factory=set)
+    # Normalised raw values by type: phone, email, id_card, card, crm_id, web_user, web_anon.
+    ids: dict[str, set[str]] = dataclasses.field(default_factory=dict)
+    # Keyed hashes of till phones that only silver/member_xref knows (pos_phone keys).
+    phone_hashes: set[str] = dataclasses.field(default_factory=set)
+
+    def add(self, id_type: str, values) -> None:
+        self.ids.setdefault(id_type, set()).update(v for v in values if v)
+
+    def get(self, id_type: str) -> list[str]:
+        return sorted(self.ids.get(id_type, ()))
+
+    def all_phone_hashes(self, key: bytes) -> list[str]:
+        return sorted(self.phone_hashes | {hmac_py(p, key) for p in self.get("phone")})
+
+
+# ---- resolution ---------------------------------------------------------------------
+
+
+def _values(df: DataFrame, column: str, limit: int = 10_000) -> set[str]:
+    """Distinct non-null values of one column of a person-sized DataFrame."""
+    rows = df.select(F.col(column).cast("string").alias("v")).where("v IS NOT NULL").distinct()
+    return {r.v for r in rows.limit(limit).collect()}
+
+
+def _follow_merges(history: DataFrame, ids: set[str]) -> set[str]:
+    """Map retired member ids to the id they were finally merged into (chains followed)."""
+    out = set(ids)
+    for _ in range(10):
+        if not out:
+            break
+        rows = history.where(F.col("member_id").isin(sorted(out))).collect()
+        mapping = {r.member_id: r.merged_into for r in rows if r.merged_into}
+        nxt = {mapping.get(i, i) for i in out}
+        if nxt == out:
+            break
+        out = nxt
+    return out
+
+
+def resolve(
+    ctx: RunContext,
+    member: str | None = None,
+    phone: str | None = None,
+    email: str | None = None,
+    crm_id: str | None = None,
+) -> Person:
+    """The person behind one request, with all their identifiers (see module docstring)."""
+    lake, key = ctx.lake, ctx.pii_key
+    person = Person()
+    seeds: dict[str, str] = {}
+    for id_type, raw in (("phone", phone), ("email", email), ("crm_id", crm_id)):
+        if raw is None:
+            continue
+        value = normalise_py(id_type, raw)
+        if value is None:
+            raise ErasureError(f"--{id_type.replace('_', '-')}: not a valid {id_type}")
+        seeds[id_type] = value
+        person.add(id_type, [value])
+    if not seeds and not member:
+        raise ErasureError("say who to forget: --member, --phone, --email or --crm-id")
+
+    xref = lake.read("silver/member_xref")
+    members = lake.read("silver/members")
+    pii = lake.read("restricted/member_pii")
+    crm = lake.read("bronze/crm_members")
+    history = lake.read("silver/member_id_history")
+
+    found: set[str] = set()
+    if member:
+        known = (
+            xref.where(F.col("member_id") == member).limit(1).count()
+            + members.where(F.col("member_id") == member).limit(1).count()
+            + history.where(F.col("member_id") == member).limit(1).count()
+        )
+        if not known:
+            raise ErasureError(f"--member: no such member_id {member!r}")
+        found |= _follow_merges(history, {member})
+    crm_seed = set(person.get("crm_id"))
+    if "phone" in seeds:
+        p = seeds["phone"]
+        h = hmac_py(p, key)
+        found |= _values(
+            xref.where((F.col("source") == "pos_phone") & (F.col("source_key") == h)), "member_id"
+        )
+        found |= _values(members.where(F.col("phone_hash") == h), "member_id")
+        found |= _values(pii.where(F.col("phone") == p), "member_id")
+        crm_seed |= _values(crm.where(normalise_col("phone", F.col("phone")) == p), "crm_id")
+    if "email" in seeds:
+        e = seeds["email"]
+        found |= _values(members.where(F.col("email_hash") == hmac_py(e, key)), "member_id")
+        found |= _values(pii.where(F.col("email") == e), "member_id")
+        crm_seed |= _values(crm.where(normalise_col("email", F.col("email")) == e), "crm_id")
+    if crm_seed:
+        found |= _values(
+            xref.where((F.col("source") == "crm") & F.col("source_key").isin(sorted(crm_seed))),
+            "member_id",
+        )
+    found = _follow_merges(history, found)
+    if len(found) > 1 and not member:
+        raise ErasureError(
+            f"the identifier given belongs to {len(found)} members; "
+            "erase them one by one with --member after checking who is who"
+        )
+    if not found and not crm_seed and not seeds:
+        raise ErasureError("nobody matches the request")
+
+    # Retired ids merged into the person are theirs too.
+    retired = _values(history.where(F.col("merged_into").isin(sorted(found))), "member_id")
+    all_ids = sorted(found | retired)
+    person.member_ids = set(all_ids)
+
+    mine = xref.where(F.col("member_id").isin(all_ids)) if all_ids else xref.limit(0)
+    for r in mine.select("source", "source_key").distinct().collect():
+        id_type = XREF_TYPES.get(r.source)
+        if id_type == "phone_hash":
+            person.phone_hashes.add(r.source_key)
+        elif id_type:
+            person.add(id_type, [r.source_key])
+    # Without identity resolution (or for an unlinked CRM record) the CRM rows found
+    # from the request's identifiers are the person's.
+    if not all_ids:
+        person.add("crm_id", crm_seed)
+
+    # The raw values behind their records: CRM rows, the restricted copy, till phones.
+    crm_rows = crm.where(F.col("crm_id").isin(person.get("crm_id") or [""]))
+    for id_type, column in (
+        ("phone", "phone"),
+        ("email", "email"),
+        ("id_card", "id_card_no"),
+        ("card", "member_card_no"),
+        ("web_user", "web_user_id"),
+    ):
+        person.add(
+            id_type, _values(crm_rows.select(normalise_col(id_type, F.col(column)).alias("v")), "v")
+        )
+    if all_ids:
+        mine_pii = pii.where(F.col("member_id").isin(all_ids))
+        person.add("phone", _values(mine_pii, "phone"))
+        person.add("email", _values(mine_pii.select(F.lower(F.trim("email")).alias("e")), "e"))
+        person.add("id_card", _values(mine_pii.select(F.upper("id_card_no").alias("i")), "i"))
+    if person.phone_hashes:
+        pos = lake.read("bronze/pos_lines").select(
+            normalise_col("phone", F.col("phone")).alias("p")
+        )
+        hashes = sorted(person.phone_hashes)
+        person.add("phone", _values(pos.where(hmac_col(F.col("p"), key).isin(hashes)), "p"))
+    if person.get("web_user"):
+        # Devices that logged in to their account (also before identity has run).
+        web = lake.read("bronze/web_events")
+        person.add(
+            "web_anon",
+            _values(web.where(F.col("user_id").isin(person.get("web_user"))), "anonymous_id"),
+        )
+    return person
+
+
+# ---- deleting rows --------------------------------------------------------------------
+
+
+def _lit(v) -> str:
+    if v is None:
+        return "NULL"
+    return "'" + str(v).replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def erase_rows(ctx: RunContext, name: str, flag: Callable[[DataFrame], Column]) -> int:
+    """Remove the rows of table ``name`` for which ``flag(df)`` is true; return how many.
+
+    One Delta commit: only the partitions that hold such rows are rewritten
+    (``replaceWhere`` on the partition values), an unpartitioned table as a whole.
+    """
+    lake = ctx.lake
+    if not lake.exists(name):
+        return 0
+    df = lake.read(name)
+    hits = df.where(F.coalesce(flag(df), F.lit(False)))
+    n = hits.count()
+    if n == 0:
+        return 0
+    from deltalake import DeltaTable
+
+    parts = DeltaTable(lake.path(name)).metadata().partition_columns
+    if parts:
+        values = [tuple(r) for r in hits.select(*parts).distinct().collect()]
+        predicate = " OR ".join(
+            "("
+            + " AND ".join(
+                f"`{c}` IS NULL" if v is None else f"`{c}` = {_lit(v)}"
+                for c, v in zip(parts, vals, strict=True)
+            )
+            + ")"
+            for vals in values
+        )
+        scope = df.where(F.expr(predicate))
+        kept = scope.where(~F.coalesce(flag(scope), F.lit(False)))
+        lake.replace_where(kept, name, predicate, conform_schema=False)
+    else:
+        kept = df.where(~F.coalesce(flag(df), F.lit(False)))
+        lake.overwrite(kept, name, conform_schema=False)
+    return n
+
+
+def _isin(column: str, values) -> Callable[[DataFrame], Column]:
+    vals = sorted(set(values))
+    return lambda df: F.col(column).isin(vals) if vals else F.lit(False)
+
+
+def _escape_regex(value: str) -> str:
+    return "".join("\\" + c if c in r"\.^$|?*+()[]{}" else c for c in value)
+
+
+def raw_matcher(person: Person) -> Callable[[DataFrame], Column]:
+    """True for quarantined rows whose ``_raw`` text holds one of the person's identifiers.
+
+    Tokens must stand alone (not inside a longer id), case-insensitive; phones are
+    matched on the text without separators, so ``+86 138-0013-8000`` matches too.
+    """
+    tokens = set()
+    for id_type in ("email", "id_card", "card", "crm_id", "web_user", "web_anon"):
+        tokens |= set(person.get(id_type))
+    phones = person.get("phone")
+
+    def flag(df: DataFrame) -> Column:
+        cond = F.lit(False)
+        if tokens:
+            alt = "|".join(_escape_regex(t) for t in sorted(tokens))
+            cond = cond | F.col("_raw").rlike(f"(?i)(^|[^a-z0-9_])({alt})([^a-z0-9_]|$)")
+        if phones:
+            digits = F.regexp_replace(F.col("_raw"), r"[\s\-.()+\u3000]", "")
+            cond = cond | digits.rlike(f"(^|[^0-9])(0086|86)?({'|'.join(phones)})([^0-9]|$)")
+        return cond
+
+    return flag
+
+
+def erase_everywhere(ctx: RunContext, person: Person) -> dict[str, int]:
+    """Delete the person's rows from every table of the lake; table -> rows removed."""
+    lake, key = ctx.lake, ctx.pii_key
+    removed: dict[str, int] = {}
+
+    def erase(name: str, flag: Callable[[DataFrame], Column]) -> None:
+        n = erase_rows(ctx, name, flag)
+        if n:
+            removed[name] = removed.get(name, 0) + n
+
+    cards, users, anons = person.get("card"), person.get("web_user"), person.get("web_anon")
+    phones, phone_hashes = person.get("phone"), person.all_phone_hashes(key)
+
+    # Bronze. Redelivered copies first: they are found through the events they copy.
+    def pos_flag(df: DataFrame) -> Column:
+        card = normalise_col("card", F.col("member_card_no"))
+        phone = normalise_col("phone", F.col("phone"))
+        cond = card.isin(cards) if cards else F.lit(False)
+        if phones:
+            cond = cond | phone.isin(phones)
+        if phone_hashes:
+            cond = cond | hmac_col(phone, key).isin(phone_hashes)
+        return cond
+
+    def web_flag(df: DataFrame) -> Column:
+        cond = F.col("user_id").isin(users) if users else F.lit(False)
+        return cond | (F.col("anonymous_id").isin(anons) if anons else F.lit(False))
+
+    if lake.exists("bronze/web_events") and (users or anons):
+        events = lake.read("bronze/web_events")
+        event_ids = sorted(_values(events.where(web_flag(events)), "event_id", limit=1_000_000))
+        erase("bronze/web_event_duplicates", _isin("event_id", event_ids))
+    erase("bronze/web_events", web_flag)
+    erase("bronze/pos_lines", pos_flag)
+    erase("bronze/crm_members", _isin("crm_id", person.get("crm_id")))
+
+    # Quarantine: the original text of rejected rows.
+    matcher = raw_matcher(person)
+    for name in lake.tables():
+        if name.startswith("quarantine/"):
+            erase(name, matcher)
+
+    # Every other table that carries a member id (silver, gold, restricted, meta).
+    members = sorted(person.member_ids)
+    xref_keys = {
+        "crm": person.get("crm_id"),
+        "web_user": users,
+        "web_anon": anons,
+        "pos_card": cards,
+        "pos_phone": phone_hashes,
+    }
+
+    def identity_flag(source_col: str, key_col: str) -> Callable[[DataFrame], Column]:
+        def flag(df: DataFrame) -> Column:
+            cond = F.lit(False)
+            for source, keys in xref_keys.items():
+                if keys:
+                    cond = cond | ((F.col(source_col) == source) & F.col(key_col).isin(keys))
+            return cond
+
+        return flag
+
+    for name in lake.tables():
+        layer = name.split("/")[0]
+        if layer in ("bronze", "quarantine") or name == SUPPRESSION_TABLE:
+            continue
+        cols = set(lake.read(name).columns)
+        conds: list[Callable[[DataFrame], Column]] = []
+        for c in MEMBER_COLUMNS:
+            if c in cols and members:
+                conds.append(_isin(c, members))
+        if {"source", "source_key"} <= cols:  # silver/member_xref: anonymous devices too
+            conds.append(identity_flag("source", "source_key"))
+        if {"src_source", "src_key", "dst_source", "dst_key"} <= cols:  # identity edges
+            conds.append(identity_flag("src_source", "src_key"))
+            conds.append(identity_flag("dst_source", "dst_key"))
+        if layer == "silver" and {"anonymous_id", "user_id"} <= cols:
+            conds.append(web_flag)
+        if conds:
+            erase(name, lambda df, conds=conds: _any(df, conds))
+    return removed
+
+
+def _any(df: DataFrame, conds: list[Callable[[DataFrame], Column]]) -> Column:
+    out = F.lit(False)
+    for c in conds:
+        out = out | F.coalesce(c(df), F.lit(False))
+    return out
+
+
+# ---- exports ----------------------------------------------------------------------------
+
+
+def scrub_exports(exports: Path, person: Person) -> dict[str, int]:
+    """Remove the person's rows from every published export file; file -> rows removed.
+
+    Rows are matched on ``member_id`` (and ``crm_id`` where a file has it). The
+    manifest's rows, bytes and SHA-256 are rewritten for every changed file, and
+    the per-segment counts with them. Other rows keep their exact text.
+    """
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from jobs.exports.files import sha256_file
+
+    members = set(person.member_ids)
+    crm_ids = set(person.get("crm_id"))
+    out: dict[str, int] = {}
+    if not exports.exists():
+        return out
+    for folder in sorted(p for p in exports.iterdir() if p.is_dir()):
+        changed: dict[str, int] = {}
+        for f in sorted(folder.iterdir()):
+            if f.suffix == ".csv":
+                n = _scrub_csv(f, members, crm_ids)
+            elif f.suffix == ".parquet":
+                table = pq.read_table(f)
+                mask = None
+                for col, values in (("member_id", members), ("crm_id", crm_ids)):
+                    if col in table.column_names and values:
+                        hit = pc.is_in(table[col], value_set=_pa_strings(values))
+                        mask = hit if mask is None else pc.or_(mask, hit)
+                n = 0
+                if mask is not None:
+                    mask = pc.fill_null(mask, False)
+                    n = int(pc.sum(mask).as_py() or 0)
+                    if n:
+                        tmp = f.with_name(f".{f.name}.tmp")
+                        pq.write_table(table.filter(pc.invert(mask)), tmp)
+                        os.replace(tmp, f)
+            else:
+                continue
+            if n:
+                changed[f.name] = n
+                out[f"{folder.name}/{f.name}"] = n
+        manifest = folder / "manifest.json"
+        if changed and manifest.exists():
+            doc = json.loads(manifest.read_text(encoding="utf-8"))
+            for entry in doc.get("files", []):
+                if entry.get("path") in changed:
+                    p = folder / entry["path"]
+                    entry["rows"] = int(entry.get("rows", 0)) - changed[entry["path"]]
+                    entry["bytes"] = p.stat().st_size
+                    entry["sha256"] = sha256_file(p)
+            for seg in doc.get("segments", []):
+                name = seg.get("name")
+                for kind, fname in (
+                    ("rows", f"{name}.parquet"),
+                    ("entered", f"{name}.entered.csv"),
+                    ("exited", f"{name}.exited.csv"),
+                ):
+                    if fname in changed and kind in seg:
+                        seg[kind] = int(seg[kind]) - changed[fname]
+            tmp = manifest.with_name(".manifest.json.tmp")
+            tmp.write_text(json.dumps(doc, ensure_ascii=False, indent=2), encoding="utf-8")
+            os.replace(tmp, manifest)
+    return out
+
+
+def _pa_strings(values: set[str]):
+    import pyarrow as pa
+
+    return pa.array(sorted(values), pa.string())
+
+
+def _scrub_csv(path: Path, members: set[str], crm_ids: set[str]) -> int:
+    """Drop the CSV records whose member_id / crm_id is the person's; keep other lines as they are."""
+    text = path.read_text(encoding="utf-8")
+    lines = text.splitlines(keepends=True)
+    if not lines:
+        return 0
+    header = next(csv.reader([lines[0]]))
+    idx = [i for i, c in enumerate(header) if (c == "member_id" and members)]
+    idx_crm = [i for i, c in enumerate(header) if (c == "crm_id" and crm_ids)]
+    if not idx and not idx_crm:
+        return 0
+    kept, n = [lines[0]], 0
+    # Export values never contain line breaks, so a physical line is one record.
+    for line in lines[1:]:
+        rec = next(csv.reader(io.StringIO(line)), [])
+        hit = any(i < len(rec) and rec[i] in members for i in idx) or any(
+            i < len(rec) and rec[i] in crm_ids for i in idx_crm
+        )
+        if hit:
+            n += 1
+        else:
+            kept.append(line)
+    if n:
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text("".join(kept), encoding="utf-8")
+        os.replace(tmp, path)
+    return n
+
+
+# ---- vacuum -----------------------------------------------------------------------------
+
+
+def purge_history(path: str) -> dict:
+    """Make older versions of one Delta table unrecoverable.
+
+    Vacuum with retention 0 deletes every data file the current version does not
+    use; then a checkpoint at the current version and a metadata cleanup with a
+    zero log retention delete the older commit files, whose column statistics
+    (min/max values) would otherwise still show identifiers. The table's own log
+    retention is put back afterwards.
+    """
+    from deltalake import DeltaTable
+
+    table = DeltaTable(path)
+    removed = table.vacuum(retention_hours=0, enforce_retention_duration=False, dry_run=False)
+    table = DeltaTable(path)
+    config = dict(table.metadata().configuration)
+    previous = config.get("delta.logRetentionDuration")
+    table.alter.set_table_properties({"delta.logRetentionDuration": "interval 0 seconds"})
+    table = DeltaTable(path)
+    table.create_checkpoint()
+    table.cleanup_metadata()
+    table = DeltaTable(path)
+    table.alter.set_table_properties({"delta.logRetentionDuration": previous or "interval 30 days"})
+    checkpoint = table.version() - 1
+    log_dir = Path(path) / "_delta_log"
+    # Older checkpoints and Spark's per-version .crc files describe removed versions.
+    for f in log_dir.iterdir():
+        stem = f.name.split(".")[0]
+        if stem.isdigit() and int(stem) < checkpoint and f.suffix in (".crc", ".parquet", ".json"):
+            f.unlink(missing_ok=True)
+    return {"files_vacuumed": len(removed), "version": table.version()}
+
+
+# ---- the request -----------------------------------------------------------------------
+
+
+def _latest_gold_date(ctx: RunContext) -> dt.date | None:
+    if not ctx.lake.exists("gold/kpi_daily"):
+        return None
+    row = ctx.lake.read("gold/kpi_daily").agg(F.max("as_of_date").alias("d")).first()
+    return row.d if row else None
+
+
+def _recompute_steps():
+    from jobs.pipeline import STEPS
+
+    names = [s.name for s in STEPS]
+    chosen = []
+    for s in STEPS[names.index(RECOMPUTE_FROM) :]:
+        module = s.target.partition(":")[0]
+        if importlib.util.find_spec(module) is not None:
+            chosen.append(s)
+    return chosen
+
+
+def _scrub_work(ctx: RunContext) -> int:
+    """Delete staging folders left by crashed runs (they hold raw landing rows)."""
+    staging = ctx.settings.paths.work / "staging"
+    n = 0
+    if staging.exists():
+        for p in staging.iterdir():
+            if p.name != ctx.run_id:
+                shutil.rmtree(p, ignore_errors=True)
+                n += 1
+    return n
+
+
+def forget(
+    ctx: RunContext,
+    member: str | None = None,
+    phone: str | None = None,
+    email: str | None = None,
+    crm_id: str | None = None,
+    recompute: bool = True,
+) -> dict:
+    """Carry out one erasure request (module docstring); returns the receipt (also written)."""
+    from jobs.lock import lake_lock
+
+    paths = ctx.settings.paths
+    request_id = f"erase-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+    started = dt.datetime.now(dt.UTC)
+    with lake_lock(paths.work, paths.lake, ctx.run_id):
+        versions_before = {t: ctx.lake.version(t) for t in ctx.lake.tables()}
+        person = resolve(ctx, member=member, phone=phone, email=email, crm_id=crm_id)
+        removed = erase_everywhere(ctx, person)
+        exports_removed = scrub_exports(Path(paths.exports), person)
+        staging_removed = _scrub_work(ctx)
+
+        recomputed = None
+        latest = _latest_gold_date(ctx) if recompute else None
+        if latest is not None:
+            from jobs.pipeline import run_pipeline
+
+            rctx = RunContext(
+                settings=ctx.settings,
+                spark=ctx.spark,
+                as_of=latest,
+                run_id=f"{ctx.run_id}-recompute",
+                allow_incomplete=True,
+            )
+            rctx.__dict__["pii_key"] = ctx.pii_key  # same key, not loaded twice
+            steps = _recompute_steps()
+            run_pipeline(rctx, steps)
+            recomputed = {"as_of_date": latest.isoformat(), "steps": [s.name for s in steps]}
+            # The export step republished the latest date from the erased lake; older
+            # dates were scrubbed above. Scrub once more in case a step re-wrote one.
+            for k, v in scrub_exports(Path(paths.exports), person).items():
+                exports_removed[k] = exports_removed.get(k, 0) + v
+
+        # The suppression list: keyed hashes only.
+        now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        ids = {k: set(v) for k, v in person.ids.items()}
+        rows = suppression_rows(ids, ctx.pii_key, request_id, now)
+        rows += [("phone", h, request_id, now) for h in sorted(person.phone_hashes)]
+        if rows:
+            schema = table_schema(SUPPRESSION_TABLE).struct
+            ctx.lake.merge(
+                ctx.spark.createDataFrame(rows, schema),
+                SUPPRESSION_TABLE,
+                on=["id_type", "value_hash"],
+                update=False,
+            )
+
+        vacuumed = {}
+        for t in ctx.lake.tables():
+            if t == SUPPRESSION_TABLE:
+                continue
+            if t in removed or versions_before.get(t) != ctx.lake.version(t):
+                vacuumed[t] = purge_history(ctx.lake.path(t))
+
+    receipt = {
+        "request_id": request_id,
+        "requested_at": started.isoformat(timespec="seconds"),
+        "completed_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "requested_by": [
+            k
+            for k, v in (("member", member), ("phone", phone), ("email", email), ("crm_id", crm_id))
+            if v
+        ],
+        "members_erased": len(person.member_ids),
+        "identifiers_suppressed": {k: len(v) for k, v in sorted(person.ids.items()) if v}
+        | ({"phone_hash": len(person.phone_hashes)} if person.phone_hashes else {}),
+        "rows_removed": dict(sorted(removed.items())),
+        "rows_removed_total": sum(removed.values()),
+        "export_rows_removed": exports_removed,
+        "staging_folders_removed": staging_removed,
+        "recomputed": recomputed,
+        "tables_vacuumed": sorted(vacuumed),
+    }
+    out_dir = paths.work / "erasure_receipts"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{request_id}.json"
+    path.write_text(json.dumps(receipt, indent=2), encoding="utf-8")
+    receipt["path"] = str(path)
+    return receipt
+
+
+def forget_cli(
+    settings: Settings,
+    member: str | None = None,
+    phone: str | None = None,
+    email: str | None = None,
+    crm_id: str | None = None,
+) -> None:
+    """``cdp forget``: one erasure, one summary line and the receipt's path."""
+    import typer
+
+    from jobs.context import make_context
+
+    ctx = make_context(settings, dt.date.today())
+    try:
+        receipt = forget(ctx, member=member, phone=phone, email=email, crm_id=crm_id)
+    except ErasureError as exc:
+        typer.echo(f"cdp forget: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(
+        f"erased {receipt['members_erased']} member(s): {receipt['rows_removed_total']} rows "
+        f"from {len(receipt['rows_removed'])} tables, "
+        f"{sum(receipt['export_rows_removed'].values())} export rows; "
+        f"receipt {receipt['path']}"
+    )
