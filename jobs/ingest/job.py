@@ -23,6 +23,7 @@ from pyspark.sql import functions as F
 
 from jobs.context import RunContext
 from jobs.ingest.bronze_types import TYPERS, first_delivery, pos_line_conflicts, with_content_hash
+from jobs.ingest.expand import expand
 from jobs.ingest.landing import Known, LandingFile, check_ready, discover
 from jobs.ingest.parse import parse_file
 from jobs.ingest.rules import split
@@ -104,8 +105,10 @@ def _count_by_file(df: DataFrame) -> dict[str, int]:
 
 
 def check_rows(staged: DataFrame, source: str) -> DataFrame:
-    """Staged text rows (one per parsed row) with ``_reasons``; _business_date typed."""
-    return split(staged.withColumn("_business_date", F.to_date("_business_date")), source)
+    """Staged rows (one per parsed row) as text columns with ``_reasons``; _business_date typed."""
+    return split(
+        expand(staged, source).withColumn("_business_date", F.to_date("_business_date")), source
+    )
 
 
 def web_dedup(bronze: DataFrame, existing_ids: DataFrame) -> tuple[DataFrame, DataFrame]:

@@ -3,11 +3,14 @@
 Sail (like any engine) reads a CSV with one short row or a JSON file with one
 broken line as a failure of the whole file, and it cannot decode GB18030. Real
 exports need row-by-row care, so files are decoded and split here, in plain
-Python, into an Arrow table of strings: the source's columns (trimmed, empty as
-null) plus lineage (``_source_file``, ``_line_no``), the original text
-(``_raw``), extra columns (``_rescued``, JSON) and structural problems
-(``_parse_error``, ``_file_error``). Every data row of the file becomes exactly
-one row here, so nothing is lost before the rules run in Spark.
+Python, into a narrow Arrow table: lineage (``_source_file``, ``_line_no``),
+the original text (``_raw``), structural problems (``_parse_error``,
+``_file_error``), extra columns (``_rescued``, JSON) and, for CSV, the row's
+values in the source's column order joined by a unit separator (``_fields``).
+Spark then expands ``_fields`` (CSV) or ``_raw`` (JSON, with ``from_json``) into
+columns: keeping Python to what only Python can do (decoding, CSV quoting,
+telling broken JSON from good) is what makes this fast. Every data row of the
+file becomes exactly one row here, so nothing is lost before the rules run.
 """
 
 from __future__ import annotations
@@ -30,8 +33,21 @@ from jobs.config import SCHEMAS_DIR
 
 MAX_RAW_CHARS = 1_000_000  # a pathological 1 GB line keeps its first MB in quarantine
 MAX_FIELD_CHARS = 10_000_000
+FIELD_SEP = "\x1f"  # ASCII unit separator: joins a CSV row's values for Spark to split
 csv.field_size_limit(MAX_FIELD_CHARS)
-META_COLUMNS = ["_parse_error", "_file_error", "_rescued", "_raw", "_source_file", "_business_date"]
+
+STAGED_SCHEMA = pa.schema(
+    [
+        pa.field("_line_no", pa.int64()),
+        pa.field("_raw", pa.string()),
+        pa.field("_fields", pa.string()),
+        pa.field("_parse_error", pa.string()),
+        pa.field("_file_error", pa.string()),
+        pa.field("_rescued", pa.string()),
+        pa.field("_source_file", pa.string()),
+        pa.field("_business_date", pa.string()),
+    ]
+)
 
 
 @dataclass(frozen=True)
@@ -55,13 +71,6 @@ def input_spec(source: str) -> InputSpec:
     )
 
 
-def arrow_schema(source: str) -> pa.Schema:
-    cols = [pa.field(c, pa.string()) for c in input_spec(source).columns]
-    cols += [pa.field(c, pa.string()) for c in META_COLUMNS]
-    cols.append(pa.field("_line_no", pa.int64()))
-    return pa.schema(cols)
-
-
 @dataclass
 class ParsedFile:
     source: str
@@ -71,23 +80,54 @@ class ParsedFile:
     sha256: str
     encoding: str | None
     error: str | None = None
-    n_rows: int = 0
-    _columns: dict[str, list] = field(default_factory=dict)
+    file_error: str | None = None
+    line_no: list = field(default_factory=list)
+    raw: list = field(default_factory=list)
+    fields: list = field(default_factory=list)
+    parse_errors: dict[int, str] = field(default_factory=dict)
+    rescued: dict[int, str] = field(default_factory=dict)
 
-    def add(self, row: dict) -> None:
-        """Append one row (missing keys are null); kept column-wise for a cheap Arrow build."""
-        if not self._columns:
-            self._columns = {f.name: [] for f in arrow_schema(self.source)}
-        for name, values in self._columns.items():
-            values.append(row.get(name))
-        self.n_rows += 1
+    @property
+    def n_rows(self) -> int:
+        return len(self.line_no)
+
+    def add(
+        self,
+        line_no: int | None,
+        raw: str,
+        fields: str | None = None,
+        parse_error: str | None = None,
+        rescued: str | None = None,
+    ) -> None:
+        i = len(self.line_no)
+        self.line_no.append(line_no)
+        self.raw.append(raw)
+        self.fields.append(fields)
+        if parse_error:
+            self.parse_errors[i] = parse_error
+        if rescued:
+            self.rescued[i] = rescued
 
     def to_arrow(self) -> pa.Table:
-        schema = arrow_schema(self.source)
-        if not self._columns:
-            return schema.empty_table()
+        n = self.n_rows
+
+        def sparse(values: dict[int, str]) -> pa.Array:
+            if not values:
+                return pa.nulls(n, pa.string())
+            return pa.array([values.get(i) for i in range(n)], pa.string())
+
         return pa.Table.from_arrays(
-            [pa.array(self._columns[f.name], f.type) for f in schema], schema=schema
+            [
+                pa.array(self.line_no, pa.int64()),
+                pa.array(self.raw, pa.string()),
+                pa.array(self.fields, pa.string()),
+                sparse(self.parse_errors),
+                pa.repeat(pa.scalar(self.file_error, pa.string()), n),
+                sparse(self.rescued),
+                pa.repeat(pa.scalar(self.rel_path, pa.string()), n),
+                pa.repeat(pa.scalar(self.business_date, pa.string()), n),
+            ],
+            schema=STAGED_SCHEMA,
         )
 
 
@@ -104,13 +144,6 @@ def decode(data: bytes) -> tuple[str, str]:
         return data.decode("gb18030"), "gb18030"
 
 
-def _clean(value: str | None) -> str | None:
-    if value is None:
-        return None
-    value = value.strip()
-    return value or None
-
-
 def _truncate(raw: str) -> str:
     if len(raw) <= MAX_RAW_CHARS:
         return raw
@@ -119,15 +152,7 @@ def _truncate(raw: str) -> str:
 
 def _file_row(pf: ParsedFile, reason: str, detail: str) -> None:
     pf.error = f"{reason}: {detail}"
-    pf.add(
-        {
-            "_parse_error": reason,
-            "_raw": f"<{pf.size_bytes} bytes: {detail}>",
-            "_line_no": None,
-            "_source_file": pf.rel_path,
-            "_business_date": pf.business_date,
-        }
-    )
+    pf.add(None, f"<{pf.size_bytes} bytes: {detail}>", parse_error=reason)
 
 
 def _records(text: str) -> Iterator[tuple[int, str, list[str] | str]]:
@@ -177,9 +202,8 @@ def parse_csv(pf: ParsedFile, data: bytes) -> None:
     if "\x00" in text:
         _file_row(pf, "file_unreadable", "binary content (NUL bytes), not a CSV export")
         return
-    records = _records(text)
     header: list[str] | None = None
-    for line_no, raw, fields in records:
+    for line_no, raw, fields in _records(text):
         if header is None:
             if isinstance(fields, str):
                 _file_row(pf, "file_unreadable", f"the header line cannot be parsed ({fields})")
@@ -187,34 +211,29 @@ def parse_csv(pf: ParsedFile, data: bytes) -> None:
             if not any(f.strip() for f in fields):
                 continue
             header = [f.strip().lstrip("\ufeff").lower() for f in fields]
-            known = set(spec.columns)
-            missing = [c for c in spec.required_columns if c not in header]
-            file_error = f"missing_required_column: {', '.join(missing)}" if missing else None
-            if file_error:
-                pf.error = file_error
-            extra = [h for h in header if h not in known]
+            width = len(header)
+            position = {h: i for i, h in enumerate(header)}
+            index = [position.get(c) for c in spec.columns]
+            missing = [c for c in spec.required_columns if c not in position]
+            if missing:
+                pf.file_error = pf.error = f"missing_required_column: {', '.join(missing)}"
+            extra = [(i, h) for i, h in enumerate(header) if h not in spec.columns]
             continue
-        if not isinstance(fields, str) and not any(f.strip() for f in fields):
-            continue  # a blank line is not a data row
-        row: dict = {
-            "_line_no": line_no,
-            "_raw": _truncate(raw),
-            "_source_file": pf.rel_path,
-            "_business_date": pf.business_date,
-            "_file_error": file_error,
-        }
         if isinstance(fields, str):
-            row["_parse_error"] = _csv_error_reason(fields)
-        elif len(fields) != len(header):
-            row["_parse_error"] = "wrong_field_count"
+            pf.add(line_no, _truncate(raw), parse_error=_csv_error_reason(fields))
+        elif len(fields) != width:
+            if not any(f.strip() for f in fields):
+                continue  # a blank line is not a data row
+            pf.add(line_no, _truncate(raw), parse_error="wrong_field_count")
+        elif FIELD_SEP in raw:
+            pf.add(line_no, _truncate(raw), parse_error="malformed_csv")
         else:
-            values = dict(zip(header, fields, strict=True))
-            for c in spec.columns:
-                row[c] = _clean(values.get(c))
+            joined = FIELD_SEP.join(["" if i is None else fields[i].strip() for i in index])
+            rescued = None
             if extra:
-                rescued = {h: values[h] for h in extra if values.get(h, "").strip()}
-                row["_rescued"] = orjson.dumps(rescued).decode() if rescued else None
-        pf.add(row)
+                found = {h: fields[i] for i, h in extra if fields[i].strip()}
+                rescued = orjson.dumps(found).decode() if found else None
+            pf.add(line_no, _truncate(raw), joined, rescued=rescued)
 
 
 def gunzip(data: bytes) -> bytes:
@@ -229,19 +248,8 @@ def gunzip(data: bytes) -> bytes:
     return b"".join(out)
 
 
-def _json_text(value: object) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return _clean(value)
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return orjson.dumps(value).decode()
-
-
 def parse_jsonl(pf: ParsedFile, data: bytes) -> None:
     spec = input_spec(pf.source)
-    known = set(spec.columns)
     if pf.rel_path.endswith(".gz"):
         try:
             data = gunzip(data)
@@ -252,32 +260,26 @@ def parse_jsonl(pf: ParsedFile, data: bytes) -> None:
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
         pf.encoding = "utf-8-sig"
+    known = set(spec.columns)
     for i, line in enumerate(data.split(b"\n"), start=1):
         if not line.strip():
             continue
         raw = line.rstrip(b"\r").decode("utf-8", errors="replace")
-        row: dict = {
-            "_line_no": i,
-            "_raw": _truncate(raw),
-            "_source_file": pf.rel_path,
-            "_business_date": pf.business_date,
-        }
+        if len(raw) > MAX_RAW_CHARS:
+            pf.add(i, _truncate(raw), parse_error="line_too_long")
+            continue
         try:
             obj = orjson.loads(line)
         except orjson.JSONDecodeError:
-            row["_parse_error"] = "invalid_json"
-            pf.add(row)
+            pf.add(i, raw, parse_error="invalid_json")
             continue
         if not isinstance(obj, dict):
-            row["_parse_error"] = "not_an_object"
-            pf.add(row)
+            pf.add(i, raw, parse_error="not_an_object")
             continue
-        for c in spec.columns:
-            row[c] = _json_text(obj.get(c))
-        rescued = {k: v for k, v in obj.items() if k not in known}
-        if rescued:
-            row["_rescued"] = orjson.dumps(rescued).decode()
-        pf.add(row)
+        rescued = None
+        if not known.issuperset(obj):
+            rescued = orjson.dumps({k: v for k, v in obj.items() if k not in known}).decode()
+        pf.add(i, raw, rescued=rescued)
 
 
 def parse_file(path: Path, source: str, rel_path: str, business_date: str) -> ParsedFile:
@@ -299,3 +301,37 @@ def parse_file(path: Path, source: str, rel_path: str, business_date: str) -> Pa
     else:
         parse_jsonl(pf, data)
     return pf
+
+
+def staged_row(
+    source: str,
+    values: dict,
+    line_no: int,
+    source_file: str,
+    business_date: str,
+    parse_error: str | None = None,
+) -> dict:
+    """One staged row as the parser would write it, from column values (for tests)."""
+    spec = input_spec(source)
+    if spec.format == "csv":
+        fields = (
+            None if parse_error else FIELD_SEP.join(str(values.get(c) or "") for c in spec.columns)
+        )
+        raw = ",".join(str(values.get(c) or "") for c in spec.columns)
+    else:
+        fields = None
+        raw = (
+            "{broken"
+            if parse_error
+            else orjson.dumps({k: v for k, v in values.items() if v is not None}).decode()
+        )
+    return {
+        "_line_no": line_no,
+        "_raw": raw,
+        "_fields": fields,
+        "_parse_error": parse_error,
+        "_file_error": None,
+        "_rescued": None,
+        "_source_file": source_file,
+        "_business_date": business_date,
+    }

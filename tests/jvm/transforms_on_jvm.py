@@ -16,21 +16,26 @@ from jobs.config import EngineConf
 from jobs.engine import local_jvm_session
 from jobs.ingest.bronze_types import type_crm, type_pos, type_web
 from jobs.ingest.job import check_rows, web_dedup
-from jobs.ingest.parse import arrow_schema
+from jobs.ingest.parse import STAGED_SCHEMA, staged_row
 
 
 def _staged(spark, source: str, rows: list[dict]):
-    schema = arrow_schema(source)
+    """Staged rows as the parser writes them, from column values plus _line_no/_source_file/..."""
     from pyspark.sql import types as T
 
     struct = T.StructType(
         [
             T.StructField(f.name, T.LongType() if f.name == "_line_no" else T.StringType())
-            for f in schema
+            for f in STAGED_SCHEMA
         ]
     )
-    data = [tuple(r.get(f.name) for f in schema) for r in rows]
-    return spark.createDataFrame(data, struct)
+    staged = [
+        staged_row(
+            source, r, r["_line_no"], r["_source_file"], r["_business_date"], r.get("_parse_error")
+        )
+        for r in rows
+    ]
+    return spark.createDataFrame([tuple(r[f.name] for f in STAGED_SCHEMA) for r in staged], struct)
 
 
 def check_ingest(spark) -> None:
