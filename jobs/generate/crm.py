@@ -58,6 +58,7 @@ BAD_REASONS = (
     "wrong_field_count",
 )
 BAD_RATE = 0.005
+CHUNK = 20_000  # rows rendered at a time
 _OPT_SPELLINGS = (("Y", "N"), ("true", "false"), ("1", "0"), ("y", "n"), ("TRUE", "FALSE"))
 _EPOCH = dt.date(1970, 1, 1)
 
@@ -248,17 +249,10 @@ def generate_crm_day(w: World, d: int, out: Path) -> CrmDay:
         upd_day[ch] = d
         upd_sec[ch] = rng.integers(8 * 3600, 86400, len(ch))
     rows_a = np.flatnonzero(w.acct_reg_day <= 0) if d == 0 else np.flatnonzero(upd_day >= 0)
-    r_all = rng.random((len(rows_a), 12)).tolist()
-    styles = rng.choice(len(PHONE_STYLE_WEIGHTS), len(rows_a), p=PHONE_STYLE_WEIGHTS).tolist()
-    ud, us = upd_day.tolist(), upd_sec.tolist()
-    lines = [",".join(COLUMNS)]
-    for i, a in enumerate(rows_a.tolist()):
-        f = _account_fields(w, a, ud[a], us[a], r_all[i], styles[i])
-        # Generated values hold no comma or quote: no CSV quoting needed on valid rows.
-        lines.append(",".join([f[c] for c in COLUMNS]))
-    n_valid = len(lines) - 1
+    n_valid = len(rows_a)
 
-    # Bad rows: another version of a snapshot account with one field broken.
+    # Bad rows: another version of a snapshot account with one field broken, placed before
+    # valid row number ``at`` (0-based; n_valid = after the last one).
     n_min = -(-len(BAD_REASONS) // w.days)
     n_bad = max(n_min, int(rng.binomial(n_valid, BAD_RATE)))
     pool = np.flatnonzero(w.acct_reg_day <= 0)
@@ -268,24 +262,42 @@ def generate_crm_day(w: World, d: int, out: Path) -> CrmDay:
         a = int(pool[int(rng.integers(0, len(pool)))])
         f = _account_fields(w, a, d, int(rng.integers(8 * 3600, 86400)), rng.random(12).tolist(), 0)
         fields = _break(rng, reason, f)
-        inserts.append(
-            (int(rng.integers(1, len(lines) + 1)), k, ",".join(map(_csv_field, fields)), reason)
-        )
+        at = int(rng.integers(0, n_valid + 1))
+        inserts.append((at, k, ",".join(map(_csv_field, fields)), reason))
     inserts.sort()
-    out_lines, bad = [], []
-    rel = f"crm/{day.isoformat()}/{crm_file_name(day)}"
-    j = 0
-    for i, line in enumerate(lines):
-        while j < len(inserts) and inserts[j][0] == i:
-            out_lines.append(inserts[j][2])
-            bad.append(("crm", rel, len(out_lines), inserts[j][3]))
-            j += 1
-        out_lines.append(line)
-    while j < len(inserts):
-        out_lines.append(inserts[j][2])
-        bad.append(("crm", rel, len(out_lines), inserts[j][3]))
-        j += 1
+
+    # Stream the rows in chunks: the first day's snapshot holds every member.
     folder = out / "crm" / day.isoformat()
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / crm_file_name(day)).write_bytes(("\n".join(out_lines) + "\n").encode("utf-8"))
-    return CrmDay(file=rel, rows=len(out_lines) - 1, bad=bad, accounts=rows_a.astype(np.int64))
+    rel = f"crm/{day.isoformat()}/{crm_file_name(day)}"
+    bad: list[tuple[str, str, int | None, str]] = []
+    line_no = 1
+    j = 0
+    with (folder / crm_file_name(day)).open("wb") as fh:
+        fh.write((",".join(COLUMNS) + "\n").encode("utf-8"))
+        for c0 in range(0, n_valid + 1, CHUNK):
+            chunk = rows_a[c0 : c0 + CHUNK]
+            r_all = rng.random((len(chunk), 12)).tolist()
+            styles = rng.choice(len(PHONE_STYLE_WEIGHTS), len(chunk), p=PHONE_STYLE_WEIGHTS)
+            styles_l = styles.tolist()
+            ud, us = upd_day[chunk].tolist(), upd_sec[chunk].tolist()
+            lines = []
+            for i, a in enumerate(chunk.tolist()):
+                while j < len(inserts) and inserts[j][0] == c0 + i:
+                    line_no += 1
+                    lines.append(inserts[j][2])
+                    bad.append(("crm", rel, line_no, inserts[j][3]))
+                    j += 1
+                f = _account_fields(w, a, ud[i], us[i], r_all[i], styles_l[i])
+                # Generated values hold no comma or quote: no CSV quoting needed on valid rows.
+                lines.append(",".join([f[c] for c in COLUMNS]))
+                line_no += 1
+            if c0 + CHUNK > n_valid:  # the last chunk: bad rows placed after every valid row
+                while j < len(inserts):
+                    line_no += 1
+                    lines.append(inserts[j][2])
+                    bad.append(("crm", rel, line_no, inserts[j][3]))
+                    j += 1
+            if lines:
+                fh.write(("\n".join(lines) + "\n").encode("utf-8"))
+    return CrmDay(file=rel, rows=line_no - 1, bad=bad, accounts=rows_a.astype(np.int64))

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import io
 import json
 import multiprocessing as mp
 import os
@@ -238,8 +237,8 @@ class _Aggregate:
             return f"P{i + 1:08d}"
 
         persons_with_ids = np.zeros(w.n_persons, dtype=bool)
-        buf = io.StringIO()
-        wr = csv.writer(buf, lineterminator="\n")
+        fh = (truth / "identities.csv").open("w", encoding="utf-8", newline="")
+        wr = csv.writer(fh, lineterminator="\n")
         wr.writerow(["person_id", "source", "source_key", "linkable"])
         n_ids: dict[str, int] = {}
 
@@ -276,11 +275,11 @@ class _Aggregate:
         both = np.concatenate([old, new])
         nums = np.concatenate([w.phone[old], w.phone2[new]])
         emit("pos_phone", both, [str(int(x)) for x in nums], None)
-        (truth / "identities.csv").write_text(buf.getvalue(), encoding="utf-8")
+        fh.close()
 
         # Persons that the landing zone shows at least one identity of.
-        buf = io.StringIO()
-        wr = csv.writer(buf, lineterminator="\n")
+        fh = (truth / "persons.csv").open("w", encoding="utf-8", newline="")
+        wr = csv.writer(fh, lineterminator="\n")
         wr.writerow(
             ["person_id", "kind", "name", "gender", "birth_date", "city", "activity", "channel",
              "night_owl", "discount_hunter", "category_lover", "registered", "crm_ids",
@@ -332,31 +331,31 @@ class _Aggregate:
                     int(w.n_dev[i]),
                 ]
             )
-        (truth / "persons.csv").write_text(buf.getvalue(), encoding="utf-8")
+        fh.close()
 
-        buf = io.StringIO()
-        wr = csv.writer(buf, lineterminator="\n")
+        fh = (truth / "junk_values.csv").open("w", encoding="utf-8", newline="")
+        wr = csv.writer(fh, lineterminator="\n")
         wr.writerow(["id_type", "value", "kind"])
         wr.writerow(["phone", str(ref.PLACEHOLDER_PHONE), "placeholder"])
         bad_idc = np.flatnonzero(w.idc_bad & w.idc_has & (w.n_acct > 0))
         for i in bad_idc.tolist():
             wr.writerow(["id_card", crm_mod.id_card_number(w, i), "bad_checksum"])
-        (truth / "junk_values.csv").write_text(buf.getvalue(), encoding="utf-8")
+        fh.close()
 
         self.bad.sort(key=lambda t: (t[0], t[1], t[2] or 0))
-        buf = io.StringIO()
-        wr = csv.writer(buf, lineterminator="\n")
+        fh = (truth / "bad_rows.csv").open("w", encoding="utf-8", newline="")
+        wr = csv.writer(fh, lineterminator="\n")
         wr.writerow(["source", "file", "line_no", "reason"])
         for source, rel, line_no, reason in self.bad:
             wr.writerow([source, rel, "" if line_no is None else line_no, reason])
-        (truth / "bad_rows.csv").write_text(buf.getvalue(), encoding="utf-8")
+        fh.close()
 
         self.dups.sort(key=lambda t: (t[1], t[2]))
-        buf = io.StringIO()
-        wr = csv.writer(buf, lineterminator="\n")
+        fh = (truth / "duplicates.csv").open("w", encoding="utf-8", newline="")
+        wr = csv.writer(fh, lineterminator="\n")
         wr.writerow(["event_id", "file", "line_no"])
         wr.writerows(self.dups)
-        (truth / "duplicates.csv").write_text(buf.getvalue(), encoding="utf-8")
+        fh.close()
 
         by_reason: dict[str, dict[str, int]] = {}
         for source, _, _, reason in self.bad:

@@ -172,6 +172,7 @@ def _orders_for(
         & (w.n_acct[b] > 1)
         & (rng.random(n) < 0.25)
         & (w.acct_card[np.minimum(second, len(w.acct_card) - 1)] > 0)
+        & (w.acct_reg_day[np.minimum(second, len(w.acct_card) - 1)] <= d)
     )
     acct = np.where(alt, second, acct)
     phone_now = w.phone_on(b, d)

@@ -277,8 +277,9 @@ def generate_web_day(w: World, d: int, out: Path) -> WebDay:
     base: list[list[tuple[bytes, str | None, str | None]]] = [
         [(t[2], None, t[3]) for t in p] for p in parts
     ]
+    del parts  # the lines live on in ``base``; a busy day holds a few hundred MB otherwise
     # extras[part] = list of (insert before index, tiebreak, line, tag, event_id)
-    extras: list[list[tuple[int, int, bytes, str | None, str | None]]] = [[] for _ in parts]
+    extras: list[list[tuple[int, int, bytes, str | None, str | None]]] = [[] for _ in base]
     resend: list[tuple[int, bytes, str]] = []
     nonempty = [i for i, p in enumerate(base) if p]
     tie = itertools.count()
