@@ -131,17 +131,44 @@ class ParsedFile:
         )
 
 
+_NON_ASCII = re.compile(r"[^\x00-\x7f]")
+_CJK = re.compile(r"[\u2e80-\u9fff\uf900-\ufaff\uff00-\uffef\u3000-\u303f]")
+# What GB18030 pairs look like when read as UTF-8: Latin Extended, Greek,
+# Cyrillic, Hebrew, Arabic... (not the Latin-1 accents of real European names).
+_MISREAD = re.compile(r"[\u0100-\u07ff]")
+_SAMPLE = 1 << 20
+
+
+def _cjk_share(text: str) -> float:
+    """Share of the non-ASCII characters (in the first MB) that are Chinese."""
+    sample = text[:_SAMPLE]
+    non_ascii = len(_NON_ASCII.findall(sample))
+    return len(_CJK.findall(sample)) / non_ascii if non_ascii else 1.0
+
+
 def decode(data: bytes) -> tuple[str, str]:
     """Text and encoding of a CSV export: UTF-8 (BOM or not), else GB18030.
 
-    Raises UnicodeDecodeError when neither fits (quarantined as unreadable).
+    Some GB18030 byte pairs are also valid UTF-8 (母婴 is C4B8 D3A4, which
+    UTF-8 reads as "ĸӤ"), so a file that decodes as UTF-8 into such letters
+    rather than Chinese is read as GB18030 when that gives Chinese. Raises
+    UnicodeDecodeError when neither fits (quarantined as unreadable).
     """
     if data.startswith(b"\xef\xbb\xbf"):
         return data[3:].decode("utf-8"), "utf-8-sig"
     try:
-        return data.decode("utf-8"), "utf-8"
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
         return data.decode("gb18030"), "gb18030"
+    share = _cjk_share(text)
+    if share < 0.5 and _MISREAD.search(text[:_SAMPLE]):
+        try:
+            gb = data.decode("gb18030")
+        except UnicodeDecodeError:
+            return text, "utf-8"
+        if _cjk_share(gb) > share:
+            return gb, "gb18030"
+    return text, "utf-8"
 
 
 def _truncate(raw: str) -> str:

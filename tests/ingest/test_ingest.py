@@ -312,3 +312,12 @@ def test_repeated_pos_lines_identical_or_conflicting(make_ctx, settings):
         5: ["duplicate_line_conflict"],
     }
     assert res["rows_in"] == 4 and res["quarantined"] == 3 and res["rows_out"] == 1
+
+
+def test_gb18030_that_is_also_valid_utf8_is_read_as_chinese():
+    from jobs.ingest.parse import decode
+
+    text, enc = decode("母婴,1\n".encode("gb18030"))
+    assert (text, enc) == ("母婴,1\n", "gb18030")
+    assert decode("母婴,1\n".encode())[1] == "utf-8"
+    assert decode("Müller,1\n".encode()) == ("Müller,1\n", "utf-8")
