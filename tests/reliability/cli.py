@@ -1,0 +1,50 @@
+"""Run the `cdp` command line in a subprocess, the way an operator or Airflow does."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from jobs.config import PROJECT_ROOT
+
+TEST_KEY = "0123456789abcdef0123456789abcdef"
+INGEST_STEPS = "ingest_pos,ingest_web,ingest_crm,quality"
+
+
+def cdp_env(base: Path, **extra: str) -> dict[str, str]:
+    """Environment with every location under ``base`` and a fixed PII key."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CDP_")}
+    env.update(
+        CDP_LANDING=str(base / "landing"),
+        CDP_LAKE=str(base / "lake"),
+        CDP_EXPORTS=str(base / "exports"),
+        CDP_WORK=str(base / "work"),
+        CDP_PII_KEY=TEST_KEY,
+    )
+    env.update(extra)
+    return {k: v for k, v in env.items() if v is not None}
+
+
+def run_cdp(
+    args: list[str], env: dict[str, str], timeout: float = 600
+) -> subprocess.CompletedProcess:
+    """``cdp <args>`` in a fresh interpreter; output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "jobs.cli", *args],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def one_line_error(proc: subprocess.CompletedProcess) -> str:
+    """The failure message: non-zero exit, no traceback, one ``cdp:`` line on stderr."""
+    assert proc.returncode != 0, proc.stdout
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("cdp")]
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
