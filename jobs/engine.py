@@ -36,8 +36,9 @@ def _start_sail() -> str:
     """Start the embedded Sail server once per process; return its sc:// URL."""
     global _server
     if _server is None:
-        # Sail logs every session at INFO on stderr; keep the user's terminal for our own lines.
-        os.environ.setdefault("RUST_LOG", "warn")
+        # Sail logs sessions at INFO and no-op persists at WARN on stderr; keep the
+        # user's terminal for our own lines (RUST_LOG=warn or info to see them).
+        os.environ.setdefault("RUST_LOG", "error")
         from pysail.spark import SparkConnectServer
 
         server = SparkConnectServer(ip="127.0.0.1", port=0)
