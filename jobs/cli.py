@@ -75,6 +75,7 @@ def run(
     settings = _settings(landing, lake, exports)
     chosen = select_steps(steps.split(",") if steps else None, until)
     ctx = make_context(settings, as_of, allow_incomplete=allow_incomplete)
+    ctx.pii_key  # noqa: B018 - no PII key in a production config: refuse before any step
     typer.echo(f"cdp run {as_of} run_id={ctx.run_id} lake={settings.paths.lake}")
     t0 = time.perf_counter()
 
