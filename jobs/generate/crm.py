@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -67,10 +68,16 @@ def crm_file_name(day: dt.date) -> str:
     return f"members_{ymd(day)}.csv"
 
 
+@lru_cache(maxsize=65536)
+def epoch_day_iso(days: int) -> str:
+    """'YYYY-MM-DD' of a day number (days since 1970-01-01); few distinct values, cached."""
+    return (_EPOCH + dt.timedelta(days=days)).isoformat()
+
+
 def id_card_number(w: World, person: int) -> str:
     """The person's 18-character resident ID (area, birth date, sequence, check)."""
     area = ref.CITIES[int(w.city[person])][2]
-    birth = (_EPOCH + dt.timedelta(days=int(w.birth[person]))).strftime("%Y%m%d")
+    birth = epoch_day_iso(int(w.birth[person])).replace("-", "")
     seq = int(w.idc_seq[person]) * 2 + (0 if w.gender[person] == 1 else 1)  # odd = male
     first17 = f"{area}{birth}{seq % 1000:03d}"
     check = ref.id_card_check_char(first17)
@@ -104,7 +111,7 @@ def person_name(w: World, person: int) -> str:
 
 
 def birth_iso(w: World, person: int) -> str:
-    return (_EPOCH + dt.timedelta(days=int(w.birth[person]))).isoformat()
+    return epoch_day_iso(int(w.birth[person]))
 
 
 @dataclass
@@ -165,8 +172,9 @@ def _account_fields(
         opts.append(spell[0] if on else ("" if r[11] < 0.3 else spell[1]))
     status = "closed" if primary and w.close_day[p] <= upd_day else "active"
     reg_day = int(w.acct_reg_day[a])
-    reg_ts = f"{w.date(reg_day).isoformat()} {tod[int(w.acct_reg_sec[a])]}"
-    upd_ts = f"{w.date(upd_day).isoformat()} {tod[upd_sec]}"
+    start = w.start_epoch_day
+    reg_ts = f"{epoch_day_iso(start + reg_day)} {tod[int(w.acct_reg_sec[a])]}"
+    upd_ts = f"{epoch_day_iso(start + upd_day)} {tod[upd_sec]}"
     card = int(w.acct_card[a])
     return {
         "crm_id": crm_id_text(int(w.acct_num[a])),

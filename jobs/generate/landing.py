@@ -285,52 +285,62 @@ class _Aggregate:
              "night_owl", "discount_hunter", "category_lover", "registered", "crm_ids",
              "phone_changed", "closed", "devices"]
         )  # fmt: skip
-        ndev_anon = 1
-        for i in np.flatnonzero(persons_with_ids).tolist():
-            if i >= w.n_actors:
-                wr.writerow(
-                    [
-                        pid(i),
-                        KIND_NAMES[3],
-                        "",
-                        "",
-                        "",
-                        "",
-                        "",
-                        "",
-                        "",
-                        "",
-                        "",
-                        "",
-                        0,
-                        "",
-                        "",
-                        ndev_anon,
-                    ]
-                )
-                continue
-            kind = int(w.kind[i])
-            member = kind == 0
+        listed = np.flatnonzero(persons_with_ids)
+        act = listed[listed < w.n_actors]
+        start_day = w.start_epoch_day
+
+        def day_or_blank(days: np.ndarray, keep: np.ndarray) -> list[str]:
+            return [
+                crm_mod.epoch_day_iso(start_day + d) if k else ""
+                for d, k in zip(days.tolist(), keep.tolist(), strict=True)
+            ]
+
+        member = (w.kind[act] == 0).tolist()
+        columns = zip(
+            act.tolist(),
+            w.kind[act].tolist(),
+            member,
+            w.gender[act].tolist(),
+            w.birth[act].tolist(),
+            w.city[act].tolist(),
+            w.activity[act].tolist(),
+            w.chan_pref[act].tolist(),
+            w.night[act].tolist(),
+            w.hunter[act].tolist(),
+            np.where(w.lover[act], w.fav[act], -1).tolist(),
+            day_or_blank(w.reg_day[act], w.kind[act] != 2),
+            w.n_acct[act].tolist(),
+            day_or_blank(w.phone_day[act], w.phone2[act] > 0),
+            day_or_blank(w.close_day[act], w.close_day[act] < w.days),
+            w.n_dev[act].tolist(),
+            strict=True,
+        )
+        flag = ("false", "true")
+        for i, kind, mem, g, birth, city, activity, chan, night, hunter, fav, reg, n_acct, \
+                changed, closed, n_dev in columns:  # fmt: skip
             wr.writerow(
                 [
                     pid(i),
                     KIND_NAMES[kind],
-                    crm_mod.person_name(w, i) if member else "",
-                    ("M", "F")[int(w.gender[i])] if member else "",
-                    crm_mod.birth_iso(w, i) if member else "",
-                    ref.CITIES[int(w.city[i])][0],
-                    ACTIVITY_NAMES[int(w.activity[i])],
-                    CHANNEL_NAMES[int(w.chan_pref[i])],
-                    str(bool(w.night[i])).lower(),
-                    str(bool(w.hunter[i])).lower(),
-                    ref.CATEGORY_NAMES[int(w.fav[i])] if w.lover[i] else "",
-                    w.date(int(w.reg_day[i])).isoformat() if kind != 2 else "",
-                    int(w.n_acct[i]),
-                    w.date(int(w.phone_day[i])).isoformat() if w.phone2[i] else "",
-                    w.date(int(w.close_day[i])).isoformat() if w.close_day[i] < w.days else "",
-                    int(w.n_dev[i]),
+                    crm_mod.person_name(w, i) if mem else "",
+                    ("M", "F")[g] if mem else "",
+                    crm_mod.epoch_day_iso(birth) if mem else "",
+                    ref.CITIES[city][0],
+                    ACTIVITY_NAMES[activity],
+                    CHANNEL_NAMES[chan],
+                    flag[night],
+                    flag[hunter],
+                    ref.CATEGORY_NAMES[fav] if fav >= 0 else "",
+                    reg,
+                    n_acct,
+                    changed,
+                    closed,
+                    n_dev,
                 ]
             )
+        anon_row = [KIND_NAMES[3], "", "", "", "", "", "", "", "", "", "", 0, "", "", 1]
+        for i in listed[listed >= w.n_actors].tolist():
+            wr.writerow([pid(i), *anon_row])
         fh.close()
 
         fh = (truth / "junk_values.csv").open("w", encoding="utf-8", newline="")

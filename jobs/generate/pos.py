@@ -26,7 +26,7 @@ from jobs.generate.fmt import (
     times_of_day,
     ymd,
 )
-from jobs.generate.world import STOPPER, World
+from jobs.generate.world import ONLINE_ONLY, STOPPER, World
 
 COLUMNS = (
     "order_id",
@@ -379,7 +379,11 @@ def generate_pos_day(w: World, d: int, out: Path) -> PosDay:
     # Members and guests, then strangers (no identity or the placeholder phone).
     known = _buyers(w, rng, d, 1.0 - RETURNABLE_SHARE)
     fresh = np.flatnonzero(
-        (w.reg_day == d) & (w.reg_channel == 0) & (w.kind == 0) & (w.activity <= STOPPER)
+        (w.reg_day == d)
+        & (w.reg_channel == 0)
+        & (w.kind == 0)
+        & (w.activity <= STOPPER)
+        & (w.chan_pref != ONLINE_ONLY)
     )
     fresh = fresh[rng.random(len(fresh)) < 0.7]  # signing up at the till, buying right then
     known = np.sort(np.concatenate([known, fresh]))

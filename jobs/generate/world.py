@@ -126,6 +126,10 @@ class World:
     def n_persons(self) -> int:
         return self.n_actors + self.n_anon_devices
 
+    @property
+    def start_epoch_day(self) -> int:
+        return (self.start - dt.date(1970, 1, 1)).days
+
     def date(self, d: int) -> dt.date:
         return self.start + dt.timedelta(days=d)
 
@@ -296,8 +300,8 @@ def build_world(members: int, days: int, seed: int, end_date: dt.date) -> World:
         has_web,
         np.select(
             [activity == HEAVY, activity == BROWSER, activity == STOPPER],
-            [0.035, 0.2, 0.025],
-            0.014,
+            [0.021, 0.12, 0.015],
+            0.0085,
         )
         * spread,
         0.0,
@@ -431,7 +435,7 @@ def build_world(members: int, days: int, seed: int, end_date: dt.date) -> World:
     )
     dev_rate = np.zeros(n_devices)
     dev_rate[:n_owned] = browse_rate[dev_owner[:n_owned]] * share[:n_owned]
-    dev_rate[n_owned:] = 0.014 * np.exp(rng.normal(0, 0.6, n_anon))
+    dev_rate[n_owned:] = 0.0085 * np.exp(rng.normal(0, 0.6, n_anon))
     dev_login_p = np.zeros(n_devices)
     dev_login_p[:n_owned] = np.where(dev_rank[:n_owned] == 0, 0.45, 0.2)
     browsers = np.zeros(n_devices, dtype=bool)
@@ -444,6 +448,14 @@ def build_world(members: int, days: int, seed: int, end_date: dt.date) -> World:
 
     corrupt_day = int(days // 2)
     order_salt = int(rng.integers(0, 10**6))
+
+    # Rates only feed Poisson draws: single precision halves their footprint.
+    store_rate, online_rate, browse_rate = (
+        store_rate.astype(np.float32),
+        online_rate.astype(np.float32),
+        browse_rate.astype(np.float32),
+    )
+    dev_rate, dev_login_p = dev_rate.astype(np.float32), dev_login_p.astype(np.float32)
 
     return World(
         seed=seed,
