@@ -126,11 +126,13 @@ def run(ctx: RunContext) -> dict:
         for r in validate_batch(ctx, source, batch):
             rows.append({"source": source, **r})
     manifest = ctx.lake.read("meta/ingest_manifest").filter(F.col("run_id") == ctx.run_id)
+    rows_in = 0
     for r in (
         manifest.groupBy("source")
         .agg(F.sum("rows_total").alias("total"), F.sum("rows_bad").alias("bad"))
         .collect()
     ):
+        rows_in += int(r.total or 0)
         rate = (r.bad or 0) / r.total if r.total else 0.0
         figures[f"quarantine_rate_{r.source}"] = round(rate, 5)
         if rate > limit:
@@ -161,9 +163,7 @@ def run(ctx: RunContext) -> dict:
         shutil.rmtree(staging_dir(ctx, source), ignore_errors=True)
     figures.update(
         {
-            "rows_in": sum(
-                int(r["element_count"] or 0) for r in rows if r["expectation_index"] == 0
-            ),
+            "rows_in": rows_in,
             "expectations": len(rows),
             "failed_expectations": sum(not r["success"] for r in rows),
             "data_docs": str(data_docs_index(ctx.settings.paths.work)) if rows else None,
