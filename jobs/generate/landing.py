@@ -95,6 +95,11 @@ def generate_landing(
 ) -> dict:
     """Write the landing zone and truth; return a summary (printed line by line by the CLI)."""
     t0 = time.perf_counter()
+    cpu0 = sum(
+        getattr(resource.getrusage(who), f)
+        for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+        for f in ("ru_utime", "ru_stime")
+    )
     out = Path(out)
     _prepare_out(out)
     if workers is None:
@@ -126,8 +131,10 @@ def generate_landing(
 
     seconds = time.perf_counter() - t0
     rows = summary["pos_lines"] + summary["web_lines"] + summary["crm_rows"]
-    peak_self = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    peak_child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    peak_self, peak_child = me.ru_maxrss / 1024, kids.ru_maxrss / 1024
+    cpu = me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime - cpu0
     return {
         "out": str(out),
         "dates": f"{w.start.isoformat()} .. {end_date.isoformat()} ({days} days)",
@@ -141,6 +148,7 @@ def generate_landing(
         "workers": workers,
         "seconds": round(seconds, 1),
         "rows_per_s": int(rows / seconds) if seconds else rows,
+        "cpu_s": round(cpu, 1),  # all processes: compare with seconds on a busy machine
         "peak_rss_mb": f"main {peak_self:.0f}, worker {peak_child:.0f}",
     }
 
