@@ -9,6 +9,21 @@ Layout written under ``out``::
     truth/identities.csv, persons.csv, junk_values.csv, bad_rows.csv, duplicates.csv,
     truth/summary.json
 
+Truth (``truth/``):
+
+- ``identities.csv`` person_id, source, source_key, linkable: one row per source identity
+  that appears on a *valid* row of the landing zone (crm_id; web user_id and
+  anonymous_id seen in events; POS card upper-cased; POS phone as 11 digits). A
+  ``web_user`` is listed when its user_id shows up in events (CRM's web_user_id is an
+  attribute of the crm identity). ``linkable`` is false for devices with no
+  login/signup event: nothing ties them to anyone.
+- ``junk_values.csv`` values that identify nobody: the till's placeholder phone, and
+  ID card numbers with a wrong check character (ignored for matching).
+- ``bad_rows.csv`` every planted invalid row (file, physical line, the one rule it
+  breaks); ``duplicates.csv`` every re-delivered web event copy (2nd, 3rd... in
+  folder/file/line order); ``persons.csv`` the behaviour profile of each person;
+  ``summary.json`` counts and arguments (no timings: the truth is deterministic too).
+
 Days are generated in parallel (``multiprocessing``, fork) from per-(seed, day)
 random streams, so the bytes depend on the arguments only, never on the worker
 count. Rows are streamed to files day by day; the main process only keeps compact
