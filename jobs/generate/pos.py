@@ -422,8 +422,10 @@ def generate_pos_day(w: World, d: int, out: Path) -> PosDay:
         r = np.random.default_rng([w.seed, d, 11, len(rows_text)])
         n = len(o)
         amount = qty * lines.price - disc
-        card_style = r.random(n)
-        phone_style = r.choice(len(PHONE_STYLE_WEIGHTS), n, p=PHONE_STYLE_WEIGHTS)
+        # One spelling per order: the till prints the same keyed value on every line.
+        n_orders = len(orders.buyer)
+        card_style = r.random(n_orders)[o]
+        phone_style = r.choice(len(PHONE_STYLE_WEIGHTS), n_orders, p=PHONE_STYLE_WEIGHTS)[o]
         zero_style = r.random(n)
         ids = [order_id(day, s, salt) for s in orders.seq.tolist()]
         stores = orders.store[o]

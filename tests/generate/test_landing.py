@@ -429,3 +429,16 @@ def test_behaviour_profiles_show_in_the_data(larger):
     assert {"store_only", "online_only", "omnichannel"} <= set(channels)
     activities = Counter(p["activity"] for p in profile.values() if p["kind"] == "member")
     assert {"heavy", "light", "stopper", "browser", "inactive"} <= set(activities)
+
+
+def test_lines_of_one_order_agree_on_its_header_fields(larger):
+    """Order id, store, time, type, reference, card, phone and payment repeat on every line."""
+    header = defaultdict(set)
+    line_nos = defaultdict(list)
+    for _, _, f, reasons in larger.pos:
+        if not reasons:
+            header[f[0]].add((f[2], f[3], f[4], f[5], f[6], f[7], f[14]))
+            line_nos[f[0]].append(int(f[1]))
+    assert all(len(v) == 1 for v in header.values())
+    assert all(sorted(v) == list(range(1, len(v) + 1)) for v in line_nos.values())
+    assert max(len(v) for v in line_nos.values()) >= 4
