@@ -57,6 +57,10 @@ def _apply_conf(builder: SparkSession.Builder, conf: EngineConf) -> SparkSession
 
 def local_jvm_session(conf: EngineConf, delta: bool = True) -> SparkSession:
     """A local JVM SparkSession; ``delta=False`` gives plain Spark (for tests of pure transforms)."""
+    # A Spark Connect session earlier in this process (or its parent) leaves this
+    # flag behind, and with it getOrCreate() insists on a remote session.
+    os.environ.pop("SPARK_CONNECT_MODE_ENABLED", None)
+    os.environ.pop("SPARK_REMOTE", None)
     builder = SparkSession.builder.master(conf.spark_master).appName("cdp")
     builder = _apply_conf(builder, conf).config("spark.ui.enabled", "false")
     if delta:

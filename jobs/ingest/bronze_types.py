@@ -101,21 +101,13 @@ def pos_line_conflicts(batch: DataFrame, existing: DataFrame) -> DataFrame:
     delivery (by business date, file, line) wins; a line already in bronze
     wins over the batch.
     """
-    from pyspark.sql import Window
-
-    w = Window.partitionBy("order_id", "line_no").orderBy(
-        "_business_date", "_source_file", "_line_no"
-    )
     prior = existing.groupBy("order_id", "line_no").agg(
         F.first("_content_hash").alias("_prior_hash")
     )
-    ranked = (
-        batch.withColumn("_rank", F.row_number().over(w))
-        .withColumn("_batch_first_hash", F.first("_content_hash").over(w))
-        .join(prior, ["order_id", "line_no"], "left")
-    )
+    marked = mark_first(batch, ["order_id", "line_no"], {"_content_hash": "_batch_first_hash"})
+    ranked = marked.join(prior, ["order_id", "line_no"], "left")
     first_hash = F.coalesce("_prior_hash", "_batch_first_hash")
-    is_dup = F.col("_prior_hash").isNotNull() | (F.col("_rank") > 1)
+    is_dup = F.col("_prior_hash").isNotNull() | ~F.col("_is_first")
     reason = F.when(
         is_dup,
         F.when(F.col("_content_hash") == first_hash, "duplicate_line").otherwise(
@@ -123,7 +115,7 @@ def pos_line_conflicts(batch: DataFrame, existing: DataFrame) -> DataFrame:
         ),
     )
     return ranked.withColumn("_dup_reason", reason).drop(
-        "_rank", "_batch_first_hash", "_prior_hash"
+        "_is_first", "_batch_first_hash", "_prior_hash"
     )
 
 
@@ -189,19 +181,24 @@ def type_crm(df: DataFrame) -> DataFrame:
 TYPERS = {"pos": type_pos, "web": type_web, "crm": type_crm}
 
 
-def first_delivery(events: DataFrame) -> DataFrame:
-    """Mark each web event's first delivery (grain kept: one row per delivered copy).
+def mark_first(df: DataFrame, keys: list[str], carry: dict[str, str]) -> DataFrame:
+    """Mark the first delivery of each key (grain kept: one row per delivered copy).
 
-    Adds ``_first_source_file`` and ``_is_first``: the first copy by business
-    date, then file, then line wins, so the choice does not depend on the order
-    files were processed in.
+    The first copy by business date, then file, then line wins, so the choice
+    does not depend on the order files were processed in. Adds ``_is_first``
+    and, for each ``column: alias`` in ``carry``, the first copy's value. An
+    aggregate and a join rather than a window: much cheaper when almost every
+    key has one copy.
     """
-    from pyspark.sql import Window
-
-    w = Window.partitionBy("event_id").orderBy("_business_date", "_source_file", "_line_no")
+    order = ["_business_date", "_source_file", "_line_no"]
+    extra = [c for c in carry if c not in order]
+    firsts = df.groupBy(*keys).agg(F.min(F.struct(*order, *extra)).alias("_first"))
+    is_first = (F.col("_first._source_file") == F.col("_source_file")) & (
+        F.col("_first._line_no") == F.col("_line_no")
+    )
     return (
-        events.withColumn("_rank", F.row_number().over(w))
-        .withColumn("_first_source_file", F.first("_source_file").over(w))
-        .withColumn("_is_first", F.col("_rank") == 1)
-        .drop("_rank")
+        df.join(firsts, keys)
+        .withColumn("_is_first", is_first)
+        .withColumns({alias: F.col(f"_first.{c}") for c, alias in carry.items()})
+        .drop("_first")
     )

@@ -22,7 +22,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from jobs.context import RunContext
-from jobs.ingest.bronze_types import TYPERS, first_delivery, pos_line_conflicts, with_content_hash
+from jobs.ingest.bronze_types import TYPERS, mark_first, pos_line_conflicts, with_content_hash
 from jobs.ingest.expand import expand
 from jobs.ingest.landing import Known, LandingFile, check_ready, discover
 from jobs.ingest.parse import parse_file
@@ -33,7 +33,10 @@ from jobs.schemas import table_schema
 log = logging.getLogger(__name__)
 
 BRONZE_TABLE = {"pos": "bronze/pos_lines", "web": "bronze/web_events", "crm": "bronze/crm_members"}
-PARALLEL_FROM = 8  # files; below this a process pool costs more than it saves
+# Bytes of landing files from which parsing is spread over a process pool: a
+# spawned worker pays ~2-5 s of imports (pyarrow pulls in pandas), which only
+# pays off on big batches.
+PARALLEL_FROM_BYTES = 64 << 20
 
 
 def staging_dir(ctx: RunContext, source: str) -> Path:
@@ -67,7 +70,7 @@ def parse_files(files: list[LandingFile], out_dir: Path) -> list[dict]:
         )
         for i, f in enumerate(files)
     ]
-    if len(jobs) < PARALLEL_FROM:
+    if sum(f.size_bytes for f in files) < PARALLEL_FROM_BYTES or len(files) < 2:
         return [_parse_to_parquet(j) for j in jobs]
     # spawn, not fork: the embedded engine runs threads that must not be forked.
     with ProcessPoolExecutor(
@@ -111,22 +114,20 @@ def check_rows(staged: DataFrame, source: str) -> DataFrame:
     )
 
 
-def web_dedup(bronze: DataFrame, existing_ids: DataFrame) -> tuple[DataFrame, DataFrame]:
-    """Split good web rows into first deliveries and redelivered copies.
+def web_dedup(bronze: DataFrame, existing_ids: DataFrame) -> DataFrame:
+    """Mark good web rows as first deliveries or redelivered copies.
 
     ``bronze``: typed good rows of this batch (grain: one delivered copy).
     ``existing_ids``: (event_id, _source_file) already in bronze/web_events from
-    files outside this batch. Returns (new events, duplicates with
-    ``first_source_file``).
+    files outside this batch. Adds ``_is_dup`` and ``first_source_file`` (the
+    file of the copy that stays in bronze/web_events).
     """
-    ranked = first_delivery(bronze)
-    existing = existing_ids.select("event_id", F.col("_source_file").alias("_existing_file"))
-    joined = ranked.join(existing, "event_id", "left")
-    firsts = joined.filter(F.col("_is_first") & F.col("_existing_file").isNull())
-    dups = joined.filter(~F.col("_is_first") | F.col("_existing_file").isNotNull()).withColumn(
-        "first_source_file", F.coalesce("_existing_file", "_first_source_file")
-    )
-    return firsts, dups
+    marked = mark_first(bronze, ["event_id"], {"_source_file": "_first_source_file"})
+    existing = existing_ids.groupBy("event_id").agg(F.min("_source_file").alias("_existing_file"))
+    joined = marked.join(existing, "event_id", "left")
+    return joined.withColumn(
+        "_is_dup", ~F.col("_is_first") | F.col("_existing_file").isNotNull()
+    ).withColumn("first_source_file", F.coalesce("_existing_file", "_first_source_file"))
 
 
 def ingest(ctx: RunContext, source: str) -> dict:
@@ -167,9 +168,11 @@ def ingest(ctx: RunContext, source: str) -> dict:
         bad, _ = apply_suppression(ctx, source, bad)  # their bad rows hold PII in _raw too
         if source == "web":
             existing = ctx.lake.read(table).filter(f"NOT ({where})")
-            firsts, dups = web_dedup(bronze, existing.select("event_id", "_source_file"))
-            ctx.lake.replace_where(firsts, table, where)
-            ctx.lake.replace_where(dups, "bronze/web_event_duplicates", where)
+            marked = materialize(
+                web_dedup(bronze, existing.select("event_id", "_source_file")), stage / "dedup"
+            )
+            ctx.lake.replace_where(marked.filter(~F.col("_is_dup")), table, where)
+            ctx.lake.replace_where(marked.filter("_is_dup"), "bronze/web_event_duplicates", where)
         elif source == "pos":
             existing = ctx.lake.read(table).filter(f"NOT ({where})")
             # Materialised: both bronze and quarantine read the flags.

@@ -33,6 +33,10 @@ from jobs.config import SCHEMAS_DIR
 
 MAX_RAW_CHARS = 1_000_000  # a pathological 1 GB line keeps its first MB in quarantine
 MAX_FIELD_CHARS = 10_000_000
+# A physical line longer than this is cut while the file is read (its first
+# MAX_RAW_CHARS bytes kept), so a 1 GB line never sits in memory whole.
+MAX_LINE_BYTES = 16 << 20
+_LONG_LINE_STANDIN = b"x"  # what the parsers see instead: one field / not JSON
 FIELD_SEP = "\x1f"  # ASCII unit separator: joins a CSV row's values for Spark to split
 csv.field_size_limit(MAX_FIELD_CHARS)
 
@@ -309,15 +313,59 @@ def parse_jsonl(pf: ParsedFile, data: bytes) -> None:
         pf.add(i, raw, rescued=rescued)
 
 
+def read_bounded(path: Path) -> tuple[bytes | bytearray, dict[int, tuple[bytes, int]], int, str]:
+    """The file's bytes with every physical line over MAX_LINE_BYTES replaced by a stand-in.
+
+    Returns (data, {line number: (first MAX_RAW_CHARS bytes, length)}, size, SHA-256
+    of the real file). Files no larger than MAX_LINE_BYTES are read in one go.
+    """
+    size = path.stat().st_size
+    if size <= MAX_LINE_BYTES:
+        data = path.read_bytes()
+        return data, {}, len(data), hashlib.sha256(data).hexdigest()
+    h, buf, long_lines, size, line_no = hashlib.sha256(), bytearray(), {}, 0, 0
+    with path.open("rb") as f:
+        while chunk := f.readline(MAX_LINE_BYTES):
+            h.update(chunk)
+            size += len(chunk)
+            line_no += 1
+            if len(chunk) < MAX_LINE_BYTES or chunk.endswith(b"\n"):
+                buf += chunk
+                continue
+            prefix, length, ended = chunk[:MAX_RAW_CHARS], len(chunk), False
+            while more := f.readline(1 << 20):
+                h.update(more)
+                size += len(more)
+                length += len(more)
+                if more.endswith(b"\n"):
+                    ended = True
+                    break
+            long_lines[line_no] = (prefix, length)
+            buf += _LONG_LINE_STANDIN + (b"\n" if ended else b"")
+    return buf, long_lines, size, h.hexdigest()
+
+
+def _mark_long_lines(pf: ParsedFile, long_lines: dict[int, tuple[bytes, int]]) -> None:
+    """Turn the rows of cut lines into ``line_too_long`` rows holding their first MB."""
+    for i, line_no in enumerate(pf.line_no):
+        if line_no in long_lines:
+            prefix, length = long_lines[line_no]
+            text = prefix.decode(pf.encoding or "utf-8", errors="replace")
+            pf.raw[i] = f"{text}...[truncated: line of {length} bytes]"
+            pf.fields[i] = None
+            pf.parse_errors[i] = "line_too_long"
+            pf.rescued.pop(i, None)
+
+
 def parse_file(path: Path, source: str, rel_path: str, business_date: str) -> ParsedFile:
     """Read and parse one landing file (see module docstring)."""
-    data = path.read_bytes()
+    data, long_lines, size, digest = read_bounded(path)
     pf = ParsedFile(
         source=source,
         rel_path=rel_path,
         business_date=business_date,
-        size_bytes=len(data),
-        sha256=hashlib.sha256(data).hexdigest(),
+        size_bytes=size,
+        sha256=digest,
         encoding=None,
     )
     spec = input_spec(source)
@@ -327,6 +375,8 @@ def parse_file(path: Path, source: str, rel_path: str, business_date: str) -> Pa
         parse_csv(pf, data)
     else:
         parse_jsonl(pf, data)
+    if long_lines:
+        _mark_long_lines(pf, long_lines)
     return pf
 
 

@@ -125,7 +125,8 @@ def check_ingest(spark) -> None:
     assert sorted(sorted(r._reasons) for r in checked.collect()) == [[], [], ["invalid_json"]]
     typed = type_web(checked.filter(F.size("_reasons") == 0))
     empty = spark.createDataFrame([], "event_id string, _source_file string")
-    firsts, dups = web_dedup(typed, empty)
+    marked = web_dedup(typed, empty)
+    firsts, dups = marked.filter(~F.col("_is_dup")), marked.filter("_is_dup")
     assert [r._line_no for r in firsts.collect()] == [1] and [
         r._line_no for r in dups.collect()
     ] == [2]
