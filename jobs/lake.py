@@ -8,12 +8,22 @@ Maintenance that Sail lacks (OPTIMIZE, VACUUM) goes through delta-rs
 
 from __future__ import annotations
 
+import os
+import signal
 import uuid
 from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
 
 from jobs.schemas import conform, table_schema
+
+
+def _fault_hook(name: str) -> None:
+    """Crash tests: ``CDP_FAULT_KILL_AT=<layer/table>`` SIGKILLs this process right after
+    that table's write committed, as a power cut or the OOM killer would (never set it in
+    production; tests/reliability/test_crash_safety.py)."""
+    if os.environ.get("CDP_FAULT_KILL_AT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class Lake:
@@ -53,9 +63,11 @@ class Lake:
         self._writer(df, name, conform_schema).mode("overwrite").option(
             "overwriteSchema", "true"
         ).save(self.path(name))
+        _fault_hook(name)
 
     def append(self, df: DataFrame, name: str, conform_schema: bool = True) -> None:
         self._writer(df, name, conform_schema).mode("append").save(self.path(name))
+        _fault_hook(name)
 
     def replace_where(
         self, df: DataFrame, name: str, predicate: str, conform_schema: bool = True
@@ -68,8 +80,9 @@ class Lake:
         writer = self._writer(df, name, conform_schema)
         if not self.exists(name):
             writer.mode("overwrite").save(self.path(name))
-            return
-        writer.mode("overwrite").option("replaceWhere", predicate).save(self.path(name))
+        else:
+            writer.mode("overwrite").option("replaceWhere", predicate).save(self.path(name))
+        _fault_hook(name)
 
     def merge(
         self,
@@ -97,6 +110,7 @@ class Lake:
             self.spark.sql(sql)
         finally:
             self.spark.catalog.dropTempView(view)
+        _fault_hook(name)
 
     def version(self, name: str) -> int:
         from deltalake import DeltaTable
