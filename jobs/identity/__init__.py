@@ -1,0 +1,1 @@
+"""Identity resolution: source identities -> graph -> connected components -> stable member ids."""

@@ -1,0 +1,56 @@
+"""Configuration of identity resolution: `conf/identity.yaml`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from jobs.config import StrictModel, load_model
+
+
+class DenyList(StrictModel):
+    phone: list[str] = []
+    email: list[str] = []
+    id_card: list[str] = []
+    card: list[str] = []
+
+
+class JunkConf(StrictModel):
+    max_crm_records_per_value: int = Field(3, ge=1)
+    max_cards_per_phone: int = Field(3, ge=1)
+    max_phone_orders_per_day: int = Field(8, ge=1)
+    max_phones_per_card: int = Field(3, ge=1)
+    deny_list: DenyList = DenyList()
+
+
+class WebConf(StrictModel):
+    link_event_types: list[str] = ["login", "signup"]
+
+
+class SecondPassConf(StrictModel):
+    enabled: bool = True
+    max_group_size: int = Field(3, ge=2)
+
+
+class BreakerConf(StrictModel):
+    enabled: bool = True
+    max_change_share: float = Field(0.01, ge=0, le=1)
+    min_changes: int = Field(10, ge=0)
+    report_top: int = Field(5, ge=1)
+
+
+class ComponentsConf(StrictModel):
+    max_rounds: int = Field(60, ge=1)
+
+
+class IdentityConf(StrictModel):
+    junk: JunkConf = JunkConf()
+    web: WebConf = WebConf()
+    second_pass: SecondPassConf = SecondPassConf()
+    circuit_breaker: BreakerConf = BreakerConf()
+    components: ComponentsConf = ComponentsConf()
+
+
+def load_identity_conf(conf_dir: Path | None = None) -> IdentityConf:
+    return load_model("identity.yaml", IdentityConf, conf_dir)

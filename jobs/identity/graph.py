@@ -1,0 +1,545 @@
+"""The identity graph: source identities, the edges between them and the junk values
+that must link nothing. Pure transforms (DataFrames in, DataFrames out).
+
+Nodes are ``(source, key)``. Source identities are ``crm`` (crm_id), ``web_user``
+(user_id), ``web_anon`` (anonymous_id), ``pos_card`` (card, trimmed + upper) and
+``pos_phone`` (HMAC of the canonical phone: raw phones never leave bronze). Two
+more node kinds only connect: ``email`` and ``id_card`` (HMAC of the normalised
+value), so CRM records sharing an e-mail or ID card end up together without an
+edge per pair.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from jobs.identity import normalize as N
+from jobs.identity.conf import IdentityConf
+from jobs.privacy.pii import hmac_col, mask_email, mask_id_card, mask_phone
+
+# CRM identifier type -> the node source it points at.
+NODE_SOURCE = {
+    "phone": "pos_phone",
+    "email": "email",
+    "id_card": "id_card",
+    "card": "pos_card",
+    "web_user": "web_user",
+}
+IDENTITY_SOURCES = ("crm", "web_user", "web_anon", "pos_card", "pos_phone")
+# Clusters holding one of these (not blocked) become members; a lone device does not.
+MEMBER_SOURCES = ("crm", "web_user", "pos_card", "pos_phone")
+
+EDGE_COLUMNS = [
+    "src_source",
+    "src_key",
+    "dst_source",
+    "dst_key",
+    "rule",
+    "confidence",
+    "first_seen",
+    "last_seen",
+]
+
+
+@dataclass
+class Graph:
+    identities: DataFrame  # one source identity: source, key, first_seen, last_seen, blocked
+    edges: DataFrame  # one kept edge: EDGE_COLUMNS
+    blocked: DataFrame  # one blocked value: id_type, value_hash, value_masked, counts, reason
+    superseded: DataFrame  # one dropped CRM edge (value moved to another record)
+
+
+def _str_null() -> Column:
+    return F.lit(None).cast("string")
+
+
+def latest_crm_versions(crm: DataFrame) -> DataFrame:
+    """Flag each CRM row version that is its record's latest.
+
+    Input grain: one CRM row version (bronze/crm_members). Output: the same rows with
+    ``crm_key`` (trimmed crm_id) and ``is_latest``; ties on updated_ts go to the later
+    delivery.
+    """
+    w = Window.partitionBy("crm_key").orderBy(
+        F.col("updated_ts").desc_nulls_last(),
+        F.col("_business_date").desc_nulls_last(),
+        F.col("_ingested_at").desc_nulls_last(),
+        F.col("_source_file").desc_nulls_last(),
+        F.col("_line_no").desc_nulls_last(),
+    )
+    return (
+        crm.withColumn("crm_key", N.norm_text_id(F.col("crm_id")))
+        .filter(F.col("crm_key").isNotNull())
+        .withColumn("is_latest", F.row_number().over(w) == 1)
+    )
+
+
+def crm_identifiers(crm: DataFrame, key: bytes) -> DataFrame:
+    """Every identifier on every CRM row version, in long form.
+
+    Input grain: one CRM row version. Output grain: one (row version, identifier type)
+    with a value; columns crm_id, id_type, value (normalised, raw PII: never written
+    outside restricted/), key (node key: HMAC for phone/email/ID card), valid, is_latest,
+    seen (business date of the version).
+    """
+    v = latest_crm_versions(crm).select(
+        F.col("crm_key").alias("crm_id"),
+        "is_latest",
+        F.col("_business_date").alias("seen"),
+        "phone",
+        "email",
+        "id_card_no",
+        "member_card_no",
+        "web_user_id",
+    )
+    id_clean = N.clean_id_card(F.col("id_card_no"))
+    parts = [
+        ("phone", N.norm_phone(F.col("phone")), F.lit(True), True),
+        ("email", N.norm_email(F.col("email")), F.lit(True), True),
+        ("id_card", id_clean, F.coalesce(N.id_card_checksum_ok(id_clean), F.lit(False)), True),
+        ("card", N.norm_card(F.col("member_card_no")), F.lit(True), False),
+        ("web_user", N.norm_text_id(F.col("web_user_id")), F.lit(True), False),
+    ]
+    out = None
+    for id_type, value, valid, hashed in parts:
+        df = v.select(
+            "crm_id",
+            "is_latest",
+            "seen",
+            F.lit(id_type).alias("id_type"),
+            value.alias("value"),
+            valid.alias("valid"),
+        ).filter(F.col("value").isNotNull())
+        df = df.withColumn("key", hmac_col(F.col("value"), key) if hashed else F.col("value"))
+        out = df if out is None else out.unionByName(df)
+    assert out is not None
+    return out
+
+
+def pos_orders(pos: DataFrame, key: bytes) -> DataFrame:
+    """POS identifiers at order grain.
+
+    Input grain: one POS line (bronze/pos_lines). Output grain: one order_id; columns
+    order_id, order_date, card (normalised), phone (canonical, raw), phone_key (HMAC).
+    An order's card/phone are the same on every line; the max tolerates a stray blank.
+    """
+    o = pos.groupBy(F.col("order_id")).agg(
+        F.min("order_date").alias("order_date"),
+        F.max(N.norm_card(F.col("member_card_no"))).alias("card"),
+        F.max(N.norm_phone(F.col("phone"))).alias("phone"),
+    )
+    return o.withColumn("phone_key", hmac_col(F.col("phone"), key))
+
+
+def link_events(web: DataFrame, conf: IdentityConf) -> DataFrame:
+    """Device-account pairs from login/signup events.
+
+    Input grain: one web event. Output grain: one (anonymous_id, user_id) with the first
+    and last date they were seen together.
+    """
+    return (
+        web.filter(F.col("event_type").isin(*conf.web.link_event_types))
+        .select(
+            N.norm_text_id(F.col("anonymous_id")).alias("anon"),
+            N.norm_text_id(F.col("user_id")).alias("user"),
+            F.col("event_date").alias("d"),
+        )
+        .filter(F.col("anon").isNotNull() & F.col("user").isNotNull())
+        .groupBy("anon", "user")
+        .agg(F.min("d").alias("first_seen"), F.max("d").alias("last_seen"))
+    )
+
+
+def source_identities(
+    crm_ids: DataFrame, crm: DataFrame, orders: DataFrame, web: DataFrame
+) -> DataFrame:
+    """Every source identity with the dates it was first and last seen.
+
+    Output grain: one (source, key).
+    """
+    crm_rows = latest_crm_versions(crm).select(
+        F.lit("crm").alias("source"),
+        F.col("crm_key").alias("key"),
+        F.col("_business_date").alias("d"),
+    )
+    from_crm = crm_ids.filter(
+        F.col("id_type").isin("phone", "card", "web_user") & F.col("valid")
+    ).select(
+        F.when(F.col("id_type") == "phone", "pos_phone")
+        .when(F.col("id_type") == "card", "pos_card")
+        .otherwise("web_user")
+        .alias("source"),
+        "key",
+        F.col("seen").alias("d"),
+    )
+    pos_card = orders.select(
+        F.lit("pos_card").alias("source"),
+        F.col("card").alias("key"),
+        F.col("order_date").alias("d"),
+    )
+    pos_phone = orders.select(
+        F.lit("pos_phone").alias("source"),
+        F.col("phone_key").alias("key"),
+        F.col("order_date").alias("d"),
+    )
+    w_user = web.select(
+        F.lit("web_user").alias("source"),
+        N.norm_text_id(F.col("user_id")).alias("key"),
+        F.col("event_date").alias("d"),
+    )
+    w_anon = web.select(
+        F.lit("web_anon").alias("source"),
+        N.norm_text_id(F.col("anonymous_id")).alias("key"),
+        F.col("event_date").alias("d"),
+    )
+    all_ids = crm_rows
+    for df in (from_crm, pos_card, pos_phone, w_user, w_anon):
+        all_ids = all_ids.unionByName(df)
+    return (
+        all_ids.filter(F.col("key").isNotNull())
+        .groupBy("source", "key")
+        .agg(F.min("d").alias("first_seen"), F.max("d").alias("last_seen"))
+    )
+
+
+def _mask(id_type: Column, value: Column) -> Column:
+    card_mask = F.concat(F.substring(value, 1, 2), F.lit("***"), F.substring(value, -2, 2))
+    return (
+        F.when(id_type == "phone", mask_phone(value))
+        .when(id_type == "email", mask_email(value))
+        .when(id_type == "id_card", mask_id_card(value))
+        .when(id_type == "card", card_mask)
+    )
+
+
+def deny_list_keys(spark: SparkSession, conf: IdentityConf, key: bytes) -> DataFrame:
+    """The configured deny-list as (id_type, key), normalised exactly like the data."""
+    d = conf.junk.deny_list
+    rows = [(t, v) for t, vals in (("phone", d.phone), ("email", d.email),
+            ("id_card", d.id_card), ("card", d.card)) for v in vals]  # fmt: skip
+    df = spark.createDataFrame(rows, "id_type string, raw string")
+    t = F.col("id_type")
+    value = (
+        F.when(t == "phone", N.norm_phone(F.col("raw")))
+        .when(t == "email", N.norm_email(F.col("raw")))
+        .when(t == "id_card", N.clean_id_card(F.col("raw")))
+        .otherwise(N.norm_card(F.col("raw")))
+    )
+    df = df.withColumn("value", value).filter(F.col("value").isNotNull())
+    hashed = F.when(t == "card", F.col("value")).otherwise(hmac_col(F.col("value"), key))
+    return df.select("id_type", hashed.alias("key"), "value").distinct()
+
+
+def _raw_edges(crm_ids: DataFrame, orders: DataFrame, links: DataFrame) -> DataFrame:
+    """Every candidate edge before blocking (grain: one edge x rule)."""
+    node_source = F.lit(None).cast("string")
+    for id_type, src in NODE_SOURCE.items():
+        node_source = F.when(F.col("id_type") == id_type, src).otherwise(node_source)
+    crm_e = (
+        crm_ids.filter(F.col("valid"))
+        .groupBy("crm_id", "id_type", "key")
+        .agg(
+            F.min("seen").alias("first_seen"),
+            F.max("seen").alias("last_seen"),
+            F.max(F.col("is_latest").cast("int")).alias("on_latest"),
+        )
+        .select(
+            F.lit("crm").alias("src_source"),
+            F.col("crm_id").alias("src_key"),
+            node_source.alias("dst_source"),
+            F.col("key").alias("dst_key"),
+            F.concat(F.lit("crm_"), F.col("id_type")).alias("rule"),
+            F.lit("high").alias("confidence"),
+            "first_seen",
+            "last_seen",
+            (F.col("on_latest") == 1).alias("on_latest"),
+        )
+    )
+    pos_e = (
+        orders.filter(F.col("card").isNotNull() & F.col("phone_key").isNotNull())
+        .groupBy("card", "phone_key")
+        .agg(F.min("order_date").alias("first_seen"), F.max("order_date").alias("last_seen"))
+        .select(
+            F.lit("pos_card").alias("src_source"),
+            F.col("card").alias("src_key"),
+            F.lit("pos_phone").alias("dst_source"),
+            F.col("phone_key").alias("dst_key"),
+            F.lit("pos_card_phone").alias("rule"),
+            F.lit("high").alias("confidence"),
+            "first_seen",
+            "last_seen",
+            F.lit(True).alias("on_latest"),
+        )
+    )
+    web_e = links.select(
+        F.lit("web_anon").alias("src_source"),
+        F.col("anon").alias("src_key"),
+        F.lit("web_user").alias("dst_source"),
+        F.col("user").alias("dst_key"),
+        F.lit("web_login").alias("rule"),
+        F.lit("high").alias("confidence"),
+        "first_seen",
+        "last_seen",
+        F.lit(True).alias("on_latest"),
+    )
+    return crm_e.unionByName(pos_e).unionByName(web_e)
+
+
+def blocked_values(
+    spark: SparkSession,
+    crm_ids: DataFrame,
+    orders: DataFrame,
+    raw_edges: DataFrame,
+    conf: IdentityConf,
+    key: bytes,
+) -> DataFrame:
+    """Identifier values that link nothing, with why.
+
+    Output grain: one (id_type, key); columns value (normalised raw, for the mask),
+    n_crm_records, n_source_identities (distinct neighbours before blocking), reason
+    (comma-separated when several hold).
+    """
+    j = conf.junk
+    crm_counts = crm_ids.groupBy("id_type", "key").agg(
+        F.countDistinct("crm_id").alias("n_crm_records"),
+        F.max("value").alias("value"),
+        F.min(F.col("valid").cast("int")).alias("valid"),
+    )
+    shared = crm_counts.filter(
+        (F.col("valid") == 1) & (F.col("n_crm_records") > j.max_crm_records_per_value)
+    ).select("id_type", "key", "value", F.lit("shared_by_many").alias("reason"))
+    invalid = crm_counts.filter(F.col("valid") == 0).select(
+        "id_type", "key", "value", F.lit("invalid_checksum").alias("reason")
+    )
+    present = (
+        crm_ids.select("id_type", "key")
+        .unionByName(
+            orders.select(F.lit("phone").alias("id_type"), F.col("phone_key").alias("key"))
+        )
+        .unionByName(orders.select(F.lit("card").alias("id_type"), F.col("card").alias("key")))
+        .filter(F.col("key").isNotNull())
+        .distinct()
+    )
+    # Only deny-listed values the data holds are worth a row.
+    deny = (
+        deny_list_keys(spark, conf, key)
+        .join(present, ["id_type", "key"], "left_semi")
+        .select("id_type", "key", "value", F.lit("deny_list").alias("reason"))
+    )
+    phones = orders.filter(F.col("phone_key").isNotNull())
+    per_day = phones.groupBy("phone_key", "order_date").agg(
+        F.countDistinct("order_id").alias("n_orders")
+    )
+    phone_stats = (
+        phones.groupBy("phone_key")
+        .agg(F.countDistinct("card").alias("n_cards"), F.max("phone").alias("value"))
+        .join(per_day.groupBy("phone_key").agg(F.max("n_orders").alias("max_day")), "phone_key")
+    )
+    many_cards = phone_stats.filter(F.col("n_cards") > j.max_cards_per_phone).select(
+        F.lit("phone").alias("id_type"),
+        F.col("phone_key").alias("key"),
+        "value",
+        F.lit("many_cards").alias("reason"),
+    )
+    busy = phone_stats.filter(F.col("max_day") > j.max_phone_orders_per_day).select(
+        F.lit("phone").alias("id_type"),
+        F.col("phone_key").alias("key"),
+        "value",
+        F.lit("many_orders_per_day").alias("reason"),
+    )
+    reasons = shared.unionByName(invalid).unionByName(deny).unionByName(many_cards)
+    reasons = reasons.unionByName(busy)
+    type_of_source = F.lit(None).cast("string")
+    for id_type, src in NODE_SOURCE.items():
+        type_of_source = F.when(F.col("s") == src, id_type).otherwise(type_of_source)
+    ends = raw_edges.select(
+        F.col("src_source").alias("s"), F.col("src_key").alias("k"), F.col("dst_source").alias("o_s"),
+        F.col("dst_key").alias("o_k"),
+    ).unionByName(
+        raw_edges.select(
+            F.col("dst_source").alias("s"), F.col("dst_key").alias("k"),
+            F.col("src_source").alias("o_s"), F.col("src_key").alias("o_k"),
+        )
+    )  # fmt: skip
+    degree = (
+        ends.withColumn("id_type", type_of_source)
+        .filter(F.col("id_type").isNotNull())
+        .groupBy("id_type", F.col("k").alias("key"))
+        .agg(F.countDistinct("o_s", "o_k").alias("n_source_identities"))
+    )
+    return (
+        reasons.groupBy("id_type", "key")
+        .agg(
+            F.max("value").alias("value"),
+            F.concat_ws(",", F.array_sort(F.collect_set("reason"))).alias("reason"),
+        )
+        .join(crm_counts.select("id_type", "key", "n_crm_records"), ["id_type", "key"], "left")
+        .join(degree, ["id_type", "key"], "left")
+        .select(
+            "id_type",
+            "key",
+            "value",
+            F.coalesce("n_crm_records", F.lit(0)).cast("long").alias("n_crm_records"),
+            F.coalesce("n_source_identities", F.lit(0)).cast("long").alias("n_source_identities"),
+            "reason",
+        )
+    )
+
+
+def _superseded(crm_edges: DataFrame) -> DataFrame:
+    """CRM edges whose value left this record and now sits on another record's latest
+    version: a correction (or a recycled number), not an old value of the same person.
+
+    Input/output grain: one CRM edge (crm record -> value node).
+    """
+    claims = (
+        crm_edges.filter(F.col("on_latest"))
+        .groupBy("dst_source", "dst_key")
+        .agg(F.countDistinct("src_key").alias("n_latest"))
+    )
+    return crm_edges.filter(~F.col("on_latest")).join(
+        claims, ["dst_source", "dst_key"], "left_semi"
+    )
+
+
+def name_dob_city_edges(crm: DataFrame, kept_crm_edges: DataFrame, conf: IdentityConf) -> DataFrame:
+    """Second pass: CRM records sharing no identifier but the same normalised name, birth
+    date and city (latest version of each), in groups no larger than the configured size.
+
+    Output grain: one edge between two CRM records (the group's smallest crm_id -> each
+    other member), rule ``name_dob_city``, confidence medium.
+    """
+    latest = latest_crm_versions(crm).filter(F.col("is_latest"))
+    keyed = latest.select(
+        F.col("crm_key").alias("crm_id"),
+        F.col("_business_date").alias("seen"),
+        F.concat_ws(
+            "|", N.norm_name(F.col("name")), F.col("birth_date").cast("string"),
+            N.norm_city(F.col("city")),
+        ).alias("nk"),
+        (N.norm_name(F.col("name")).isNotNull() & F.col("birth_date").isNotNull()
+         & N.norm_city(F.col("city")).isNotNull()).alias("ok"),
+    ).filter(F.col("ok"))  # fmt: skip
+    sizes = keyed.groupBy("nk").agg(F.count(F.lit(1)).alias("n"))
+    grp = keyed.join(
+        sizes.filter((F.col("n") >= 2) & (F.col("n") <= conf.second_pass.max_group_size)), "nk"
+    )
+    a, b = grp.alias("a"), grp.alias("b")
+    pairs = a.join(b, (F.col("a.nk") == F.col("b.nk")) & (F.col("a.crm_id") < F.col("b.crm_id")))
+    pairs = pairs.select(
+        F.col("a.crm_id").alias("x"),
+        F.col("b.crm_id").alias("y"),
+        F.greatest("a.seen", "b.seen").alias("seen"),
+    )
+    # Pairs already sharing a value node need no second-pass edge.
+    ce = kept_crm_edges.filter(F.col("src_source") == "crm").select(
+        F.col("src_key").alias("c"), "dst_source", "dst_key"
+    )
+    shared = (
+        ce.alias("p")
+        .join(ce.alias("q"), ["dst_source", "dst_key"])
+        .filter(F.col("p.c") < F.col("q.c"))
+        .select(F.col("p.c").alias("x"), F.col("q.c").alias("y"))
+        .distinct()
+    )
+    return pairs.join(shared, ["x", "y"], "left_anti").select(
+        F.lit("crm").alias("src_source"),
+        F.col("x").alias("src_key"),
+        F.lit("crm").alias("dst_source"),
+        F.col("y").alias("dst_key"),
+        F.lit("name_dob_city").alias("rule"),
+        F.lit("medium").alias("confidence"),
+        F.col("seen").alias("first_seen"),
+        F.col("seen").alias("last_seen"),
+    )
+
+
+def build_graph(
+    spark: SparkSession,
+    crm: DataFrame,
+    pos: DataFrame,
+    web: DataFrame,
+    conf: IdentityConf,
+    key: bytes,
+) -> Graph:
+    """Identities, kept edges and blocked values from the bronze tables (all dated <= D).
+
+    Inputs: bronze/crm_members (one row version), bronze/pos_lines (one line),
+    bronze/web_events (one event). See :class:`Graph` for the outputs' grain.
+    """
+    crm_ids = crm_identifiers(crm, key)
+    orders = pos_orders(pos, key)
+    links = link_events(web, conf)
+    raw = _raw_edges(crm_ids, orders, links)
+    blocked = blocked_values(spark, crm_ids, orders, raw, conf, key)
+
+    type_of = F.lit(None).cast("string")
+    for id_type, src in NODE_SOURCE.items():
+        type_of = F.when(F.col("node_source") == src, id_type).otherwise(type_of)
+    bkeys = blocked.select(F.col("id_type").alias("bt"), F.col("key").alias("bk"))
+
+    def not_blocked(df: DataFrame, side: str) -> DataFrame:
+        d = df.withColumn("node_source", F.col(f"{side}_source")).withColumn("bt0", type_of)
+        d = d.join(
+            bkeys,
+            (F.col("bt0") == F.col("bt")) & (F.col(f"{side}_key") == F.col("bk")),
+            "left_anti",
+        )
+        return d.drop("node_source", "bt0")
+
+    kept = not_blocked(not_blocked(raw, "src"), "dst")
+    # A card keyed with too many phones keeps its CRM link but not its till links.
+    busy_cards = (
+        orders.filter(F.col("card").isNotNull() & F.col("phone_key").isNotNull())
+        .groupBy("card")
+        .agg(F.countDistinct("phone_key").alias("n"))
+        .filter(F.col("n") > conf.junk.max_phones_per_card)
+        .select(F.col("card").alias("src_key"), F.lit("pos_card_phone").alias("rule"))
+    )
+    kept = kept.join(busy_cards, ["src_key", "rule"], "left_anti")
+    crm_kept = kept.filter(F.col("src_source") == "crm")
+    superseded = _superseded(crm_kept)
+    kept = kept.join(
+        superseded.select("src_source", "src_key", "dst_source", "dst_key", "rule"),
+        ["src_source", "src_key", "dst_source", "dst_key", "rule"],
+        "left_anti",
+    ).select(*EDGE_COLUMNS)
+    if conf.second_pass.enabled:
+        kept = kept.unionByName(name_dob_city_edges(crm, kept, conf))
+
+    identities = source_identities(crm_ids, crm, orders, web)
+    node_type = F.when(F.col("source") == "pos_phone", "phone").when(
+        F.col("source") == "pos_card", "card"
+    )
+    identities = (
+        identities.withColumn("bt0", node_type)
+        .join(
+            bkeys.withColumn("blocked", F.lit(True)),
+            (F.col("bt0") == F.col("bt")) & (F.col("key") == F.col("bk")),
+            "left",
+        )
+        .select(
+            "source",
+            "key",
+            "first_seen",
+            "last_seen",
+            F.coalesce("blocked", F.lit(False)).alias("blocked"),
+        )
+    )
+    blocked_out = blocked.select(
+        "id_type",
+        F.col("key").alias("value_hash"),
+        _mask(F.col("id_type"), F.col("value")).alias("value_masked"),
+        "n_crm_records",
+        "n_source_identities",
+        "reason",
+    )
+    return Graph(
+        identities=identities,
+        edges=kept,
+        blocked=blocked_out,
+        superseded=superseded.select(*EDGE_COLUMNS),
+    )

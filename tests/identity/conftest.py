@@ -1,0 +1,103 @@
+"""Hand-written bronze rows written as real Delta tables, and helpers to read results."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+import pytest
+
+from jobs.schemas import table_schema
+
+D1 = dt.date(2026, 11, 1)
+
+
+def day(n: int) -> dt.date:
+    """Business date n days after D1 (day(0) == D1)."""
+    return D1 + dt.timedelta(days=n)
+
+
+def crm_row(crm_id: str, d: int = 0, **kw) -> dict:
+    bd = day(d)
+    row = {
+        "crm_id": crm_id,
+        "register_ts": dt.datetime(2025, 1, 1, 9, 0),
+        "register_channel": "store",
+        "status": "active",
+        "updated_ts": dt.datetime(bd.year, bd.month, bd.day, 12, 0),
+        "_business_date": bd,
+        "_source_file": f"crm/{bd}/members_{bd:%Y%m%d}.csv",
+        "_line_no": 2,
+        "_ingested_at": dt.datetime(bd.year, bd.month, bd.day, 23, 0),
+    }
+    row.update(kw)
+    return row
+
+
+def pos_row(order_id: str, d: int = 0, line_no: int = 1, **kw) -> dict:
+    bd = day(d)
+    row = {
+        "order_id": order_id,
+        "line_no": line_no,
+        "store_id": "S01",
+        "order_ts": dt.datetime(bd.year, bd.month, bd.day, 10, 0),
+        "order_date": bd,
+        "txn_type": "SALE",
+        "sku": "SKU1",
+        "category": "生鲜",
+        "qty": 1,
+        "unit_price": Decimal("10.00"),
+        "discount": Decimal("0.00"),
+        "amount": Decimal("10.00"),
+        "payment_method": "cash",
+        "_business_date": bd,
+        "_source_file": f"pos/{bd}/pos_S01_{bd:%Y%m%d}.csv",
+        "_line_no": line_no + 1,
+        "_ingested_at": dt.datetime(bd.year, bd.month, bd.day, 23, 0),
+    }
+    row.update(kw)
+    return row
+
+
+def web_row(event_id: str, anon: str, d: int = 0, **kw) -> dict:
+    bd = day(d)
+    row = {
+        "event_id": event_id,
+        "event_ts": dt.datetime(bd.year, bd.month, bd.day, 20, 0),
+        "event_date": bd,
+        "anonymous_id": anon,
+        "event_type": "page_view",
+        "channel": "app",
+        "_business_date": bd,
+        "_source_file": f"web/{bd}/events_{bd:%Y%m%d}_1.jsonl",
+        "_line_no": 1,
+        "_ingested_at": dt.datetime(bd.year, bd.month, bd.day, 23, 0),
+    }
+    row.update(kw)
+    return row
+
+
+@pytest.fixture()
+def write_bronze(spark):
+    """Write (replace) the three bronze tables of a context's lake from row dicts."""
+
+    def _write(ctx, crm: list[dict] = (), pos: list[dict] = (), web: list[dict] = ()) -> None:
+        for name, rows in (
+            ("bronze/crm_members", crm),
+            ("bronze/pos_lines", pos),
+            ("bronze/web_events", web),
+        ):
+            schema = table_schema(name)
+            full = [tuple(r.get(c) for c in schema.columns) for r in rows]
+            ctx.lake.overwrite(spark.createDataFrame(full, schema.struct), name)
+
+    return _write
+
+
+def xref_map(ctx) -> dict[tuple[str, str], str | None]:
+    rows = ctx.lake.read("silver/member_xref").collect()
+    return {(r["source"], r["source_key"]): r["member_id"] for r in rows}
+
+
+def rows(ctx, name: str) -> list[dict]:
+    return [r.asDict() for r in ctx.lake.read(name).collect()]

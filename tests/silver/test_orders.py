@@ -1,0 +1,95 @@
+"""silver/orders, silver/order_lines and silver/web_events on hand-written bronze + xref."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+from jobs.privacy.pii import hmac_py
+from jobs.schemas import table_schema
+from jobs.silver.orders import run
+from tests.identity.conftest import day, pos_row, rows, web_row
+
+
+def _xref(spark, ctx, entries: list[tuple[str, str, str | None]]) -> None:
+    schema = table_schema("silver/member_xref")
+    data = [
+        tuple({"source": s, "source_key": k, "member_id": m}.get(c) for c in schema.columns)
+        for s, k, m in entries
+    ]
+    ctx.lake.overwrite(spark.createDataFrame(data, schema.struct), "silver/member_xref")
+
+
+def test_orders_lines_and_events(spark, make_ctx, write_bronze):
+    ctx = make_ctx(day(3))
+    key = ctx.pii_key
+    pos = [
+        pos_row("o1", 0, 1, member_card_no=" k1", qty=2, unit_price=Decimal("10.00"),
+                discount=Decimal("5.00"), amount=Decimal("15.00"), category="美妆"),
+        pos_row("o1", 0, 2, member_card_no="K1", qty=1, unit_price=Decimal("30.00"),
+                discount=None, amount=Decimal("30.00"), category="生鲜"),
+        # The same line re-sent in a later file: counted once.
+        pos_row("o1", 1, 2, member_card_no="K1", qty=1, unit_price=Decimal("30.00"),
+                discount=None, amount=Decimal("30.00"), category="生鲜",
+                order_date=day(0), order_ts=dt.datetime(2026, 11, 1, 10, 0)),
+        pos_row("o2", 2, 1, txn_type="RETURN", ref_order_id="o1", phone="+86 137 0000 0001",
+                amount=Decimal("10.00")),
+        pos_row("o3", 2, 1, phone="13800000000"),  # blocked placeholder: no member
+        pos_row("o4", 2, 1, member_card_no="K9", phone="13700000001"),  # unknown card
+        pos_row("o5", 2, 1),  # anonymous
+        pos_row("late", 9, 1, member_card_no="K1"),  # after D: not yet
+    ]  # fmt: skip
+    web = [
+        web_row("e1", "a1", 1, event_type="purchase", user_id="u1", order_id="w1",
+                revenue=Decimal("99.50"), channel="miniprogram", category="数码", sku="X1"),
+        web_row("e1b", "a1", 2, event_type="purchase", user_id="u1", order_id="w1",
+                revenue=Decimal("99.50"), channel="miniprogram"),
+        web_row("e2", "a9", 2, event_type="purchase", order_id="w2", revenue=Decimal("5.00"),
+                channel="web"),
+        web_row("e3", "a7", 2, event_type="page_view"),
+    ]  # fmt: skip
+    write_bronze(ctx, [], pos, web)
+    _xref(
+        spark,
+        ctx,
+        [
+            ("pos_card", "K1", "M1"),
+            ("pos_phone", hmac_py("13700000001", key), "M1"),
+            ("pos_phone", hmac_py("13800000000", key), None),
+            ("web_user", "u1", "M1"),
+            ("web_anon", "a1", "M1"),
+            ("web_anon", "a9", "M3"),
+            ("web_anon", "a7", None),
+        ],
+    )
+    figures = run(ctx)
+    orders = {r["order_id"]: r for r in rows(ctx, "silver/orders")}
+    assert set(orders) == {"o1", "o2", "o3", "o4", "o5", "w1", "w2"}
+    o1 = orders["o1"]
+    assert (o1["gross_amount"], o1["discount_amount"], o1["net_amount"]) == (
+        Decimal("50.00"), Decimal("5.00"), Decimal("45.00"),
+    )  # fmt: skip
+    assert (o1["n_lines"], o1["n_items"], o1["categories"]) == (2, 3, ["生鲜", "美妆"])
+    assert (o1["member_id"], o1["channel"], o1["is_purchase"], o1["order_month"]) == (
+        "M1", "store", True, "2026-11",
+    )  # fmt: skip
+    o2 = orders["o2"]
+    assert (o2["txn_type"], o2["is_purchase"], o2["ref_order_id"], o2["member_id"]) == (
+        "RETURN", False, "o1", "M1",
+    )  # fmt: skip
+    assert orders["o3"]["member_id"] is None
+    assert orders["o4"]["member_id"] == "M1"  # unknown card, known phone
+    assert orders["o5"]["member_id"] is None
+    w1 = orders["w1"]
+    assert (w1["channel"], w1["is_online"], w1["net_amount"], w1["member_id"]) == (
+        "miniprogram", True, Decimal("99.50"), "M1",
+    )  # fmt: skip
+    assert w1["order_date"] == day(1) and w1["categories"] == ["数码"]
+    assert orders["w2"]["member_id"] == "M3"  # by its device
+
+    lines = rows(ctx, "silver/order_lines")
+    assert len([r for r in lines if r["order_id"] == "o1"]) == 2
+    assert [r["net_amount"] for r in lines if r["order_id"] == "w1"] == [Decimal("99.50")]
+    events = {r["event_id"]: r["member_id"] for r in rows(ctx, "silver/web_events")}
+    assert events == {"e1": "M1", "e1b": "M1", "e2": "M3", "e3": None}
+    assert figures["rows_out"] == 7 and figures["orders_with_member"] == 5
