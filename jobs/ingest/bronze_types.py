@@ -190,15 +190,21 @@ def mark_first(df: DataFrame, keys: list[str], carry: dict[str, str]) -> DataFra
     aggregate and a join rather than a window: much cheaper when almost every
     key has one copy.
     """
-    order = ["_business_date", "_source_file", "_line_no"]
-    extra = [c for c in carry if c not in order]
-    firsts = df.groupBy(*keys).agg(F.min(F.struct(*order, *extra)).alias("_first"))
-    is_first = (F.col("_first._source_file") == F.col("_source_file")) & (
-        F.col("_first._line_no") == F.col("_line_no")
+    # A sortable string of the delivery position: min() over strings is
+    # vectorised, min() over a struct is not (10x slower on Sail).
+    pos = F.concat_ws(
+        "|",
+        F.col("_business_date").cast("string"),
+        F.col("_source_file"),
+        F.lpad(F.col("_line_no").cast("string"), 12, "0"),
+    )
+    with_pos = df.withColumn("_pos", pos)
+    firsts = with_pos.groupBy(*keys).agg(
+        F.min("_pos").alias("_first_pos"),
+        *[F.min_by(c, "_pos").alias(alias) for c, alias in carry.items()],
     )
     return (
-        df.join(firsts, keys)
-        .withColumn("_is_first", is_first)
-        .withColumns({alias: F.col(f"_first.{c}") for c, alias in carry.items()})
-        .drop("_first")
+        with_pos.join(firsts, keys)
+        .withColumn("_is_first", F.col("_pos") == F.col("_first_pos"))
+        .drop("_pos", "_first_pos")
     )

@@ -17,6 +17,7 @@ import shutil
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -43,40 +44,49 @@ def staging_dir(ctx: RunContext, source: str) -> Path:
     return ctx.settings.paths.work / "staging" / ctx.run_id / source
 
 
-def _parse_to_parquet(args: tuple[str, str, str, str, str]) -> dict:
-    """Worker: parse one file and write its rows as one Parquet file; return its stats."""
-    path, source, rel, day, out = args
-    pf = parse_file(Path(path), source, rel, day)
-    pq.write_table(pf.to_arrow(), out)
-    return {
-        "_source_file": rel,
-        "size_bytes": pf.size_bytes,
-        "sha256": pf.sha256,
-        "encoding": pf.encoding,
-        "error": pf.error,
-        "rows": pf.n_rows,
-    }
+GROUP_BYTES = 32 << 20  # landing bytes per staged Parquet file: few files, each of a useful size
+
+
+def _parse_group(args: tuple[list[tuple[str, str, str, str]], str]) -> list[dict]:
+    """Worker: parse a group of files into one Parquet file; return each file's stats."""
+    files, out = args
+    tables, stats = [], []
+    for path, source, rel, day in files:
+        pf = parse_file(Path(path), source, rel, day)
+        tables.append(pf.to_arrow())
+        stats.append(
+            {
+                "_source_file": rel,
+                "size_bytes": pf.size_bytes,
+                "sha256": pf.sha256,
+                "encoding": pf.encoding,
+                "error": pf.error,
+                "rows": pf.n_rows,
+            }
+        )
+    pq.write_table(pa.concat_tables(tables), out)
+    return stats
 
 
 def parse_files(files: list[LandingFile], out_dir: Path) -> list[dict]:
+    """Parse ``files`` into staged Parquet under ``out_dir`` (one file per ~32 MB of input)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    jobs = [
-        (
-            str(f.path),
-            f.source,
-            f.rel_path,
-            f.business_date.isoformat(),
-            str(out_dir / f"part-{i:06d}.parquet"),
-        )
-        for i, f in enumerate(files)
-    ]
-    if sum(f.size_bytes for f in files) < PARALLEL_FROM_BYTES or len(files) < 2:
-        return [_parse_to_parquet(j) for j in jobs]
+    groups: list[list[tuple[str, str, str, str]]] = [[]]
+    size = 0
+    for f in files:
+        if groups[-1] and size + f.size_bytes > GROUP_BYTES:
+            groups.append([])
+            size = 0
+        groups[-1].append((str(f.path), f.source, f.rel_path, f.business_date.isoformat()))
+        size += f.size_bytes
+    jobs = [(g, str(out_dir / f"part-{i:05d}.parquet")) for i, g in enumerate(groups)]
+    if sum(f.size_bytes for f in files) < PARALLEL_FROM_BYTES or len(jobs) < 2:
+        return [s for j in jobs for s in _parse_group(j)]
     # spawn, not fork: the embedded engine runs threads that must not be forked.
     with ProcessPoolExecutor(
         max_workers=2, mp_context=multiprocessing.get_context("spawn")
     ) as pool:
-        return list(pool.map(_parse_to_parquet, jobs, chunksize=4))
+        return [s for group in pool.map(_parse_group, jobs) for s in group]
 
 
 def _known_files(ctx: RunContext, source: str) -> dict[str, Known]:
