@@ -132,13 +132,12 @@ def change_counts(merges_etc: DataFrame, blocked: DataFrame) -> dict:
     return out
 
 
-def evaluate(settings, truth_dir: Path) -> dict:
+def evaluate(settings, truth_dir: Path, spark: SparkSession | None = None) -> dict:
     """Every figure of the evaluation as a dict (used by the CLI and the tests)."""
-    import datetime as dt
+    from jobs.context import RunContext
+    from jobs.engine import get_spark
 
-    from jobs.context import make_context
-
-    ctx = make_context(settings, dt.date.today())
+    ctx = RunContext(settings=settings, spark=spark or get_spark(settings.engine), as_of=_today())
     lake, key = ctx.lake, ctx.pii_key
     xref = lake.read("silver/member_xref")
     res = score(read_truth(ctx.spark, truth_dir, key), xref)
@@ -149,6 +148,12 @@ def evaluate(settings, truth_dir: Path) -> dict:
         )
     )
     return res
+
+
+def _today():
+    import datetime as dt
+
+    return dt.date.today()
 
 
 def evaluate_cli(settings, truth_dir: Path) -> dict:

@@ -40,7 +40,11 @@ def golden_records(
         F.col("source_key").alias("crm_key"), "member_id"
     )
     v = latest_crm_versions(crm).join(crm_map, "crm_key")
-    order = F.struct(F.col("updated_ts"), F.col("_business_date"), F.col("_ingested_at"))
+    # Ties (two records updated in the same second) resolve the same way every run.
+    order = F.struct(
+        F.col("updated_ts"), F.col("_business_date"), F.col("_ingested_at"), F.col("crm_key"),
+        F.col("_line_no"),
+    )  # fmt: skip
     bkeys = blocked_phone_keys.select(F.col("key").alias("phone_key"), F.lit(True).alias("blk"))
     v = (
         v.withColumn("phone_n", N.norm_phone(F.col("phone")))

@@ -11,6 +11,7 @@ edge per pair.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pyspark.sql import Column, DataFrame, SparkSession, Window
@@ -464,17 +465,21 @@ def build_graph(
     web: DataFrame,
     conf: IdentityConf,
     key: bytes,
+    materialise: Callable[[DataFrame, str], DataFrame] | None = None,
 ) -> Graph:
     """Identities, kept edges and blocked values from the bronze tables (all dated <= D).
 
     Inputs: bronze/crm_members (one row version), bronze/pos_lines (one line),
     bronze/web_events (one event). See :class:`Graph` for the outputs' grain.
+    ``materialise(df, name)`` (e.g. a Parquet write and read back) cuts the lineage of
+    the intermediate results used several times; without it plans grow with every reuse.
     """
-    crm_ids = crm_identifiers(crm, key)
-    orders = pos_orders(pos, key)
+    mat = materialise or (lambda df, _name: df)
+    crm_ids = mat(crm_identifiers(crm, key), "crm_ids")
+    orders = mat(pos_orders(pos, key), "pos_orders")
     links = link_events(web, conf)
-    raw = _raw_edges(crm_ids, orders, links)
-    blocked = blocked_values(spark, crm_ids, orders, raw, conf, key)
+    raw = mat(_raw_edges(crm_ids, orders, links), "raw_edges")
+    blocked = mat(blocked_values(spark, crm_ids, orders, raw, conf, key), "blocked_raw")
 
     type_of = F.lit(None).cast("string")
     for id_type, src in NODE_SOURCE.items():
@@ -500,14 +505,16 @@ def build_graph(
         .select(F.col("card").alias("src_key"), F.lit("pos_card_phone").alias("rule"))
     )
     kept = kept.join(busy_cards, ["src_key", "rule"], "left_anti")
+    kept = mat(kept, "kept_edges")
     crm_kept = kept.filter(F.col("src_source") == "crm")
-    superseded = _superseded(crm_kept)
+    superseded = mat(_superseded(crm_kept), "superseded")
     kept = kept.join(
         superseded.select("src_source", "src_key", "dst_source", "dst_key", "rule"),
         ["src_source", "src_key", "dst_source", "dst_key", "rule"],
         "left_anti",
     ).select(*EDGE_COLUMNS)
     if conf.second_pass.enabled:
+        kept = mat(kept, "kept_first_pass")
         kept = kept.unionByName(name_dob_city_edges(crm, kept, conf))
 
     identities = source_identities(crm_ids, crm, orders, web)

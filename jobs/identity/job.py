@@ -112,7 +112,7 @@ def resolve(ctx: RunContext, conf: IdentityConf | None = None) -> dict:
 
     base = Path(ctx.settings.paths.work) / "identity" / ctx.run_id
     mat = _materialiser(base)
-    g = build_graph(ctx.spark, crm, pos, web, conf, key)
+    g = build_graph(ctx.spark, crm, pos, web, conf, key, mat)
     identities = mat(g.identities, "identities")
     edges = mat(g.edges, "edges")
     blocked = mat(g.blocked, "blocked")
