@@ -168,7 +168,6 @@ def main() -> int:
     ap.add_argument("--skip-duckdb", action="store_true")
     args = ap.parse_args()
 
-    os.environ.setdefault("RUST_LOG", "warn")
     from jobs.config import load_settings, with_paths
 
     out = args.out.absolute()
