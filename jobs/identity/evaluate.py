@@ -116,10 +116,12 @@ def junk_check(spark: SparkSession, truth_dir: Path, xref: DataFrame, key: bytes
 
 def change_counts(merges_etc: DataFrame, blocked: DataFrame) -> dict:
     """Merges/splits/dissolved over all runs, blocked values of the latest run by reason."""
-    out = {
-        f"{r['change_type']}s_total": r["n"]
-        for r in merges_etc.groupBy("change_type").agg(F.count(F.lit(1)).alias("n")).collect()
-    }
+    out = {"merges_total": 0, "splits_total": 0, "dissolved_total": 0}
+    for r in merges_etc.groupBy("change_type").agg(F.count(F.lit(1)).alias("n")).collect():
+        name = (
+            "dissolved_total" if r["change_type"] == "dissolved" else f"{r['change_type']}s_total"
+        )
+        out[name] = r["n"]
     last = blocked.agg(F.max("as_of_date")).collect()[0][0]
     if last is not None:
         for r in (
@@ -128,7 +130,7 @@ def change_counts(merges_etc: DataFrame, blocked: DataFrame) -> dict:
             .agg(F.count(F.lit(1)).alias("n"))
             .collect()
         ):
-            out[f"blocked[{r['reason']}]"] = r["n"]
+            out[f"blocked_values[{r['reason']}]"] = r["n"]
     return out
 
 
@@ -162,8 +164,8 @@ def evaluate_cli(settings, truth_dir: Path) -> dict:
 
     res = evaluate(settings, truth_dir)
     for k in ("precision", "recall", "f1", "purity"):
-        typer.echo(f"{k:<28}{res[k]:.4f}")
+        typer.echo(f"{k:<28} {res[k]:.4f}")
     for k, v in res.items():
         if k not in ("precision", "recall", "f1", "purity"):
-            typer.echo(f"{k:<28}{v}")
+            typer.echo(f"{k:<28} {v}")
     return res

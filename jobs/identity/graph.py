@@ -396,11 +396,7 @@ def _superseded(crm_edges: DataFrame) -> DataFrame:
 
     Input/output grain: one CRM edge (crm record -> value node).
     """
-    claims = (
-        crm_edges.filter(F.col("on_latest"))
-        .groupBy("dst_source", "dst_key")
-        .agg(F.countDistinct("src_key").alias("n_latest"))
-    )
+    claims = crm_edges.filter(F.col("on_latest")).select("dst_source", "dst_key").distinct()
     return crm_edges.filter(~F.col("on_latest")).join(
         claims, ["dst_source", "dst_key"], "left_semi"
     )

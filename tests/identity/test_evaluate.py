@@ -70,3 +70,4 @@ def test_evaluate_reads_the_lake(spark, make_ctx, tmp_path, settings):
     res = evaluate(settings, _truth(tmp_path), spark)
     assert res["precision"] == pytest.approx(0.5)
     assert res["junk_values"] == 1 and res["junk_values_in_a_member"] == 0
+    assert res["merges_total"] == res["splits_total"] == 0  # no change log yet

@@ -34,6 +34,8 @@ def _scenario():
         *[pos_row(f"q{i}", member_card_no=c, phone="13512345678")
           for i, c in enumerate(["K5", "K6", "KX", "KY"])],
         pos_row("r1", phone="13700000001"),  # phone only: a member of its own
+        # Keyed on nine orders in one day (limit 8) without a card: a till's placeholder.
+        *[pos_row(f"z{i}", phone="136 0000 0000") for i in range(9)],
     ]  # fmt: skip
     web = [
         web_row("e1", "a1", event_type="login", user_id="u1"),
@@ -79,7 +81,9 @@ def test_links_blocking_and_members(make_ctx, write_bronze):
     assert blocked[("id_card", "invalid_checksum")]["value_masked"] == "1101**********0021"
     assert blocked[("phone", "deny_list")]["value_masked"] == "138****0000"
     assert blocked[("phone", "many_cards")]["n_source_identities"] == 4
-    assert len(blocked) == 4
+    assert blocked[("phone", "many_orders_per_day")]["value_masked"] == "136****0000"
+    assert x[ph("13600000000")] is None
+    assert len(blocked) == 5
 
     edges = rows(ctx, "silver/identity_edges")
     rules = {e["rule"] for e in edges}
