@@ -51,8 +51,7 @@ class EngineConf(StrictModel):
 class IngestConf(StrictModel):
     sources: list[Literal["pos", "web", "crm"]] = ["pos", "web", "crm"]
     max_quarantine_rate: float = Field(0.2, ge=0, le=1)
-    min_valid_year: int = Field(2000, ge=1900)
-    max_future_days: int = Field(1, ge=0)
+    min_rows_for_rate: int = Field(1000, ge=0)
 
 
 class PrivacyConf(StrictModel):

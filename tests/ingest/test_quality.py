@@ -40,7 +40,11 @@ def test_results_kept_docs_built_and_threshold(make_ctx, settings):
     assert data_docs_index(settings.paths.work).exists()
 
     strict = settings.model_copy(
-        update={"ingest": settings.ingest.model_copy(update={"max_quarantine_rate": 0.1})}
+        update={
+            "ingest": settings.ingest.model_copy(
+                update={"max_quarantine_rate": 0.1, "min_rows_for_rate": 1}
+            )
+        }
     )
     write_pos(
         settings.paths.landing,
@@ -52,3 +56,19 @@ def test_results_kept_docs_built_and_threshold(make_ctx, settings):
     ingest(ctx2, "pos")
     with pytest.raises(QualityThresholdExceeded, match="pos: 1 of 1 rows"):
         quality_run(ctx2)
+
+
+def test_small_batches_do_not_fail_the_night(make_ctx, settings):
+    # 1 bad row of 2 is 50%, above the 20% default, but 2 rows are below min_rows_for_rate.
+    write_pos(
+        settings.paths.landing,
+        D1,
+        "S01",
+        [
+            sale("O1", 1, "2026-11-01 10:00:00"),
+            "O3,1,S01,2026-11-01 10:00:00,SALE,,,,SKU1,生鲜,-1,10.00,0,10.00,cash,,",
+        ],
+    )
+    ctx = make_ctx(D1)
+    ingest(ctx, "pos")
+    assert quality_run(ctx)["quarantine_rate_pos"] == 0.5
