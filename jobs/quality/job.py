@@ -135,7 +135,9 @@ def run(ctx: RunContext) -> dict:
         rows_in += int(r.total or 0)
         rate = (r.bad or 0) / r.total if r.total else 0.0
         figures[f"quarantine_rate_{r.source}"] = round(rate, 5)
-        if rate > limit and (r.total or 0) >= ctx.settings.ingest.min_rows_for_rate:
+        # Small batches only fail when nothing in them was usable at all.
+        enough = (r.total or 0) >= ctx.settings.ingest.min_rows_for_rate or r.bad == r.total
+        if rate > limit and enough:
             too_bad.append(f"{r.source}: {r.bad} of {r.total} rows ({rate:.1%})")
     if rows:
         schema = table_schema("meta/quality_results").struct
