@@ -250,6 +250,19 @@ def test_nothing_readable_fails_quality_with_one_line(tmp_path):
         d.mkdir(parents=True)
         (d / "_SUCCESS").write_text("")
     (days["pos"] / f"pos_S01_{DD}.csv").write_bytes(_png())
-    proc = run_cdp(["run", "--date", D, "--steps", INGEST_STEPS], cdp_env(tmp_path))
+    # The gate counts from ingest.min_rows_for_rate rows: open it to this one-file day.
+    import shutil
+
+    import yaml
+
+    from jobs.config import CONF_DIR
+
+    conf = tmp_path / "conf"
+    shutil.copytree(CONF_DIR, conf)
+    data = yaml.safe_load((conf / "pipeline.yaml").read_text(encoding="utf-8"))
+    data["ingest"]["min_rows_for_rate"] = 0
+    (conf / "pipeline.yaml").write_text(yaml.safe_dump(data), encoding="utf-8")
+    env = cdp_env(tmp_path, CDP_CONF_DIR=str(conf))
+    proc = run_cdp(["run", "--date", D, "--steps", INGEST_STEPS], env)
     line = one_line_error(proc)
     assert "quality" in line and "quarantine rate above" in line and "pos" in line
