@@ -9,6 +9,7 @@ the lead's check on a full generated zone (see test_reference.py).
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import statistics
 from decimal import Decimal
@@ -72,10 +73,8 @@ def _scores(values: dict[str, float], descending: bool = False) -> dict[str, int
     vals = sorted(values.values())
     out = {}
     for m, v in values.items():
-        if descending:
-            k = sum(1 for x in vals if x >= v)
-        else:
-            k = sum(1 for x in vals if x <= v)
+        # k: members at or below v (ascending), or at or above v (descending)
+        k = n - bisect.bisect_left(vals, v) if descending else bisect.bisect_right(vals, v)
         out[m] = (5 * k + n - 1) // n
     return out
 
