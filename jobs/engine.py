@@ -18,6 +18,7 @@ import atexit
 import logging
 import os
 import threading
+from pathlib import Path
 from typing import Any
 
 from pyspark.sql import SparkSession
@@ -32,13 +33,32 @@ _session: SparkSession | None = None
 _session_key: tuple | None = None
 
 
-def _start_sail() -> str:
+def sail_environment(conf: EngineConf) -> dict[str, str]:
+    """The SAIL_* variables for ``conf`` (read once, when the embedded server starts)."""
+    env = {}
+    if conf.memory_limit_mb:
+        # A fair pool shares the limit between the spilling operators of a query, so a
+        # big aggregation spills instead of taking the machine (measured: a 20M-row
+        # distinct count peaks at 3.5 GB unbounded, 1.3 GB under a 1 GiB pool, as fast).
+        env["SAIL_RUNTIME__MEMORY_POOL__TYPE"] = "fair"
+        env["SAIL_RUNTIME__MEMORY_POOL__FAIR__MAX_SIZE"] = str(conf.memory_limit_mb * 2**20)
+    if conf.spill_dir:
+        env["SAIL_RUNTIME__TEMPORARY_FILES__PATHS"] = f'["{Path(conf.spill_dir).resolve()}"]'
+    return env
+
+
+def _start_sail(conf: EngineConf) -> str:
     """Start the embedded Sail server once per process; return its sc:// URL."""
     global _server
     if _server is None:
         # Sail logs sessions at INFO and no-op persists at WARN on stderr; keep the
         # user's terminal for our own lines (RUST_LOG=warn or info to see them).
         os.environ.setdefault("RUST_LOG", "error")
+        # Variables set by the user win over the configuration.
+        for name, value in sail_environment(conf).items():
+            os.environ.setdefault(name, value)
+        if conf.spill_dir:
+            Path(conf.spill_dir).mkdir(parents=True, exist_ok=True)
         from pysail.spark import SparkConnectServer
 
         server = SparkConnectServer(ip="127.0.0.1", port=0)
@@ -90,7 +110,7 @@ def get_spark(conf: EngineConf | None = None) -> SparkSession:
         if conf.kind == "spark":
             session = local_jvm_session(conf, delta=True)
         else:
-            url = _start_sail() if conf.kind == "sail" else conf.connect_url
+            url = _start_sail(conf) if conf.kind == "sail" else conf.connect_url
             session = _apply_conf(SparkSession.builder.remote(url), conf).getOrCreate()
             # Builder configs are not always applied to an existing remote session.
             session.conf.set("spark.sql.session.timeZone", conf.timezone)
