@@ -42,6 +42,10 @@ def sail_environment(conf: EngineConf) -> dict[str, str]:
         # distinct count peaks at 3.5 GB unbounded, 1.3 GB under a 1 GiB pool, as fast).
         env["SAIL_RUNTIME__MEMORY_POOL__TYPE"] = "fair"
         env["SAIL_RUNTIME__MEMORY_POOL__FAIR__MAX_SIZE"] = str(conf.memory_limit_mb * 2**20)
+        # A hash join cannot spill its build side: under a limit it fails ("Failed to
+        # allocate ... HashJoinInput") where a sort-merge join spills. Measured on an
+        # 8M x 8M join: 3.2 s / 0.6 GB peak sort-merge vs 2.9 s / 2.1 GB hash.
+        env["SAIL_OPTIMIZER__PREFER_HASH_JOIN"] = "false"
     if conf.spill_dir:
         env["SAIL_RUNTIME__TEMPORARY_FILES__PATHS"] = f'["{Path(conf.spill_dir).resolve()}"]'
     return env

@@ -13,6 +13,7 @@ def test_memory_limit_becomes_a_fair_pool(tmp_path):
     env = sail_environment(EngineConf(memory_limit_mb=512, spill_dir=tmp_path / "spill"))
     assert env["SAIL_RUNTIME__MEMORY_POOL__TYPE"] == "fair"
     assert env["SAIL_RUNTIME__MEMORY_POOL__FAIR__MAX_SIZE"] == str(512 * 1024 * 1024)
+    assert env["SAIL_OPTIMIZER__PREFER_HASH_JOIN"] == "false"  # joins that can spill
     assert env["SAIL_RUNTIME__TEMPORARY_FILES__PATHS"] == f'["{tmp_path / "spill"}"]'
 
 
