@@ -42,6 +42,44 @@ def tier_expr(monetary: Column, conf: RfmConf) -> Column:
     return F.lit(conf.default_tier) if expr is None else expr.otherwise(F.lit(conf.default_tier))
 
 
+# Columns of silver/orders and silver/order_lines the features use (narrow scans).
+ORDER_COLUMNS = (
+    "order_id",
+    "channel",
+    "member_id",
+    "is_online",
+    "txn_type",
+    "is_purchase",
+    "order_ts",
+    "order_date",
+    "gross_amount",
+    "discount_amount",
+    "net_amount",
+)
+LINE_COLUMNS = (
+    "order_id",
+    "channel",
+    "line_no",
+    "member_id",
+    "is_purchase",
+    "order_date",
+    "category",
+    "net_amount",
+)
+MEMBER_COLUMNS = (
+    "member_id",
+    "first_seen",
+    "is_registered",
+    "status",
+    "home_store_id",
+    "birth_year",
+    "birth_month",
+    "opt_in_sms",
+    "opt_in_email",
+    "opt_in_push",
+)
+
+
 def order_aggregates(orders: DataFrame, as_of: dt.date, conf: FeaturesConf) -> DataFrame:
     """Per-member order figures as of D.
 
@@ -51,8 +89,12 @@ def order_aggregates(orders: DataFrame, as_of: dt.date, conf: FeaturesConf) -> D
     d = F.lit(as_of)
     o = (
         orders.filter(F.col("member_id").isNotNull() & (F.col("order_date") <= d))
+        .select(*ORDER_COLUMNS)
         # The order grain is (order_id, channel); a re-sent order must not count twice.
-        .dropDuplicates(["order_id", "channel"])
+        # distinct() over the columns used, not dropDuplicates(keys): on Sail 0.7.2 the
+        # latter is a first() per column and took 14.5 s of 481k orders, distinct 0.4 s.
+        # Silver keeps one row per key, so the two agree (a re-sent copy is identical).
+        .distinct()
         .withColumn("is_purchase", F.coalesce(F.col("is_purchase"), F.lit(False)))
         .withColumn("is_return", (F.col("txn_type") == "RETURN") & ~F.col("is_purchase"))
     )
@@ -117,7 +159,8 @@ def category_aggregates(lines: DataFrame, as_of: dt.date) -> DataFrame:
             & (F.col("order_date") <= d)
             & (F.col("order_date") >= _since(as_of, 365))
         )
-        .dropDuplicates(["order_id", "channel", "line_no"])
+        .select(*LINE_COLUMNS)
+        .distinct()  # one row per line key (see order_aggregates: not dropDuplicates)
         .withColumn("category", F.coalesce(F.col("category"), F.lit("unknown")))
         .groupBy("member_id", "category")
         .agg(
@@ -130,13 +173,14 @@ def category_aggregates(lines: DataFrame, as_of: dt.date) -> DataFrame:
         F.collect_list(F.struct(F.col("category").alias("c"), F.col("spend").alias("s"))).alias(
             "_e"
         ),
-        # Ascending sort of (-spend, category): the first is the top category.
+        # Ascending sort of (-spend, category): the first is the top category, and it
+        # carries its own spend (no map lookup: element_at on a map of this shape gave
+        # null or another key's value on Sail 0.7.2 for ~1/3 of members at 100k).
         F.sort_array(
             F.collect_list(F.struct((-F.col("spend")).alias("neg"), F.col("category").alias("c")))
         )
         .getItem(0)
-        .getField("c")
-        .alias("top_category"),
+        .alias("_top"),
         _count_if(F.col("in_90d")).alias("distinct_categories_90d"),
     )
     # Shares divide doubles: IEEE division is correctly rounded, so a ratio that is exactly
@@ -152,11 +196,10 @@ def category_aggregates(lines: DataFrame, as_of: dt.date) -> DataFrame:
                 F.transform("_e", lambda e: F.struct(e["c"], e["s"].cast("double") / total))
             ),
         ).alias("category_shares_365d"),
-        "top_category",
-        F.when(
-            total > 0,
-            F.element_at(F.map_from_entries("_e"), F.col("top_category")).cast("double") / total,
-        ).alias("top_category_share"),
+        F.col("_top").getField("c").alias("top_category"),
+        F.when(total > 0, (-F.col("_top").getField("neg")).cast("double") / total).alias(
+            "top_category_share"
+        ),
         "distinct_categories_90d",
     )
 
@@ -195,18 +238,9 @@ def features(
     oa = order_aggregates(orders, as_of, conf)
     ca = category_aggregates(lines, as_of)
     va = view_aggregates(events, as_of)
-    m = members.dropDuplicates(["member_id"]).select(
-        "member_id",
-        "first_seen",
-        "is_registered",
-        "status",
-        "home_store_id",
-        "birth_year",
-        "birth_month",
-        "opt_in_sms",
-        "opt_in_email",
-        "opt_in_push",
-    )
+    # silver/members has one row per member_id; distinct() drops exact copies only and
+    # is 30x faster than dropDuplicates(["member_id"]) on Sail (3.7 s vs 0.1 s at 100k).
+    m = members.select(*MEMBER_COLUMNS).distinct()
     j = (
         m.join(oa, "member_id", "left")
         .join(ca, "member_id", "left")
