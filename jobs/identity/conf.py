@@ -45,6 +45,8 @@ class ComponentsConf(StrictModel):
 
 
 class IdentityConf(StrictModel):
+    # Re-read only new bronze days and re-cluster only touched components (job.py).
+    incremental: bool = True
     junk: JunkConf = JunkConf()
     web: WebConf = WebConf()
     second_pass: SecondPassConf = SecondPassConf()

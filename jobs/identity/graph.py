@@ -120,46 +120,149 @@ def crm_identifiers(crm: DataFrame, key: bytes) -> DataFrame:
     return out
 
 
-def pos_orders(pos: DataFrame, key: bytes) -> DataFrame:
-    """POS identifiers at order grain.
+def pos_order_parts(pos: DataFrame, key: bytes) -> DataFrame:
+    """POS identifiers at (business date, order) grain: one business date's contribution,
+    kept as state so a night reads only the new bronze days.
 
-    Input grain: one POS line (bronze/pos_lines). Output grain: one order_id; columns
-    order_id, order_date, card (normalised), phone (canonical, raw), phone_key (HMAC).
-    An order's card/phone are the same on every line; the max tolerates a stray blank.
+    Input grain: one POS line (bronze/pos_lines). Output grain: one (_business_date,
+    order_id); columns order_id, order_date, order_ts (first), card (src_key), phone_key
+    (dst_key), phone (canonical, raw). The card and phone sit in edge-shaped columns
+    (src_source/src_key/dst_source/dst_key) so `cdp forget` finds and erases them.
     """
-    o = pos.groupBy(F.col("order_id")).agg(
+    o = pos.groupBy("_business_date", "order_id").agg(
         F.min("order_date").alias("order_date"),
+        F.min("order_ts").alias("order_ts"),
         F.max(N.norm_card(F.col("member_card_no"))).alias("card"),
         F.max(N.norm_phone(F.col("phone"))).alias("phone"),
     )
-    return o.withColumn("phone_key", hmac_col(F.col("phone"), key))
+    return o.select(
+        "_business_date",
+        "order_id",
+        "order_date",
+        "order_ts",
+        F.lit("pos_card").alias("src_source"),
+        F.col("card").alias("src_key"),
+        F.lit("pos_phone").alias("dst_source"),
+        hmac_col(F.col("phone"), key).alias("dst_key"),
+        "phone",
+    )
 
 
-def link_events(web: DataFrame, conf: IdentityConf) -> DataFrame:
-    """Device-account pairs from login/signup events.
+def orders_from_parts(parts: DataFrame, key: bytes) -> DataFrame:
+    """POS identifiers at order grain from the per-date parts (an order may span dates).
 
-    Input grain: one web event. Output grain: one (anonymous_id, user_id) with the first
-    and last date they were seen together.
+    Output grain: one order_id; columns order_id, order_date, order_ts, card, phone (raw,
+    canonical), phone_key (HMAC). An order's card/phone are the same on every line; the
+    max tolerates a stray blank.
+    """
+    o = parts.groupBy("order_id").agg(
+        F.min("order_date").alias("order_date"),
+        F.min("order_ts").alias("order_ts"),
+        F.max("src_key").alias("card"),
+        F.max("phone").alias("phone"),
+        F.max("dst_key").alias("any_key"),
+        F.min("dst_key").alias("min_key"),
+    )
+    # Nearly every order has one phone: its key is then known without hashing again.
+    return o.select(
+        "order_id",
+        "order_date",
+        "order_ts",
+        "card",
+        "phone",
+        F.when(F.col("any_key") == F.col("min_key"), F.col("any_key"))
+        .otherwise(hmac_col(F.col("phone"), key))
+        .alias("phone_key"),
+    )
+
+
+def pos_orders(pos: DataFrame, key: bytes) -> DataFrame:
+    """POS identifiers at order grain straight from bronze (see :func:`orders_from_parts`)."""
+    return orders_from_parts(pos_order_parts(pos, key), key)
+
+
+def web_link_parts(web: DataFrame, conf: IdentityConf) -> DataFrame:
+    """Device-account pairs from login/signup events, per business date.
+
+    Input grain: one web event. Output grain: one (_business_date, anonymous_id,
+    user_id): src_source web_anon, src_key, dst_source web_user, dst_key, first_seen,
+    last_seen (event dates).
     """
     return (
         web.filter(F.col("event_type").isin(*conf.web.link_event_types))
         .select(
+            "_business_date",
             N.norm_text_id(F.col("anonymous_id")).alias("anon"),
             N.norm_text_id(F.col("user_id")).alias("user"),
             F.col("event_date").alias("d"),
         )
         .filter(F.col("anon").isNotNull() & F.col("user").isNotNull())
-        .groupBy("anon", "user")
+        .groupBy("_business_date", "anon", "user")
+        .agg(F.min("d").alias("first_seen"), F.max("d").alias("last_seen"))
+        .select(
+            "_business_date",
+            F.lit("web_anon").alias("src_source"),
+            F.col("anon").alias("src_key"),
+            F.lit("web_user").alias("dst_source"),
+            F.col("user").alias("dst_key"),
+            "first_seen",
+            "last_seen",
+        )
+    )
+
+
+def links_from_parts(parts: DataFrame) -> DataFrame:
+    """Output grain: one (anon, user) with the first and last date seen together."""
+    return parts.groupBy(F.col("src_key").alias("anon"), F.col("dst_key").alias("user")).agg(
+        F.min("first_seen").alias("first_seen"), F.max("last_seen").alias("last_seen")
+    )
+
+
+def link_events(web: DataFrame, conf: IdentityConf) -> DataFrame:
+    """Device-account pairs from login/signup events (grain: one (anon, user))."""
+    return links_from_parts(web_link_parts(web, conf))
+
+
+def web_identity_parts(web: DataFrame) -> DataFrame:
+    """Web accounts and devices seen per business date.
+
+    Input grain: one web event. Output grain: one (_business_date, source, source_key)
+    with source web_user or web_anon, first_seen, last_seen (event dates).
+    """
+    ids = web.select(
+        "_business_date",
+        F.lit("web_user").alias("source"),
+        N.norm_text_id(F.col("user_id")).alias("source_key"),
+        F.col("event_date").alias("d"),
+    ).unionByName(
+        web.select(
+            "_business_date",
+            F.lit("web_anon").alias("source"),
+            N.norm_text_id(F.col("anonymous_id")).alias("source_key"),
+            F.col("event_date").alias("d"),
+        )
+    )
+    return (
+        ids.filter(F.col("source_key").isNotNull())
+        .groupBy("_business_date", "source", "source_key")
         .agg(F.min("d").alias("first_seen"), F.max("d").alias("last_seen"))
     )
 
 
+def web_ids_from_parts(parts: DataFrame) -> DataFrame:
+    """Output grain: one (source, key) with first_seen, last_seen."""
+    return parts.groupBy("source", F.col("source_key").alias("key")).agg(
+        F.min("first_seen").alias("first_seen"), F.max("last_seen").alias("last_seen")
+    )
+
+
 def source_identities(
-    crm_ids: DataFrame, crm: DataFrame, orders: DataFrame, web: DataFrame
+    crm_ids: DataFrame, crm: DataFrame, orders: DataFrame, web_ids: DataFrame
 ) -> DataFrame:
     """Every source identity with the dates it was first and last seen.
 
-    Output grain: one (source, key).
+    ``web_ids``: one (source, key) of the web with first_seen/last_seen
+    (:func:`web_ids_from_parts`). Output grain: one (source, key).
     """
     crm_rows = latest_crm_versions(crm).select(
         F.lit("crm").alias("source"),
@@ -186,23 +289,17 @@ def source_identities(
         F.col("phone_key").alias("key"),
         F.col("order_date").alias("d"),
     )
-    w_user = web.select(
-        F.lit("web_user").alias("source"),
-        N.norm_text_id(F.col("user_id")).alias("key"),
-        F.col("event_date").alias("d"),
-    )
-    w_anon = web.select(
-        F.lit("web_anon").alias("source"),
-        N.norm_text_id(F.col("anonymous_id")).alias("key"),
-        F.col("event_date").alias("d"),
-    )
     all_ids = crm_rows
-    for df in (from_crm, pos_card, pos_phone, w_user, w_anon):
+    for df in (from_crm, pos_card, pos_phone):
         all_ids = all_ids.unionByName(df)
+    dated = all_ids.select(
+        "source", "key", F.col("d").alias("first_seen"), F.col("d").alias("last_seen")
+    )
     return (
-        all_ids.filter(F.col("key").isNotNull())
+        dated.unionByName(web_ids.select("source", "key", "first_seen", "last_seen"))
+        .filter(F.col("key").isNotNull())
         .groupBy("source", "key")
-        .agg(F.min("d").alias("first_seen"), F.max("d").alias("last_seen"))
+        .agg(F.min("first_seen").alias("first_seen"), F.max("last_seen").alias("last_seen"))
     )
 
 
@@ -457,23 +554,24 @@ def name_dob_city_edges(crm: DataFrame, kept_crm_edges: DataFrame, conf: Identit
 def build_graph(
     spark: SparkSession,
     crm: DataFrame,
-    pos: DataFrame,
-    web: DataFrame,
+    orders: DataFrame,
+    links: DataFrame,
+    web_ids: DataFrame,
     conf: IdentityConf,
     key: bytes,
     materialise: Callable[[DataFrame, str], DataFrame] | None = None,
 ) -> Graph:
-    """Identities, kept edges and blocked values from the bronze tables (all dated <= D).
+    """Identities, kept edges and blocked values (all dated <= D).
 
-    Inputs: bronze/crm_members (one row version), bronze/pos_lines (one line),
-    bronze/web_events (one event). See :class:`Graph` for the outputs' grain.
-    ``materialise(df, name)`` (e.g. a Parquet write and read back) cuts the lineage of
-    the intermediate results used several times; without it plans grow with every reuse.
+    Inputs: bronze/crm_members (one row version); ``orders`` one POS order
+    (:func:`orders_from_parts`); ``links`` one (anon, user) login pair
+    (:func:`links_from_parts`); ``web_ids`` one web identity (:func:`web_ids_from_parts`).
+    See :class:`Graph` for the outputs' grain. ``materialise(df, name)`` (e.g. a Parquet
+    write and read back) cuts the lineage of the intermediate results used several
+    times; without it plans grow with every reuse.
     """
     mat = materialise or (lambda df, _name: df)
     crm_ids = mat(crm_identifiers(crm, key), "crm_ids")
-    orders = mat(pos_orders(pos, key), "pos_orders")
-    links = link_events(web, conf)
     raw = mat(_raw_edges(crm_ids, orders, links), "raw_edges")
     blocked = mat(blocked_values(spark, crm_ids, orders, raw, conf, key), "blocked_raw")
 
@@ -513,7 +611,7 @@ def build_graph(
         kept = mat(kept, "kept_first_pass")
         kept = kept.unionByName(name_dob_city_edges(crm, kept, conf))
 
-    identities = source_identities(crm_ids, crm, orders, web)
+    identities = source_identities(crm_ids, crm, orders, web_ids)
     node_type = F.when(F.col("source") == "pos_phone", "phone").when(
         F.col("source") == "pos_card", "card"
     )

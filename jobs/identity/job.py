@@ -24,13 +24,35 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from jobs.context import RunContext
-from jobs.identity import normalize as N
 from jobs.identity.assign import assign_member_ids, check_circuit_breaker
 from jobs.identity.components import connected_components
 from jobs.identity.conf import IdentityConf, load_identity_conf
 from jobs.identity.golden import golden_records
-from jobs.identity.graph import MEMBER_SOURCES, build_graph
-from jobs.privacy.pii import hmac_col
+from jobs.identity.graph import (
+    MEMBER_SOURCES,
+    build_graph,
+    links_from_parts,
+    orders_from_parts,
+    pos_order_parts,
+    web_identity_parts,
+    web_ids_from_parts,
+    web_link_parts,
+)
+from jobs.identity.state import (
+    LINK_PARTS,
+    PART_TABLES,
+    POS_PARTS,
+    WEB_ID_PARTS,
+    IdentityState,
+    Snapshot,
+    bronze_for,
+    bronze_snapshot,
+    conf_fingerprint,
+    load_state,
+    save_state,
+    touched_dates,
+    write_parts,
+)
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +121,122 @@ def _materialiser(base: Path):
     return materialise
 
 
+def choose_mode(
+    lake, conf: IdentityConf, st: IdentityState | None, d, fingerprint: str, snap: Snapshot
+) -> tuple[str, str]:
+    """``full``, ``incremental`` or ``noop`` (a rerun of the last date on unchanged
+    bronze), with why."""
+    if not conf.incremental:
+        return "full", "incremental off"
+    if st is None:
+        return "full", "no state"
+    if d < st.as_of:
+        return "full", f"backfill (last run {st.as_of})"
+    if st.fingerprint != fingerprint:
+        return "full", "configuration or key changed"
+    if not all(lake.exists(t) for t in (*PART_TABLES, "silver/member_xref")):
+        return "full", "state tables missing"
+    if not lake.exists("silver/identity_edges"):
+        return "full", "state tables missing"
+    versions = (lake.version("silver/member_xref"), lake.version("silver/identity_edges"))
+    if versions != (st.xref_version, st.edges_version):
+        return "full", "silver identity tables changed since the last run"
+    if d == st.as_of and snap == st.snapshot:
+        return "noop", "same date, no bronze change"
+    return "incremental", "ok"
+
+
+def _touched_subgraph(
+    identities: DataFrame, edges: DataFrame, previous: DataFrame, prev_edges: DataFrame, mat
+) -> tuple[DataFrame, DataFrame, DataFrame]:
+    """The part of the graph that changed since the previous run.
+
+    Touched nodes: ends of edges added or removed, identities added, removed or newly
+    (un)blocked, and the previous neighbours of any of them (so an e-mail or ID-card
+    node, which has no xref row, brings its old component along). Touched clusters:
+    their previous clusters. Every other previous cluster keeps exactly its nodes and
+    edges, hence its component and member id.
+
+    Output: (touched cluster ids, touched nodes ``node``, the current edges with an end
+    among the touched nodes). Every current edge with one end touched has both ends
+    touched: an unchanged edge joins two nodes of one previous cluster.
+    """
+
+    def ends(e: DataFrame) -> DataFrame:
+        return e.select(
+            _node(F.col("src_source"), F.col("src_key")).alias("a"),
+            _node(F.col("dst_source"), F.col("dst_key")).alias("b"),
+        ).distinct()
+
+    cur_p = mat(ends(edges), "inc_cur_pairs")
+    prev_p = mat(ends(prev_edges), "inc_prev_pairs")
+    changed = cur_p.join(prev_p, ["a", "b"], "left_anti").unionByName(
+        prev_p.join(cur_p, ["a", "b"], "left_anti")
+    )
+    cur_i = identities.select(_node(F.col("source"), F.col("key")).alias("node"), "blocked")
+    prev_x = previous.withColumn("node", _node(F.col("source"), F.col("source_key")))
+    prev_i = prev_x.select("node", "blocked")
+    changed_i = (
+        cur_i.join(prev_i, ["node", "blocked"], "left_anti")
+        .unionByName(prev_i.join(cur_i, ["node", "blocked"], "left_anti"))
+        .select("node")
+    )
+    seeds = mat(
+        changed.select(F.col("a").alias("node"))
+        .unionByName(changed.select(F.col("b").alias("node")))
+        .unionByName(changed_i)
+        .distinct(),
+        "inc_seeds",
+    )
+    near = (
+        prev_p.join(seeds.withColumnRenamed("node", "a"), "a", "left_semi")
+        .select(F.col("b").alias("node"))
+        .unionByName(
+            prev_p.join(seeds.withColumnRenamed("node", "b"), "b", "left_semi").select(
+                F.col("a").alias("node")
+            )
+        )
+    )
+    clusters = mat(
+        prev_x.join(seeds.unionByName(near), "node", "left_semi").select("cluster_id").distinct(),
+        "inc_clusters",
+    )
+    nodes = mat(
+        prev_x.join(clusters, "cluster_id", "left_semi")
+        .select("node")
+        .unionByName(seeds)
+        .distinct(),
+        "inc_nodes",
+    )
+    e = edges.withColumn("a", _node(F.col("src_source"), F.col("src_key"))).withColumn(
+        "b", _node(F.col("dst_source"), F.col("dst_key"))
+    )
+    sub = (
+        e.join(nodes.withColumnRenamed("node", "a"), "a", "left_semi")
+        .unionByName(e.join(nodes.withColumnRenamed("node", "b"), "b", "left_semi"))
+        .drop("a", "b")
+        .distinct()
+    )
+    return clusters, nodes, mat(sub, "inc_edges")
+
+
+def _update_parts(ctx: RunContext, conf: IdentityConf, snap: Snapshot, st, mode: str) -> dict:
+    """Bring the per-date parts up to date: all of them (full) or the touched dates."""
+    lake, d, key = ctx.lake, ctx.as_of, ctx.pii_key
+    touched: dict[str, list[str] | None] = {}
+    for table in ("bronze/pos_lines", "bronze/web_events"):
+        touched[table] = None if mode == "full" else touched_dates(st.snapshot, snap, table)
+    pos_dates, web_dates = touched["bronze/pos_lines"], touched["bronze/web_events"]
+    if pos_dates is None or pos_dates:
+        pos = bronze_for(lake, "bronze/pos_lines", d, pos_dates)
+        write_parts(lake, pos_order_parts(pos, key), POS_PARTS, pos_dates)
+    if web_dates is None or web_dates:
+        web = bronze_for(lake, "bronze/web_events", d, web_dates)
+        write_parts(lake, web_link_parts(web, conf), LINK_PARTS, web_dates)
+        write_parts(lake, web_identity_parts(web), WEB_ID_PARTS, web_dates)
+    return {t.split("/")[1]: ("all" if v is None else len(v)) for t, v in touched.items()}
+
+
 def resolve(ctx: RunContext, conf: IdentityConf | None = None) -> dict:
     """Compute everything; write the silver tables only when the breaker lets it."""
     conf = conf or load_identity_conf()
@@ -106,33 +244,73 @@ def resolve(ctx: RunContext, conf: IdentityConf | None = None) -> dict:
     lake = ctx.lake
     key = ctx.pii_key
     t0 = time.perf_counter()
-    crm = lake.read("bronze/crm_members").filter(F.col("_business_date") <= F.lit(d))
-    pos = lake.read("bronze/pos_lines").filter(F.col("_business_date") <= F.lit(d))
-    web = lake.read("bronze/web_events").filter(F.col("_business_date") <= F.lit(d))
+    st = load_state(lake)
+    snap = bronze_snapshot(lake, d)
+    fingerprint = conf_fingerprint(
+        conf.model_dump_json(exclude={"circuit_breaker", "incremental"}), key
+    )
+    mode, why = choose_mode(lake, conf, st, d, fingerprint, snap)
+    log.info("identity %s: %s run (%s)", d, mode, why)
+    if mode == "noop":
+        assert st is not None
+        return {**st.figures, "mode": mode, "mode_reason": why,
+                "seconds_total": round(time.perf_counter() - t0, 3)}  # fmt: skip
 
     base = Path(ctx.settings.paths.work) / "identity" / ctx.run_id
     mat = _materialiser(base)
-    g = build_graph(ctx.spark, crm, pos, web, conf, key, mat)
+    touched = _update_parts(ctx, conf, snap, st, mode)
+    crm = lake.read("bronze/crm_members").filter(F.col("_business_date") <= F.lit(d))
+    upto = F.col("_business_date") <= F.lit(d)
+    orders = mat(orders_from_parts(lake.read(POS_PARTS).filter(upto), key), "pos_orders")
+    links = links_from_parts(lake.read(LINK_PARTS).filter(upto))
+    web_ids = web_ids_from_parts(lake.read(WEB_ID_PARTS).filter(upto))
+    t_parts = time.perf_counter() - t0
+
+    g = build_graph(ctx.spark, crm, orders, links, web_ids, conf, key, mat)
     identities = mat(g.identities, "identities")
     edges = mat(g.edges, "edges")
     blocked = mat(g.blocked, "blocked")
     t_graph = time.perf_counter() - t0
 
-    nodes = mat(node_ids(identities, edges), "nodes")
+    previous = lake.read("silver/member_xref")
+    untouched = None
+    if mode == "incremental":
+        prev_edges = lake.read("silver/identity_edges")
+        clusters, sub_nodes, sub_edges = _touched_subgraph(
+            identities, edges, previous, prev_edges, mat
+        )
+        ids_node = identities.withColumn("node", _node(F.col("source"), F.col("key")))
+        cc_identities = mat(
+            ids_node.join(sub_nodes, "node", "left_semi").drop("node"), "inc_identities"
+        )
+        cc_edges = sub_edges
+        # Untouched clusters keep their rows; only the dates they were seen move on.
+        seen = identities.select(
+            "source", F.col("key").alias("source_key"), "first_seen", "last_seen"
+        )
+        untouched = (
+            previous.join(clusters, "cluster_id", "left_anti")
+            .drop("first_seen", "last_seen")
+            .join(seen, ["source", "source_key"])
+        )
+        prev_for_assign = previous.join(clusters, "cluster_id", "left_semi")
+    else:
+        cc_identities, cc_edges, prev_for_assign = identities, edges, previous
+
+    nodes = mat(node_ids(cc_identities, cc_edges), "nodes")
     collisions = nodes.groupBy("id").agg(F.count(F.lit(1)).alias("n")).filter("n > 1").count()
     if collisions:
         raise NodeIdCollision(f"{collisions} xxhash64 collisions among identity nodes")
-    e = edges.select(
+    e = cc_edges.select(
         F.xxhash64(_node(F.col("src_source"), F.col("src_key"))).alias("src"),
         F.xxhash64(_node(F.col("dst_source"), F.col("dst_key"))).alias("dst"),
     )
     labels, cc = connected_components(nodes, e, mat, conf.components.max_rounds)
-    clustered = mat(cluster_identities(identities, mat(labels, "labels")), "clustered")
+    clustered = mat(cluster_identities(cc_identities, mat(labels, "labels")), "clustered")
 
-    previous = lake.read("silver/member_xref")
     history = lake.read("silver/member_id_history")
     used = previous.select("member_id").unionByName(history.select("member_id"))
-    assigned, changes = assign_member_ids(clustered, previous, used, d)
+    assigned, changes = assign_member_ids(clustered, prev_for_assign, used, d)
     assigned = mat(assigned, "assigned")
     changes = mat(changes, "changes")
     n_existing = previous.filter(F.col("member_id").isNotNull()).select("member_id").distinct()
@@ -145,7 +323,7 @@ def resolve(ctx: RunContext, conf: IdentityConf | None = None) -> dict:
     else:
         breaker = {"existing_members": n_existing, "changes": changes.count(), "skipped": True}
 
-    xref = assigned.select(
+    xref_cols = [
         "source",
         "source_key",
         "member_id",
@@ -154,17 +332,14 @@ def resolve(ctx: RunContext, conf: IdentityConf | None = None) -> dict:
         "blocked",
         "first_seen",
         "last_seen",
-        F.lit(d).alias("as_of_date"),
-    )
-    phones = (
-        pos.groupBy("order_id")
-        .agg(
-            F.max(N.norm_phone(F.col("phone"))).alias("phone"),
-            F.min("order_ts").alias("order_ts"),
-        )
-        .filter(F.col("phone").isNotNull())
-        .withColumn("phone_key", hmac_col(F.col("phone"), key))
-    )
+    ]
+    xref = assigned.select(*xref_cols)
+    if untouched is not None:
+        xref = xref.unionByName(untouched.select(*xref_cols))
+    # Materialised: the untouched rows come from the table this run overwrites.
+    xref = mat(xref.withColumn("as_of_date", F.lit(d)), "xref")
+    phones = orders.filter(F.col("phone").isNotNull()).select("order_id", "phone", "order_ts",
+                                                               "phone_key")  # fmt: skip
     blocked_phones = blocked.filter(F.col("id_type") == "phone").select(
         F.col("value_hash").alias("key")
     )
@@ -222,9 +397,27 @@ def resolve(ctx: RunContext, conf: IdentityConf | None = None) -> dict:
         "cc_rounds": cc.rounds,
         "cc_seconds": round(cc.seconds, 3),
         "cc_unconverged_per_round": cc.edges_per_round,
+        "mode": mode,
+        "mode_reason": why,
+        "touched_dates": touched,
+        "cc_nodes": nodes.count(),
+        "parts_seconds": round(t_parts, 3),
         "graph_seconds": round(t_graph, 3),
         "seconds_total": round(time.perf_counter() - t0, 3),
     }
+    # Last: the next run trusts the silver tables only at the versions named here.
+    save_state(
+        lake,
+        IdentityState(
+            as_of=d,
+            run_id=ctx.run_id,
+            fingerprint=fingerprint,
+            snapshot=snap,
+            xref_version=lake.version("silver/member_xref"),
+            edges_version=lake.version("silver/identity_edges"),
+            figures=figures,
+        ),
+    )
     shutil.rmtree(base, ignore_errors=True)
     log.info("identity %s: %s", d, figures)
     return figures
