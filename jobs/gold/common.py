@@ -26,12 +26,18 @@ def previous_as_of(ctx: RunContext, name: str) -> dt.date | None:
     Backfills compare with the date before them too, so a rerun of a past date
     reproduces the changes the nightly run of that date wrote.
     """
+    from deltalake import DeltaTable
+
     if not ctx.lake.exists(name):
         return None
-    row = (
-        ctx.lake.read(name)
-        .filter(F.col("as_of_date") < F.lit(ctx.as_of))
-        .agg(F.max("as_of_date").alias("d"))
-        .first()
-    )
-    return row["d"] if row else None
+    # From the Delta log (as_of_date is the partition column), not a scan: a scan of
+    # every date's files grows with the table's history, the log lookup stays ~5 ms.
+    # A date whose partition holds no rows has no files and is not listed, as a scan
+    # would not see it either.
+    dates = [
+        dt.date.fromisoformat(p["as_of_date"])
+        for p in DeltaTable(ctx.lake.path(name)).partitions()
+        if p.get("as_of_date")
+    ]
+    earlier = [d for d in dates if d < ctx.as_of]
+    return max(earlier) if earlier else None
