@@ -104,33 +104,37 @@ def load_state(lake: Lake) -> IdentityState | None:
     if len(rows) != 1:
         return None
     r = rows[0]
-    return IdentityState(
-        as_of=r["as_of_date"],
-        run_id=r["run_id"],
-        fingerprint=r["fingerprint"],
-        snapshot=json.loads(r["snapshot"]),
-        xref_version=r["xref_version"],
-        edges_version=r["edges_version"],
-        figures=json.loads(r["figures"]),
-    )
+    try:
+        detail = json.loads(r["detail"])
+        return IdentityState(
+            as_of=r["as_of_date"],
+            run_id=r["run_id"],
+            fingerprint=detail["fingerprint"],
+            snapshot=detail["snapshot"],
+            xref_version=int(detail["xref_version"]),
+            edges_version=int(detail["edges_version"]),
+            figures=detail["figures"],
+        )
+    except (KeyError, TypeError, ValueError):
+        return None  # unreadable state: the caller recomputes in full
 
 
 def save_state(lake: Lake, st: IdentityState) -> None:
-    """One row, one commit: written last, after every silver table of the run."""
+    """One row, one commit: written last, after every silver table of the run.
+
+    Everything but the date sits in ``detail`` (JSON): file names, versions and
+    timings differ between two runs over the same data by design.
+    """
+    detail = {
+        "fingerprint": st.fingerprint,
+        "snapshot": st.snapshot,
+        "xref_version": st.xref_version,
+        "edges_version": st.edges_version,
+        "figures": st.figures,
+    }
     df = lake.spark.createDataFrame(
-        [
-            (
-                st.as_of,
-                st.run_id,
-                st.fingerprint,
-                json.dumps(st.snapshot, sort_keys=True),
-                st.xref_version,
-                st.edges_version,
-                json.dumps(st.figures, default=str),
-            )
-        ],
-        "as_of_date date, run_id string, fingerprint string, snapshot string, "
-        "xref_version long, edges_version long, figures string",
+        [(st.as_of, st.run_id, json.dumps(detail, sort_keys=True, default=str))],
+        "as_of_date date, run_id string, detail string",
     )
     lake.overwrite(df, STATE_TABLE, conform_schema=False)
 
