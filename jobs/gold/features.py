@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from jobs.context import RunContext
@@ -98,12 +98,6 @@ def order_aggregates(orders: DataFrame, as_of: dt.date, conf: FeaturesConf) -> D
         .withColumn("is_purchase", F.coalesce(F.col("is_purchase"), F.lit(False)))
         .withColumn("is_return", (F.col("txn_type") == "RETURN") & ~F.col("is_purchase"))
     )
-    # Gap to the member's previous purchase; lag over purchases only, in time order.
-    w = Window.partitionBy("member_id", "is_purchase").orderBy("order_ts", "order_id", "channel")
-    o = o.withColumn(
-        "gap_days",
-        F.when(F.col("is_purchase"), F.datediff("order_date", F.lag("order_date").over(w))),
-    )
     p, r = F.col("is_purchase"), F.col("is_return")
     amt = F.coalesce(F.col("net_amount"), F.lit(0)).cast(MONEY)
     # The explicit cast matters on Sail 0.7.2: a timestamp read back from Delta is tagged
@@ -138,9 +132,35 @@ def order_aggregates(orders: DataFrame, as_of: dt.date, conf: FeaturesConf) -> D
             "discount_365d"
         ),
         _count_if(p365 & night).alias("night_purchases_365d"),
-        F.median("gap_days").alias("median_gap_days"),
+        # The member's purchase dates, ascending (collect_list skips the nulls of
+        # non-purchases). An order's date is the store-local date of its order_ts
+        # (CONTRACT 4), so date order is time order and the consecutive differences of
+        # the sorted dates are the gaps between consecutive purchases, ties included (0).
+        # Taken from the aggregation's one shuffle: lag() over a window sorted all
+        # orders a second time (0.7 s vs 0.07 s at 100k; sorting structs of (ts, id,
+        # date) instead of dates took 0.3 s).
+        F.array_sort(F.collect_list(F.when(p, F.col("order_date")))).alias("_dates"),
     ]
-    return o.groupBy("member_id").agg(*aggs)
+    agg = o.groupBy("member_id").agg(*aggs)
+    dates = F.col("_dates")
+    # gap at 0-based i > 0: dates[i] - dates[i-1] (element_at is 1-based: position i).
+    gaps = F.array_sort(
+        F.filter(
+            F.transform(dates, lambda d, i: F.when(i > 0, F.datediff(d, F.element_at(dates, i)))),
+            lambda g: g.isNotNull(),
+        )
+    )
+    n = F.size(gaps)
+    # Median: mean of the two middle gaps (the same one twice when n is odd); 1-based.
+    median = F.when(
+        n > 0,
+        (
+            F.element_at(gaps, F.floor((n - 1) / 2).cast("int") + 1)
+            + F.element_at(gaps, F.floor(n / 2).cast("int") + 1)
+        ).cast("double")
+        / 2.0,
+    )
+    return agg.select(*[c for c in agg.columns if c != "_dates"], median.alias("median_gap_days"))
 
 
 def category_aggregates(lines: DataFrame, as_of: dt.date) -> DataFrame:
