@@ -2,20 +2,38 @@
 the member of each order and event (from silver/member_xref, written by `identity`).
 
 POS orders are the lines of one order_id; online orders are web ``purchase`` events.
-Pure transforms below; I/O only in :func:`run`. The tables are rebuilt from bronze
-each night because member ids move when members merge or split.
+Pure transforms below; I/O only in :func:`run` and the functions it calls.
+
+A night is incremental (conf/silver.yaml, jobs/silver/state.py): only the bronze
+business dates whose files changed are read; the orders with a line there (now or
+before the change) are recomputed from all their lines and merged in, the events of
+those dates are merged in, and the rows whose identity now belongs to another member
+(silver/member_xref diffed against the version the last run used) are re-keyed with a
+MERGE on the identity keys kept on each row (card_key, phone_key = HMAC, user_key,
+anon_key). Every write is a MERGE computed from bronze and the current xref, and the
+state is written last, so a run that dies half-way is redone by the next one.
+A backfill, a missing state or `incremental: false` rebuild the three tables in full.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import shutil
+import time
+import uuid
+from pathlib import Path
 
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from jobs.context import RunContext
 from jobs.identity import normalize as N
+from jobs.lake import Lake, _fault_hook
 from jobs.privacy.pii import hmac_col
+from jobs.schemas import conform, table_schema
+from jobs.silver import state as S
+from jobs.silver.conf import load_silver_conf
 
 MONEY = "decimal(14,2)"
 
@@ -24,6 +42,32 @@ def _xref_of(xref: DataFrame, source: str, alias: str) -> DataFrame:
     return xref.filter((F.col("source") == source) & F.col("member_id").isNotNull()).select(
         F.col("source_key").alias(f"{alias}_key"), F.col("member_id").alias(f"{alias}_member")
     )
+
+
+# (key column on silver rows, xref source) pairs, in priority order.
+POS_KEYS = (("card_key", "pos_card"), ("phone_key", "pos_phone"))
+WEB_KEYS = (("user_key", "web_user"), ("anon_key", "web_anon"))
+
+
+def attach_member(
+    df: DataFrame, xref: DataFrame, keys: tuple[tuple[str, str], ...], small: bool = False
+) -> DataFrame:
+    """``df`` plus ``member_id``: the member of its first key found in the xref.
+
+    ``df`` holds the key columns of ``keys``; grain unchanged (xref keys are unique
+    per source). With ``small=True`` (a night's rows) the xref is first cut down to
+    the keys of ``df`` with a broadcast semi join, so the big xref is only streamed.
+    """
+    members = []
+    for col, source in keys:
+        alias = col.removesuffix("_key")
+        side = _xref_of(xref, source, alias)
+        if small:
+            wanted = df.select(col).where(F.col(col).isNotNull()).distinct()
+            side = side.join(F.broadcast(wanted), col, "left_semi")
+        df = df.join(side, col, "left")
+        members.append(f"{alias}_member")
+    return df.withColumn("member_id", F.coalesce(*members)).drop(*members)
 
 
 def dedupe_pos_lines(pos: DataFrame) -> DataFrame:
@@ -39,23 +83,22 @@ def dedupe_pos_lines(pos: DataFrame) -> DataFrame:
     return pos.withColumn("_rn", F.row_number().over(w)).filter("_rn = 1").drop("_rn")
 
 
-def pos_lines_with_member(pos: DataFrame, xref: DataFrame, key: bytes) -> DataFrame:
+def pos_lines_with_member(
+    pos: DataFrame, xref: DataFrame, key: bytes, small: bool = False
+) -> DataFrame:
     """POS lines with the member of their order: the card's member, else the phone's.
 
     Input: deduplicated bronze POS lines (one line), silver/member_xref (one source
-    identity). Output grain: one POS line, plus ``member_id``. A blocked phone (the
-    cashiers' placeholder) has no member, so its orders stay anonymous.
+    identity). Output grain: one POS line, plus the order's ``card_key``, ``phone_key``
+    (HMAC of the normalised phone) and ``member_id``. A blocked phone (the cashiers'
+    placeholder) has no member, so its orders stay anonymous.
     """
     per_order = pos.groupBy("order_id").agg(
         F.max(N.norm_card(F.col("member_card_no"))).alias("card_key"),
         F.max(N.norm_phone(F.col("phone"))).alias("phone_n"),
     )
-    per_order = (
-        per_order.withColumn("phone_key", hmac_col(F.col("phone_n"), key))
-        .join(_xref_of(xref, "pos_card", "card"), "card_key", "left")
-        .join(_xref_of(xref, "pos_phone", "phone"), "phone_key", "left")
-        .select("order_id", F.coalesce("card_member", "phone_member").alias("member_id"))
-    )
+    per_order = per_order.withColumn("phone_key", hmac_col(F.col("phone_n"), key)).drop("phone_n")
+    per_order = attach_member(per_order, xref, POS_KEYS, small)
     return pos.join(per_order, "order_id", "left")
 
 
@@ -85,6 +128,10 @@ def pos_orders(lines: DataFrame) -> DataFrame:
         F.sum("qty").cast("long").alias("n_items"),
         F.array_sort(F.collect_set("category")).alias("categories"),
         F.max("payment_method").alias("payment_method"),
+        F.max("card_key").alias("card_key"),
+        F.max("phone_key").alias("phone_key"),
+        F.lit(None).cast("string").alias("user_key"),
+        F.lit(None).cast("string").alias("anon_key"),
     )
 
 
@@ -109,19 +156,16 @@ def pos_order_lines(lines: DataFrame) -> DataFrame:
     )
 
 
-def web_events_with_member(web: DataFrame, xref: DataFrame) -> DataFrame:
+def web_events_with_member(web: DataFrame, xref: DataFrame, small: bool = False) -> DataFrame:
     """Web events with the member of their account, else of their device.
 
-    Input: bronze/web_events (one event), silver/member_xref. Output grain: one event.
+    Input: bronze/web_events (one event), silver/member_xref. Output grain: one event,
+    plus its identity keys ``user_key``, ``anon_key`` and ``member_id``.
     """
-    return (
-        web.withColumn("user_key", N.norm_text_id(F.col("user_id")))
-        .withColumn("anon_key", N.norm_text_id(F.col("anonymous_id")))
-        .join(_xref_of(xref, "web_user", "user"), "user_key", "left")
-        .join(_xref_of(xref, "web_anon", "anon"), "anon_key", "left")
-        .withColumn("member_id", F.coalesce("user_member", "anon_member"))
-        .drop("user_key", "anon_key", "user_member", "anon_member")
+    keyed = web.withColumn("user_key", N.norm_text_id(F.col("user_id"))).withColumn(
+        "anon_key", N.norm_text_id(F.col("anonymous_id"))
     )
+    return attach_member(keyed, xref, WEB_KEYS, small)
 
 
 def online_orders(events: DataFrame) -> DataFrame:
@@ -155,6 +199,10 @@ def online_orders(events: DataFrame) -> DataFrame:
         .otherwise(F.array().cast("array<string>"))
         .alias("categories"),
         F.lit(None).cast("string").alias("payment_method"),
+        F.lit(None).cast("string").alias("card_key"),
+        F.lit(None).cast("string").alias("phone_key"),
+        "user_key",
+        "anon_key",
         "sku",
         "category",
     )
@@ -197,29 +245,453 @@ def build(
     return orders, order_lines, events
 
 
-def run(ctx: RunContext) -> dict:
-    """Pipeline step: rebuild the silver order and event tables as of ``ctx.as_of``."""
-    d: dt.date = ctx.as_of
-    lake = ctx.lake
-    pos = lake.read("bronze/pos_lines").filter(F.col("_business_date") <= F.lit(d))
-    web = lake.read("bronze/web_events").filter(F.col("_business_date") <= F.lit(d))
-    xref = lake.read("silver/member_xref")
-    orders, lines, events = build(pos, web, xref, ctx.pii_key)
-    lake.overwrite(orders, "silver/orders")
-    lake.overwrite(lines, "silver/order_lines")
-    lake.overwrite(events, "silver/web_events")
-    o = lake.read("silver/orders")
-    agg = o.agg(
-        F.count(F.lit(1)).alias("n"),
-        F.sum(F.col("member_id").isNotNull().cast("int")).alias("with_member"),
-        F.sum((~F.col("is_online")).cast("int")).alias("pos"),
-    ).collect()[0]
+# --------------------------------------------------------------------------- I/O
+
+log = logging.getLogger(__name__)
+
+ORDERS, LINES, EVENTS = "silver/orders", "silver/order_lines", "silver/web_events"
+SILVER = (ORDERS, LINES, EVENTS)
+
+
+def _date_in(col: str, dates: list[dt.date]) -> str:
+    listed = ", ".join(f"DATE'{x.isoformat()}'" for x in sorted(set(dates)))
+    return f"{col} IN ({listed})"
+
+
+def _str_in(col: str, values: list[str]) -> str:
+    quoted = ", ".join("'" + v.replace("\\", "\\\\").replace("'", "\\'") + "'" for v in values)
+    return f"{col} IN ({quoted})"
+
+
+def _materialiser(base: Path):
+    """Write an intermediate once (Parquet under the run's work folder) and read it back."""
+
+    def mat(df: DataFrame, name: str) -> DataFrame:
+        path = str(base / name)
+        df.write.mode("overwrite").parquet(path)
+        return df.sparkSession.read.schema(df.schema).parquet(path)
+
+    return mat
+
+
+def _upserts(df: DataFrame, name: str) -> DataFrame:
+    """Rows to insert or replace in ``name`` (all its columns, plus ``_op``)."""
+    return conform(df, name).withColumn("_op", F.lit("upsert"))
+
+
+def _deletes(keys: DataFrame, name: str) -> DataFrame:
+    """Rows of ``name`` to delete, by the key columns of ``keys`` (other columns null)."""
+    cols = [
+        F.col(f.name).cast(f.dataType).alias(f.name)
+        if f.name in keys.columns
+        else F.lit(None).cast(f.dataType).alias(f.name)
+        for f in table_schema(name).struct.fields
+    ]
+    return keys.select(*cols).withColumn("_op", F.lit("delete"))
+
+
+def _upsert_clauses(name: str) -> list[str]:
+    cols = table_schema(name).columns
+    sets = ", ".join(f"`{c}` = s.`{c}`" for c in cols)
+    names = ", ".join(f"`{c}`" for c in cols)
+    values = ", ".join(f"s.`{c}`" for c in cols)
+    return [
+        "WHEN MATCHED AND s._op = 'delete' THEN DELETE",
+        f"WHEN MATCHED THEN UPDATE SET {sets}",
+        f"WHEN NOT MATCHED AND s._op = 'upsert' THEN INSERT ({names}) VALUES ({values})",
+    ]
+
+
+REKEY_CLAUSES = [
+    "WHEN MATCHED AND NOT (t.member_id <=> s.member_id) THEN UPDATE SET member_id = s.member_id"
+]
+
+
+def merge_rows(
+    lake: Lake,
+    src: DataFrame,
+    name: str,
+    on: list[str],
+    clauses: list[str],
+    target_filter: str | None = None,
+) -> None:
+    """One MERGE INTO commit of ``src`` into ``name``. ``target_filter`` (on ``t.``) limits
+    the target rows looked at to the partitions the source can touch; MERGE rewrites only
+    the files holding a matched row and adds new files for the inserts."""
+    view = f"_silver_src_{uuid.uuid4().hex[:12]}"
+    src.createOrReplaceTempView(view)
+    cond = " AND ".join(f"t.`{c}` = s.`{c}`" for c in on)
+    if target_filter:
+        cond += f" AND ({target_filter})"
+    sql = f"MERGE INTO delta.`{lake.path(name)}` AS t USING {view} AS s ON {cond} " + " ".join(
+        clauses
+    )
+    try:
+        lake.spark.sql(sql)
+    finally:
+        lake.spark.catalog.dropTempView(view)
+    _fault_hook(name)
+
+
+def _rows_in_table(lake: Lake, name: str) -> int:
+    """Row count from the Delta log's file statistics (no data read)."""
+    from deltalake import DeltaTable
+
+    if not lake.exists(name):
+        return 0
+    actions = DeltaTable(lake.path(name)).get_add_actions(flatten=True)
+    if "num_records" not in actions.column_names:
+        return 0
+    return int(sum(v or 0 for v in actions.column("num_records").to_pylist()))
+
+
+def _xref_version(lake: Lake) -> int:
+    return lake.version(S.XREF) if lake.exists(S.XREF) else -1
+
+
+def choose_mode(
+    ctx: RunContext,
+    st: S.SilverState | None,
+    pos: S.TableSnapshot,
+    web: S.TableSnapshot,
+    xref_version: int,
+) -> tuple[str, str]:
+    """``full``, ``incremental`` or ``noop`` (nothing new since the last run), with why."""
+    if not load_silver_conf().silver.incremental:
+        return "full", "incremental off"
+    if st is None:
+        return "full", "no state"
+    if st.format != S.FORMAT:
+        return "full", "silver layout changed"
+    if st.fingerprint != S.key_fingerprint(ctx.pii_key):
+        return "full", "PII key changed"
+    if ctx.as_of < st.as_of:
+        # Bronze of later dates may hold orders dated <= D (late days) and the xref is
+        # D's again: the tables of D are rebuilt from bronze dated <= D, as on D itself.
+        return "full", f"backfill (last run {st.as_of})"
+    if not all(ctx.lake.exists(t) for t in SILVER):
+        return "full", "a silver table is missing"
+    if xref_version < st.xref_version:
+        return "full", "member_xref was recreated"
+    t_pos, t_web = S.touched_dates(st.pos, pos), S.touched_dates(st.web, web)
+    if t_pos is None or t_web is None:
+        return "full", "bronze files without a single business date"
+    if not t_pos and not t_web and xref_version == st.xref_version:
+        return "noop", "no bronze or member change since the last run"
+    return "incremental", f"{len(t_pos)} POS and {len(t_web)} web dates touched"
+
+
+def _full(ctx: RunContext, pos_snap: S.TableSnapshot, web_snap: S.TableSnapshot) -> dict:
+    """Rebuild the three tables from all bronze dated <= D."""
+    d, lake = ctx.as_of, ctx.lake
+    pos = lake.read(S.POS).filter(F.col("_business_date") <= F.lit(d))
+    web = lake.read(S.WEB).filter(F.col("_business_date") <= F.lit(d))
+    orders, lines, events = build(pos, web, lake.read(S.XREF), ctx.pii_key)
+    lake.overwrite(orders, ORDERS)
+    lake.overwrite(lines, LINES)
+    lake.overwrite(events, EVENTS)
+    n_orders = _rows_in_table(lake, ORDERS)
     return {
-        "rows_in": pos.count() + web.count(),
-        "rows_out": agg["n"],
-        "orders_pos": agg["pos"] or 0,
-        "orders_online": (agg["n"] or 0) - (agg["pos"] or 0),
-        "orders_with_member": agg["with_member"] or 0,
-        "order_lines": lake.read("silver/order_lines").count(),
-        "web_events": lake.read("silver/web_events").count(),
+        "rows_in": sum(pos_snap.rows.values()) + sum(web_snap.rows.values()),
+        "rows_out": n_orders,
+        "orders_written": n_orders,
+        "order_lines_written": _rows_in_table(lake, LINES),
+        "web_events_written": _rows_in_table(lake, EVENTS),
+    }
+
+
+def _changed_identities(lake: Lake, xref: DataFrame, version: int) -> DataFrame:
+    """(source, source_key) whose member differs between xref ``version`` and now
+    (appeared, gone, or moved; null member included)."""
+    old = lake.read_version(S.XREF, version).select(
+        "source", "source_key", F.col("member_id").alias("_old")
+    )
+    return (
+        xref.select("source", "source_key", "member_id")
+        .join(old, ["source", "source_key"], "full_outer")
+        .filter(~F.col("member_id").eqNullSafe(F.col("_old")))
+        .select("source", "source_key")
+    )
+
+
+def _keyed(df: DataFrame, keys: tuple[tuple[str, str], ...]) -> DataFrame:
+    """One row per (row of ``df``, non-null identity key) as ``source``, ``source_key``."""
+    pairs = F.array(
+        *[F.struct(F.lit(src).alias("source"), F.col(col).alias("source_key")) for col, src in keys]
+    )
+    return (
+        df.withColumn("_k", F.explode(pairs))
+        .select(
+            *df.columns,
+            F.col("_k.source").alias("source"),
+            F.col("_k.source_key").alias("source_key"),
+        )
+        .where(F.col("source_key").isNotNull())
+    )
+
+
+class _TimeTravelUnavailable(RuntimeError):
+    """An earlier version of bronze or of the xref could not be read (vacuumed)."""
+
+
+def _read_earlier(lake: Lake, st, xref, xref_version, old_pos_dates, old_web_dates, mat):
+    """What the last run saw and is gone or changed since: POS line keys and web events
+    of the touched dates as of the last run's versions, and the identities that moved."""
+    old_pos = old_web = changed = None
+    if old_pos_dates:
+        old_pos = mat(
+            lake.read_version(S.POS, st.pos.version)
+            .filter(F.col("_business_date").isin(*old_pos_dates))
+            .select("order_id", "line_no")
+            .distinct(),
+            "old_pos",
+        )
+    if old_web_dates:
+        old_web = mat(
+            lake.read_version(S.WEB, st.web.version)
+            .filter(F.col("_business_date").isin(*old_web_dates))
+            .select("event_id", "event_date", "event_type", "order_id", "channel"),
+            "old_web",
+        )
+    if xref_version != st.xref_version:
+        changed = mat(_changed_identities(lake, xref, st.xref_version), "xref_changed")
+    return old_pos, old_web, changed
+
+
+def _incremental(
+    ctx: RunContext,
+    st: S.SilverState,
+    pos_snap: S.TableSnapshot,
+    web_snap: S.TableSnapshot,
+    xref_version: int,
+    mat,
+) -> dict:
+    """Merge in what changed since ``st``; see the module docstring."""
+    lake, d, key = ctx.lake, ctx.as_of, ctx.pii_key
+    xref = lake.read(S.XREF)
+    t_pos = S.touched_dates(st.pos, pos_snap) or []
+    t_web = S.touched_dates(st.web, web_snap) or []
+    old_pos_dates = [x for x in t_pos if x.isoformat() in st.pos.digests]
+    old_web_dates = [x for x in t_web if x.isoformat() in st.web.digests]
+    figures: dict = {
+        "touched_dates": {"pos_lines": len(t_pos), "web_events": len(t_web)},
+        "rows_in": sum(pos_snap.rows.get(x.isoformat(), 0) for x in t_pos)
+        + sum(web_snap.rows.get(x.isoformat(), 0) for x in t_web),
+    }
+
+    # Reads of earlier versions first (time travel): when a vacuum removed their files,
+    # nothing is written yet and the caller rebuilds in full instead.
+    old_pos = old_web = changed = None
+    try:
+        old_pos, old_web, changed = _read_earlier(
+            lake, st, xref, xref_version, old_pos_dates, old_web_dates, mat
+        )
+    except Exception as exc:  # noqa: BLE001 - any failure here is before the first write
+        raise _TimeTravelUnavailable(str(exc).splitlines()[0][:200]) from exc
+
+    order_src: list[DataFrame] = []
+    line_src: list[DataFrame] = []
+
+    # Web events of the touched dates: upsert what is there now, delete what went away.
+    if t_web:
+        now = lake.read(S.WEB).filter(F.col("_business_date").isin(*t_web))
+        events = mat(web_events_with_member(now, xref, small=True), "events")
+        parts = [_upserts(events, EVENTS)]
+        purchases = events.select("event_type", "order_id", "channel")
+        if old_web is not None:
+            gone = old_web.join(now.select("event_id"), "event_id", "left_anti")
+            parts.append(_deletes(gone.select("event_id"), EVENTS))
+            purchases = purchases.unionByName(old_web.select("event_type", "order_id", "channel"))
+        src = mat(parts[0] if len(parts) == 1 else parts[0].unionByName(parts[1]), "events_src")
+        # The partitions the merge can touch: the events' dates now and before.
+        ev_dates = [r[0] for r in events.select("event_date").distinct().collect()]
+        if old_web is not None:
+            ev_dates += [r[0] for r in old_web.select("event_date").distinct().collect()]
+        where = None if None in ev_dates else _date_in("t.event_date", ev_dates)
+        merge_rows(lake, src, EVENTS, ["event_id"], _upsert_clauses(EVENTS), where)
+        figures["web_events_written"] = src.count()
+
+        # Online orders with a purchase event among them, now or before: recomputed
+        # from all their purchase events (first one wins).
+        k_on = mat(
+            purchases.filter((F.col("event_type") == "purchase") & F.col("order_id").isNotNull())
+            .select("order_id", "channel")
+            .distinct(),
+            "online_keys",
+        )
+        all_purchases = (
+            lake.read(EVENTS)
+            .filter((F.col("event_type") == "purchase") & F.col("order_id").isNotNull())
+            .join(F.broadcast(k_on), ["order_id", "channel"], "left_semi")
+        )
+        online = mat(online_orders(all_purchases), "online")
+        gone_orders = k_on.join(online, ["order_id", "channel"], "left_anti")
+        order_src += [
+            _upserts(_month(online.drop("sku", "category")), ORDERS),
+            _deletes(gone_orders, ORDERS),
+        ]
+        line_src += [
+            _upserts(_month(online_order_lines(online)), LINES),
+            _deletes(gone_orders.withColumn("line_no", F.lit(1)), LINES),
+        ]
+
+    # POS orders with a line in a touched date, now or before: recomputed from all
+    # their lines (an order's lines can sit in several dates' files).
+    if t_pos:
+        bronze = lake.read(S.POS).filter(F.col("_business_date") <= F.lit(d))
+        ids = bronze.filter(F.col("_business_date").isin(*t_pos)).select("order_id")
+        if old_pos is not None:
+            ids = ids.unionByName(old_pos.select("order_id"))
+        affected = mat(ids.distinct(), "pos_ids")
+        extra = [
+            r[0]
+            for r in bronze.filter(~F.col("_business_date").isin(*t_pos))
+            .select("order_id", "_business_date")
+            .join(F.broadcast(affected), "order_id", "left_semi")
+            .select("_business_date")
+            .distinct()
+            .collect()
+        ]
+        src = bronze.filter(F.col("_business_date").isin(*(t_pos + extra))).join(
+            F.broadcast(affected), "order_id", "left_semi"
+        )
+        lines = mat(pos_lines_with_member(dedupe_pos_lines(src), xref, key, small=True), "pos")
+        p_orders = mat(_month(pos_orders(lines)), "pos_orders")
+        p_lines = _month(pos_order_lines(lines))
+        gone_orders = affected.join(p_orders, "order_id", "left_anti")
+        order_src += [
+            _upserts(p_orders, ORDERS),
+            _deletes(gone_orders.withColumn("channel", F.lit("store")), ORDERS),
+        ]
+        line_src.append(_upserts(p_lines, LINES))
+        if old_pos is not None:
+            gone_lines = old_pos.join(p_lines, ["order_id", "line_no"], "left_anti")
+            line_src.append(_deletes(gone_lines.withColumn("channel", F.lit("store")), LINES))
+        figures["extra_pos_dates"] = len(extra)
+
+    if order_src:
+        src = order_src[0]
+        for p in order_src[1:]:
+            src = src.unionByName(p)
+        src = mat(src, "orders_src")
+        merge_rows(lake, src, ORDERS, ["order_id", "channel"], _upsert_clauses(ORDERS))
+        lsrc = line_src[0]
+        for p in line_src[1:]:
+            lsrc = lsrc.unionByName(p)
+        lsrc = mat(lsrc, "lines_src")
+        merge_rows(lake, lsrc, LINES, ["order_id", "channel", "line_no"], _upsert_clauses(LINES))
+        agg = src.agg(
+            F.sum((F.col("_op") == "upsert").cast("long")).alias("up"),
+            F.sum((F.col("_op") == "delete").cast("long")).alias("del"),
+        ).collect()[0]
+        figures["orders_written"] = int(agg["up"] or 0)
+        figures["orders_deleted"] = int(agg["del"] or 0)
+        figures["order_lines_written"] = lsrc.count()
+
+    if changed is not None:
+        figures.update(_rekey(lake, xref, changed, mat))
+    figures["rows_out"] = (
+        figures.get("orders_written", 0)
+        + figures.get("orders_deleted", 0)
+        + figures.get("orders_rekeyed", 0)
+    )
+    return figures
+
+
+def _rekey(lake: Lake, xref: DataFrame, changed: DataFrame, mat) -> dict:
+    """Give the rows whose identity keys moved to another member (or to none) the
+    member of the current xref: orders, their lines, and web events (MERGE updates)."""
+    if changed.limit(1).count() == 0:
+        return {"identities_changed": 0, "orders_rekeyed": 0, "web_events_rekeyed": 0}
+    ch = F.broadcast(changed)
+    key_cols = [c for c, _ in POS_KEYS + WEB_KEYS]
+    orders = lake.read(ORDERS).select("order_id", "channel", "order_month", *key_cols)
+    cand = (
+        _keyed(orders, POS_KEYS + WEB_KEYS)
+        .join(ch, ["source", "source_key"], "left_semi")
+        .select("order_id", "channel", "order_month", *key_cols)
+        .distinct()
+    )
+    cand = mat(cand, "rekey_cand")
+    pos = attach_member(cand.filter(F.col("channel") == "store"), xref, POS_KEYS, small=True)
+    web = attach_member(cand.filter(F.col("channel") != "store"), xref, WEB_KEYS, small=True)
+    rk = mat(pos.unionByName(web).select("order_id", "channel", "order_month", "member_id"), "rk")
+    months = [r[0] for r in rk.select("order_month").distinct().collect()]
+    n_orders = rk.count()
+    if n_orders:
+        where = None if None in months else _str_in("t.order_month", months)
+        merge_rows(lake, rk, ORDERS, ["order_id", "channel"], REKEY_CLAUSES, where)
+        # A line's month is its own order_date's: the same as its order's but for an
+        # order whose lines straddle a month end, so the lines are not pruned by month.
+        merge_rows(lake, rk.drop("order_month"), LINES, ["order_id", "channel"], REKEY_CLAUSES)
+    events = lake.read(EVENTS).select("event_id", "event_date", "user_key", "anon_key")
+    ecand = (
+        _keyed(events, WEB_KEYS)
+        .join(ch, ["source", "source_key"], "left_semi")
+        .select("event_id", "event_date", "user_key", "anon_key")
+        .distinct()
+    )
+    ek = mat(attach_member(ecand, xref, WEB_KEYS, small=True), "rk_events")
+    dates = [r[0] for r in ek.select("event_date").distinct().collect()]
+    n_events = ek.count()
+    if n_events:
+        where = None if None in dates else _date_in("t.event_date", dates)
+        merge_rows(
+            lake, ek.select("event_id", "member_id"), EVENTS, ["event_id"], REKEY_CLAUSES, where
+        )
+    return {
+        "identities_changed": changed.count(),
+        "orders_rekeyed": n_orders,
+        "web_events_rekeyed": n_events,
+    }
+
+
+def run(ctx: RunContext) -> dict:
+    """Pipeline step: bring the silver order and event tables up to ``ctx.as_of``."""
+    t0 = time.perf_counter()
+    lake, d = ctx.lake, ctx.as_of
+    st = S.load_state(lake)
+    pos_snap = S.table_snapshot(lake, S.POS, d)
+    web_snap = S.table_snapshot(lake, S.WEB, d)
+    xref_version = _xref_version(lake)
+    mode, why = choose_mode(ctx, st, pos_snap, web_snap, xref_version)
+    log.info("orders %s: %s run (%s)", d, mode, why)
+    if mode == "noop":
+        assert st is not None
+        if st.as_of != d:
+            st.as_of = d
+            S.save_state(lake, st, ctx.run_id)
+        return {"rows_in": 0, "rows_out": 0, "mode": mode, "mode_reason": why}
+
+    base = Path(ctx.settings.paths.work) / "silver" / ctx.run_id
+    mat = _materialiser(base)
+    try:
+        figures = None
+        if mode == "incremental":
+            assert st is not None
+            try:
+                figures = _incremental(ctx, st, pos_snap, web_snap, xref_version, mat)
+            except _TimeTravelUnavailable as exc:
+                mode, why = "full", f"earlier version unreadable ({exc})"
+                log.warning("orders %s: %s, rebuilding in full", d, why)
+        if figures is None:
+            figures = _full(ctx, pos_snap, web_snap)
+        S.save_state(
+            lake,
+            S.SilverState(
+                as_of=d,
+                pos=pos_snap,
+                web=web_snap,
+                xref_version=xref_version,
+                fingerprint=S.key_fingerprint(ctx.pii_key),
+            ),
+            ctx.run_id,
+        )
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    return {
+        **figures,
+        "mode": mode,
+        "mode_reason": why,
+        "seconds_total": round(time.perf_counter() - t0, 3),
     }
