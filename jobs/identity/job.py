@@ -7,9 +7,18 @@ written. Intermediate results are materialised as Parquet under
 ``<work>/identity/<run_id>`` so each query plan stays small; the folder is removed
 after a successful run.
 
-Incrementality: the previous assignments are read back from silver/member_xref and
-compared cluster by cluster, so a later version can restrict the component search
-to clusters touched by new edges without changing the id rules.
+Incremental nights (``incremental: true`` in conf/identity.yaml, the default): the POS
+and web contributions to the graph are kept per business date (jobs.identity.state) and
+only the dates whose bronze files changed since the last run are read again; CRM is
+re-read in full (small). The graph is then diffed against the previous run's
+silver/identity_edges and silver/member_xref: only the components touched by an added or
+removed edge or identity are re-clustered and re-assigned, every other identity keeps
+its row (bar first/last seen). Member-id rules are the same code as the full path, so
+the result is identical. The full recompute runs when the switch is off, on the first
+run, for a backfill (as_of before the last run), when the configuration or PII key
+changed, or when the silver identity tables are not at the versions the last run left
+(a crash in the middle, an erasure, a compaction). A rerun of the last date on unchanged
+bronze is a no-op.
 """
 
 from __future__ import annotations
