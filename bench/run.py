@@ -157,8 +157,13 @@ def duckdb_rfm(lake: Path, as_of: dt.date, out: Path) -> tuple[float, dict]:
     def files(table: str) -> list[str]:
         return [u.removeprefix("file://") for u in DeltaTable(str(lake / table)).file_uris()]
 
+    def hive(table: str) -> str:
+        """Partition values come from the file paths (Delta keeps them out of the files)."""
+        return "true" if DeltaTable(str(lake / table)).metadata().partition_columns else "false"
+
     con = duckdb.connect()
     con.execute("SET TimeZone = 'Asia/Shanghai'")  # store-local hours, as the pipeline
+    con.execute("SET enable_progress_bar = false")
     d = f"DATE '{as_of.isoformat()}'"
     since = {n: f"{d} - {n - 1}" for n in (7, 30, 90, 180, 365)}
     win = "".join(
@@ -176,7 +181,7 @@ def duckdb_rfm(lake: Path, as_of: dt.date, out: Path) -> tuple[float, dict]:
              txn_type = 'RETURN' AND NOT coalesce(is_purchase, false) AS r,
              order_ts, order_date, gross_amount, discount_amount,
              coalesce(net_amount, 0) AS amt
-      FROM read_parquet($orders, hive_partitioning = false)
+      FROM read_parquet($orders, hive_partitioning = {hive("silver/orders")})
       WHERE member_id IS NOT NULL AND order_date <= {d}),
     g AS (
       SELECT member_id,
@@ -206,7 +211,7 @@ def duckdb_rfm(lake: Path, as_of: dt.date, out: Path) -> tuple[float, dict]:
     l AS (
       SELECT DISTINCT order_id, channel, line_no, member_id, order_date,
              coalesce(category, 'unknown') AS category, coalesce(net_amount, 0) AS amt
-      FROM read_parquet($lines, hive_partitioning = false)
+      FROM read_parquet($lines, hive_partitioning = {hive("silver/order_lines")})
       WHERE member_id IS NOT NULL AND coalesce(is_purchase, false)
         AND order_date BETWEEN {since[365]} AND {d}),
     bc AS (
@@ -222,14 +227,14 @@ def duckdb_rfm(lake: Path, as_of: dt.date, out: Path) -> tuple[float, dict]:
       FROM bc GROUP BY member_id),
     va AS (
       SELECT member_id, count(DISTINCT event_id) AS product_views_7d
-      FROM read_parquet($events, hive_partitioning = false)
+      FROM read_parquet($events, hive_partitioning = {hive("silver/web_events")})
       WHERE member_id IS NOT NULL AND event_type = 'product_view'
         AND event_date BETWEEN {since[7]} AND {d}
       GROUP BY member_id),
     m AS (
       SELECT DISTINCT member_id, first_seen, is_registered, status, home_store_id,
              birth_year, birth_month, opt_in_sms, opt_in_email, opt_in_push
-      FROM read_parquet($members)),
+      FROM read_parquet($members, hive_partitioning = {hive("silver/members")})),
     f AS (
       SELECT m.*, oa.* EXCLUDE (member_id), gm.median_gap_days,
         ca.category_spend_365d, ca.top_category, ca.distinct_categories_90d,
