@@ -150,6 +150,8 @@ def choose_mode(
     versions = (lake.version("silver/member_xref"), lake.version("silver/identity_edges"))
     if versions != (st.xref_version, st.edges_version):
         return "full", "silver identity tables changed since the last run"
+    if {t: lake.version(t) for t in PART_TABLES} != st.parts_versions:
+        return "full", "identity parts changed since the last run (a failed run)"
     if d == st.as_of and snap == st.snapshot:
         return "noop", "same date, no bronze change"
     return "incremental", "ok"
@@ -425,6 +427,7 @@ def resolve(ctx: RunContext, conf: IdentityConf | None = None) -> dict:
             xref_version=lake.version("silver/member_xref"),
             edges_version=lake.version("silver/identity_edges"),
             figures=figures,
+            parts_versions={t: lake.version(t) for t in PART_TABLES},
         ),
     )
     shutil.rmtree(base, ignore_errors=True)

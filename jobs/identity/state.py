@@ -95,6 +95,9 @@ class IdentityState:
     xref_version: int
     edges_version: int
     figures: dict
+    # Versions of the part tables this run left: a run that failed after rewriting
+    # parts (breaker, crash) makes the next one recompute in full.
+    parts_versions: dict[str, int]
 
 
 def load_state(lake: Lake) -> IdentityState | None:
@@ -114,6 +117,7 @@ def load_state(lake: Lake) -> IdentityState | None:
             xref_version=int(detail["xref_version"]),
             edges_version=int(detail["edges_version"]),
             figures=detail["figures"],
+            parts_versions={k: int(v) for k, v in detail["parts_versions"].items()},
         )
     except (KeyError, TypeError, ValueError):
         return None  # unreadable state: the caller recomputes in full
@@ -131,6 +135,7 @@ def save_state(lake: Lake, st: IdentityState) -> None:
         "xref_version": st.xref_version,
         "edges_version": st.edges_version,
         "figures": st.figures,
+        "parts_versions": st.parts_versions,
     }
     df = lake.spark.createDataFrame(
         [(st.as_of, st.run_id, json.dumps(detail, sort_keys=True, default=str))],

@@ -8,6 +8,8 @@ identity table must be identical.
 
 from __future__ import annotations
 
+import pytest
+
 from jobs.identity.conf import IdentityConf
 from jobs.identity.job import resolve
 from jobs.schemas import table_schema
@@ -143,3 +145,31 @@ def test_incremental_nights_equal_full_recompute(make_ctx, settings, tmp_path):
     assert resolve(ctx_inc, confs["inc"])["mode"] == "incremental"
     resolve(ctx_full, confs["full"])
     assert snapshot(ctx_inc) == snapshot(ctx_full)
+
+
+def test_breaker_trip_on_an_incremental_night_then_full_recompute(make_ctx, monkeypatch):
+    """A tripped night has already refreshed the per-date parts; the next run must not
+    trust them against the old state, so it recomputes in full (and gets it right)."""
+    from jobs.identity.assign import CircuitBreakerTripped
+    from jobs.identity.conf import BreakerConf
+
+    crm = [crm_row(f"A{i}", 0, phone=f"1370000{i:04d}", member_card_no=f"K{i}") for i in range(12)]
+    ctx0 = make_ctx(day(0))
+    put_day(ctx0, "bronze/crm_members", crm, 0)
+    put_day(ctx0, "bronze/pos_lines", [], 0)
+    put_day(ctx0, "bronze/web_events", [], 0)
+    strict = IdentityConf(circuit_breaker=BreakerConf(max_change_share=0.01, min_changes=2))
+    assert resolve(ctx0, strict)["mode"] == "full"
+    pos = [pos_row(f"o{i}", 1, member_card_no=f"K{2 * i}", phone=f"1370000{2 * i + 1:04d}")
+           for i in range(6)]  # fmt: skip
+    ctx1 = make_ctx(day(1))
+    put_day(ctx1, "bronze/pos_lines", pos, 1)
+    with pytest.raises(CircuitBreakerTripped):
+        resolve(ctx1, strict)
+    monkeypatch.setenv("CDP_IDENTITY_ACCEPT_CHANGES", "1")
+    figures = resolve(make_ctx(day(1)), strict)
+    assert figures["mode"] == "full" and "parts" in figures["mode_reason"]
+    assert figures["merges"] == 6 and figures["members"] == 6
+    # ... and the night after is incremental again.
+    put_day(ctx1, "bronze/pos_lines", [pos_row("o9", 2, phone="13900000001")], 2)
+    assert resolve(make_ctx(day(2)), strict)["mode"] == "incremental"
