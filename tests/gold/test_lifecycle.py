@@ -92,3 +92,28 @@ def test_bad_lifecycle_rule_rejected(spark, tmp_path):
     )
     with pytest.raises(ConfigError, match=r"placeholder"):
         load_lifecycle(spark, tmp_path)
+
+
+def test_previous_date_is_the_latest_earlier_one(make_ctx, silver, run_gold):
+    """The comparison date is the latest computed date before D (from the Delta log):
+    not a later date, not an earlier one, and none for the first date."""
+    from jobs.gold.common import previous_as_of
+
+    orders = [order("y1", "Y", 0, 10.0)]  # Y: prospect before D, new on D
+    ctxs = {off: make_ctx(D + dt.timedelta(days=off)) for off in (2, -10, -3, 0)}
+    silver(ctxs[0], orders=orders, members=[member("Y")])
+    assert previous_as_of(ctxs[0], "gold/member_lifecycle") is None  # no table yet
+    for off in (2, -10, -3, 0):  # a later date first, then a backfill of older ones
+        run_gold(ctxs[off], "features", "lifecycle")
+    assert previous_as_of(ctxs[-10], "gold/member_lifecycle") is None
+    assert previous_as_of(ctxs[-3], "gold/member_lifecycle") == D - dt.timedelta(days=10)
+    assert previous_as_of(ctxs[0], "gold/member_lifecycle") == D - dt.timedelta(days=3)
+    assert previous_as_of(ctxs[2], "gold/member_lifecycle") == D
+    got = [
+        (r["member_id"], r["from_stage"], r["to_stage"], r["previous_as_of_date"])
+        for r in ctxs[0]
+        .lake.read("gold/lifecycle_transitions")
+        .filter(F.col("as_of_date") == F.lit(D))
+        .collect()
+    ]
+    assert got == [("Y", "prospect", "new", D - dt.timedelta(days=3))]
