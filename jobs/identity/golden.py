@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
@@ -26,6 +27,7 @@ def golden_records(
     blocked_phone_keys: DataFrame,
     key: bytes,
     as_of: dt.date,
+    materialise: Callable[[DataFrame, str], DataFrame] | None = None,
 ) -> tuple[DataFrame, DataFrame]:
     """Build the golden record and the restricted PII row of every member.
 
@@ -33,7 +35,8 @@ def golden_records(
     run's member_xref (one source identity); ``pos_phones`` one POS order with a valid
     phone (phone, phone_key, order_ts); ``blocked_phone_keys`` one blocked phone (key).
     Outputs (grain: one member_id): the silver/members columns and the
-    restricted/member_pii columns.
+    restricted/member_pii columns. ``materialise`` (as in graph.build_graph) computes the
+    shared aggregate once for both outputs.
     """
     members_x = xref.filter(F.col("member_id").isNotNull())
     crm_map = members_x.filter(F.col("source") == "crm").select(
@@ -98,6 +101,8 @@ def golden_records(
     )
     g = ident.join(crm_agg, "member_id", "left").join(pos_phone, "member_id", "left")
     g = g.withColumn("phone", F.coalesce("crm_phone", "pos_phone"))
+    if materialise is not None:
+        g = materialise(g, "golden")  # both outputs below read it
     members = g.select(
         "member_id",
         "crm_id",

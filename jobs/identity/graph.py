@@ -64,6 +64,8 @@ def latest_crm_versions(crm: DataFrame) -> DataFrame:
     ``crm_key`` (trimmed crm_id) and ``is_latest``; ties on updated_ts go to the later
     delivery.
     """
+    if {"crm_key", "is_latest"} <= set(crm.columns):
+        return crm  # already flagged (and materialised once by the job)
     w = Window.partitionBy("crm_key").orderBy(
         F.col("updated_ts").desc_nulls_last(),
         F.col("_business_date").desc_nulls_last(),

@@ -40,6 +40,7 @@ from jobs.identity.golden import golden_records
 from jobs.identity.graph import (
     MEMBER_SOURCES,
     build_graph,
+    latest_crm_versions,
     links_from_parts,
     orders_from_parts,
     pos_order_parts,
@@ -271,6 +272,8 @@ def resolve(ctx: RunContext, conf: IdentityConf | None = None) -> dict:
     mat = _materialiser(base)
     touched = _update_parts(ctx, conf, snap, st, mode)
     crm = lake.read("bronze/crm_members").filter(F.col("_business_date") <= F.lit(d))
+    # Flagged once: graph, identities, second pass and golden records all need it.
+    crm = mat(latest_crm_versions(crm), "crm_latest")
     upto = F.col("_business_date") <= F.lit(d)
     orders = mat(orders_from_parts(lake.read(POS_PARTS).filter(upto), key), "pos_orders")
     links = links_from_parts(lake.read(LINK_PARTS).filter(upto))
@@ -354,7 +357,7 @@ def resolve(ctx: RunContext, conf: IdentityConf | None = None) -> dict:
     blocked_phones = blocked.filter(F.col("id_type") == "phone").select(
         F.col("value_hash").alias("key")
     )
-    members, pii = golden_records(crm, xref, phones, blocked_phones, key, d)
+    members, pii = golden_records(crm, xref, phones, blocked_phones, key, d, mat)
 
     reason = (
         F.when(F.col("change_type") == "merge", F.concat(F.lit("merge: cluster "), "cluster_id"))
