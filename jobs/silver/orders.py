@@ -442,7 +442,7 @@ def _read_earlier(lake: Lake, st, xref, xref_version, old_pos_dates, old_web_dat
         old_pos = mat(
             lake.read_version(S.POS, st.pos.version)
             .filter(F.col("_business_date").isin(*old_pos_dates))
-            .select("order_id", "line_no")
+            .select("order_id", "line_no", "order_date")
             .distinct(),
             "old_pos",
         )
@@ -468,6 +468,7 @@ def _incremental(
 ) -> dict:
     """Merge in what changed since ``st``; see the module docstring."""
     lake, d, key = ctx.lake, ctx.as_of, ctx.pii_key
+    start = time.perf_counter()
     xref = lake.read(S.XREF)
     t_pos = S.touched_dates(st.pos, pos_snap) or []
     t_web = S.touched_dates(st.web, web_snap) or []
@@ -489,8 +490,21 @@ def _incremental(
     except Exception as exc:  # noqa: BLE001 - any failure here is before the first write
         raise _TimeTravelUnavailable(str(exc).splitlines()[0][:200]) from exc
 
+    t0 = start
+    secs: dict[str, float] = {}
+
+    def lap(name: str) -> None:
+        nonlocal t0
+        now_t = time.perf_counter()
+        secs[name] = round(now_t - t0, 3)
+        t0 = now_t
+
+    lap("read_earlier")
     order_src: list[DataFrame] = []
     line_src: list[DataFrame] = []
+    # Dates whose months hold every row the order and line merges can match (the
+    # rows' dates now and before): the merges look at those partitions only.
+    month_dates: list[DataFrame] = []
 
     # Web events of the touched dates: upsert what is there now, delete what went away.
     if t_web:
@@ -510,6 +524,7 @@ def _incremental(
         where = None if None in ev_dates else _date_in("t.event_date", ev_dates)
         merge_rows(lake, src, EVENTS, ["event_id"], _upsert_clauses(EVENTS), where)
         figures["web_events_written"] = src.count()
+        lap("web_events")
 
         # Online orders with a purchase event among them, now or before: recomputed
         # from all their purchase events (first one wins).
@@ -519,12 +534,21 @@ def _incremental(
             .distinct(),
             "online_keys",
         )
-        all_purchases = (
+        all_purchases = mat(
             lake.read(EVENTS)
             .filter((F.col("event_type") == "purchase") & F.col("order_id").isNotNull())
-            .join(F.broadcast(k_on), ["order_id", "channel"], "left_semi")
+            .join(F.broadcast(k_on), ["order_id", "channel"], "left_semi"),
+            "purchases",
         )
         online = mat(online_orders(all_purchases), "online")
+        # An online order's row sits in the month of its first purchase event, one of these.
+        month_dates.append(all_purchases.select(F.col("event_date").alias("d")))
+        if old_web is not None:
+            month_dates.append(
+                old_web.filter(F.col("event_type") == "purchase").select(
+                    F.col("event_date").alias("d")
+                )
+            )
         gone_orders = k_on.join(online, ["order_id", "channel"], "left_anti")
         order_src += [
             _upserts(_month(online.drop("sku", "category")), ORDERS),
@@ -534,6 +558,7 @@ def _incremental(
             _upserts(_month(online_order_lines(online)), LINES),
             _deletes(gone_orders.withColumn("line_no", F.lit(1)), LINES),
         ]
+        lap("online_orders")
 
     # POS orders with a line in a touched date, now or before: recomputed from all
     # their lines (an order's lines can sit in several dates' files).
@@ -558,6 +583,9 @@ def _incremental(
         lines = mat(pos_lines_with_member(dedupe_pos_lines(src), xref, key, small=True), "pos")
         p_orders = mat(_month(pos_orders(lines)), "pos_orders")
         p_lines = _month(pos_order_lines(lines))
+        month_dates.append(lines.select(F.col("order_date").alias("d")))
+        if old_pos is not None:
+            month_dates.append(old_pos.select(F.col("order_date").alias("d")))
         gone_orders = affected.join(p_orders, "order_id", "left_anti")
         order_src += [
             _upserts(p_orders, ORDERS),
@@ -568,18 +596,29 @@ def _incremental(
             gone_lines = old_pos.join(p_lines, ["order_id", "line_no"], "left_anti")
             line_src.append(_deletes(gone_lines.withColumn("channel", F.lit("store")), LINES))
         figures["extra_pos_dates"] = len(extra)
+        lap("pos_recompute")
 
     if order_src:
         src = order_src[0]
         for p in order_src[1:]:
             src = src.unionByName(p)
         src = mat(src, "orders_src")
-        merge_rows(lake, src, ORDERS, ["order_id", "channel"], _upsert_clauses(ORDERS))
+        md = month_dates[0]
+        for p in month_dates[1:]:
+            md = md.unionByName(p)
+        months = [
+            r[0] for r in md.select(F.date_format("d", "yyyy-MM").alias("m")).distinct().collect()
+        ]
+        where = None if None in months else _str_in("t.order_month", months)
+        figures["months_merged"] = len(months)
+        merge_rows(lake, src, ORDERS, ["order_id", "channel"], _upsert_clauses(ORDERS), where)
         lsrc = line_src[0]
         for p in line_src[1:]:
             lsrc = lsrc.unionByName(p)
         lsrc = mat(lsrc, "lines_src")
-        merge_rows(lake, lsrc, LINES, ["order_id", "channel", "line_no"], _upsert_clauses(LINES))
+        merge_rows(
+            lake, lsrc, LINES, ["order_id", "channel", "line_no"], _upsert_clauses(LINES), where
+        )
         agg = src.agg(
             F.sum((F.col("_op") == "upsert").cast("long")).alias("up"),
             F.sum((F.col("_op") == "delete").cast("long")).alias("del"),
@@ -587,9 +626,12 @@ def _incremental(
         figures["orders_written"] = int(agg["up"] or 0)
         figures["orders_deleted"] = int(agg["del"] or 0)
         figures["order_lines_written"] = lsrc.count()
+        lap("merge_orders_lines")
 
     if changed is not None:
         figures.update(_rekey(lake, xref, changed, mat))
+        lap("rekey")
+    figures["phase_seconds"] = secs
     figures["rows_out"] = (
         figures.get("orders_written", 0)
         + figures.get("orders_deleted", 0)
@@ -598,10 +640,21 @@ def _incremental(
     return figures
 
 
+def _count_and_values(df: DataFrame, col: str) -> tuple[int, list, int]:
+    """Rows of ``df``, the distinct non-null values of ``col`` and its nulls (one action)."""
+    r = df.agg(
+        F.count(F.lit(1)).alias("n"),
+        F.collect_set(col).alias("v"),
+        F.sum(F.col(col).isNull().cast("long")).alias("nulls"),
+    ).collect()[0]
+    return int(r["n"]), list(r["v"] or []), int(r["nulls"] or 0)
+
+
 def _rekey(lake: Lake, xref: DataFrame, changed: DataFrame, mat) -> dict:
     """Give the rows whose identity keys moved to another member (or to none) the
     member of the current xref: orders, their lines, and web events (MERGE updates)."""
-    if changed.limit(1).count() == 0:
+    n_changed = changed.count()
+    if n_changed == 0:
         return {"identities_changed": 0, "orders_rekeyed": 0, "web_events_rekeyed": 0}
     ch = F.broadcast(changed)
     key_cols = [c for c, _ in POS_KEYS + WEB_KEYS]
@@ -616,10 +669,9 @@ def _rekey(lake: Lake, xref: DataFrame, changed: DataFrame, mat) -> dict:
     pos = attach_member(cand.filter(F.col("channel") == "store"), xref, POS_KEYS, small=True)
     web = attach_member(cand.filter(F.col("channel") != "store"), xref, WEB_KEYS, small=True)
     rk = mat(pos.unionByName(web).select("order_id", "channel", "order_month", "member_id"), "rk")
-    months = [r[0] for r in rk.select("order_month").distinct().collect()]
-    n_orders = rk.count()
+    n_orders, months, nulls = _count_and_values(rk, "order_month")
     if n_orders:
-        where = None if None in months else _str_in("t.order_month", months)
+        where = None if nulls else _str_in("t.order_month", months)
         merge_rows(lake, rk, ORDERS, ["order_id", "channel"], REKEY_CLAUSES, where)
         # A line's month is its own order_date's: the same as its order's but for an
         # order whose lines straddle a month end, so the lines are not pruned by month.
@@ -632,15 +684,14 @@ def _rekey(lake: Lake, xref: DataFrame, changed: DataFrame, mat) -> dict:
         .distinct()
     )
     ek = mat(attach_member(ecand, xref, WEB_KEYS, small=True), "rk_events")
-    dates = [r[0] for r in ek.select("event_date").distinct().collect()]
-    n_events = ek.count()
+    n_events, dates, nulls = _count_and_values(ek, "event_date")
     if n_events:
-        where = None if None in dates else _date_in("t.event_date", dates)
+        where = None if nulls else _date_in("t.event_date", dates)
         merge_rows(
             lake, ek.select("event_id", "member_id"), EVENTS, ["event_id"], REKEY_CLAUSES, where
         )
     return {
-        "identities_changed": changed.count(),
+        "identities_changed": n_changed,
         "orders_rekeyed": n_orders,
         "web_events_rekeyed": n_events,
     }
