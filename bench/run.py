@@ -154,6 +154,8 @@ def duckdb_rfm(lake: Path, as_of: dt.date, out: Path) -> tuple[float, dict]:
     import duckdb
     from deltalake import DeltaTable
 
+    from jobs.gold.conf import load_features, load_rfm
+
     def files(table: str) -> list[str]:
         return [u.removeprefix("file://") for u in DeltaTable(str(lake / table)).file_uris()]
 
@@ -165,6 +167,12 @@ def duckdb_rfm(lake: Path, as_of: dt.date, out: Path) -> tuple[float, dict]:
     con.execute("SET TimeZone = 'Asia/Shanghai'")  # store-local hours, as the pipeline
     con.execute("SET enable_progress_bar = false")
     d = f"DATE '{as_of.isoformat()}'"
+    # Thresholds from the same conf files as the pipeline.
+    fconf, rconf = load_features(), load_rfm()
+    h0, h1 = fconf.night_start_hour, fconf.night_end_hour
+    op = "OR" if h0 > h1 else "AND"
+    night = f"(hour(order_ts) >= {h0} {op} hour(order_ts) < {h1})"
+    tier = " ".join(f"WHEN monetary_365d >= {t.min_monetary} THEN '{t.name}'" for t in rconf.tiers)
     since = {n: f"{d} - {n - 1}" for n in (7, 30, 90, 180, 365)}
     win = "".join(
         f"""
@@ -206,7 +214,7 @@ def duckdb_rfm(lake: Path, as_of: dt.date, out: Path) -> tuple[float, dict]:
         coalesce(sum(discount_amount) FILTER (WHERE p AND order_date >= {since[365]}), 0)
           AS discount_365d,
         count(*) FILTER (WHERE p AND order_date >= {since[365]}
-                         AND (hour(order_ts) >= 21 OR hour(order_ts) < 5)) AS night_365d
+                         AND {night}) AS night_365d
       FROM o GROUP BY member_id),
     l AS (
       SELECT DISTINCT order_id, channel, line_no, member_id, order_date,
@@ -260,6 +268,7 @@ def duckdb_rfm(lake: Path, as_of: dt.date, out: Path) -> tuple[float, dict]:
           END AS discount_share_365d,
         CASE WHEN oa.frequency_365d > 0 THEN oa.night_365d / oa.frequency_365d
           END AS night_share_365d,
+        CASE {tier} ELSE '{rconf.default_tier}' END AS tier,
         year({d}) - m.birth_year - CASE WHEN month({d}) < m.birth_month THEN 1 ELSE 0 END
           AS age
       FROM m FULL JOIN oa USING (member_id)
@@ -268,8 +277,6 @@ def duckdb_rfm(lake: Path, as_of: dt.date, out: Path) -> tuple[float, dict]:
       WHERE m.first_seen <= {d} OR m.first_seen IS NULL OR oa.frequency_total IS NOT NULL),
     s AS (
       SELECT *,
-        CASE WHEN monetary_365d >= 10000 THEN 'gold' WHEN monetary_365d >= 2000 THEN 'silver'
-             ELSE 'bronze' END AS tier,
         CASE WHEN frequency_365d >= 1 THEN ceil(5 * cume_dist() OVER (
           PARTITION BY frequency_365d >= 1 ORDER BY recency_days DESC)) ELSE 1 END AS r_score,
         CASE WHEN frequency_365d >= 1 THEN ceil(5 * cume_dist() OVER (
@@ -277,7 +284,7 @@ def duckdb_rfm(lake: Path, as_of: dt.date, out: Path) -> tuple[float, dict]:
         CASE WHEN frequency_365d >= 1 THEN ceil(5 * cume_dist() OVER (
           PARTITION BY frequency_365d >= 1 ORDER BY monetary_365d)) ELSE 1 END AS m_score
       FROM f WHERE first_purchase_date IS NOT NULL)
-    SELECT f.*, s.r_score, s.f_score, s.m_score, s.fm_score, s.rfm_segment, s.tier
+    SELECT f.*, s.r_score, s.f_score, s.m_score, s.fm_score, s.rfm_segment
     FROM f LEFT JOIN (
       SELECT *, {_segment_sql(ROOT / "conf")} AS rfm_segment
       FROM (SELECT *, (f_score + m_score + 1) // 2 AS fm_score FROM s)
