@@ -1,8 +1,17 @@
 """gold/member_features: everything the RFM, tag and lifecycle rules need, once per D.
 
-One pass over the member's orders with conditional aggregates (every window in
-the same aggregation), one over purchase lines of the last 365 days (category
-shares) and one over the last 7 days of web events. Nothing dated after D is read.
+One pass over the member's orders with conditional aggregates (every window and
+the purchase dates for the median gap in the same aggregation), one over purchase
+lines of the last 365 days (category shares) and one over the last 7 days of web
+events, each reading only the columns and partitions it needs. Nothing dated after
+D is read.
+
+Why no pre-aggregated member x day table: profiled at 100k members x 90 days,
+member orders (336k) are only 6% more rows than member-days (318k) and purchase
+lines (646k) 23% more than member x day x category (497k); the step's time was in
+dropDuplicates (now distinct) and a window sort (now an array in the aggregation),
+not in row counts. A daily table would add a MERGE per night and re-keying on
+member merges for little gain.
 """
 
 from __future__ import annotations
