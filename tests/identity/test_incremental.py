@@ -173,3 +173,35 @@ def test_breaker_trip_on_an_incremental_night_then_full_recompute(make_ctx, monk
     # ... and the night after is incremental again.
     put_day(ctx1, "bronze/pos_lines", [pos_row("o9", 2, phone="13900000001")], 2)
     assert resolve(make_ctx(day(2)), strict)["mode"] == "incremental"
+
+
+def test_forget_erases_the_identity_state_and_forces_a_full_run(make_ctx):
+    """The per-date parts hold cards, phone keys (and raw phones, in restricted/) and web
+    ids: `cdp forget` finds them by their source/key columns, and the next run, seeing
+    the erased silver tables, recomputes in full."""
+    from jobs.identity.state import LINK_PARTS, POS_PARTS, WEB_ID_PARTS
+    from jobs.privacy.erasure import forget
+
+    ctx = make_ctx(day(0))
+    put_day(ctx, "bronze/crm_members", [
+        crm_row("A", 0, phone="13700000001", member_card_no="KA", web_user_id="uA"),
+        crm_row("B", 0, phone="13700000002", member_card_no="KB"),
+    ], 0)  # fmt: skip
+    put_day(ctx, "bronze/pos_lines", [
+        pos_row("o1", 0, member_card_no="KA", phone="13700000001"),
+        pos_row("o2", 0, member_card_no="KB", phone="13700000002"),
+    ], 0)  # fmt: skip
+    put_day(ctx, "bronze/web_events", [web_row("e1", "dA", 0, event_type="login", user_id="uA")], 0)
+    assert resolve(ctx, IdentityConf())["mode"] == "full"
+    assert ctx.lake.read(POS_PARTS).count() == 2
+
+    forget(make_ctx(day(0)), phone="137 0000 0001", recompute=False)
+    pos = {r["order_id"] for r in ctx.lake.read(POS_PARTS).collect()}
+    assert pos == {"o2"}
+    assert ctx.lake.read(LINK_PARTS).count() == 0
+    assert {r["source_key"] for r in ctx.lake.read(WEB_ID_PARTS).collect()} == set()
+
+    figures = resolve(make_ctx(day(0)), IdentityConf())
+    assert figures["mode"] == "full" and figures["members"] == 1
+    keys = {r["source_key"] for r in ctx.lake.read("silver/member_xref").collect()}
+    assert "KA" not in keys and "KB" in keys
