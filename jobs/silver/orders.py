@@ -650,22 +650,42 @@ def _count_and_values(df: DataFrame, col: str) -> tuple[int, list, int]:
     return int(r["n"]), list(r["v"] or []), int(r["nulls"] or 0)
 
 
+# Up to this many changed identities are looked for with literal IN lists (a filter
+# evaluated while scanning the narrow key columns); above it with a broadcast join.
+MAX_IN_LIST = 20_000
+
+
+def _rows_with_keys(
+    df: DataFrame, keys: tuple[tuple[str, str], ...], changed: DataFrame, n_changed: int
+) -> DataFrame:
+    """Rows of ``df`` with any identity key among ``changed`` (source, source_key)."""
+    if n_changed <= MAX_IN_LIST:
+        by_source: dict[str, list[str]] = {}
+        for r in changed.collect():
+            if r["source_key"] is not None:
+                by_source.setdefault(r["source"], []).append(r["source_key"])
+        cond = F.lit(False)
+        for col, source in keys:
+            if by_source.get(source):
+                cond = cond | F.col(col).isin(*by_source[source])
+        return df.filter(cond)
+    return (
+        _keyed(df, keys)
+        .join(F.broadcast(changed), ["source", "source_key"], "left_semi")
+        .select(*df.columns)
+        .distinct()
+    )
+
+
 def _rekey(lake: Lake, xref: DataFrame, changed: DataFrame, mat) -> dict:
     """Give the rows whose identity keys moved to another member (or to none) the
     member of the current xref: orders, their lines, and web events (MERGE updates)."""
     n_changed = changed.count()
     if n_changed == 0:
         return {"identities_changed": 0, "orders_rekeyed": 0, "web_events_rekeyed": 0}
-    ch = F.broadcast(changed)
     key_cols = [c for c, _ in POS_KEYS + WEB_KEYS]
     orders = lake.read(ORDERS).select("order_id", "channel", "order_month", *key_cols)
-    cand = (
-        _keyed(orders, POS_KEYS + WEB_KEYS)
-        .join(ch, ["source", "source_key"], "left_semi")
-        .select("order_id", "channel", "order_month", *key_cols)
-        .distinct()
-    )
-    cand = mat(cand, "rekey_cand")
+    cand = mat(_rows_with_keys(orders, POS_KEYS + WEB_KEYS, changed, n_changed), "rekey_cand")
     pos = attach_member(cand.filter(F.col("channel") == "store"), xref, POS_KEYS, small=True)
     web = attach_member(cand.filter(F.col("channel") != "store"), xref, WEB_KEYS, small=True)
     rk = mat(pos.unionByName(web).select("order_id", "channel", "order_month", "member_id"), "rk")
@@ -677,12 +697,7 @@ def _rekey(lake: Lake, xref: DataFrame, changed: DataFrame, mat) -> dict:
         # order whose lines straddle a month end, so the lines are not pruned by month.
         merge_rows(lake, rk.drop("order_month"), LINES, ["order_id", "channel"], REKEY_CLAUSES)
     events = lake.read(EVENTS).select("event_id", "event_date", "user_key", "anon_key")
-    ecand = (
-        _keyed(events, WEB_KEYS)
-        .join(ch, ["source", "source_key"], "left_semi")
-        .select("event_id", "event_date", "user_key", "anon_key")
-        .distinct()
-    )
+    ecand = _rows_with_keys(events, WEB_KEYS, changed, n_changed)
     ek = mat(attach_member(ecand, xref, WEB_KEYS, small=True), "rk_events")
     n_events, dates, nulls = _count_and_values(ek, "event_date")
     if n_events:

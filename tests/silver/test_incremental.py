@@ -72,9 +72,12 @@ def _members(ctx, name: str, key: str) -> dict[str, str | None]:
     return {r[key]: r["member_id"] for r in rows(ctx, name)}
 
 
-@pytest.fixture()
-def nights(spark, make_ctx):
-    """Four nights over one lake; returns (ctx per night, figures per night)."""
+@pytest.fixture(params=["in_list", "join"])
+def nights(request, spark, make_ctx, monkeypatch):
+    """Four nights over one lake; returns (ctx per night, figures per night). Changed
+    identities are looked up by literal IN lists, or by a join (many changes)."""
+    if request.param == "join":
+        monkeypatch.setattr("jobs.silver.orders.MAX_IN_LIST", 0)
     ctx0 = make_ctx(day(0))
     key = ctx0.pii_key
     phone = hmac_py("13700000001", key)
