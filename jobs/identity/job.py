@@ -265,8 +265,9 @@ def resolve(ctx: RunContext, conf: IdentityConf | None = None) -> dict:
     log.info("identity %s: %s run (%s)", d, mode, why)
     if mode == "noop":
         assert st is not None
-        return {**st.figures, "mode": mode, "mode_reason": why,
-                "seconds_total": round(time.perf_counter() - t0, 3)}  # fmt: skip
+        # The figures of the run that wrote the tables, but this run changed nothing.
+        return {**st.figures, "merges": 0, "splits": 0, "dissolved": 0, "mode": mode,
+                "mode_reason": why, "seconds_total": round(time.perf_counter() - t0, 3)}  # fmt: skip
 
     base = Path(ctx.settings.paths.work) / "identity" / ctx.run_id
     mat = _materialiser(base)
