@@ -206,3 +206,47 @@ def test_switch_off_backfill_and_lost_history_rebuild_in_full(
     monkeypatch.setattr("jobs.config.CONF_DIR", conf)
     assert run(make_ctx(day(1)))["mode"] == "full"
     assert_equals_full_rebuild(make_ctx(day(1)))
+
+
+class Crash(RuntimeError):
+    pass
+
+
+@pytest.mark.parametrize("after", [1, 3, 5])
+def test_crash_mid_night_then_rerun_equals_full(spark, make_ctx, monkeypatch, after):
+    """An incremental night dies after its ``after``-th MERGE (events, orders, lines,
+    then the re-key merges): every table stays readable and the rerun ends clean."""
+    import jobs.silver.orders as job
+
+    ctx = make_ctx(day(0))
+    _put(spark, ctx, "bronze/pos_lines", 0, [pos_row("o1", 0, 1, member_card_no="K1"),
+                                             pos_row("o2", 0, 1, member_card_no="K2")])  # fmt: skip
+    _put(spark, ctx, "bronze/web_events", 0, [web_row("e1", "a1", 0)])
+    _xref(spark, ctx, [("pos_card", "K1", "M1"), ("pos_card", "K2", "M2"),
+                       ("web_anon", "a1", None)])  # fmt: skip
+    assert run(ctx)["mode"] == "full"
+    _put(spark, ctx, "bronze/pos_lines", 0, [pos_row("o1", 0, 1, member_card_no="K1")])
+    _put(spark, ctx, "bronze/pos_lines", 1, [pos_row("o3", 1, 1, member_card_no="K2")])
+    _put(spark, ctx, "bronze/web_events", 1, [web_row("e2", "a1", 1, event_type="purchase",
+                                                      order_id="w1", revenue=Decimal("1.00"))])  # fmt: skip
+    _xref(spark, ctx, [("pos_card", "K1", "M1"), ("pos_card", "K2", "M1"),
+                       ("web_anon", "a1", "M1")])  # fmt: skip
+    calls = {"n": 0}
+    original = job.merge_rows
+
+    def failing(*a, **kw):
+        original(*a, **kw)
+        calls["n"] += 1
+        if calls["n"] == after:
+            raise Crash(f"after merge {after}")
+
+    monkeypatch.setattr(job, "merge_rows", failing)
+    night = make_ctx(day(1))
+    with pytest.raises(Crash):
+        run(night)
+    for name in TABLES:
+        night.lake.read(name).count()
+    monkeypatch.setattr(job, "merge_rows", original)
+    assert run(night)["mode"] == "incremental"
+    assert_equals_full_rebuild(night)
+    assert _members(night, "silver/orders", "order_id") == {"o1": "M1", "o3": "M1", "w1": "M1"}
