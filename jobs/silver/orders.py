@@ -12,7 +12,9 @@ those dates are merged in, and the rows whose identity now belongs to another me
 MERGE on the identity keys kept on each row (card_key, phone_key = HMAC, user_key,
 anon_key). Every write is a MERGE computed from bronze and the current xref, and the
 state is written last, so a run that dies half-way is redone by the next one.
-A backfill, a missing state or `incremental: false` rebuild the three tables in full.
+A backfill is a night like any other: the dates after it count as touched (their rows
+go). A missing state, a new PII key, an unreadable earlier version or
+`incremental: false` rebuild the three tables in full.
 """
 
 from __future__ import annotations
@@ -365,10 +367,6 @@ def choose_mode(
         return "full", "silver layout changed"
     if st.fingerprint != S.key_fingerprint(ctx.pii_key):
         return "full", "PII key changed"
-    if ctx.as_of < st.as_of:
-        # Bronze of later dates may hold orders dated <= D (late days) and the xref is
-        # D's again: the tables of D are rebuilt from bronze dated <= D, as on D itself.
-        return "full", f"backfill (last run {st.as_of})"
     if not all(ctx.lake.exists(t) for t in SILVER):
         return "full", "a silver table is missing"
     if xref_version < st.xref_version:
@@ -378,7 +376,13 @@ def choose_mode(
         return "full", "bronze files without a single business date"
     if not t_pos and not t_web and xref_version == st.xref_version:
         return "noop", "no bronze or member change since the last run"
-    return "incremental", f"{len(t_pos)} POS and {len(t_web)} web dates touched"
+    why = f"{len(t_pos)} POS and {len(t_web)} web dates touched"
+    if ctx.as_of < st.as_of:
+        # A backfill: bronze dated after D may hold orders and events dated <= D (late
+        # days), so the dates after D count as touched and their rows go, as in a
+        # rebuild from bronze dated <= D; the next night takes them in again.
+        why = f"backfill (last run {st.as_of}): {why}"
+    return "incremental", why
 
 
 def _full(ctx: RunContext, pos_snap: S.TableSnapshot, web_snap: S.TableSnapshot) -> dict:
@@ -508,7 +512,9 @@ def _incremental(
 
     # Web events of the touched dates: upsert what is there now, delete what went away.
     if t_web:
-        now = lake.read(S.WEB).filter(F.col("_business_date").isin(*t_web))
+        now = lake.read(S.WEB).filter(
+            F.col("_business_date").isin(*t_web) & (F.col("_business_date") <= F.lit(d))
+        )
         events = mat(web_events_with_member(now, xref, small=True), "events")
         parts = [_upserts(events, EVENTS)]
         purchases = events.select("event_type", "order_id", "channel")

@@ -174,16 +174,21 @@ def test_nights_equal_full_rebuild(nights):
     assert figs[3]["rows_in"] == 0 and figs[3]["rows_out"] == 0
 
 
-def test_switch_off_backfill_and_lost_history_rebuild_in_full(
+def test_backfill_then_catch_up_lost_history_and_switch_off(
     spark, make_ctx, write_bronze, tmp_path, monkeypatch
 ):
     ctx = make_ctx(day(1))
     write_bronze(ctx, [], [pos_row("o1", 0), pos_row("o2", 1)], [web_row("e1", "a1", 1)])
     _xref(spark, ctx, [("web_anon", "a1", "M1")])
     assert run(ctx)["mode"] == "full"
-    # A backfill of day 0: rebuilt from bronze dated <= day 0 only.
+    # A backfill of day 0: as a rebuild from bronze dated <= day 0, by dropping day 1.
     back = make_ctx(day(0))
-    assert run(back)["mode"] == "full"
+    figs = run(back)
+    assert (figs["mode"], figs["touched_dates"]) == (
+        "incremental", {"pos_lines": 1, "web_events": 1},
+    )  # fmt: skip
+    assert figs["mode_reason"].startswith("backfill")
+    assert_equals_full_rebuild(back)
     assert {r["order_id"] for r in rows(back, "silver/orders")} == {"o1"}
     assert rows(back, "silver/web_events") == []
     # The next night catches up incrementally.
