@@ -5,12 +5,12 @@ silver tables), so a crash before it only means the same work is done again:
 
 * ``as_of_date``: the date of the last successful run;
 * ``detail`` (JSON): per bronze table (pos_lines, web_events) the Delta version read and a
-  digest of the data files of every business date <= as_of (from the Delta log only, no
-  data read), the version of silver/member_xref used for the members, and a fingerprint
+  digest of every business date <= as_of (row count and first/last ``_ingested_at`` from
+  the Delta log's file statistics, no data read; see :func:`_digest`), the version of silver/member_xref used for the members, and a fingerprint
   of the PII key (phone keys are HMACs: a new key means new keys everywhere).
 
-A business date whose file digest differs (a new or late day, a re-sent file replacing
-rows, an erasure, a compaction) is *touched*: its rows are read again, now and as of the
+A business date whose digest differs (a new or late day, a re-sent file replacing rows,
+an erasure; not a compaction) is *touched*: its rows are read again, now and as of the
 old version (time travel) to find what disappeared. Other dates are not read.
 The run-specific values live in ``detail`` and ``run_id`` (they differ between two runs
 of the same data, as Delta versions and file names do).
@@ -54,25 +54,40 @@ def table_snapshot(lake: Lake, name: str, as_of: dt.date) -> TableSnapshot:
     cols = set(actions.column_names)
     paths = actions.column("path").to_pylist()
     n = len(paths)
-    counts = actions.column("num_records").to_pylist() if "num_records" in cols else [0] * n
+    counts = actions.column("num_records").to_pylist() if "num_records" in cols else [None] * n
     if "partition._business_date" in cols:
         dates = actions.column("partition._business_date").to_pylist()
     else:
         dates = [None] * n
-    files: dict[str, list[str]] = {}
-    rows: dict[str, int] = {}
-    for p, d, c in zip(paths, dates, counts, strict=True):
+    lo = actions.column("min._ingested_at").to_pylist() if "min._ingested_at" in cols else None
+    hi = actions.column("max._ingested_at").to_pylist() if "max._ingested_at" in cols else None
+    files: dict[str, list[tuple]] = {}
+    for i, (p, d, c) in enumerate(zip(paths, dates, counts, strict=True)):
         if isinstance(d, str):
             d = dt.date.fromisoformat(d)
-        key = ALL_DATES if d is None else d.isoformat()
         if d is not None and d > as_of:
             continue
-        files.setdefault(key, []).append(p)
-        rows[key] = rows.get(key, 0) + int(c or 0)
-    digests = {
-        k: hashlib.sha256("\n".join(sorted(v)).encode()).hexdigest()[:32] for k, v in files.items()
-    }
-    return TableSnapshot(version=t.version(), digests=digests, rows=rows)
+        key = ALL_DATES if d is None else d.isoformat()
+        files.setdefault(key, []).append((p, c, lo[i] if lo else None, hi[i] if hi else None))
+    rows = {k: sum(int(f[1] or 0) for f in v) for k, v in files.items()}
+    return TableSnapshot(
+        version=t.version(), digests={k: _digest(v) for k, v in files.items()}, rows=rows
+    )
+
+
+def _digest(files: list[tuple]) -> str:
+    """What identifies a date's rows: their count and the first and last ingest time
+    (ingest stamps every row of a new or re-sent file with its own run's time, and an
+    erasure removes rows), so a compaction, which rewrites files but not rows, touches
+    nothing. Without those statistics, the list of files itself."""
+    if all(c is not None and a is not None and b is not None for _, c, a, b in files):
+        n = sum(int(c) for _, c, _, _ in files)
+        first = min(a for _, _, a, _ in files).isoformat()
+        last = max(b for _, _, _, b in files).isoformat()
+        text = f"{n}|{first}|{last}"
+    else:
+        text = "\n".join(sorted(p for p, _, _, _ in files))
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 def touched_dates(prev: TableSnapshot, cur: TableSnapshot) -> list[dt.date] | None:
