@@ -524,12 +524,13 @@ def _incremental(
             purchases = purchases.unionByName(old_web.select("event_type", "order_id", "channel"))
         src = mat(parts[0] if len(parts) == 1 else parts[0].unionByName(parts[1]), "events_src")
         # The partitions the merge can touch: the events' dates now and before.
-        ev_dates = [r[0] for r in events.select("event_date").distinct().collect()]
+        n_events, ev_dates, nulls = _count_and_values(events, "event_date")
         if old_web is not None:
-            ev_dates += [r[0] for r in old_web.select("event_date").distinct().collect()]
-        where = None if None in ev_dates else _date_in("t.event_date", ev_dates)
+            _, old_dates, old_nulls = _count_and_values(old_web, "event_date")
+            ev_dates, nulls = ev_dates + old_dates, nulls + old_nulls
+        where = None if nulls else _date_in("t.event_date", ev_dates)
         merge_rows(lake, src, EVENTS, ["event_id"], _upsert_clauses(EVENTS), where)
-        figures["web_events_written"] = src.count()
+        figures["web_events_written"] = n_events
         lap("web_events")
 
         # Online orders with a purchase event among them, now or before: recomputed
@@ -662,12 +663,13 @@ MAX_IN_LIST = 20_000
 
 
 def _rows_with_keys(
-    df: DataFrame, keys: tuple[tuple[str, str], ...], changed: DataFrame, n_changed: int
+    df: DataFrame, keys: tuple[tuple[str, str], ...], changed: DataFrame, few: list | None
 ) -> DataFrame:
-    """Rows of ``df`` with any identity key among ``changed`` (source, source_key)."""
-    if n_changed <= MAX_IN_LIST:
+    """Rows of ``df`` with any identity key among ``changed`` (source, source_key);
+    ``few``: those identities as collected rows when there are few of them."""
+    if few is not None:
         by_source: dict[str, list[str]] = {}
-        for r in changed.collect():
+        for r in few:
             if r["source_key"] is not None:
                 by_source.setdefault(r["source"], []).append(r["source_key"])
         cond = F.lit(False)
@@ -686,12 +688,15 @@ def _rows_with_keys(
 def _rekey(lake: Lake, xref: DataFrame, changed: DataFrame, mat) -> dict:
     """Give the rows whose identity keys moved to another member (or to none) the
     member of the current xref: orders, their lines, and web events (MERGE updates)."""
-    n_changed = changed.count()
+    few = changed.limit(MAX_IN_LIST + 1).collect()
+    n_changed = len(few) if len(few) <= MAX_IN_LIST else changed.count()
     if n_changed == 0:
         return {"identities_changed": 0, "orders_rekeyed": 0, "web_events_rekeyed": 0}
+    if n_changed > MAX_IN_LIST:
+        few = None
     key_cols = [c for c, _ in POS_KEYS + WEB_KEYS]
     orders = lake.read(ORDERS).select("order_id", "channel", "order_month", *key_cols)
-    cand = mat(_rows_with_keys(orders, POS_KEYS + WEB_KEYS, changed, n_changed), "rekey_cand")
+    cand = mat(_rows_with_keys(orders, POS_KEYS + WEB_KEYS, changed, few), "rekey_cand")
     pos = attach_member(cand.filter(F.col("channel") == "store"), xref, POS_KEYS, small=True)
     web = attach_member(cand.filter(F.col("channel") != "store"), xref, WEB_KEYS, small=True)
     rk = mat(pos.unionByName(web).select("order_id", "channel", "order_month", "member_id"), "rk")
@@ -703,7 +708,7 @@ def _rekey(lake: Lake, xref: DataFrame, changed: DataFrame, mat) -> dict:
         # order whose lines straddle a month end, so the lines are not pruned by month.
         merge_rows(lake, rk.drop("order_month"), LINES, ["order_id", "channel"], REKEY_CLAUSES)
     events = lake.read(EVENTS).select("event_id", "event_date", "user_key", "anon_key")
-    ecand = _rows_with_keys(events, WEB_KEYS, changed, n_changed)
+    ecand = _rows_with_keys(events, WEB_KEYS, changed, few)
     ek = mat(attach_member(ecand, xref, WEB_KEYS, small=True), "rk_events")
     n_events, dates, nulls = _count_and_values(ek, "event_date")
     if n_events:
