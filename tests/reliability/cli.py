@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
+import threading
 from pathlib import Path
 
 from jobs.config import PROJECT_ROOT
@@ -39,6 +41,36 @@ def run_cdp(
         text=True,
         timeout=timeout,
     )
+
+
+def run_cdp_peak(
+    args: list[str], env: dict[str, str], timeout: float = 600
+) -> tuple[subprocess.CompletedProcess, int]:
+    """``cdp <args>`` like :func:`run_cdp`, plus that process's own peak RSS in bytes.
+
+    ``RUSAGE_CHILDREN`` would report the largest of every child this pytest
+    process ever reaped, so the child is reaped here with ``wait4`` instead.
+    """
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "jobs.cli", *args],
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=out,
+            stderr=err,
+            text=True,
+        )
+        timer = threading.Timer(timeout, proc.kill)
+        timer.start()
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        finally:
+            timer.cancel()
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        done = subprocess.CompletedProcess(proc.args, proc.returncode, out.read(), err.read())
+    return done, usage.ru_maxrss * 1024  # KiB on Linux
 
 
 def one_line_error(proc: subprocess.CompletedProcess) -> str:

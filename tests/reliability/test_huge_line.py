@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import resource
 import sys
 
 import pytest
 from pyspark.sql import functions as F
 
 from tests.ingest.landing_fixtures import POS_HEADER, sale
-from tests.reliability.cli import INGEST_STEPS, cdp_env, run_cdp
+from tests.reliability.cli import INGEST_STEPS, cdp_env, run_cdp_peak
 
 pytestmark = pytest.mark.slow
 
@@ -37,8 +36,9 @@ def test_one_gigabyte_line(spark, tmp_path):
             f.write(sale(f"B{i}", 1, f"{D} 11:00:00") + "\n")
     assert path.stat().st_size > GB
 
-    proc = run_cdp(["run", "--date", D, "--steps", INGEST_STEPS], cdp_env(tmp_path))
-    peak_gib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / (1 << 20)
+    proc, peak = run_cdp_peak(["run", "--date", D, "--steps", INGEST_STEPS], cdp_env(tmp_path))
+    peak_gib = peak / (1 << 30)
+    print(f"peak {peak_gib:.3f} GiB")
     path.unlink()  # give the disk back before the checks
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
