@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 from pathlib import Path
 
 from jobs.config import PROJECT_ROOT
@@ -43,34 +42,36 @@ def run_cdp(
     )
 
 
+# Reaps ``cdp`` with wait4 and writes its peak RSS (KiB) to argv[1]; exit code passed on.
+_PEAK_WRAPPER = """
+import os, subprocess, sys
+child = subprocess.Popen([sys.executable, "-m", "jobs.cli", *sys.argv[2:]])
+_, status, usage = os.wait4(child.pid, 0)
+open(sys.argv[1], "w").write(str(usage.ru_maxrss))
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def run_cdp_peak(
     args: list[str], env: dict[str, str], timeout: float = 600
 ) -> tuple[subprocess.CompletedProcess, int]:
     """``cdp <args>`` like :func:`run_cdp`, plus that process's own peak RSS in bytes.
 
-    ``RUSAGE_CHILDREN`` would report the largest of every child this pytest
-    process ever reaped, so the child is reaped here with ``wait4`` instead.
+    A child's ``ru_maxrss`` also counts the memory of whoever forked it (Linux
+    records the pre-exec high-water mark), and pytest with its embedded engine
+    is large; so a small wrapper process starts ``cdp`` and reports its peak.
     """
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "jobs.cli", *args],
+    with tempfile.NamedTemporaryFile("r", suffix=".rss") as peak:
+        proc = subprocess.run(
+            [sys.executable, "-c", _PEAK_WRAPPER, peak.name, *args],
             cwd=PROJECT_ROOT,
             env=env,
-            stdout=out,
-            stderr=err,
+            capture_output=True,
             text=True,
+            timeout=timeout,
         )
-        timer = threading.Timer(timeout, proc.kill)
-        timer.start()
-        try:
-            _, status, usage = os.wait4(proc.pid, 0)
-        finally:
-            timer.cancel()
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        done = subprocess.CompletedProcess(proc.args, proc.returncode, out.read(), err.read())
-    return done, usage.ru_maxrss * 1024  # KiB on Linux
+        kib = int(peak.read() or 0)
+    return proc, kib * 1024  # ru_maxrss is in KiB on Linux
 
 
 def one_line_error(proc: subprocess.CompletedProcess) -> str:
