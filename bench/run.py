@@ -120,14 +120,14 @@ def run_phase(name: str, settings, as_of: dt.date, rss: PeakRss) -> dict:
 # is read for what it is.
 OURS_SCOPE = (
     "features + rfm steps of the nightly run: silver/orders (all history), order_lines "
-    "(365 d), members, web_events (7 d) -> gold/member_features (every member: windows "
+    "(365 d), members, web_events (7 d) + member_xref -> gold/member_features (every member: windows "
     "7/30/90/365, returns, gross/discount, night, store/online, median gap, category "
     "shares, views, age, tier) and gold/member_rfm (scores, cell, segment), Delta writes "
     "of D's partition and the steps' read-back figures"
 )
 DUCK_SCOPE = (
     "DuckDB, same Delta files and date: silver/orders, order_lines, members, web_events "
-    "-> the same member features and RFM scores/segments/tiers, written to Parquet"
+    "+ member_xref -> the same member features and RFM scores/segments/tiers, written to Parquet"
 )
 
 
@@ -234,11 +234,18 @@ def duckdb_rfm(lake: Path, as_of: dt.date, out: Path) -> tuple[float, dict]:
         count(*) FILTER (WHERE in_90d) AS distinct_categories_90d
       FROM bc GROUP BY member_id),
     va AS (
-      SELECT member_id, count(DISTINCT event_id) AS product_views_7d
-      FROM read_parquet($events, hive_partitioning = {hive("silver/web_events")})
-      WHERE member_id IS NOT NULL AND event_type = 'product_view'
+      SELECT coalesce(u.member_id, a.member_id) AS member_id,
+             count(DISTINCT event_id) AS product_views_7d
+      FROM read_parquet($events, hive_partitioning = {hive("silver/web_events")}) e
+      LEFT JOIN (SELECT source_key, member_id FROM read_parquet($xref)
+                 WHERE source = 'web_user' AND member_id IS NOT NULL) u
+        ON u.source_key = e.user_key
+      LEFT JOIN (SELECT source_key, member_id FROM read_parquet($xref)
+                 WHERE source = 'web_anon' AND member_id IS NOT NULL) a
+        ON a.source_key = e.anon_key
+      WHERE coalesce(u.member_id, a.member_id) IS NOT NULL AND event_type = 'product_view'
         AND event_date BETWEEN {since[7]} AND {d}
-      GROUP BY member_id),
+      GROUP BY 1),
     m AS (
       SELECT DISTINCT member_id, first_seen, is_registered, status, home_store_id,
              birth_year, birth_month, opt_in_sms, opt_in_email, opt_in_push
@@ -297,6 +304,7 @@ def duckdb_rfm(lake: Path, as_of: dt.date, out: Path) -> tuple[float, dict]:
             "orders": files("silver/orders"),
             "lines": files("silver/order_lines"),
             "events": files("silver/web_events"),
+            "xref": files("silver/member_xref"),
             "members": files("silver/members"),
         },
     )

@@ -24,6 +24,7 @@ from pyspark.sql import functions as F
 from jobs.context import RunContext
 from jobs.gold.common import write_as_of
 from jobs.gold.conf import FeaturesConf, RfmConf, load_features, load_rfm
+from jobs.silver.orders import WEB_KEYS, attach_member
 
 WINDOWS = (7, 30, 90, 365)
 MONEY = "decimal(18,2)"
@@ -234,7 +235,8 @@ def category_aggregates(lines: DataFrame, as_of: dt.date) -> DataFrame:
 
 
 def view_aggregates(events: DataFrame, as_of: dt.date) -> DataFrame:
-    """Product views in [D-6, D] per member (input: silver/web_events, one event a row)."""
+    """Product views in [D-6, D] per member (input: silver/web_events with its member
+    attached, one event a row)."""
     return (
         events.filter(
             F.col("member_id").isNotNull()
@@ -259,7 +261,7 @@ def features(
     """gold/member_features as of D.
 
     Inputs: silver/orders (one order), silver/order_lines (one line), silver/members
-    (one member, key member_id), silver/web_events (one event).
+    (one member, key member_id), silver/web_events with ``member_id`` attached (one event).
     Output grain: one member x as_of_date, keys (member_id, as_of_date): every member
     first seen on or before D (or with an order on or before D), buyers or not.
     """
@@ -341,10 +343,12 @@ def run(ctx: RunContext) -> dict:
     lines = ctx.lake.read("silver/order_lines").filter(
         (F.col("order_month") <= month) & (F.col("order_month") >= first_month)
     )
-    events = ctx.lake.read("silver/web_events").filter(
+    window = ctx.lake.read("silver/web_events").filter(
         (F.col("event_date") <= F.lit(as_of))
         & (F.col("event_date") >= F.lit(as_of - dt.timedelta(days=6)))
     )
+    # Events keep identity keys, not members: their member is today's, via the xref.
+    events = attach_member(window, ctx.lake.read("silver/member_xref"), WEB_KEYS)
     members = ctx.lake.read("silver/members")
     df = features(orders, lines, members, events, as_of, load_features(), load_rfm())
     write_as_of(ctx, df, "gold/member_features")

@@ -1,5 +1,6 @@
-"""Pipeline step `orders`: silver/orders, silver/order_lines and silver/web_events with
-the member of each order and event (from silver/member_xref, written by `identity`).
+"""Pipeline step `orders`: silver/orders and silver/order_lines with the member of each
+order (from silver/member_xref, written by `identity`), and silver/web_events with the
+identity keys of each event (its member is looked up when read: :func:`attach_member`).
 
 POS orders are the lines of one order_id; online orders are web ``purchase`` events.
 Pure transforms below; I/O only in :func:`run` and the functions it calls.
@@ -7,10 +8,10 @@ Pure transforms below; I/O only in :func:`run` and the functions it calls.
 A night is incremental (conf/silver.yaml, jobs/silver/state.py): only the bronze
 business dates whose files changed are read; the orders with a line there (now or
 before the change) are recomputed from all their lines and merged in, the events of
-those dates are merged in, and the rows whose identity now belongs to another member
+those dates are merged in, and the orders whose identity now belongs to another member
 (silver/member_xref diffed against the version the last run used) are re-keyed with a
 MERGE on the identity keys kept on each row (card_key, phone_key = HMAC, user_key,
-anon_key). Every write is a MERGE computed from bronze and the current xref, and the
+anon_key). Events carry no member, so a merge never rewrites their history. Every write is a MERGE computed from bronze and the current xref, and the
 state is written last, so a run that dies half-way is redone by the next one.
 A backfill is a night like any other: the dates after it count as touched (their rows
 go). A missing state, a new PII key, an unreadable earlier version or
@@ -552,7 +553,9 @@ def _incremental(
             .join(F.broadcast(k_on), ["order_id", "channel"], "left_semi"),
             "purchases",
         )
-        online = mat(online_orders(all_purchases), "online")
+        online = mat(
+            online_orders(attach_member(all_purchases, xref, WEB_KEYS, small=True)), "online"
+        )
         # An online order's row sits in the month of its first purchase event, one of these.
         month_dates.append(all_purchases.select(F.col("event_date").alias("d")))
         if old_web is not None:
@@ -691,12 +694,12 @@ def _rows_with_keys(
 
 
 def _rekey(lake: Lake, xref: DataFrame, changed: DataFrame, mat) -> dict:
-    """Give the rows whose identity keys moved to another member (or to none) the
-    member of the current xref: orders, their lines, and web events (MERGE updates)."""
+    """Give the orders and their lines whose identity keys moved to another member (or
+    to none) the member of the current xref (MERGE updates)."""
     few = changed.limit(MAX_IN_LIST + 1).collect()
     n_changed = len(few) if len(few) <= MAX_IN_LIST else changed.count()
     if n_changed == 0:
-        return {"identities_changed": 0, "orders_rekeyed": 0, "web_events_rekeyed": 0}
+        return {"identities_changed": 0, "orders_rekeyed": 0}
     if n_changed > MAX_IN_LIST:
         few = None
     key_cols = [c for c, _ in POS_KEYS + WEB_KEYS]
@@ -712,20 +715,7 @@ def _rekey(lake: Lake, xref: DataFrame, changed: DataFrame, mat) -> dict:
         # A line's month is its own order_date's: the same as its order's but for an
         # order whose lines straddle a month end, so the lines are not pruned by month.
         merge_rows(lake, rk.drop("order_month"), LINES, ["order_id", "channel"], REKEY_CLAUSES)
-    events = lake.read(EVENTS).select("event_id", "event_date", "user_key", "anon_key")
-    ecand = _rows_with_keys(events, WEB_KEYS, changed, few)
-    ek = mat(attach_member(ecand, xref, WEB_KEYS, small=True), "rk_events")
-    n_events, dates, nulls = _count_and_values(ek, "event_date")
-    if n_events:
-        where = None if nulls else _date_in("t.event_date", dates)
-        merge_rows(
-            lake, ek.select("event_id", "member_id"), EVENTS, ["event_id"], REKEY_CLAUSES, where
-        )
-    return {
-        "identities_changed": n_changed,
-        "orders_rekeyed": n_orders,
-        "web_events_rekeyed": n_events,
-    }
+    return {"identities_changed": n_changed, "orders_rekeyed": n_orders}
 
 
 def run(ctx: RunContext) -> dict:

@@ -126,7 +126,8 @@ def write_table(spark) -> Callable:
 def silver(write_table) -> Callable:
     """silver(ctx, orders=[...], members=[...], lines=None, events=[...]): write silver.
 
-    ``lines`` defaults to one line per order (its category and amounts).
+    ``lines`` defaults to one line per order (its category and amounts). An event's
+    ``member_id`` becomes a web account key and its silver/member_xref row.
     """
 
     def _silver(ctx, orders=(), members=(), lines=None, events=()) -> None:
@@ -138,7 +139,18 @@ def silver(write_table) -> Callable:
             list(lines) if lines is not None else [line_of(o) for o in orders],
         )
         write_table(ctx, "silver/members", list(members))
-        write_table(ctx, "silver/web_events", list(events))
+        # Events are stored with identity keys; their members come from the xref.
+        stored, xref = [], {}
+        for e in events:
+            e = dict(e)
+            m = e.pop("member_id", None)
+            if m is not None:
+                e["user_key"] = f"u-{m}"
+                xref[e["user_key"]] = {"source": "web_user", "source_key": f"u-{m}", "member_id": m}
+            stored.append(e)
+        write_table(ctx, "silver/web_events", stored)
+        if xref:
+            write_table(ctx, "silver/member_xref", list(xref.values()))
 
     return _silver
 

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 from jobs.privacy.pii import hmac_py
 from jobs.schemas import table_schema
-from jobs.silver.orders import run
+from jobs.silver.orders import WEB_KEYS, attach_member, run
 from tests.identity.conftest import day, pos_row, rows, web_row
 
 
@@ -90,7 +90,10 @@ def test_orders_lines_and_events(spark, make_ctx, write_bronze):
     lines = rows(ctx, "silver/order_lines")
     assert len([r for r in lines if r["order_id"] == "o1"]) == 2
     assert [r["net_amount"] for r in lines if r["order_id"] == "w1"] == [Decimal("99.50")]
-    events = {r["event_id"]: r["member_id"] for r in rows(ctx, "silver/web_events")}
+    stored = ctx.lake.read("silver/web_events")
+    assert "member_id" not in stored.columns  # looked up when read, never re-keyed
+    resolved = attach_member(stored, ctx.lake.read("silver/member_xref"), WEB_KEYS)
+    events = {r["event_id"]: r["member_id"] for r in resolved.collect()}
     assert events == {"e1": "M1", "e1b": "M1", "e2": "M3", "e3": None}
     assert (figures["mode"], figures["rows_out"]) == ("full", 7)
     assert sum(o["member_id"] is not None for o in orders.values()) == 5
