@@ -8,9 +8,12 @@ Maintenance that Sail lacks (OPTIMIZE, VACUUM) goes through delta-rs
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import os
 import signal
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
@@ -125,3 +128,41 @@ class Lake:
         return sorted(
             f"{p.parent.parent.name}/{p.parent.name}" for p in root.glob("*/*/_delta_log")
         )
+
+
+def parquet_materialiser(base: Path) -> Callable[[DataFrame, str], DataFrame]:
+    """``mat(df, name)``: write an intermediate once as Parquet under ``base`` and read it
+    back, so a plan used several times is computed once (Sail caches nothing)."""
+
+    def mat(df: DataFrame, name: str) -> DataFrame:
+        path = str(base / name)
+        df.write.mode("overwrite").parquet(path)
+        # The schema travels with the read: an empty result may leave no file to infer it.
+        return df.sparkSession.read.schema(df.schema).parquet(path)
+
+    return mat
+
+
+def read_state_row(lake: Lake, name: str) -> tuple[dt.date, str, dict] | None:
+    """(as_of_date, run_id, detail) of a one-row state table; None when there is none or
+    it cannot be read (the caller then recomputes in full)."""
+    if not lake.exists(name):
+        return None
+    rows = lake.read(name).collect()
+    if len(rows) != 1:
+        return None
+    r = rows[0]
+    try:
+        return r["as_of_date"], r["run_id"], json.loads(r["detail"])
+    except (TypeError, ValueError):
+        return None
+
+
+def write_state_row(lake: Lake, name: str, as_of: dt.date, run_id: str, detail: dict) -> None:
+    """Replace a one-row state table in one commit; everything but the date and run id
+    sits in ``detail`` (JSON)."""
+    df = lake.spark.createDataFrame(
+        [(as_of, run_id, json.dumps(detail, sort_keys=True, default=str))],
+        "as_of_date date, run_id string, detail string",
+    )
+    lake.overwrite(df, name, conform_schema=False)

@@ -63,6 +63,7 @@ from jobs.identity.state import (
     touched_dates,
     write_parts,
 )
+from jobs.lake import parquet_materialiser
 
 log = logging.getLogger(__name__)
 
@@ -119,16 +120,6 @@ def cluster_identities(identities: DataFrame, labels: DataFrame) -> DataFrame:
         "first_seen",
         "last_seen",
     )
-
-
-def _materialiser(base: Path):
-    def materialise(df: DataFrame, name: str) -> DataFrame:
-        path = str(base / name)
-        df.write.mode("overwrite").parquet(path)
-        # The schema travels with the read: an empty result may leave no file to infer it.
-        return df.sparkSession.read.schema(df.schema).parquet(path)
-
-    return materialise
 
 
 def choose_mode(
@@ -270,7 +261,7 @@ def resolve(ctx: RunContext, conf: IdentityConf | None = None) -> dict:
                 "mode_reason": why, "seconds_total": round(time.perf_counter() - t0, 3)}  # fmt: skip
 
     base = Path(ctx.settings.paths.work) / "identity" / ctx.run_id
-    mat = _materialiser(base)
+    mat = parquet_materialiser(base)
     touched = _update_parts(ctx, conf, snap, st, mode)
     crm = lake.read("bronze/crm_members").filter(F.col("_business_date") <= F.lit(d))
     # Flagged once: graph, identities, second pass and golden records all need it.

@@ -3,12 +3,12 @@ the graph built from the big bronze tables.
 
 State (all Delta tables, written by the identity step only):
 
-* ``meta/identity_state`` (one row): the as_of date of the last successful run, the
-  Parquet files of every bronze partition it read (per table and business date, from
-  the Delta log), a fingerprint of the identity configuration and PII key, and the
-  versions of silver/member_xref and silver/identity_edges it left. A run compares the
-  bronze Delta logs with these file lists: a business date whose files changed (a new
-  day, a re-sent file replacing rows, an erasure, a compaction) is *touched* and its
+* ``meta/identity_state`` (one row): the as_of date of the last successful run, a
+  digest of every bronze partition it read (per table and business date, from the
+  Delta log: jobs.bronze_changes), a fingerprint of the identity configuration and
+  PII key, and the versions of silver/member_xref and silver/identity_edges it left. A run compares the
+  bronze Delta logs with these digests: a business date whose rows changed (a new
+  day, a re-sent file replacing rows, an erasure; not a compaction) is *touched* and its
   parts are recomputed from bronze; every other date is not read again.
 * ``restricted/identity_pos_orders`` (one business date x order): card, phone (raw:
   hence restricted/) and phone key of each order, see graph.pos_order_parts.
@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 from dataclasses import dataclass
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from jobs.lake import Lake
+from jobs.bronze_changes import ALL_DATES, table_snapshot
+from jobs.lake import Lake, read_state_row, write_state_row
 
 STATE_TABLE = "meta/identity_state"
 POS_PARTS = "restricted/identity_pos_orders"
@@ -38,37 +38,13 @@ WEB_ID_PARTS = "meta/identity_web_ids"
 PART_TABLES = (POS_PARTS, LINK_PARTS, WEB_ID_PARTS)
 BRONZE = ("bronze/crm_members", "bronze/pos_lines", "bronze/web_events")
 
-ALL_DATES = "*"
-Snapshot = dict[str, dict[str, list[str]]]  # table -> business date -> data files
+Snapshot = dict[str, dict[str, str]]  # table -> business date -> digest of its rows
 
 
 def bronze_snapshot(lake: Lake, as_of: dt.date) -> Snapshot:
-    """The data files of every bronze partition dated <= as_of, from the Delta logs only."""
-    from deltalake import DeltaTable
-
-    snap: Snapshot = {}
-    for name in BRONZE:
-        files: dict[str, list[str]] = {}
-        if lake.exists(name):
-            actions = DeltaTable(lake.path(name)).get_add_actions(flatten=True)
-            cols = set(actions.column_names)
-            paths = actions.column("path").to_pylist()
-            if "partition._business_date" in cols:
-                lo = hi = actions.column("partition._business_date").to_pylist()
-            elif {"min._business_date", "max._business_date"} <= cols:
-                lo = actions.column("min._business_date").to_pylist()
-                hi = actions.column("max._business_date").to_pylist()
-            else:
-                lo = hi = [None] * len(paths)
-            for p, a, b in zip(paths, lo, hi, strict=True):
-                if a is not None and a == b:
-                    if a <= as_of:
-                        files.setdefault(a.isoformat(), []).append(p)
-                else:
-                    # A file of several (or unknown) dates: any change touches all dates.
-                    files.setdefault(ALL_DATES, []).append(p)
-        snap[name] = {d: sorted(v) for d, v in sorted(files.items())}
-    return snap
+    """Per bronze table, a digest of every business date <= as_of (jobs.bronze_changes:
+    from the Delta log only; a compaction changes no digest)."""
+    return {name: table_snapshot(lake, name, as_of).digests for name in BRONZE}
 
 
 def touched_dates(prev: Snapshot, cur: Snapshot, table: str) -> list[str] | None:
@@ -101,17 +77,16 @@ class IdentityState:
 
 
 def load_state(lake: Lake) -> IdentityState | None:
-    if not lake.exists(STATE_TABLE):
+    """The last run's state; None when there is none or it cannot be read (the caller
+    recomputes in full)."""
+    row = read_state_row(lake, STATE_TABLE)
+    if row is None:
         return None
-    rows = lake.read(STATE_TABLE).collect()
-    if len(rows) != 1:
-        return None
-    r = rows[0]
+    as_of, run_id, detail = row
     try:
-        detail = json.loads(r["detail"])
         return IdentityState(
-            as_of=r["as_of_date"],
-            run_id=r["run_id"],
+            as_of=as_of,
+            run_id=run_id,
             fingerprint=detail["fingerprint"],
             snapshot=detail["snapshot"],
             xref_version=int(detail["xref_version"]),
@@ -120,7 +95,7 @@ def load_state(lake: Lake) -> IdentityState | None:
             parts_versions={k: int(v) for k, v in detail["parts_versions"].items()},
         )
     except (KeyError, TypeError, ValueError):
-        return None  # unreadable state: the caller recomputes in full
+        return None
 
 
 def save_state(lake: Lake, st: IdentityState) -> None:
@@ -137,11 +112,7 @@ def save_state(lake: Lake, st: IdentityState) -> None:
         "figures": st.figures,
         "parts_versions": st.parts_versions,
     }
-    df = lake.spark.createDataFrame(
-        [(st.as_of, st.run_id, json.dumps(detail, sort_keys=True, default=str))],
-        "as_of_date date, run_id string, detail string",
-    )
-    lake.overwrite(df, STATE_TABLE, conform_schema=False)
+    write_state_row(lake, STATE_TABLE, st.as_of, st.run_id, detail)
 
 
 def _date_list(dates: list[str]) -> str:

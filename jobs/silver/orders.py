@@ -32,7 +32,7 @@ from pyspark.sql import functions as F
 
 from jobs.context import RunContext
 from jobs.identity import normalize as N
-from jobs.lake import Lake, _fault_hook
+from jobs.lake import Lake, _fault_hook, parquet_materialiser
 from jobs.privacy.pii import hmac_col
 from jobs.schemas import conform, table_schema
 from jobs.silver import state as S
@@ -264,17 +264,6 @@ def _date_in(col: str, dates: list[dt.date]) -> str:
 def _str_in(col: str, values: list[str]) -> str:
     quoted = ", ".join("'" + v.replace("\\", "\\\\").replace("'", "\\'") + "'" for v in values)
     return f"{col} IN ({quoted})"
-
-
-def _materialiser(base: Path):
-    """Write an intermediate once (Parquet under the run's work folder) and read it back."""
-
-    def mat(df: DataFrame, name: str) -> DataFrame:
-        path = str(base / name)
-        df.write.mode("overwrite").parquet(path)
-        return df.sparkSession.read.schema(df.schema).parquet(path)
-
-    return mat
 
 
 def _upserts(df: DataFrame, name: str) -> DataFrame:
@@ -736,7 +725,7 @@ def run(ctx: RunContext) -> dict:
         return {"rows_in": 0, "rows_out": 0, "mode": mode, "mode_reason": why}
 
     base = Path(ctx.settings.paths.work) / "silver" / ctx.run_id
-    mat = _materialiser(base)
+    mat = parquet_materialiser(base)
     try:
         figures = None
         if mode == "incremental":

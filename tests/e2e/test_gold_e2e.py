@@ -19,19 +19,11 @@ from pyspark.sql import functions as F
 
 from jobs.config import with_paths
 from jobs.pipeline import run_pipeline, select_steps
+from tests.gold.conftest import GOLD_TABLES
 from tests.gold.reference import compare
 
 END = dt.date(2026, 11, 7)  # the generator's last day
 DATES = [END - dt.timedelta(days=2), END - dt.timedelta(days=1), END]
-GOLD = [
-    "gold/member_features",
-    "gold/member_rfm",
-    "gold/member_tags",
-    "gold/member_tag_changes",
-    "gold/member_lifecycle",
-    "gold/lifecycle_transitions",
-    "gold/kpi_daily",
-]
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +68,7 @@ def test_three_nights_backfill_and_reference(zone, settings, make_ctx):
     for d in DATES:
         run_pipeline(make_ctx(d, settings=s), steps)
     lake = make_ctx(END, settings=s).lake
-    for t in GOLD:
+    for t in GOLD_TABLES:
         df = lake.read(t)
         snapshots[t] = {d: _partition(df, d) for d in DATES}
     assert snapshots["gold/member_rfm"][DATES[0]], "the first night wrote no RFM rows"
@@ -106,7 +98,7 @@ def test_three_nights_backfill_and_reference(zone, settings, make_ctx):
     # `cdp run --date` of the first date again. (Identity recomputes the golden record as
     # of that date: consent and home store in the features come from it.)
     run_pipeline(make_ctx(DATES[0], settings=s), steps)
-    for t in GOLD:
+    for t in GOLD_TABLES:
         df = lake.read(t)
         for d in DATES:
             again = _partition(df, d)

@@ -12,6 +12,16 @@ from pyspark.sql import types as T
 from jobs.schemas import table_schema
 
 D = dt.date(2026, 6, 30)  # the business date most tests run as of
+# Every table the gold steps write (one partition per as_of_date).
+GOLD_TABLES = (
+    "gold/member_features",
+    "gold/member_rfm",
+    "gold/member_tags",
+    "gold/member_tag_changes",
+    "gold/member_lifecycle",
+    "gold/lifecycle_transitions",
+    "gold/kpi_daily",
+)
 
 
 def day(offset: int) -> str:

@@ -7,17 +7,7 @@ import datetime as dt
 from pyspark.sql import functions as F
 
 from jobs.config import with_paths
-from tests.gold.conftest import D, day, member, order
-
-GOLD = (
-    "gold/member_features",
-    "gold/member_rfm",
-    "gold/member_tags",
-    "gold/member_tag_changes",
-    "gold/member_lifecycle",
-    "gold/lifecycle_transitions",
-    "gold/kpi_daily",
-)
+from tests.gold.conftest import GOLD_TABLES, D, day, member, order
 
 
 def _xref(source: str, key: str, member_id: str | None, first: int) -> dict:
@@ -92,7 +82,7 @@ def test_kpi_daily(make_ctx, silver, write_table, run_gold):
 
 def _snapshot(ctx, as_of: dt.date) -> dict[str, list[str]]:
     out = {}
-    for name in GOLD:
+    for name in GOLD_TABLES:
         df = ctx.lake.read(name).filter(F.col("as_of_date") == F.lit(as_of))
         out[name] = sorted(repr(sorted(r.asDict().items())) for r in df.collect())
     return out

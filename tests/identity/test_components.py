@@ -2,27 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from pyspark.sql import DataFrame
-
 from jobs.identity.components import connected_components
-
-
-def _mat(tmp_path: Path):
-    def materialise(df: DataFrame, name: str) -> DataFrame:
-        path = str(tmp_path / name)
-        df.write.mode("overwrite").parquet(path)
-        # The schema travels with the read: an empty result may leave no file to infer it.
-        return df.sparkSession.read.schema(df.schema).parquet(path)
-
-    return materialise
+from jobs.lake import parquet_materialiser
 
 
 def _labels(spark, tmp_path, nodes, edges) -> tuple[dict[int, int], int]:
     n = spark.createDataFrame([(i,) for i in nodes], "id long")
     e = spark.createDataFrame(edges, "src long, dst long")
-    out, stats = connected_components(n, e, _mat(tmp_path))
+    out, stats = connected_components(n, e, parquet_materialiser(tmp_path))
     return {r["id"]: r["component"] for r in out.collect()}, stats.rounds
 
 

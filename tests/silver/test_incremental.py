@@ -18,6 +18,7 @@ from jobs.schemas import conform, table_schema
 from jobs.silver import state as S
 from jobs.silver.orders import WEB_KEYS, attach_member, build, run
 from tests.identity.conftest import day, pos_row, rows, web_row
+from tests.silver.conftest import write_xref
 
 TABLES = ("silver/orders", "silver/order_lines", "silver/web_events")
 
@@ -38,15 +39,6 @@ def _put(spark, ctx, name: str, d: int, data: list[dict]) -> None:
             f"WHERE _business_date = DATE'{day(d).isoformat()}'"
         )
     ctx.lake.append(df, name)
-
-
-def _xref(spark, ctx, entries: list[tuple[str, str, str | None]]) -> None:
-    schema = table_schema("silver/member_xref")
-    data = [
-        tuple({"source": s, "source_key": k, "member_id": m}.get(c) for c in schema.columns)
-        for s, k, m in entries
-    ]
-    ctx.lake.overwrite(spark.createDataFrame(data, schema.struct), "silver/member_xref")
 
 
 def _text(v) -> str:
@@ -112,7 +104,7 @@ def nights(request, spark, make_ctx, monkeypatch):
                 revenue=Decimal("50.00"), channel="web"),
         web_row("e2", "a2", 0),
     ])  # fmt: skip
-    _xref(spark, ctx0, [("pos_card", "K1", "M1"), ("pos_phone", phone, "M2"),
+    write_xref(spark, ctx0, [("pos_card", "K1", "M1"), ("pos_phone", phone, "M2"),
                         ("web_user", "u1", "M1"), ("web_anon", "a1", "M1"),
                         ("web_anon", "a2", None)])  # fmt: skip
     night(0)
@@ -128,7 +120,7 @@ def nights(request, spark, make_ctx, monkeypatch):
         web_row("e3", "a2", 1, event_type="purchase", order_id="w2", revenue=Decimal("9.90"),
                 channel="app"),
     ])  # fmt: skip
-    _xref(spark, ctx0, [("pos_card", "K1", "M1"), ("pos_phone", phone, "M2"),
+    write_xref(spark, ctx0, [("pos_card", "K1", "M1"), ("pos_phone", phone, "M2"),
                         ("pos_card", "K3", "M3"), ("web_user", "u1", "M1"),
                         ("web_anon", "a1", "M1"), ("web_anon", "a2", "M2")])  # fmt: skip
     night(1)
@@ -144,7 +136,7 @@ def nights(request, spark, make_ctx, monkeypatch):
                 revenue=Decimal("55.00"), channel="web"),
     ])  # fmt: skip
     _put(spark, ctx0, "bronze/pos_lines", 2, [pos_row("o4", 2, 1)])
-    _xref(spark, ctx0, [("pos_card", "K1", "M1"), ("pos_phone", phone, "M1"),
+    write_xref(spark, ctx0, [("pos_card", "K1", "M1"), ("pos_phone", phone, "M1"),
                         ("pos_card", "K3", "M1"), ("web_user", "u1", "M1"),
                         ("web_anon", "a1", "M1"), ("web_anon", "a2", "M1")])  # fmt: skip
     night(2)
@@ -190,7 +182,7 @@ def test_backfill_then_catch_up_lost_history_and_switch_off(
 ):
     ctx = make_ctx(day(1))
     write_bronze(ctx, [], [pos_row("o1", 0), pos_row("o2", 1)], [web_row("e1", "a1", 1)])
-    _xref(spark, ctx, [("web_anon", "a1", "M1")])
+    write_xref(spark, ctx, [("web_anon", "a1", "M1")])
     assert run(ctx)["mode"] == "full"
     # A backfill of day 0: as a rebuild from bronze dated <= day 0, by dropping day 1.
     back = make_ctx(day(0))
@@ -251,14 +243,14 @@ def test_crash_mid_night_then_rerun_equals_full(spark, make_ctx, monkeypatch, af
     _put(spark, ctx, "bronze/pos_lines", 0, [pos_row("o1", 0, 1, member_card_no="K1"),
                                              pos_row("o2", 0, 1, member_card_no="K2")])  # fmt: skip
     _put(spark, ctx, "bronze/web_events", 0, [web_row("e1", "a1", 0)])
-    _xref(spark, ctx, [("pos_card", "K1", "M1"), ("pos_card", "K2", "M2"),
+    write_xref(spark, ctx, [("pos_card", "K1", "M1"), ("pos_card", "K2", "M2"),
                        ("web_anon", "a1", None)])  # fmt: skip
     assert run(ctx)["mode"] == "full"
     _put(spark, ctx, "bronze/pos_lines", 0, [pos_row("o1", 0, 1, member_card_no="K1")])
     _put(spark, ctx, "bronze/pos_lines", 1, [pos_row("o3", 1, 1, member_card_no="K2")])
     _put(spark, ctx, "bronze/web_events", 1, [web_row("e2", "a1", 1, event_type="purchase",
                                                       order_id="w1", revenue=Decimal("1.00"))])  # fmt: skip
-    _xref(spark, ctx, [("pos_card", "K1", "M1"), ("pos_card", "K2", "M1"),
+    write_xref(spark, ctx, [("pos_card", "K1", "M1"), ("pos_card", "K2", "M1"),
                        ("web_anon", "a1", "M1")])  # fmt: skip
     calls = {"n": 0}
     original = job.merge_rows

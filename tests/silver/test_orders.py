@@ -6,18 +6,9 @@ import datetime as dt
 from decimal import Decimal
 
 from jobs.privacy.pii import hmac_py
-from jobs.schemas import table_schema
 from jobs.silver.orders import WEB_KEYS, attach_member, run
 from tests.identity.conftest import day, pos_row, rows, web_row
-
-
-def _xref(spark, ctx, entries: list[tuple[str, str, str | None]]) -> None:
-    schema = table_schema("silver/member_xref")
-    data = [
-        tuple({"source": s, "source_key": k, "member_id": m}.get(c) for c in schema.columns)
-        for s, k, m in entries
-    ]
-    ctx.lake.overwrite(spark.createDataFrame(data, schema.struct), "silver/member_xref")
+from tests.silver.conftest import write_xref
 
 
 def test_orders_lines_and_events(spark, make_ctx, write_bronze):
@@ -49,7 +40,7 @@ def test_orders_lines_and_events(spark, make_ctx, write_bronze):
         web_row("e3", "a7", 2, event_type="page_view"),
     ]  # fmt: skip
     write_bronze(ctx, [], pos, web)
-    _xref(
+    write_xref(
         spark,
         ctx,
         [
