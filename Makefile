@@ -11,7 +11,7 @@ DEMO_DIR ?= $(CURDIR)/demo
 DEMO_MEMBERS ?= 2000
 DEMO_DAYS ?= 30
 
-.PHONY: setup test lint demo bench clean
+.PHONY: setup jars test lint demo bench clean
 
 .tools/bin/uv:
 	$(PYTHON) -m venv .tools
@@ -21,7 +21,19 @@ $(STAMP): pyproject.toml uv.lock | $(if $(findstring .tools,$(UV)),.tools/bin/uv
 	$(UV) sync --frozen --python $(PYTHON)
 	@touch $(STAMP)
 
-setup: $(STAMP)
+# JVM engines (CDP_ENGINE=spark, Spark Connect server, standalone cluster): the JARs of
+# jvm/pom.xml copied once into .jars/ with Maven; later runs use them offline.
+JARS := .jars
+JARS_STAMP := $(JARS)/.resolved
+
+$(JARS_STAMP): jvm/pom.xml
+	rm -rf $(JARS)
+	mvn -q -B -f jvm/pom.xml dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory=$(CURDIR)/$(JARS)
+	@touch $(JARS_STAMP)
+
+jars: $(JARS_STAMP)
+
+setup: $(STAMP) $(JARS_STAMP)
 
 lint: setup
 	$(UV) run --frozen ruff check .
