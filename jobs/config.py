@@ -59,8 +59,11 @@ class IngestConf(StrictModel):
 
 
 class PrivacyConf(StrictModel):
-    key_file: Path = Path("var/work/pii.key")
-    create_key_if_missing: bool = True
+    # The PII HMAC key comes from a secret: CDP_PII_KEY, CDP_PII_KEY_FILE / key_file, or
+    # the Airflow connection below. Its fingerprint is kept in the lake (jobs.lake_state).
+    key_file: Path | None = None
+    airflow_conn_id: str = "cdp_pii_key"
+    create_key_if_missing: bool = True  # demo only: a new lake gets a key in <lake>/_cdp
 
 
 class Settings(StrictModel):
@@ -130,8 +133,9 @@ def load_settings(conf_dir: Path | None = None, env: dict[str, str] | None = Non
     resolved = Paths(
         **{k: Path(v).expanduser().absolute() for k, v in settings.paths.model_dump().items()}
     )
+    key_file = settings.privacy.key_file
     privacy = settings.privacy.model_copy(
-        update={"key_file": Path(settings.privacy.key_file).expanduser().absolute()}
+        update={"key_file": Path(key_file).expanduser().absolute() if key_file else None}
     )
     return settings.model_copy(update={"paths": resolved, "privacy": privacy})
 

@@ -29,8 +29,7 @@ class RunContext:
     def pii_key(self) -> bytes:
         from jobs.privacy.pii import load_key
 
-        p = self.settings.privacy
-        return load_key(p.key_file, p.create_key_if_missing)
+        return load_key(self.settings.privacy, self.settings.paths.lake).key
 
     @property
     def as_of_str(self) -> str:

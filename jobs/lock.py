@@ -1,6 +1,7 @@
 """One writer per lake: an exclusive lock a dead run cannot keep.
 
-The lock is an ``flock`` on a file under ``<work>/locks``: the kernel releases
+The lock is an ``flock`` on ``<lake>/_cdp/writer.lock`` (found from the lake, so two
+runs from two folders or two Airflow workers on one machine see each other): the kernel releases
 it when the holding process exits, however it exits (crash, kill -9, OOM), so
 there is no stale lock to clean up by hand. The file records who holds it so the
 refused run can say so. It is re-entrant within a process, so `cdp run` can
@@ -14,12 +15,13 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
-import hashlib
 import json
 import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+
+from jobs.lake_state import lock_file
 
 _held: dict[str, tuple[int, int]] = {}  # lock path -> (fd, depth)
 _mutex = threading.Lock()
@@ -29,15 +31,11 @@ class LakeBusy(RuntimeError):
     """Another run holds the lake's lock."""
 
 
-def lock_path(work: Path, lake: Path) -> Path:
-    digest = hashlib.sha256(str(lake).encode()).hexdigest()[:16]
-    return work / "locks" / f"lake-{digest}.lock"
-
-
 @contextlib.contextmanager
-def lake_lock(work: Path, lake: Path, run_id: str) -> Iterator[None]:
-    path = lock_path(work, lake)
-    key = str(path)
+def lake_lock(lake: Path, run_id: str) -> Iterator[None]:
+    """Hold the lake's writer lock for the block (re-entrant within the process)."""
+    path = lock_file(lake)
+    key = str(path.resolve())
     with _mutex:
         if key in _held:
             fd, depth = _held[key]

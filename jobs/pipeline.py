@@ -81,7 +81,8 @@ def run_step(ctx: RunContext, step: Step) -> dict:
     from jobs.lock import lake_lock
 
     paths = ctx.settings.paths
-    with lake_lock(paths.work, paths.lake, ctx.run_id):
+    with lake_lock(paths.lake, ctx.run_id):
+        ctx.pii_key  # noqa: B018 - a key other than the lake's is refused before the step writes
         return _run_step_locked(ctx, step)
 
 
@@ -138,7 +139,7 @@ def run_pipeline(
 
     results: dict[str, dict] = {}
     paths = ctx.settings.paths
-    with lake_lock(paths.work, paths.lake, ctx.run_id):
+    with lake_lock(paths.lake, ctx.run_id):
         for step in steps or list(STEPS):
             t0 = time.perf_counter()
             try:

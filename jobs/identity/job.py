@@ -27,11 +27,11 @@ import logging
 import os
 import shutil
 import time
-from pathlib import Path
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from jobs import lake_state
 from jobs.context import RunContext
 from jobs.identity.assign import assign_member_ids, check_circuit_breaker
 from jobs.identity.components import connected_components
@@ -260,7 +260,7 @@ def resolve(ctx: RunContext, conf: IdentityConf | None = None) -> dict:
         return {**st.figures, "merges": 0, "splits": 0, "dissolved": 0, "mode": mode,
                 "mode_reason": why, "seconds_total": round(time.perf_counter() - t0, 3)}  # fmt: skip
 
-    base = Path(ctx.settings.paths.work) / "identity" / ctx.run_id
+    base = lake_state.scratch_dir(ctx.settings.paths.lake, "identity", ctx.run_id)
     mat = parquet_materialiser(base)
     touched = _update_parts(ctx, conf, snap, st, mode)
     crm = lake.read("bronze/crm_members").filter(F.col("_business_date") <= F.lit(d))

@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from jobs import lake_state
 from jobs.context import RunContext
 from jobs.ingest.bronze_types import TYPERS, mark_first, pos_line_conflicts, with_content_hash
 from jobs.ingest.expand import expand
@@ -41,7 +42,8 @@ PARALLEL_FROM_BYTES = 64 << 20
 
 
 def staging_dir(ctx: RunContext, source: str) -> Path:
-    return ctx.settings.paths.work / "staging" / ctx.run_id / source
+    """Staged Parquet of this run's parsed files, in the lake's own state folder."""
+    return lake_state.staging_dir(ctx.settings.paths.lake, ctx.run_id) / source
 
 
 GROUP_BYTES = 32 << 20  # landing bytes per staged Parquet file: few files, each of a useful size

@@ -51,6 +51,7 @@ from pathlib import Path
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from jobs import lake_state
 from jobs.config import Settings
 from jobs.context import RunContext
 from jobs.privacy.pii import hmac_col, hmac_py
@@ -577,7 +578,7 @@ def _recompute_steps():
 
 def _scrub_work(ctx: RunContext) -> int:
     """Delete staging folders left by crashed runs (they hold raw landing rows)."""
-    staging = ctx.settings.paths.work / "staging"
+    staging = lake_state.staging_root(ctx.settings.paths.lake)
     n = 0
     if staging.exists():
         for p in staging.iterdir():
@@ -601,7 +602,7 @@ def forget(
     paths = ctx.settings.paths
     request_id = f"erase-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
     started = dt.datetime.now(dt.UTC)
-    with lake_lock(paths.work, paths.lake, ctx.run_id):
+    with lake_lock(paths.lake, ctx.run_id):
         versions_before = {t: ctx.lake.version(t) for t in ctx.lake.tables()}
         person = resolve(ctx, member=member, phone=phone, email=email, crm_id=crm_id)
         removed = erase_everywhere(ctx, person)

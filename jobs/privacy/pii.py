@@ -11,43 +11,123 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import os
 import secrets
+from dataclasses import dataclass
 from pathlib import Path
 
 from pyspark.sql import Column
 from pyspark.sql import functions as F
 
+from jobs.config import PrivacyConf
+
 _BLOCK = 64
 
 
 class PiiKeyError(RuntimeError):
-    """No usable PII key: set CDP_PII_KEY or provide the key file."""
+    """No usable PII key: set CDP_PII_KEY, a key file or the Airflow connection."""
 
 
-def load_key(key_file: Path, create_if_missing: bool) -> bytes:
-    """The HMAC key: ``CDP_PII_KEY`` (hex or text), else the key file.
+@dataclass(frozen=True)
+class LoadedKey:
+    key: bytes
+    source: str  # where it came from, for messages (never the key itself)
 
-    A local key is made on first use only when ``create_if_missing`` (the demo);
-    a production config sets it false and refuses to start without a key.
-    """
+
+def _parse_key(text: str) -> bytes:
+    """A key as given in a secret: hex if it is hex, else its UTF-8 bytes."""
+    text = text.strip()
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        return text.encode("utf-8")
+
+
+def _from_airflow(conn_id: str) -> str | None:
+    """The key in an Airflow connection's password (or the whole URI-less value).
+
+    ``AIRFLOW_CONN_<ID>`` (Airflow's own way to give a connection in the environment)
+    is read directly; inside an Airflow task the connection is also looked up through
+    the task SDK. Outside Airflow nothing is contacted."""
+    from urllib.parse import unquote, urlsplit
+
+    raw = os.environ.get(f"AIRFLOW_CONN_{conn_id.upper()}")
+    if raw:
+        raw = raw.strip()
+        if raw.startswith("{"):
+            return json.loads(raw).get("password")
+        return unquote(urlsplit(raw).password or "") or None
+    if not os.environ.get("AIRFLOW_CTX_DAG_ID"):
+        return None
+    try:
+        from airflow.sdk import Connection
+
+        return Connection.get(conn_id).password
+    except Exception:  # noqa: BLE001 - no such connection: the other sources decide
+        return None
+
+
+def _generated_key_file(lake: str | Path) -> Path:
+    from jobs.lake_state import state_dir
+
+    return state_dir(lake) / "pii.key"
+
+
+def _find_key(privacy: PrivacyConf, lake: str | Path) -> LoadedKey | None:
+    """The first key found: env, key file, Airflow connection, the lake's demo key."""
     env = os.environ.get("CDP_PII_KEY")
     if env:
-        try:
-            return bytes.fromhex(env)
-        except ValueError:
-            return env.encode("utf-8")
-    if key_file.exists():
-        return bytes.fromhex(key_file.read_text().strip())
-    if not create_if_missing:
-        raise PiiKeyError(
-            f"no PII key: set CDP_PII_KEY or create {key_file} (privacy.create_key_if_missing is false)"
-        )
-    key_file.parent.mkdir(parents=True, exist_ok=True)
+        return LoadedKey(_parse_key(env), "CDP_PII_KEY")
+    key_file = os.environ.get("CDP_PII_KEY_FILE") or privacy.key_file
+    if key_file and Path(key_file).exists():
+        return LoadedKey(_parse_key(Path(key_file).read_text()), f"key file {key_file}")
+    from_airflow = _from_airflow(privacy.airflow_conn_id)
+    if from_airflow:
+        return LoadedKey(_parse_key(from_airflow), f"Airflow connection {privacy.airflow_conn_id}")
+    demo = _generated_key_file(lake)
+    if demo.exists():
+        return LoadedKey(_parse_key(demo.read_text()), f"the lake's generated key {demo}")
+    return None
+
+
+def load_key(privacy: PrivacyConf, lake: str | Path) -> LoadedKey:
+    """The PII key for ``lake``, checked against the fingerprint the lake records.
+
+    Looked for in ``CDP_PII_KEY`` (hex or text), ``CDP_PII_KEY_FILE`` or
+    ``privacy.key_file``, the Airflow connection ``privacy.airflow_conn_id``, then a
+    key generated earlier for this lake. A key is generated only for a new lake (no
+    table, no fingerprint) and only when ``privacy.create_key_if_missing`` (the demo):
+    into ``privacy.key_file`` if set, else ``<lake>/_cdp/pii.key``.
+    """
+    from jobs.lake_state import check_key, lake_has_tables, recorded_key
+
+    found = _find_key(privacy, lake)
+    if found is None:
+        recorded = recorded_key(lake)
+        if recorded or lake_has_tables(lake) or not privacy.create_key_if_missing:
+            known = f" (the lake was hashed with key {recorded.fingerprint})" if recorded else ""
+            raise PiiKeyError(
+                f"no PII key for {lake}{known}: set CDP_PII_KEY, CDP_PII_KEY_FILE, "
+                f"privacy.key_file or the Airflow connection {privacy.airflow_conn_id}"
+                + (
+                    ""
+                    if privacy.create_key_if_missing
+                    else " (privacy.create_key_if_missing is false)"
+                )
+            )
+        found = _generate(Path(privacy.key_file) if privacy.key_file else _generated_key_file(lake))
+    check_key(lake, found.key, found.source)
+    return found
+
+
+def _generate(path: Path) -> LoadedKey:
+    path.parent.mkdir(parents=True, exist_ok=True)
     key = secrets.token_bytes(32)
-    key_file.write_text(key.hex())
-    key_file.chmod(0o600)
-    return key
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(key.hex())
+    return LoadedKey(key, f"key generated for a new lake in {path}")
 
 
 def _pads(key: bytes) -> tuple[str, str]:

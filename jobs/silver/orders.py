@@ -25,11 +25,11 @@ import logging
 import shutil
 import time
 import uuid
-from pathlib import Path
 
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
+from jobs import lake_state
 from jobs.context import RunContext
 from jobs.identity import normalize as N
 from jobs.lake import Lake, _fault_hook, parquet_materialiser
@@ -724,7 +724,7 @@ def run(ctx: RunContext) -> dict:
             S.save_state(lake, st, ctx.run_id)
         return {"rows_in": 0, "rows_out": 0, "mode": mode, "mode_reason": why}
 
-    base = Path(ctx.settings.paths.work) / "silver" / ctx.run_id
+    base = lake_state.scratch_dir(ctx.settings.paths.lake, "silver", ctx.run_id)
     mat = parquet_materialiser(base)
     try:
         figures = None

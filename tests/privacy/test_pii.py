@@ -32,15 +32,23 @@ def test_masks(spark):
 
 
 def test_key_file_created_once_and_refused_in_production(tmp_path, monkeypatch):
-    monkeypatch.delenv("CDP_PII_KEY", raising=False)
-    f = tmp_path / "k" / "pii.key"
-    k1 = load_key(f, create_if_missing=True)
-    assert len(k1) == 32 and load_key(f, create_if_missing=False) == k1
     import pytest
 
+    from jobs.config import PrivacyConf
     from jobs.privacy.pii import PiiKeyError
 
+    monkeypatch.delenv("CDP_PII_KEY", raising=False)
+    f = tmp_path / "k" / "pii.key"
+    k1 = load_key(PrivacyConf(key_file=f, create_key_if_missing=True), tmp_path / "lake1").key
+    again = load_key(PrivacyConf(key_file=f, create_key_if_missing=False), tmp_path / "lake1")
+    assert len(k1) == 32 and again.key == k1
     with pytest.raises(PiiKeyError, match="CDP_PII_KEY"):
-        load_key(tmp_path / "none.key", create_if_missing=False)
+        load_key(
+            PrivacyConf(key_file=tmp_path / "none.key", create_key_if_missing=False),
+            tmp_path / "lake2",
+        )
     monkeypatch.setenv("CDP_PII_KEY", "00ff")
-    assert load_key(tmp_path / "none.key", create_if_missing=False) == b"\x00\xff"
+    got = load_key(
+        PrivacyConf(key_file=tmp_path / "none.key", create_key_if_missing=False), tmp_path / "lake2"
+    )
+    assert got.key == b"\x00\xff" and got.source == "CDP_PII_KEY"
