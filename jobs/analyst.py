@@ -108,7 +108,9 @@ def query(spark: SparkSession, settings: Settings, sql: str) -> DataFrame:
     statement = checked_sql(sql, access)
     names = register_tables(spark, settings.paths.lake, access.pii)
     try:
-        return spark.sql(statement)
+        df = spark.sql(statement)
+        df.schema  # noqa: B018 - analyse now (Sail resolves tables lazily)
+        return df
     except Exception as exc:
         text = str(exc)
         if "not found" in text.lower() or "TABLE_OR_VIEW_NOT_FOUND" in text:

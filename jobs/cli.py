@@ -61,11 +61,11 @@ def _settings(landing: Path | None = None, lake: Path | None = None, exports: Pa
     return with_paths(load_settings(), landing=landing, lake=lake, exports=exports)
 
 
-def _date(value: str) -> dt.date:
+def _date(value: str, option: str = "--date") -> dt.date:
     try:
         return dt.date.fromisoformat(value)
     except ValueError:
-        _fail(f"--date must be YYYY-MM-DD, got {value!r}", 2)
+        _fail(f"{option} must be YYYY-MM-DD, got {value!r}", 2)
         raise  # unreachable
 
 
@@ -166,7 +166,7 @@ def generate(
     """Write a realistic landing zone with known ground truth under OUT/truth."""
     from jobs.generate.landing import generate_landing
 
-    end = _date(end_date) if end_date else dt.date.today() - dt.timedelta(days=1)
+    end = _date(end_date, "--end-date") if end_date else dt.date.today() - dt.timedelta(days=1)
     summary = generate_landing(out, members=members, days=days, seed=seed, end_date=end)
     for key, value in summary.items():
         typer.echo(f"{key}: {value}")
