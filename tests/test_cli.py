@@ -181,3 +181,26 @@ def test_run_rejects_a_predicate_on_an_unknown_column_before_writing(tmp_path):
     assert "lifecycle.yaml" in run.stderr and "churned" in run.stderr
     assert "days_since_last_visit" in run.stderr
     assert not (tmp_path / "lake").exists()
+
+
+def test_demo_env_file_puts_the_venv_on_the_path(tmp_path):
+    import subprocess
+    import sys
+
+    from jobs.demo import airflow_env, write_env_file
+
+    env_file = write_env_file(tmp_path, airflow_env(tmp_path, tmp_path / "demo"))
+    assert f"export PATH={Path(sys.executable).parent}:" in env_file.read_text()
+    # The commands the demo and the README print, from a shell without the venv.
+    shell = f"source {env_file} && command -v airflow && command -v cdp && cdp --version"
+    proc = subprocess.run(
+        ["bash", "-c", shell],
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    airflow, cdp, version = proc.stdout.split("\n")[:3]
+    assert Path(airflow).parent == Path(sys.executable).parent == Path(cdp).parent
+    assert version.startswith("cdp ")
