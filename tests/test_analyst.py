@@ -283,3 +283,20 @@ def test_readme_analyst_examples_run_on_any_lake_without_fixed_dates(spark, sett
     for sql in queries:
         assert not re.search(r"'20\d\d-\d\d-\d\d'", sql), sql  # the demo's dates move
         run_sql(settings, sql, fmt="csv", spark=spark)  # analysed and run on the engine
+
+
+def test_serve_token_comes_from_a_secret_or_is_generated_per_start(tmp_path):
+    from jobs.analyst import serve_token
+
+    assert serve_token({"CDP_SERVE_TOKEN": "from-env-0123456789"}) == (
+        "from-env-0123456789",
+        "CDP_SERVE_TOKEN",
+    )
+    secret = tmp_path / "token"
+    secret.write_text("from-file-0123456789\n")
+    assert serve_token({"CDP_SERVE_TOKEN_FILE": str(secret)})[0] == "from-file-0123456789"
+    secret.write_text("short")
+    with pytest.raises(ValueError, match="16 characters"):
+        serve_token({"CDP_SERVE_TOKEN_FILE": str(secret)})
+    first, second = serve_token({})[0], serve_token({})[0]
+    assert first != second and len(first) >= 32
