@@ -188,6 +188,8 @@ def test_pii_layers_are_out_of_reach_by_path(lake, spark, settings, monkeypatch,
         with pytest.raises(AccessDenied):
             run_sql(settings, statement, fmt="csv", spark=spark)
     assert ("gold", "innocent") not in lake_tables(lake)
+    with pytest.raises(AccessDenied, match="inside the lake"):  # --out never writes there
+        run_sql(settings, "SELECT 1", fmt="parquet", out=lake / "gold" / "x.parquet", spark=spark)
     # A PII role named in conf/analyst.yaml and in the environment lifts the PII part only.
     monkeypatch.setattr("jobs.analyst.load_analyst_conf", lambda: AnalystConf(pii_roles=["dpo"]))
     monkeypatch.setenv("CDP_ANALYST_ROLE", "dpo")
