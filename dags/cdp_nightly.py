@@ -3,7 +3,8 @@
 At 02:00 Asia/Shanghai on day X it processes business date X-1 (see
 jobs/orchestration/dates.py). A reschedule-mode sensor per source waits for the day's
 `_SUCCESS` marker, then ingest_pos/web/crm run in parallel and the rest follows the
-`Step.after` graph. No logic and nothing heavy here: the graph, the settings and the
+`Step.after` graph. Catch-up is bounded by ``max_catchup_days`` (conf/airflow.yaml);
+history is loaded with ``airflow backfill create`` (README). No logic and nothing heavy here: the graph, the settings and the
 callables come from jobs.orchestration; Spark starts only inside a running task.
 """
 
@@ -18,20 +19,19 @@ from airflow.sdk.definitions.timetables.trigger import CronTriggerTimetable
 
 from jobs.orchestration.graph import nightly_tasks, sensor_task_id
 from jobs.orchestration.sensors import LandingReadySensor
-from jobs.orchestration.settings import load_airflow_conf
+from jobs.orchestration.settings import load_airflow_conf, schedule_start
 from jobs.orchestration.tasks import run_pipeline_step
 
 conf = load_airflow_conf().nightly
 tz = pendulum.timezone(conf.timezone)
+start = schedule_start(conf, pendulum.today(tz).date())
 
 with DAG(
     dag_id="cdp_nightly",
     description="Nightly CDP batch: landing -> bronze -> silver -> gold -> exports -> report",
     schedule=CronTriggerTimetable(conf.schedule, timezone=tz),
-    start_date=pendulum.datetime(
-        conf.start_date.year, conf.start_date.month, conf.start_date.day, tz=tz
-    ),
-    catchup=conf.catchup,
+    start_date=pendulum.datetime(start.year, start.month, start.day, tz=tz),
+    catchup=conf.max_catchup_days > 0,  # never a run per day since start_date on deploy
     max_active_runs=conf.max_active_runs,
     default_args={
         "retries": conf.retries,

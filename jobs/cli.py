@@ -17,9 +17,37 @@ from typing import Annotated
 
 import typer
 
+from jobs.pipeline import STEPS
+
+# Plain help (no rich panels): typer's rich help shows flags as taking a `<bool>` value.
 app = typer.Typer(
-    add_completion=False, no_args_is_help=True, help="Customer data platform batch pipeline."
+    add_completion=False,
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    help="Customer data platform batch pipeline.",
 )
+STEP_NAMES = ", ".join(s.name for s in STEPS)
+SOURCES = ("pos", "web", "crm")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"cdp {version('cdp-pipeline')}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="print the version and exit"
+        ),
+    ] = False,
+) -> None:
+    """Customer data platform batch pipeline."""
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -33,11 +61,11 @@ def _settings(landing: Path | None = None, lake: Path | None = None, exports: Pa
     return with_paths(load_settings(), landing=landing, lake=lake, exports=exports)
 
 
-def _date(value: str) -> dt.date:
+def _date(value: str, option: str = "--date") -> dt.date:
     try:
         return dt.date.fromisoformat(value)
     except ValueError:
-        _fail(f"--date must be YYYY-MM-DD, got {value!r}", 2)
+        _fail(f"{option} must be YYYY-MM-DD, got {value!r}", 2)
         raise  # unreachable
 
 
@@ -60,21 +88,36 @@ def run(
     lake: LakeOpt = None,
     exports: ExportsOpt = None,
     allow_incomplete: Annotated[
-        bool, typer.Option("--allow-incomplete", help="take in day folders without _SUCCESS")
+        bool,
+        typer.Option(
+            "--allow-incomplete",
+            help="run although D's folder of a source is missing or has no _SUCCESS",
+        ),
     ] = False,
     steps: Annotated[
-        str | None, typer.Option("--steps", help="comma-separated subset of steps")
+        str | None,
+        typer.Option("--steps", help=f"comma-separated subset of steps: {STEP_NAMES}"),
     ] = None,
-    until: Annotated[str | None, typer.Option("--until", help="stop after this step")] = None,
+    until: Annotated[
+        str | None, typer.Option("--until", help="stop after this step (same names)")
+    ] = None,
 ) -> None:
-    """Run the whole nightly pipeline for one business date."""
+    """Run the whole nightly pipeline for one business date.
+
+    Before anything is written: the date, every conf/ file (with every SQL rule) and
+    D's landing folders are checked; a refused run leaves the lake as it was.
+    """
+    as_of = _date(date)
+    from jobs.config import validate_conf
     from jobs.context import make_context
     from jobs.pipeline import run_pipeline, select_steps
 
-    as_of = _date(date)
     settings = _settings(landing, lake, exports)
     chosen = select_steps(steps.split(",") if steps else None, until)
+    if not allow_incomplete:
+        _check_landing(settings, as_of, [s.name for s in chosen])
     ctx = make_context(settings, as_of, allow_incomplete=allow_incomplete)
+    validate_conf(ctx.spark)
     ctx.pii_key  # noqa: B018 - no PII key in a production config: refuse before any step
     typer.echo(f"cdp run {as_of} run_id={ctx.run_id} lake={settings.paths.lake}")
     t0 = time.perf_counter()
@@ -91,6 +134,25 @@ def run(
     typer.echo(f"done in {time.perf_counter() - t0:.1f}s")
 
 
+def _check_landing(settings, as_of: dt.date, step_names: list[str]) -> None:
+    """Refuse, naming every one, when D's folder of a source the run ingests is not ready."""
+    from jobs.ingest.landing import LandingNotReady, check_ready
+
+    problems = []
+    for source in settings.ingest.sources:
+        if f"ingest_{source}" in step_names:
+            try:
+                check_ready(settings.paths.landing, source, as_of)
+            except LandingNotReady as exc:
+                problems.append(str(exc).split(" (wait for it")[0])
+    if problems:
+        _fail(
+            f"{len(problems)} landing folder(s) not ready for {as_of}: "
+            + "; ".join(problems)
+            + ". Wait for them, or pass --allow-incomplete to run without them."
+        )
+
+
 @app.command()
 def generate(
     out: Annotated[Path, typer.Option("--out", help="landing zone to write")],
@@ -104,7 +166,7 @@ def generate(
     """Write a realistic landing zone with known ground truth under OUT/truth."""
     from jobs.generate.landing import generate_landing
 
-    end = _date(end_date) if end_date else dt.date.today() - dt.timedelta(days=1)
+    end = _date(end_date, "--end-date") if end_date else dt.date.today() - dt.timedelta(days=1)
     summary = generate_landing(out, members=members, days=days, seed=seed, end_date=end)
     for key, value in summary.items():
         typer.echo(f"{key}: {value}")
@@ -128,32 +190,74 @@ def sql(
     ],
     lake: LakeOpt = None,
     fmt: Annotated[str, typer.Option("--format", help="table | csv | parquet")] = "table",
-    out: Annotated[Path | None, typer.Option("--out")] = None,
-    limit: Annotated[int, typer.Option("--limit")] = 50,
+    out: Annotated[Path | None, typer.Option("--out", help="write every row to FILE")] = None,
+    limit: Annotated[int, typer.Option("--limit", help="rows printed (table, csv)")] = 50,
 ) -> None:
-    """Run a SQL query over the lake and print or save the result."""
+    """Run a read-only SQL query over the lake and print or save the result."""
     from jobs.analyst import run_sql
 
     run_sql(_settings(lake=lake), query, fmt=fmt, out=out, limit=limit)
 
 
 @app.command()
+def history(
+    table: Annotated[str, typer.Argument(help="layer.table, e.g. gold.member_rfm")],
+    lake: LakeOpt = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="newest N versions")] = None,
+) -> None:
+    """Versions of a table (time, operation) from its Delta log, newest first."""
+    from jobs.analyst import history_rows
+
+    settings = _settings(lake=lake)
+    typer.echo(f"{'version':>7}  {'time (' + settings.engine.timezone + ')':<25}  operation")
+    for row in history_rows(settings, table, limit):
+        extra = f"  mode={row['mode']}" if row["mode"] else ""
+        rows = f"  rows={row['rows_written']}" if row["rows_written"] != "" else ""
+        typer.echo(f"{row['version']:>7}  {row['time']:<25}  {row['operation']}{extra}{rows}")
+
+
+@app.command()
+def describe(
+    table: Annotated[str, typer.Argument(help="layer.table, e.g. gold.member_rfm")],
+    lake: LakeOpt = None,
+) -> None:
+    """Columns and types, partitioning, version and row count of a table."""
+    from jobs.analyst import describe_table
+
+    info = describe_table(_settings(lake=lake), table)
+    typer.echo(f"{info['table']}  ({info['location']})")
+    typer.echo(f"version {info['version']}, {info['rows']} rows in {info['files']} file(s)")
+    typer.echo(f"partitioned by: {', '.join(info['partitioned_by']) or '(none)'}")
+    for name, dtype, nullable in info["columns"]:
+        typer.echo(f"  {name:<32} {dtype}{'' if nullable else '  not null'}")
+
+
+@app.command()
 def serve(
     lake: LakeOpt = None,
-    port: Annotated[int, typer.Option("--port")] = 15002,
+    port: Annotated[
+        int | None, typer.Option("--port", help="default: conf/analyst.yaml (15002)")
+    ] = None,
+    host: Annotated[
+        str | None, typer.Option("--host", help="loopback address (default 127.0.0.1)")
+    ] = None,
 ) -> None:
-    """Start a Spark Connect endpoint on localhost with every table registered."""
+    """Start a read-only Spark Connect endpoint (token required) with every table registered."""
     from jobs.analyst import serve as _serve
 
-    _serve(_settings(lake=lake), port=port)
+    _serve(_settings(lake=lake), port=port, host=host)
 
 
 @app.command()
 def forget(
-    member: Annotated[str | None, typer.Option("--member")] = None,
-    phone: Annotated[str | None, typer.Option("--phone")] = None,
-    email: Annotated[str | None, typer.Option("--email")] = None,
-    crm_id: Annotated[str | None, typer.Option("--crm-id")] = None,
+    member: Annotated[
+        str | None, typer.Option("--member", help="member id (silver/members.member_id)")
+    ] = None,
+    phone: Annotated[
+        str | None, typer.Option("--phone", help="phone number, any format (+86 optional)")
+    ] = None,
+    email: Annotated[str | None, typer.Option("--email", help="e-mail address")] = None,
+    crm_id: Annotated[str | None, typer.Option("--crm-id", help="CRM member id")] = None,
     landing: LandingOpt = None,
     lake: LakeOpt = None,
     exports: ExportsOpt = None,
@@ -186,7 +290,9 @@ def rules(
     """List the quarantine rules (from the Great Expectations suites in expectations/)."""
     from jobs.ingest.rules import load_rules
 
-    for src in [source] if source else ["pos", "web", "crm"]:
+    if source is not None and source not in SOURCES:
+        _fail(f"unknown source {source!r}; sources are: {', '.join(SOURCES)}", 2)
+    for src in [source] if source else SOURCES:
         seen: dict[str, list[str]] = {}
         for rule in load_rules(src):
             seen.setdefault(rule.name, []).append(rule.description)
@@ -196,39 +302,26 @@ def rules(
 
 @app.command("check-conf")
 def check_conf() -> None:
-    """Load and validate every configuration file."""
-    from jobs.config import load_settings
+    """Validate every conf/ file, SQL rules included (tags, lifecycle, segments)."""
+    from jobs import engine
+    from jobs.config import load_settings, validate_conf
 
-    load_settings()
-    typer.echo("conf/pipeline.yaml: ok")
+    settings = load_settings()
+    for line in validate_conf(engine.get_spark(settings.engine)):
+        typer.echo(f"{line}: ok")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``cdp``: exits with the command's code (0 only on success)."""
     logging.basicConfig(
         level=os.environ.get("CDP_LOG_LEVEL", "WARNING"),
         format="%(levelname)s %(name)s: %(message)s",
     )
-    if os.environ.get("CDP_DEBUG"):
-        app()
-        return
+    args = sys.argv[1:] if argv is None else list(argv)
+    if not args:
+        args = ["--help"]  # help on stdout, exit 0 (not click's NoArgsIsHelpError)
     try:
-        app(standalone_mode=False)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        sys.exit(130)
-    except SystemExit:
-        raise
-    except Exception as exc:  # noqa: BLE001 - one line for the user, not a traceback
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        cause = getattr(exc, "cause", None) or exc
-        msg = str(exc).splitlines()[0] if str(exc) else type(cause).__name__
-        typer.echo(f"cdp: {msg}", err=True)
-        sys.exit(1)
+        code = _invoke(args)
     finally:
         try:
             from jobs import engine
@@ -236,6 +329,29 @@ def main() -> None:
             engine.stop()
         except Exception:  # noqa: BLE001
             pass
+    sys.exit(code)
+
+
+def _invoke(args: list[str]) -> int:
+    """Run the command; the exit code, with one ``cdp: <reason>`` line on failure."""
+    if os.environ.get("CDP_DEBUG"):
+        return app(args, prog_name="cdp", standalone_mode=False) or 0
+    try:
+        code = app(args, prog_name="cdp", standalone_mode=False)
+    except typer.Exit as exc:
+        return exc.exit_code
+    except typer.Abort:
+        return 130
+    except typer.TyperException as exc:  # usage errors: typer prints usage and the reason
+        show = getattr(exc, "show", None)
+        show() if show else typer.echo(f"cdp: {exc.format_message()}", err=True)
+        return exc.exit_code
+    except Exception as exc:  # noqa: BLE001 - one line for the user, not a traceback
+        cause = getattr(exc, "cause", None) or exc
+        msg = str(exc).splitlines()[0] if str(exc) else type(cause).__name__
+        typer.echo(f"cdp: {msg}", err=True)
+        return 1
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

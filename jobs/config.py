@@ -9,9 +9,10 @@ variables (CONTRACT section 2).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -20,6 +21,9 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = Path(os.environ.get("CDP_CONF_DIR", PROJECT_ROOT / "conf"))
 SCHEMAS_DIR = PROJECT_ROOT / "schemas"
 EXPECTATIONS_DIR = PROJECT_ROOT / "expectations"
+
+if TYPE_CHECKING:  # the DAG files import this module: keep pyspark out of it
+    from pyspark.sql import SparkSession
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -147,6 +151,59 @@ def with_paths(settings: Settings, **overrides: str | Path | None) -> Settings:
         if value is not None:
             current[key] = Path(value).expanduser().absolute()
     return settings.model_copy(update={"paths": Paths(**current)})
+
+
+ConfCheck = Callable[["SparkSession", Path], object]
+
+
+def conf_checks() -> dict[str, ConfCheck]:
+    """Each conf/ file and the function that loads and validates it (imports are lazy).
+
+    A new file in conf/ must be added here: `validate_conf` refuses one it cannot check.
+    """
+    from jobs.analyst import load_analyst_conf
+    from jobs.exports.segments import load_segments
+    from jobs.gold import conf as gold
+    from jobs.identity.conf import load_identity_conf
+    from jobs.maintenance import load_maintenance_conf
+    from jobs.orchestration.settings import load_airflow_conf
+    from jobs.silver.conf import load_silver_conf
+
+    return {
+        "pipeline.yaml": lambda spark, d: load_settings(d),
+        "airflow.yaml": lambda spark, d: load_airflow_conf(d),
+        "analyst.yaml": lambda spark, d: load_analyst_conf(d),
+        "identity.yaml": lambda spark, d: load_identity_conf(d),
+        "silver.yaml": lambda spark, d: load_silver_conf(d),
+        "features.yaml": lambda spark, d: gold.load_features(d),
+        "rfm.yaml": lambda spark, d: gold.load_rfm(d),
+        "tags.yaml": lambda spark, d: gold.load_tags(spark, d),
+        "lifecycle.yaml": lambda spark, d: gold.load_lifecycle(spark, d),
+        "segments.yaml": lambda spark, d: load_segments(d, spark),
+        "maintenance.yaml": lambda spark, d: load_maintenance_conf(d),
+    }
+
+
+def validate_conf(spark: SparkSession, conf_dir: Path | None = None) -> list[str]:
+    """Load and validate every file of ``conf_dir``, SQL rules analysed on ``spark``.
+
+    Reads nothing but conf/ and schemas/ (rules run on empty DataFrames), so `cdp run`
+    calls it before any step writes. Returns the files checked; raises ConfigError
+    naming the file and the key (or the rule) on the first problem.
+    """
+    conf_dir = Path(conf_dir or CONF_DIR)
+    checks = conf_checks()
+    unknown = sorted(
+        p.name for p in conf_dir.iterdir() if p.suffix in (".yaml", ".yml") and p.name not in checks
+    )
+    if unknown:
+        raise ConfigError(
+            f"{conf_dir / unknown[0]}: unknown configuration file (no model validates it; "
+            f"known: {', '.join(checks)})"
+        )
+    for check in checks.values():
+        check(spark, conf_dir)
+    return [str(conf_dir / name) for name in checks]
 
 
 @lru_cache(maxsize=1)

@@ -56,6 +56,8 @@ def write_env_file(airflow_home: Path, env: dict[str, str]) -> Path:
     path = airflow_home / "env.sh"
     lines = ["# source this file, then: airflow standalone   (UI on http://localhost:8080)"]
     lines += [f"export {k}={shlex.quote(v)}" for k, v in env.items()]
+    # The project's .venv/bin first, so `airflow` and `cdp` work as printed.
+    lines.append(f'export PATH={shlex.quote(str(Path(sys.executable).parent))}:"$PATH"')
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 

@@ -41,3 +41,69 @@ def test_missing_file_and_bad_yaml(tmp_path):
     d = _write(tmp_path, "paths: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_settings(conf_dir=d, env={})
+
+
+def _conf_copy(tmp_path: Path, name: str, change) -> Path:
+    import shutil
+
+    import yaml
+
+    from jobs.config import CONF_DIR
+
+    conf = tmp_path / "conf"
+    shutil.copytree(CONF_DIR, conf)
+    if name:
+        data = yaml.safe_load((conf / name).read_text(encoding="utf-8"))
+        change(data)
+        (conf / name).write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    return conf
+
+
+def _tag_on_unknown_column(data: dict) -> None:
+    data["tags"][2]["when"] = "store_visits_365d > 0"
+
+
+BROKEN = {
+    # case: (file, change, words the error names)
+    "rfm_stray_key": ("rfm.yaml", lambda d: d.update(teirs=[]), ["rfm.yaml", "teirs"]),
+    "segments_stray_key": (
+        "segments.yaml",
+        lambda d: d["segments"][1].update(chanel="sms"),
+        ["segments.yaml", "segments.1.chanel"],
+    ),
+    "tag_unknown_column": (
+        "tags.yaml",
+        _tag_on_unknown_column,
+        ["tags.yaml", "omnichannel", "store_visits_365d"],
+    ),
+    "identity_stray_key": ("identity.yaml", lambda d: d.update(x=1), ["identity.yaml", "x"]),
+    "airflow_stray_key": ("airflow.yaml", lambda d: d.update(x=1), ["airflow.yaml", "x"]),
+    "analyst_stray_key": ("analyst.yaml", lambda d: d.update(x=1), ["analyst.yaml", "x"]),
+}
+
+
+def test_validate_conf_checks_every_shipped_file(spark):
+    from jobs.config import CONF_DIR, validate_conf
+
+    checked = {Path(p).name for p in validate_conf(spark)}
+    assert checked == {p.name for p in CONF_DIR.glob("*.yaml")}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_validate_conf_names_the_file_and_key(spark, tmp_path, case):
+    from jobs.config import validate_conf
+
+    name, change, words = BROKEN[case]
+    with pytest.raises(ConfigError) as err:
+        validate_conf(spark, _conf_copy(tmp_path, name, change))
+    for word in words:
+        assert word in str(err.value), (word, str(err.value))
+
+
+def test_validate_conf_refuses_a_file_no_model_checks(spark, tmp_path):
+    from jobs.config import validate_conf
+
+    conf = _conf_copy(tmp_path, "", None)
+    (conf / "segmnets.yaml").write_text("segments: []\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="segmnets.yaml: unknown configuration file"):
+        validate_conf(spark, conf)

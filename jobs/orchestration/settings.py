@@ -18,7 +18,9 @@ class NightlyConf(StrictModel):
     schedule: str = "0 2 * * *"
     timezone: str = "Asia/Shanghai"
     start_date: dt.date = dt.date(2026, 1, 1)
-    catchup: bool = True
+    # Scheduled runs the scheduler creates for missed days, at most this many days back
+    # (0: only the latest). Older history: `airflow backfill create` (README).
+    max_catchup_days: int = Field(0, ge=0, le=31)
     max_active_runs: int = Field(1, ge=1)
     retries: int = Field(3, ge=0)
     retry_delay_seconds: int = Field(120, ge=1)
@@ -27,6 +29,18 @@ class NightlyConf(StrictModel):
     step_timeout_minutes: int = Field(120, ge=1)
     sensor_poke_seconds: int = Field(300, ge=1)
     sensor_timeout_hours: float = Field(10, gt=0)
+
+
+def schedule_start(conf: NightlyConf, today: dt.date) -> dt.date:
+    """The DAG's start date: ``start_date``, or with catch-up the first day of the window.
+
+    With ``max_catchup_days`` N > 0 the scheduler creates runs for the last N missed
+    nights only: the start date follows today (minus N days), never before ``start_date``.
+    Backfills are not bound by it (Airflow creates every task of a backfill run).
+    """
+    if conf.max_catchup_days == 0:
+        return conf.start_date
+    return max(conf.start_date, today - dt.timedelta(days=conf.max_catchup_days))
 
 
 class MaintenanceDagConf(StrictModel):

@@ -18,6 +18,7 @@ import pytest
 
 from jobs.config import PROJECT_ROOT
 from jobs.orchestration.dates import business_date, run_id_for, trigger_time
+from jobs.orchestration.settings import NightlyConf, load_airflow_conf, schedule_start
 
 DAGS = PROJECT_ROOT / "dags"
 
@@ -36,6 +37,7 @@ for dag_id, dag in bag.dags.items():
     out["dags"][dag_id] = {
         "timetable": repr(dag.timetable),
         "catchup": dag.catchup,
+        "start_date": str(dag.start_date),
         "max_active_runs": dag.max_active_runs,
         "tasks": {
             t.task_id: {
@@ -118,13 +120,45 @@ def test_nightly_schedule_and_assets(parsed):
     dag = parsed["dags"]["cdp_nightly"]
     assert "CronTriggerTimetable" in dag["timetable"]
     assert "0 2 * * *" in dag["timetable"] and "Asia/Shanghai" in dag["timetable"]
-    assert dag["catchup"] is True
+    # A deploy queues no run per day since start_date: no catch-up by default.
+    assert dag["catchup"] is False
+    assert dag["start_date"] == "2025-12-31 16:00:00+00:00"  # 2026-01-01 00:00 in Shanghai
     assert dag["max_active_runs"] == 1
     tasks = dag["tasks"]
     assert "x-cdp://lake/gold/member_rfm" in tasks["rfm"]["outlets"]
     assert "x-cdp://lake/gold/member_lifecycle" in tasks["lifecycle"]["outlets"]
     assert tasks["kpis"]["outlets"] == ["x-cdp://lake/gold/kpi_daily"]
     assert tasks["exports"]["outlets"] == ["x-cdp://exports/segments"]
+
+
+def test_catch_up_is_bounded_by_a_window_that_follows_today():
+    assert load_airflow_conf().nightly.max_catchup_days == 0
+    floor = dt.date(2026, 1, 1)
+    today = dt.date(2026, 11, 30)
+    assert schedule_start(NightlyConf(start_date=floor), today) == floor
+    window = NightlyConf(start_date=floor, max_catchup_days=3)
+    assert schedule_start(window, today) == dt.date(2026, 11, 27)
+    assert schedule_start(window, dt.date(2026, 1, 2)) == floor  # never before start_date
+    with pytest.raises(ValueError, match="catchup"):
+        NightlyConf.model_validate({"catchup": True})  # the old unbounded switch is gone
+    with pytest.raises(ValueError):
+        NightlyConf(max_catchup_days=400)
+
+
+def test_dags_show_renders_without_a_graphviz_warning(tmp_path):
+    # `airflow dags show` prints DOT source through the graphviz package (no `dot`
+    # binary needed); without the package Airflow warns on every CLI start.
+    probe = (
+        "import warnings; warnings.simplefilter('error')\n"
+        "import airflow.utils.dot_renderer as r\n"
+        "g = r.graphviz.Digraph(); g.edge('wait_pos', 'ingest_pos'); print(g.source)"
+    )
+    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path), "AIRFLOW__CORE__LOAD_EXAMPLES": "False"}
+    proc = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=180
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "wait_pos -> ingest_pos" in proc.stdout
 
 
 def test_maintenance_dag(parsed):
