@@ -84,7 +84,10 @@ def run(
             f"{k}={v}"
             for k, v in result.items()
             if k in ("rows_in", "rows_out", "files", "quarantined")
+            or (k in ("duplicates", "refused") and v)
         )
+        if result.get("refused"):  # landing entries never read: name them
+            figures += f" ({', '.join(result.get('refused_paths', []))}: see meta/ingest_manifest)"
         typer.echo(f"  [{step.name:<10}] {seconds:7.1f}s  {figures}")
 
     run_pipeline(ctx, chosen, on_step=on_step)

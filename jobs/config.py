@@ -8,6 +8,7 @@ variables (CONTRACT section 2).
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -56,6 +57,9 @@ class IngestConf(StrictModel):
     sources: list[Literal["pos", "web", "crm"]] = ["pos", "web", "crm"]
     max_quarantine_rate: float = Field(0.2, ge=0, le=1)
     min_rows_for_rate: int = Field(1000, ge=0)
+    # Rows dated before this (order_ts, event_ts, updated_ts) are quarantined as
+    # *_out_of_range; None: no lower bound (history from any year is taken in).
+    earliest_date: dt.date | None = None
 
 
 class PrivacyConf(StrictModel):
