@@ -186,15 +186,21 @@ def rules(
         str | None, typer.Option("--source", help="pos | web | crm (default: all)")
     ] = None,
 ) -> None:
-    """List the quarantine rules (from the Great Expectations suites in expectations/)."""
+    """List the row rules (from the Great Expectations suites in expectations/).
+
+    A rule on an optional field nulls the field and keeps the row (marked ``[field nulled]``);
+    every other rule quarantines the row.
+    """
     from jobs.ingest.rules import load_rules
 
     for src in [source] if source else ["pos", "web", "crm"]:
         seen: dict[str, list[str]] = {}
+        optional = {rule.name for rule in load_rules(src) if rule.field}
         for rule in load_rules(src):
             seen.setdefault(rule.name, []).append(rule.description)
         for name, descriptions in seen.items():
-            typer.echo(f"{src:4} {name:32} {'; '.join(dict.fromkeys(descriptions))}")
+            note = " [field nulled, row kept]" if name in optional else ""
+            typer.echo(f"{src:4} {name:32} {'; '.join(dict.fromkeys(descriptions))}{note}")
 
 
 @app.command("check-conf")
