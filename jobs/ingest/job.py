@@ -185,7 +185,9 @@ def write_manifest(ctx: RunContext, rows: list[dict]) -> None:
     ctx.lake.merge(manifest, "meta/ingest_manifest", on=["_source_file"])
 
 
-def _write_pos(ctx: RunContext, bronze: DataFrame, bad: DataFrame, where: str, stage: Path):
+def _write_pos(
+    ctx: RunContext, bronze: DataFrame, bad: DataFrame, where: str, stage: Path
+) -> DataFrame:
     """Write POS lines: repeats of a line already taken in are split off.
 
     An identical repeat goes to ``bronze/pos_line_duplicates`` (counted, not
