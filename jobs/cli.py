@@ -127,7 +127,10 @@ def run(
             f"{k}={v}"
             for k, v in result.items()
             if k in ("rows_in", "rows_out", "files", "quarantined")
+            or (k in ("duplicates", "refused") and v)
         )
+        if result.get("refused"):  # landing entries never read: name them
+            figures += f" ({', '.join(result.get('refused_paths', []))}: see meta/ingest_manifest)"
         typer.echo(f"  [{step.name:<10}] {seconds:7.1f}s  {figures}")
 
     run_pipeline(ctx, chosen, on_step=on_step)
@@ -287,17 +290,23 @@ def rules(
         str | None, typer.Option("--source", help="pos | web | crm (default: all)")
     ] = None,
 ) -> None:
-    """List the quarantine rules (from the Great Expectations suites in expectations/)."""
+    """List the row rules (from the Great Expectations suites in expectations/).
+
+    A rule on an optional field nulls the field and keeps the row (marked ``[field nulled]``);
+    every other rule quarantines the row.
+    """
     from jobs.ingest.rules import load_rules
 
     if source is not None and source not in SOURCES:
         _fail(f"unknown source {source!r}; sources are: {', '.join(SOURCES)}", 2)
     for src in [source] if source else SOURCES:
         seen: dict[str, list[str]] = {}
+        optional = {rule.name for rule in load_rules(src) if rule.field}
         for rule in load_rules(src):
             seen.setdefault(rule.name, []).append(rule.description)
         for name, descriptions in seen.items():
-            typer.echo(f"{src:4} {name:32} {'; '.join(dict.fromkeys(descriptions))}")
+            note = " [field nulled, row kept]" if name in optional else ""
+            typer.echo(f"{src:4} {name:32} {'; '.join(dict.fromkeys(descriptions))}{note}")
 
 
 @app.command("check-conf")

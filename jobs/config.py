@@ -8,6 +8,7 @@ variables (CONTRACT section 2).
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from collections.abc import Callable
 from functools import lru_cache
@@ -60,6 +61,9 @@ class IngestConf(StrictModel):
     sources: list[Literal["pos", "web", "crm"]] = ["pos", "web", "crm"]
     max_quarantine_rate: float = Field(0.2, ge=0, le=1)
     min_rows_for_rate: int = Field(1000, ge=0)
+    # Rows dated before this (order_ts, event_ts, updated_ts) are quarantined as
+    # *_out_of_range; None: no lower bound (history from any year is taken in).
+    earliest_date: dt.date | None = None
 
 
 class PrivacyConf(StrictModel):

@@ -28,8 +28,20 @@ _SIMPLE: dict[str, T.DataType] = {
 }
 
 
+def _top_level_split(text: str, sep: str) -> list[str]:
+    """``text`` split at each ``sep`` outside angle brackets."""
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        depth += (ch == "<") - (ch == ">")
+        if ch == sep and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    return [*parts, text[start:]]
+
+
 def parse_type(text: str) -> T.DataType:
-    """Parse the small type language of schemas/: simple names, decimal(p,s), array<>, map<,>."""
+    """Parse the small type language of schemas/: simple names, decimal(p,s), array<>,
+    map<,> and struct<name:type,...>."""
     t = text.strip().lower()
     if t in _SIMPLE:
         return _SIMPLE[t]
@@ -39,13 +51,15 @@ def parse_type(text: str) -> T.DataType:
     if t.startswith("array<") and t.endswith(">"):
         return T.ArrayType(parse_type(t[6:-1]))
     if t.startswith("map<") and t.endswith(">"):
-        inner = t[4:-1]
-        depth = 0
-        for i, ch in enumerate(inner):
-            depth += ch == "<"
-            depth -= ch == ">"
-            if ch == "," and depth == 0:
-                return T.MapType(parse_type(inner[:i]), parse_type(inner[i + 1 :]))
+        parts = _top_level_split(t[4:-1], ",")
+        if len(parts) == 2:
+            return T.MapType(parse_type(parts[0]), parse_type(parts[1]))
+    if t.startswith("struct<") and t.endswith(">"):
+        fields = [_top_level_split(f, ":") for f in _top_level_split(t[7:-1], ",")]
+        if all(len(f) == 2 for f in fields):
+            return T.StructType(
+                [T.StructField(n.strip(), parse_type(ft), True) for n, ft in fields]
+            )
     raise ValueError(f"unknown type in schemas/: {text!r}")
 
 

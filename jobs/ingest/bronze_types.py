@@ -54,6 +54,7 @@ def type_pos(df: DataFrame) -> DataFrame:
         _int("points_earned").alias("points_earned"),
         _int("points_redeemed").alias("points_redeemed"),
         "_rescued",
+        "_field_issues",
         "_raw",
         "_source_file",
         "_line_no",
@@ -97,14 +98,17 @@ def pos_line_conflicts(batch: DataFrame, existing: DataFrame) -> DataFrame:
     line). ``existing``: (order_id, line_no, _content_hash) already in bronze
     from files outside the batch. Adds ``_dup_reason``: null for the line that
     stays in bronze, ``duplicate_line`` for an identical repeat and
-    ``duplicate_line_conflict`` for a repeat with different content. The first
-    delivery (by business date, file, line) wins; a line already in bronze
-    wins over the batch.
+    ``duplicate_line_conflict`` for a repeat with different content, and
+    ``first_source_file``: the file of the line that stays. The first delivery
+    (by business date, file, line) wins; a line already in bronze wins over the
+    batch. ``existing`` also needs ``_source_file``.
     """
     prior = existing.groupBy("order_id", "line_no").agg(
-        F.first("_content_hash").alias("_prior_hash")
+        F.first("_content_hash").alias("_prior_hash"),
+        F.min("_source_file").alias("_prior_file"),
     )
-    marked = mark_first(batch, ["order_id", "line_no"], {"_content_hash": "_batch_first_hash"})
+    carry = {"_content_hash": "_batch_first_hash", "_source_file": "_batch_first_file"}
+    marked = mark_first(batch, ["order_id", "line_no"], carry)
     ranked = marked.join(prior, ["order_id", "line_no"], "left")
     first_hash = F.coalesce("_prior_hash", "_batch_first_hash")
     is_dup = F.col("_prior_hash").isNotNull() | ~F.col("_is_first")
@@ -114,8 +118,9 @@ def pos_line_conflicts(batch: DataFrame, existing: DataFrame) -> DataFrame:
             "duplicate_line_conflict"
         ),
     )
-    return ranked.withColumn("_dup_reason", reason).drop(
-        "_is_first", "_batch_first_hash", "_prior_hash"
+    first_file = F.coalesce("_prior_file", "_batch_first_file")
+    return ranked.withColumns({"_dup_reason": reason, "first_source_file": first_file}).drop(
+        "_is_first", "_batch_first_hash", "_prior_hash", "_batch_first_file", "_prior_file"
     )
 
 
@@ -136,6 +141,7 @@ def type_web(df: DataFrame) -> DataFrame:
         _dec("revenue").alias("revenue"),
         "properties",
         "_rescued",
+        "_field_issues",
         "_raw",
         "_source_file",
         "_line_no",
@@ -171,6 +177,7 @@ def type_crm(df: DataFrame) -> DataFrame:
         "status",
         _ts("updated_ts").alias("updated_ts"),
         "_rescued",
+        "_field_issues",
         "_raw",
         "_source_file",
         "_line_no",

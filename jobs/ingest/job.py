@@ -11,6 +11,7 @@ a crash in between only means the same files are taken in again next time.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import multiprocessing
 import shutil
@@ -26,15 +27,17 @@ from jobs import lake_state
 from jobs.context import RunContext
 from jobs.ingest.bronze_types import TYPERS, mark_first, pos_line_conflicts, with_content_hash
 from jobs.ingest.expand import expand
-from jobs.ingest.landing import Known, LandingFile, check_ready, discover
+from jobs.ingest.landing import Known, LandingFile, Refused, check_ready, scan
 from jobs.ingest.parse import parse_file
-from jobs.ingest.rules import split
+from jobs.ingest.rules import null_invalid_fields, split
 from jobs.privacy.suppression import apply_suppression
 from jobs.schemas import table_schema
 
 log = logging.getLogger(__name__)
 
 BRONZE_TABLE = {"pos": "bronze/pos_lines", "web": "bronze/web_events", "crm": "bronze/crm_members"}
+# Exact repeats of rows already taken in: recorded here, not in quarantine.
+DUPLICATES_TABLE = {"pos": "bronze/pos_line_duplicates", "web": "bronze/web_event_duplicates"}
 # Bytes of landing files from which parsing is spread over a process pool: a
 # spawned worker pays ~2-5 s of imports (pyarrow pulls in pandas), which only
 # pays off on big batches.
@@ -119,11 +122,19 @@ def _count_by_file(df: DataFrame) -> dict[str, int]:
     return {r[0]: int(r[1]) for r in df.groupBy("_source_file").count().collect()}
 
 
-def check_rows(staged: DataFrame, source: str) -> DataFrame:
-    """Staged rows (one per parsed row) as text columns with ``_reasons``; _business_date typed."""
-    return split(
-        expand(staged, source).withColumn("_business_date", F.to_date("_business_date")), source
+def check_rows(staged: DataFrame, source: str, earliest_date: dt.date | None = None) -> DataFrame:
+    """Staged rows (one per parsed row) as text columns with ``_reasons`` and ``_field_issues``.
+
+    ``_business_date`` is typed; ``_earliest_date`` (``ingest.earliest_date``,
+    null when not set) is what the ``*_out_of_range`` rules compare against.
+    """
+    dated = expand(staged, source).withColumns(
+        {
+            "_business_date": F.to_date("_business_date"),
+            "_earliest_date": F.lit(earliest_date).cast("date"),
+        }
     )
+    return split(dated, source)
 
 
 def web_dedup(bronze: DataFrame, existing_ids: DataFrame) -> DataFrame:
@@ -142,90 +153,111 @@ def web_dedup(bronze: DataFrame, existing_ids: DataFrame) -> DataFrame:
     ).withColumn("first_source_file", F.coalesce("_existing_file", "_first_source_file"))
 
 
-def ingest(ctx: RunContext, source: str) -> dict:
-    """Take in every ready, new or re-sent file of ``source`` up to ctx.as_of."""
-    paths = ctx.settings.paths
-    if not ctx.allow_incomplete:
-        check_ready(paths.landing, source, ctx.as_of)
-    todo, waiting = discover(
-        paths.landing, source, ctx.as_of, _known_files(ctx, source), ctx.allow_incomplete
-    )
-    for folder in waiting:
-        log.warning("%s: no _SUCCESS yet, will be taken in when complete", folder)
-    if not todo:
-        return {"files": 0, "rows_in": 0, "rows_out": 0, "quarantined": 0, "waiting": waiting}
-
-    stage = staging_dir(ctx, source)
-    shutil.rmtree(stage, ignore_errors=True)
-    stats = parse_files(todo, stage / "raw")
-    if sum(s["rows"] for s in stats):
-        # Materialise the checked rows once: bronze, quarantine, counts and the
-        # quality step all read them.
-        checked = materialize(
-            check_rows(ctx.spark.read.parquet(str(stage / "raw")), source), stage / "checked"
+def refused_manifest_rows(ctx: RunContext, refused: list[Refused]) -> list[dict]:
+    """Manifest rows (status ``refused``) for landing entries that are never read."""
+    rows = []
+    for r in refused:
+        log.warning("%s: refused (%s: %s), not read", r.rel_path, r.reason, r.detail)
+        rows.append(
+            dict(
+                source=r.source,
+                business_date=r.business_date,
+                _source_file=r.rel_path,
+                status="refused",
+                error=f"{r.reason}: {r.detail}",
+                rows_total=0,
+                rows_good=0,
+                rows_bad=0,
+                rows_duplicate=0,
+                rows_suppressed=0,
+                run_id=ctx.run_id,
+            )
         )
-    else:
-        checked = None
+    return rows
 
-    files = [f.rel_path for f in todo]
-    days = sorted({f.business_date.isoformat() for f in todo})
-    where = f"{_in_list('_business_date', days)} AND {_in_list('_source_file', files)}"
+
+def write_manifest(ctx: RunContext, rows: list[dict]) -> None:
+    """Upsert one ``meta/ingest_manifest`` row per landing path (missing fields null)."""
+    if not rows:
+        return
+    schema = table_schema("meta/ingest_manifest").struct
+    manifest = ctx.spark.createDataFrame(
+        [tuple(r.get(f.name) for f in schema.fields) for r in rows], schema
+    ).withColumn("ingested_at", F.current_timestamp())
+    ctx.lake.merge(manifest, "meta/ingest_manifest", on=["_source_file"])
+
+
+def _write_pos(
+    ctx: RunContext, bronze: DataFrame, bad: DataFrame, where: str, stage: Path
+) -> DataFrame:
+    """Write POS lines: repeats of a line already taken in are split off.
+
+    An identical repeat goes to ``bronze/pos_line_duplicates`` (counted, not
+    quarantined); a repeat with other content to quarantine as
+    ``duplicate_line_conflict``. Returns the quarantine rows to write.
+    """
+    table = BRONZE_TABLE["pos"]
+    existing = ctx.lake.read(table).filter(f"NOT ({where})")
+    # Materialised: bronze, duplicates and quarantine all read the flags.
+    flagged = materialize(
+        pos_line_conflicts(
+            with_content_hash(bronze),
+            existing.select("order_id", "line_no", "_content_hash", "_source_file"),
+        ),
+        stage / "flagged",
+    )
+    ctx.lake.replace_where(flagged.filter(F.col("_dup_reason").isNull()), table, where)
+    ctx.lake.replace_where(
+        flagged.filter(F.col("_dup_reason") == "duplicate_line"), DUPLICATES_TABLE["pos"], where
+    )
+    conflicts = flagged.filter(F.col("_dup_reason") == "duplicate_line_conflict").withColumn(
+        "_reasons", F.array("_dup_reason")
+    )
+    cols = [c for c in QUARANTINE_COLUMNS if c not in ("_ingested_at", "_run_id")]
+    return bad.select(*cols).unionByName(conflicts.select(*cols))
+
+
+def _write_rows(ctx: RunContext, source: str, checked: DataFrame, where: str, stage: Path) -> None:
+    """Checked rows -> bronze (invalid optional fields nulled), duplicates and quarantine."""
     stamp = {"_ingested_at": F.current_timestamp(), "_run_id": F.lit(ctx.run_id)}
     table = BRONZE_TABLE[source]
-    if checked is not None:
-        good = checked.filter(F.size("_reasons") == 0)
-        bad = checked.filter(F.size("_reasons") > 0)
-        bronze = TYPERS[source](good).withColumns(stamp)
-        bronze, _ = apply_suppression(ctx, source, bronze)  # erased people (cdp forget)
-        bad, _ = apply_suppression(ctx, source, bad)  # their bad rows hold PII in _raw too
-        if source == "web":
-            existing = ctx.lake.read(table).filter(f"NOT ({where})")
-            marked = materialize(
-                web_dedup(bronze, existing.select("event_id", "_source_file")), stage / "dedup"
-            )
-            ctx.lake.replace_where(marked.filter(~F.col("_is_dup")), table, where)
-            ctx.lake.replace_where(marked.filter("_is_dup"), "bronze/web_event_duplicates", where)
-        elif source == "pos":
-            existing = ctx.lake.read(table).filter(f"NOT ({where})")
-            # Materialised: both bronze and quarantine read the flags.
-            flagged = materialize(
-                pos_line_conflicts(
-                    with_content_hash(bronze),
-                    existing.select("order_id", "line_no", "_content_hash"),
-                ),
-                stage / "flagged",
-            )
-            ctx.lake.replace_where(flagged.filter(F.col("_dup_reason").isNull()), table, where)
-            repeats = flagged.filter(F.col("_dup_reason").isNotNull()).withColumn(
-                "_reasons", F.array("_dup_reason")
-            )
-            cols = [c for c in QUARANTINE_COLUMNS if c not in stamp]
-            bad = bad.select(*cols).unionByName(repeats.select(*cols))
-        else:
-            ctx.lake.replace_where(bronze, table, where)
-        ctx.lake.replace_where(bad.withColumns(stamp), f"quarantine/{source}", where)
-    elif ctx.lake.exists(table):
-        # Only empty files: a re-sent empty file still removes its earlier rows.
-        ctx.lake.replace_where(
-            ctx.spark.createDataFrame([], table_schema(table).struct), table, where
+    good = null_invalid_fields(checked.filter(F.size("_reasons") == 0), source)
+    bad = checked.filter(F.size("_reasons") > 0)
+    bronze = TYPERS[source](good).withColumns(stamp)
+    bronze, _ = apply_suppression(ctx, source, bronze)  # erased people (cdp forget)
+    bad, _ = apply_suppression(ctx, source, bad)  # their bad rows hold PII in _raw too
+    if source == "web":
+        existing = ctx.lake.read(table).filter(f"NOT ({where})")
+        marked = materialize(
+            web_dedup(bronze, existing.select("event_id", "_source_file")), stage / "dedup"
         )
+        ctx.lake.replace_where(marked.filter(~F.col("_is_dup")), table, where)
+        ctx.lake.replace_where(marked.filter("_is_dup"), DUPLICATES_TABLE["web"], where)
+    elif source == "pos":
+        bad = _write_pos(ctx, bronze, bad, where, stage)
+    else:
+        ctx.lake.replace_where(bronze, table, where)
+    ctx.lake.replace_where(bad.withColumns(stamp), f"quarantine/{source}", where)
 
+
+def _manifest_rows(ctx: RunContext, source: str, todo: list[LandingFile], stats: list[dict],
+                   where: str) -> list[dict]:  # fmt: skip
+    """One manifest row per file taken in, with where its rows went."""
     bad_counts = _count_by_file(ctx.lake.read(f"quarantine/{source}").filter(where))
     dup_counts = (
-        _count_by_file(ctx.lake.read("bronze/web_event_duplicates").filter(where))
-        if source == "web"
+        _count_by_file(ctx.lake.read(DUPLICATES_TABLE[source]).filter(where))
+        if source in DUPLICATES_TABLE
         else {}
     )
-    good_counts = _count_by_file(ctx.lake.read(table).filter(where))
-
-    manifest_rows = []
+    good_counts = _count_by_file(ctx.lake.read(BRONZE_TABLE[source]).filter(where))
+    rows = []
     by_rel = {f.rel_path: f for f in todo}
     for s in stats:
         f = by_rel[s["_source_file"]]
         good_n = good_counts.get(f.rel_path, 0)
         dup_n = dup_counts.get(f.rel_path, 0)
         bad_n = bad_counts.get(f.rel_path, 0)
-        manifest_rows.append(
+        rows.append(
             dict(
                 source=source,
                 business_date=f.business_date,
@@ -243,25 +275,66 @@ def ingest(ctx: RunContext, source: str) -> dict:
                 # Every parsed row ends in bronze, quarantine or duplicates unless suppressed.
                 rows_suppressed=max(s["rows"] - good_n - bad_n - dup_n, 0),
                 run_id=ctx.run_id,
-                ingested_at=None,
             )
         )
-    schema = table_schema("meta/ingest_manifest").struct
-    manifest = ctx.spark.createDataFrame(
-        [tuple(r[f.name] for f in schema.fields) for r in manifest_rows], schema
-    ).withColumn("ingested_at", F.current_timestamp())
-    ctx.lake.merge(manifest, "meta/ingest_manifest", on=["_source_file"])
+    return rows
 
-    rows_in = sum(s["rows"] for s in stats)
-    quarantined = sum(bad_counts.values())
+
+def ingest(ctx: RunContext, source: str) -> dict:
+    """Take in every ready, new or re-sent file of ``source`` up to ctx.as_of.
+
+    Entries of the landing zone that are not plain files in canonical day
+    folders are refused: recorded in the manifest (``status = refused``) and
+    counted in ``refused``, never read.
+    """
+    paths = ctx.settings.paths
+    if not ctx.allow_incomplete:
+        check_ready(paths.landing, source, ctx.as_of)
+    found = scan(paths.landing, source, ctx.as_of, _known_files(ctx, source), ctx.allow_incomplete)
+    todo, waiting = found.todo, found.waiting
+    for folder in waiting:
+        log.warning("%s: no _SUCCESS yet, will be taken in when complete", folder)
+    refused = refused_manifest_rows(ctx, found.refused)
+    refused_summary = {
+        "refused": len(refused),
+        "refused_paths": [r["_source_file"] for r in refused],
+    }
+    if not todo:
+        write_manifest(ctx, refused)
+        return {"files": 0, "rows_in": 0, "rows_out": 0, "quarantined": 0, "duplicates": 0,
+                "waiting": waiting, **refused_summary}  # fmt: skip
+
+    stage = staging_dir(ctx, source)
+    shutil.rmtree(stage, ignore_errors=True)
+    stats = parse_files(todo, stage / "raw")
+    files = [f.rel_path for f in todo]
+    days = sorted({f.business_date.isoformat() for f in todo})
+    where = f"{_in_list('_business_date', days)} AND {_in_list('_source_file', files)}"
+    if sum(s["rows"] for s in stats):
+        # Materialise the checked rows once: bronze, quarantine, counts and the
+        # quality step all read them.
+        staged = ctx.spark.read.parquet(str(stage / "raw"))
+        earliest = ctx.settings.ingest.earliest_date
+        checked = materialize(check_rows(staged, source, earliest), stage / "checked")
+        _write_rows(ctx, source, checked, where, stage)
+    elif ctx.lake.exists(BRONZE_TABLE[source]):
+        # Only empty files: a re-sent empty file still removes its earlier rows.
+        table = BRONZE_TABLE[source]
+        ctx.lake.replace_where(
+            ctx.spark.createDataFrame([], table_schema(table).struct), table, where
+        )
+
+    manifest_rows = _manifest_rows(ctx, source, todo, stats, where)
+    write_manifest(ctx, manifest_rows + refused)
     return {
         "files": len(todo),
-        "rows_in": rows_in,
-        "rows_out": sum(good_counts.values()),
-        "quarantined": quarantined,
-        "duplicates": sum(dup_counts.values()),
+        "rows_in": sum(s["rows"] for s in stats),
+        "rows_out": sum(r["rows_good"] for r in manifest_rows),
+        "quarantined": sum(r["rows_bad"] for r in manifest_rows),
+        "duplicates": sum(r["rows_duplicate"] for r in manifest_rows),
         "days": days,
         "waiting": waiting,
+        **refused_summary,
     }
 
 

@@ -18,18 +18,22 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import os
 import re
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
+from typing import BinaryIO
 
 import orjson
 import pyarrow as pa
 import yaml
 
 from jobs.config import SCHEMAS_DIR
+from jobs.identity.normalize import IDENTIFIER_COLUMNS, canonical_text
+from jobs.ingest.landing import open_no_follow
 
 MAX_RAW_CHARS = 1_000_000  # a pathological 1 GB line keeps its first MB in quarantine
 MAX_FIELD_CHARS = 10_000_000
@@ -245,6 +249,7 @@ def parse_csv(pf: ParsedFile, data: bytes) -> None:
             width = len(header)
             position = {h: i for i, h in enumerate(header)}
             index = [position.get(c) for c in spec.columns]
+            identifiers = {i for i, c in enumerate(spec.columns) if c in IDENTIFIER_COLUMNS}
             missing = [c for c in spec.required_columns if c not in position]
             if missing:
                 pf.file_error = pf.error = f"missing_required_column: {', '.join(missing)}"
@@ -259,7 +264,11 @@ def parse_csv(pf: ParsedFile, data: bytes) -> None:
         elif FIELD_SEP in raw:
             pf.add(line_no, _truncate(raw), parse_error="malformed_csv")
         else:
-            joined = FIELD_SEP.join(["" if i is None else fields[i].strip() for i in index])
+            values = ["" if i is None else fields[i].strip() for i in index]
+            for k in identifiers:
+                if not values[k].isascii():  # ASCII is already canonical: skip the work
+                    values[k] = canonical_text(values[k]).strip()
+            joined = FIELD_SEP.join(values)
             rescued = None
             if extra:
                 found = {h: fields[i] for i, h in extra if fields[i].strip()}
@@ -319,29 +328,34 @@ def read_bounded(path: Path) -> tuple[bytes | bytearray, dict[int, tuple[bytes, 
     Returns (data, {line number: (first MAX_RAW_CHARS bytes, length)}, size, SHA-256
     of the real file). Files no larger than MAX_LINE_BYTES are read in one go.
     """
-    size = path.stat().st_size
-    if size <= MAX_LINE_BYTES:
-        data = path.read_bytes()
-        return data, {}, len(data), hashlib.sha256(data).hexdigest()
+    with open_no_follow(path) as f:
+        size = os.fstat(f.fileno()).st_size
+        if size <= MAX_LINE_BYTES:
+            data = f.read()
+            return data, {}, len(data), hashlib.sha256(data).hexdigest()
+        return _read_long_lines(f)
+
+
+def _read_long_lines(f: BinaryIO) -> tuple[bytearray, dict[int, tuple[bytes, int]], int, str]:
+    """:func:`read_bounded` for a file larger than MAX_LINE_BYTES, line by line."""
     h, buf, long_lines, size, line_no = hashlib.sha256(), bytearray(), {}, 0, 0
-    with path.open("rb") as f:
-        while chunk := f.readline(MAX_LINE_BYTES):
-            h.update(chunk)
-            size += len(chunk)
-            line_no += 1
-            if len(chunk) < MAX_LINE_BYTES or chunk.endswith(b"\n"):
-                buf += chunk
-                continue
-            prefix, length, ended = chunk[:MAX_RAW_CHARS], len(chunk), False
-            while more := f.readline(1 << 20):
-                h.update(more)
-                size += len(more)
-                length += len(more)
-                if more.endswith(b"\n"):
-                    ended = True
-                    break
-            long_lines[line_no] = (prefix, length)
-            buf += _LONG_LINE_STANDIN + (b"\n" if ended else b"")
+    while chunk := f.readline(MAX_LINE_BYTES):
+        h.update(chunk)
+        size += len(chunk)
+        line_no += 1
+        if len(chunk) < MAX_LINE_BYTES or chunk.endswith(b"\n"):
+            buf += chunk
+            continue
+        prefix, length, ended = chunk[:MAX_RAW_CHARS], len(chunk), False
+        while more := f.readline(1 << 20):
+            h.update(more)
+            size += len(more)
+            length += len(more)
+            if more.endswith(b"\n"):
+                ended = True
+                break
+        long_lines[line_no] = (prefix, length)
+        buf += _LONG_LINE_STANDIN + (b"\n" if ended else b"")
     return buf, long_lines, size, h.hexdigest()
 
 
@@ -358,8 +372,17 @@ def _mark_long_lines(pf: ParsedFile, long_lines: dict[int, tuple[bytes, int]]) -
 
 
 def parse_file(path: Path, source: str, rel_path: str, business_date: str) -> ParsedFile:
-    """Read and parse one landing file (see module docstring)."""
-    data, long_lines, size, digest = read_bounded(path)
+    """Read and parse one landing file (see module docstring).
+
+    A file that cannot be opened (no permission, a symbolic link swapped in
+    after discovery: never followed) becomes one ``file_unreadable`` row.
+    """
+    try:
+        data, long_lines, size, digest = read_bounded(path)
+    except OSError as exc:
+        pf = ParsedFile(source, rel_path, business_date, 0, "", None)
+        _file_row(pf, "file_unreadable", f"cannot be opened ({exc.strerror or exc})")
+        return pf
     pf = ParsedFile(
         source=source,
         rel_path=rel_path,

@@ -7,6 +7,12 @@ the batch validation with Data Docs (jobs.quality). Each expectation names its
 quarantine reason in ``meta.rule``; several expectations may share one reason.
 Expectations marked ``meta.structural`` (a line that is not JSON, a row with the
 wrong number of fields) make every other rule moot for that row.
+
+An expectation with ``meta.field`` checks an *optional* field (CONTRACT 1): a
+row breaking only such rules is kept, the field is nulled on its way to bronze
+and ``_field_issues`` records the field, its text and the rule. Every other
+rule (a broken required field, an unparsable row) sends the row to quarantine;
+its reasons then also name the optional fields it broke.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ class Rule:
     kwargs: dict
     structural: bool
     description: str
+    field: str | None = None  # optional field nulled (row kept) when the rule is broken
 
     @property
     def violation_sql(self) -> str:
@@ -88,6 +95,7 @@ def load_rules(source: str) -> tuple[Rule, ...]:
             kwargs=exp["kwargs"],
             structural=bool(meta.get("structural")),
             description=exp.get("description", ""),
+            field=meta.get("field"),
         )
         _violation(rule.type, rule.kwargs)  # fail at load time on an untranslatable rule
         rules.append(rule)
@@ -98,26 +106,81 @@ def rule_names(source: str) -> list[str]:
     return sorted({r.name for r in load_rules(source)})
 
 
+def _names(rules: list[Rule]) -> Column:
+    """``array<string>``: the distinct names of the ``rules`` a row breaks."""
+    if not rules:
+        return F.array().cast("array<string>")
+    return F.array_distinct(
+        F.array_compact(F.array(*[F.when(F.expr(r.violation_sql), F.lit(r.name)) for r in rules]))
+    )
+
+
+def field_rules(source: str) -> dict[str, list[Rule]]:
+    """The rules on optional fields of ``source``, by field, in file order."""
+    out: dict[str, list[Rule]] = {}
+    for r in load_rules(source):
+        if r.field:
+            out.setdefault(r.field, []).append(r)
+    return out
+
+
 def reasons_column(source: str) -> Column:
-    """``array<string>`` of every rule a row breaks (empty when it is good).
+    """``array<string>`` of every rule that sends a row to quarantine (empty when it is kept).
 
     A structural problem (not JSON, wrong field count, missing column) is
-    reported alone: the other fields of such a row mean nothing.
+    reported alone: the other fields of such a row mean nothing. A row with
+    other broken rules also lists the optional-field rules it breaks.
     """
     rules = load_rules(source)
+    structural = _names([r for r in rules if r.structural])
+    row = _names([r for r in rules if not r.structural and not r.field])
+    fields = _names([r for r in rules if r.field])
+    return (
+        F.when(F.size(structural) > 0, structural)
+        .when(F.size(row) > 0, F.array_distinct(F.concat(row, fields)))
+        .otherwise(F.array().cast("array<string>"))
+    )
 
-    def arr(rs: list[Rule]) -> Column:
-        if not rs:
-            return F.array().cast("array<string>")
-        return F.array_distinct(
-            F.array_compact(F.array(*[F.when(F.expr(r.violation_sql), F.lit(r.name)) for r in rs]))
-        )
 
-    structural = arr([r for r in rules if r.structural])
-    regular = arr([r for r in rules if not r.structural])
-    return F.when(F.size(structural) > 0, structural).otherwise(regular)
+FIELD_ISSUE_TYPE = "array<struct<field:string,rule:string,value:string>>"
+
+
+def field_issues_column(source: str) -> Column:
+    """``array<struct<field, rule, value>>``: each broken optional-field rule and the text it saw.
+
+    One entry per (field, rule) broken, empty when none. ``value`` is the field's
+    text as received (trimmed); bronze holds the field nulled.
+    """
+    entries = []
+    for column, rules in field_rules(source).items():
+        for name in dict.fromkeys(r.name for r in rules):
+            broken = " OR ".join(r.violation_sql for r in rules if r.name == name)
+            issue = F.struct(
+                F.lit(column).alias("field"),
+                F.lit(name).alias("rule"),
+                F.col(column).cast("string").alias("value"),
+            )
+            entries.append(F.when(F.expr(broken), issue))
+    if not entries:
+        return F.array().cast(FIELD_ISSUE_TYPE)
+    return F.array_compact(F.array(*entries)).cast(FIELD_ISSUE_TYPE)
+
+
+def null_invalid_fields(df: DataFrame, source: str) -> DataFrame:
+    """``df`` (checked text rows) with every optional field that breaks a rule set to null."""
+    changes = {}
+    for column, rules in field_rules(source).items():
+        broken = " OR ".join(r.violation_sql for r in rules)
+        changes[column] = F.when(~F.expr(broken), F.col(column))
+    return df.withColumns(changes) if changes else df
 
 
 def split(df: DataFrame, source: str) -> DataFrame:
-    """Add ``_reasons`` to a staged batch (grain: one parsed row; keys _source_file, _line_no)."""
-    return df.withColumn("_reasons", reasons_column(source))
+    """Add ``_reasons`` and ``_field_issues`` to a staged batch.
+
+    Grain: one parsed row (keys _source_file, _line_no). A row with empty
+    ``_reasons`` is kept; its ``_field_issues`` name the optional fields to null.
+    """
+    return df.withColumns(
+        {"_reasons": reasons_column(source), "_field_issues": field_issues_column(source)}
+    )

@@ -6,6 +6,12 @@ ingestion steps checked in this run, keep the results per run in a file Data
 Context under ``<work>/gx`` (rendered as Data Docs HTML) and in
 ``meta/quality_results``, and fail the run when a source's quarantine rate
 crosses ``ingest.max_quarantine_rate``.
+
+The rate counts the rows of the run's files sent to quarantine, out of the rows
+that were new: exact repeats of rows already taken in (a file re-sent under a
+new name) are duplicates, not bad rows, and count on neither side. Rows kept
+with an invalid optional field nulled (``_field_issues``) are counted per rule
+(``fields_nulled_<source>``), not as quarantined.
 """
 
 from __future__ import annotations
@@ -116,10 +122,49 @@ def validate_batch(ctx: RunContext, source: str, batch) -> list[dict]:
     return out
 
 
+def fields_nulled(batch) -> dict[str, int]:
+    """Rows kept with an optional field nulled, by rule, in a checked batch (jobs.ingest)."""
+    kept = batch.filter(F.size("_reasons") == 0).select(F.explode("_field_issues").alias("i"))
+    counts = kept.groupBy(F.col("i.rule").alias("rule")).count().collect()
+    return {r.rule: int(r["count"]) for r in sorted(counts, key=lambda r: r.rule)}
+
+
+def quarantine_rates(ctx: RunContext) -> tuple[dict, int, list[str]]:
+    """Each source's quarantine rate in this run: (figures, rows received, sources too bad).
+
+    Rate = quarantined / (received - exact duplicates); a source fails when the
+    rate crosses ``max_quarantine_rate`` and it received ``min_rows_for_rate``
+    new rows (or none of them was usable).
+    """
+    conf = ctx.settings.ingest
+    manifest = ctx.lake.read("meta/ingest_manifest").filter(F.col("run_id") == ctx.run_id)
+    sums = manifest.groupBy("source").agg(
+        F.sum("rows_total").alias("total"),
+        F.sum("rows_bad").alias("bad"),
+        F.sum("rows_duplicate").alias("dups"),
+    )
+    figures, rows_in, too_bad = {}, 0, []
+    for r in sums.collect():
+        total, bad, dups = int(r.total or 0), int(r.bad or 0), int(r.dups or 0)
+        rows_in += total
+        new = total - dups
+        rate = bad / new if new else 0.0
+        figures[f"quarantine_rate_{r.source}"] = round(rate, 5)
+        enough = new >= conf.min_rows_for_rate or (bad == new and new > 0)
+        if rate > conf.max_quarantine_rate and enough:
+            dup_note = (
+                f", {dups} exact duplicates of rows already taken in not counted" if dups else ""
+            )
+            too_bad.append(
+                f"{r.source}: {bad} of {new} rows ({rate:.1%}) sent to quarantine{dup_note}"
+            )
+    return figures, rows_in, too_bad
+
+
 def run(ctx: RunContext) -> dict:
     sources = ctx.settings.ingest.sources
     limit = ctx.settings.ingest.max_quarantine_rate
-    rows, figures, too_bad = [], {}, []
+    rows, figures = [], {}
     for source in sources:
         checked = staging_dir(ctx, source) / "checked"
         if not checked.exists():
@@ -127,20 +172,11 @@ def run(ctx: RunContext) -> dict:
         batch = ctx.spark.read.format("delta").load(str(checked))
         for r in validate_batch(ctx, source, batch):
             rows.append({"source": source, **r})
-    manifest = ctx.lake.read("meta/ingest_manifest").filter(F.col("run_id") == ctx.run_id)
-    rows_in = 0
-    for r in (
-        manifest.groupBy("source")
-        .agg(F.sum("rows_total").alias("total"), F.sum("rows_bad").alias("bad"))
-        .collect()
-    ):
-        rows_in += int(r.total or 0)
-        rate = (r.bad or 0) / r.total if r.total else 0.0
-        figures[f"quarantine_rate_{r.source}"] = round(rate, 5)
-        # Small batches only fail when nothing in them was usable at all.
-        enough = (r.total or 0) >= ctx.settings.ingest.min_rows_for_rate or r.bad == r.total
-        if rate > limit and enough:
-            too_bad.append(f"{r.source}: {r.bad} of {r.total} rows ({rate:.1%})")
+        nulled = fields_nulled(batch)
+        if nulled:
+            figures[f"fields_nulled_{source}"] = nulled
+    rates, rows_in, too_bad = quarantine_rates(ctx)
+    figures.update(rates)
     if rows:
         schema = table_schema("meta/quality_results").struct
         records = [

@@ -122,3 +122,39 @@ def test_name_and_city(spark):
         "lilei",
     ]
     assert _apply(spark, N.norm_city, ["上海市", " 上海 ", None]) == ["上海", "上海", None]
+
+
+FULL_WIDTH_CASES = [
+    # (raw, phone, email)
+    ("１３９１２３４５６７８", "13912345678", None),
+    ("＋８６ １３９ １２３４ ５６７８", "13912345678", None),
+    ("139\u200b1234\u00a05678", "13912345678", None),  # zero-width and no-break space
+    ("\ufeff139-1234-5678\u200d", "13912345678", None),  # BOM, zero-width joiner
+    ("ＷＡＮＧ＠ＱＱ．ＣＯＭ", None, "wang@qq.com"),
+    ("wang@qq.com\u200b", None, "wang@qq.com"),
+]
+
+
+@pytest.mark.parametrize("raw, phone, email", FULL_WIDTH_CASES)
+def test_full_width_and_invisible_characters_are_folded(spark, raw, phone, email):
+    assert _apply(spark, N.norm_phone, [raw]) == [phone]
+    assert _apply(spark, N.norm_email, [raw]) == [email]
+
+
+def test_canonical_text_is_nfkc_without_invisible_characters():
+    assert N.canonical_text("＋８６ １３９ １２３４ ５６７８") == "+86 139 1234 5678"
+    assert N.canonical_text("ＷＡＮＧ＠ＱＱ．ＣＯＭ") == "WANG@QQ.COM"
+    assert N.canonical_text("k\u200b77\u00ad") == "k77"  # zero-width space, soft hyphen
+    assert N.canonical_text("139\u00a01234\u30005678") == "139 1234 5678"  # spaces to spaces
+    assert N.canonical_text("①③⁹") == "139"  # compatibility digits (NFKC)
+    assert N.canonical_text("张三") == "张三"
+    # The Spark fold agrees with it on full-width ASCII.
+    full = "".join(chr(c) for c in range(0xFF01, 0xFF5F))
+    assert N.canonical_text(full) == "".join(chr(c) for c in range(0x21, 0x7F))
+
+
+def test_card_and_id_card_fold_full_width(spark):
+    assert _apply(spark, N.norm_card, ["ｋ\u200b７７ "]) == ["K77"]
+    assert _apply(spark, N.clean_id_card, ["１１０１０１１９９００３０７００２ｘ"]) == [
+        "11010119900307002X"
+    ]

@@ -1,4 +1,9 @@
-"""Ingestion over a generated landing zone: nothing lost, every planted bad row quarantined."""
+"""Ingestion over a generated landing zone: nothing lost, every planted bad row found.
+
+A planted row breaking a required field's rule is quarantined with its reason; one
+breaking only an optional field's rule (CONTRACT 1) is kept in bronze with that
+field null and the rule in ``_field_issues``.
+"""
 
 from __future__ import annotations
 
@@ -67,6 +72,7 @@ def test_every_row_is_in_bronze_or_quarantine(generated, ingested):
         "bronze/pos_lines",
         "bronze/web_events",
         "bronze/web_event_duplicates",
+        "bronze/pos_line_duplicates",
         "bronze/crm_members",
         "quarantine/pos",
         "quarantine/web",
@@ -100,18 +106,47 @@ def test_every_row_is_in_bronze_or_quarantine(generated, ingested):
 
 
 def test_planted_bad_rows_are_quarantined_with_their_reason(generated, ingested):
+    from jobs.ingest.rules import field_rules
+
     landing, _ = generated
     ctx, _ = ingested
     truth = list(csv.DictReader((landing / "truth" / "bad_rows.csv").open(encoding="utf-8")))
     assert truth, "the generator planted no bad rows"
-    got = {}
+    got, kept = {}, {}
     for src in ("pos", "web", "crm"):
         for r in ctx.lake.read(f"quarantine/{src}").collect():
             got[(r._source_file, r._line_no)] = set(r._reasons)
+    for table in ("bronze/pos_lines", "bronze/crm_members"):
+        for r in ctx.lake.read(table).filter(F.size("_field_issues") > 0).collect():
+            kept[(r._source_file, r._line_no)] = (r, {i.rule: i.field for i in r._field_issues})
+    optional = {
+        r.name for src in ("pos", "web", "crm") for rs in field_rules(src).values() for r in rs
+    }
+    n_kept = 0
     for t in truth:
         key = (t["file"], int(t["line_no"]) if t["line_no"] else None)
+        if t["reason"] in optional:
+            assert key in kept, f"row with an invalid optional field not kept: {t}"
+            row, issues = kept[key]
+            assert t["reason"] in issues, f"{t}: got {issues}"
+            field = issues[t["reason"]]
+            # The field is nulled; an empty opt-in means no consent (CONTRACT 1.3).
+            assert row[field] is (False if field.startswith("opt_in_") else None), t
+            n_kept += 1
+            continue
         assert key in got, f"planted bad row not quarantined: {t}"
         assert t["reason"] in got[key], f"{t}: got {got[key]}"
+    assert n_kept, "no planted optional-field issue"
+    # Every other kept row with an issue holds one of the planted bad-checksum ID cards.
+    junk = csv.DictReader((landing / "truth" / "junk_values.csv").open(encoding="utf-8"))
+    bad_ids = {r["value"] for r in junk if r["kind"] == "bad_checksum"}
+    planted = {(t["file"], int(t["line_no"])) for t in truth if t["reason"] in optional}
+    others = [row for key, (row, _) in kept.items() if key not in planted]
+    assert others and all(
+        [(i.rule, i.value in bad_ids) for i in r._field_issues] == [("id_card_invalid", True)]
+        and r.id_card_no is None
+        for r in others
+    )
 
 
 def test_redeliveries_are_the_planted_ones(generated, ingested):

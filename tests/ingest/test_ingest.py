@@ -207,14 +207,24 @@ def test_crm_versions_kept_and_typed(make_ctx, settings):
     )
     ingest(make_ctx(D2), "crm")
     lake = make_ctx(D2).lake
-    rows = lake.read("bronze/crm_members").orderBy("updated_ts").collect()
+    bronze = lake.read("bronze/crm_members")
+    rows = bronze.filter("crm_id = 'M1'").orderBy("updated_ts").collect()
     assert [r.crm_id for r in rows] == ["M1", "M1"]
     assert rows[0].gender == "M" and str(rows[0].birth_date) == "1990-03-07"
     assert (rows[0].opt_in_sms, rows[0].opt_in_email, rows[0].opt_in_push) == (True, False, False)
     assert (rows[1].opt_in_sms, rows[1].opt_in_email, rows[1].opt_in_push) == (False, True, False)
     assert rows[0].phone == "+86 138 0013 8000"  # as received; normalised by identity resolution
-    (bad,) = lake.read("quarantine/crm").collect()
-    assert sorted(bad._reasons) == ["birth_date_invalid", "gender_invalid", "opt_in_invalid"]
+    assert rows[0]._field_issues == [] and rows[1]._field_issues == []
+    # M2's gender, birth date and SMS opt-in are invalid optional fields: the row is
+    # kept with them empty (no consent) and the issues recorded (CONTRACT 1).
+    (m2,) = bronze.filter("crm_id = 'M2'").collect()
+    assert (m2.name, m2.gender, m2.birth_date, m2.opt_in_sms) == ("李四", None, None, False)
+    assert sorted((i.field, i.rule, i.value) for i in m2._field_issues) == [
+        ("birth_date", "birth_date_invalid", "1990-02-30"),
+        ("gender", "gender_invalid", "X"),
+        ("opt_in_sms", "opt_in_invalid", "maybe"),
+    ]
+    assert lake.read("quarantine/crm").count() == 0
 
 
 def test_missing_required_column_quarantines_every_row(make_ctx, settings):
@@ -306,12 +316,16 @@ def test_repeated_pos_lines_identical_or_conflicting(make_ctx, settings):
         ("O7", 1, 2, 4),
     ]
     q = {r._line_no: r._reasons for r in lake.read("quarantine/pos").collect()}
-    assert q == {
-        2: ["duplicate_line"],
-        3: ["duplicate_line_conflict"],
-        5: ["duplicate_line_conflict"],
-    }
-    assert res["rows_in"] == 4 and res["quarantined"] == 3 and res["rows_out"] == 1
+    assert q == {3: ["duplicate_line_conflict"], 5: ["duplicate_line_conflict"]}
+    # The identical repeat is a duplicate, recorded with the file of the line kept.
+    dups = lake.read("bronze/pos_line_duplicates").collect()
+    assert [(r.order_id, r.line_no, r._line_no, r.first_source_file) for r in dups] == [
+        ("O1", 1, 2, "pos/2026-11-01/pos_S01_20261101.csv")
+    ]
+    assert res["rows_in"] == 4 and res["quarantined"] == 2 and res["rows_out"] == 1
+    assert res["duplicates"] == 1
+    m = lake.read("meta/ingest_manifest").filter("_source_file LIKE '%20261102.csv'").first()
+    assert (m.rows_total, m.rows_good, m.rows_bad, m.rows_duplicate) == (4, 1, 2, 1)
 
 
 def test_gb18030_that_is_also_valid_utf8_is_read_as_chinese():

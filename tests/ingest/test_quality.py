@@ -72,3 +72,23 @@ def test_small_batches_do_not_fail_the_night(make_ctx, settings):
     ctx = make_ctx(D1)
     ingest(ctx, "pos")
     assert quality_run(ctx)["quarantine_rate_pos"] == 0.5
+
+
+def test_exact_duplicates_do_not_count_and_the_message_says_what_it_counts(make_ctx, settings):
+    """A re-sent file plus one bad new row: 1 of 1 new rows, the 3 duplicates named apart."""
+    rows = [sale(f"O{i}", 1, "2026-11-01 10:00:00") for i in range(3)]
+    write_pos(settings.paths.landing, D1, "S01", rows)
+    ingest(make_ctx(D1), "pos")
+    bad = "O9,1,S01,2026-11-02 10:00:00,SALE,,,,SKU1,生鲜,-1,10.00,0,10.00,cash,,"
+    write_pos(settings.paths.landing, "2026-11-02", "S01", [*rows, bad])
+    strict = settings.model_copy(
+        update={"ingest": settings.ingest.model_copy(update={"min_rows_for_rate": 1})}
+    )
+    ctx = make_ctx("2026-11-02", settings=strict)
+    res = ingest(ctx, "pos")
+    assert (res["rows_in"], res["duplicates"], res["quarantined"]) == (4, 3, 1)
+    with pytest.raises(QualityThresholdExceeded) as err:
+        quality_run(ctx)
+    message = str(err.value)
+    assert "pos: 1 of 1 rows (100.0%) sent to quarantine" in message
+    assert "3 exact duplicates of rows already taken in not counted" in message

@@ -86,8 +86,9 @@ def write_landing(landing: Path, extra_bob_line: bool = False) -> list[Path]:
     crm = [
         crm_line(ALICE, ALICE["name"], ALICE["id_card"], email="  Alice.W@QQ.com "),
         crm_line(BOB, "李波"),
-        # Alice's row with a bad gender: quarantined with her e-mail in _raw.
-        f"{ALICE['crm']},,,{ALICE['email']},,,,X,,,,2024-01-01 10:00:00,store,,,,,active,"
+        # Alice's row with a broken register time: quarantined with her e-mail in _raw.
+        # (A bad gender alone no longer quarantines a row: CONTRACT 1, optional fields.)
+        f"{ALICE['crm']},,,{ALICE['email']},,,,X,,,,yesterday,store,,,,,active,"
         "2026-11-01 08:00:00",
     ]
     if extra_bob_line:

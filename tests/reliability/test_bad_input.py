@@ -85,6 +85,7 @@ def bad_files(days: dict[str, Path]) -> None:
                 sale("X5", 1, "2099-01-01 10:00:00"),
                 sale("X6", 1, "1999-12-31 10:00:00"),
                 sale("X7", 1, "2026-02-30 10:00:00"),
+                sale("X6B", 1, "1987-03-01 09:30:00"),
             ]
         )
         + "\n",
@@ -114,6 +115,56 @@ def bad_files(days: dict[str, Path]) -> None:
     )
     (web / f"events_{DD}_trunc.jsonl.gz").write_bytes(
         gzip.compress(b'{"event_id": "w3"}\n' * 50)[:-20]
+    )
+    hostile_entries(days)
+    optional_field_rows(days)
+
+
+def hostile_entries(days: dict[str, Path]) -> None:
+    """Links out of the landing zone, folders that are not dates, stray files (issue 12.4-5)."""
+    pos = days["pos"]
+    landing, outside = pos.parent.parent, pos.parent.parent.parent / "outside"
+    outside.mkdir(exist_ok=True)
+    (outside / "secret.csv").write_text(f"{POS_HEADER}\n{sale('LEAK1', 1, TS)}\n")
+    (pos / f"pos_LINK_{DD}.csv").symlink_to(outside / "secret.csv")
+    (pos / f"pos_PASSWD_{DD}.csv").symlink_to("/etc/passwd")
+    # A whole day folder that is a link to a folder outside the landing zone.
+    (outside / "day").mkdir(exist_ok=True)
+    (outside / "day" / "_SUCCESS").write_text("")
+    (outside / "day" / f"pos_S01_{DD}.csv").write_text(f"{POS_HEADER}\n{sale('LEAK2', 1, TS)}\n")
+    (landing / "pos" / "2026-11-04").symlink_to(outside / "day", target_is_directory=True)
+    # Folder names that date.fromisoformat would take (or that are not dates at all).
+    for name in ("20261105", "2026-W45-4", "2026-13-01"):
+        d = landing / "pos" / name
+        d.mkdir()
+        (d / "_SUCCESS").write_text("")
+        (d / f"pos_S01_{DD}.csv").write_text(f"{POS_HEADER}\n{sale('ALIAS', 1, TS)}\n")
+    (landing / "pos" / f"pos_S01_{DD}.csv").write_text(f"{POS_HEADER}\n{sale('STRAY', 1, TS)}\n")
+
+
+FULL_WIDTH_PHONE = "１３９１２３４５６７８"
+
+
+def optional_field_rows(days: dict[str, Path]) -> None:
+    """Rows whose only fault is an optional field (CONTRACT 1), full-width identifiers (12.6)."""
+    crm = [
+        CRM_HEADER,
+        # invalid birth date, e-mail without @, ID card failing its checksum, unknown gender
+        "F1,,13911112222,li.at.qq.com,110101199003070021,,李一,U,19551192,,,"
+        f"2024-01-01 10:00:00,store,,Y,N,N,active,{D} 09:00:00",
+        # full-width phone and e-mail, a zero-width space in the card number
+        f"F2,K\u200b77,{FULL_WIDTH_PHONE},ＷＡＮＧ＠ＱＱ．ＣＯＭ,,,王二,F,1990-01-01,,,"
+        f"2024-01-01 10:00:00,store,,Y,N,N,active,{D} 09:00:00",
+        # a broken required field still quarantines the row
+        "F3,,13933334444,,,,,,19551192,,,2024-01-01 10:00:00,store,,,,,active,not a time",
+    ]
+    (days["crm"] / f"members_{DD}.csv").write_text(
+        "\n".join([*crm[:1], *[crm_row(f"M{i}") for i in range(10)], *crm[1:]]) + "\n",
+        encoding="utf-8",
+    )
+    (days["pos"] / f"pos_OPT_{DD}.csv").write_text(
+        f"{POS_HEADER}\nP1,1,S01,{TS},SALE,,C9,,SKU1,生鲜,1,10.00,0,10.00,bitcoin,-5,\n",
+        encoding="utf-8",
     )
 
 
@@ -181,9 +232,14 @@ def test_dates_out_of_range(spark, night):
     _, base = night
     assert _quarantine(spark, base, "pos", f"pos_DATES_{DD}.csv") == [
         (2, ["order_ts_out_of_range"]),
-        (3, ["order_ts_out_of_range"]),
         (4, ["order_ts_invalid"]),
     ]
+    # No built-in age limit (CONTRACT 1): a sale from 1999 or 1987 is history, not an error.
+    bronze = spark.read.format("delta").load(str(base / "lake" / "bronze" / "pos_lines"))
+    old = {
+        r.order_id: str(r.order_date) for r in bronze.where("order_id IN ('X6', 'X6B')").collect()
+    }
+    assert old == {"X6": "1999-12-31", "X6B": "1987-03-01"}
 
 
 def test_negative_and_absurd_amounts(spark, night):
@@ -215,6 +271,85 @@ def test_web_broken_json_future_event_and_truncated_gzip(spark, night):
     assert _quarantine(spark, base, "web", f"events_{DD}_trunc.jsonl.gz") == [
         (None, ["file_unreadable"])
     ]
+
+
+def test_links_out_of_the_landing_zone_are_refused_never_read(spark, night):
+    proc, base = night
+    refused = {
+        "pos/2026-11-05/pos_LINK_20261105.csv": "symlink",
+        "pos/2026-11-05/pos_PASSWD_20261105.csv": "symlink",
+        "pos/2026-11-04": "symlink",
+    }
+    for rel, reason in refused.items():
+        m = _manifest(spark, base, rel)
+        assert (m.status, m.error.split(":")[0], m.rows_total) == ("refused", reason, 0), rel
+    lake = base / "lake"
+    for table in ("bronze/pos_lines", "quarantine/pos"):
+        df = spark.read.format("delta").load(str(lake / table))
+        assert df.where(F.col("_source_file").isin(*refused)).count() == 0
+    quarantine = spark.read.format("delta").load(str(lake / "quarantine" / "pos"))
+    assert quarantine.where("_raw LIKE '%root:%' OR _raw LIKE '%LEAK%'").count() == 0
+    bronze = spark.read.format("delta").load(str(lake / "bronze" / "pos_lines"))
+    assert bronze.where("order_id LIKE 'LEAK%'").count() == 0
+    assert "refused=" in proc.stdout and "pos/2026-11-05/pos_PASSWD_20261105.csv" in proc.stdout
+
+
+def test_folders_that_are_not_dates_and_stray_files_are_reported(spark, night):
+    proc, base = night
+    for rel, reason in {
+        "pos/20261105": "not_a_day_folder",
+        "pos/2026-W45-4": "not_a_day_folder",
+        "pos/2026-13-01": "not_a_day_folder",
+        f"pos/pos_S01_{DD}.csv": "stray_file",
+    }.items():
+        m = _manifest(spark, base, rel)
+        assert (m.status, m.error.split(":")[0], m.business_date) == ("refused", reason, None)
+        assert rel in proc.stdout  # named in the run summary line
+    bronze = spark.read.format("delta").load(str(base / "lake" / "bronze" / "pos_lines"))
+    assert bronze.where("order_id IN ('ALIAS', 'STRAY')").count() == 0
+    # The real day's file of the same name was taken in once, under its own folder.
+    assert _manifest(spark, base, f"pos/{D}/pos_S01_{DD}.csv").rows_good == 80
+
+
+def test_invalid_optional_fields_are_nulled_and_recorded_not_quarantined(spark, night):
+    _, base = night
+    lake = base / "lake"
+    crm = spark.read.format("delta").load(str(lake / "bronze" / "crm_members"))
+    (f1,) = crm.where("crm_id = 'F1'").collect()
+    assert (f1.phone, f1.name) == ("13911112222", "李一")  # the valid fields are kept
+    assert (f1.birth_date, f1.email, f1.id_card_no, f1.gender) == (None, None, None, None)
+    assert sorted((i.field, i.rule, i.value) for i in f1._field_issues) == [
+        ("birth_date", "birth_date_invalid", "19551192"),
+        ("email", "email_invalid", "li.at.qq.com"),
+        ("gender", "gender_invalid", "U"),
+        ("id_card_no", "id_card_invalid", "110101199003070021"),
+    ]
+    assert _quarantine(spark, base, "crm", f"members_{DD}.csv") == [
+        (14, ["birth_date_invalid", "updated_ts_invalid"])
+    ]
+    pos = spark.read.format("delta").load(str(lake / "bronze" / "pos_lines"))
+    (p1,) = pos.where("order_id = 'P1'").collect()
+    assert (p1.payment_method, p1.points_earned) == (None, None)
+    assert sorted(i.rule for i in p1._field_issues) == ["payment_method_invalid", "points_invalid"]
+    # The quality step counts them, per rule.
+    runs = spark.read.format("delta").load(str(lake / "meta" / "runs"))
+    (q,) = runs.where("step = 'quality'").collect()
+    detail = json.loads(q.detail)
+    assert detail["fields_nulled_crm"] == {
+        "birth_date_invalid": 1,
+        "email_invalid": 1,
+        "gender_invalid": 1,
+        "id_card_invalid": 1,
+    }
+    assert detail["fields_nulled_pos"] == {"payment_method_invalid": 1, "points_invalid": 1}
+
+
+def test_full_width_identifiers_are_folded_on_the_way_in(spark, night):
+    _, base = night
+    crm = spark.read.format("delta").load(str(base / "lake" / "bronze" / "crm_members"))
+    (f2,) = crm.where("crm_id = 'F2'").collect()
+    assert (f2.phone, f2.email, f2.member_card_no) == ("13912345678", "WANG@QQ.COM", "K77")
+    assert f2._field_issues == []
 
 
 def test_healthy_rows_all_arrived(spark, night):
@@ -266,3 +401,31 @@ def test_nothing_readable_fails_quality_with_one_line(tmp_path):
     proc = run_cdp(["run", "--date", D, "--steps", INGEST_STEPS], env)
     line = one_line_error(proc)
     assert "quality" in line and "quarantine rate above" in line and "pos" in line
+
+
+def test_pos_file_resent_byte_identical_under_a_new_name_does_not_fail_the_night(spark, tmp_path):
+    """Issue 12.9: the day's only POS file repeats yesterday's rows, byte for byte."""
+    day1, day2 = "2026-11-04", D
+    lines = [sale(f"R{i}", 1, f"{day1} 10:00:00") for i in range(40)]
+    text = "\n".join([POS_HEADER, *lines]) + "\n"
+    for day in (day1, day2):
+        for s in ("pos", "web", "crm"):
+            d = tmp_path / "landing" / s / day
+            d.mkdir(parents=True)
+            (d / "_SUCCESS").write_text("")
+        name = f"pos_S01_{day.replace('-', '')}.csv"
+        (tmp_path / "landing" / "pos" / day / name).write_text(text, encoding="utf-8")
+    env = cdp_env(tmp_path)
+    first = run_cdp(["run", "--date", day1, "--steps", INGEST_STEPS], env)
+    assert first.returncode == 0, first.stderr
+    second = run_cdp(["run", "--date", day2, "--steps", INGEST_STEPS], env)
+    assert second.returncode == 0, second.stderr
+    assert "duplicates=40" in second.stdout and "quarantined=0" in second.stdout
+    m = _manifest(spark, tmp_path, f"pos_S01_{DD}.csv")
+    assert (m.rows_total, m.rows_good, m.rows_bad, m.rows_duplicate) == (40, 0, 0, 40)
+    lake = tmp_path / "lake"
+    dups = spark.read.format("delta").load(str(lake / "bronze" / "pos_line_duplicates"))
+    assert {r.first_source_file for r in dups.collect()} == {"pos/2026-11-04/pos_S01_20261104.csv"}
+    assert dups.count() == 40
+    assert spark.read.format("delta").load(str(lake / "quarantine" / "pos")).count() == 0
+    assert spark.read.format("delta").load(str(lake / "bronze" / "pos_lines")).count() == 40
