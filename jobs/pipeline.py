@@ -139,6 +139,7 @@ def run_pipeline(
     results: dict[str, dict] = {}
     paths = ctx.settings.paths
     with lake_lock(paths.work, paths.lake, ctx.run_id):
+        _remove_dead_runs_leftovers(ctx)
         for step in steps or list(STEPS):
             t0 = time.perf_counter()
             try:
@@ -148,3 +149,13 @@ def run_pipeline(
             if on_step:
                 on_step(step, results[step.name], time.perf_counter() - t0)
     return results
+
+
+def _remove_dead_runs_leftovers(ctx: RunContext) -> None:
+    """Temporary export folders of runs that were killed (we hold the lock: none is live)."""
+    from pathlib import Path
+
+    from jobs.exports.files import remove_dead_run_folders
+
+    for name in remove_dead_run_folders(Path(ctx.settings.paths.exports)):
+        log.warning("removed exports/%s, left by a run that died", name)
