@@ -79,10 +79,16 @@ def select_steps(only: Iterable[str] | None = None, until: str | None = None) ->
 def run_step(ctx: RunContext, step: Step) -> dict:
     """Run one step and record it in meta/runs (used by Airflow tasks too)."""
     from jobs.lock import lake_lock
+    from jobs.silver.backfill import context_for, remove_scratch
 
     paths = ctx.settings.paths
     with lake_lock(paths.work, paths.lake, ctx.run_id):
-        return _run_step_locked(ctx, step)
+        # A backfill (D before silver's date) computes silver as of D beside the current one.
+        step_ctx = context_for(ctx)
+        result = _run_step_locked(step_ctx, step)
+        if step_ctx is not ctx and step.name == STEPS[-1].name:
+            remove_scratch(ctx)  # the last task of an Airflow run
+        return result
 
 
 def _run_step_locked(ctx: RunContext, step: Step) -> dict:
@@ -138,16 +144,21 @@ def run_pipeline(
 
     results: dict[str, dict] = {}
     paths = ctx.settings.paths
+    from jobs.silver.backfill import remove_scratch
+
     with lake_lock(paths.work, paths.lake, ctx.run_id):
         _remove_dead_runs_leftovers(ctx)
-        for step in steps or list(STEPS):
-            t0 = time.perf_counter()
-            try:
-                results[step.name] = run_step(ctx, step)
-            except Exception as exc:
-                raise StepFailed(step.name, exc) from exc
-            if on_step:
-                on_step(step, results[step.name], time.perf_counter() - t0)
+        try:
+            for step in steps or list(STEPS):
+                t0 = time.perf_counter()
+                try:
+                    results[step.name] = run_step(ctx, step)
+                except Exception as exc:
+                    raise StepFailed(step.name, exc) from exc
+                if on_step:
+                    on_step(step, results[step.name], time.perf_counter() - t0)
+        finally:
+            remove_scratch(ctx)  # a backfill's copy of silver (none for a night)
     return results
 
 
