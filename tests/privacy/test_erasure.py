@@ -51,6 +51,25 @@ ALICE_SECRETS = [
 ] + [ALICE["member"], ALICE["retired"]]
 
 
+# What erasing Alice removes, table by table.
+ALICE_ROWS = {
+    "bronze/pos_lines": 2,  # card line and phone line; Bob's line stays
+    "bronze/web_events": 2,
+    "bronze/web_event_duplicates": 1,
+    "bronze/crm_members": 1,
+    "quarantine/pos": 1,  # the phone in _raw; the anonymous bad row stays
+    "quarantine/crm": 1,
+    "silver/member_xref": 5,
+    "silver/identity_edges": 1,
+    "silver/members": 1,
+    "silver/member_id_history": 1,
+    "silver/orders": 2,
+    "silver/web_events": 1,
+    "restricted/member_pii": 1,
+    "gold/member_lifecycle": 4,  # two dates, the member and its retired id
+}
+
+
 def crm_line(p: dict, name: str, id_card: str = "", email: str | None = None) -> str:
     return (
         f"{p['crm']},{p['card']},{p['phone']},{email or p['email']},{id_card},{p['user']},{name},F,"
@@ -325,22 +344,7 @@ def test_forget_by_phone_removes_every_trace(lake_with_alice, settings, make_ctx
     receipt = forget(make_ctx(D2), phone="+86 138-0013-8000", recompute=False)
 
     removed = receipt["rows_removed"]
-    assert removed == {
-        "bronze/pos_lines": 2,  # card line and phone line; Bob's line stays
-        "bronze/web_events": 2,
-        "bronze/web_event_duplicates": 1,
-        "bronze/crm_members": 1,
-        "quarantine/pos": 1,  # the phone in _raw; the anonymous bad row stays
-        "quarantine/crm": 1,
-        "silver/member_xref": 5,
-        "silver/identity_edges": 1,
-        "silver/members": 1,
-        "silver/member_id_history": 1,
-        "silver/orders": 2,
-        "silver/web_events": 1,
-        "restricted/member_pii": 1,
-        "gold/member_lifecycle": 4,  # two dates, the member and its retired id
-    }
+    assert removed == ALICE_ROWS
     assert receipt["members_erased"] == 2 and receipt["export_rows_removed"] == {
         f"{D2}/vip.csv": 1,
         f"{D2}/vip.parquet": 1,
@@ -444,6 +448,50 @@ def test_resent_files_do_not_bring_her_back(lake_with_alice, settings, make_ctx)
     assert m[f"crm/{D1}/members_20261101.csv"] == (4, 2, 0, 2)
     assert m[f"web/{D1}/events_20261101_p1.jsonl"] == (4, 2, 0, 2)
     assert m[f"web/{D2}/events_20261102_p1.jsonl"] == (3, 2, 0, 1)
+
+
+def test_interrupted_forget_is_resumed_with_exact_counts(
+    lake_with_alice, settings, make_ctx, monkeypatch
+):
+    """A failure right after silver/member_xref lost her rows; the same request again
+    finishes it from the record (resolving her now would find nobody)."""
+    from jobs.lake import Lake
+
+    originals = {m: getattr(Lake, m) for m in ("overwrite", "replace_where")}
+
+    def failing(method):
+        def wrapper(self, df, name, *a, **kw):
+            originals[method](self, df, name, *a, **kw)
+            if name == "silver/member_xref":
+                raise RuntimeError("killed after silver/member_xref (injected)")
+
+        return wrapper
+
+    for m in originals:
+        monkeypatch.setattr(Lake, m, failing(m))
+    with pytest.raises(RuntimeError, match="injected"):
+        forget(make_ctx(D2), phone="+86 138-0013-8000", recompute=False)
+    for m, f in originals.items():
+        monkeypatch.setattr(Lake, m, f)
+    (pending,) = (settings.paths.work / "erasure_requests").glob("erase-*.json")
+    # Recorded first: every identifier is already on the suppression list.
+    key = make_ctx(D2).pii_key
+    listed = {r.value_hash for r in make_ctx(D2).lake.read("restricted/suppression_list").collect()}
+    assert {hmac_py(v, key) for v in (ALICE["crm"], ALICE["card"], ALICE["anon"])} <= listed
+
+    receipt = forget(make_ctx(D2), phone="13800138000", recompute=False)
+    assert receipt["resumed"] is True
+    assert [a["outcome"] for a in receipt["attempts"]] == ["interrupted", "completed"]
+    assert receipt["rows_removed"] == ALICE_ROWS and receipt["rows_removed_total"] == 24
+    first, second = (a["rows_removed"] for a in receipt["attempts"])
+    assert first >= ALICE_ROWS["silver/member_xref"] and second > 0 and first + second == 24
+    assert receipt["members_erased"] == 2
+    assert not pending.exists()
+    for root in (settings.paths.lake, settings.paths.exports, settings.paths.work):
+        assert leaks_in_files(root, ALICE_SECRETS) == []
+    # Asked again once finished: nothing pending, nothing of hers left to find.
+    again = forget(make_ctx(D2), phone="13800138000", recompute=False)
+    assert again["rows_removed_total"] == 0 and again["resumed"] is False
 
 
 def test_unknown_or_invalid_requests_are_refused(lake_with_alice, make_ctx):
