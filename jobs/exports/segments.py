@@ -359,7 +359,7 @@ def write_export(
     """Write every segment's files and the manifest for ``as_of``, then publish them."""
     root.mkdir(parents=True, exist_ok=True)
     for name in remove_dead_run_folders(root):
-        log.warning("exports: removed %s, left by a run that died", name)
+        log.warning("removed exports/%s, left by a run that died", name)
     target = root / as_of.isoformat()
     tmp = root / f".tmp-{as_of.isoformat()}-{uuid.uuid4().hex[:12]}"
     scratch = tmp / "_scratch"
