@@ -141,11 +141,10 @@ def run_pipeline(
 ) -> dict[str, dict]:
     """Run ``steps`` (default: all) in order under the lake's lock; stop at the first failure."""
     from jobs.lock import lake_lock
+    from jobs.silver.backfill import remove_scratch
 
     results: dict[str, dict] = {}
     paths = ctx.settings.paths
-    from jobs.silver.backfill import remove_scratch
-
     with lake_lock(paths.work, paths.lake, ctx.run_id):
         _remove_dead_runs_leftovers(ctx)
         try:
