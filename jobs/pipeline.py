@@ -79,11 +79,17 @@ def select_steps(only: Iterable[str] | None = None, until: str | None = None) ->
 def run_step(ctx: RunContext, step: Step) -> dict:
     """Run one step and record it in meta/runs (used by Airflow tasks too)."""
     from jobs.lock import lake_lock
+    from jobs.silver.backfill import context_for, remove_scratch
 
     paths = ctx.settings.paths
     with lake_lock(paths.lake, ctx.run_id):
         ctx.pii_key  # noqa: B018 - a key other than the lake's is refused before the step writes
-        return _run_step_locked(ctx, step)
+        # A backfill (D before silver's date) computes silver as of D beside the current one.
+        step_ctx = context_for(ctx)
+        result = _run_step_locked(step_ctx, step)
+        if step_ctx is not ctx and step.name == STEPS[-1].name:
+            remove_scratch(ctx)  # the last task of an Airflow run
+        return result
 
 
 def _run_step_locked(ctx: RunContext, step: Step) -> dict:
@@ -136,16 +142,31 @@ def run_pipeline(
 ) -> dict[str, dict]:
     """Run ``steps`` (default: all) in order under the lake's lock; stop at the first failure."""
     from jobs.lock import lake_lock
+    from jobs.silver.backfill import remove_scratch
 
     results: dict[str, dict] = {}
     paths = ctx.settings.paths
     with lake_lock(paths.lake, ctx.run_id):
-        for step in steps or list(STEPS):
-            t0 = time.perf_counter()
-            try:
-                results[step.name] = run_step(ctx, step)
-            except Exception as exc:
-                raise StepFailed(step.name, exc) from exc
-            if on_step:
-                on_step(step, results[step.name], time.perf_counter() - t0)
+        _remove_dead_runs_leftovers(ctx)
+        try:
+            for step in steps or list(STEPS):
+                t0 = time.perf_counter()
+                try:
+                    results[step.name] = run_step(ctx, step)
+                except Exception as exc:
+                    raise StepFailed(step.name, exc) from exc
+                if on_step:
+                    on_step(step, results[step.name], time.perf_counter() - t0)
+        finally:
+            remove_scratch(ctx)  # a backfill's copy of silver (none for a night)
     return results
+
+
+def _remove_dead_runs_leftovers(ctx: RunContext) -> None:
+    """Temporary export folders of runs that were killed (we hold the lock: none is live)."""
+    from pathlib import Path
+
+    from jobs.exports.files import remove_dead_run_folders
+
+    for name in remove_dead_run_folders(Path(ctx.settings.paths.exports)):
+        log.warning("removed exports/%s, left by a run that died", name)

@@ -1,12 +1,19 @@
 """Single-file CSV/Parquet output from a DataFrame, and file checksums.
 
-Used by the segment exports and by ``cdp sql --out``.
+Used by the segment exports and by ``cdp sql --out``. The segment exports use
+:func:`write_sorted_file`: the same bytes for the same rows, whatever order the
+engine produced them in (downstream tools compare the manifest's SHA-256).
 """
 
 from __future__ import annotations
 
 import hashlib
+import heapq
+import itertools
+import re
 import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from pyspark.sql import DataFrame
@@ -81,3 +88,101 @@ def _concat_parquet(parts: list[Path], target: Path, schema: T.StructType) -> No
         for part in parts:
             for batch in pq.ParquetFile(part).iter_batches(batch_size=65536):
                 writer.write_batch(batch.cast(first) if batch.schema != first else batch)
+
+
+# Rows per Parquet row group of a sorted file: a fixed layout, whatever the engine wrote.
+ROW_GROUP_ROWS = 128 * 1024
+# Lines sorted in memory at once when sorting a CSV file (longer files: merge of runs).
+SORT_CHUNK_LINES = 500_000
+
+
+def write_sorted_file(df: DataFrame, fmt: str, target: Path, scratch: Path) -> None:
+    """Like :func:`write_single_file`, with the rows in a defined order and byte-stable output.
+
+    Parquet: rows sorted by every column in column order (an export's first column is
+    its key), one file written by Arrow with fixed row groups and no engine metadata
+    (held in memory: an audience is one narrow row per member). CSV: the header, then
+    the data lines sorted as bytes (export values hold no line breaks), by an external
+    merge sort, so memory stays bounded. Two runs over the same rows write the same bytes.
+    """
+    write_single_file(df, fmt, target, scratch)
+    if fmt == "csv":
+        sort_csv_lines(target)
+    else:
+        sort_parquet(target)
+
+
+def sort_parquet(path: Path) -> None:
+    """Rewrite one Parquet file sorted by all its (sortable) columns, fixed row groups."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path).replace_schema_metadata(None)
+    keys = [(f.name, "ascending") for f in table.schema if not pa.types.is_nested(f.type)]
+    if keys and table.num_rows > 1:
+        table = table.sort_by(keys)
+    tmp = path.with_name(f".{path.name}.sorted")
+    pq.write_table(table, tmp, row_group_size=ROW_GROUP_ROWS)
+    tmp.replace(path)
+
+
+def sort_csv_lines(path: Path) -> None:
+    """Sort the data lines of a CSV file (header kept first) as bytes, in bounded memory."""
+    with open(path, "rb") as src:
+        header = src.readline()
+        runs: list[Path] = []
+        work = Path(tempfile.mkdtemp(prefix=".sort-", dir=path.parent))
+        try:
+            for chunk in _sorted_chunks(src):
+                run = work / f"run-{len(runs):05d}"
+                run.write_bytes(b"".join(chunk))
+                runs.append(run)
+            tmp = path.with_name(f".{path.name}.sorted")
+            with open(tmp, "wb") as dst:
+                dst.write(header)
+                files = [open(r, "rb") for r in runs]  # noqa: SIM115 - closed below
+                try:
+                    dst.writelines(heapq.merge(*files))
+                finally:
+                    for f in files:
+                        f.close()
+            tmp.replace(path)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _sorted_chunks(src) -> Iterator[list[bytes]]:
+    """Sorted runs of at most SORT_CHUNK_LINES lines, each ending with a newline."""
+    lines = (ln if ln.endswith(b"\n") else ln + b"\n" for ln in src)
+    while chunk := list(itertools.islice(lines, SORT_CHUNK_LINES)):
+        yield sorted(chunk)
+
+
+# Folders a dead export run leaves next to the published ones (see segments.publish).
+_TMP_DIR = re.compile(r"^\.tmp-(\d{4}-\d{2}-\d{2})-[0-9a-f]{12}$")
+_OLD_DIR = re.compile(r"^\.old-(\d{4}-\d{2}-\d{2})-[0-9a-f]{8}$")
+
+
+def remove_dead_run_folders(root: Path) -> list[str]:
+    """Remove what a killed export run left under ``root``; the names removed.
+
+    Only folders with the export step's own temporary names: ``.tmp-<date>-<id>``
+    (partial files of a run that died before publishing) and ``.old-<date>-<id>``
+    (the previous export, moved aside for the instant of the swap: put back when
+    the date's folder is missing, else deleted). The caller holds the lake's lock,
+    so no live run owns them.
+    """
+    removed: list[str] = []
+    if not root.is_dir():
+        return removed
+    for p in sorted(root.iterdir()):
+        tmp, old = _TMP_DIR.match(p.name), _OLD_DIR.match(p.name)
+        if not p.is_dir() or not (tmp or old):
+            continue
+        if old and not (root / old.group(1)).exists():
+            p.replace(root / old.group(1))
+            (root / old.group(1) / "_SUCCESS").write_text("")
+            continue
+        shutil.rmtree(p, ignore_errors=True)
+        removed.append(p.name)
+    return removed

@@ -4,7 +4,8 @@ For business date D, every segment of ``conf/segments.yaml`` becomes, under
 ``<exports>/<D>/``:
 
 * ``<segment>.csv`` and ``<segment>.parquet``: the audience, one row per member
-  (key ``member_id``; row order not significant);
+  (key ``member_id``; rows sorted by member_id, so two runs over the same data write
+  byte-identical files and the same SHA-256);
 * ``<segment>.entered.csv`` / ``<segment>.exited.csv``: members who joined / left the
   audience since the previous published export (all members entered when there is
   none). Ids of the previous export are first re-keyed through merges in
@@ -18,7 +19,10 @@ SHA-256 of normalised identifiers, never raw PII.
 
 Publishing: all files are written into a temporary folder next to the target, which
 is then renamed into place, and ``_SUCCESS`` is written last. Any failure before the
-rename removes the temporary folder and leaves the previous export untouched.
+rename removes the temporary folder and leaves the previous export untouched. A run
+killed before it could clean up leaves ``.tmp-<D>-<id>/`` (partial files with member
+rows): the next export step removes such folders of dead runs first (it holds the
+lake's lock, so none belongs to a live run), and so does the start of every run.
 """
 
 from __future__ import annotations
@@ -41,8 +45,9 @@ from pyspark.sql import types as T
 
 from jobs.config import CONF_DIR, ConfigError, StrictModel, load_model
 from jobs.context import RunContext
-from jobs.exports.files import sha256_file
-from jobs.exports.files import write_single_file as _single_file
+from jobs.exports.files import remove_dead_run_folders, sha256_file
+from jobs.exports.files import write_sorted_file as _single_file
+from jobs.lake import _fault_hook
 from jobs.privacy.pii import sha256_col
 from jobs.schemas import table_schema
 
@@ -353,6 +358,8 @@ def write_export(
 ) -> dict:
     """Write every segment's files and the manifest for ``as_of``, then publish them."""
     root.mkdir(parents=True, exist_ok=True)
+    for name in remove_dead_run_folders(root):
+        log.warning("removed exports/%s, left by a run that died", name)
     target = root / as_of.isoformat()
     tmp = root / f".tmp-{as_of.isoformat()}-{uuid.uuid4().hex[:12]}"
     scratch = tmp / "_scratch"
@@ -389,6 +396,7 @@ def write_export(
                 counts[kind] = df.count()
                 files.append(_file_entry(path, seg.name, kind, counts[kind]))
             seg_entries.append({**seg.model_dump(), "rows": n, **counts})
+            _fault_hook(f"exports/{seg.name}")
         shutil.rmtree(scratch)
         manifest = {
             "as_of_date": as_of.isoformat(),

@@ -11,26 +11,34 @@ Steps, all under the lake's lock:
    whole family because they share a number is not what was asked): use
    ``--member``. Before identity resolution has run, the request's identifiers
    and the CRM rows they match are used directly.
-2. **Delete** their rows: bronze (POS lines of their cards/phones, web events of
+2. **Record** the request durably before changing anything: the person's member ids
+   and identifiers go to ``<work>/erasure_requests/<request_id>.json``
+   (jobs.privacy.erasure_journal), then the keyed hashes of all their identifiers to
+   ``restricted/suppression_list``: from then on ingestion drops matching rows of any
+   file taken in (jobs.privacy.suppression), re-sent originals included.
+3. **Delete** their rows: bronze (POS lines of their cards/phones, web events of
    their account/devices and the redelivered copies, CRM rows of their crm_ids),
    quarantine (rows whose ``_raw`` contains any of their identifiers), every silver,
    gold, restricted and meta table with a member id column, identity edges and
-   the work folder's leftovers (staging files of crashed runs). Each table is
-   rewritten with ``Lake.replace_where`` over the partitions that held them (one
-   Delta commit per table, so readers never see half an erasure).
-3. **Exports**: the person's rows are removed from every published export file
-   and the manifest's row counts and checksums are rewritten.
+   the work folder's leftovers (staging files of crashed runs, temporary export
+   folders of killed runs). Each table is rewritten with ``Lake.replace_where`` over
+   the partitions that held them (one Delta commit per table, so readers never see
+   half an erasure). Exports: the person's rows are removed from every published
+   export file and the manifest's row counts and checksums are rewritten.
 4. **Recompute** the silver and gold steps for the latest ``as_of_date`` in gold
    (jobs.pipeline.run_pipeline), so aggregates no longer count them.
 5. **Vacuum** every table that changed (delta-rs, retention 0) and drop the Delta
    log before the current version (checkpoint, then metadata cleanup), so neither
    time travel nor the log's column statistics can give the values back.
-6. **Suppress**: the keyed hashes of all their identifiers go to
-   ``restricted/suppression_list``; ingestion drops matching rows of any file
-   taken in later (jobs.privacy.suppression), re-sent originals included.
-7. **Receipt**: ``<work>/erasure_receipts/<request_id>.json`` with the time, the
-   tables and row counts removed, and no personal data (no identifiers, no
-   member id).
+6. **Receipt**: ``<work>/erasure_receipts/<request_id>.json`` with the times, every
+   attempt (run id, outcome), the tables and row counts removed, and no personal
+   data (no identifiers, no member id); then the request's record is deleted.
+
+Every phase is idempotent and its completion is recorded, so a ``cdp forget`` killed
+anywhere is finished by running it again (the same request finds its record, and any
+``cdp forget`` finishes the interrupted ones first): the lake ends as after an
+uninterrupted erasure, and the receipt counts each row once, under the attempt that
+removed it.
 """
 
 from __future__ import annotations
@@ -54,6 +62,8 @@ from pyspark.sql import functions as F
 from jobs import lake_state
 from jobs.config import Settings
 from jobs.context import RunContext
+from jobs.privacy import erasure_journal
+from jobs.privacy.erasure_journal import PHASES, ErasureRequest
 from jobs.privacy.pii import hmac_col, hmac_py
 from jobs.privacy.suppression import (
     TABLE as SUPPRESSION_TABLE,
@@ -255,11 +265,17 @@ def _lit(v) -> str:
     return "'" + str(v).replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def erase_rows(ctx: RunContext, name: str, flag: Callable[[DataFrame], Column]) -> int:
+def erase_rows(
+    ctx: RunContext,
+    name: str,
+    flag: Callable[[DataFrame], Column],
+    journal: ErasureRequest | None = None,
+) -> int:
     """Remove the rows of table ``name`` for which ``flag(df)`` is true; return how many.
 
     One Delta commit: only the partitions that hold such rows are rewritten
     (``replaceWhere`` on the partition values), an unpartitioned table as a whole.
+    ``journal``: the request's record, told before the commit (rows, version) and after.
     """
     lake = ctx.lake
     if not lake.exists(name):
@@ -271,6 +287,8 @@ def erase_rows(ctx: RunContext, name: str, flag: Callable[[DataFrame], Column]) 
         return 0
     from deltalake import DeltaTable
 
+    if journal is not None:
+        journal.before_write("table", name, n, lake.version(name))
     parts = DeltaTable(lake.path(name)).metadata().partition_columns
     if parts:
         values = [tuple(r) for r in hits.select(*parts).distinct().collect()]
@@ -289,6 +307,8 @@ def erase_rows(ctx: RunContext, name: str, flag: Callable[[DataFrame], Column]) 
     else:
         kept = df.where(~F.coalesce(flag(df), F.lit(False)))
         lake.overwrite(kept, name, conform_schema=False)
+    if journal is not None:
+        journal.after_write()
     return n
 
 
@@ -325,13 +345,18 @@ def raw_matcher(person: Person) -> Callable[[DataFrame], Column]:
     return flag
 
 
-def erase_everywhere(ctx: RunContext, person: Person) -> dict[str, int]:
-    """Delete the person's rows from every table of the lake; table -> rows removed."""
+def erase_everywhere(
+    ctx: RunContext, person: Person, journal: ErasureRequest | None = None
+) -> dict[str, int]:
+    """Delete the person's rows from every table of the lake; table -> rows removed.
+
+    Idempotent: run again after a crash, it removes what is left (``journal`` counts).
+    """
     lake, key = ctx.lake, ctx.pii_key
     removed: dict[str, int] = {}
 
     def erase(name: str, flag: Callable[[DataFrame], Column]) -> None:
-        n = erase_rows(ctx, name, flag)
+        n = erase_rows(ctx, name, flag, journal)
         if n:
             removed[name] = removed.get(name, 0) + n
 
@@ -418,16 +443,16 @@ def _any(df: DataFrame, conds: list[Callable[[DataFrame], Column]]) -> Column:
 # ---- exports ----------------------------------------------------------------------------
 
 
-def scrub_exports(exports: Path, person: Person) -> dict[str, int]:
+def scrub_exports(
+    exports: Path, person: Person, journal: ErasureRequest | None = None
+) -> dict[str, int]:
     """Remove the person's rows from every published export file; file -> rows removed.
 
-    Rows are matched on ``member_id`` (and ``crm_id`` where a file has it). The
-    manifest's rows, bytes and SHA-256 are rewritten for every changed file, and
-    the per-segment counts with them. Other rows keep their exact text.
+    Rows are matched on ``member_id`` (and ``crm_id`` where a file has it); other rows
+    keep their exact text. Then every manifest entry whose file no longer matches its
+    SHA-256 is rewritten from the file (rows, bytes, SHA-256), with the per-segment
+    counts: so a run killed between a file and its manifest is repaired by the next.
     """
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
     from jobs.exports.files import sha256_file
 
     members = set(person.member_ids)
@@ -436,52 +461,61 @@ def scrub_exports(exports: Path, person: Person) -> dict[str, int]:
     if not exports.exists():
         return out
     for folder in sorted(p for p in exports.iterdir() if p.is_dir()):
-        changed: dict[str, int] = {}
         for f in sorted(folder.iterdir()):
-            if f.suffix == ".csv":
-                n = _scrub_csv(f, members, crm_ids)
-            elif f.suffix == ".parquet":
-                table = pq.read_table(f)
-                mask = None
-                for col, values in (("member_id", members), ("crm_id", crm_ids)):
-                    if col in table.column_names and values:
-                        hit = pc.is_in(table[col], value_set=_pa_strings(values))
-                        mask = hit if mask is None else pc.or_(mask, hit)
-                n = 0
-                if mask is not None:
-                    mask = pc.fill_null(mask, False)
-                    n = int(pc.sum(mask).as_py() or 0)
-                    if n:
-                        tmp = f.with_name(f".{f.name}.tmp")
-                        pq.write_table(table.filter(pc.invert(mask)), tmp)
-                        os.replace(tmp, f)
-            else:
+            if f.suffix not in (".csv", ".parquet"):
                 continue
+            key = f"{folder.name}/{f.name}"
+
+            def before(rows: int, f: Path = f, key: str = key) -> None:
+                if journal is not None:
+                    journal.before_write("export", key, rows, sha256_file(f))
+
+            scrub = _scrub_csv if f.suffix == ".csv" else _scrub_parquet
+            n = scrub(f, members, crm_ids, before)
             if n:
-                changed[f.name] = n
-                out[f"{folder.name}/{f.name}"] = n
-        manifest = folder / "manifest.json"
-        if changed and manifest.exists():
-            doc = json.loads(manifest.read_text(encoding="utf-8"))
-            for entry in doc.get("files", []):
-                if entry.get("path") in changed:
-                    p = folder / entry["path"]
-                    entry["rows"] = int(entry.get("rows", 0)) - changed[entry["path"]]
-                    entry["bytes"] = p.stat().st_size
-                    entry["sha256"] = sha256_file(p)
-            for seg in doc.get("segments", []):
-                name = seg.get("name")
-                for kind, fname in (
-                    ("rows", f"{name}.parquet"),
-                    ("entered", f"{name}.entered.csv"),
-                    ("exited", f"{name}.exited.csv"),
-                ):
-                    if fname in changed and kind in seg:
-                        seg[kind] = int(seg[kind]) - changed[fname]
-            tmp = manifest.with_name(".manifest.json.tmp")
-            tmp.write_text(json.dumps(doc, ensure_ascii=False, indent=2), encoding="utf-8")
-            os.replace(tmp, manifest)
+                out[key] = n
+                if journal is not None:
+                    journal.after_write()
+        _refresh_manifest(folder)
     return out
+
+
+def _refresh_manifest(folder: Path) -> None:
+    """Rewrite the manifest entries of files that changed (rows counted from the file)."""
+    import pyarrow.parquet as pq
+
+    from jobs.exports.files import sha256_file
+
+    manifest = folder / "manifest.json"
+    if not manifest.exists():
+        return
+    doc = json.loads(manifest.read_text(encoding="utf-8"))
+    rows: dict[str, int] = {}
+    for entry in doc.get("files", []):
+        p = folder / str(entry.get("path"))
+        if not p.is_file() or entry.get("sha256") == sha256_file(p):
+            continue
+        if p.suffix == ".parquet":
+            n = pq.ParquetFile(p).metadata.num_rows
+        else:
+            with open(p, "rb") as fh:
+                n = max(sum(1 for _ in fh) - 1, 0)  # export values hold no line breaks
+        entry.update(rows=n, bytes=p.stat().st_size, sha256=sha256_file(p))
+        rows[p.name] = n
+    if not rows:
+        return
+    for seg in doc.get("segments", []):
+        name = seg.get("name")
+        for kind, fname in (
+            ("rows", f"{name}.parquet"),
+            ("entered", f"{name}.entered.csv"),
+            ("exited", f"{name}.exited.csv"),
+        ):
+            if fname in rows and kind in seg:
+                seg[kind] = rows[fname]
+    tmp = manifest.with_name(".manifest.json.tmp")
+    tmp.write_text(json.dumps(doc, ensure_ascii=False, indent=2), encoding="utf-8")
+    os.replace(tmp, manifest)
 
 
 def _pa_strings(values: set[str]):
@@ -490,7 +524,34 @@ def _pa_strings(values: set[str]):
     return pa.array(sorted(values), pa.string())
 
 
-def _scrub_csv(path: Path, members: set[str], crm_ids: set[str]) -> int:
+def _scrub_parquet(
+    path: Path, members: set[str], crm_ids: set[str], before: Callable[[int], None]
+) -> int:
+    """Drop the rows whose member_id / crm_id is the person's; ``before(n)`` precedes the swap."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    mask = None
+    for col, values in (("member_id", members), ("crm_id", crm_ids)):
+        if col in table.column_names and values:
+            hit = pc.is_in(table[col], value_set=_pa_strings(values))
+            mask = hit if mask is None else pc.or_(mask, hit)
+    if mask is None:
+        return 0
+    mask = pc.fill_null(mask, False)
+    n = int(pc.sum(mask).as_py() or 0)
+    if n:
+        tmp = path.with_name(f".{path.name}.tmp")
+        pq.write_table(table.filter(pc.invert(mask)), tmp)
+        before(n)
+        os.replace(tmp, path)
+    return n
+
+
+def _scrub_csv(
+    path: Path, members: set[str], crm_ids: set[str], before: Callable[[int], None]
+) -> int:
     """Drop the CSV records whose member_id / crm_id is the person's; keep other lines as they are."""
     text = path.read_text(encoding="utf-8")
     lines = text.splitlines(keepends=True)
@@ -515,6 +576,7 @@ def _scrub_csv(path: Path, members: set[str], crm_ids: set[str]) -> int:
     if n:
         tmp = path.with_name(f".{path.name}.tmp")
         tmp.write_text("".join(kept), encoding="utf-8")
+        before(n)
         os.replace(tmp, path)
     return n
 
@@ -577,15 +639,213 @@ def _recompute_steps():
 
 
 def _scrub_work(ctx: RunContext) -> int:
-    """Delete staging folders left by crashed runs (they hold raw landing rows)."""
-    staging = lake_state.staging_root(ctx.settings.paths.lake)
+    """Delete the staging folders left by crashed runs (raw landing rows) and the scratch
+    silver of backfills (jobs.silver.backfill: a copy of restricted/member_pii)."""
     n = 0
-    if staging.exists():
-        for p in staging.iterdir():
-            if p.name != ctx.run_id:
-                shutil.rmtree(p, ignore_errors=True)
-                n += 1
+    lake = ctx.settings.paths.lake
+    for root in (lake_state.staging_root(lake), lake_state.state_dir(lake) / "backfill"):
+        if root.exists():
+            for p in root.iterdir():
+                if p.name != ctx.run_id:
+                    shutil.rmtree(p, ignore_errors=True)
+                    n += 1
     return n
+
+
+# Request arguments, in the order they are listed on a receipt.
+REQUEST_KINDS = ("member", "phone", "email", "crm_id")
+
+
+def request_key(asked: dict[str, str], key: bytes) -> str:
+    """Keyed hash of a request's normalised arguments: the same command run again
+    finds its pending request; the record holds no readable request."""
+    text = "&".join(f"{k}={asked[k]}" for k in REQUEST_KINDS if k in asked)
+    return hmac_py(text, key)
+
+
+def _normalised_request(**given: str | None) -> dict[str, str]:
+    """The request's arguments in canonical form (ErasureError when one is invalid)."""
+    asked: dict[str, str] = {}
+    for kind in REQUEST_KINDS:
+        raw = given.get(kind)
+        if raw is None:
+            continue
+        value = raw.strip() if kind == "member" else normalise_py(kind, raw)
+        if not value:
+            raise ErasureError(f"--{kind.replace('_', '-')}: not a valid {kind}")
+        asked[kind] = value
+    return asked
+
+
+def record_request(ctx: RunContext, asked: dict[str, str], person: Person) -> ErasureRequest:
+    """Write the pending request (the person's identifiers included) before any change."""
+    started = dt.datetime.now(dt.UTC)
+    request_id = f"erase-{started:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+    folder = erasure_journal.requests_dir(lake_state.state_dir(ctx.settings.paths.lake))
+    req = ErasureRequest(
+        path=folder / f"{request_id}.json",
+        request_id=request_id,
+        request_key=request_key(asked, ctx.pii_key),
+        requested_by=[k for k in REQUEST_KINDS if k in asked],
+        requested_at=started.isoformat(timespec="seconds"),
+        member_ids=sorted(person.member_ids),
+        ids={k: sorted(v) for k, v in sorted(person.ids.items()) if v},
+        phone_hashes=sorted(person.phone_hashes),
+        versions_before={t: ctx.lake.version(t) for t in ctx.lake.tables()},
+    )
+    req.save()
+    return req
+
+
+def _person_of(req: ErasureRequest) -> Person:
+    return Person(
+        member_ids=set(req.member_ids),
+        ids={k: set(v) for k, v in req.ids.items()},
+        phone_hashes=set(req.phone_hashes),
+    )
+
+
+def _settle(ctx: RunContext, req: ErasureRequest) -> None:
+    """Did the write a killed attempt was making commit? (see jobs.privacy.erasure_journal)"""
+    from jobs.exports.files import sha256_file
+
+    w = req.in_flight
+    if w is None:
+        return
+    if w["kind"] == "table":
+        committed = ctx.lake.exists(w["name"]) and ctx.lake.version(w["name"]) != w["token"]
+    else:
+        f = Path(ctx.settings.paths.exports) / w["name"]
+        committed = not f.exists() or sha256_file(f) != w["token"]
+    req.settle_in_flight(committed)
+
+
+def _suppress(ctx: RunContext, req: ErasureRequest, person: Person) -> None:
+    """Keyed hashes of all the person's identifiers into the suppression list (idempotent)."""
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    ids = {k: set(v) for k, v in person.ids.items()}
+    rows = suppression_rows(ids, ctx.pii_key, req.request_id, now)
+    rows += [("phone", h, req.request_id, now) for h in sorted(person.phone_hashes)]
+    if rows:
+        schema = table_schema(SUPPRESSION_TABLE).struct
+        ctx.lake.merge(
+            ctx.spark.createDataFrame(rows, schema),
+            SUPPRESSION_TABLE,
+            on=["id_type", "value_hash"],
+            update=False,
+        )
+
+
+def _erase(ctx: RunContext, req: ErasureRequest, person: Person) -> None:
+    """Rows of every table, export files, leftovers of dead runs (idempotent)."""
+    from jobs.exports.files import remove_dead_run_folders
+
+    exports = Path(ctx.settings.paths.exports)
+    req.export_temp_folders_removed += len(remove_dead_run_folders(exports))
+    erase_everywhere(ctx, person, req)
+    scrub_exports(exports, person, req)
+    req.staging_folders_removed += _scrub_work(ctx)
+
+
+def _recompute(ctx: RunContext, req: ErasureRequest, person: Person) -> None:
+    """The steps from identity on, for the latest gold date; exports scrubbed again."""
+    latest = _latest_gold_date(ctx)
+    if latest is None:
+        return
+    from jobs.pipeline import run_pipeline
+
+    rctx = RunContext(
+        settings=ctx.settings,
+        spark=ctx.spark,
+        as_of=latest,
+        run_id=f"{ctx.run_id}-recompute",
+        allow_incomplete=True,
+    )
+    rctx.__dict__["pii_key"] = ctx.pii_key  # same key, not loaded twice
+    steps = _recompute_steps()
+    run_pipeline(rctx, steps)
+    req.recomputed = {"as_of_date": latest.isoformat(), "steps": [s.name for s in steps]}
+    # The export step republished the latest date from the erased lake; older dates
+    # were scrubbed before. Once more in case a step re-wrote one.
+    scrub_exports(Path(ctx.settings.paths.exports), person, req)
+
+
+def _vacuum(ctx: RunContext, req: ErasureRequest, person: Person) -> None:
+    """Purge the history of every table changed since the request was recorded."""
+    for t in ctx.lake.tables():
+        if t == SUPPRESSION_TABLE:
+            continue
+        if t in req.rows_removed or req.versions_before.get(t) != ctx.lake.version(t):
+            purge_history(ctx.lake.path(t))
+            req.tables_vacuumed = sorted(set(req.tables_vacuumed) | {t})
+            req.save()
+
+
+def carry_out(ctx: RunContext, req: ErasureRequest, recompute: bool = True) -> dict:
+    """Do the phases of ``req`` not done yet, write the receipt, drop the record.
+
+    Phases in order: suppress (first, so re-delivered files are dropped from then on),
+    erase, recompute, vacuum. Each is idempotent, so an attempt killed anywhere is
+    finished by the next one. The caller holds the lake's lock.
+    """
+    req.start_attempt(ctx.run_id)
+    _settle(ctx, req)
+    person = _person_of(req)
+    phases = {"suppress": _suppress, "erase": _erase, "recompute": _recompute, "vacuum": _vacuum}
+    for phase in PHASES:
+        if phase in req.done or (phase == "recompute" and not recompute):
+            continue
+        phases[phase](ctx, req, person)
+        req.phase_done(phase)
+    req.finish_attempt()
+    receipt = write_receipt(ctx, req)
+    req.remove()
+    return receipt
+
+
+def write_receipt(ctx: RunContext, req: ErasureRequest) -> dict:
+    """``<work>/erasure_receipts/<request_id>.json``: counts and times, no personal data."""
+    suppressed = {k: len(v) for k, v in sorted(req.ids.items()) if v}
+    if req.phone_hashes:
+        suppressed["phone_hash"] = len(req.phone_hashes)
+    receipt = {
+        "request_id": req.request_id,
+        "requested_at": req.requested_at,
+        "completed_at": req.attempts[-1]["ended_at"],
+        "requested_by": req.requested_by,
+        "resumed": len(req.attempts) > 1,
+        "attempts": req.attempts,
+        "members_erased": len(req.member_ids),
+        "identifiers_suppressed": suppressed,
+        "rows_removed": dict(sorted(req.rows_removed.items())),
+        "rows_removed_total": sum(req.rows_removed.values()),
+        "export_rows_removed": dict(sorted(req.export_rows_removed.items())),
+        "staging_folders_removed": req.staging_folders_removed,
+        "export_temp_folders_removed": req.export_temp_folders_removed,
+        "recomputed": req.recomputed,
+        "tables_vacuumed": req.tables_vacuumed,
+    }
+    out_dir = ctx.settings.paths.work / "erasure_receipts"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{req.request_id}.json"
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(receipt, indent=2), encoding="utf-8")
+    os.replace(tmp, path)
+    receipt["path"] = str(path)
+    return receipt
+
+
+def resume_pending(ctx: RunContext, recompute: bool = True, skip: str | None = None) -> list[dict]:
+    """Finish every interrupted request (oldest first) but ``skip`` (a request_key)."""
+    from jobs.lock import lake_lock
+
+    paths = ctx.settings.paths
+    with lake_lock(paths.lake, ctx.run_id):
+        return [
+            carry_out(ctx, req, recompute)
+            for req in erasure_journal.pending(lake_state.state_dir(paths.lake))
+            if req.request_key != skip
+        ]
 
 
 def forget(
@@ -596,86 +856,26 @@ def forget(
     crm_id: str | None = None,
     recompute: bool = True,
 ) -> dict:
-    """Carry out one erasure request (module docstring); returns the receipt (also written)."""
+    """Carry out one erasure request (module docstring); returns the receipt (also written).
+
+    The same request run again after a crash resumes the recorded one instead of
+    resolving the person anew (their rows may be half gone). Other interrupted
+    requests are finished first.
+    """
     from jobs.lock import lake_lock
 
     paths = ctx.settings.paths
-    request_id = f"erase-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
-    started = dt.datetime.now(dt.UTC)
+    asked = _normalised_request(member=member, phone=phone, email=email, crm_id=crm_id)
+    if not asked:
+        raise ErasureError("say who to forget: --member, --phone, --email or --crm-id")
+    key = request_key(asked, ctx.pii_key)
     with lake_lock(paths.lake, ctx.run_id):
-        versions_before = {t: ctx.lake.version(t) for t in ctx.lake.tables()}
+        resume_pending(ctx, recompute, skip=key)
+        mine = [r for r in erasure_journal.pending(lake_state.state_dir(paths.lake)) if r.request_key == key]
+        if mine:
+            return carry_out(ctx, mine[0], recompute)
         person = resolve(ctx, member=member, phone=phone, email=email, crm_id=crm_id)
-        removed = erase_everywhere(ctx, person)
-        exports_removed = scrub_exports(Path(paths.exports), person)
-        staging_removed = _scrub_work(ctx)
-
-        recomputed = None
-        latest = _latest_gold_date(ctx) if recompute else None
-        if latest is not None:
-            from jobs.pipeline import run_pipeline
-
-            rctx = RunContext(
-                settings=ctx.settings,
-                spark=ctx.spark,
-                as_of=latest,
-                run_id=f"{ctx.run_id}-recompute",
-                allow_incomplete=True,
-            )
-            rctx.__dict__["pii_key"] = ctx.pii_key  # same key, not loaded twice
-            steps = _recompute_steps()
-            run_pipeline(rctx, steps)
-            recomputed = {"as_of_date": latest.isoformat(), "steps": [s.name for s in steps]}
-            # The export step republished the latest date from the erased lake; older
-            # dates were scrubbed above. Scrub once more in case a step re-wrote one.
-            for k, v in scrub_exports(Path(paths.exports), person).items():
-                exports_removed[k] = exports_removed.get(k, 0) + v
-
-        # The suppression list: keyed hashes only.
-        now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-        ids = {k: set(v) for k, v in person.ids.items()}
-        rows = suppression_rows(ids, ctx.pii_key, request_id, now)
-        rows += [("phone", h, request_id, now) for h in sorted(person.phone_hashes)]
-        if rows:
-            schema = table_schema(SUPPRESSION_TABLE).struct
-            ctx.lake.merge(
-                ctx.spark.createDataFrame(rows, schema),
-                SUPPRESSION_TABLE,
-                on=["id_type", "value_hash"],
-                update=False,
-            )
-
-        vacuumed = {}
-        for t in ctx.lake.tables():
-            if t == SUPPRESSION_TABLE:
-                continue
-            if t in removed or versions_before.get(t) != ctx.lake.version(t):
-                vacuumed[t] = purge_history(ctx.lake.path(t))
-
-    receipt = {
-        "request_id": request_id,
-        "requested_at": started.isoformat(timespec="seconds"),
-        "completed_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "requested_by": [
-            k
-            for k, v in (("member", member), ("phone", phone), ("email", email), ("crm_id", crm_id))
-            if v
-        ],
-        "members_erased": len(person.member_ids),
-        "identifiers_suppressed": {k: len(v) for k, v in sorted(person.ids.items()) if v}
-        | ({"phone_hash": len(person.phone_hashes)} if person.phone_hashes else {}),
-        "rows_removed": dict(sorted(removed.items())),
-        "rows_removed_total": sum(removed.values()),
-        "export_rows_removed": exports_removed,
-        "staging_folders_removed": staging_removed,
-        "recomputed": recomputed,
-        "tables_vacuumed": sorted(vacuumed),
-    }
-    out_dir = paths.work / "erasure_receipts"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{request_id}.json"
-    path.write_text(json.dumps(receipt, indent=2), encoding="utf-8")
-    receipt["path"] = str(path)
-    return receipt
+        return carry_out(ctx, record_request(ctx, asked, person), recompute)
 
 
 def forget_cli(
@@ -685,20 +885,41 @@ def forget_cli(
     email: str | None = None,
     crm_id: str | None = None,
 ) -> None:
-    """``cdp forget``: one erasure, one summary line and the receipt's path."""
+    """``cdp forget``: one erasure, one summary line and the receipt's path.
+
+    Without an identifier it finishes the requests a killed ``cdp forget`` left.
+    """
     import typer
 
     from jobs.context import make_context
 
     ctx = make_context(settings, dt.date.today())
     try:
-        receipt = forget(ctx, member=member, phone=phone, email=email, crm_id=crm_id)
+        asked = _normalised_request(member=member, phone=phone, email=email, crm_id=crm_id)
+        skip = request_key(asked, ctx.pii_key) if asked else None
+        receipts = resume_pending(ctx, skip=skip)
+        if asked:
+            receipts.append(forget(ctx, member=member, phone=phone, email=email, crm_id=crm_id))
+        elif not receipts:
+            raise ErasureError("say who to forget: --member, --phone, --email or --crm-id")
     except ErasureError as exc:
         typer.echo(f"cdp forget: {exc}", err=True)
         raise typer.Exit(1) from None
-    typer.echo(
+    for receipt in receipts:
+        typer.echo(_summary(receipt))
+
+
+def _summary(receipt: dict) -> str:
+    runs = len(receipt["attempts"])
+    resumed = (
+        f" (resumed request {receipt['request_id']}: finished in {runs} runs, "
+        f"{runs - 1} interrupted)"
+        if receipt["resumed"]
+        else ""
+    )
+    return (
         f"erased {receipt['members_erased']} member(s): {receipt['rows_removed_total']} rows "
         f"from {len(receipt['rows_removed'])} tables, "
-        f"{sum(receipt['export_rows_removed'].values())} export rows; "
+        f"{sum(receipt['export_rows_removed'].values())} export rows{resumed}; "
         f"receipt {receipt['path']}"
     )

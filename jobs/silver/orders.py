@@ -13,9 +13,10 @@ those dates are merged in, and the orders whose identity now belongs to another 
 MERGE on the identity keys kept on each row (card_key, phone_key = HMAC, user_key,
 anon_key). Events carry no member, so a merge never rewrites their history. Every write is a MERGE computed from bronze and the current xref, and the
 state is written last, so a run that dies half-way is redone by the next one.
-A backfill is a night like any other: the dates after it count as touched (their rows
-go). A missing state, a new PII key, an unreadable earlier version or
-`incremental: false` rebuild the three tables in full.
+A backfill (D before the last run) rebuilds the three tables in full as of D; the
+pipeline runs it on a scratch copy of silver (jobs.silver.backfill), so the current
+silver state stays. A missing state, a new PII key, an unreadable earlier version or
+`incremental: false` rebuild the three tables in full too.
 """
 
 from __future__ import annotations
@@ -353,6 +354,8 @@ def choose_mode(
         return "full", "incremental off"
     if st is None:
         return "full", "no state"
+    if ctx.as_of < st.as_of:
+        return "full", f"backfill (last run {st.as_of}): rebuilt as of {ctx.as_of}"
     if st.format != S.FORMAT:
         return "full", "silver layout changed"
     if st.fingerprint != S.key_fingerprint(ctx.pii_key):
@@ -366,13 +369,7 @@ def choose_mode(
         return "full", "bronze files without a single business date"
     if not t_pos and not t_web and xref_version == st.xref_version:
         return "noop", "no bronze or member change since the last run"
-    why = f"{len(t_pos)} POS and {len(t_web)} web dates touched"
-    if ctx.as_of < st.as_of:
-        # A backfill: bronze dated after D may hold orders and events dated <= D (late
-        # days), so the dates after D count as touched and their rows go, as in a
-        # rebuild from bronze dated <= D; the next night takes them in again.
-        why = f"backfill (last run {st.as_of}): {why}"
-    return "incremental", why
+    return "incremental", f"{len(t_pos)} POS and {len(t_web)} web dates touched"
 
 
 def _full(ctx: RunContext, pos_snap: S.TableSnapshot, web_snap: S.TableSnapshot) -> dict:

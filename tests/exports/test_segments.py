@@ -306,3 +306,107 @@ def test_shipped_segments_are_valid(spark):
     conf = load_segments(spark=spark)
     assert {s.channel for s in conf.segments} == {"sms", "email", "push", "ads"}
     assert len(conf.segments) >= 6
+
+
+def _add_dormant_members(ctx, n: int) -> None:
+    """``n`` more members of win_back_dormant (sms consent), written in a shuffled order."""
+    import random
+
+    ids = [f"W{i:04d}" for i in range(n)]
+    random.Random(7).shuffle(ids)
+    base = {"as_of_date": D}
+    feats = [{**base, "member_id": m, "frequency_total": 3, "tier": "bronze"} for m in ids]
+    rfm = [{**base, "member_id": m, "rfm_segment": "Lost", "r_score": 1} for m in ids]
+    life = [{**base, "member_id": m, "stage": "dormant"} for m in ids]
+    members = [
+        {
+            "member_id": m,
+            "crm_id": f"C{m}",
+            "status": "active",
+            "opt_in_sms": True,
+            "phone_masked": "138****0000",
+            "as_of_date": D,
+        }  # fmt: skip
+        for m in ids
+    ]
+    for name, rows in (
+        ("gold/member_features", feats),
+        ("gold/member_rfm", rfm),
+        ("gold/member_lifecycle", life),
+        ("silver/members", members),
+    ):
+        df = ctx.spark.createDataFrame(_rows(name, rows), table_schema(name).struct)
+        ctx.lake.append(df.repartition(4), name)
+
+
+def test_two_runs_of_a_day_write_identical_files(lake_d, spark):
+    """Issue 12 item 8: rows in a defined order, the same bytes and SHA-256 twice."""
+    _add_dormant_members(lake_d, 300)
+    root = lake_d.settings.paths.exports
+    day = root / D.isoformat()
+    seg_mod.run(lake_d)
+    first = json.loads((day / "manifest.json").read_text(encoding="utf-8"))
+    (day).rename(root / "first-run")  # not a date: not taken as the previous export
+    seg_mod.run(lake_d)
+    second = json.loads((day / "manifest.json").read_text(encoding="utf-8"))
+
+    assert second["files"] == first["files"]  # path, rows, bytes and SHA-256 of every file
+    assert second["segments"] == first["segments"]
+    for f in second["files"]:
+        assert (day / f["path"]).read_bytes() == (root / "first-run" / f["path"]).read_bytes()
+    # The defined order: by member_id, in both formats.
+    ids = [r["member_id"] for r in _csv(day / "win_back_dormant.csv")]
+    assert len(ids) == 301 and ids == sorted(ids)
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(day / "win_back_dormant.parquet")
+    assert table.column("member_id").to_pylist() == ids
+    assert not (table.schema.metadata or {})  # no engine metadata (versions, run details)
+    # The manifest itself names its run: only run_id and generated_at may differ.
+    differ = {k for k in first if first[k] != second[k]}
+    assert differ <= {"run_id", "generated_at"}
+
+
+def test_dead_run_folders_are_removed_or_put_back(tmp_path):
+    from jobs.exports.files import remove_dead_run_folders
+
+    root = tmp_path / "exports"
+    for name in (
+        ".tmp-2026-03-09-0123456789ab",  # a run that died while writing
+        ".old-2026-03-08-01234567",  # swap interrupted after the new one was in place
+        ".old-2026-03-07-89abcdef",  # swap interrupted before: the export must come back
+        "2026-03-08",
+        ".keep-me",
+        ".tmp-not-ours",
+    ):
+        (root / name).mkdir(parents=True)
+        (root / name / "a.csv").write_text("member_id\nM1\n")
+    removed = remove_dead_run_folders(root)
+    assert removed == [".old-2026-03-08-01234567", ".tmp-2026-03-09-0123456789ab"]
+    assert sorted(p.name for p in root.iterdir()) == [
+        ".keep-me",
+        ".tmp-not-ours",
+        "2026-03-07",
+        "2026-03-08",
+    ]
+    assert (root / "2026-03-07" / "_SUCCESS").exists()
+    assert (root / "2026-03-07" / "a.csv").read_text() == "member_id\nM1\n"
+
+
+def test_export_killed_mid_write_is_cleaned_by_the_next_run(lake_d, tmp_path):
+    """Issue 12 item 7: SIGKILL while segment files are written, then a rerun."""
+    from tests.reliability.cli import cdp_env, run_cdp
+
+    root = lake_d.settings.paths.exports
+    args = ["run", "--date", D.isoformat(), "--steps", "exports"]
+    killed = run_cdp(args, cdp_env(tmp_path, CDP_FAULT_KILL_AT="exports/welcome_new"))
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    left = [p for p in root.iterdir() if p.name.startswith(".tmp-")]
+    assert len(left) == 1 and (left[0] / "win_back_dormant.csv").exists()  # member rows
+    assert not (root / D.isoformat()).exists()
+
+    rerun = run_cdp(args, cdp_env(tmp_path))
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert "left by a run that died" in rerun.stderr
+    assert sorted(p.name for p in root.iterdir()) == [D.isoformat()]
+    assert (root / D.isoformat() / "_SUCCESS").exists()

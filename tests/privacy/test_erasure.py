@@ -52,6 +52,25 @@ ALICE_SECRETS = [
 ] + [ALICE["member"], ALICE["retired"]]
 
 
+# What erasing Alice removes, table by table.
+ALICE_ROWS = {
+    "bronze/pos_lines": 2,  # card line and phone line; Bob's line stays
+    "bronze/web_events": 2,
+    "bronze/web_event_duplicates": 1,
+    "bronze/crm_members": 1,
+    "quarantine/pos": 1,  # the phone in _raw; the anonymous bad row stays
+    "quarantine/crm": 1,
+    "silver/member_xref": 5,
+    "silver/identity_edges": 1,
+    "silver/members": 1,
+    "silver/member_id_history": 1,
+    "silver/orders": 2,
+    "silver/web_events": 1,
+    "restricted/member_pii": 1,
+    "gold/member_lifecycle": 4,  # two dates, the member and its retired id
+}
+
+
 def crm_line(p: dict, name: str, id_card: str = "", email: str | None = None) -> str:
     return (
         f"{p['crm']},{p['card']},{p['phone']},{email or p['email']},{id_card},{p['user']},{name},F,"
@@ -327,22 +346,7 @@ def test_forget_by_phone_removes_every_trace(lake_with_alice, settings, make_ctx
     receipt = forget(make_ctx(D2), phone="+86 138-0013-8000", recompute=False)
 
     removed = receipt["rows_removed"]
-    assert removed == {
-        "bronze/pos_lines": 2,  # card line and phone line; Bob's line stays
-        "bronze/web_events": 2,
-        "bronze/web_event_duplicates": 1,
-        "bronze/crm_members": 1,
-        "quarantine/pos": 1,  # the phone in _raw; the anonymous bad row stays
-        "quarantine/crm": 1,
-        "silver/member_xref": 5,
-        "silver/identity_edges": 1,
-        "silver/members": 1,
-        "silver/member_id_history": 1,
-        "silver/orders": 2,
-        "silver/web_events": 1,
-        "restricted/member_pii": 1,
-        "gold/member_lifecycle": 4,  # two dates, the member and its retired id
-    }
+    assert removed == ALICE_ROWS
     assert receipt["members_erased"] == 2 and receipt["export_rows_removed"] == {
         f"{D2}/vip.csv": 1,
         f"{D2}/vip.parquet": 1,
@@ -448,6 +452,50 @@ def test_resent_files_do_not_bring_her_back(lake_with_alice, settings, make_ctx)
     assert m[f"web/{D2}/events_20261102_p1.jsonl"] == (3, 2, 0, 1)
 
 
+def test_interrupted_forget_is_resumed_with_exact_counts(
+    lake_with_alice, settings, make_ctx, monkeypatch
+):
+    """A failure right after silver/member_xref lost her rows; the same request again
+    finishes it from the record (resolving her now would find nobody)."""
+    from jobs.lake import Lake
+
+    originals = {m: getattr(Lake, m) for m in ("overwrite", "replace_where")}
+
+    def failing(method):
+        def wrapper(self, df, name, *a, **kw):
+            originals[method](self, df, name, *a, **kw)
+            if name == "silver/member_xref":
+                raise RuntimeError("killed after silver/member_xref (injected)")
+
+        return wrapper
+
+    for m in originals:
+        monkeypatch.setattr(Lake, m, failing(m))
+    with pytest.raises(RuntimeError, match="injected"):
+        forget(make_ctx(D2), phone="+86 138-0013-8000", recompute=False)
+    for m, f in originals.items():
+        monkeypatch.setattr(Lake, m, f)
+    (pending,) = (settings.paths.lake / "_cdp" / "erasure_requests").glob("erase-*.json")
+    # Recorded first: every identifier is already on the suppression list.
+    key = make_ctx(D2).pii_key
+    listed = {r.value_hash for r in make_ctx(D2).lake.read("restricted/suppression_list").collect()}
+    assert {hmac_py(v, key) for v in (ALICE["crm"], ALICE["card"], ALICE["anon"])} <= listed
+
+    receipt = forget(make_ctx(D2), phone="13800138000", recompute=False)
+    assert receipt["resumed"] is True
+    assert [a["outcome"] for a in receipt["attempts"]] == ["interrupted", "completed"]
+    assert receipt["rows_removed"] == ALICE_ROWS and receipt["rows_removed_total"] == 24
+    first, second = (a["rows_removed"] for a in receipt["attempts"])
+    assert first >= ALICE_ROWS["silver/member_xref"] and second > 0 and first + second == 24
+    assert receipt["members_erased"] == 2
+    assert not pending.exists()
+    for root in (settings.paths.lake, settings.paths.exports, settings.paths.work):
+        assert leaks_in_files(root, ALICE_SECRETS) == []
+    # Asked again once finished: nothing pending, nothing of hers left to find.
+    again = forget(make_ctx(D2), phone="13800138000", recompute=False)
+    assert again["rows_removed_total"] == 0 and again["resumed"] is False
+
+
 def test_unknown_or_invalid_requests_are_refused(lake_with_alice, make_ctx):
     with pytest.raises(ErasureError, match="no such member_id"):
         forget(make_ctx(D2), member="mem-nobody", recompute=False)
@@ -504,3 +552,178 @@ def test_cdp_forget_after_a_full_run_recomputes_gold(spark, tmp_path):
     receipts = list((tmp_path / "work" / "erasure_receipts").glob("*.json"))
     doc = json.loads(receipts[0].read_text())
     assert doc["recomputed"]["as_of_date"] == end and buyer not in receipts[0].read_text()
+
+
+# ---- a killed `cdp forget` is finished by running it again (issue 12 item 2) -------------
+
+CRASH_END = "2026-11-20"
+# Columns that differ between two runs by design (run ids, times) or between two
+# requests (the suppression rows name their request).
+VOLATILE = {"_ingested_at", "_run_id", "ingested_at", "run_id", "validated_at", "started_at",
+            "finished_at", "seconds", "detail", "generated_at", "request_id", "added_at"}  # fmt: skip
+PER_RUN_TABLES = {"meta/runs", "meta/quality_results"}
+
+
+def _lake_snapshot(spark, root: Path) -> dict[str, list[tuple]]:
+    from jobs.lake import Lake
+    from tests.reliability.test_crash_safety import _text
+
+    lake = Lake(spark, root)
+    out = {}
+    for name in lake.tables():
+        if name in PER_RUN_TABLES:
+            continue
+        df = lake.read(name)
+        cols = sorted(c for c in df.columns if c not in VOLATILE)
+        out[name] = sorted(tuple(_text(v) for v in r) for r in df.select(*cols).collect())
+    return out
+
+
+def _exports_snapshot(root: Path) -> dict[str, object]:
+    """Per export folder: the manifest's files and segments, and every listed file's bytes."""
+    out: dict[str, object] = {}
+    for manifest in sorted(root.glob("*/manifest.json")):
+        doc = json.loads(manifest.read_text(encoding="utf-8"))
+        out[manifest.parent.name] = (doc["files"], doc["segments"])
+        for f in doc["files"]:
+            out[f"{manifest.parent.name}/{f['path']}"] = (manifest.parent / f["path"]).read_bytes()
+    return out
+
+
+@pytest.fixture(scope="module")
+def full_lake(spark, tmp_path_factory):
+    """A lake the whole pipeline wrote, and one buyer with a phone of their own."""
+    import shutil
+
+    import yaml
+
+    from jobs.config import CONF_DIR
+    from jobs.generate.landing import generate_landing
+    from jobs.lake import Lake
+    from tests.reliability.cli import cdp_env, run_cdp
+
+    base = tmp_path_factory.mktemp("forget-crash") / "base"
+    generate_landing(
+        base / "landing", members=40, days=3, seed=3, end_date=dt.date.fromisoformat(CRASH_END)
+    )
+    conf = base.parent / "conf"
+    shutil.copytree(CONF_DIR, conf)
+    data = yaml.safe_load((conf / "pipeline.yaml").read_text(encoding="utf-8"))
+    data["ingest"]["max_quarantine_rate"] = 1.0
+    (conf / "pipeline.yaml").write_text(yaml.safe_dump(data), encoding="utf-8")
+    run = run_cdp(["run", "--date", CRASH_END], cdp_env(base, CDP_CONF_DIR=str(conf)))
+    assert run.returncode == 0, run.stderr[-3000:]
+
+    lake = Lake(spark, base / "lake")
+    pii = lake.read("restricted/member_pii").where("phone IS NOT NULL")
+    shared = pii.groupBy("phone").count().where("count > 1").select("phone")
+    buyer = (
+        pii.join(shared, "phone", "left_anti")
+        .join(lake.read("gold/member_rfm").select("member_id").distinct(), "member_id")
+        .join(lake.read("silver/members").where("crm_id IS NOT NULL"), "member_id")
+        .select("member_id", "phone", "email", "crm_id")
+        .orderBy("member_id")
+        .first()
+    )
+    crm = lake.read("bronze/crm_members").where(F.col("crm_id") == buyer.crm_id).collect()
+    secrets = [buyer.phone, buyer.crm_id] + [r.member_card_no for r in crm if r.member_card_no]
+    secrets += [buyer.email] if buyer.email else []
+    return base, conf, buyer, secrets
+
+
+def _copy(base: Path, to: Path) -> Path:
+    import shutil
+
+    shutil.copytree(base, to)
+    return to
+
+
+@pytest.fixture(scope="module")
+def clean_forget(spark, full_lake, tmp_path_factory):
+    from tests.reliability.cli import cdp_env, run_cdp
+
+    base, conf, buyer, _ = full_lake
+    where = _copy(base, tmp_path_factory.mktemp("clean") / "lake-copy")
+    proc = run_cdp(["forget", "--phone", buyer.phone], cdp_env(where, CDP_CONF_DIR=str(conf)))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "erased 1 member(s)" in proc.stdout and "resumed" not in proc.stdout
+    (receipt,) = (where / "work" / "erasure_receipts").glob("*.json")
+    doc = json.loads(receipt.read_text())
+    assert doc["resumed"] is False and [a["outcome"] for a in doc["attempts"]] == ["completed"]
+    return _lake_snapshot(spark, where / "lake"), _exports_snapshot(where / "exports"), doc
+
+
+def _redeliver(landing: Path) -> None:
+    """Send every landing file again: POS and web files as copies under new names, CRM
+    files (one name per day) again under their name, with a byte-order mark added (or
+    removed): other bytes, the same rows."""
+    for f in sorted(landing.glob("pos/*/pos_*.csv")):
+        (f.parent / f.name.replace("pos_", "pos_R", 1)).write_bytes(f.read_bytes())
+    for f in sorted(landing.glob("web/*/events_*")):
+        kind, day, rest = f.name.split("_", 2)
+        (f.parent / f"{kind}_{day}_r{rest}").write_bytes(f.read_bytes())
+    bom = b"\xef\xbb\xbf"
+    for f in sorted(landing.glob("crm/*/members_*.csv")):
+        data = f.read_bytes()
+        f.write_bytes(data[len(bom) :] if data.startswith(bom) else bom + data)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "kill_at",
+    [
+        "restricted/suppression_list",  # right after the request is recorded
+        "gold/member_rfm",  # mid-delete: bronze, quarantine and some gold done, silver not
+        "gold/kpi_daily",  # mid-recompute: identity and orders rewritten, gold half
+    ],
+)
+def test_killed_forget_is_finished_by_a_rerun(kill_at, spark, full_lake, clean_forget, tmp_path):
+    from tests.reliability.cli import cdp_env, run_cdp
+
+    base, conf, buyer, secrets = full_lake
+    expected_lake, expected_exports, clean_receipt = clean_forget
+    where = _copy(base, tmp_path / "lake-copy")
+    args = ["forget", "--phone", buyer.phone]
+    killed = run_cdp(args, cdp_env(where, CDP_FAULT_KILL_AT=kill_at, CDP_CONF_DIR=str(conf)))
+    assert killed.returncode == -9, (killed.returncode, killed.stderr[-2000:])
+    (pending,) = (where / "lake" / "_cdp" / "erasure_requests").glob("erase-*.json")
+    assert oct(pending.stat().st_mode & 0o777) == "0o600"
+
+    rerun = run_cdp(args, cdp_env(where, CDP_CONF_DIR=str(conf)))
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "erased 1 member(s)" in rerun.stdout and "resumed request" in rerun.stdout
+    assert not list((where / "lake" / "_cdp" / "erasure_requests").glob("*.json"))
+
+    # The receipt tells the truth: one request, two attempts, each row counted once.
+    (receipt,) = (where / "work" / "erasure_receipts").glob("*.json")
+    doc = json.loads(receipt.read_text())
+    assert doc["resumed"] is True
+    assert [a["outcome"] for a in doc["attempts"]] == ["interrupted", "completed"]
+    assert doc["rows_removed"] == clean_receipt["rows_removed"]
+    assert doc["export_rows_removed"] == clean_receipt["export_rows_removed"]
+    assert sum(a["rows_removed"] for a in doc["attempts"]) == doc["rows_removed_total"]
+    assert doc["tables_vacuumed"] == clean_receipt["tables_vacuumed"]
+    assert doc["members_erased"] == clean_receipt["members_erased"] == 1
+    if kill_at != "restricted/suppression_list":  # the first attempt had deleted rows
+        assert doc["attempts"][0]["rows_removed"] > 0
+
+    # The lake and the exports end as after an uninterrupted erasure.
+    from tests.reliability.test_crash_safety import diff
+
+    assert diff(_lake_snapshot(spark, where / "lake"), expected_lake) == []
+    assert _exports_snapshot(where / "exports") == expected_exports
+
+    # Every landing file re-delivered, then a night: she stays gone.
+    _redeliver(where / "landing")
+    night = run_cdp(["run", "--date", CRASH_END], cdp_env(where, CDP_CONF_DIR=str(conf)))
+    assert night.returncode == 0, night.stderr[-3000:]
+    from jobs.lake import Lake
+
+    lake = Lake(spark, where / "lake")
+    suppressed = lake.read("meta/ingest_manifest").agg(F.sum("rows_suppressed")).first()[0]
+    assert suppressed > 0
+    for t in lake.tables():
+        if "member_id" in lake.read(t).columns:
+            assert lake.read(t).where(F.col("member_id") == buyer.member_id).count() == 0, t
+    for root in ("lake", "exports"):
+        assert leaks_in_files(where / root, secrets) == [], root
