@@ -258,13 +258,32 @@ def model_frame(spark: SparkSession, models: dict[str, dict], as_of: dt.date) ->
     return spark.createDataFrame(rows, schema)
 
 
+def write_models(ctx: RunContext, models: DataFrame) -> None:
+    """Replace D's rows of gold/value_model with ``models`` (one commit).
+
+    The table is a few rows a night, so it is rewritten whole: Sail 0.7.2 cannot
+    replaceWhere a table with a map column (the kept rows' map, read from Parquet, and
+    the new rows' map differ in their entry field's name), so the kept rows' maps are
+    rebuilt in memory first.
+    """
+    name = "gold/value_model"
+    if ctx.lake.exists(name):
+        kept = (
+            ctx.lake.read(name)
+            .where(F.col("as_of_date") != F.lit(ctx.as_of))
+            .withColumn("params", F.map_from_arrays(F.map_keys("params"), F.map_values("params")))
+        )
+        models = kept.unionByName(models)
+    ctx.lake.overwrite(models, name)
+
+
 def run(ctx: RunContext) -> dict:
     conf = load_value()
     summary_df = member_summary(purchase_days(ctx.lake.read("silver/orders"), ctx.as_of), ctx.as_of)
     summary = summary_df.toPandas().sort_values("member_id", kind="stable", ignore_index=True)
     models = fit_models(summary, conf)
     scored = score(summary, models, conf)
-    write_as_of(ctx, model_frame(ctx.spark, models, ctx.as_of), "gold/value_model")
+    write_models(ctx, model_frame(ctx.spark, models, ctx.as_of))
     write_as_of(ctx, _to_spark(ctx.spark, scored, "gold/member_value"), "gold/member_value")
     return {
         "rows_out": len(scored),
