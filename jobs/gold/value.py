@@ -21,24 +21,14 @@ import pandas as pd
 from pydantic import Field, model_validator
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
 from jobs.config import StrictModel, load_model
 from jobs.context import RunContext
 from jobs.gold import value_model
-from jobs.gold.common import read_as_of, write_as_of
+from jobs.gold.common import write_as_of
 from jobs.schemas import table_schema
 
 UNIT_DAYS = {"day": 1.0, "week": 7.0}
-# Columns of gold/member_value that tag, lifecycle and segment predicates see.
-PREDICATE_COLUMNS = (
-    "p_alive",
-    "churn_risk",
-    "clv_365d",
-    "clv_band",
-    "expected_purchases_365d",
-    "expected_order_value",
-)
 
 
 class Band(StrictModel):
@@ -291,23 +281,3 @@ def run(ctx: RunContext) -> dict:
         **{f"{name}_note": m["note"] for name, m in models.items() if m["note"]},
         "fit_seconds": round(sum(m.get("fit_seconds", 0.0) for m in models.values()), 3),
     }
-
-
-# ---- the value columns for predicates -------------------------------------------------
-
-
-def value_fields() -> list[T.StructField]:
-    """Schema fields of :data:`PREDICATE_COLUMNS` (for predicate validation)."""
-    fields = {f.name: f for f in table_schema("gold/member_value").struct.fields}
-    return [fields[c] for c in PREDICATE_COLUMNS]
-
-
-def with_value(ctx: RunContext, frame: DataFrame) -> DataFrame:
-    """``frame`` (one row per member) plus :data:`PREDICATE_COLUMNS` of D (null when none).
-
-    A lake without gold/member_value yet (the value step not run) gives nulls.
-    """
-    if ctx.lake.exists("gold/member_value"):
-        value = read_as_of(ctx, "gold/member_value").select("member_id", *PREDICATE_COLUMNS)
-        return frame.join(value, "member_id", "left")
-    return frame.select("*", *[F.lit(None).cast(f.dataType).alias(f.name) for f in value_fields()])
