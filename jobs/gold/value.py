@@ -21,6 +21,7 @@ import pandas as pd
 from pydantic import Field, model_validator
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from jobs.config import StrictModel, load_model
 from jobs.context import RunContext
@@ -232,9 +233,16 @@ def score(summary: pd.DataFrame, models: dict[str, dict], conf: ValueConf) -> pd
 
 
 def _to_spark(spark: SparkSession, rows: pd.DataFrame, name: str) -> DataFrame:
-    """A pandas frame as a DataFrame of ``name``'s schema, through Arrow (NaN -> null)."""
+    """A pandas frame as a DataFrame of ``name``'s schema: NaN as null, dates as dates.
+
+    Plain Python values, so classic Spark (no Arrow) and Spark Connect read them alike.
+    """
     schema = table_schema(name).struct
     frame = rows.reindex(columns=[f.name for f in schema.fields])
+    for field in schema.fields:
+        if isinstance(field.dataType, T.DateType):
+            frame[field.name] = pd.to_datetime(frame[field.name]).dt.date
+    frame = frame.astype(object).where(frame.notna(), None)
     return spark.createDataFrame(frame, schema)
 
 
