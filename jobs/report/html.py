@@ -339,9 +339,9 @@ def run(ctx: RunContext) -> dict:
         ),
         fig_tier_mix(_rows(count_by(rfm, "tier"))),
         fig_kpis(_rows(kpi_trend(lake.read("gold/kpi_daily"), as_of))),
-        *kpi_target_figures(lake.read("gold/kpi_daily"), as_of),
         fig_quarantine(quarantine_rows, received),
         fig_id_changes(_rows(id_changes(lake.read("silver/member_id_changes"), as_of))),
+        *kpi_target_figures(lake.read("gold/kpi_daily"), as_of),
     ]
 
     sections = []

@@ -30,13 +30,18 @@ def _history() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _lake(tmp_path) -> str:
+def _write_history(path: str) -> None:
+    """_history() as a Delta table at ``path`` (delta-rs: only the seed KPI columns)."""
     from deltalake import write_deltalake
 
     frame = _history()
     frame["as_of_date"] = pd.to_datetime(frame["as_of_date"])
     frame["points_redemption_rate"] = frame["points_redemption_rate"].astype("float64")
-    write_deltalake(str(tmp_path / "lake" / "gold" / "kpi_daily"), frame)
+    write_deltalake(path, frame)
+
+
+def _lake(tmp_path) -> str:
+    _write_history(str(tmp_path / "lake" / "gold" / "kpi_daily"))
     return str(tmp_path / "lake")
 
 
@@ -81,3 +86,14 @@ def test_report_chart_draws_each_kpi_and_its_target_line():
     assert {round(t.y[0], 6) for t in targets} >= {0.6, 0.45, 0.995, 280.0}
     one_point = fig_kpi_targets(_history().tail(1), D, load_kpis())
     assert all(len(t.x) == 1 and "markers" in t.mode for t in one_point.data)
+
+
+def test_the_run_report_holds_the_kpi_target_chart(make_ctx):
+    from jobs.report import html as report
+
+    ctx = make_ctx(D)
+    _write_history(ctx.lake.path("gold/kpi_daily"))
+    report.run(ctx)
+    page = (ctx.settings.paths.exports / D.isoformat() / "report.html").read_text(encoding="utf-8")
+    assert "KPIs against their targets" in page
+    assert '"name":"target"' in page.replace(" ", "")
