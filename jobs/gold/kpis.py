@@ -281,7 +281,10 @@ def coverage_kpis(features: DataFrame, tags: DataFrame, value: DataFrame) -> Dat
         .join(features.select("member_id"), "member_id", "left_semi")
         .agg(F.count(F.lit(1)).cast("long").alias("members_tagged"))
     )
-    clv = value.agg(F.avg("clv_365d").cast("double").alias("clv_365d_avg"))
+    # Averaged in decimal: a sum of doubles depends on the order rows arrive in, and a
+    # rerun of D must write the same bits.
+    exact = F.col("clv_365d").cast("decimal(24,6)")
+    clv = value.agg(F.avg(exact).cast("double").alias("clv_365d_avg"))
     return tagged.crossJoin(clv)
 
 

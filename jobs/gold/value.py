@@ -76,7 +76,11 @@ def load_value(conf_dir: Path | None = None) -> ValueConf:
 
 def purchase_days(orders: DataFrame, as_of: dt.date) -> DataFrame:
     """A member's purchases per day: silver/orders -> one row per (member_id, order_date),
-    day_value = summed net_amount of the day's distinct purchases dated on or before D."""
+    day_value = summed net_amount of the day's distinct purchases dated on or before D.
+
+    Money stays decimal (exact sums) until the mean: a sum of doubles depends on the order
+    rows arrive in, and a rerun of D must fit on the same bits.
+    """
     purchases = orders.filter(
         F.col("member_id").isNotNull()
         & F.coalesce(F.col("is_purchase"), F.lit(False))
@@ -85,7 +89,7 @@ def purchase_days(orders: DataFrame, as_of: dt.date) -> DataFrame:
     return (
         purchases.distinct()  # one row per order key
         .groupBy("member_id", "order_date")
-        .agg(F.sum(F.coalesce("net_amount", F.lit(0))).cast("double").alias("day_value"))
+        .agg(F.sum(F.coalesce("net_amount", F.lit(0))).alias("day_value"))
     )
 
 
@@ -114,9 +118,10 @@ def member_summary(days: DataFrame, as_of: dt.date) -> DataFrame:
         repeats.alias("repeat_purchase_days"),
         F.datediff("last_purchase_date", "first_purchase_date").alias("repeat_span_days"),
         F.datediff(F.lit(as_of), "first_purchase_date").alias("tenure_days"),
-        F.when(repeats > 0, (F.col("total_value") - F.col("day_value")) / repeats)
-        .cast("double")
-        .alias("repeat_value_mean"),
+        F.when(
+            repeats > 0,
+            (F.col("total_value") - F.col("day_value")).cast("double") / repeats.cast("double"),
+        ).alias("repeat_value_mean"),
     )
 
 
