@@ -309,6 +309,17 @@ def rules(
             typer.echo(f"{src:4} {name:32} {'; '.join(dict.fromkeys(descriptions))}{note}")
 
 
+@app.command()
+def kpis(
+    date: Annotated[str, typer.Option("--date", help="business date D, YYYY-MM-DD")],
+    lake: LakeOpt = None,
+) -> None:
+    """Print the operating KPIs of D against their targets (conf/kpis.yaml), with the gap."""
+    from jobs.report.kpi_targets import kpis_table
+
+    typer.echo(kpis_table(_settings(lake=lake).paths.lake, _date(date)))
+
+
 @app.command("check-conf")
 def check_conf() -> None:
     """Validate every conf/ file, SQL rules included (tags, lifecycle, segments)."""

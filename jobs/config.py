@@ -168,6 +168,8 @@ def conf_checks() -> dict[str, ConfCheck]:
     from jobs.analyst import load_analyst_conf
     from jobs.exports.segments import load_segments
     from jobs.gold import conf as gold
+    from jobs.gold.kpis import load_kpis
+    from jobs.gold.value import load_value
     from jobs.identity.conf import load_identity_conf
     from jobs.maintenance import load_maintenance_conf
     from jobs.orchestration.settings import load_airflow_conf
@@ -185,6 +187,8 @@ def conf_checks() -> dict[str, ConfCheck]:
         "lifecycle.yaml": lambda spark, d: gold.load_lifecycle(spark, d),
         "segments.yaml": lambda spark, d: load_segments(d, spark),
         "maintenance.yaml": lambda spark, d: load_maintenance_conf(d),
+        "value.yaml": lambda spark, d: load_value(d),
+        "kpis.yaml": lambda spark, d: load_kpis(d),
     }
 
 

@@ -48,6 +48,7 @@ from jobs.context import RunContext
 from jobs.exports.files import remove_dead_run_folders, sha256_file
 from jobs.exports.files import write_sorted_file as _single_file
 from jobs.lake import _fault_hook
+from jobs.gold.value_view import value_fields, with_value
 from jobs.privacy.pii import sha256_col
 from jobs.schemas import table_schema
 
@@ -107,7 +108,7 @@ def load_segments(conf_dir: Path | None = None, spark: SparkSession | None = Non
 
 def view_schema() -> T.StructType:
     """Schema of the segment view (what :func:`segment_view` returns), from schemas/*.yaml."""
-    fields = list(table_schema("gold/member_features").struct.fields)
+    fields = list(table_schema("gold/member_features").struct.fields) + value_fields()
     names = {f.name for f in fields}
     for f in table_schema("gold/member_rfm").struct.fields:
         if f.name not in names:
@@ -426,7 +427,7 @@ def run(ctx: RunContext) -> dict:
 
     members = lake.read("silver/members")
     view = segment_view(
-        on_date("gold/member_features"),
+        with_value(ctx, on_date("gold/member_features")),
         on_date("gold/member_rfm"),
         on_date("gold/member_lifecycle"),
         on_date("gold/member_tags"),

@@ -18,6 +18,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import types as T
 
 from jobs.config import ConfigError, StrictModel, load_model
+from jobs.gold.value_view import value_fields
 from jobs.schemas import table_schema
 
 SEGMENTS = (
@@ -130,11 +131,11 @@ def load_features(conf_dir: Path | None = None) -> FeaturesConf:
 
 
 def tag_input_schema() -> T.StructType:
-    """Schema the tag rules run on: member_features plus the member's RFM scores."""
+    """Schema the tag rules run on: member_features, the member's RFM scores and value."""
     feats = table_schema("gold/member_features").struct
     rfm = {f.name: f for f in table_schema("gold/member_rfm").struct.fields}
     extra = [rfm[c] for c in ("r_score", "f_score", "m_score", "fm_score", "rfm_segment")]
-    return T.StructType(list(feats.fields) + extra)
+    return T.StructType(list(feats.fields) + extra + value_fields())
 
 
 def _check_boolean(spark: SparkSession, schema: T.StructType, expr: str, what: str) -> None:
@@ -173,10 +174,15 @@ def load_tags(
     return conf
 
 
+def lifecycle_input_schema() -> T.StructType:
+    """Schema the lifecycle rules run on: member_features plus the member's value columns."""
+    return T.StructType(list(table_schema("gold/member_features").struct.fields) + value_fields())
+
+
 def validate_lifecycle(
     spark: SparkSession, conf: LifecycleConf, schema: T.StructType | None = None
 ) -> None:
-    schema = schema or table_schema("gold/member_features").struct
+    schema = schema or lifecycle_input_schema()
     for i, rule in enumerate(conf.rules, start=1):
         what = f"conf/lifecycle.yaml: rule {i} ({rule.stage})"
         try:

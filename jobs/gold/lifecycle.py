@@ -11,6 +11,7 @@ from pyspark.sql import functions as F
 from jobs.context import RunContext
 from jobs.gold.common import previous_as_of, read_as_of, write_as_of
 from jobs.gold.conf import LifecycleConf, load_lifecycle
+from jobs.gold.value_view import with_value
 
 
 def stage_expr(conf: LifecycleConf) -> Column:
@@ -26,7 +27,8 @@ def stage_expr(conf: LifecycleConf) -> Column:
 def lifecycle(features: DataFrame, conf: LifecycleConf) -> DataFrame:
     """Stage of every member on D.
 
-    Input: gold/member_features of one as_of_date (grain member x as_of_date).
+    Input: gold/member_features of one as_of_date (grain member x as_of_date), with the
+    member's value columns (jobs.gold.value_view) for rules that use them.
     Output grain: one member x as_of_date, keys (member_id, as_of_date).
     """
     return features.select(
@@ -66,7 +68,7 @@ def transitions(
 
 def run(ctx: RunContext) -> dict:
     conf = load_lifecycle(ctx.spark)
-    df = lifecycle(read_as_of(ctx, "gold/member_features"), conf)
+    df = lifecycle(with_value(ctx, read_as_of(ctx, "gold/member_features")), conf)
     write_as_of(ctx, df, "gold/member_lifecycle")
     current = read_as_of(ctx, "gold/member_lifecycle")
     stages = {

@@ -21,6 +21,7 @@ OUTLETS: dict[str, tuple[str, ...]] = {
     "identity": ("lake/silver/members", "lake/silver/member_xref", "lake/silver/member_id_changes"),
     "orders": ("lake/silver/orders",),
     "features": ("lake/gold/member_features",),
+    "value": ("lake/gold/member_value", "lake/gold/value_model"),
     "rfm": ("lake/gold/member_rfm",),
     "tags": ("lake/gold/member_tags", "lake/gold/member_tag_changes"),
     "lifecycle": ("lake/gold/member_lifecycle", "lake/gold/lifecycle_transitions"),

@@ -21,6 +21,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from jobs.context import RunContext
+from jobs.report.kpi_targets import figures as kpi_target_figures
 
 SOURCES = ("pos", "web", "crm")
 STAGE_ORDER = ["prospect", "new", "active", "growing", "mature", "at_risk", "dormant", "churned"]
@@ -340,6 +341,7 @@ def run(ctx: RunContext) -> dict:
         fig_kpis(_rows(kpi_trend(lake.read("gold/kpi_daily"), as_of))),
         fig_quarantine(quarantine_rows, received),
         fig_id_changes(_rows(id_changes(lake.read("silver/member_id_changes"), as_of))),
+        *kpi_target_figures(lake.read("gold/kpi_daily"), as_of),
     ]
 
     sections = []

@@ -99,10 +99,11 @@ def test_nightly_graph_follows_pipeline_steps(parsed):
         "identity": ["quality"],
         "orders": ["identity"],
         "features": ["orders"],
+        "value": ["orders"],
         "rfm": ["features"],
-        "tags": ["rfm"],
-        "lifecycle": ["features"],
-        "kpis": ["lifecycle", "rfm", "tags"],
+        "tags": ["rfm", "value"],
+        "lifecycle": ["features", "value"],
+        "kpis": ["lifecycle", "rfm", "tags", "value"],
         "exports": ["kpis"],
         "report": ["exports"],
     }
@@ -127,6 +128,7 @@ def test_nightly_schedule_and_assets(parsed):
     tasks = dag["tasks"]
     assert "x-cdp://lake/gold/member_rfm" in tasks["rfm"]["outlets"]
     assert "x-cdp://lake/gold/member_lifecycle" in tasks["lifecycle"]["outlets"]
+    assert "x-cdp://lake/gold/member_value" in tasks["value"]["outlets"]
     assert tasks["kpis"]["outlets"] == ["x-cdp://lake/gold/kpi_daily"]
     assert tasks["exports"]["outlets"] == ["x-cdp://exports/segments"]
 

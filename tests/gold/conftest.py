@@ -21,6 +21,8 @@ GOLD_TABLES = (
     "gold/member_lifecycle",
     "gold/lifecycle_transitions",
     "gold/kpi_daily",
+    "gold/member_value",
+    "gold/value_model",
 )
 
 
@@ -170,10 +172,11 @@ def run_gold() -> Callable:
     """run_gold(ctx, *steps): run gold steps in pipeline order, return their figures."""
 
     def _run(ctx, *steps: str) -> dict:
-        from jobs.gold import features, kpis, lifecycle, rfm, tags
+        from jobs.gold import features, kpis, lifecycle, rfm, tags, value
 
         mods = {
             "features": features,
+            "value": value,
             "rfm": rfm,
             "tags": tags,
             "lifecycle": lifecycle,
