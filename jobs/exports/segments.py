@@ -47,8 +47,8 @@ from jobs.config import CONF_DIR, ConfigError, StrictModel, load_model
 from jobs.context import RunContext
 from jobs.exports.files import remove_dead_run_folders, sha256_file
 from jobs.exports.files import write_sorted_file as _single_file
-from jobs.lake import _fault_hook
 from jobs.gold.value_view import value_fields, with_value
+from jobs.lake import _fault_hook
 from jobs.privacy.pii import sha256_col
 from jobs.schemas import table_schema
 
