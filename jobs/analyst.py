@@ -24,17 +24,17 @@ from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
 
+from jobs import storage
 from jobs.config import Settings
 
 PII_LAYERS = ("bronze", "quarantine", "restricted")
 
 
-def lake_tables(lake: Path, include_pii: bool | None = None) -> list[tuple[str, str]]:
+def lake_tables(lake: Path | str, include_pii: bool | None = None) -> list[tuple[str, str]]:
     """``(layer, table)`` of every Delta table under ``lake`` that analysts may see."""
     if include_pii is None:
         include_pii = os.environ.get("CDP_ANALYST_INCLUDE_PII", "") in ("1", "true", "yes")
-    root = Path(lake)
-    found = sorted((p.parent.parent.name, p.parent.name) for p in root.glob("*/*/_delta_log"))
+    found = [tuple(name.split("/")) for name in storage.delta_tables(lake)]
     return [(layer, t) for layer, t in found if include_pii or layer not in PII_LAYERS]
 
 
@@ -43,8 +43,8 @@ def register_tables(
 ) -> list[str]:
     """Register the lake's tables as ``layer.table`` in ``spark``'s catalog (idempotent)."""
     names = []
-    for layer, table in lake_tables(Path(lake), include_pii):
-        path = (Path(lake) / layer / table).absolute().as_posix().replace("'", "\\'")
+    for layer, table in lake_tables(lake, include_pii):
+        path = storage.join(storage.normalise(lake), layer, table).replace("'", "\\'")
         spark.sql(f"CREATE SCHEMA IF NOT EXISTS `{layer}`")
         spark.sql(f"CREATE TABLE IF NOT EXISTS `{layer}`.`{table}` USING delta LOCATION '{path}'")
         names.append(f"{layer}.{table}")
@@ -123,7 +123,7 @@ def run_sql(
 
 def shared_session_id(lake: Path | str) -> str:
     """A stable session id per lake, so the serve URL stays the same across restarts."""
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"cdp-serve:{Path(lake).absolute()}"))
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"cdp-serve:{storage.normalise(lake)}"))
 
 
 def start_server(settings: Settings, port: int = 15002, host: str = "127.0.0.1"):

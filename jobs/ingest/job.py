@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import shutil
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import pyarrow.parquet as pq
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from jobs import lake_state
+from jobs import lake_state, storage
 from jobs.context import RunContext
 from jobs.ingest.bronze_types import TYPERS, mark_first, pos_line_conflicts, with_content_hash
 from jobs.ingest.expand import expand
@@ -41,9 +40,10 @@ BRONZE_TABLE = {"pos": "bronze/pos_lines", "web": "bronze/web_events", "crm": "b
 PARALLEL_FROM_BYTES = 64 << 20
 
 
-def staging_dir(ctx: RunContext, source: str) -> Path:
-    """Staged Parquet of this run's parsed files, in the lake's own state folder."""
-    return lake_state.staging_dir(ctx.settings.paths.lake, ctx.run_id) / source
+def staging_dir(ctx: RunContext, source: str) -> str:
+    """Staged Parquet of this run's parsed files, in the lake's own state folder (a local
+    folder or an object-store prefix, jobs.storage)."""
+    return storage.join(lake_state.staging_dir(ctx.settings.paths.lake, ctx.run_id), source)
 
 
 GROUP_BYTES = 32 << 20  # landing bytes per staged Parquet file: few files, each of a useful size
@@ -70,9 +70,9 @@ def _parse_group(args: tuple[list[tuple[str, str, str, str]], str]) -> list[dict
     return stats
 
 
-def parse_files(files: list[LandingFile], out_dir: Path) -> list[dict]:
+def parse_files(files: list[LandingFile], out_dir: str) -> list[dict]:
     """Parse ``files`` into staged Parquet under ``out_dir`` (one file per ~32 MB of input)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    storage.make_dirs(out_dir)
     groups: list[list[tuple[str, str, str, str]]] = [[]]
     size = 0
     for f in files:
@@ -81,7 +81,7 @@ def parse_files(files: list[LandingFile], out_dir: Path) -> list[dict]:
             size = 0
         groups[-1].append((str(f.path), f.source, f.rel_path, f.business_date.isoformat()))
         size += f.size_bytes
-    jobs = [(g, str(out_dir / f"part-{i:05d}.parquet")) for i, g in enumerate(groups)]
+    jobs = [(g, storage.join(out_dir, f"part-{i:05d}.parquet")) for i, g in enumerate(groups)]
     if sum(f.size_bytes for f in files) < PARALLEL_FROM_BYTES or len(jobs) < 2:
         return [s for j in jobs for s in _parse_group(j)]
     # spawn, not fork: the embedded engine runs threads that must not be forked.
@@ -105,7 +105,7 @@ def _in_list(column: str, values: list[str]) -> str:
 QUARANTINE_COLUMNS = table_schema("quarantine/_default").columns
 
 
-def materialize(df: DataFrame, path: Path) -> DataFrame:
+def materialize(df: DataFrame, path: str) -> DataFrame:
     """Write ``df`` once to a staging Delta table and read it back.
 
     For intermediate results several writes read: computed once, and (unlike a
@@ -156,13 +156,14 @@ def ingest(ctx: RunContext, source: str) -> dict:
         return {"files": 0, "rows_in": 0, "rows_out": 0, "quarantined": 0, "waiting": waiting}
 
     stage = staging_dir(ctx, source)
-    shutil.rmtree(stage, ignore_errors=True)
-    stats = parse_files(todo, stage / "raw")
+    storage.remove_tree(stage)
+    stats = parse_files(todo, storage.join(stage, "raw"))
     if sum(s["rows"] for s in stats):
         # Materialise the checked rows once: bronze, quarantine, counts and the
         # quality step all read them.
         checked = materialize(
-            check_rows(ctx.spark.read.parquet(str(stage / "raw")), source), stage / "checked"
+            check_rows(ctx.spark.read.parquet(storage.join(stage, "raw")), source),
+            storage.join(stage, "checked"),
         )
     else:
         checked = None
@@ -181,7 +182,7 @@ def ingest(ctx: RunContext, source: str) -> dict:
         if source == "web":
             existing = ctx.lake.read(table).filter(f"NOT ({where})")
             marked = materialize(
-                web_dedup(bronze, existing.select("event_id", "_source_file")), stage / "dedup"
+                web_dedup(bronze, existing.select("event_id", "_source_file")), storage.join(stage, "dedup")
             )
             ctx.lake.replace_where(marked.filter(~F.col("_is_dup")), table, where)
             ctx.lake.replace_where(marked.filter("_is_dup"), "bronze/web_event_duplicates", where)
@@ -193,7 +194,7 @@ def ingest(ctx: RunContext, source: str) -> dict:
                     with_content_hash(bronze),
                     existing.select("order_id", "line_no", "_content_hash"),
                 ),
-                stage / "flagged",
+                storage.join(stage, "flagged"),
             )
             ctx.lake.replace_where(flagged.filter(F.col("_dup_reason").isNull()), table, where)
             repeats = flagged.filter(F.col("_dup_reason").isNotNull()).withColumn(

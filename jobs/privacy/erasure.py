@@ -43,7 +43,6 @@ import io
 import json
 import logging
 import os
-import shutil
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -51,7 +50,7 @@ from pathlib import Path
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from jobs import lake_state
+from jobs import lake_state, storage
 from jobs.config import Settings
 from jobs.context import RunContext
 from jobs.privacy.pii import hmac_col, hmac_py
@@ -269,9 +268,7 @@ def erase_rows(ctx: RunContext, name: str, flag: Callable[[DataFrame], Column]) 
     n = hits.count()
     if n == 0:
         return 0
-    from deltalake import DeltaTable
-
-    parts = DeltaTable(lake.path(name)).metadata().partition_columns
+    parts = lake.delta_table(name).metadata().partition_columns
     if parts:
         values = [tuple(r) for r in hits.select(*parts).distinct().collect()]
         predicate = " OR ".join(
@@ -519,6 +516,13 @@ def _scrub_csv(path: Path, members: set[str], crm_ids: set[str]) -> int:
     return n
 
 
+def _scrub_exports_at(exports: Path | str, person: Person) -> dict[str, int]:
+    """scrub_exports on a local folder, or on a local copy of an object-store prefix
+    whose changed files are uploaded back (jobs.storage.local_copy)."""
+    with storage.local_copy(exports) as local:
+        return scrub_exports(local, person)
+
+
 # ---- vacuum -----------------------------------------------------------------------------
 
 
@@ -533,24 +537,31 @@ def purge_history(path: str) -> dict:
     """
     from deltalake import DeltaTable
 
-    table = DeltaTable(path)
+    def load() -> DeltaTable:
+        return DeltaTable(path, storage_options=storage.delta_storage_options(path))
+
+    table = load()
     removed = table.vacuum(retention_hours=0, enforce_retention_duration=False, dry_run=False)
-    table = DeltaTable(path)
+    table = load()
     config = dict(table.metadata().configuration)
     previous = config.get("delta.logRetentionDuration")
     table.alter.set_table_properties({"delta.logRetentionDuration": "interval 0 seconds"})
-    table = DeltaTable(path)
+    table = load()
     table.create_checkpoint()
     table.cleanup_metadata()
-    table = DeltaTable(path)
+    table = load()
     table.alter.set_table_properties({"delta.logRetentionDuration": previous or "interval 30 days"})
     checkpoint = table.version() - 1
-    log_dir = Path(path) / "_delta_log"
+    log_dir = storage.join(path, "_delta_log")
     # Older checkpoints and Spark's per-version .crc files describe removed versions.
-    for f in log_dir.iterdir():
-        stem = f.name.split(".")[0]
-        if stem.isdigit() and int(stem) < checkpoint and f.suffix in (".crc", ".parquet", ".json"):
-            f.unlink(missing_ok=True)
+    for name, _ in storage.list_dir(log_dir):
+        stem, _, suffix = name.partition(".")
+        if stem.isdigit() and int(stem) < checkpoint and suffix.rpartition(".")[2] in (
+            "crc",
+            "parquet",
+            "json",
+        ):
+            storage.remove_file(storage.join(log_dir, name))
     return {"files_vacuumed": len(removed), "version": table.version()}
 
 
@@ -580,11 +591,10 @@ def _scrub_work(ctx: RunContext) -> int:
     """Delete staging folders left by crashed runs (they hold raw landing rows)."""
     staging = lake_state.staging_root(ctx.settings.paths.lake)
     n = 0
-    if staging.exists():
-        for p in staging.iterdir():
-            if p.name != ctx.run_id:
-                shutil.rmtree(p, ignore_errors=True)
-                n += 1
+    for name, _ in storage.list_dir(staging):
+        if name != ctx.run_id:
+            storage.remove_tree(storage.join(staging, name))
+            n += 1
     return n
 
 
@@ -606,7 +616,7 @@ def forget(
         versions_before = {t: ctx.lake.version(t) for t in ctx.lake.tables()}
         person = resolve(ctx, member=member, phone=phone, email=email, crm_id=crm_id)
         removed = erase_everywhere(ctx, person)
-        exports_removed = scrub_exports(Path(paths.exports), person)
+        exports_removed = _scrub_exports_at(paths.exports, person)
         staging_removed = _scrub_work(ctx)
 
         recomputed = None
@@ -627,7 +637,7 @@ def forget(
             recomputed = {"as_of_date": latest.isoformat(), "steps": [s.name for s in steps]}
             # The export step republished the latest date from the erased lake; older
             # dates were scrubbed above. Scrub once more in case a step re-wrote one.
-            for k, v in scrub_exports(Path(paths.exports), person).items():
+            for k, v in _scrub_exports_at(paths.exports, person).items():
                 exports_removed[k] = exports_removed.get(k, 0) + v
 
         # The suppression list: keyed hashes only.
