@@ -66,7 +66,8 @@ def maintain_table(path: Path | str, conf: MaintenanceConf, name: str) -> str:
             f"compacted {metrics.get('numFilesRemoved', 0)} -> {metrics.get('numFilesAdded', 0)} files"
         )
     if vacuum:
-        table = DeltaTable(str(path), storage_options=options)  # reload: compaction committed a new version
+        # Reload: compaction committed a new version.
+        table = DeltaTable(str(path), storage_options=options)
         removed = table.vacuum(
             retention_hours=retention,
             dry_run=False,

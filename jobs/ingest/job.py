@@ -182,7 +182,8 @@ def ingest(ctx: RunContext, source: str) -> dict:
         if source == "web":
             existing = ctx.lake.read(table).filter(f"NOT ({where})")
             marked = materialize(
-                web_dedup(bronze, existing.select("event_id", "_source_file")), storage.join(stage, "dedup")
+                web_dedup(bronze, existing.select("event_id", "_source_file")),
+                storage.join(stage, "dedup"),
             )
             ctx.lake.replace_where(marked.filter(~F.col("_is_dup")), table, where)
             ctx.lake.replace_where(marked.filter("_is_dup"), "bronze/web_event_duplicates", where)

@@ -555,12 +555,8 @@ def purge_history(path: str) -> dict:
     log_dir = storage.join(path, "_delta_log")
     # Older checkpoints and Spark's per-version .crc files describe removed versions.
     for name, _ in storage.list_dir(log_dir):
-        stem, _, suffix = name.partition(".")
-        if stem.isdigit() and int(stem) < checkpoint and suffix.rpartition(".")[2] in (
-            "crc",
-            "parquet",
-            "json",
-        ):
+        stem, suffix = name.split(".")[0], name.rpartition(".")[2]
+        if stem.isdigit() and int(stem) < checkpoint and suffix in ("crc", "parquet", "json"):
             storage.remove_file(storage.join(log_dir, name))
     return {"files_vacuumed": len(removed), "version": table.version()}
 
