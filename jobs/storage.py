@@ -108,9 +108,18 @@ def remove_tree(location: str | Path) -> None:
     if not is_remote(location):
         shutil.rmtree(location, ignore_errors=True)
         return
-    fs, path = filesystem(location)
-    with contextlib.suppress(FileNotFoundError):
-        fs.delete_dir(path)
+    # Deleted key by key (not pyarrow's delete_dir, which leaves an empty marker object
+    # for the parent "folder" behind).
+    import boto3
+
+    bucket, _, prefix = str(normalise(location)).removeprefix("s3://").partition("/")
+    client = boto3.client("s3")
+    for page in client.get_paginator("list_objects_v2").paginate(
+        Bucket=bucket, Prefix=prefix.rstrip("/") + "/"
+    ):
+        keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
+        if keys:
+            client.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
 
 
 def remove_file(location: str | Path) -> None:

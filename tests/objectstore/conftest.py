@@ -93,8 +93,8 @@ def list_keys(bucket: str, prefix: str = "") -> list[str]:
     """Every object key in ``bucket`` under ``prefix``."""
     import boto3
 
-    pages = boto3.client("s3").get_paginator("list_objects_v2").paginate(
-        Bucket=bucket, Prefix=prefix
+    pages = (
+        boto3.client("s3").get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
     )
     return [o["Key"] for page in pages for o in page.get("Contents", [])]
 
