@@ -32,9 +32,12 @@ whose precondition fails, atomically:
 * *a holder that stalls* longer than its lease (a frozen VM) may find at its next
   renewal that another run took over: the renewal's precondition fails, the lease is
   marked lost and the run fails when its block ends (``LakeLockLost``) instead of
-  reporting success. Every Delta commit is itself a conditional create of the next
-  log entry, so tables stay consistent even then; the lock is what keeps two runs'
-  multi-table steps from interleaving.
+  reporting success. delta-rs (and Sail) commit a table version with a conditional
+  create of the next log entry, so each table stays consistent even then; JVM Delta's
+  S3 log store assumes a single writer, which is what this lock provides. The lock is
+  also what keeps two runs' multi-table steps from interleaving.
+* the store must honour conditional writes (AWS S3 since 2024, MinIO, recent Ceph RGW);
+  one that ignores ``If-None-Match`` gives no mutual exclusion.
 """
 
 from __future__ import annotations
