@@ -103,6 +103,15 @@ def make_dirs(location: str | Path) -> None:
         Path(location).mkdir(parents=True, exist_ok=True)
 
 
+def _s3_object(location: str | Path):
+    """(boto3 S3 client, bucket, key) of an ``s3://`` location; the client takes the
+    endpoint, region and credentials from the AWS_* variables."""
+    import boto3
+
+    bucket, _, key = str(normalise(location)).removeprefix("s3://").partition("/")
+    return boto3.client("s3"), bucket, key
+
+
 def remove_tree(location: str | Path) -> None:
     """Delete a folder (every object under a prefix) and everything in it; missing is fine."""
     if not is_remote(location):
@@ -110,10 +119,7 @@ def remove_tree(location: str | Path) -> None:
         return
     # Deleted key by key (not pyarrow's delete_dir, which leaves an empty marker object
     # for the parent "folder" behind).
-    import boto3
-
-    bucket, _, prefix = str(normalise(location)).removeprefix("s3://").partition("/")
-    client = boto3.client("s3")
+    client, bucket, prefix = _s3_object(location)
     for page in client.get_paginator("list_objects_v2").paginate(
         Bucket=bucket, Prefix=prefix.rstrip("/") + "/"
     ):
@@ -123,9 +129,11 @@ def remove_tree(location: str | Path) -> None:
 
 
 def remove_file(location: str | Path) -> None:
-    fs, path = filesystem(location)
-    with contextlib.suppress(FileNotFoundError):
-        fs.delete_file(path)
+    if not is_remote(location):
+        Path(location).unlink(missing_ok=True)
+        return
+    client, bucket, key = _s3_object(location)
+    client.delete_object(Bucket=bucket, Key=key)
 
 
 def list_dir(location: str | Path) -> list[tuple[str, bool]]:
@@ -159,7 +167,6 @@ def _upload_file(local: Path, fs: pafs.FileSystem, path: str) -> None:
 def download_tree(location: str | Path, local: Path) -> None:
     """Copy every file under ``location`` into the local folder ``local``."""
     fs, path = filesystem(location)
-    local.mkdir(parents=True, exist_ok=True)
     for info in fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True)):
         if info.type != pafs.FileType.File:
             continue
