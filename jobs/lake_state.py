@@ -7,7 +7,8 @@ another Airflow worker or another machine continues the same lake:
 * ``<lake>/_cdp/pii_key.json``: the fingerprint of the PII hashing key the lake was
   hashed with. A run whose key has another fingerprint is refused with one line that
   names both; a key is never generated for a lake that already holds tables.
-* ``<lake>/_cdp/writer.lock``: the writer lock (jobs.lock).
+* ``<lake>/_cdp/writer.lock``: the writer lock (jobs.lock: ``flock`` on a local lake, a
+  lease object written with conditional requests on an object store).
 * ``<lake>/_cdp/staging/<run_id>/<source>``: files a run's ingest parsed and has not
   yet written (removed when the run ends; a later run or ``cdp forget`` scrubs what a
   dead run left).
