@@ -30,6 +30,7 @@ from pathlib import Path
 from pydantic import Field
 from pyspark.sql import DataFrame, SparkSession
 
+from jobs import storage
 from jobs.analyst_guard import PII_LAYERS, Access, AccessDenied, checked_sql
 from jobs.config import Settings, StrictModel, load_model
 
@@ -64,13 +65,17 @@ def analyst_access(settings: Settings, include_pii: bool | None = None) -> Acces
     return Access(lake=Path(settings.paths.lake), pii=pii)
 
 
-def lake_tables(lake: Path, include_pii: bool | None = None) -> list[tuple[str, str]]:
+def lake_tables(lake: Path | str, include_pii: bool | None = None) -> list[tuple[str, str]]:
     """``(layer, table)`` of every Delta table under ``lake`` that analysts may see.
 
-    A table folder that resolves (symlinks) outside the lake or into a PII layer is
-    left out unless PII is allowed.
+    A local table folder that resolves (symlinks) outside the lake or into a PII layer
+    is left out unless PII is allowed; an object-store lake is listed through its Delta
+    logs (jobs.storage), where there are no links.
     """
     pii = has_pii_role() if include_pii is None else include_pii
+    if storage.is_remote(lake):
+        found = [tuple(name.split("/")) for name in storage.delta_tables(lake)]
+        return [(layer, t) for layer, t in found if pii or layer not in PII_LAYERS]
     root = Path(lake)
     real_root = root.resolve()
     found = []
@@ -90,8 +95,8 @@ def register_tables(
 ) -> list[str]:
     """Register the lake's tables as ``layer.table`` in ``spark``'s catalog (idempotent)."""
     names = []
-    for layer, table in lake_tables(Path(lake), include_pii):
-        path = (Path(lake) / layer / table).absolute().as_posix().replace("'", "\\'")
+    for layer, table in lake_tables(lake, include_pii):
+        path = storage.join(storage.normalise(lake), layer, table).replace("'", "\\'")
         spark.sql(f"CREATE SCHEMA IF NOT EXISTS `{layer}`")
         spark.sql(f"CREATE TABLE IF NOT EXISTS `{layer}`.`{table}` USING delta LOCATION '{path}'")
         names.append(f"{layer}.{table}")
@@ -266,7 +271,7 @@ def _type_name(dtype) -> str:
 
 def shared_session_id(lake: Path | str) -> str:
     """A stable session id per lake, so the serve URL stays the same across restarts."""
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"cdp-serve:{Path(lake).absolute()}"))
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"cdp-serve:{storage.normalise(lake)}"))
 
 
 def serve_token(env: dict[str, str] | None = None) -> tuple[str, str]:

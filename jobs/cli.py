@@ -55,7 +55,7 @@ def _fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
-def _settings(landing: Path | None = None, lake: Path | None = None, exports: Path | None = None):
+def _settings(landing: Path | None = None, lake: str | None = None, exports: str | None = None):
     from jobs.config import load_settings, with_paths
 
     return with_paths(load_settings(), landing=landing, lake=lake, exports=exports)
@@ -73,11 +73,14 @@ LandingOpt = Annotated[
     Path | None,
     typer.Option("--landing", help="landing zone root (overrides conf and CDP_LANDING)"),
 ]
+# A folder or an object-store URI (s3://bucket/prefix): kept as text, see jobs.storage.
 LakeOpt = Annotated[
-    Path | None, typer.Option("--lake", help="lakehouse root (overrides conf and CDP_LAKE)")
+    str | None,
+    typer.Option("--lake", help="lakehouse root, a folder or s3:// URI (overrides CDP_LAKE)"),
 ]
 ExportsOpt = Annotated[
-    Path | None, typer.Option("--exports", help="exports root (overrides conf and CDP_EXPORTS)")
+    str | None,
+    typer.Option("--exports", help="exports root, a folder or s3:// URI (overrides CDP_EXPORTS)"),
 ]
 
 

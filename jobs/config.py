@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = Path(os.environ.get("CDP_CONF_DIR", PROJECT_ROOT / "conf"))
@@ -39,9 +39,18 @@ class StrictModel(BaseModel):
 
 class Paths(StrictModel):
     landing: Path
-    lake: Path
-    exports: Path
+    # The lake and the exports may live in an object store: ``s3://bucket/prefix`` stays
+    # text (jobs.storage), a local folder becomes an absolute Path.
+    lake: Path | str
+    exports: Path | str
     work: Path
+
+    @field_validator("landing", "work", mode="before")
+    @classmethod
+    def _local_only(cls, value: object) -> object:
+        if str(value).startswith(("s3://", "s3a://")):
+            raise ValueError("must be a local folder (the lake and exports may be s3:// URIs)")
+        return value
 
 
 class EngineConf(StrictModel):
@@ -138,9 +147,7 @@ def load_settings(conf_dir: Path | None = None, env: dict[str, str] | None = Non
         engine["connect_url"] = env["CDP_CONNECT_URL"]
     data["engine"] = engine
     settings = load_model("pipeline.yaml", Settings, conf_dir, data)
-    resolved = Paths(
-        **{k: Path(v).expanduser().absolute() for k, v in settings.paths.model_dump().items()}
-    )
+    resolved = Paths(**{k: _location(v) for k, v in settings.paths.model_dump().items()})
     key_file = settings.privacy.key_file
     privacy = settings.privacy.model_copy(
         update={"key_file": Path(key_file).expanduser().absolute() if key_file else None}
@@ -148,12 +155,19 @@ def load_settings(conf_dir: Path | None = None, env: dict[str, str] | None = Non
     return settings.model_copy(update={"paths": resolved, "privacy": privacy})
 
 
+def _location(value: str | Path) -> str | Path:
+    """An absolute local Path, or an object-store URI kept as text."""
+    from jobs.storage import normalise
+
+    return normalise(value)
+
+
 def with_paths(settings: Settings, **overrides: str | Path | None) -> Settings:
     """Settings with some locations replaced (the `--landing/--lake/--exports` flags)."""
     current = settings.paths.model_dump()
     for key, value in overrides.items():
         if value is not None:
-            current[key] = Path(value).expanduser().absolute()
+            current[key] = _location(value)
     return settings.model_copy(update={"paths": Paths(**current)})
 
 

@@ -95,6 +95,12 @@ def local_jvm_session(conf: EngineConf, delta: bool = True) -> SparkSession:
         )
         if conf.spark_packages:
             builder = builder.config("spark.jars.packages", ",".join(conf.spark_packages))
+        # s3:// and s3a:// lakes through Hadoop's S3A (hadoop-aws JARs from jvm/pom.xml),
+        # endpoint and region from the AWS_* variables (jobs.storage).
+        from jobs.storage import hadoop_s3a_conf
+
+        for name, value in hadoop_s3a_conf().items():
+            builder = builder.config(name, value)
     return builder.getOrCreate()
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
 
+from jobs import storage
 from jobs.schemas import conform, table_schema
 
 
@@ -30,19 +31,30 @@ def _fault_hook(name: str) -> None:
 
 
 class Lake:
-    """The lakehouse under one root: ``<root>/<layer>/<table>`` Delta tables."""
+    """The lakehouse under one root: ``<root>/<layer>/<table>`` Delta tables.
+
+    The root is a local folder or an object-store URI (``s3://bucket/prefix``,
+    jobs.storage); the engine and delta-rs take either."""
 
     def __init__(self, spark: SparkSession, root: str | Path):
         self.spark = spark
-        self.root = str(root).rstrip("/")
+        self.root = str(storage.normalise(root)).rstrip("/")
 
     def path(self, name: str) -> str:
         return f"{self.root}/{name}"
 
+    def delta_table(self, name: str):
+        """The delta-rs handle of a table (metadata, history, maintenance)."""
+        from deltalake import DeltaTable
+
+        return DeltaTable(self.path(name), storage_options=storage.delta_storage_options(self.root))
+
     def exists(self, name: str) -> bool:
         from deltalake import DeltaTable
 
-        return DeltaTable.is_deltatable(self.path(name))
+        return DeltaTable.is_deltatable(
+            self.path(name), storage_options=storage.delta_storage_options(self.root)
+        )
 
     def read(self, name: str) -> DataFrame:
         """Read a table; an empty DataFrame with the declared schema when it does not exist yet."""
@@ -116,26 +128,21 @@ class Lake:
         _fault_hook(name)
 
     def version(self, name: str) -> int:
-        from deltalake import DeltaTable
-
-        return DeltaTable(self.path(name)).version()
+        return self.delta_table(name).version()
 
     def tables(self) -> list[str]:
-        """Every Delta table under the root, as ``layer/table``."""
-        root = Path(self.root)
-        if not root.exists():
-            return []
-        return sorted(
-            f"{p.parent.parent.name}/{p.parent.name}" for p in root.glob("*/*/_delta_log")
-        )
+        """Every Delta table under the root, as ``layer/table`` (found by its ``_delta_log``,
+        listing two levels: no walk through data files, local or object store)."""
+        return storage.delta_tables(self.root)
 
 
-def parquet_materialiser(base: Path) -> Callable[[DataFrame, str], DataFrame]:
-    """``mat(df, name)``: write an intermediate once as Parquet under ``base`` and read it
-    back, so a plan used several times is computed once (Sail caches nothing)."""
+def parquet_materialiser(base: str | Path) -> Callable[[DataFrame, str], DataFrame]:
+    """``mat(df, name)``: write an intermediate once as Parquet under ``base`` (a local
+    folder or an object-store prefix) and read it back, so a plan used several times is
+    computed once (Sail caches nothing)."""
 
     def mat(df: DataFrame, name: str) -> DataFrame:
-        path = str(base / name)
+        path = storage.join(base, name)
         df.write.mode("overwrite").parquet(path)
         # The schema travels with the read: an empty result may leave no file to infer it.
         return df.sparkSession.read.schema(df.schema).parquet(path)

@@ -7,7 +7,8 @@ another Airflow worker or another machine continues the same lake:
 * ``<lake>/_cdp/pii_key.json``: the fingerprint of the PII hashing key the lake was
   hashed with. A run whose key has another fingerprint is refused with one line that
   names both; a key is never generated for a lake that already holds tables.
-* ``<lake>/_cdp/writer.lock``: the writer lock (jobs.lock).
+* ``<lake>/_cdp/writer.lock``: the writer lock (jobs.lock: ``flock`` on a local lake, a
+  lease object written with conditional requests on an object store).
 * ``<lake>/_cdp/staging/<run_id>/<source>``: files a run's ingest parsed and has not
   yet written (removed when the run ends; a later run or ``cdp forget`` scrubs what a
   dead run left).
@@ -16,6 +17,10 @@ another Airflow worker or another machine continues the same lake:
 Incremental state (identity, silver orders) lives in ``meta/`` Delta tables.
 The ``_cdp`` folder holds no Delta table, so table discovery (``*/*/_delta_log``)
 never lists it.
+
+The lake may be a local folder or an object-store URI (``s3://bucket/prefix``): the
+locations below are text joined with ``/`` and read and written through
+jobs.storage, so both work the same way.
 """
 
 from __future__ import annotations
@@ -24,9 +29,10 @@ import datetime as dt
 import hashlib
 import hmac
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from jobs import storage
 
 STATE_DIR = "_cdp"
 FINGERPRINT_FILE = "pii_key.json"
@@ -36,27 +42,27 @@ class PiiKeyMismatch(RuntimeError):
     """The PII key given to a run is not the key the lake was hashed with."""
 
 
-def state_dir(lake: str | Path) -> Path:
-    return Path(lake) / STATE_DIR
+def state_dir(lake: str | Path) -> str:
+    return storage.join(lake, STATE_DIR)
 
 
-def staging_dir(lake: str | Path, run_id: str) -> Path:
+def staging_dir(lake: str | Path, run_id: str) -> str:
     """Where run ``run_id`` stages parsed landing files before they reach bronze."""
-    return state_dir(lake) / "staging" / run_id
+    return storage.join(state_dir(lake), "staging", run_id)
 
 
-def staging_root(lake: str | Path) -> Path:
-    return state_dir(lake) / "staging"
+def staging_root(lake: str | Path) -> str:
+    return storage.join(state_dir(lake), "staging")
 
 
-def scratch_dir(lake: str | Path, step: str, run_id: str) -> Path:
+def scratch_dir(lake: str | Path, step: str, run_id: str) -> str:
     """A step's intermediate tables for one run (on the lake's storage, so a cluster's
     executors and driver see the same files)."""
-    return state_dir(lake) / "scratch" / step / run_id
+    return storage.join(state_dir(lake), "scratch", step, run_id)
 
 
-def lock_file(lake: str | Path) -> Path:
-    return state_dir(lake) / "writer.lock"
+def lock_file(lake: str | Path) -> str:
+    return storage.join(state_dir(lake), "writer.lock")
 
 
 def key_fingerprint(key: bytes) -> str:
@@ -75,30 +81,27 @@ class RecordedKey:
 
 def recorded_key(lake: str | Path) -> RecordedKey | None:
     """The fingerprint the lake records, or None for a lake that records none yet."""
-    path = state_dir(lake) / FINGERPRINT_FILE
-    if not path.exists():
+    text = storage.read_text(storage.join(state_dir(lake), FINGERPRINT_FILE))
+    if text is None:
         return None
-    data = json.loads(path.read_text(encoding="utf-8"))
+    data = json.loads(text)
     return RecordedKey(data["fingerprint"], data.get("recorded_at", "?"), data.get("source", "?"))
 
 
 def record_key(lake: str | Path, key: bytes, source: str) -> RecordedKey:
-    """Write the key's fingerprint into the lake (atomically: write, then rename)."""
-    folder = state_dir(lake)
-    folder.mkdir(parents=True, exist_ok=True)
+    """Write the key's fingerprint into the lake (atomically: local write-then-rename, or
+    one object PUT)."""
     entry = RecordedKey(
         key_fingerprint(key), dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), source
     )
-    tmp = folder / f".{FINGERPRINT_FILE}.{os.getpid()}"
-    tmp.write_text(json.dumps(entry.__dict__, indent=1), encoding="utf-8")
-    os.replace(tmp, folder / FINGERPRINT_FILE)
+    target = storage.join(state_dir(lake), FINGERPRINT_FILE)
+    storage.write_text(target, json.dumps(entry.__dict__, indent=1))
     return entry
 
 
 def lake_has_tables(lake: str | Path) -> bool:
     """Whether the lake already holds a Delta table (an existing lake)."""
-    root = Path(lake)
-    return root.is_dir() and any(root.glob("*/*/_delta_log"))
+    return bool(storage.delta_tables(lake))
 
 
 def check_key(lake: str | Path, key: bytes, source: str) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from pydantic import Field
 
+from jobs import storage
 from jobs.config import Settings, StrictModel, load_model
 
 
@@ -39,15 +40,13 @@ def load_maintenance_conf(conf_dir: Path | None = None) -> MaintenanceConf:
     return load_model("maintenance.yaml", MaintenanceConf, conf_dir)
 
 
-def lake_tables(lake: Path) -> list[str]:
-    """Every Delta table under ``lake`` as ``layer/table`` (same rule as Lake.tables)."""
-    root = Path(lake)
-    if not root.exists():
-        return []
-    return sorted(f"{p.parent.parent.name}/{p.parent.name}" for p in root.glob("*/*/_delta_log"))
+def lake_tables(lake: Path | str) -> list[str]:
+    """Every Delta table under ``lake`` (a folder or an ``s3://`` URI) as ``layer/table``
+    (same rule as Lake.tables)."""
+    return storage.delta_tables(lake)
 
 
-def maintain_table(path: Path, conf: MaintenanceConf, name: str) -> str:
+def maintain_table(path: Path | str, conf: MaintenanceConf, name: str) -> str:
     """Compact then vacuum one table; one line saying what was done."""
     from deltalake import DeltaTable
 
@@ -58,7 +57,8 @@ def maintain_table(path: Path, conf: MaintenanceConf, name: str) -> str:
         conf.retention_hours if override.retention_hours is None else override.retention_hours
     )
 
-    table = DeltaTable(str(path))
+    options = storage.delta_storage_options(path)
+    table = DeltaTable(str(path), storage_options=options)
     parts = [f"{name}: v{table.version()}"]
     if compact:
         metrics = table.optimize.compact(target_size=conf.target_size_mb * 1024 * 1024)
@@ -66,7 +66,8 @@ def maintain_table(path: Path, conf: MaintenanceConf, name: str) -> str:
             f"compacted {metrics.get('numFilesRemoved', 0)} -> {metrics.get('numFilesAdded', 0)} files"
         )
     if vacuum:
-        table = DeltaTable(str(path))  # reload: compaction committed a new version
+        # Reload: compaction committed a new version.
+        table = DeltaTable(str(path), storage_options=options)
         removed = table.vacuum(
             retention_hours=retention,
             dry_run=False,
@@ -83,7 +84,7 @@ def maintain_all(settings: Settings, conf: MaintenanceConf | None = None) -> Ite
     visibly after having done what they could.
     """
     conf = conf or load_maintenance_conf()
-    lake = Path(settings.paths.lake)
+    lake = settings.paths.lake
     names = lake_tables(lake)
     if not names:
         yield f"no Delta tables under {lake}"
@@ -91,7 +92,7 @@ def maintain_all(settings: Settings, conf: MaintenanceConf | None = None) -> Ite
     failed = []
     for name in names:
         try:
-            yield maintain_table(lake / name, conf, name)
+            yield maintain_table(storage.join(lake, name), conf, name)
         except Exception as exc:  # noqa: BLE001 - one bad table must not stop the others
             failed.append(name)
             yield f"{name}: FAILED {type(exc).__name__}: {exc}"

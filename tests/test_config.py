@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.config import ConfigError, load_settings
+from jobs.config import ConfigError, load_settings, with_paths
 
 
 def _write(tmp_path: Path, text: str) -> Path:
@@ -107,3 +107,16 @@ def test_validate_conf_refuses_a_file_no_model_checks(spark, tmp_path):
     (conf / "segmnets.yaml").write_text("segments: []\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="segmnets.yaml: unknown configuration file"):
         validate_conf(spark, conf)
+
+
+def test_object_store_locations_stay_uris(tmp_path):
+    s = load_settings(env={"CDP_LAKE": "s3a://bucket/lake/", "CDP_EXPORTS": "s3://bucket/exports"})
+    assert s.paths.lake == "s3://bucket/lake" and s.paths.exports == "s3://bucket/exports"
+    assert isinstance(s.paths.landing, Path) and s.paths.landing.is_absolute()
+    local = with_paths(s, lake=str(tmp_path / "lk"), exports="s3://other/x")
+    assert local.paths.lake == tmp_path / "lk" and local.paths.exports == "s3://other/x"
+
+
+def test_landing_in_an_object_store_is_refused():
+    with pytest.raises(ConfigError, match="paths.landing: .*must be a local folder"):
+        load_settings(env={"CDP_LANDING": "s3://bucket/landing"})

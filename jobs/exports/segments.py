@@ -43,6 +43,7 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from jobs import storage
 from jobs.config import CONF_DIR, ConfigError, StrictModel, load_model
 from jobs.context import RunContext
 from jobs.exports.files import remove_dead_run_folders, sha256_file
@@ -308,6 +309,22 @@ def previous_export(root: Path, as_of: dt.date) -> tuple[dt.date, Path] | None:
     return best
 
 
+def _folders_used(exports: Path | str, as_of: dt.date) -> list[str]:
+    """The dated folders write_export reads or replaces: ``as_of``'s and the latest
+    published one before it (as previous_export chooses), for an object-store copy."""
+    if not storage.is_remote(exports):
+        return []
+    published = [
+        name
+        for name, is_folder in storage.list_dir(exports)
+        if is_folder
+        and len(name) == 10
+        and name < as_of.isoformat()
+        and storage.exists(storage.join(exports, name, "_SUCCESS"))
+    ]
+    return sorted(published)[-1:] + [as_of.isoformat()]
+
+
 def publish(tmp: Path, target: Path) -> None:
     """Swap ``tmp`` into ``target``: rename, then ``_SUCCESS``; the old one goes last.
 
@@ -435,20 +452,24 @@ def run(ctx: RunContext) -> dict:
     )
     validate_predicates(view, segments, CONF_DIR / SEGMENTS_FILE)
     contacts = contact_points(members, lake.read("restricted/member_pii"))
-    manifest = write_export(
-        ctx.spark,
-        view,
-        contacts,
-        lake.read("silver/member_id_changes"),
-        segments.segments,
-        Path(ctx.settings.paths.exports),
-        as_of,
-        ctx.run_id,
-    )
+    exports = ctx.settings.paths.exports
+    # On an object store the export is written in a local copy holding the folders it
+    # reads or replaces, then uploaded (jobs.storage.local_copy: _SUCCESS last).
+    with storage.local_copy(exports, only=_folders_used(exports, as_of)) as root:
+        manifest = write_export(
+            ctx.spark,
+            view,
+            contacts,
+            lake.read("silver/member_id_changes"),
+            segments.segments,
+            root,
+            as_of,
+            ctx.run_id,
+        )
     per_segment = {s["name"]: s["rows"] for s in manifest["segments"]}
     return {
         "rows_out": sum(per_segment.values()),
         "files": len(manifest["files"]),
         "segments": per_segment,
-        "path": str(Path(ctx.settings.paths.exports) / as_of.isoformat()),
+        "path": storage.join(exports, as_of.isoformat()),
     }

@@ -25,13 +25,12 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import time
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from jobs import lake_state
+from jobs import lake_state, storage
 from jobs.context import RunContext
 from jobs.identity.assign import assign_member_ids, check_circuit_breaker
 from jobs.identity.components import connected_components
@@ -425,7 +424,7 @@ def resolve(ctx: RunContext, conf: IdentityConf | None = None) -> dict:
             parts_versions={t: lake.version(t) for t in PART_TABLES},
         ),
     )
-    shutil.rmtree(base, ignore_errors=True)
+    storage.remove_tree(base)
     log.info("identity %s: %s", d, figures)
     return figures
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import multiprocessing
-import shutil
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import pyarrow.parquet as pq
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from jobs import lake_state
+from jobs import lake_state, storage
 from jobs.context import RunContext
 from jobs.ingest.bronze_types import TYPERS, mark_first, pos_line_conflicts, with_content_hash
 from jobs.ingest.expand import expand
@@ -44,9 +43,10 @@ DUPLICATES_TABLE = {"pos": "bronze/pos_line_duplicates", "web": "bronze/web_even
 PARALLEL_FROM_BYTES = 64 << 20
 
 
-def staging_dir(ctx: RunContext, source: str) -> Path:
-    """Staged Parquet of this run's parsed files, in the lake's own state folder."""
-    return lake_state.staging_dir(ctx.settings.paths.lake, ctx.run_id) / source
+def staging_dir(ctx: RunContext, source: str) -> str:
+    """Staged Parquet of this run's parsed files, in the lake's own state folder (a local
+    folder or an object-store prefix, jobs.storage)."""
+    return storage.join(lake_state.staging_dir(ctx.settings.paths.lake, ctx.run_id), source)
 
 
 GROUP_BYTES = 32 << 20  # landing bytes per staged Parquet file: few files, each of a useful size
@@ -73,9 +73,9 @@ def _parse_group(args: tuple[list[tuple[str, str, str, str]], str]) -> list[dict
     return stats
 
 
-def parse_files(files: list[LandingFile], out_dir: Path) -> list[dict]:
+def parse_files(files: list[LandingFile], out_dir: str) -> list[dict]:
     """Parse ``files`` into staged Parquet under ``out_dir`` (one file per ~32 MB of input)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    storage.make_dirs(out_dir)
     groups: list[list[tuple[str, str, str, str]]] = [[]]
     size = 0
     for f in files:
@@ -84,7 +84,7 @@ def parse_files(files: list[LandingFile], out_dir: Path) -> list[dict]:
             size = 0
         groups[-1].append((str(f.path), f.source, f.rel_path, f.business_date.isoformat()))
         size += f.size_bytes
-    jobs = [(g, str(out_dir / f"part-{i:05d}.parquet")) for i, g in enumerate(groups)]
+    jobs = [(g, storage.join(out_dir, f"part-{i:05d}.parquet")) for i, g in enumerate(groups)]
     if sum(f.size_bytes for f in files) < PARALLEL_FROM_BYTES or len(jobs) < 2:
         return [s for j in jobs for s in _parse_group(j)]
     # spawn, not fork: the embedded engine runs threads that must not be forked.
@@ -108,7 +108,7 @@ def _in_list(column: str, values: list[str]) -> str:
 QUARANTINE_COLUMNS = table_schema("quarantine/_default").columns
 
 
-def materialize(df: DataFrame, path: Path) -> DataFrame:
+def materialize(df: DataFrame, path: str) -> DataFrame:
     """Write ``df`` once to a staging Delta table and read it back.
 
     For intermediate results several writes read: computed once, and (unlike a
@@ -188,7 +188,7 @@ def write_manifest(ctx: RunContext, rows: list[dict]) -> None:
 
 
 def _write_pos(
-    ctx: RunContext, bronze: DataFrame, bad: DataFrame, where: str, stage: Path
+    ctx: RunContext, bronze: DataFrame, bad: DataFrame, where: str, stage: str
 ) -> DataFrame:
     """Write POS lines: repeats of a line already taken in are split off.
 
@@ -204,7 +204,7 @@ def _write_pos(
             with_content_hash(bronze),
             existing.select("order_id", "line_no", "_content_hash", "_source_file"),
         ),
-        stage / "flagged",
+        storage.join(stage, "flagged"),
     )
     ctx.lake.replace_where(flagged.filter(F.col("_dup_reason").isNull()), table, where)
     ctx.lake.replace_where(
@@ -217,7 +217,7 @@ def _write_pos(
     return bad.select(*cols).unionByName(conflicts.select(*cols))
 
 
-def _write_rows(ctx: RunContext, source: str, checked: DataFrame, where: str, stage: Path) -> None:
+def _write_rows(ctx: RunContext, source: str, checked: DataFrame, where: str, stage: str) -> None:
     """Checked rows -> bronze (invalid optional fields nulled), duplicates and quarantine."""
     stamp = {"_ingested_at": F.current_timestamp(), "_run_id": F.lit(ctx.run_id)}
     table = BRONZE_TABLE[source]
@@ -229,7 +229,8 @@ def _write_rows(ctx: RunContext, source: str, checked: DataFrame, where: str, st
     if source == "web":
         existing = ctx.lake.read(table).filter(f"NOT ({where})")
         marked = materialize(
-            web_dedup(bronze, existing.select("event_id", "_source_file")), stage / "dedup"
+            web_dedup(bronze, existing.select("event_id", "_source_file")),
+            storage.join(stage, "dedup"),
         )
         ctx.lake.replace_where(marked.filter(~F.col("_is_dup")), table, where)
         ctx.lake.replace_where(marked.filter("_is_dup"), DUPLICATES_TABLE["web"], where)
@@ -305,17 +306,17 @@ def ingest(ctx: RunContext, source: str) -> dict:
                 "waiting": waiting, **refused_summary}  # fmt: skip
 
     stage = staging_dir(ctx, source)
-    shutil.rmtree(stage, ignore_errors=True)
-    stats = parse_files(todo, stage / "raw")
+    storage.remove_tree(stage)
+    stats = parse_files(todo, storage.join(stage, "raw"))
     files = [f.rel_path for f in todo]
     days = sorted({f.business_date.isoformat() for f in todo})
     where = f"{_in_list('_business_date', days)} AND {_in_list('_source_file', files)}"
     if sum(s["rows"] for s in stats):
         # Materialise the checked rows once: bronze, quarantine, counts and the
         # quality step all read them.
-        staged = ctx.spark.read.parquet(str(stage / "raw"))
+        staged = ctx.spark.read.parquet(storage.join(stage, "raw"))
         earliest = ctx.settings.ingest.earliest_date
-        checked = materialize(check_rows(staged, source, earliest), stage / "checked")
+        checked = materialize(check_rows(staged, source, earliest), storage.join(stage, "checked"))
         _write_rows(ctx, source, checked, where, stage)
     elif ctx.lake.exists(BRONZE_TABLE[source]):
         # Only empty files: a re-sent empty file still removes its earlier rows.

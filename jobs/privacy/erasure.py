@@ -51,7 +51,6 @@ import io
 import json
 import logging
 import os
-import shutil
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -59,7 +58,7 @@ from pathlib import Path
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from jobs import lake_state
+from jobs import lake_state, storage
 from jobs.config import Settings
 from jobs.context import RunContext
 from jobs.privacy import erasure_journal
@@ -285,11 +284,9 @@ def erase_rows(
     n = hits.count()
     if n == 0:
         return 0
-    from deltalake import DeltaTable
-
     if journal is not None:
         journal.before_write("table", name, n, lake.version(name))
-    parts = DeltaTable(lake.path(name)).metadata().partition_columns
+    parts = lake.delta_table(name).metadata().partition_columns
     if parts:
         values = [tuple(r) for r in hits.select(*parts).distinct().collect()]
         predicate = " OR ".join(
@@ -581,6 +578,15 @@ def _scrub_csv(
     return n
 
 
+def _scrub_exports_at(
+    exports: Path | str, person: Person, journal: ErasureRequest | None = None
+) -> dict[str, int]:
+    """scrub_exports on a local folder, or on a local copy of an object-store prefix
+    whose changed files are uploaded back (jobs.storage.local_copy)."""
+    with storage.local_copy(exports) as local:
+        return scrub_exports(local, person, journal)
+
+
 # ---- vacuum -----------------------------------------------------------------------------
 
 
@@ -595,24 +601,27 @@ def purge_history(path: str) -> dict:
     """
     from deltalake import DeltaTable
 
-    table = DeltaTable(path)
+    def load() -> DeltaTable:
+        return DeltaTable(path, storage_options=storage.delta_storage_options(path))
+
+    table = load()
     removed = table.vacuum(retention_hours=0, enforce_retention_duration=False, dry_run=False)
-    table = DeltaTable(path)
+    table = load()
     config = dict(table.metadata().configuration)
     previous = config.get("delta.logRetentionDuration")
     table.alter.set_table_properties({"delta.logRetentionDuration": "interval 0 seconds"})
-    table = DeltaTable(path)
+    table = load()
     table.create_checkpoint()
     table.cleanup_metadata()
-    table = DeltaTable(path)
+    table = load()
     table.alter.set_table_properties({"delta.logRetentionDuration": previous or "interval 30 days"})
     checkpoint = table.version() - 1
-    log_dir = Path(path) / "_delta_log"
+    log_dir = storage.join(path, "_delta_log")
     # Older checkpoints and Spark's per-version .crc files describe removed versions.
-    for f in log_dir.iterdir():
-        stem = f.name.split(".")[0]
-        if stem.isdigit() and int(stem) < checkpoint and f.suffix in (".crc", ".parquet", ".json"):
-            f.unlink(missing_ok=True)
+    for name, _ in storage.list_dir(log_dir):
+        stem, suffix = name.split(".")[0], name.rpartition(".")[2]
+        if stem.isdigit() and int(stem) < checkpoint and suffix in ("crc", "parquet", "json"):
+            storage.remove_file(storage.join(log_dir, name))
     return {"files_vacuumed": len(removed), "version": table.version()}
 
 
@@ -643,13 +652,23 @@ def _scrub_work(ctx: RunContext) -> int:
     silver of backfills (jobs.silver.backfill: a copy of restricted/member_pii)."""
     n = 0
     lake = ctx.settings.paths.lake
-    for root in (lake_state.staging_root(lake), lake_state.state_dir(lake) / "backfill"):
-        if root.exists():
-            for p in root.iterdir():
-                if p.name != ctx.run_id:
-                    shutil.rmtree(p, ignore_errors=True)
-                    n += 1
+    for root in (
+        lake_state.staging_root(lake),
+        storage.join(lake_state.state_dir(lake), "backfill"),
+    ):
+        for name, _ in storage.list_dir(root):
+            if name != ctx.run_id:
+                storage.remove_tree(storage.join(root, name))
+                n += 1
     return n
+
+
+def _journal_home(settings: Settings) -> Path:
+    """Where pending erasure requests are recorded: the lake's state folder, so any run
+    on the lake finishes them; for an object-store lake (the journal is written with
+    local fsync and rename) the work folder of the machine that runs ``cdp forget``."""
+    lake = settings.paths.lake
+    return settings.paths.work if storage.is_remote(lake) else Path(lake_state.state_dir(lake))
 
 
 # Request arguments, in the order they are listed on a receipt.
@@ -681,7 +700,7 @@ def record_request(ctx: RunContext, asked: dict[str, str], person: Person) -> Er
     """Write the pending request (the person's identifiers included) before any change."""
     started = dt.datetime.now(dt.UTC)
     request_id = f"erase-{started:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
-    folder = erasure_journal.requests_dir(lake_state.state_dir(ctx.settings.paths.lake))
+    folder = erasure_journal.requests_dir(_journal_home(ctx.settings))
     req = ErasureRequest(
         path=folder / f"{request_id}.json",
         request_id=request_id,
@@ -715,8 +734,9 @@ def _settle(ctx: RunContext, req: ErasureRequest) -> None:
     if w["kind"] == "table":
         committed = ctx.lake.exists(w["name"]) and ctx.lake.version(w["name"]) != w["token"]
     else:
-        f = Path(ctx.settings.paths.exports) / w["name"]
-        committed = not f.exists() or sha256_file(f) != w["token"]
+        with storage.local_copy(ctx.settings.paths.exports) as exports:
+            f = exports / w["name"]
+            committed = not f.exists() or sha256_file(f) != w["token"]
     req.settle_in_flight(committed)
 
 
@@ -740,10 +760,10 @@ def _erase(ctx: RunContext, req: ErasureRequest, person: Person) -> None:
     """Rows of every table, export files, leftovers of dead runs (idempotent)."""
     from jobs.exports.files import remove_dead_run_folders
 
-    exports = Path(ctx.settings.paths.exports)
-    req.export_temp_folders_removed += len(remove_dead_run_folders(exports))
+    with storage.local_copy(ctx.settings.paths.exports) as exports:
+        req.export_temp_folders_removed += len(remove_dead_run_folders(exports))
     erase_everywhere(ctx, person, req)
-    scrub_exports(exports, person, req)
+    _scrub_exports_at(ctx.settings.paths.exports, person, req)
     req.staging_folders_removed += _scrub_work(ctx)
 
 
@@ -767,7 +787,7 @@ def _recompute(ctx: RunContext, req: ErasureRequest, person: Person) -> None:
     req.recomputed = {"as_of_date": latest.isoformat(), "steps": [s.name for s in steps]}
     # The export step republished the latest date from the erased lake; older dates
     # were scrubbed before. Once more in case a step re-wrote one.
-    scrub_exports(Path(ctx.settings.paths.exports), person, req)
+    _scrub_exports_at(ctx.settings.paths.exports, person, req)
 
 
 def _vacuum(ctx: RunContext, req: ErasureRequest, person: Person) -> None:
@@ -843,7 +863,7 @@ def resume_pending(ctx: RunContext, recompute: bool = True, skip: str | None = N
     with lake_lock(paths.lake, ctx.run_id):
         return [
             carry_out(ctx, req, recompute)
-            for req in erasure_journal.pending(lake_state.state_dir(paths.lake))
+            for req in erasure_journal.pending(_journal_home(ctx.settings))
             if req.request_key != skip
         ]
 
@@ -871,7 +891,9 @@ def forget(
     key = request_key(asked, ctx.pii_key)
     with lake_lock(paths.lake, ctx.run_id):
         resume_pending(ctx, recompute, skip=key)
-        mine = [r for r in erasure_journal.pending(lake_state.state_dir(paths.lake)) if r.request_key == key]
+        mine = [
+            r for r in erasure_journal.pending(_journal_home(ctx.settings)) if r.request_key == key
+        ]
         if mine:
             return carry_out(ctx, mine[0], recompute)
         person = resolve(ctx, member=member, phone=phone, email=email, crm_id=crm_id)

@@ -68,10 +68,11 @@ def _from_airflow(conn_id: str) -> str | None:
         return None
 
 
-def _generated_key_file(lake: str | Path) -> Path:
+def _generated_key_file(lake: str | Path) -> str:
+    from jobs import storage
     from jobs.lake_state import state_dir
 
-    return state_dir(lake) / "pii.key"
+    return storage.join(state_dir(lake), "pii.key")
 
 
 def _find_key(privacy: PrivacyConf, lake: str | Path) -> LoadedKey | None:
@@ -85,9 +86,12 @@ def _find_key(privacy: PrivacyConf, lake: str | Path) -> LoadedKey | None:
     from_airflow = _from_airflow(privacy.airflow_conn_id)
     if from_airflow:
         return LoadedKey(_parse_key(from_airflow), f"Airflow connection {privacy.airflow_conn_id}")
+    from jobs import storage
+
     demo = _generated_key_file(lake)
-    if demo.exists():
-        return LoadedKey(_parse_key(demo.read_text()), f"the lake's generated key {demo}")
+    demo_text = storage.read_text(demo)
+    if demo_text is not None:
+        return LoadedKey(_parse_key(demo_text), f"the lake's generated key {demo}")
     return None
 
 
@@ -116,14 +120,20 @@ def load_key(privacy: PrivacyConf, lake: str | Path) -> LoadedKey:
                     else " (privacy.create_key_if_missing is false)"
                 )
             )
-        found = _generate(Path(privacy.key_file) if privacy.key_file else _generated_key_file(lake))
+        found = _generate(privacy.key_file or _generated_key_file(lake))
     check_key(lake, found.key, found.source)
     return found
 
 
-def _generate(path: Path) -> LoadedKey:
-    path.parent.mkdir(parents=True, exist_ok=True)
+def _generate(location: str | Path) -> LoadedKey:
+    from jobs import storage
+
     key = secrets.token_bytes(32)
+    if storage.is_remote(location):  # demo only: a lake in an object store keeps it there
+        storage.write_text(location, key.hex())
+        return LoadedKey(key, f"key generated for a new lake in {location}")
+    path = Path(location)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as out:
         out.write(key.hex())

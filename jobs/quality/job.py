@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from pathlib import Path
 
 from pyspark.sql import functions as F
 
+from jobs import storage
 from jobs.config import EXPECTATIONS_DIR
 from jobs.context import RunContext
 from jobs.ingest.job import staging_dir
@@ -166,10 +166,10 @@ def run(ctx: RunContext) -> dict:
     limit = ctx.settings.ingest.max_quarantine_rate
     rows, figures = [], {}
     for source in sources:
-        checked = staging_dir(ctx, source) / "checked"
-        if not checked.exists():
+        checked = storage.join(staging_dir(ctx, source), "checked")
+        if not storage.exists(checked):
             continue
-        batch = ctx.spark.read.format("delta").load(str(checked))
+        batch = ctx.spark.read.format("delta").load(checked)
         for r in validate_batch(ctx, source, batch):
             rows.append({"source": source, **r})
         nulled = fields_nulled(batch)
@@ -200,7 +200,7 @@ def run(ctx: RunContext) -> dict:
         )
         ctx.lake.replace_where(df, "meta/quality_results", f"run_id = '{ctx.run_id}'")
     for source in sources:
-        shutil.rmtree(staging_dir(ctx, source), ignore_errors=True)
+        storage.remove_tree(staging_dir(ctx, source))
     figures.update(
         {
             "rows_in": rows_in,

@@ -14,12 +14,12 @@ from __future__ import annotations
 import datetime as dt
 import html
 import json
-import os
 from pathlib import Path
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from jobs import storage
 from jobs.context import RunContext
 from jobs.report.kpi_targets import figures as kpi_target_figures
 
@@ -373,10 +373,10 @@ def run(ctx: RunContext) -> dict:
                 ],
             )
         )
-    out_dir = Path(ctx.settings.paths.exports) / as_of.isoformat()
-    manifest_path = out_dir / "manifest.json"
-    if manifest_path.exists():
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    out_dir = storage.join(ctx.settings.paths.exports, as_of.isoformat())
+    manifest_text = storage.read_text(storage.join(out_dir, "manifest.json"))
+    if manifest_text is not None:
+        manifest = json.loads(manifest_text)
         sections.append(
             "<h2>Segment exports</h2>"
             + _table(
@@ -397,9 +397,6 @@ def run(ctx: RunContext) -> dict:
     data_docs = find_data_docs(ctx.settings.paths.work)
     page = render_page(as_of, ctx.run_id, figures, "\n".join(sections), data_docs)
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    target = out_dir / "report.html"
-    tmp = out_dir / f".report.html.{ctx.run_id}.tmp"
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, target)
-    return {"rows_out": len(figures), "path": str(target), "bytes": target.stat().st_size}
+    target = storage.join(out_dir, "report.html")
+    storage.write_text(target, page)  # atomic: local rename or one object PUT
+    return {"rows_out": len(figures), "path": target, "bytes": len(page.encode("utf-8"))}

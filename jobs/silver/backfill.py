@@ -25,12 +25,11 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import shutil
 from pathlib import Path
 
 from pyspark.sql import DataFrame
 
-from jobs import lake_state
+from jobs import lake_state, storage
 from jobs.context import RunContext
 from jobs.lake import Lake, read_state_row
 
@@ -61,8 +60,9 @@ def silver_as_of(lake: Lake) -> dt.date | None:
     return max(dates) if dates else None
 
 
-def scratch_root(ctx: RunContext) -> Path:
-    return lake_state.state_dir(ctx.settings.paths.lake) / "backfill" / ctx.run_id
+def scratch_root(ctx: RunContext) -> str:
+    """The backfill's silver, in the lake's state folder (local or object store)."""
+    return storage.join(lake_state.state_dir(ctx.settings.paths.lake), "backfill", ctx.run_id)
 
 
 class BackfillLake(Lake):
@@ -75,7 +75,7 @@ class BackfillLake(Lake):
     real silver table.
     """
 
-    def __init__(self, real: Lake, scratch: Path):
+    def __init__(self, real: Lake, scratch: str | Path):
         super().__init__(real.spark, real.root)
         self.real = real
         self.scratch = Lake(real.spark, scratch)
@@ -94,9 +94,8 @@ class BackfillLake(Lake):
 
     def _copy_in(self, name: str) -> None:
         """The real table's current rows as the scratch table's first version."""
-        from deltalake import DeltaTable
 
-        parts = DeltaTable(self.real.path(name)).metadata().partition_columns
+        parts = self.real.delta_table(name).metadata().partition_columns
         writer = self.real.read(name).write.format("delta").mode("overwrite")
         if parts:
             writer = writer.partitionBy(*parts)
@@ -151,4 +150,4 @@ def context_for(ctx: RunContext) -> RunContext:
 
 def remove_scratch(ctx: RunContext) -> None:
     """Drop the run's scratch lake (it holds PII: restricted/member_pii)."""
-    shutil.rmtree(scratch_root(ctx), ignore_errors=True)
+    storage.remove_tree(scratch_root(ctx))

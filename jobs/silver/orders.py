@@ -23,14 +23,13 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import shutil
 import time
 import uuid
 
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from jobs import lake_state
+from jobs import lake_state, storage
 from jobs.context import RunContext
 from jobs.identity import normalize as N
 from jobs.lake import Lake, _fault_hook, parquet_materialiser
@@ -746,7 +745,7 @@ def run(ctx: RunContext) -> dict:
             ctx.run_id,
         )
     finally:
-        shutil.rmtree(base, ignore_errors=True)
+        storage.remove_tree(base)
     return {
         **figures,
         "mode": mode,

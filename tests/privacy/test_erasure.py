@@ -330,7 +330,7 @@ def lake_with_alice(make_ctx, settings, monkeypatch):
         ingest(ctx, source)
     build_downstream(ctx, ctx.pii_key, settings.paths.exports)
     # Leftovers of a crashed run: raw rows in the staging folder.
-    staging = staging_dir(settings.paths.lake, "crashed-run") / "pos"
+    staging = Path(staging_dir(settings.paths.lake, "crashed-run")) / "pos"
     staging.mkdir(parents=True)
     (staging / "part.txt").write_text(ALICE["phone"])
     return ctx
@@ -364,7 +364,7 @@ def test_forget_by_phone_removes_every_trace(lake_with_alice, settings, make_ctx
     receipt_text = Path(receipt["path"]).read_text(encoding="utf-8")
     for root in (settings.paths.lake, settings.paths.exports, settings.paths.work):
         assert leaks_in_files(root, ALICE_SECRETS) == []
-    assert not staging_dir(settings.paths.lake, "crashed-run").exists()
+    assert not Path(staging_dir(settings.paths.lake, "crashed-run")).exists()
     for t in receipt["tables_vacuumed"]:
         for v in range(lake.version(t) + 1):
             if v <= versions[t]:  # every version from before the erasure is gone
