@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from jobs import storage
 from jobs.schemas import conform, table_schema
@@ -126,6 +127,28 @@ class Lake:
         finally:
             self.spark.catalog.dropTempView(view)
         _fault_hook(name)
+
+    def add_missing_columns(self, name: str) -> list[str]:
+        """Give an existing table the declared columns it lacks (as null) in one commit.
+
+        Sail cannot evolve a schema on write, so a column added to schemas/ after a
+        lake was created would fail every later write to the table. Rows, extra
+        columns and the declared partitioning are kept. Returns the columns added.
+        """
+        if not self.exists(name):
+            return []
+        current = self.read(name)
+        schema = table_schema(name)
+        missing = [c for c in schema.columns if c not in current.columns]
+        if not missing:
+            return []
+        nulls = {c: F.lit(None) for c in missing}
+        out = conform(current.withColumns(nulls), name, extra=True)
+        writer = out.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
+        if schema.partition_by:
+            writer = writer.partitionBy(*schema.partition_by)
+        writer.save(self.path(name))
+        return missing
 
     def version(self, name: str) -> int:
         return self.delta_table(name).version()

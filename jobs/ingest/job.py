@@ -305,6 +305,9 @@ def ingest(ctx: RunContext, source: str) -> dict:
         return {"files": 0, "rows_in": 0, "rows_out": 0, "quarantined": 0, "duplicates": 0,
                 "waiting": waiting, **refused_summary}  # fmt: skip
 
+    added = ctx.lake.add_missing_columns(BRONZE_TABLE[source])  # a lake from before a column
+    if added:
+        log.warning("%s: added column(s) %s to a table written before them", source, added)
     stage = staging_dir(ctx, source)
     storage.remove_tree(stage)
     stats = parse_files(todo, storage.join(stage, "raw"))

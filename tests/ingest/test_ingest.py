@@ -335,3 +335,36 @@ def test_gb18030_that_is_also_valid_utf8_is_read_as_chinese():
     assert (text, enc) == ("母婴,1\n", "gb18030")
     assert decode("母婴,1\n".encode())[1] == "utf-8"
     assert decode("Müller,1\n".encode()) == ("Müller,1\n", "utf-8")
+
+
+def test_a_lake_from_before_field_issues_gets_the_column_on_the_next_ingest(make_ctx, settings):
+    """Sail cannot evolve a schema on write: bronze written without ``_field_issues``
+    is given the column (null, partitioning kept) before the first write that has it."""
+    from deltalake import DeltaTable
+
+    from jobs.schemas import table_schema
+
+    write_crm(settings.paths.landing, D1, [_crm_line("M1")])
+    ctx = make_ctx(D1)
+    ingest(ctx, "crm")
+    lake = ctx.lake
+    old_columns = [c for c in table_schema("bronze/crm_members").columns if c != "_field_issues"]
+    old = lake.read("bronze/crm_members").select(*old_columns)
+    old.write.format("delta").mode("overwrite").option("overwriteSchema", "true").partitionBy(
+        "_business_date"
+    ).save(lake.path("bronze/crm_members"))
+    assert "_field_issues" not in lake.read("bronze/crm_members").columns
+
+    write_crm(settings.paths.landing, D2, [_crm_line("M2", "19551192")])
+    ingest(make_ctx(D2), "crm")
+    rows = {r.crm_id: r for r in lake.read("bronze/crm_members").collect()}
+    assert rows["M1"]._field_issues is None and rows["M1"].name == "某人"
+    assert [i.rule for i in rows["M2"]._field_issues] == ["birth_date_invalid"]
+    table = DeltaTable(lake.path("bronze/crm_members"))
+    assert table.metadata().partition_columns == ["_business_date"]
+
+
+def _crm_line(crm_id: str, birth: str = "") -> str:
+    return (
+        f"{crm_id},,,,,,某人,,{birth},,,2024-01-01 10:00:00,store,,Y,N,N,active,2026-11-01 09:00:00"
+    )

@@ -107,8 +107,7 @@ def write_landing(landing: Path, extra_bob_line: bool = False) -> list[Path]:
         crm_line(BOB, "李波"),
         # Alice's row with a broken register time: quarantined with her e-mail in _raw.
         # (A bad gender alone no longer quarantines a row: CONTRACT 1, optional fields.)
-        f"{ALICE['crm']},,,{ALICE['email']},,,,X,,,,yesterday,store,,,,,active,"
-        "2026-11-01 08:00:00",
+        f"{ALICE['crm']},,,{ALICE['email']},,,,X,,,,yesterday,store,,,,,active,2026-11-01 08:00:00",
     ]
     if extra_bob_line:
         crm.append(crm_line({**BOB, "crm": "crm-bob-003"}, "李波"))
