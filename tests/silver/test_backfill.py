@@ -9,6 +9,7 @@ nightly D1 run wrote. The next night then runs incrementally from the D2 state.
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import pytest
 
@@ -70,7 +71,7 @@ def test_backfill_keeps_silver_current_and_reproduces_gold(zone, settings, make_
     for t in gold:
         assert _rows(lake, t, D1) == nightly_d1[t], t
         assert _rows(lake, t, D2) == gold_d2[t], t
-    assert not scratch_root(back).exists()  # the backfill's copy of silver is gone
+    assert not Path(scratch_root(back)).exists()  # the backfill's copy of silver is gone
     # The export of D1 was published again (from D1's silver).
     assert (s.paths.exports / D1.isoformat() / "_SUCCESS").exists()
 
@@ -113,4 +114,4 @@ def test_backfill_lake_keeps_silver_writes_in_its_scratch_lake(spark, make_ctx, 
     kpi = spark.createDataFrame([(D1, 5)], "as_of_date date, members_total long")
     lake.overwrite(kpi, "gold/kpi_daily", conform_schema=False)
     assert real.read("gold/kpi_daily").count() == 1
-    assert not (scratch_root(back) / "gold").exists()
+    assert not (Path(scratch_root(back)) / "gold").exists()
