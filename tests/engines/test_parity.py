@@ -1,6 +1,6 @@
 """Parity: one scenario on Sail and on a local JVM Apache Spark 4.1 + delta-spark 4.1.
 
-A generated landing zone (CDP_PARITY_MEMBERS x CDP_PARITY_DAYS, default 300 x 12) is
+A generated landing zone (CDP_PARITY_MEMBERS x CDP_PARITY_DAYS, default 200 x 10) is
 copied once per engine; the same changes are planted in both copies between nights,
 and every step goes through the ``cdp`` command line in its own process, as an
 operator would run it (``CDP_ENGINE=sail`` / ``CDP_ENGINE=spark``), the two engines side
@@ -59,8 +59,8 @@ pytestmark = [
 ]
 
 ENGINES = ("sail", "spark")
-MEMBERS = int(os.environ.get("CDP_PARITY_MEMBERS", "300"))
-DAYS = int(os.environ.get("CDP_PARITY_DAYS", "12"))
+MEMBERS = int(os.environ.get("CDP_PARITY_MEMBERS", "200"))
+DAYS = int(os.environ.get("CDP_PARITY_DAYS", "10"))
 END = dt.date(2026, 11, 20)
 NIGHTS = [END - dt.timedelta(days=2), END - dt.timedelta(days=1), END]
 FIRST = END - dt.timedelta(days=DAYS - 1)
