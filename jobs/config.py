@@ -59,7 +59,6 @@ class EngineConf(StrictModel):
     timezone: str = "Asia/Shanghai"
     shuffle_partitions: int = Field(8, ge=1)
     spark_master: str = "local[2]"
-    spark_packages: list[str] = []
     # Sail only: the query memory pool in MiB (0 = unbounded). Above it, sorts,
     # aggregations and repartitions spill to disk instead of growing the process.
     memory_limit_mb: int = Field(5120, ge=0)

@@ -6,7 +6,8 @@
 * ``connect``: a remote Spark Connect URL (Apache Spark 4 with Delta, or a Sail
   cluster).
 * ``spark``: a local JVM SparkSession configured for delta-spark. The Delta JARs
-  must be on the classpath (``spark_packages`` in conf, or a cluster image).
+  are the ones ``make setup`` copied into ``.jars/`` (jvm/pom.xml); nothing is
+  downloaded when a session starts.
 
 Job code only sees :class:`pyspark.sql.SparkSession`, so it runs unchanged on all
 three.
@@ -23,7 +24,7 @@ from typing import Any
 
 from pyspark.sql import SparkSession
 
-from jobs.config import EngineConf
+from jobs.config import PROJECT_ROOT, EngineConf
 
 log = logging.getLogger(__name__)
 
@@ -79,22 +80,57 @@ def _apply_conf(builder: SparkSession.Builder, conf: EngineConf) -> SparkSession
     )
 
 
+JARS_DIR = PROJECT_ROOT / ".jars"
+
+# Settings of a local JVM session on a small machine (2 cores, a few GB for the driver).
+LOCAL_JVM_CONF = {
+    "spark.ui.enabled": "false",
+    "spark.ui.showConsoleProgress": "false",
+    "spark.driver.memory": "3g",
+    # A local session writes small tables: many tiny files and tasks cost more than they save.
+    "spark.sql.adaptive.enabled": "true",
+    "spark.sql.adaptive.coalescePartitions.enabled": "true",
+    # Delta reads its log with 50 tasks by default; a local lake's log is small.
+    "spark.databricks.delta.snapshotPartitions": "2",
+    # Our own lines on the terminal, as with Sail (RUST_LOG=error).
+    "spark.log.level": "ERROR",
+}
+
+DELTA_CONF = {
+    "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+    "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+}
+
+
+def delta_jars(jars_dir: Path = JARS_DIR) -> list[Path]:
+    """The JARs delta-spark needs on top of pyspark's (copied by ``make setup``).
+
+    A clear one-line error when they are missing: nothing is resolved at run time.
+    """
+    jars = sorted(Path(jars_dir).glob("*.jar"))
+    if not any(j.name.startswith("delta-spark_") for j in jars):
+        raise RuntimeError(
+            f"the Delta JARs for the JVM engine are missing in {jars_dir}: run `make setup`"
+        )
+    return jars
+
+
 def local_jvm_session(conf: EngineConf, delta: bool = True) -> SparkSession:
     """A local JVM SparkSession; ``delta=False`` gives plain Spark (for tests of pure transforms)."""
     # A Spark Connect session earlier in this process (or its parent) leaves this
     # flag behind, and with it getOrCreate() insists on a remote session.
     os.environ.pop("SPARK_CONNECT_MODE_ENABLED", None)
     os.environ.pop("SPARK_REMOTE", None)
-    builder = SparkSession.builder.master(conf.spark_master).appName("cdp")
-    builder = _apply_conf(builder, conf).config("spark.ui.enabled", "false")
+    builder = _apply_conf(SparkSession.builder.master(conf.spark_master).appName("cdp"), conf)
+    for key, value in LOCAL_JVM_CONF.items():
+        builder = builder.config(key, value)
     if delta:
-        builder = builder.config(
-            "spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension"
-        ).config(
-            "spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog"
+        classpath = os.pathsep.join(str(j) for j in delta_jars())
+        builder = builder.config("spark.driver.extraClassPath", classpath).config(
+            "spark.executor.extraClassPath", classpath
         )
-        if conf.spark_packages:
-            builder = builder.config("spark.jars.packages", ",".join(conf.spark_packages))
+        for key, value in DELTA_CONF.items():
+            builder = builder.config(key, value)
         # s3:// and s3a:// lakes through Hadoop's S3A (hadoop-aws JARs from jvm/pom.xml),
         # endpoint and region from the AWS_* variables (jobs.storage).
         from jobs.storage import hadoop_s3a_conf

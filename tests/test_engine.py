@@ -24,3 +24,23 @@ def test_zero_means_unbounded():
 def test_negative_limit_is_a_config_error():
     with pytest.raises(ValidationError, match="memory_limit_mb"):
         EngineConf(memory_limit_mb=-1)
+
+
+def test_missing_delta_jars_is_one_line_naming_make_setup(tmp_path):
+    from jobs.engine import delta_jars
+
+    with pytest.raises(RuntimeError, match=r"missing in .*: run `make setup`") as err:
+        delta_jars(tmp_path / "none")
+    assert "\n" not in str(err.value)
+    (tmp_path / "jsr305-3.0.2.jar").write_bytes(b"")  # a dependency alone is not enough
+    with pytest.raises(RuntimeError, match="make setup"):
+        delta_jars(tmp_path)
+
+
+def test_make_setup_resolved_delta_for_this_spark():
+    # `make setup` (jvm/pom.xml) copies delta-spark for Spark 4.1 / Scala 2.13 and its
+    # runtime dependencies; the JVM session puts exactly these on its class path.
+    from jobs.engine import delta_jars
+
+    names = {j.name for j in delta_jars()}
+    assert "delta-spark_2.13-4.1.0.jar" in names and "delta-storage-4.1.0.jar" in names
