@@ -17,9 +17,12 @@ from typing import Annotated
 
 import typer
 
+from jobs.engine_cli import engine_app
+
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Customer data platform batch pipeline."
 )
+app.add_typer(engine_app, name="engine")
 
 
 def _fail(message: str, code: int = 1) -> None:
