@@ -56,6 +56,9 @@ class IngestConf(StrictModel):
     sources: list[Literal["pos", "web", "crm"]] = ["pos", "web", "crm"]
     max_quarantine_rate: float = Field(0.2, ge=0, le=1)
     min_rows_for_rate: int = Field(1000, ge=0)
+    # Where landing files are parsed: auto = on the executors of a cluster engine
+    # (connect, or spark with a non-local master), in this process otherwise.
+    parse_on: Literal["auto", "driver", "executors"] = "auto"
 
 
 class PrivacyConf(StrictModel):

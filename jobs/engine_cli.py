@@ -66,7 +66,7 @@ def serve_spark(
     )
     if foreground:
         argv = connect_server_argv(opts)
-        os.execve(argv[0], argv, daemon_env())
+        os.execve(argv[0], argv, daemon_env(driver_memory))
     state = _state_dir(state_dir)
     url = start_connect_server(opts, state)
     typer.echo(f"Spark Connect server ready at {url} (log {log_file(state, 'connect')})")

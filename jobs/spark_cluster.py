@@ -59,8 +59,11 @@ def delta_jars(jars_dir: Path = JARS_DIR) -> list[Path]:
     return jars
 
 
-def daemon_env() -> dict[str, str]:
-    """Environment of every daemon: loopback only, this venv's Python, the project importable."""
+def daemon_env(memory: str = "256m") -> dict[str, str]:
+    """Environment of every daemon: loopback only, this venv's Python, the project importable.
+
+    ``memory`` is the daemon's heap (the launcher gives a Connect server this, not
+    ``--driver-memory``)."""
     env = {
         k: v for k, v in os.environ.items() if k not in ("SPARK_REMOTE", "SPARK_CONNECT_MODE_ENABLED")
     }
@@ -70,7 +73,7 @@ def daemon_env() -> dict[str, str]:
         SPARK_LOCAL_IP=HOST,
         PYSPARK_PYTHON=sys.executable,
         PYTHONPATH=":".join(python_path),
-        SPARK_DAEMON_MEMORY=env.get("SPARK_DAEMON_MEMORY", "256m"),
+        SPARK_DAEMON_MEMORY=memory,
     )
     return env
 
@@ -195,7 +198,12 @@ def _wait(proc: subprocess.Popen, ready, name: str, log: Path, timeout_s: float)
 
 
 def start_daemon(
-    name: str, argv: list[str], state_dir: Path, ready, timeout_s: float = 300
+    name: str,
+    argv: list[str],
+    state_dir: Path,
+    ready,
+    timeout_s: float = 300,
+    memory: str = "256m",
 ) -> int:
     """Start ``argv`` in its own process group, logging to ``<state_dir>/<name>.log``;
     wait for ``ready()`` and write ``<name>.pid``. Returns the pid."""
@@ -210,7 +218,7 @@ def start_daemon(
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env=daemon_env(),
+            env=daemon_env(memory),
             cwd=state_dir,
             start_new_session=True,
         )
@@ -268,9 +276,9 @@ def start_connect_server(opts: ServerOptions, state_dir: Path, timeout_s: float 
     """Start a Connect server (see :func:`connect_server_argv`); return its sc:// URL."""
     if _port_open(opts.port):
         raise SparkDaemonError(f"port {opts.port} is in use: choose another with --port")
-    start_daemon(
-        "connect", connect_server_argv(opts), state_dir, lambda: _port_open(opts.port), timeout_s
-    )
+    argv = connect_server_argv(opts)
+    ready = lambda: _port_open(opts.port)  # noqa: E731
+    start_daemon("connect", argv, state_dir, ready, timeout_s, memory=opts.driver_memory)
     return f"sc://{HOST}:{opts.port}"
 
 
