@@ -28,7 +28,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from jobs.config import PROJECT_ROOT
@@ -65,7 +65,9 @@ def daemon_env(memory: str = "256m") -> dict[str, str]:
     ``memory`` is the daemon's heap (the launcher gives a Connect server this, not
     ``--driver-memory``)."""
     env = {
-        k: v for k, v in os.environ.items() if k not in ("SPARK_REMOTE", "SPARK_CONNECT_MODE_ENABLED")
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("SPARK_REMOTE", "SPARK_CONNECT_MODE_ENABLED")
     }
     python_path = [str(PROJECT_ROOT)] + [p for p in env.get("PYTHONPATH", "").split(":") if p]
     env.update(
@@ -88,6 +90,9 @@ class ServerOptions:
     shuffle_partitions: int = 8
     driver_memory: str = "2g"
     executor_memory: str = "1g"
+    # Any other Spark settings, e.g. {"spark.databricks.delta.snapshotPartitions": "2"}
+    # for small tables (Delta reads its log in 50 tasks by default).
+    extra_conf: dict[str, str] = field(default_factory=dict)
 
 
 def connect_server_argv(opts: ServerOptions) -> list[str]:
@@ -105,6 +110,7 @@ def connect_server_argv(opts: ServerOptions) -> list[str]:
         # importable: the ingest step parses landing files there.
         "spark.pyspark.python": sys.executable,
         "spark.executorEnv.PYTHONPATH": str(PROJECT_ROOT),
+        **opts.extra_conf,
     }
     argv = [
         str(spark_home() / "bin" / "spark-submit"),
@@ -287,9 +293,7 @@ def stop_connect_server(state_dir: Path) -> bool:
 
 
 def _registered(log: Path) -> bool:
-    return log.exists() and "Successfully registered with master" in log.read_text(
-        errors="replace"
-    )
+    return log.exists() and "Successfully registered with master" in log.read_text(errors="replace")
 
 
 def start_cluster(

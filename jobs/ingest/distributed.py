@@ -38,8 +38,7 @@ STATS_SCHEMA = pa.schema(
     ]
 )
 STATS_DDL = (
-    "_source_file string, size_bytes long, sha256 string, encoding string, error string, "
-    "rows long"
+    "_source_file string, size_bytes long, sha256 string, encoding string, error string, rows long"
 )
 
 GroupTask = tuple[list[tuple[str, str, str, str]], str]  # (files, staged Parquet path)
@@ -86,9 +85,7 @@ def parse_on_executors(
     rows = [(i, orjson.dumps(files).decode(), out) for i, (files, out) in enumerate(tasks)]
     frame = spark.createDataFrame(rows, "task long, files string, out string")
     stats = (
-        frame.repartition(len(tasks), "task")
-        .mapInArrow(_run_tasks(parser), STATS_DDL)
-        .collect()
+        frame.repartition(len(tasks), "task").mapInArrow(_run_tasks(parser), STATS_DDL).collect()
     )
     by_file = {r["_source_file"]: r.asDict() for r in stats}
     return [by_file[rel] for files, _ in tasks for _, _, rel, _ in files]

@@ -43,6 +43,8 @@ pytestmark = [
 
 END = dt.date(2026, 11, 7)
 PII_KEY = "00" * 32  # one key for every run, so hashed identities compare
+# A few rows per table: Delta's log in 2 tasks, not 50.
+SMALL_DATA = {"spark.databricks.delta.snapshotPartitions": "2"}
 
 
 def _free_port() -> int:
@@ -107,7 +109,9 @@ def connect_server(tmp_path):
     state = tmp_path / "spark"
 
     def start(master: str) -> str:
-        opts = ServerOptions(port=_free_port(), master=master, shuffle_partitions=4)
+        opts = ServerOptions(
+            port=_free_port(), master=master, shuffle_partitions=4, extra_conf=SMALL_DATA
+        )
         return start_connect_server(opts, state)
 
     yield start
