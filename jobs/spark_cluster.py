@@ -95,6 +95,16 @@ class ServerOptions:
     extra_conf: dict[str, str] = field(default_factory=dict)
 
 
+def executor_python_conf() -> dict[str, str]:
+    """Spark settings that let executors run the project's Python (the ingest step parses
+    landing files there): this venv's interpreter, the project on ``PYTHONPATH``. Also
+    what a JVM session (``CDP_ENGINE=spark``) with a non-local master needs."""
+    return {
+        "spark.pyspark.python": sys.executable,
+        "spark.executorEnv.PYTHONPATH": str(PROJECT_ROOT),
+    }
+
+
 def connect_server_argv(opts: ServerOptions) -> list[str]:
     """``spark-submit`` arguments of a Connect server with Delta (see module docstring)."""
     conf = {
@@ -106,10 +116,7 @@ def connect_server_argv(opts: ServerOptions) -> list[str]:
         "spark.sql.shuffle.partitions": str(opts.shuffle_partitions),
         "spark.executor.memory": opts.executor_memory,
         "spark.ui.enabled": "false",
-        # Executors (standalone workers) start Python from this venv with the project
-        # importable: the ingest step parses landing files there.
-        "spark.pyspark.python": sys.executable,
-        "spark.executorEnv.PYTHONPATH": str(PROJECT_ROOT),
+        **executor_python_conf(),
         **opts.extra_conf,
     }
     argv = [
