@@ -35,6 +35,9 @@ from tests.jvm.lakes import differences, export_rows, member_ids
 
 pytestmark = [
     pytest.mark.jvm,
+    # A JVM Spark job costs ~0.1-0.3 s on an idle machine and the pipeline runs a few
+    # hundred of them: minutes per run, far more on a loaded one.
+    pytest.mark.timeout(3600),
     pytest.mark.skipif(shutil.which("java") is None, reason="needs Java 17"),
     pytest.mark.skipif(
         not list((PROJECT_ROOT / ".jars").glob("delta-spark*.jar")), reason="run `make setup`"
@@ -94,7 +97,7 @@ def zone(tmp_path_factory) -> Path:
     from jobs.generate.landing import generate_landing
 
     landing = tmp_path_factory.mktemp("zone") / "landing"
-    generate_landing(landing, members=60, days=4, seed=2027, end_date=END, workers=1)
+    generate_landing(landing, members=40, days=3, seed=2027, end_date=END, workers=1)
     return landing
 
 
