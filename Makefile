@@ -11,7 +11,7 @@ DEMO_DIR ?= $(CURDIR)/demo
 DEMO_MEMBERS ?= 2000
 DEMO_DAYS ?= 30
 
-.PHONY: setup jars test lint demo bench clean
+.PHONY: setup jars test lint demo bench bench-engines spark-cluster spark-cluster-stop clean
 
 .tools/bin/uv:
 	$(PYTHON) -m venv .tools
@@ -47,6 +47,20 @@ demo: setup
 
 bench: setup
 	$(UV) run --frozen python bench/run.py $(BENCH_ARGS)
+
+# Engines compared on one landing zone (BENCH_ARGS="--members 2000 --days 10" for a quick one).
+bench-engines: setup
+	$(UV) run --frozen python bench/engines.py $(BENCH_ARGS)
+
+# A standalone master + 2 workers and a Spark Connect server on it, on localhost:
+#   CDP_ENGINE=connect CDP_CONNECT_URL=sc://127.0.0.1:15002 cdp run --date ...
+spark-cluster: setup
+	$(UV) run --frozen cdp engine cluster start --workers 2
+	$(UV) run --frozen cdp engine serve-spark --master spark://127.0.0.1:7077
+
+spark-cluster-stop:
+	$(UV) run --frozen cdp engine stop-spark
+	$(UV) run --frozen cdp engine cluster stop
 
 clean:
 	rm -rf var demo .pytest_cache .ruff_cache

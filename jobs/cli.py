@@ -17,6 +17,7 @@ from typing import Annotated
 
 import typer
 
+from jobs.engine_cli import engine_app
 from jobs.pipeline import STEPS
 
 # Plain help (no rich panels): typer's rich help shows flags as taking a `<bool>` value.
@@ -48,6 +49,9 @@ def _root(
     ] = False,
 ) -> None:
     """Customer data platform batch pipeline."""
+
+
+app.add_typer(engine_app, name="engine")
 
 
 def _fail(message: str, code: int = 1) -> None:

@@ -72,6 +72,9 @@ class IngestConf(StrictModel):
     # Rows dated before this (order_ts, event_ts, updated_ts) are quarantined as
     # *_out_of_range; None: no lower bound (history from any year is taken in).
     earliest_date: dt.date | None = None
+    # Where landing files are parsed: auto = on the executors of a cluster engine
+    # (connect, or spark with a non-local master), in this process otherwise.
+    parse_on: Literal["auto", "driver", "executors"] = "auto"
 
 
 class PrivacyConf(StrictModel):

@@ -25,6 +25,7 @@ from pyspark.sql import functions as F
 from jobs import lake_state, storage
 from jobs.context import RunContext
 from jobs.ingest.bronze_types import TYPERS, mark_first, pos_line_conflicts, with_content_hash
+from jobs.ingest.distributed import EXECUTOR_GROUP_BYTES, parse_on_executors, parse_place
 from jobs.ingest.expand import expand
 from jobs.ingest.landing import Known, LandingFile, Refused, check_ready, scan
 from jobs.ingest.parse import parse_file
@@ -73,18 +74,25 @@ def _parse_group(args: tuple[list[tuple[str, str, str, str]], str]) -> list[dict
     return stats
 
 
-def parse_files(files: list[LandingFile], out_dir: str) -> list[dict]:
-    """Parse ``files`` into staged Parquet under ``out_dir`` (one file per ~32 MB of input)."""
-    storage.make_dirs(out_dir)
+def group_files(
+    files: list[LandingFile], out_dir: str, group_bytes: int = GROUP_BYTES
+) -> list[tuple[list[tuple[str, str, str, str]], str]]:
+    """``files`` in groups of about ``group_bytes``, each with its staged Parquet path."""
     groups: list[list[tuple[str, str, str, str]]] = [[]]
     size = 0
     for f in files:
-        if groups[-1] and size + f.size_bytes > GROUP_BYTES:
+        if groups[-1] and size + f.size_bytes > group_bytes:
             groups.append([])
             size = 0
         groups[-1].append((str(f.path), f.source, f.rel_path, f.business_date.isoformat()))
         size += f.size_bytes
-    jobs = [(g, storage.join(out_dir, f"part-{i:05d}.parquet")) for i, g in enumerate(groups)]
+    return [(g, storage.join(out_dir, f"part-{i:05d}.parquet")) for i, g in enumerate(groups)]
+
+
+def parse_files(files: list[LandingFile], out_dir: str) -> list[dict]:
+    """Parse ``files`` into staged Parquet under ``out_dir`` (one file per ~32 MB of input)."""
+    storage.make_dirs(out_dir)
+    jobs = group_files(files, out_dir)
     if sum(f.size_bytes for f in files) < PARALLEL_FROM_BYTES or len(jobs) < 2:
         return [s for j in jobs for s in _parse_group(j)]
     # spawn, not fork: the embedded engine runs threads that must not be forked.
@@ -92,6 +100,16 @@ def parse_files(files: list[LandingFile], out_dir: str) -> list[dict]:
         max_workers=2, mp_context=multiprocessing.get_context("spawn")
     ) as pool:
         return [s for group in pool.map(_parse_group, jobs) for s in group]
+
+
+def parse_staged(ctx: RunContext, files: list[LandingFile], out_dir: str) -> list[dict]:
+    """Parse ``files`` into staged Parquet: on a cluster engine's executors (same parser,
+    jobs.ingest.distributed), else in this process. One statistics row per file."""
+    if parse_place(ctx.settings) == "executors":
+        storage.make_dirs(out_dir)
+        tasks = group_files(files, out_dir, EXECUTOR_GROUP_BYTES)
+        return parse_on_executors(ctx.spark, tasks, _parse_group)
+    return parse_files(files, out_dir)
 
 
 def _known_files(ctx: RunContext, source: str) -> dict[str, Known]:
@@ -310,7 +328,7 @@ def ingest(ctx: RunContext, source: str) -> dict:
         log.warning("%s: added column(s) %s to a table written before them", source, added)
     stage = staging_dir(ctx, source)
     storage.remove_tree(stage)
-    stats = parse_files(todo, storage.join(stage, "raw"))
+    stats = parse_staged(ctx, todo, storage.join(stage, "raw"))
     files = [f.rel_path for f in todo]
     days = sorted({f.business_date.isoformat() for f in todo})
     where = f"{_in_list('_business_date', days)} AND {_in_list('_source_file', files)}"

@@ -1,0 +1,337 @@
+"""Apache Spark outside this process: a Spark Connect server and a standalone cluster.
+
+Everything is started from the pyspark distribution installed in the venv (its
+``bin/spark-submit`` and ``bin/spark-class``) with the Delta JARs that ``make setup``
+copied into ``.jars/``; nothing is downloaded at run time.
+
+* :func:`start_connect_server`: ``SparkConnectServer`` with the Delta extensions and
+  catalog and the pipeline's session time zone. ``CDP_ENGINE=connect`` with
+  ``CDP_CONNECT_URL=sc://127.0.0.1:<port>`` then runs the pipeline from another
+  process (an Airflow worker, a shell).
+* :func:`start_cluster`: a standalone master and N workers, each its own JVM with its
+  own work folder; a Connect server with ``master=spark://127.0.0.1:7077`` (or
+  ``CDP_ENGINE=spark`` with ``engine.spark_master``) runs its queries there.
+
+Each daemon runs in its own process group, with a pid file and a log under a state
+folder, so ``stop_*`` (or a test fixture) ends it and every child it spawned
+(executors, Python workers). What executors need from the driver's machine is
+passed explicitly: the Python of this venv and the project on ``PYTHONPATH`` (the
+ingest step's parsing runs there, see jobs.ingest.distributed). The lake, the
+landing zone and the work folder must be paths every node sees the same way.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from jobs.config import PROJECT_ROOT
+
+JARS_DIR = PROJECT_ROOT / ".jars"
+CONNECT_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
+MASTER_CLASS = "org.apache.spark.deploy.master.Master"
+WORKER_CLASS = "org.apache.spark.deploy.worker.Worker"
+HOST = "127.0.0.1"
+
+
+class SparkDaemonError(RuntimeError):
+    """A Spark daemon could not be started (the message ends with its log's tail)."""
+
+
+def spark_home() -> Path:
+    """The pyspark distribution (its bin/, jars/) this venv runs."""
+    import pyspark
+
+    return Path(pyspark.__file__).resolve().parent
+
+
+def delta_jars(jars_dir: Path = JARS_DIR) -> list[Path]:
+    """The JARs of jvm/pom.xml that ``make setup`` resolved; a clear error when missing."""
+    jars = sorted(jars_dir.glob("*.jar"))
+    if not any(j.name.startswith("delta-spark") for j in jars):
+        raise SparkDaemonError(f"no delta-spark JAR in {jars_dir}: run `make setup` first")
+    return jars
+
+
+def daemon_env(memory: str = "256m") -> dict[str, str]:
+    """Environment of every daemon: loopback only, this venv's Python, the project importable.
+
+    ``memory`` is the daemon's heap (the launcher gives a Connect server this, not
+    ``--driver-memory``)."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("SPARK_REMOTE", "SPARK_CONNECT_MODE_ENABLED")
+    }
+    python_path = [str(PROJECT_ROOT)] + [p for p in env.get("PYTHONPATH", "").split(":") if p]
+    env.update(
+        SPARK_HOME=str(spark_home()),
+        SPARK_LOCAL_IP=HOST,
+        PYSPARK_PYTHON=sys.executable,
+        PYTHONPATH=":".join(python_path),
+        SPARK_DAEMON_MEMORY=memory,
+    )
+    return env
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    """What a Connect server runs with (defaults fit a 2-core laptop)."""
+
+    port: int = 15002
+    master: str = "local[2]"
+    timezone: str = "Asia/Shanghai"
+    shuffle_partitions: int = 8
+    driver_memory: str = "2g"
+    executor_memory: str = "1g"
+    # Any other Spark settings, e.g. {"spark.databricks.delta.snapshotPartitions": "2"}
+    # for small tables (Delta reads its log in 50 tasks by default).
+    extra_conf: dict[str, str] = field(default_factory=dict)
+
+
+def executor_python_conf() -> dict[str, str]:
+    """Spark settings that let executors run the project's Python (the ingest step parses
+    landing files there): this venv's interpreter, the project on ``PYTHONPATH``. Also
+    what a JVM session (``CDP_ENGINE=spark``) with a non-local master needs."""
+    return {
+        "spark.pyspark.python": sys.executable,
+        "spark.executorEnv.PYTHONPATH": str(PROJECT_ROOT),
+    }
+
+
+def connect_server_argv(opts: ServerOptions) -> list[str]:
+    """``spark-submit`` arguments of a Connect server with Delta (see module docstring)."""
+    conf = {
+        "spark.connect.grpc.binding.address": HOST,
+        "spark.connect.grpc.binding.port": str(opts.port),
+        "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+        "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+        "spark.sql.session.timeZone": opts.timezone,
+        "spark.sql.shuffle.partitions": str(opts.shuffle_partitions),
+        "spark.executor.memory": opts.executor_memory,
+        "spark.ui.enabled": "false",
+        **executor_python_conf(),
+        **opts.extra_conf,
+    }
+    argv = [
+        str(spark_home() / "bin" / "spark-submit"),
+        "--class",
+        CONNECT_CLASS,
+        "--name",
+        "cdp-spark-connect",
+        "--master",
+        opts.master,
+        "--driver-memory",
+        opts.driver_memory,
+        "--jars",
+        ",".join(str(j) for j in delta_jars()),
+    ]
+    for key, value in conf.items():
+        argv += ["--conf", f"{key}={value}"]
+    return argv
+
+
+def master_argv(port: int) -> list[str]:
+    return [
+        str(spark_home() / "bin" / "spark-class"),
+        MASTER_CLASS,
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--webui-port",
+        "0",
+    ]
+
+
+def worker_argv(master_url: str, work_dir: Path, cores: int, memory: str) -> list[str]:
+    return [
+        str(spark_home() / "bin" / "spark-class"),
+        WORKER_CLASS,
+        "--host",
+        HOST,
+        "--cores",
+        str(cores),
+        "--memory",
+        memory,
+        "--work-dir",
+        str(work_dir),
+        "--webui-port",
+        "0",
+        master_url,
+    ]
+
+
+def _pid_file(state_dir: Path, name: str) -> Path:
+    return state_dir / f"{name}.pid"
+
+
+def log_file(state_dir: Path, name: str) -> Path:
+    return state_dir / f"{name}.log"
+
+
+def _log_tail(path: Path, lines: int = 15) -> str:
+    if not path.exists():
+        return "(no log)"
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex((HOST, port)) == 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _wait(proc: subprocess.Popen, ready, name: str, log: Path, timeout_s: float) -> None:
+    """Wait until ``ready()``; stop the daemon and raise with its log if it dies or hangs."""
+    deadline = time.monotonic() + timeout_s
+    while not ready():
+        if proc.poll() is not None:
+            raise SparkDaemonError(f"{name} exited with {proc.returncode}:\n{_log_tail(log)}")
+        if time.monotonic() > deadline:
+            _kill_group(proc.pid)
+            raise SparkDaemonError(f"{name} not ready after {timeout_s:.0f}s:\n{_log_tail(log)}")
+        time.sleep(0.5)
+
+
+def start_daemon(
+    name: str,
+    argv: list[str],
+    state_dir: Path,
+    ready,
+    timeout_s: float = 300,
+    memory: str = "256m",
+) -> int:
+    """Start ``argv`` in its own process group, logging to ``<state_dir>/<name>.log``;
+    wait for ``ready()`` and write ``<name>.pid``. Returns the pid."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    pid_file = _pid_file(state_dir, name)
+    if pid_file.exists() and _alive(int(pid_file.read_text())):
+        raise SparkDaemonError(f"{name} already runs (pid {pid_file.read_text().strip()})")
+    log = log_file(state_dir, name)
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=daemon_env(memory),
+            cwd=state_dir,
+            start_new_session=True,
+        )
+    pid_file.write_text(str(proc.pid))
+    try:
+        _wait(proc, ready, name, log, timeout_s)
+    except SparkDaemonError:
+        pid_file.unlink(missing_ok=True)
+        raise
+    return proc.pid
+
+
+def _kill_group(pid: int, grace_s: float = 20) -> None:
+    """SIGTERM the process group of ``pid`` (the JVM and its children), SIGKILL after grace."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            break
+        try:  # reap it when it is our child
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        time.sleep(0.2)
+    else:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
+def stop_daemon(name: str, state_dir: Path) -> bool:
+    """Stop the daemon ``name`` of ``state_dir``; False when none was running."""
+    pid_file = _pid_file(state_dir, name)
+    if not pid_file.exists():
+        return False
+    pid = int(pid_file.read_text())
+    running = _alive(pid)
+    if running:
+        _kill_group(pid)
+    pid_file.unlink(missing_ok=True)
+    return running
+
+
+def start_connect_server(opts: ServerOptions, state_dir: Path, timeout_s: float = 300) -> str:
+    """Start a Connect server (see :func:`connect_server_argv`); return its sc:// URL."""
+    if _port_open(opts.port):
+        raise SparkDaemonError(f"port {opts.port} is in use: choose another with --port")
+    argv = connect_server_argv(opts)
+    ready = lambda: _port_open(opts.port)  # noqa: E731
+    start_daemon("connect", argv, state_dir, ready, timeout_s, memory=opts.driver_memory)
+    return f"sc://{HOST}:{opts.port}"
+
+
+def stop_connect_server(state_dir: Path) -> bool:
+    return stop_daemon("connect", state_dir)
+
+
+def _registered(log: Path) -> bool:
+    return log.exists() and "Successfully registered with master" in log.read_text(errors="replace")
+
+
+def start_cluster(
+    state_dir: Path,
+    workers: int = 2,
+    port: int = 7077,
+    worker_cores: int = 1,
+    worker_memory: str = "1g",
+    timeout_s: float = 300,
+) -> str:
+    """Start a standalone master and ``workers`` workers (own JVMs and work folders);
+    return the master URL once every worker has registered."""
+    if _port_open(port):
+        raise SparkDaemonError(f"port {port} is in use: choose another with --port")
+    url = f"spark://{HOST}:{port}"
+    start_daemon("master", master_argv(port), state_dir, lambda: _port_open(port), timeout_s)
+    try:
+        for i in range(1, workers + 1):
+            name = f"worker-{i}"
+            work = state_dir / name / "work"
+            work.mkdir(parents=True, exist_ok=True)
+            log = log_file(state_dir, name)
+            argv = worker_argv(url, work, worker_cores, worker_memory)
+            start_daemon(name, argv, state_dir, lambda log=log: _registered(log), timeout_s)
+    except SparkDaemonError:
+        stop_cluster(state_dir)
+        raise
+    return url
+
+
+def stop_cluster(state_dir: Path) -> list[str]:
+    """Stop the workers, then the master, of ``state_dir``; return the names stopped."""
+    names = sorted(p.stem for p in state_dir.glob("worker-*.pid")) + ["master"]
+    return [n for n in names if stop_daemon(n, state_dir)]

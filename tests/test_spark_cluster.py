@@ -1,0 +1,69 @@
+"""jobs.spark_cluster without starting a JVM: the commands it builds and its stop story."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from jobs.spark_cluster import (
+    PROJECT_ROOT,
+    ServerOptions,
+    SparkDaemonError,
+    connect_server_argv,
+    delta_jars,
+    start_daemon,
+    stop_daemon,
+    worker_argv,
+)
+
+
+def _conf(argv: list[str]) -> dict[str, str]:
+    pairs = [argv[i + 1] for i, a in enumerate(argv) if a == "--conf"]
+    return dict(p.split("=", 1) for p in pairs)
+
+
+@pytest.mark.skipif(not list((PROJECT_ROOT / ".jars").glob("*.jar")), reason="make setup")
+def test_connect_server_has_delta_the_time_zone_and_the_project_on_executors():
+    argv = connect_server_argv(ServerOptions(port=15123, master="spark://127.0.0.1:7077"))
+    conf = _conf(argv)
+    assert argv[0].endswith("bin/spark-submit")
+    assert argv[argv.index("--master") + 1] == "spark://127.0.0.1:7077"
+    assert "delta-spark" in argv[argv.index("--jars") + 1]
+    assert conf["spark.connect.grpc.binding.port"] == "15123"
+    assert conf["spark.sql.extensions"] == "io.delta.sql.DeltaSparkSessionExtension"
+    assert conf["spark.sql.session.timeZone"] == "Asia/Shanghai"
+    assert conf["spark.executorEnv.PYTHONPATH"] == str(PROJECT_ROOT)
+    assert conf["spark.pyspark.python"] == sys.executable
+
+
+def test_missing_jars_say_run_make_setup(tmp_path):
+    with pytest.raises(SparkDaemonError, match="make setup"):
+        delta_jars(tmp_path)
+
+
+def test_workers_get_their_own_work_folder(tmp_path):
+    argv = worker_argv("spark://127.0.0.1:7077", tmp_path / "w1", cores=1, memory="1g")
+    assert argv[argv.index("--work-dir") + 1] == str(tmp_path / "w1")
+    assert argv[-1] == "spark://127.0.0.1:7077"
+
+
+def test_a_daemon_and_its_children_are_stopped_by_its_pid_file(tmp_path: Path):
+    # A shell with a child, like spark-class with its JVM and Python workers.
+    script = "sleep 300 & echo ready > ready; wait"
+    pid = start_daemon(
+        "fake", ["bash", "-c", script], tmp_path, lambda: (tmp_path / "ready").exists()
+    )
+    child = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    assert child
+    assert stop_daemon("fake", tmp_path) is True
+    assert subprocess.run(["pgrep", "-g", str(pid)], capture_output=True).returncode == 1
+    assert stop_daemon("fake", tmp_path) is False
+
+
+def test_a_daemon_that_dies_at_start_reports_its_log(tmp_path: Path):
+    with pytest.raises(SparkDaemonError, match="boom"):
+        start_daemon("bad", ["bash", "-c", "echo boom; exit 3"], tmp_path, lambda: False)
+    assert not (tmp_path / "bad.pid").exists()
