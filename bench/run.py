@@ -284,12 +284,15 @@ def duckdb_rfm(lake: Path, as_of: dt.date, out: Path) -> tuple[float, dict]:
       WHERE m.first_seen <= {d} OR m.first_seen IS NULL OR oa.frequency_total IS NOT NULL),
     s AS (
       SELECT *,
-        CASE WHEN frequency_365d >= 1 THEN ceil(5 * cume_dist() OVER (
-          PARTITION BY frequency_365d >= 1 ORDER BY recency_days DESC)) ELSE 1 END AS r_score,
-        CASE WHEN frequency_365d >= 1 THEN ceil(5 * cume_dist() OVER (
-          PARTITION BY frequency_365d >= 1 ORDER BY frequency_365d)) ELSE 1 END AS f_score,
-        CASE WHEN frequency_365d >= 1 THEN ceil(5 * cume_dist() OVER (
-          PARTITION BY frequency_365d >= 1 ORDER BY monetary_365d)) ELSE 1 END AS m_score
+        CASE WHEN frequency_365d >= 1 THEN least(5, 1 + floor(5 * (rank() OVER (
+          PARTITION BY frequency_365d >= 1 ORDER BY recency_days DESC) - 1) / count(*) OVER (
+          PARTITION BY frequency_365d >= 1)))::INTEGER ELSE 1 END AS r_score,
+        CASE WHEN frequency_365d >= 1 THEN least(5, 1 + floor(5 * (rank() OVER (
+          PARTITION BY frequency_365d >= 1 ORDER BY frequency_365d) - 1) / count(*) OVER (
+          PARTITION BY frequency_365d >= 1)))::INTEGER ELSE 1 END AS f_score,
+        CASE WHEN frequency_365d >= 1 THEN least(5, 1 + floor(5 * (rank() OVER (
+          PARTITION BY frequency_365d >= 1 ORDER BY monetary_365d) - 1) / count(*) OVER (
+          PARTITION BY frequency_365d >= 1)))::INTEGER ELSE 1 END AS m_score
       FROM f WHERE first_purchase_date IS NOT NULL)
     SELECT f.*, s.r_score, s.f_score, s.m_score, s.fm_score, s.rfm_segment
     FROM f LEFT JOIN (

@@ -11,14 +11,16 @@ from jobs.gold.conf import RfmConf, load_rfm
 
 
 def _score(order: Column) -> Column:
-    """ceil(5 * cume_dist()) among members with frequency >= 1; equal values, equal scores.
+    """least(5, 1 + floor(5 * (rank() - 1) / n)) among the n members with frequency >= 1.
 
-    cume_dist gives every peer of a value the same fraction, so ties cannot split.
-    Members with frequency 0 sit in their own window partition and are set to 1 by
-    the caller.
+    SQL RANK gives every peer of a value the rank of the first of them, so ties never
+    split and take the lowest score of the range they span (CONTRACT 4). Members with
+    frequency 0 sit in their own window partition and are set to 1 by the caller.
     """
-    w = Window.partitionBy(F.col("frequency") >= 1).orderBy(order)
-    return F.ceil(F.lit(5) * F.cume_dist().over(w)).cast("int")
+    scored = F.col("frequency") >= 1
+    rank = F.rank().over(Window.partitionBy(scored).orderBy(order))
+    n = F.count(F.lit(1)).over(Window.partitionBy(scored))
+    return F.least(F.lit(5), F.lit(1) + F.floor(F.lit(5) * (rank - 1) / n)).cast("int")
 
 
 def segment_expr(r: Column, fm: Column, conf: RfmConf) -> Column:
