@@ -7,7 +7,7 @@ from pyspark.sql import functions as F
 
 from jobs.context import RunContext
 from jobs.gold.common import read_as_of, write_as_of
-from jobs.gold.conf import RfmConf, load_rfm
+from jobs.gold.conf import FeatureWindows, RfmConf, load_features, load_rfm
 
 
 def _score(order: Column) -> Column:
@@ -32,28 +32,25 @@ def segment_expr(r: Column, fm: Column, conf: RfmConf) -> Column:
     return F.element_at(F.create_map(*pairs), r * 10 + fm)
 
 
-def rfm(features: DataFrame, conf: RfmConf) -> DataFrame:
+def rfm(features: DataFrame, conf: RfmConf, windows: FeatureWindows | None = None) -> DataFrame:
     """RFM as of D.
 
-    Input: gold/member_features for one as_of_date (grain member x as_of_date).
+    Input: gold/member_features for one as_of_date (grain member x as_of_date); its
+    year window (conf/features.yaml, 365 days) gives frequency, monetary and aov.
     Output grain: one member with at least one purchase on or before D, keys
     (member_id, as_of_date).
     """
+    win = windows or FeatureWindows()
+    y = win.year
     buyers = features.filter(F.col("first_purchase_date").isNotNull()).select(
         "member_id",
         "as_of_date",
         "recency_days",
-        F.col("frequency_365d").alias("frequency"),
-        F.col("monetary_365d").alias("monetary"),
+        F.col(f"frequency_{y}d").alias("frequency"),
+        F.col(f"monetary_{y}d").alias("monetary"),
         "tier",
-        "frequency_7d",
-        "frequency_30d",
-        "frequency_90d",
-        "monetary_7d",
-        "monetary_30d",
-        "monetary_90d",
-        F.col("aov_365d").alias("aov"),
-        "distinct_categories_90d",
+        *win.rfm_columns(),
+        F.col(f"aov_{y}d").alias("aov"),
         "monetary_trend",
         "first_purchase_date",
         "last_purchase_date",
@@ -78,7 +75,7 @@ def rfm(features: DataFrame, conf: RfmConf) -> DataFrame:
 
 def run(ctx: RunContext) -> dict:
     feats = read_as_of(ctx, "gold/member_features")
-    df = rfm(feats, load_rfm())
+    df = rfm(feats, load_rfm(), load_features().windows)
     write_as_of(ctx, df, "gold/member_rfm")
     counts = {
         r["rfm_segment"]: int(r["n"])
