@@ -120,7 +120,7 @@ class FeatureWindows(StrictModel):
             ],
             "trend": [f"spend_{self.trend}d", f"spend_prev_{self.trend}d"],
             "categories": [f"distinct_categories_{self.categories}d"],
-            "views": [f"product_views_{self.views}d"],
+            "views": [f"product_views_{self.views}d", f"viewed_categories_{self.views}d"],
         }
 
     def rfm_columns(self) -> list[str]:

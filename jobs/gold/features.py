@@ -252,8 +252,9 @@ def category_aggregates(lines: DataFrame, as_of: dt.date, windows: FeatureWindow
 
 
 def view_aggregates(events: DataFrame, as_of: dt.date, days: int) -> DataFrame:
-    """Product views in the last ``days`` days ([D-(days-1), D]) per member (input:
-    silver/web_events with its member attached, one event a row)."""
+    """Product views in the last ``days`` days ([D-(days-1), D]) per member, and the
+    distinct categories of the products viewed (input: silver/web_events with its member
+    attached, one event a row). Output grain: one member_id with a view in the window."""
     return (
         events.filter(
             F.col("member_id").isNotNull()
@@ -262,7 +263,11 @@ def view_aggregates(events: DataFrame, as_of: dt.date, days: int) -> DataFrame:
             & (F.col("event_date") >= _since(as_of, days))
         )
         .groupBy("member_id")
-        .agg(F.countDistinct("event_id").alias(f"product_views_{days}d"))
+        .agg(
+            F.countDistinct("event_id").alias(f"product_views_{days}d"),
+            # collect_set skips null categories; sorted for a stable value
+            F.array_sort(F.collect_set("category")).alias(f"viewed_categories_{days}d"),
+        )
     )
 
 
@@ -284,8 +289,10 @@ def _zero_filled(j: DataFrame, win: FeatureWindows) -> DataFrame:
         f"discount_{y}d",
         f"category_spend_{y}d",
     ]
+    viewed = f"viewed_categories_{win.views}d"
     return j.select(
-        *[c for c in j.columns if c not in zero_long + zero_money],
+        *[c for c in j.columns if c not in [*zero_long, *zero_money, viewed]],
+        F.coalesce(F.col(viewed), F.array().cast("array<string>")).alias(viewed),
         *[F.coalesce(F.col(c), F.lit(0)).cast("long").alias(c) for c in zero_long],
         *[F.coalesce(F.col(c), F.lit(0)).cast(MONEY).alias(c) for c in zero_money],
     )

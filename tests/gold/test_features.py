@@ -157,6 +157,8 @@ def test_shares_categories_night_discount_and_views(make_ctx, silver, run_gold):
     assert a["category_shares_365d"] == {"美妆": 80 / 150, "生鲜": 40 / 150, "家居": 30 / 150}
     assert a["distinct_categories_90d"] == 2  # 美妆, 家居 (生鲜 is D-100)
     assert a["product_views_7d"] == 2
+    assert a["viewed_categories_7d"] == ["美妆"]  # the lapsed_browsers_beauty segment
+    assert f["T"]["viewed_categories_7d"] == []  # no views: empty, not null
     assert a["age"] == 35 and a["birth_month"] == 7 and a["opt_in_sms"] is True
     t = f["T"]
     assert t["top_category"] == "a" and t["top_category_share"] == 0.5  # tie: smaller name
