@@ -9,7 +9,8 @@ VENV := .venv
 STAMP := $(VENV)/.synced
 DEMO_DIR ?= $(CURDIR)/demo
 DEMO_MEMBERS ?= 2000
-DEMO_DAYS ?= 30
+DEMO_DAYS ?= 400
+DEMO_RUNS ?= 3
 
 .PHONY: setup jars browser test lint demo bench clean
 
@@ -54,7 +55,7 @@ test: setup browser
 	$(UV) run --frozen pytest -q
 
 demo: setup
-	$(UV) run --frozen python -m jobs.demo --dir $(DEMO_DIR) --members $(DEMO_MEMBERS) --days $(DEMO_DAYS)
+	$(UV) run --frozen python -m jobs.demo --dir $(DEMO_DIR) --members $(DEMO_MEMBERS) --days $(DEMO_DAYS) --runs $(DEMO_RUNS)
 
 bench: setup
 	$(UV) run --frozen python bench/run.py $(BENCH_ARGS)

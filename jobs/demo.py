@@ -1,6 +1,11 @@
 """``make demo``: generate a landing zone and run the nightly DAG through Airflow.
 
-    python -m jobs.demo --dir DIR --members N --days D [--runs K]
+    python -m jobs.demo --dir DIR [--members N] [--days D] [--runs K] [--stores S]
+
+Defaults (``make demo``): 2,000 members, 400 days of history (more than a year, so every
+lifecycle stage, churned included, every segment and every chart of the report has
+data), 6 stores (few, larger POS files: the first run takes in the whole history) and 3
+nightly runs (lifecycle transitions, tag changes and a KPI trend).
 
 1. A project-local Airflow (``var/airflow``: SQLite, dags folder = the repo's
    ``dags/``, no examples), its database migrated (idempotent).
@@ -8,7 +13,8 @@
 3. ``airflow dags test cdp_nightly <logical date>`` for the last generated business
    date D, with the logical date of the scheduled run that processes D (D+1 02:00
    Asia/Shanghai), the lake at ``DIR/lake`` and exports at ``DIR/exports`` (CDP_*
-   variables). ``--runs K`` runs the K last dates in order (a KPI trend).
+   variables). ``--runs K`` runs the K last dates in order: the first takes in the
+   whole history, the others are ordinary nights.
 4. What it built: every table with its row count, quarantine per source, export
    files and the report.
 
@@ -33,6 +39,7 @@ from jobs.config import PROJECT_ROOT
 from jobs.orchestration.dates import trigger_time
 
 DAG_ID = "cdp_nightly"
+DEMO_MEMBERS, DEMO_DAYS, DEMO_RUNS, DEMO_STORES = 2000, 400, 3, 6
 
 
 def airflow_env(airflow_home: Path, data_dir: Path) -> dict[str, str]:
@@ -98,6 +105,25 @@ def table_counts(lake: Path) -> list[tuple[str, int]]:
     return out
 
 
+def stage_counts(lake: Path, as_of: dt.date) -> dict[str, int]:
+    """Members per lifecycle stage on ``as_of`` (delta-rs; empty when there is no table)."""
+    from deltalake import DeltaTable
+
+    path = lake / "gold" / "member_lifecycle"
+    if not DeltaTable.is_deltatable(str(path)):
+        return {}
+    rows = (
+        DeltaTable(str(path))
+        .to_pyarrow_table(columns=["stage"], partitions=[("as_of_date", "=", as_of.isoformat())])
+        .column("stage")
+        .to_pylist()
+    )
+    counts: dict[str, int] = {}
+    for stage in rows:
+        counts[stage] = counts.get(stage, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
 def summary(data_dir: Path, as_of: dt.date) -> list[str]:
     lake, exports = data_dir / "lake", data_dir / "exports"
     lines = [f"Lake {lake}:"]
@@ -108,6 +134,10 @@ def summary(data_dir: Path, as_of: dt.date) -> list[str]:
     for name, rows in counts:
         if name.startswith("quarantine/"):
             lines.append(f"  {name.split('/', 1)[1]:<8} {rows:>8,} rows")
+    stages = stage_counts(lake, as_of)
+    if stages:
+        lines.append(f"Lifecycle stages on {as_of}:")
+        lines.append("  " + ", ".join(f"{k} {v:,}" for k, v in stages.items()))
     day = exports / as_of.isoformat()
     manifest = day / "manifest.json"
     lines.append(f"Exports {day}:")
@@ -131,9 +161,10 @@ def run_demo(
     members: int,
     days: int,
     seed: int = 42,
-    runs: int = 1,
+    runs: int = 3,
     airflow_home: Path | None = None,
     end_date: dt.date | None = None,
+    stores: int | None = DEMO_STORES,
 ) -> int:
     data_dir = data_dir.absolute()
     airflow_home = (airflow_home or PROJECT_ROOT / "var" / "airflow").absolute()
@@ -158,7 +189,9 @@ def run_demo(
 
         end = end_date or dt.date.today() - dt.timedelta(days=1)
         print(f"Generating {landing}: {members} members x {days} days up to {end} ...")
-        info = generate_landing(landing, members=members, days=days, seed=seed, end_date=end)
+        info = generate_landing(
+            landing, members=members, days=days, seed=seed, end_date=end, stores=stores
+        )
         for key, value in (info or {}).items():
             print(f"  {key}: {value}")
     dates = ready_dates(landing)
@@ -204,10 +237,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--dir", type=Path, required=True, help="demo folder (landing, lake, exports)"
     )
-    parser.add_argument("--members", type=int, default=2000)
-    parser.add_argument("--days", type=int, default=30)
+    parser.add_argument("--members", type=int, default=DEMO_MEMBERS)
+    parser.add_argument("--days", type=int, default=DEMO_DAYS, help="days of history")
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--runs", type=int, default=1, help="run the last K business dates")
+    parser.add_argument(
+        "--runs", type=int, default=DEMO_RUNS, help="run the last K business dates, in order"
+    )
+    parser.add_argument(
+        "--stores", type=int, default=DEMO_STORES, help="stores (one POS file each a day)"
+    )
     parser.add_argument("--end-date", type=dt.date.fromisoformat, default=None)
     parser.add_argument("--airflow-home", type=Path, default=None, help="default: var/airflow")
     args = parser.parse_args(argv)
@@ -219,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         runs=max(1, args.runs),
         airflow_home=args.airflow_home,
         end_date=args.end_date,
+        stores=args.stores,
     )
 
 
