@@ -13,9 +13,9 @@ nightly runs (lifecycle transitions, tag changes and a KPI trend).
 3. ``airflow dags test cdp_nightly <logical date>`` for the last generated business
    date D, with the logical date of the scheduled run that processes D (D+1 02:00
    Asia/Shanghai), the lake at ``DIR/lake`` and exports at ``DIR/exports`` (CDP_*
-   variables). ``--runs K`` runs the K last dates in order: on a fresh lake the first
-   is a history load (``cdp run``, every day folder up to it), the others are ordinary
-   nights through Airflow.
+   variables). ``--runs K`` runs the K last dates in order through Airflow; on a fresh
+   lake the first of them is replaced by a history load (``cdp run``, every day folder
+   up to 28 days before the next night), so that night catches up a month at once.
 4. What it built: every table with its row count, quarantine per source, export
    files and the report.
 
@@ -41,6 +41,7 @@ from jobs.orchestration.dates import trigger_time
 
 DAG_ID = "cdp_nightly"
 DEMO_MEMBERS, DEMO_DAYS, DEMO_RUNS, DEMO_STORES = 2000, 400, 3, 6
+CATCH_UP_DAYS = 28  # the demo's first night takes in this many days at once
 
 
 def airflow_env(airflow_home: Path, data_dir: Path) -> dict[str, str]:
@@ -202,11 +203,13 @@ def run_demo(
 
     nights = dates[-runs:]
     if len(nights) > 1 and not (data_dir / "lake" / "meta" / "runs").exists():
-        # A fresh lake: the first date takes in the whole history, run as one `cdp run`
-        # (the same step functions, without the scheduler's per-task overhead).
-        if not history_load(nights[0], env, log):
-            return 1
+        # A fresh lake: history up to a month before the nights is taken in by one
+        # `cdp run` (the same step functions, without the scheduler's per-task overhead);
+        # the first night then catches up the month, so identities linked in it merge
+        # (the report's 30-day merge chart) and the KPI trend spans the month.
         nights = nights[1:]
+        if not history_load(nights[0] - dt.timedelta(days=CATCH_UP_DAYS), env, log):
+            return 1
     for as_of in nights:
         logical = trigger_time(as_of).isoformat()
         print(f"airflow dags test {DAG_ID} {logical}   (business date {as_of}; log {log})")

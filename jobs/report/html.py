@@ -6,8 +6,8 @@ offline), written once per plotly.js version rather than inlined in every day's 
 (4.8 MB a day otherwise). Charts fill their panel at any width (responsive plotly, a CSS
 grid of panels at least 480 px wide, one column on narrow screens). R x F
 heatmap of member counts, lifecycle distribution and transitions, tier mix, KPI
-trend over the last 30 runs, quarantine rates by source and rule, identity merges
-and splits, the steps of this run, the segment exports, and a link to the Great
+trend over the last 30 runs, quarantine rates by source and rule, identity resolution
+(members by linked identities, merges and splits), the steps of this run, the segment exports, and a link to the Great
 Expectations Data Docs written by the quality step (a link relative to the page).
 
 Only small aggregates (a few hundred rows at most) reach the driver.
@@ -84,6 +84,22 @@ def received_by_source(manifest: DataFrame, as_of: dt.date) -> DataFrame:
             F.sum("rows_total").alias("received"),
             F.sum("rows_bad").alias("quarantined"),
         )
+    )
+
+
+LINKS_CAP = 5  # members with this many linked identities or more share one bar
+
+
+def identity_links(xref: DataFrame) -> DataFrame:
+    """Members by number of linked source identities (capped at LINKS_CAP); input
+    silver/member_xref (one source identity a row)."""
+    per_member = (
+        xref.where(F.col("member_id").isNotNull())
+        .groupBy("member_id")
+        .agg(F.count(F.lit(1)).alias("n"))
+    )
+    return per_member.groupBy(F.least(F.col("n"), F.lit(LINKS_CAP)).alias("identities")).agg(
+        F.count(F.lit(1)).alias("members")
     )
 
 
@@ -272,25 +288,53 @@ def fig_quarantine(rule_rows: list[dict], received: list[dict]):
     return fig
 
 
-def fig_id_changes(rows: list[dict]):
+def fig_identity(links: list[dict], rows: list[dict]):
+    """Identity resolution: members by number of linked source identities, and the
+    member ids merged or split per day over the last 30 days (often none)."""
     import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
 
-    title = "Identity merges and splits (last 30 days)"
-    if not rows:
+    title = "Identity resolution"
+    if not links and not rows:
         return _empty(title, "no member ids merged or split")
-    fig = go.Figure()
+    fig = make_subplots(
+        rows=1,
+        cols=2,
+        column_widths=[0.45, 0.55],
+        subplot_titles=("members by linked source identities", "merges and splits, 30 days"),
+    )
+    by_n = {int(r["identities"]): int(r["members"]) for r in links}
+    xs = sorted(by_n)
+    fig.add_trace(
+        go.Bar(
+            x=[f"{n}+" if n == LINKS_CAP else str(n) for n in xs],
+            y=[by_n[n] for n in xs],
+            name="members",
+            showlegend=False,
+        ),
+        row=1,
+        col=1,
+    )
     for kind in sorted({r["change_type"] for r in rows}):
         pts = sorted(
             (str(r["as_of_date"]), int(r["changes"])) for r in rows if r["change_type"] == kind
         )
-        fig.add_trace(go.Bar(x=[p[0] for p in pts], y=[p[1] for p in pts], name=kind))
-    fig.update_layout(
-        title=title,
-        barmode="group",
-        height=360,
-        yaxis_title="member ids",
-        xaxis=_day_axis([p for r in fig.data for p in r.x]),
-    )
+        fig.add_trace(go.Bar(x=[p[0] for p in pts], y=[p[1] for p in pts], name=kind), row=1, col=2)
+    if rows:
+        fig.update_xaxes(_day_axis([str(r["as_of_date"]) for r in rows]), row=1, col=2)
+    else:
+        fig.add_annotation(
+            text="none in the last 30 days",
+            showarrow=False,
+            xref="x2 domain",
+            yref="y2 domain",
+            x=0.5,
+            y=0.5,
+        )
+        fig.update_xaxes(visible=False, row=1, col=2)
+        fig.update_yaxes(visible=False, row=1, col=2)
+    fig.update_xaxes(type="category", row=1, col=1)
+    fig.update_layout(title=title, barmode="group", height=360, legend={"orientation": "h"})
     return fig
 
 
@@ -463,7 +507,10 @@ def _figures(ctx: RunContext, quarantine_rows: list[dict], received: list[dict])
         fig_tier_mix(_rows(count_by(rfm, "tier"))),
         fig_kpis(_rows(kpi_trend(lake.read("gold/kpi_daily"), as_of))),
         fig_quarantine(quarantine_rows, received),
-        fig_id_changes(_rows(id_changes(lake.read("silver/member_id_changes"), as_of))),
+        fig_identity(
+            _rows(identity_links(lake.read("silver/member_xref"))),
+            _rows(id_changes(lake.read("silver/member_id_changes"), as_of)),
+        ),
     ]
 
 

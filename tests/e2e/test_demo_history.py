@@ -1,8 +1,8 @@
 """The demo's shape of data at a smaller size: more than a year of history, two nights.
 
 `make demo` generates 2,000 members x 400 days and runs three nights; here 1,000 members
-x 400 days (6 stores, as the demo) and the last two nights through the pipeline's own
-steps. Every lifecycle stage of conf/lifecycle.yaml, every segment of conf/segments.yaml,
+x 400 days (6 stores, as the demo), a history load and two nights through the pipeline's
+own steps. Every lifecycle stage of conf/lifecycle.yaml, every segment of conf/segments.yaml,
 every RFM score and every chart of the run report must have data (issue 13, item 8).
 """
 
@@ -16,13 +16,15 @@ import yaml
 from pyspark.sql import functions as F
 
 from jobs.config import CONF_DIR, with_paths
-from jobs.demo import DEMO_DAYS, DEMO_STORES
+from jobs.demo import CATCH_UP_DAYS, DEMO_DAYS, DEMO_STORES
 from jobs.pipeline import run_pipeline, select_steps
 
 pytestmark = pytest.mark.slow
 
 END = dt.date(2026, 11, 29)
-NIGHTS = [END - dt.timedelta(days=1), END]
+# As the demo: a history load a month before the nights, then two nights (the first
+# catches up the month, so identities linked in it merge).
+NIGHTS = [END - dt.timedelta(days=1 + CATCH_UP_DAYS), END - dt.timedelta(days=1), END]
 EMPTY_CHART_TEXTS = (
     "no data for this date",
     "no member changed stage",

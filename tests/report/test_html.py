@@ -102,6 +102,15 @@ def write_day(ctx) -> Path:
         "silver/member_id_changes",
         [{"old_member_id": "X", "new_member_id": "A", "change_type": "merge", "as_of_date": D}],
     )
+    _write(
+        ctx,
+        "silver/member_xref",
+        [
+            {"source": "crm", "source_key": "c1", "member_id": "A"},
+            {"source": "pos_card", "source_key": "k1", "member_id": "A"},
+            {"source": "crm", "source_key": "c2", "member_id": "B"},
+        ],
+    )
     docs = ctx.settings.paths.work / "gx" / "gx" / "uncommitted" / "data_docs" / "local_site"
     docs.mkdir(parents=True)
     (docs / "index.html").write_text("<html></html>")
@@ -129,7 +138,8 @@ def test_report_page_with_its_charts(make_ctx):
         "Tier mix",
         "KPI trend (last 30 runs)",
         "Quarantine rate by source and rule",
-        "Identity merges and splits",
+        "Identity resolution",
+        "merges and splits, 30 days",
     ):
         assert title in page, title
     data = _figure_data(page)
@@ -140,6 +150,9 @@ def test_report_page_with_its_charts(make_ctx):
     assert stages["x"] == ["mature", "at_risk"] and stages["y"] == [2, 1]
     kpi_x = data[4][0]["x"]
     assert len(kpi_x) == 30 and kpi_x[-1] == "2026-03-09"
+    links, merges = data[6]
+    assert (links["x"], links["y"]) == (["1", "2"], [1, 1])  # B has 1 identity, A has 2
+    assert (merges["name"], merges["y"]) == ("merge", [1])
     quarantine = {t["name"]: t["y"] for t in data[5]}
     assert quarantine == {"amount_mismatch": [2 / 40], "bad_ts": [1 / 40]}
     # Data Docs: a relative link (an absolute file:/// one breaks when shared)
