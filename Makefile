@@ -9,9 +9,10 @@ VENV := .venv
 STAMP := $(VENV)/.synced
 DEMO_DIR ?= $(CURDIR)/demo
 DEMO_MEMBERS ?= 2000
-DEMO_DAYS ?= 30
+DEMO_DAYS ?= 400
+DEMO_RUNS ?= 3
 
-.PHONY: setup jars test lint demo bench bench-engines spark-cluster spark-cluster-stop clean
+.PHONY: setup jars browser test lint demo bench bench-engines spark-cluster spark-cluster-stop clean
 
 .tools/bin/uv:
 	$(PYTHON) -m venv .tools
@@ -38,12 +39,23 @@ setup: $(STAMP) $(JARS_STAMP)
 lint: setup
 	$(UV) run --frozen ruff check .
 
-test: setup
+# The run report's browser test (tests/report/test_browser.py) renders it in headless
+# Chromium: Debian's `chromium` is installed when missing and we are root with apt (CI,
+# a fresh machine); otherwise that one test skips, saying why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	{ if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium (apt) for the report's browser test"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	    || echo "chromium could not be installed: the report browser test will skip"; \
+	  else echo "no chromium (apt-get install chromium): the report browser test will skip"; fi; }
+
+test: setup browser
 	$(UV) run --frozen ruff check .
 	$(UV) run --frozen pytest -q
 
 demo: setup
-	$(UV) run --frozen python -m jobs.demo --dir $(DEMO_DIR) --members $(DEMO_MEMBERS) --days $(DEMO_DAYS)
+	$(UV) run --frozen python -m jobs.demo --dir $(DEMO_DIR) --members $(DEMO_MEMBERS) --days $(DEMO_DAYS) --runs $(DEMO_RUNS)
 
 bench: setup
 	$(UV) run --frozen python bench/run.py $(BENCH_ARGS)

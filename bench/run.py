@@ -154,7 +154,7 @@ def duckdb_rfm(lake: Path, as_of: dt.date, out: Path) -> tuple[float, dict]:
     import duckdb
     from deltalake import DeltaTable
 
-    from jobs.gold.conf import load_features, load_rfm
+    from jobs.gold.conf import FeatureWindows, load_features, load_rfm
 
     def files(table: str) -> list[str]:
         return [u.removeprefix("file://") for u in DeltaTable(str(lake / table)).file_uris()]
@@ -173,6 +173,8 @@ def duckdb_rfm(lake: Path, as_of: dt.date, out: Path) -> tuple[float, dict]:
     op = "OR" if h0 > h1 else "AND"
     night = f"(hour(order_ts) >= {h0} {op} hour(order_ts) < {h1})"
     tier = " ".join(f"WHEN monetary_365d >= {t.min_monetary} THEN '{t.name}'" for t in rconf.tiers)
+    if fconf.windows != FeatureWindows():
+        raise SystemExit("bench: the DuckDB reference is written for the default feature windows")
     since = {n: f"{d} - {n - 1}" for n in (7, 30, 90, 180, 365)}
     win = "".join(
         f"""
@@ -209,16 +211,16 @@ def duckdb_rfm(lake: Path, as_of: dt.date, out: Path) -> tuple[float, dict]:
           AS store_purchases_365d,
         count(*) FILTER (WHERE p AND order_date >= {since[365]} AND is_online)
           AS online_purchases_365d,
-        coalesce(sum(gross_amount) FILTER (WHERE p AND order_date >= {since[365]}), 0)
-          AS gross_365d,
-        coalesce(sum(discount_amount) FILTER (WHERE p AND order_date >= {since[365]}), 0)
-          AS discount_365d,
+        coalesce(sum(gross_amount) FILTER (WHERE p AND order_date >= {since[365]}
+                                           AND NOT is_online), 0) AS gross_365d,
+        coalesce(sum(discount_amount) FILTER (WHERE p AND order_date >= {since[365]}
+                                              AND NOT is_online), 0) AS discount_365d,
         count(*) FILTER (WHERE p AND order_date >= {since[365]}
                          AND {night}) AS night_365d
       FROM o GROUP BY member_id),
     l AS (
       SELECT DISTINCT order_id, channel, line_no, member_id, order_date,
-             coalesce(category, 'unknown') AS category, coalesce(net_amount, 0) AS amt
+             category, coalesce(net_amount, 0) AS amt
       FROM read_parquet($lines, hive_partitioning = {hive("silver/order_lines")})
       WHERE member_id IS NOT NULL AND coalesce(is_purchase, false)
         AND order_date BETWEEN {since[365]} AND {d}),
@@ -228,10 +230,12 @@ def duckdb_rfm(lake: Path, as_of: dt.date, out: Path) -> tuple[float, dict]:
       FROM l GROUP BY member_id, category),
     ca AS (
       SELECT member_id, sum(spend) AS category_spend_365d,
-        map_from_entries(list((category, spend::DOUBLE))) AS _spend,
-        arg_min(category, (-spend, category)) AS top_category,
-        max(spend) AS top_spend,
-        count(*) FILTER (WHERE in_90d) AS distinct_categories_90d
+        map_from_entries(list((category, spend::DOUBLE)) FILTER (WHERE category IS NOT NULL))
+          AS _spend,
+        arg_min(category, (-spend, category)) FILTER (WHERE category IS NOT NULL)
+          AS top_category,
+        max(spend) FILTER (WHERE category IS NOT NULL) AS top_spend,
+        count(*) FILTER (WHERE in_90d AND category IS NOT NULL) AS distinct_categories_90d
       FROM bc GROUP BY member_id),
     va AS (
       SELECT coalesce(u.member_id, a.member_id) AS member_id,
@@ -284,12 +288,15 @@ def duckdb_rfm(lake: Path, as_of: dt.date, out: Path) -> tuple[float, dict]:
       WHERE m.first_seen <= {d} OR m.first_seen IS NULL OR oa.frequency_total IS NOT NULL),
     s AS (
       SELECT *,
-        CASE WHEN frequency_365d >= 1 THEN ceil(5 * cume_dist() OVER (
-          PARTITION BY frequency_365d >= 1 ORDER BY recency_days DESC)) ELSE 1 END AS r_score,
-        CASE WHEN frequency_365d >= 1 THEN ceil(5 * cume_dist() OVER (
-          PARTITION BY frequency_365d >= 1 ORDER BY frequency_365d)) ELSE 1 END AS f_score,
-        CASE WHEN frequency_365d >= 1 THEN ceil(5 * cume_dist() OVER (
-          PARTITION BY frequency_365d >= 1 ORDER BY monetary_365d)) ELSE 1 END AS m_score
+        CASE WHEN frequency_365d >= 1 THEN least(5, 1 + floor(5 * (rank() OVER (
+          PARTITION BY frequency_365d >= 1 ORDER BY recency_days DESC) - 1) / count(*) OVER (
+          PARTITION BY frequency_365d >= 1)))::INTEGER ELSE 1 END AS r_score,
+        CASE WHEN frequency_365d >= 1 THEN least(5, 1 + floor(5 * (rank() OVER (
+          PARTITION BY frequency_365d >= 1 ORDER BY frequency_365d) - 1) / count(*) OVER (
+          PARTITION BY frequency_365d >= 1)))::INTEGER ELSE 1 END AS f_score,
+        CASE WHEN frequency_365d >= 1 THEN least(5, 1 + floor(5 * (rank() OVER (
+          PARTITION BY frequency_365d >= 1 ORDER BY monetary_365d) - 1) / count(*) OVER (
+          PARTITION BY frequency_365d >= 1)))::INTEGER ELSE 1 END AS m_score
       FROM f WHERE first_purchase_date IS NOT NULL)
     SELECT f.*, s.r_score, s.f_score, s.m_score, s.fm_score, s.rfm_segment
     FROM f LEFT JOIN (

@@ -1,6 +1,11 @@
 """``make demo``: generate a landing zone and run the nightly DAG through Airflow.
 
-    python -m jobs.demo --dir DIR --members N --days D [--runs K]
+    python -m jobs.demo --dir DIR [--members N] [--days D] [--runs K] [--stores S]
+
+Defaults (``make demo``): 2,000 members, 400 days of history (more than a year, so every
+lifecycle stage, churned included, every segment and every chart of the report has
+data), 6 stores (few, larger POS files: the first run takes in the whole history) and 3
+nightly runs (lifecycle transitions, tag changes and a KPI trend).
 
 1. A project-local Airflow (``var/airflow``: SQLite, dags folder = the repo's
    ``dags/``, no examples), its database migrated (idempotent).
@@ -8,7 +13,9 @@
 3. ``airflow dags test cdp_nightly <logical date>`` for the last generated business
    date D, with the logical date of the scheduled run that processes D (D+1 02:00
    Asia/Shanghai), the lake at ``DIR/lake`` and exports at ``DIR/exports`` (CDP_*
-   variables). ``--runs K`` runs the K last dates in order (a KPI trend).
+   variables). ``--runs K`` runs the K last dates in order through Airflow; on a fresh
+   lake the first of them is replaced by a history load (``cdp run``, every day folder
+   up to 28 days before the next night), so that night catches up a month at once.
 4. What it built: every table with its row count, quarantine per source, export
    files and the report.
 
@@ -33,6 +40,8 @@ from jobs.config import PROJECT_ROOT
 from jobs.orchestration.dates import trigger_time
 
 DAG_ID = "cdp_nightly"
+DEMO_MEMBERS, DEMO_DAYS, DEMO_RUNS, DEMO_STORES = 2000, 400, 3, 6
+CATCH_UP_DAYS = 28  # the demo's first night takes in this many days at once
 
 
 def airflow_env(airflow_home: Path, data_dir: Path) -> dict[str, str]:
@@ -100,6 +109,25 @@ def table_counts(lake: Path) -> list[tuple[str, int]]:
     return out
 
 
+def stage_counts(lake: Path, as_of: dt.date) -> dict[str, int]:
+    """Members per lifecycle stage on ``as_of`` (delta-rs; empty when there is no table)."""
+    from deltalake import DeltaTable
+
+    path = lake / "gold" / "member_lifecycle"
+    if not DeltaTable.is_deltatable(str(path)):
+        return {}
+    rows = (
+        DeltaTable(str(path))
+        .to_pyarrow_table(columns=["stage"], partitions=[("as_of_date", "=", as_of.isoformat())])
+        .column("stage")
+        .to_pylist()
+    )
+    counts: dict[str, int] = {}
+    for stage in rows:
+        counts[stage] = counts.get(stage, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
 def summary(data_dir: Path, as_of: dt.date) -> list[str]:
     lake, exports = data_dir / "lake", data_dir / "exports"
     lines = [f"Lake {lake}:"]
@@ -110,6 +138,10 @@ def summary(data_dir: Path, as_of: dt.date) -> list[str]:
     for name, rows in counts:
         if name.startswith("quarantine/"):
             lines.append(f"  {name.split('/', 1)[1]:<8} {rows:>8,} rows")
+    stages = stage_counts(lake, as_of)
+    if stages:
+        lines.append(f"Lifecycle stages on {as_of}:")
+        lines.append("  " + ", ".join(f"{k} {v:,}" for k, v in stages.items()))
     day = exports / as_of.isoformat()
     manifest = day / "manifest.json"
     lines.append(f"Exports {day}:")
@@ -133,9 +165,10 @@ def run_demo(
     members: int,
     days: int,
     seed: int = 42,
-    runs: int = 1,
+    runs: int = 3,
     airflow_home: Path | None = None,
     end_date: dt.date | None = None,
+    stores: int | None = DEMO_STORES,
 ) -> int:
     data_dir = data_dir.absolute()
     airflow_home = (airflow_home or PROJECT_ROOT / "var" / "airflow").absolute()
@@ -160,7 +193,9 @@ def run_demo(
 
         end = end_date or dt.date.today() - dt.timedelta(days=1)
         print(f"Generating {landing}: {members} members x {days} days up to {end} ...")
-        info = generate_landing(landing, members=members, days=days, seed=seed, end_date=end)
+        info = generate_landing(
+            landing, members=members, days=days, seed=seed, end_date=end, stores=stores
+        )
         for key, value in (info or {}).items():
             print(f"  {key}: {value}")
     dates = ready_dates(landing)
@@ -168,7 +203,16 @@ def run_demo(
         print(f"demo: no ready day folder under {landing}", file=sys.stderr)
         return 1
 
-    for as_of in dates[-runs:]:
+    nights = dates[-runs:]
+    if len(nights) > 1 and not (data_dir / "lake" / "meta" / "runs").exists():
+        # A fresh lake: history up to a month before the nights is taken in by one
+        # `cdp run` (the same step functions, without the scheduler's per-task overhead);
+        # the first night then catches up the month, so identities linked in it merge
+        # (the report's 30-day merge chart) and the KPI trend spans the month.
+        nights = nights[1:]
+        if not history_load(nights[0] - dt.timedelta(days=CATCH_UP_DAYS), env, log):
+            return 1
+    for as_of in nights:
         logical = trigger_time(as_of).isoformat()
         print(f"airflow dags test {DAG_ID} {logical}   (business date {as_of}; log {log})")
         t1 = time.perf_counter()
@@ -193,6 +237,30 @@ def run_demo(
     return 0
 
 
+def history_load(as_of: dt.date, env: dict[str, str], log: Path) -> bool:
+    """``cdp run --date D`` with the demo's locations: every ready day folder up to D."""
+    print(f"cdp run --date {as_of}   (history load: every day folder up to {as_of}; log {log})")
+    t0 = time.perf_counter()
+    with open(log, "a", encoding="utf-8") as fh:
+        fh.write(f"\n$ cdp run --date {as_of}\n")
+        fh.flush()
+        proc = subprocess.run(
+            [sys.executable, "-m", "jobs.cli", "run", "--date", as_of.isoformat()],
+            env={**os.environ, **env},
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            check=False,
+        )
+    print(
+        f"  -> {'success' if proc.returncode == 0 else 'failed'} in {time.perf_counter() - t0:.0f}s"
+    )
+    if proc.returncode != 0:
+        tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-40:]
+        print(f"demo: the history load failed; last lines of {log}:", file=sys.stderr)
+        print("\n".join(tail), file=sys.stderr)
+    return proc.returncode == 0
+
+
 def run_state(log_text: str) -> str:
     """State of the DAG run in the output of one ``airflow dags test`` call."""
     import re
@@ -206,10 +274,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--dir", type=Path, required=True, help="demo folder (landing, lake, exports)"
     )
-    parser.add_argument("--members", type=int, default=2000)
-    parser.add_argument("--days", type=int, default=30)
+    parser.add_argument("--members", type=int, default=DEMO_MEMBERS)
+    parser.add_argument("--days", type=int, default=DEMO_DAYS, help="days of history")
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--runs", type=int, default=1, help="run the last K business dates")
+    parser.add_argument(
+        "--runs", type=int, default=DEMO_RUNS, help="run the last K business dates, in order"
+    )
+    parser.add_argument(
+        "--stores", type=int, default=DEMO_STORES, help="stores (one POS file each a day)"
+    )
     parser.add_argument("--end-date", type=dt.date.fromisoformat, default=None)
     parser.add_argument("--airflow-home", type=Path, default=None, help="default: var/airflow")
     args = parser.parse_args(argv)
@@ -221,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         runs=max(1, args.runs),
         airflow_home=args.airflow_home,
         end_date=args.end_date,
+        stores=args.stores,
     )
 
 

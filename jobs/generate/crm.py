@@ -261,8 +261,12 @@ def generate_crm_day(w: World, d: int, out: Path) -> CrmDay:
 
     # Bad rows: another version of a snapshot account with one field broken, placed before
     # valid row number ``at`` (0-based; n_valid = after the last one).
+    # Every reason is planted within the first days (n_min a day, in turn). After that, a
+    # day without changes exports no rows at all, bad ones included: a file of bad rows
+    # only is a broken export, which the quality step rightly fails.
     n_min = -(-len(BAD_REASONS) // w.days)
-    n_bad = max(n_min, int(rng.binomial(n_valid, BAD_RATE)))
+    cycle_done = d * n_min >= len(BAD_REASONS)
+    n_bad = 0 if n_valid == 0 and cycle_done else max(n_min, int(rng.binomial(n_valid, BAD_RATE)))
     pool = np.flatnonzero(w.acct_reg_day <= 0)
     inserts = []
     for k in range(n_bad):

@@ -107,8 +107,12 @@ def generate_landing(
     seed: int,
     end_date: dt.date,
     workers: int | None = None,
+    stores: int | None = None,
 ) -> dict:
-    """Write the landing zone and truth; return a summary (printed line by line by the CLI)."""
+    """Write the landing zone and truth; return a summary (printed line by line by the CLI).
+
+    ``stores`` overrides the number of stores (default: 20 to 40 by size).
+    """
     t0 = time.perf_counter()
     cpu0 = sum(
         getattr(resource.getrusage(who), f)
@@ -121,7 +125,7 @@ def generate_landing(
         workers = min(2, os.cpu_count() or 1)
     workers = max(1, min(workers, days))
     global _WORLD, _PARAMS
-    params = (members, days, seed, end_date)
+    params = (members, days, seed, end_date, stores)
     _WORLD = build_world(*params)
     _PARAMS = params
     w = _WORLD
@@ -394,7 +398,7 @@ class _Aggregate:
         for source, _, _, reason in self.bad:
             by_reason.setdefault(source, {}).setdefault(reason, 0)
             by_reason[source][reason] += 1
-        members, days, seed, end_date = params
+        members, days, seed, end_date, stores = params
         kinds = w.kind
         person_kinds = {
             KIND_NAMES[k]: int((persons_with_ids[: w.n_actors] & (kinds == k)).sum())
@@ -408,6 +412,7 @@ class _Aggregate:
                 "seed": seed,
                 "end_date": end_date.isoformat(),
                 "start_date": w.start.isoformat(),
+                **({"stores": stores} if stores is not None else {}),
             },
             "persons": int(persons_with_ids.sum()),
             "persons_by_kind": person_kinds,

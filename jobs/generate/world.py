@@ -181,16 +181,27 @@ def _ean13(rng: np.random.Generator, n: int) -> list[str]:
     return out
 
 
-def build_world(members: int, days: int, seed: int, end_date: dt.date) -> World:
-    """Build the population for ``members`` CRM members over ``days`` business days."""
+MIN_STORES = 6  # a GB18030 till, a BOM till, a quote-all till and three 24-hour stores
+
+
+def build_world(
+    members: int, days: int, seed: int, end_date: dt.date, stores: int | None = None
+) -> World:
+    """Build the population for ``members`` CRM members over ``days`` business days.
+
+    ``stores``: how many stores (one POS file each a day); default 20 to 40 by size.
+    Fewer stores mean fewer, larger files (the demo's year of history uses few).
+    """
     if members < 1 or days < 1:
         raise ValueError("members and days must be >= 1")
+    if stores is not None and stores < MIN_STORES:
+        raise ValueError(f"stores must be >= {MIN_STORES}")
     rng = np.random.default_rng([seed, 0x5EED])
     start = end_date - dt.timedelta(days=days - 1)
     n = members
 
     # --- stores -----------------------------------------------------------------------
-    n_stores = int(min(40, max(20, round(20 + n / 50_000))))
+    n_stores = stores or int(min(40, max(20, round(20 + n / 50_000))))
     city_w = np.array([c[3] for c in ref.CITIES])
     # Every store in a distinct-ish city first, the big cities get the extra stores.
     order = np.argsort(-city_w, kind="stable")
@@ -309,7 +320,9 @@ def build_world(members: int, days: int, seed: int, end_date: dt.date) -> World:
 
     stop_day = np.full(na, BIG, dtype=np.int32)
     stoppers = activity == STOPPER
-    lo_d, hi_d = max(1, int(days * 0.15)), max(2, int(days * 0.45))
+    # From 5% of the period on: over a year and more of history some stop early enough
+    # to be churned (no purchase in 365 days) by its end.
+    lo_d, hi_d = max(1, int(days * 0.05)), max(2, int(days * 0.45))
     stop_day[stoppers] = rng.integers(lo_d, hi_d + 1, int(stoppers.sum()))
 
     # Store registrations usually happen at a checkout: the new member buys right then.

@@ -68,9 +68,73 @@ class RfmConf(StrictModel):
         return tiers
 
 
+class FeatureWindows(StrictModel):
+    """Lengths in days of the windows of gold/member_features; a window of N days ending
+    on D is [D-(N-1), D], and the columns it feeds are named after N (``..._<N>d``)."""
+
+    rolling: list[int] = Field([7, 30, 90, 365], min_length=1)
+    year: int = Field(365, ge=1)
+    trend: int = Field(90, ge=1)
+    categories: int = Field(90, ge=1)
+    views: int = Field(7, ge=1)
+
+    @field_validator("rolling")
+    @classmethod
+    def _positive_unique(cls, days: list[int]) -> list[int]:
+        if any(d < 1 for d in days) or len(set(days)) != len(days):
+            raise ValueError("windows must be distinct whole numbers of days >= 1")
+        return sorted(days)
+
+    @model_validator(mode="after")
+    def _year_and_trend_rolling(self) -> FeatureWindows:
+        for key in ("year", "trend"):
+            if getattr(self, key) not in self.rolling:
+                raise ValueError(f"{key} ({getattr(self, key)}) must be one of rolling")
+        if self.year != max(self.rolling):
+            raise ValueError(f"year ({self.year}) must be the longest rolling window")
+        return self
+
+    def feature_columns(self) -> dict[str, list[str]]:
+        """Columns of gold/member_features each window key names (for schema checks)."""
+        y = self.year
+        return {
+            "rolling": [
+                f"{m}_{n}d"
+                for n in self.rolling
+                for m in ("frequency", "spend", "returns", "monetary")
+            ],
+            "year": [
+                f"{m}_{y}d"
+                for m in (
+                    "aov",
+                    "returns_count",
+                    "store_purchases",
+                    "online_purchases",
+                    "gross",
+                    "discount",
+                    "discount_share",
+                    "night_purchases",
+                    "night_share",
+                    "category_spend",
+                    "category_shares",
+                )
+            ],
+            "trend": [f"spend_{self.trend}d", f"spend_prev_{self.trend}d"],
+            "categories": [f"distinct_categories_{self.categories}d"],
+            "views": [f"product_views_{self.views}d", f"viewed_categories_{self.views}d"],
+        }
+
+    def rfm_columns(self) -> list[str]:
+        """Columns of gold/member_rfm kept from the shorter windows (CONTRACT 4)."""
+        short = [n for n in self.rolling if n != self.year]
+        cols = [f"{m}_{n}d" for n in short for m in ("frequency", "monetary")]
+        return cols + [f"distinct_categories_{self.categories}d"]
+
+
 class FeaturesConf(StrictModel):
     night_start_hour: int = Field(21, ge=0, le=23)
     night_end_hour: int = Field(5, ge=0, le=23)
+    windows: FeatureWindows = FeatureWindows()
 
 
 class TagRule(StrictModel):
@@ -127,7 +191,25 @@ def load_rfm(conf_dir: Path | None = None) -> RfmConf:
 
 
 def load_features(conf_dir: Path | None = None) -> FeaturesConf:
-    return load_model("features.yaml", FeaturesConf, conf_dir)
+    """conf/features.yaml, its windows checked against the gold schemas: the columns a
+    window names must be declared in schemas/gold.yaml (a new window is a schema change)."""
+    conf = load_model("features.yaml", FeaturesConf, conf_dir)
+    declared = set(table_schema("gold/member_features").columns)
+    for key, cols in conf.windows.feature_columns().items():
+        missing = [c for c in cols if c not in declared]
+        if missing:
+            raise ConfigError(
+                f"conf/features.yaml: windows.{key}: gold/member_features has no column(s) "
+                f"{missing}; declare them in schemas/gold.yaml"
+            )
+    rfm_declared = set(table_schema("gold/member_rfm").columns)
+    missing = [c for c in conf.windows.rfm_columns() if c not in rfm_declared]
+    if missing:
+        raise ConfigError(
+            f"conf/features.yaml: windows: gold/member_rfm has no column(s) {missing}; "
+            "declare them in schemas/gold.yaml"
+        )
+    return conf
 
 
 def tag_input_schema() -> T.StructType:

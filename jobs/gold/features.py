@@ -23,10 +23,9 @@ from pyspark.sql import functions as F
 
 from jobs.context import RunContext
 from jobs.gold.common import write_as_of
-from jobs.gold.conf import FeaturesConf, RfmConf, load_features, load_rfm
+from jobs.gold.conf import FeaturesConf, FeatureWindows, RfmConf, load_features, load_rfm
 from jobs.silver.orders import WEB_KEYS, attach_member
 
-WINDOWS = (7, 30, 90, 365)
 MONEY = "decimal(18,2)"
 
 
@@ -118,30 +117,40 @@ def order_aggregates(orders: DataFrame, as_of: dt.date, conf: FeaturesConf) -> D
         night = (hour >= conf.night_start_hour) | (hour < conf.night_end_hour)
     else:
         night = (hour >= conf.night_start_hour) & (hour < conf.night_end_hour)
-    in_w = {n: F.col("order_date") >= _since(as_of, n) for n in WINDOWS}
-    prev90 = (F.col("order_date") >= _since(as_of, 180)) & (F.col("order_date") < _since(as_of, 90))
-    p365 = p & in_w[365]
+    win = conf.windows
+    y, t = win.year, win.trend
+    in_w = {n: F.col("order_date") >= _since(as_of, n) for n in win.rolling}
+    prev_trend = (F.col("order_date") >= _since(as_of, 2 * t)) & (
+        F.col("order_date") < _since(as_of, t)
+    )
+    p_year = p & in_w[y]
+    # price_sensitive's list value: POS purchases only (their gross is sum(qty x unit_price)
+    # of the lines). Online orders carry no list price in the web export (revenue only,
+    # discount 0), so counting them would dilute omnichannel members' discount share.
+    pos_year = p_year & ~F.col("is_online")
     aggs: list[Column] = [
         F.min(F.when(p, F.col("order_date"))).alias("first_purchase_date"),
         F.max(F.when(p, F.col("order_date"))).alias("last_purchase_date"),
         _count_if(p).alias("frequency_total"),
     ]
-    for n in WINDOWS:
+    for n in win.rolling:
         aggs += [
             _count_if(p & in_w[n]).alias(f"frequency_{n}d"),
             _sum_if(p & in_w[n], amt).alias(f"spend_{n}d"),
             _sum_if(r & in_w[n], amt).alias(f"returns_{n}d"),
         ]
     aggs += [
-        _sum_if(p & prev90, amt).alias("spend_prev_90d"),
-        _count_if(r & in_w[365]).alias("returns_count_365d"),
-        _count_if(p365 & ~F.col("is_online")).alias("store_purchases_365d"),
-        _count_if(p365 & F.col("is_online")).alias("online_purchases_365d"),
-        _sum_if(p365, F.coalesce(F.col("gross_amount"), F.lit(0)).cast(MONEY)).alias("gross_365d"),
-        _sum_if(p365, F.coalesce(F.col("discount_amount"), F.lit(0)).cast(MONEY)).alias(
-            "discount_365d"
+        _sum_if(p & prev_trend, amt).alias(f"spend_prev_{t}d"),
+        _count_if(r & in_w[y]).alias(f"returns_count_{y}d"),
+        _count_if(p_year & ~F.col("is_online")).alias(f"store_purchases_{y}d"),
+        _count_if(p_year & F.col("is_online")).alias(f"online_purchases_{y}d"),
+        _sum_if(pos_year, F.coalesce(F.col("gross_amount"), F.lit(0)).cast(MONEY)).alias(
+            f"gross_{y}d"
         ),
-        _count_if(p365 & night).alias("night_purchases_365d"),
+        _sum_if(pos_year, F.coalesce(F.col("discount_amount"), F.lit(0)).cast(MONEY)).alias(
+            f"discount_{y}d"
+        ),
+        _count_if(p_year & night).alias(f"night_purchases_{y}d"),
         # The member's purchase dates, ascending (collect_list skips the nulls of
         # non-purchases). An order's date is the store-local date of its order_ts
         # (CONTRACT 4), so date order is time order and the consecutive differences of
@@ -173,79 +182,158 @@ def order_aggregates(orders: DataFrame, as_of: dt.date, conf: FeaturesConf) -> D
     return agg.select(*[c for c in agg.columns if c != "_dates"], median.alias("median_gap_days"))
 
 
-def category_aggregates(lines: DataFrame, as_of: dt.date) -> DataFrame:
+def category_aggregates(lines: DataFrame, as_of: dt.date, windows: FeatureWindows) -> DataFrame:
     """Per-member category mix of purchase lines.
 
     Input: silver/order_lines (grain: one line, keys order_id + channel + line_no).
-    Output grain: one member_id with a purchase line in [D-364, D]: spend, shares by
-    category, top category (largest spend, ties to the smallest name) and the number
-    of distinct categories bought in [D-89, D].
+    Output grain: one member_id with a purchase line in the year window (365 days by
+    default): spend (every line), shares by category, top category (largest spend, ties
+    to the smallest name) and the number of distinct categories bought in the categories
+    window (90 days). A line without a category counts in the spend but is no category:
+    it has no share and is never the top category, so its spend only lowers the shares.
     """
-    d = F.lit(as_of)
+    y, c = windows.year, windows.categories
     by_cat = (
         lines.filter(
             F.col("member_id").isNotNull()
             & F.coalesce(F.col("is_purchase"), F.lit(False))
-            & (F.col("order_date") <= d)
-            & (F.col("order_date") >= _since(as_of, 365))
+            & (F.col("order_date") <= F.lit(as_of))
+            & (F.col("order_date") >= _since(as_of, y))
         )
         .select(*LINE_COLUMNS)
         .distinct()  # one row per line key (see order_aggregates: not dropDuplicates)
-        .withColumn("category", F.coalesce(F.col("category"), F.lit("unknown")))
         .groupBy("member_id", "category")
         .agg(
             F.sum(F.coalesce(F.col("net_amount"), F.lit(0)).cast(MONEY)).alias("spend"),
-            F.max(F.col("order_date") >= _since(as_of, 90)).alias("in_90d"),
+            F.max(F.col("order_date") >= _since(as_of, c)).alias("in_window"),
         )
     )
+    known = F.col("category").isNotNull()
     agg = by_cat.groupBy("member_id").agg(
-        F.sum("spend").cast(MONEY).alias("category_spend_365d"),
-        F.collect_list(F.struct(F.col("category").alias("c"), F.col("spend").alias("s"))).alias(
-            "_e"
-        ),
+        F.sum("spend").cast(MONEY).alias(f"category_spend_{y}d"),
+        F.collect_list(
+            F.when(known, F.struct(F.col("category").alias("c"), F.col("spend").alias("s")))
+        ).alias("_e"),
         # Ascending sort of (-spend, category): the first is the top category, and it
         # carries its own spend (no map lookup: element_at on a map of this shape gave
         # null or another key's value on Sail 0.7.2 for ~1/3 of members at 100k).
-        F.sort_array(
-            F.collect_list(F.struct((-F.col("spend")).alias("neg"), F.col("category").alias("c")))
-        )
-        .getItem(0)
-        .alias("_top"),
-        _count_if(F.col("in_90d")).alias("distinct_categories_90d"),
+        F.get(
+            F.sort_array(
+                F.collect_list(
+                    F.when(
+                        known,
+                        F.struct((-F.col("spend")).alias("neg"), F.col("category").alias("c")),
+                    )
+                )
+            ),
+            0,  # get(), not [0]: null, not an error, when no line has a category
+        ).alias("_top"),
+        _count_if(F.col("in_window") & known).alias(f"distinct_categories_{c}d"),
     )
     # Shares divide doubles: IEEE division is correctly rounded, so a ratio that is exactly
     # 0.6 compares equal to the literal 0.6 (decimal division would truncate to 6 places on
     # Sail and could turn 2/3 into 0.666666).
-    total = F.col("category_spend_365d").cast("double")
+    total = F.col(f"category_spend_{y}d").cast("double")
     return agg.select(
         "member_id",
-        "category_spend_365d",
+        f"category_spend_{y}d",
         F.when(
             total > 0,
             F.map_from_entries(
                 F.transform("_e", lambda e: F.struct(e["c"], e["s"].cast("double") / total))
             ),
-        ).alias("category_shares_365d"),
+        ).alias(f"category_shares_{y}d"),
         F.col("_top").getField("c").alias("top_category"),
         F.when(total > 0, (-F.col("_top").getField("neg")).cast("double") / total).alias(
             "top_category_share"
         ),
-        "distinct_categories_90d",
+        f"distinct_categories_{c}d",
     )
 
 
-def view_aggregates(events: DataFrame, as_of: dt.date) -> DataFrame:
-    """Product views in [D-6, D] per member (input: silver/web_events with its member
-    attached, one event a row)."""
+def view_aggregates(events: DataFrame, as_of: dt.date, days: int) -> DataFrame:
+    """Product views in the last ``days`` days ([D-(days-1), D]) per member, and the
+    distinct categories of the products viewed (input: silver/web_events with its member
+    attached, one event a row). Output grain: one member_id with a view in the window."""
     return (
         events.filter(
             F.col("member_id").isNotNull()
             & (F.col("event_type") == "product_view")
             & (F.col("event_date") <= F.lit(as_of))
-            & (F.col("event_date") >= _since(as_of, 7))
+            & (F.col("event_date") >= _since(as_of, days))
         )
         .groupBy("member_id")
-        .agg(F.countDistinct("event_id").alias("product_views_7d"))
+        .agg(
+            F.countDistinct("event_id").alias(f"product_views_{days}d"),
+            # collect_set skips null categories; sorted for a stable value
+            F.array_sort(F.collect_set("category")).alias(f"viewed_categories_{days}d"),
+        )
+    )
+
+
+def _zero_filled(j: DataFrame, win: FeatureWindows) -> DataFrame:
+    """Counts and amounts of members without orders, lines or views are 0, not null."""
+    y = win.year
+    zero_long = [f"frequency_{n}d" for n in win.rolling] + [
+        "frequency_total",
+        f"returns_count_{y}d",
+        f"store_purchases_{y}d",
+        f"online_purchases_{y}d",
+        f"night_purchases_{y}d",
+        f"product_views_{win.views}d",
+        f"distinct_categories_{win.categories}d",
+    ]
+    zero_money = [f"{m}_{n}d" for m in ("spend", "returns") for n in win.rolling] + [
+        f"spend_prev_{win.trend}d",
+        f"gross_{y}d",
+        f"discount_{y}d",
+        f"category_spend_{y}d",
+    ]
+    viewed = f"viewed_categories_{win.views}d"
+    return j.select(
+        *[c for c in j.columns if c not in [*zero_long, *zero_money, viewed]],
+        F.coalesce(F.col(viewed), F.array().cast("array<string>")).alias(viewed),
+        *[F.coalesce(F.col(c), F.lit(0)).cast("long").alias(c) for c in zero_long],
+        *[F.coalesce(F.col(c), F.lit(0)).cast(MONEY).alias(c) for c in zero_money],
+    )
+
+
+def _ratio(num: str, den: str) -> Column:
+    """num / den as a double; null when den is 0."""
+    return F.when(F.col(den) != 0, F.col(num).cast("double") / F.col(den).cast("double"))
+
+
+def _derived(j: DataFrame, as_of: dt.date, win: FeatureWindows, rfm_conf: RfmConf) -> DataFrame:
+    """Monetary, shares, trend, age and tier from the aggregated columns (one member a row)."""
+    d, y, t = F.lit(as_of), win.year, win.trend
+    monetary = {
+        n: F.round(F.col(f"spend_{n}d") - F.col(f"returns_{n}d"), 2).cast(MONEY)
+        for n in win.rolling
+    }
+    age = (
+        F.year(d)
+        - F.col("birth_year")
+        - F.when(
+            F.col("birth_month").isNotNull() & (F.month(d) < F.col("birth_month")), 1
+        ).otherwise(0)
+    )
+    freq_year = F.col(f"frequency_{y}d")
+    return j.select(
+        "*",
+        d.alias("as_of_date"),
+        F.datediff(d, F.col("first_purchase_date")).alias("days_since_first_purchase"),
+        F.datediff(d, F.col("last_purchase_date")).alias("recency_days"),
+        *[monetary[n].alias(f"monetary_{n}d") for n in win.rolling],
+        F.when(freq_year > 0, F.round(F.col(f"spend_{y}d") / freq_year, 2))
+        .cast(MONEY)
+        .alias(f"aov_{y}d"),
+        _ratio(f"spend_{t}d", f"spend_prev_{t}d").alias("monetary_trend"),
+        _ratio(f"discount_{y}d", f"gross_{y}d").alias(f"discount_share_{y}d"),
+        F.when(freq_year > 0, F.col(f"night_purchases_{y}d") / freq_year).alias(
+            f"night_share_{y}d"
+        ),
+        age.cast("int").alias("age"),
+        tier_expr(monetary[y], rfm_conf).alias("tier"),
     )
 
 
@@ -267,8 +355,8 @@ def features(
     """
     d = F.lit(as_of)
     oa = order_aggregates(orders, as_of, conf)
-    ca = category_aggregates(lines, as_of)
-    va = view_aggregates(events, as_of)
+    ca = category_aggregates(lines, as_of, conf.windows)
+    va = view_aggregates(events, as_of, conf.windows.views)
     # silver/members has one row per member_id; distinct() drops exact copies only and
     # is 30x faster than dropDuplicates(["member_id"]) on Sail (3.7 s vs 0.1 s at 100k).
     m = members.select(*MEMBER_COLUMNS).distinct()
@@ -282,55 +370,7 @@ def features(
             | F.col("frequency_total").isNotNull()
         )
     )
-    zero_long = [f"frequency_{n}d" for n in WINDOWS] + [
-        "frequency_total",
-        "returns_count_365d",
-        "store_purchases_365d",
-        "online_purchases_365d",
-        "night_purchases_365d",
-        "product_views_7d",
-        "distinct_categories_90d",
-    ]
-    zero_money = (
-        [f"spend_{n}d" for n in WINDOWS]
-        + [f"returns_{n}d" for n in WINDOWS]
-        + ["spend_prev_90d", "gross_365d", "discount_365d", "category_spend_365d"]
-    )
-    j = j.select(
-        *[c for c in j.columns if c not in zero_long + zero_money],
-        *[F.coalesce(F.col(c), F.lit(0)).cast("long").alias(c) for c in zero_long],
-        *[F.coalesce(F.col(c), F.lit(0)).cast(MONEY).alias(c) for c in zero_money],
-    )
-    monetary = {
-        n: F.round(F.col(f"spend_{n}d") - F.col(f"returns_{n}d"), 2).cast(MONEY) for n in WINDOWS
-    }
-    age = (
-        F.year(d)
-        - F.col("birth_year")
-        - F.when(
-            F.col("birth_month").isNotNull() & (F.month(d) < F.col("birth_month")), 1
-        ).otherwise(0)
-    )
-    f365 = F.col("frequency_365d")
-    return j.select(
-        "*",
-        d.alias("as_of_date"),
-        F.datediff(d, F.col("first_purchase_date")).alias("days_since_first_purchase"),
-        F.datediff(d, F.col("last_purchase_date")).alias("recency_days"),
-        *[monetary[n].alias(f"monetary_{n}d") for n in WINDOWS],
-        F.when(f365 > 0, F.round(F.col("spend_365d") / f365, 2)).cast(MONEY).alias("aov_365d"),
-        F.when(
-            F.col("spend_prev_90d") != 0,
-            F.col("spend_90d").cast("double") / F.col("spend_prev_90d").cast("double"),
-        ).alias("monetary_trend"),
-        F.when(
-            F.col("gross_365d") > 0,
-            F.col("discount_365d").cast("double") / F.col("gross_365d").cast("double"),
-        ).alias("discount_share_365d"),
-        F.when(f365 > 0, F.col("night_purchases_365d") / f365).alias("night_share_365d"),
-        age.cast("int").alias("age"),
-        tier_expr(monetary[365], rfm_conf).alias("tier"),
-    )
+    return _derived(_zero_filled(j, conf.windows), as_of, conf.windows, rfm_conf)
 
 
 def run(ctx: RunContext) -> dict:
@@ -338,28 +378,30 @@ def run(ctx: RunContext) -> dict:
     as_of = ctx.as_of
     month = as_of.strftime("%Y-%m")
     orders = ctx.lake.read("silver/orders").filter(F.col("order_month") <= month)
-    # Lines only matter for 365 days: prune months outside the window early.
-    first_month = (as_of - dt.timedelta(days=364)).strftime("%Y-%m")
+    conf = load_features()
+    win = conf.windows
+    # Lines only matter for the year window: prune months outside it early.
+    first_month = (as_of - dt.timedelta(days=win.year - 1)).strftime("%Y-%m")
     lines = ctx.lake.read("silver/order_lines").filter(
         (F.col("order_month") <= month) & (F.col("order_month") >= first_month)
     )
     window = ctx.lake.read("silver/web_events").filter(
         (F.col("event_date") <= F.lit(as_of))
-        & (F.col("event_date") >= F.lit(as_of - dt.timedelta(days=6)))
+        & (F.col("event_date") >= F.lit(as_of - dt.timedelta(days=win.views - 1)))
     )
     # Events keep identity keys, not members: their member is today's, via the xref.
     events = attach_member(window, ctx.lake.read("silver/member_xref"), WEB_KEYS)
     members = ctx.lake.read("silver/members")
-    df = features(orders, lines, members, events, as_of, load_features(), load_rfm())
+    df = features(orders, lines, members, events, as_of, conf, load_rfm())
     write_as_of(ctx, df, "gold/member_features")
     out = ctx.lake.read("gold/member_features").filter(F.col("as_of_date") == F.lit(as_of))
     row = out.agg(
         F.count(F.lit(1)).alias("rows_out"),
         _count_if(F.col("first_purchase_date").isNotNull()).alias("buyers"),
-        _count_if(F.col("frequency_365d") > 0).alias("buyers_365d"),
+        _count_if(F.col(f"frequency_{win.year}d") > 0).alias("buyers_year"),
     ).first()
     return {
         "rows_out": int(row["rows_out"]),
         "buyers": int(row["buyers"] or 0),
-        "buyers_365d": int(row["buyers_365d"] or 0),
+        f"buyers_{win.year}d": int(row["buyers_year"] or 0),
     }

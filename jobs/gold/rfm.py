@@ -7,18 +7,20 @@ from pyspark.sql import functions as F
 
 from jobs.context import RunContext
 from jobs.gold.common import read_as_of, write_as_of
-from jobs.gold.conf import RfmConf, load_rfm
+from jobs.gold.conf import FeatureWindows, RfmConf, load_features, load_rfm
 
 
 def _score(order: Column) -> Column:
-    """ceil(5 * cume_dist()) among members with frequency >= 1; equal values, equal scores.
+    """least(5, 1 + floor(5 * (rank() - 1) / n)) among the n members with frequency >= 1.
 
-    cume_dist gives every peer of a value the same fraction, so ties cannot split.
-    Members with frequency 0 sit in their own window partition and are set to 1 by
-    the caller.
+    SQL RANK gives every peer of a value the rank of the first of them, so ties never
+    split and take the lowest score of the range they span (CONTRACT 4). Members with
+    frequency 0 sit in their own window partition and are set to 1 by the caller.
     """
-    w = Window.partitionBy(F.col("frequency") >= 1).orderBy(order)
-    return F.ceil(F.lit(5) * F.cume_dist().over(w)).cast("int")
+    scored = F.col("frequency") >= 1
+    rank = F.rank().over(Window.partitionBy(scored).orderBy(order))
+    n = F.count(F.lit(1)).over(Window.partitionBy(scored))
+    return F.least(F.lit(5), F.lit(1) + F.floor(F.lit(5) * (rank - 1) / n)).cast("int")
 
 
 def segment_expr(r: Column, fm: Column, conf: RfmConf) -> Column:
@@ -30,28 +32,25 @@ def segment_expr(r: Column, fm: Column, conf: RfmConf) -> Column:
     return F.element_at(F.create_map(*pairs), r * 10 + fm)
 
 
-def rfm(features: DataFrame, conf: RfmConf) -> DataFrame:
+def rfm(features: DataFrame, conf: RfmConf, windows: FeatureWindows | None = None) -> DataFrame:
     """RFM as of D.
 
-    Input: gold/member_features for one as_of_date (grain member x as_of_date).
+    Input: gold/member_features for one as_of_date (grain member x as_of_date); its
+    year window (conf/features.yaml, 365 days) gives frequency, monetary and aov.
     Output grain: one member with at least one purchase on or before D, keys
     (member_id, as_of_date).
     """
+    win = windows or FeatureWindows()
+    y = win.year
     buyers = features.filter(F.col("first_purchase_date").isNotNull()).select(
         "member_id",
         "as_of_date",
         "recency_days",
-        F.col("frequency_365d").alias("frequency"),
-        F.col("monetary_365d").alias("monetary"),
+        F.col(f"frequency_{y}d").alias("frequency"),
+        F.col(f"monetary_{y}d").alias("monetary"),
         "tier",
-        "frequency_7d",
-        "frequency_30d",
-        "frequency_90d",
-        "monetary_7d",
-        "monetary_30d",
-        "monetary_90d",
-        F.col("aov_365d").alias("aov"),
-        "distinct_categories_90d",
+        *win.rfm_columns(),
+        F.col(f"aov_{y}d").alias("aov"),
         "monetary_trend",
         "first_purchase_date",
         "last_purchase_date",
@@ -76,7 +75,7 @@ def rfm(features: DataFrame, conf: RfmConf) -> DataFrame:
 
 def run(ctx: RunContext) -> dict:
     feats = read_as_of(ctx, "gold/member_features")
-    df = rfm(feats, load_rfm())
+    df = rfm(feats, load_rfm(), load_features().windows)
     write_as_of(ctx, df, "gold/member_rfm")
     counts = {
         r["rfm_segment"]: int(r["n"])

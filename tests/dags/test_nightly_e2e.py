@@ -48,6 +48,8 @@ def _demo(tmp_path):
             "5",
             "--end-date",
             "2026-03-09",
+            "--runs",
+            "1",
             "--airflow-home",
             str(tmp_path / "airflow"),
         ],

@@ -97,7 +97,15 @@ def lake_d(make_ctx):
     feats, rfm, life, tags, members, pii = [], [], [], [], [], []
     for mid, (stage, freq, tg, top, sms, email, push, status, phone, mail) in MEMBERS.items():
         base = {"member_id": mid, "as_of_date": D}
-        feats.append({**base, "frequency_total": freq, "top_category": top, "tier": "bronze"})
+        feats.append(
+            {
+                **base,
+                "frequency_total": freq,
+                "top_category": top,
+                "viewed_categories_7d": [top] if top else [],  # lapsed_browsers_beauty
+                "tier": "bronze",
+            }
+        )
         rfm.append({**base, "rfm_segment": "Lost", "r_score": 1, "f_score": 1, "m_score": 1})
         life.append({**base, "stage": stage})
         tags += [{**base, "tag": t, "rule": t} for t in tg]

@@ -2,9 +2,9 @@
 
 Written from CONTRACT section 4 alone, in plain pandas/Python over the silver
 tables read with delta-rs (no Spark, nothing from jobs.gold): integer cents for
-money, integer arithmetic for scores (ceil(5 * k / n) == (5k + n - 1) // n, where
-k counts the members at or below a value). It serves the synthetic test here and
-the lead's check on a full generated zone (see test_reference.py).
+money, integer arithmetic for scores (least(5, 1 + floor(5 * (rank - 1) / n)) ==
+min(5, 1 + 5 * (rank - 1) // n), where rank - 1 counts the members strictly before a
+value). It serves the synthetic test here and the lead's check on a full generated zone (see test_reference.py).
 """
 
 from __future__ import annotations
@@ -73,9 +73,9 @@ def _scores(values: dict[str, float], descending: bool = False) -> dict[str, int
     vals = sorted(values.values())
     out = {}
     for m, v in values.items():
-        # k: members at or below v (ascending), or at or above v (descending)
-        k = n - bisect.bisect_left(vals, v) if descending else bisect.bisect_right(vals, v)
-        out[m] = (5 * k + n - 1) // n
+        # SQL RANK: 1 + members strictly before v (below it ascending, above it descending)
+        before = n - bisect.bisect_right(vals, v) if descending else bisect.bisect_left(vals, v)
+        out[m] = min(5, 1 + (5 * before) // n)
     return out
 
 

@@ -4,6 +4,12 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import pytest
+
+from jobs.config import ConfigError
+from jobs.gold.conf import FeaturesConf, FeatureWindows, load_features, load_rfm
+from jobs.gold.features import features
+from jobs.silver.orders import WEB_KEYS, attach_member
 from tests.gold.conftest import D, day, line_of, member, order, rows_by_member
 
 
@@ -140,9 +146,10 @@ def test_shares_categories_night_discount_and_views(make_ctx, silver, run_gold):
     assert a["store_purchases_365d"] == 3 and a["online_purchases_365d"] == 1
     # 21:00:00 and 04:59:59 are night; 05:00:00 and 20:59:59 are not
     assert a["night_purchases_365d"] == 2 and a["night_share_365d"] == 0.5
-    assert a["gross_365d"] == Decimal("200.00")  # 100 + 50 + 50 + 0
+    # price sensitivity on POS purchases only: the app order c3 has no list price
+    assert a["gross_365d"] == Decimal("150.00")  # 100 + 50 + 0
     assert a["discount_365d"] == Decimal("50.00")
-    assert a["discount_share_365d"] == 0.25
+    assert a["discount_share_365d"] == 50 / 150
     # line spend: 美妆 60 + 20, 生鲜 40, 家居 30 = 150 (母婴 is older than 365 days)
     assert a["category_spend_365d"] == Decimal("150.00")
     assert a["top_category"] == "美妆"
@@ -150,6 +157,8 @@ def test_shares_categories_night_discount_and_views(make_ctx, silver, run_gold):
     assert a["category_shares_365d"] == {"美妆": 80 / 150, "生鲜": 40 / 150, "家居": 30 / 150}
     assert a["distinct_categories_90d"] == 2  # 美妆, 家居 (生鲜 is D-100)
     assert a["product_views_7d"] == 2
+    assert a["viewed_categories_7d"] == ["美妆"]  # the lapsed_browsers_beauty segment
+    assert f["T"]["viewed_categories_7d"] == []  # no views: empty, not null
     assert a["age"] == 35 and a["birth_month"] == 7 and a["opt_in_sms"] is True
     t = f["T"]
     assert t["top_category"] == "a" and t["top_category_share"] == 0.5  # tie: smaller name
@@ -199,3 +208,95 @@ def test_top_category_share_many_members(make_ctx, silver, run_gold):
     got = {m: (r["top_category"], r["top_category_share"]) for m, r in f.items()}
     wrong = {m: (got[m], e) for m, e in expected.items() if got[m] != e}
     assert not wrong, f"{len(wrong)} members wrong, e.g. {list(wrong.items())[:3]}"
+
+
+def test_online_orders_do_not_dilute_price_sensitivity(make_ctx, silver, run_gold):
+    """An omnichannel member's POS discount share ignores online orders (no list price)."""
+    ctx = make_ctx(D)
+    orders = [
+        order("p1", "OMNI", -10, 60.0, gross=100.0, discount=40.0),
+        *[order(f"w{i}", "OMNI", -i - 1, 100.0, channel="web") for i in range(3)],
+        order("q1", "ONLINE_ONLY", -3, 80.0, channel="app"),
+    ]
+    silver(ctx, orders=orders, members=[member("OMNI"), member("ONLINE_ONLY")])
+    run_gold(ctx, "features", "rfm", "tags")
+    f = rows_by_member(ctx, "gold/member_features")
+    assert f["OMNI"]["discount_share_365d"] == 0.4  # not 40 / 400
+    assert f["ONLINE_ONLY"]["gross_365d"] == Decimal("0.00")
+    assert f["ONLINE_ONLY"]["discount_share_365d"] is None
+    tags = {
+        r["member_id"]
+        for r in ctx.lake.read("gold/member_tags").collect()
+        if r["tag"] == "price_sensitive"
+    }
+    assert tags == {"OMNI"}
+
+
+def test_missing_category_is_no_category(make_ctx, silver, run_gold):
+    ctx = make_ctx(D)
+    u = order("u1", "U", -1, 100.0)
+    n = order("n1", "N", -1, 50.0)
+    lines = [
+        line_of(u, 1, None, 70.0),
+        line_of(u, 2, "美妆", 30.0),
+        line_of(n, 1, None, 50.0),
+    ]
+    lines[0]["category"] = lines[2]["category"] = None  # line_of falls back to the order's
+    silver(ctx, orders=[u, n], members=[member("U"), member("N")], lines=lines)
+    run_gold(ctx, "features")
+    f = rows_by_member(ctx, "gold/member_features")
+    assert f["U"]["category_spend_365d"] == Decimal("100.00")  # every line's spend
+    assert f["U"]["top_category"] == "美妆" and f["U"]["top_category_share"] == 0.3
+    assert f["U"]["category_shares_365d"] == {"美妆": 0.3}
+    assert f["U"]["distinct_categories_90d"] == 1
+    assert f["N"]["top_category"] is None and f["N"]["top_category_share"] is None
+    assert f["N"]["category_shares_365d"] == {} and f["N"]["distinct_categories_90d"] == 0
+
+
+def test_windows_come_from_conf(make_ctx, silver):
+    """The pure transform computes whatever windows conf/features.yaml names."""
+    ctx = make_ctx(D)
+    orders = [order(f"o{i}", "A", off, 10.0) for i, off in enumerate([0, -13, -14, -27, -28])]
+    events = [_event("e1", "A", -9), _event("e2", "A", -10), _event("e3", "A", -11)]
+    silver(ctx, orders=orders, members=[member("A")], events=events)
+    read = ctx.lake.read
+    conf = FeaturesConf(
+        windows=FeatureWindows(rolling=[14, 365], year=365, trend=14, categories=14, views=11)
+    )
+    evts = attach_member(read("silver/web_events"), read("silver/member_xref"), WEB_KEYS)
+    df = features(
+        read("silver/orders"),
+        read("silver/order_lines"),
+        read("silver/members"),
+        evts,
+        D,
+        conf,
+        load_rfm(),
+    )
+    a = df.first().asDict()
+    assert a["frequency_14d"] == 2 and a["frequency_365d"] == 5  # D, D-13
+    assert a["spend_prev_14d"] == Decimal("20.00")  # D-14, D-27; D-28 is out
+    assert a["monetary_trend"] == 1.0 and a["distinct_categories_14d"] == 1
+    assert a["product_views_11d"] == 2  # D-9, D-10 ([D-10, D]); not D-11
+    assert "frequency_7d" not in a and "product_views_7d" not in a
+
+
+@pytest.mark.parametrize(
+    ("windows", "message"),
+    [
+        ("views: 14", r"windows.views.*product_views_14d"),
+        ("rolling: [7, 30, 90, 180, 365]", r"windows.rolling.*frequency_180d"),
+        ("year: 90", r"year \(90\) must be the longest"),
+        ("trend: 60", r"trend \(60\) must be one of rolling"),
+        ("rolling: [7, 7, 365]", "distinct"),
+    ],
+)
+def test_bad_windows_rejected_at_load(tmp_path, windows, message):
+    (tmp_path / "features.yaml").write_text(f"windows:\n  {windows}\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=message):
+        load_features(tmp_path)
+
+
+def test_shipped_windows_are_the_contract_defaults():
+    assert load_features().windows == FeatureWindows()
+    assert FeatureWindows().rolling == [7, 30, 90, 365] and FeatureWindows().views == 7

@@ -30,13 +30,14 @@ def test_scores_ties_segments(make_ctx, silver, run_gold):
     figures = run_gold(ctx, "features", "rfm")
     r = rows_by_member(ctx, "gold/member_rfm")
     assert set(r) == {"M1", "M2", "M3", "M4", "M5", "Z"}
-    # 5 scored members. frequency 1,1,2,3,5 -> cume_dist .4,.4,.6,.8,1 -> 2,2,3,4,5
+    # 5 scored members, score = least(5, 1 + floor(5 * (rank - 1) / 5)), SQL RANK.
+    # frequency 1,1,2,3,5 -> rank 1,1,3,4,5 -> 1,1,3,4,5 (the tie takes the lowest score)
     # monetary 100,100,1000,3000,10000 -> the same; recency (descending) 20,10,10,5,1:
-    # 20 -> 1/5 -> 1; 10 -> 3/5 -> 3; 5 -> 4/5 -> 4; 1 -> 5.
+    # rank 1,2,2,4,5 -> 1,2,2,4,5.
     got = {m: (v["r_score"], v["f_score"], v["m_score"]) for m, v in r.items()}
     assert got == {
-        "M1": (3, 2, 2),
-        "M2": (3, 2, 2),
+        "M1": (2, 1, 1),
+        "M2": (2, 1, 1),
         "M3": (1, 3, 3),
         "M4": (4, 4, 4),
         "M5": (5, 5, 5),
@@ -44,8 +45,8 @@ def test_scores_ties_segments(make_ctx, silver, run_gold):
     }
     seg = {m: v["rfm_segment"] for m, v in r.items()}
     assert seg == {
-        "M1": "About to Sleep",  # R3, FM (2+2+1)//2 = 2
-        "M2": "About to Sleep",
+        "M1": "Hibernating",  # R2, FM (1+1+1)//2 = 1
+        "M2": "Hibernating",
         "M3": "At Risk",  # R1, FM3
         "M4": "Loyal",  # R4, FM4
         "M5": "Champions",
@@ -66,19 +67,36 @@ def test_scores_ties_segments(make_ctx, silver, run_gold):
 
 def test_fm_rounds_half_up(make_ctx, silver, run_gold):
     ctx = make_ctx(D)
-    # frequency 1 vs 2 (f 1/2: 1 -> ceil(2.5)=3, 2 -> 5); monetary reversed (m 5/3)
-    orders = [
-        order("x1", "X", -1, 900.0),
-        order("y1", "Y", -1, 100.0),
-        order("y2", "Y", -1, 100.0),
-    ]
-    silver(ctx, orders=orders, members=[member("X"), member("Y")])
+    # n = 4: ranks 1..4 -> scores 1, 2, 3, 4. Frequency 1..4 ascending, monetary reversed:
+    # W (1 purchase of 900) f1 m4 -> fm (1+4+1)//2 = 3 (2.5 rounds up); X f2 m3 -> 3.
+    orders = [order("w1", "W", -1, 900.0)]
+    orders += [order(f"x{i}", "X", -1, 300.0) for i in range(2)]
+    orders += [order(f"y{i}", "Y", -1, 100.0) for i in range(3)]
+    orders += [order(f"z{i}", "Z", -1, 50.0) for i in range(4)]
+    silver(ctx, orders=orders, members=[member(m) for m in "WXYZ"])
     run_gold(ctx, "features", "rfm")
     r = rows_by_member(ctx, "gold/member_rfm")
-    assert (r["X"]["f_score"], r["X"]["m_score"], r["X"]["fm_score"]) == (3, 5, 4)
-    assert (r["Y"]["f_score"], r["Y"]["m_score"], r["Y"]["fm_score"]) == (5, 3, 4)
-    # equal recency: both at cume_dist 1 -> r 5; R5 x FM4 = Champions
-    assert r["X"]["r_score"] == 5 and r["X"]["rfm_segment"] == "Champions"
+    got = {m: (v["f_score"], v["m_score"], v["fm_score"]) for m, v in r.items()}
+    assert got == {"W": (1, 4, 3), "X": (2, 3, 3), "Y": (3, 2, 3), "Z": (4, 1, 3)}
+    # equal recency: every member ties at rank 1 -> r 1 (lowest score of the range)
+    assert {v["r_score"] for v in r.values()} == {1}
+    assert r["W"]["rfm_segment"] == "At Risk"  # R1 x FM3
+
+
+def test_ties_take_lowest_score_many_one_time_buyers(make_ctx, silver, run_gold):
+    """Most members bought once: they share rank 1 and F = 1 (not all at F = 3)."""
+    ctx = make_ctx(D)
+    once = [f"O{i}" for i in range(7)]
+    orders = [order(f"o{i}", m, -(i + 1), 100.0 + i) for i, m in enumerate(once)]
+    orders += [order(f"t{i}", "T", -(i + 1), 100.0) for i in range(2)]
+    orders += [order(f"u{i}", "U", -(i + 1), 100.0) for i in range(3)]
+    orders += [order(f"v{i}", "V", -(i + 1), 100.0) for i in range(5)]
+    silver(ctx, orders=orders, members=[member(m) for m in [*once, "T", "U", "V"]])
+    run_gold(ctx, "features", "rfm")
+    r = rows_by_member(ctx, "gold/member_rfm")
+    # n = 10, frequency 1 x7, 2, 3, 5 -> ranks 1 x7, 8, 9, 10 -> 1 x7, 4, 5, 5
+    assert {r[m]["f_score"] for m in once} == {1}
+    assert (r["T"]["f_score"], r["U"]["f_score"], r["V"]["f_score"]) == (4, 5, 5)
 
 
 @pytest.mark.parametrize(

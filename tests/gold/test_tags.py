@@ -38,7 +38,7 @@ def test_high_value(make_ctx, silver, run_gold):
     ctx = make_ctx(D)
     silver(ctx, orders=_orders(), members=[member(m) for m in ("M1", "M2", "M3", "M4", "M5", "Z")])
     run_gold(ctx, "features", "rfm", "tags")
-    # scores (test_rfm): M4 4/4/4, M5 5/5/5; M3 1/3/3, M1 and M2 3/2/2, Z 1/1/1
+    # scores (test_rfm): M4 4/4/4, M5 5/5/5; M3 1/3/3, M1 and M2 2/1/1, Z 1/1/1
     assert _tags(ctx)["high_value"] == {"M4", "M5"}
 
 
@@ -53,27 +53,33 @@ def test_default_tags(make_ctx, silver, run_gold):
         order("om2", "OM", -364, 10.0, channel="app"),
         order("on1", "OMNO", -300, 10.0),
         order("on2", "OMNO", -365, 10.0, channel="web"),
-        # category_lover: 60% of line spend vs 59%
-        order("cl1", "CL", -300, 100.0),
-        order("cn1", "CLNO", -300, 100.0),
-        # night_owl: 1 of 2 purchases at night vs 1 of 3
+        # category_lover: 60% of line spend vs 59%, over 3 purchases; one purchase is
+        # not evidence enough (CLFEW), and no category is not a category (UNK)
+        *[order(f"cl{i}", "CL", -300 - i, 100.0) for i in range(3)],
+        *[order(f"cn{i}", "CLNO", -300 - i, 100.0) for i in range(3)],
+        order("cf1", "CLFEW", -300, 100.0, category="美妆"),
+        *[order(f"uk{i}", "UNK", -300 - i, 100.0) for i in range(3)],
+        # night_owl: 2 of 4 purchases at night vs 1 of 3; 1 of 1 is too little evidence
         order("n1", "NO", -300, 10.0, time="22:00:00"),
-        order("n2", "NO", -301, 10.0),
+        order("n2", "NO", -301, 10.0, time="04:00:00"),
+        order("n3", "NO", -302, 10.0),
+        order("n4", "NO", -303, 10.0),
         order("x1", "NONO", -300, 10.0, time="03:00:00"),
         order("x2", "NONO", -301, 10.0),
         order("x3", "NONO", -302, 10.0),
+        order("nf1", "NOFEW", -300, 10.0, time="23:00:00"),
         # lapsed_browser: views in 7 days; last purchase D-30 (LB) vs D-29 (LBNO)
         order("lb1", "LB", -30, 10.0),
         order("lx1", "LBNO", -29, 10.0),
     ]
-    by_id = {o["order_id"]: o for o in orders}
-    lines = [line_of(o) for o in orders if o["member_id"] not in ("CL", "CLNO")]
-    lines += [
-        line_of(by_id["cl1"], 1, "美妆", 60.0),
-        line_of(by_id["cl1"], 2, "家居", 40.0),
-        line_of(by_id["cn1"], 1, "美妆", 59.0),
-        line_of(by_id["cn1"], 2, "家居", 41.0),
-    ]
+    lines = [line_of(o) for o in orders if o["member_id"] not in ("CL", "CLNO", "UNK")]
+    for o in orders:
+        if o["member_id"] == "CL":
+            lines += [line_of(o, 1, "美妆", 60.0), line_of(o, 2, "家居", 40.0)]
+        elif o["member_id"] == "CLNO":
+            lines += [line_of(o, 1, "美妆", 59.0), line_of(o, 2, "家居", 41.0)]
+        elif o["member_id"] == "UNK":
+            lines.append({**line_of(o), "category": None})
     events = [_view("v1", "LB", -6), _view("v2", "LBNO", 0), _view("v3", "VIEW_ONLY", -1)]
     ids = sorted({o["member_id"] for o in orders} | {"VIEW_ONLY"})
     members = [member(m) for m in ids] + [
@@ -90,9 +96,12 @@ def test_default_tags(make_ctx, silver, run_gold):
     assert "CLNO" not in set().union(*(v for k, v in t.items() if k.startswith("category_")))
     assert t["night_owl"] == {"NO"}
     assert t["lapsed_browser"] == {"LB", "VIEW_ONLY"}  # a browser who never bought too
-    # everyone else buying a single category loves it
-    assert t["category_lover:生鲜"] == set(ids) - {"CL", "CLNO", "VIEW_ONLY"}
-    assert figures["tags"]["by_rule"]["category_lover:{top_category}"] == len(ids) - 2
+    # of the members buying a single category, only those with 3+ purchases love it
+    assert t["category_lover:生鲜"] == {"NO", "NONO"}
+    assert t["category_lover:美妆"] == {"CL"}
+    lovers = {k for k in t if k.startswith("category_lover")}
+    assert lovers == {"category_lover:生鲜", "category_lover:美妆"}  # no ...:unknown
+    assert figures["tags"]["by_rule"]["category_lover:{top_category}"] == 3
     # no previous date yet: no changes
     assert figures["tags"]["previous_as_of_date"] is None
     assert ctx.lake.read("gold/member_tag_changes").count() == 0
@@ -134,7 +143,7 @@ def test_shipped_rules_load(spark):
 
 def test_tag_changes_against_previous_date(make_ctx, silver, run_gold):
     prev = D - dt.timedelta(days=1)
-    orders = [order("y1", "Y", 0, 10.0)]  # Y's first purchase is on D
+    orders = [order(f"y{i}", "Y", 0, 10.0) for i in range(3)]  # Y's first purchases: on D
     events = [_view("v1", "X", -7)]  # in X's 7 days on D-1, not on D
     ctx_prev, ctx = make_ctx(prev), make_ctx(D)
     silver(ctx, orders=orders, members=[member("X"), member("Y")], events=events)
@@ -147,7 +156,7 @@ def test_tag_changes_against_previous_date(make_ctx, silver, run_gold):
     }
     assert changes == {
         ("X", "lapsed_browser", "exited", prev),
-        ("Y", "category_lover:生鲜", "entered", prev),
-        ("Y", "high_value", "entered", prev),  # the only buyer scores 5/5/5
+        ("Y", "category_lover:生鲜", "entered", prev),  # 3 purchases: evidence enough
+        # not high_value: the only buyer ranks first, and rank 1 of 1 scores 1 (CONTRACT 4)
     }
-    assert figures["tags"]["entered"] == 2 and figures["tags"]["exited"] == 1
+    assert figures["tags"]["entered"] == 1 and figures["tags"]["exited"] == 1
