@@ -22,11 +22,16 @@ from deltalake import DeltaTable
 #   run_id, _run_id      the pipeline run that wrote the row (a fresh id per `cdp run`)
 #   _ingested_at         when ingest stamped the row (current_timestamp of that run)
 #   ingested_at          when the ingest manifest recorded the file (same)
-RUN_SPECIFIC_COLUMNS = frozenset({"run_id", "_run_id", "_ingested_at", "ingested_at"})
+#   validated_at         when the quality step ran its Great Expectations suite
+RUN_SPECIFIC_COLUMNS = frozenset(
+    {"run_id", "_run_id", "_ingested_at", "ingested_at", "validated_at"}
+)
 
-# Tables that record the runs themselves: every row is run-specific (step timings,
-# started/finished times, durations), so there is nothing engine-independent to compare.
-RUN_LOG_TABLES = frozenset({"meta/runs"})
+# Tables that record the runs themselves, not data: nothing engine-independent to compare.
+#   meta/runs                 one row per step run: timings, start and finish times
+#   meta/identity_state       the incremental state's ``detail`` JSON: step timings, and
+#   meta/silver_orders_state  per-date digests made of each date's first/last _ingested_at
+RUN_LOG_TABLES = frozenset({"meta/runs", "meta/identity_state", "meta/silver_orders_state"})
 
 # Significant digits kept of a double: sums taken in another order differ in the last bits.
 FLOAT_DIGITS = 12

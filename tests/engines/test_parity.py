@@ -24,7 +24,10 @@ was written rather than what it holds:
 
 * ``run_id`` / ``_run_id``: the pipeline run that wrote the row (a fresh id per run);
 * ``_ingested_at`` / ``ingested_at``: the time ingest stamped the row or the file;
+* ``validated_at``: the time the quality step ran (meta/quality_results);
 * the table ``meta/runs``: the run log itself (step timings and start/finish times);
+* ``meta/identity_state`` and ``meta/silver_orders_state``: one row whose ``detail``
+  JSON holds step timings and per-date digests built from ``_ingested_at``;
 * export manifests: they hold file checksums (row order in a file is the engine's
   business) and write times; the exported rows themselves are compared.
 
