@@ -19,6 +19,7 @@ from pyspark.sql import functions as F
 
 from jobs.identity import normalize as N
 from jobs.identity.conf import IdentityConf
+from jobs.identity.corroborate import corroborated_edges, crm_profiles, never_link
 from jobs.privacy.pii import hmac_col, mask_email, mask_id_card, mask_phone
 
 # CRM identifier type -> the node source it points at.
@@ -505,9 +506,16 @@ def _superseded(crm_edges: DataFrame) -> DataFrame:
     )
 
 
-def name_dob_city_edges(crm: DataFrame, kept_crm_edges: DataFrame, conf: IdentityConf) -> DataFrame:
+def name_dob_city_edges(
+    crm: DataFrame,
+    kept_crm_edges: DataFrame,
+    conf: IdentityConf,
+    profiles: DataFrame | None = None,
+) -> DataFrame:
     """Second pass: CRM records sharing no identifier but the same normalised name, birth
     date and city (latest version of each), in groups no larger than the configured size.
+    With ``profiles`` (:func:`jobs.identity.corroborate.crm_profiles`), pairs the
+    never-link rules keep apart get no edge.
 
     Output grain: one edge between two CRM records (the group's smallest crm_id -> each
     other member), rule ``name_dob_city``, confidence medium.
@@ -534,6 +542,15 @@ def name_dob_city_edges(crm: DataFrame, kept_crm_edges: DataFrame, conf: Identit
         F.col("b.crm_id").alias("y"),
         F.greatest("a.seen", "b.seen").alias("seen"),
     )
+    if profiles is not None:
+        pa, pb = profiles.alias("pa"), profiles.alias("pb")
+        vetoed = (
+            pairs.join(pa, F.col("pa.crm_id") == F.col("x"))
+            .join(pb, F.col("pb.crm_id") == F.col("y"))
+            .filter(never_link(conf, "pa", "pb"))
+            .select("x", "y")
+        )
+        pairs = pairs.join(vetoed, ["x", "y"], "left_anti")
     # Pairs already sharing a value node need no second-pass edge.
     ce = kept_crm_edges.filter(F.col("src_source") == "crm").select(
         F.col("src_key").alias("c"), "dst_source", "dst_key"
@@ -613,9 +630,14 @@ def build_graph(
         ["src_source", "src_key", "dst_source", "dst_key", "rule"],
         "left_anti",
     ).select(*EDGE_COLUMNS)
+    latest = latest_crm_versions(crm).filter(F.col("is_latest"))
+    if conf.junk.corroborate.enabled:
+        junk = blocked.filter(F.col("reason") == "shared_by_many").select("id_type", "key")
+        kept = kept.unionByName(corroborated_edges(latest, crm_ids, junk, conf))
     if conf.second_pass.enabled:
         kept = mat(kept, "kept_first_pass")
-        kept = kept.unionByName(name_dob_city_edges(crm, kept, conf))
+        profiles = crm_profiles(latest, crm_ids)
+        kept = kept.unionByName(name_dob_city_edges(crm, kept, conf, profiles))
 
     identities = source_identities(crm_ids, crm, orders, web_ids)
     node_type = F.when(F.col("source") == "pos_phone", "phone").when(
