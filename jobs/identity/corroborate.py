@@ -73,8 +73,7 @@ def never_link(conf: IdentityConf, a: str = "a", b: str = "b") -> Column:
         veto = veto | F.coalesce(col(a, "id_card") != col(b, "id_card"), F.lit(False))
     if rules.different_gender_and_birth_date:
         veto = veto | F.coalesce(
-            (col(a, "gender") != col(b, "gender"))
-            & (col(a, "birth_date") != col(b, "birth_date")),
+            (col(a, "gender") != col(b, "gender")) & (col(a, "birth_date") != col(b, "birth_date")),
             F.lit(False),
         )
     return veto
@@ -142,17 +141,17 @@ def _candidate_pairs(crm_ids: DataFrame, junk: DataFrame, conf: IdentityConf) ->
 
 
 def corroborated_pairs(
-    latest: DataFrame, crm_ids: DataFrame, junk: DataFrame, conf: IdentityConf
+    profiles: DataFrame, crm_ids: DataFrame, junk: DataFrame, conf: IdentityConf
 ) -> DataFrame:
     """Pairs of records sharing a junk value that corroborate each other and no
     never-link rule keeps apart.
 
-    ``junk``: one (id_type, key) blocked only for being shared by too many records.
+    ``profiles``: :func:`crm_profiles`. ``junk``: one (id_type, key) blocked only for
+    being shared by too many records or by records the never-link rules keep apart.
     Output grain: one (id_type, key, x, y), x < y; evidence (birth_date/name/identifier).
     """
     pairs = _candidate_pairs(crm_ids, junk, conf)
-    prof = crm_profiles(latest, crm_ids)
-    a, b = prof.alias("a"), prof.alias("b")
+    a, b = profiles.alias("a"), profiles.alias("b")
     shared = _shared_identifier_counts(pairs, crm_ids)
     joined = (
         pairs.join(a, F.col("a.crm_id") == F.col("x"))
@@ -207,14 +206,14 @@ def _no_chains(pairs: DataFrame) -> DataFrame:
 
 
 def corroborated_edges(
-    latest: DataFrame, crm_ids: DataFrame, junk: DataFrame, conf: IdentityConf
+    profiles: DataFrame, crm_ids: DataFrame, junk: DataFrame, conf: IdentityConf
 ) -> DataFrame:
     """Edges between CRM records that corroborate each other under a junk value.
 
     Output grain: one edge (crm x -> crm y) per junk identifier type, rule
     ``corroborated_<id_type>``, confidence high; dated by the pair's versions.
     """
-    pairs = corroborated_pairs(latest, crm_ids, junk, conf)
+    pairs = corroborated_pairs(profiles, crm_ids, junk, conf)
     return (
         pairs.groupBy("x", "y", "id_type")
         .agg(F.min("first_seen").alias("first_seen"), F.max("last_seen").alias("last_seen"))
@@ -228,4 +227,48 @@ def corroborated_edges(
             "first_seen",
             "last_seen",
         )
+    )
+
+
+def conflicting_values(crm_ids: DataFrame, profiles: DataFrame, conf: IdentityConf) -> DataFrame:
+    """Identifier values (not already shared by too many) held by two records that the
+    never-link rules keep apart, e.g. a family phone keyed by two people with different
+    ID cards. Such a value links nothing by itself; its holders that corroborate each
+    other are linked pair by pair (:func:`corroborated_edges`).
+
+    Output grain: one (id_type, key); value (normalised raw), reason ``never_link``.
+    """
+    holders = (
+        crm_ids.filter(F.col("valid"))
+        .groupBy("id_type", "key", "crm_id")
+        .agg(F.max("value").alias("value"))
+    )
+    sizes = holders.groupBy("id_type", "key").agg(F.count(F.lit(1)).alias("n"))
+    cap = conf.junk.max_crm_records_per_value
+    grp = holders.join(
+        sizes.filter((F.col("n") >= 2) & (F.col("n") <= cap)).select("id_type", "key"),
+        ["id_type", "key"],
+        "left_semi",
+    )
+    g1, g2 = grp.alias("g1"), grp.alias("g2")
+    pairs = g1.join(
+        g2,
+        (F.col("g1.id_type") == F.col("g2.id_type"))
+        & (F.col("g1.key") == F.col("g2.key"))
+        & (F.col("g1.crm_id") < F.col("g2.crm_id")),
+    ).select(
+        F.col("g1.id_type").alias("id_type"),
+        F.col("g1.key").alias("key"),
+        F.col("g1.value").alias("value"),
+        F.col("g1.crm_id").alias("x"),
+        F.col("g2.crm_id").alias("y"),
+    )
+    a, b = profiles.alias("a"), profiles.alias("b")
+    return (
+        pairs.join(a, F.col("a.crm_id") == F.col("x"))
+        .join(b, F.col("b.crm_id") == F.col("y"))
+        .filter(never_link(conf))
+        .groupBy("id_type", "key")
+        .agg(F.max("value").alias("value"))
+        .select("id_type", "key", "value", F.lit("never_link").alias("reason"))
     )

@@ -19,7 +19,12 @@ from pyspark.sql import functions as F
 
 from jobs.identity import normalize as N
 from jobs.identity.conf import IdentityConf
-from jobs.identity.corroborate import corroborated_edges, crm_profiles, never_link
+from jobs.identity.corroborate import (
+    conflicting_values,
+    corroborated_edges,
+    crm_profiles,
+    never_link,
+)
 from jobs.privacy.pii import hmac_col, mask_email, mask_id_card, mask_phone
 
 # CRM identifier type -> the node source it points at.
@@ -396,8 +401,11 @@ def blocked_values(
     raw_edges: DataFrame,
     conf: IdentityConf,
     key: bytes,
+    extra_reasons: DataFrame | None = None,
 ) -> DataFrame:
     """Identifier values that link nothing, with why.
+
+    ``extra_reasons``: more (id_type, key, value, reason) rows, e.g. never-link conflicts.
 
     Output grain: one (id_type, key); columns value (normalised raw, for the mask),
     n_crm_records, n_source_identities (distinct neighbours before blocking), reason
@@ -453,6 +461,8 @@ def blocked_values(
     )
     reasons = shared.unionByName(invalid).unionByName(deny).unionByName(many_cards)
     reasons = reasons.unionByName(busy)
+    if extra_reasons is not None:
+        reasons = reasons.unionByName(extra_reasons.select("id_type", "key", "value", "reason"))
     type_of_source = F.lit(None).cast("string")
     for id_type, src in NODE_SOURCE.items():
         type_of_source = F.when(F.col("s") == src, id_type).otherwise(type_of_source)
@@ -596,7 +606,10 @@ def build_graph(
     mat = materialise or (lambda df, _name: df)
     crm_ids = mat(crm_identifiers(crm, key), "crm_ids")
     raw = mat(_raw_edges(crm_ids, orders, links), "raw_edges")
-    blocked = mat(blocked_values(spark, crm_ids, orders, raw, conf, key), "blocked_raw")
+    latest = latest_crm_versions(crm).filter(F.col("is_latest"))
+    profiles = mat(crm_profiles(latest, crm_ids), "crm_profiles")
+    conflicts = conflicting_values(crm_ids, profiles, conf)
+    blocked = mat(blocked_values(spark, crm_ids, orders, raw, conf, key, conflicts), "blocked_raw")
 
     type_of = F.lit(None).cast("string")
     for id_type, src in NODE_SOURCE.items():
@@ -630,13 +643,13 @@ def build_graph(
         ["src_source", "src_key", "dst_source", "dst_key", "rule"],
         "left_anti",
     ).select(*EDGE_COLUMNS)
-    latest = latest_crm_versions(crm).filter(F.col("is_latest"))
     if conf.junk.corroborate.enabled:
-        junk = blocked.filter(F.col("reason") == "shared_by_many").select("id_type", "key")
-        kept = kept.unionByName(corroborated_edges(latest, crm_ids, junk, conf))
+        junk = blocked.filter(
+            F.col("reason").isin("shared_by_many", "never_link", "never_link,shared_by_many")
+        ).select("id_type", "key")
+        kept = kept.unionByName(corroborated_edges(profiles, crm_ids, junk, conf))
     if conf.second_pass.enabled:
         kept = mat(kept, "kept_first_pass")
-        profiles = crm_profiles(latest, crm_ids)
         kept = kept.unionByName(name_dob_city_edges(crm, kept, conf, profiles))
 
     identities = source_identities(crm_ids, crm, orders, web_ids)
