@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 
@@ -52,6 +53,15 @@ class SecondPassConf(StrictModel):
     max_group_size: int = Field(3, ge=2)
 
 
+class FuzzyConf(StrictModel):
+    """Fuzzy second pass (jobs/identity/fuzzy.py): same birth date and city, names close."""
+
+    enabled: bool = True
+    # Blocks (birth date + city) larger than this are not compared.
+    max_block_size: int = Field(50, ge=2)
+    confidence: Literal["high", "medium", "low"] = "medium"
+
+
 class BreakerConf(StrictModel):
     enabled: bool = True
     max_change_share: float = Field(0.01, ge=0, le=1)
@@ -70,6 +80,7 @@ class IdentityConf(StrictModel):
     web: WebConf = WebConf()
     second_pass: SecondPassConf = SecondPassConf()
     never_link: NeverLinkConf = NeverLinkConf()
+    fuzzy: FuzzyConf = FuzzyConf()
     circuit_breaker: BreakerConf = BreakerConf()
     components: ComponentsConf = ComponentsConf()
 

@@ -25,6 +25,7 @@ from jobs.identity.corroborate import (
     crm_profiles,
     never_link,
 )
+from jobs.identity.fuzzy import fuzzy_name_edges
 from jobs.privacy.pii import hmac_col, mask_email, mask_id_card, mask_phone
 
 # CRM identifier type -> the node source it points at.
@@ -516,6 +517,20 @@ def _superseded(crm_edges: DataFrame) -> DataFrame:
     )
 
 
+def shared_value_pairs(kept_edges: DataFrame) -> DataFrame:
+    """Pairs of CRM records already sharing a value node (grain: one (x, y), x < y)."""
+    ce = kept_edges.filter(F.col("src_source") == "crm").select(
+        F.col("src_key").alias("c"), "dst_source", "dst_key"
+    )
+    return (
+        ce.alias("p")
+        .join(ce.alias("q"), ["dst_source", "dst_key"])
+        .filter(F.col("p.c") < F.col("q.c"))
+        .select(F.col("p.c").alias("x"), F.col("q.c").alias("y"))
+        .distinct()
+    )
+
+
 def name_dob_city_edges(
     crm: DataFrame,
     kept_crm_edges: DataFrame,
@@ -562,16 +577,7 @@ def name_dob_city_edges(
         )
         pairs = pairs.join(vetoed, ["x", "y"], "left_anti")
     # Pairs already sharing a value node need no second-pass edge.
-    ce = kept_crm_edges.filter(F.col("src_source") == "crm").select(
-        F.col("src_key").alias("c"), "dst_source", "dst_key"
-    )
-    shared = (
-        ce.alias("p")
-        .join(ce.alias("q"), ["dst_source", "dst_key"])
-        .filter(F.col("p.c") < F.col("q.c"))
-        .select(F.col("p.c").alias("x"), F.col("q.c").alias("y"))
-        .distinct()
-    )
+    shared = shared_value_pairs(kept_crm_edges)
     return pairs.join(shared, ["x", "y"], "left_anti").select(
         F.lit("crm").alias("src_source"),
         F.col("x").alias("src_key"),
@@ -650,7 +656,11 @@ def build_graph(
         kept = kept.unionByName(corroborated_edges(profiles, crm_ids, junk, conf))
     if conf.second_pass.enabled:
         kept = mat(kept, "kept_first_pass")
-        kept = kept.unionByName(name_dob_city_edges(crm, kept, conf, profiles))
+        second = name_dob_city_edges(crm, kept, conf, profiles)
+        if conf.fuzzy.enabled:
+            shared = shared_value_pairs(kept)
+            second = second.unionByName(fuzzy_name_edges(latest, profiles, shared, conf))
+        kept = kept.unionByName(second)
 
     identities = source_identities(crm_ids, crm, orders, web_ids)
     node_type = F.when(F.col("source") == "pos_phone", "phone").when(
