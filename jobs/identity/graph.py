@@ -19,6 +19,13 @@ from pyspark.sql import functions as F
 
 from jobs.identity import normalize as N
 from jobs.identity.conf import IdentityConf
+from jobs.identity.corroborate import (
+    conflicting_values,
+    corroborated_edges,
+    crm_profiles,
+    never_link,
+)
+from jobs.identity.fuzzy import fuzzy_name_edges
 from jobs.privacy.pii import hmac_col, mask_email, mask_id_card, mask_phone
 
 # CRM identifier type -> the node source it points at.
@@ -395,8 +402,11 @@ def blocked_values(
     raw_edges: DataFrame,
     conf: IdentityConf,
     key: bytes,
+    extra_reasons: DataFrame | None = None,
 ) -> DataFrame:
     """Identifier values that link nothing, with why.
+
+    ``extra_reasons``: more (id_type, key, value, reason) rows, e.g. never-link conflicts.
 
     Output grain: one (id_type, key); columns value (normalised raw, for the mask),
     n_crm_records, n_source_identities (distinct neighbours before blocking), reason
@@ -452,6 +462,8 @@ def blocked_values(
     )
     reasons = shared.unionByName(invalid).unionByName(deny).unionByName(many_cards)
     reasons = reasons.unionByName(busy)
+    if extra_reasons is not None:
+        reasons = reasons.unionByName(extra_reasons.select("id_type", "key", "value", "reason"))
     type_of_source = F.lit(None).cast("string")
     for id_type, src in NODE_SOURCE.items():
         type_of_source = F.when(F.col("s") == src, id_type).otherwise(type_of_source)
@@ -505,9 +517,30 @@ def _superseded(crm_edges: DataFrame) -> DataFrame:
     )
 
 
-def name_dob_city_edges(crm: DataFrame, kept_crm_edges: DataFrame, conf: IdentityConf) -> DataFrame:
+def shared_value_pairs(kept_edges: DataFrame) -> DataFrame:
+    """Pairs of CRM records already sharing a value node (grain: one (x, y), x < y)."""
+    ce = kept_edges.filter(F.col("src_source") == "crm").select(
+        F.col("src_key").alias("c"), "dst_source", "dst_key"
+    )
+    return (
+        ce.alias("p")
+        .join(ce.alias("q"), ["dst_source", "dst_key"])
+        .filter(F.col("p.c") < F.col("q.c"))
+        .select(F.col("p.c").alias("x"), F.col("q.c").alias("y"))
+        .distinct()
+    )
+
+
+def name_dob_city_edges(
+    crm: DataFrame,
+    kept_crm_edges: DataFrame,
+    conf: IdentityConf,
+    profiles: DataFrame | None = None,
+) -> DataFrame:
     """Second pass: CRM records sharing no identifier but the same normalised name, birth
     date and city (latest version of each), in groups no larger than the configured size.
+    With ``profiles`` (:func:`jobs.identity.corroborate.crm_profiles`), pairs the
+    never-link rules keep apart get no edge.
 
     Output grain: one edge between two CRM records (the group's smallest crm_id -> each
     other member), rule ``name_dob_city``, confidence medium.
@@ -534,17 +567,17 @@ def name_dob_city_edges(crm: DataFrame, kept_crm_edges: DataFrame, conf: Identit
         F.col("b.crm_id").alias("y"),
         F.greatest("a.seen", "b.seen").alias("seen"),
     )
+    if profiles is not None:
+        pa, pb = profiles.alias("pa"), profiles.alias("pb")
+        vetoed = (
+            pairs.join(pa, F.col("pa.crm_id") == F.col("x"))
+            .join(pb, F.col("pb.crm_id") == F.col("y"))
+            .filter(never_link(conf, "pa", "pb"))
+            .select("x", "y")
+        )
+        pairs = pairs.join(vetoed, ["x", "y"], "left_anti")
     # Pairs already sharing a value node need no second-pass edge.
-    ce = kept_crm_edges.filter(F.col("src_source") == "crm").select(
-        F.col("src_key").alias("c"), "dst_source", "dst_key"
-    )
-    shared = (
-        ce.alias("p")
-        .join(ce.alias("q"), ["dst_source", "dst_key"])
-        .filter(F.col("p.c") < F.col("q.c"))
-        .select(F.col("p.c").alias("x"), F.col("q.c").alias("y"))
-        .distinct()
-    )
+    shared = shared_value_pairs(kept_crm_edges)
     return pairs.join(shared, ["x", "y"], "left_anti").select(
         F.lit("crm").alias("src_source"),
         F.col("x").alias("src_key"),
@@ -579,7 +612,10 @@ def build_graph(
     mat = materialise or (lambda df, _name: df)
     crm_ids = mat(crm_identifiers(crm, key), "crm_ids")
     raw = mat(_raw_edges(crm_ids, orders, links), "raw_edges")
-    blocked = mat(blocked_values(spark, crm_ids, orders, raw, conf, key), "blocked_raw")
+    latest = latest_crm_versions(crm).filter(F.col("is_latest"))
+    profiles = mat(crm_profiles(latest, crm_ids), "crm_profiles")
+    conflicts = conflicting_values(crm_ids, profiles, conf)
+    blocked = mat(blocked_values(spark, crm_ids, orders, raw, conf, key, conflicts), "blocked_raw")
 
     type_of = F.lit(None).cast("string")
     for id_type, src in NODE_SOURCE.items():
@@ -613,9 +649,18 @@ def build_graph(
         ["src_source", "src_key", "dst_source", "dst_key", "rule"],
         "left_anti",
     ).select(*EDGE_COLUMNS)
+    if conf.junk.corroborate.enabled:
+        junk = blocked.filter(
+            F.col("reason").isin("shared_by_many", "never_link", "never_link,shared_by_many")
+        ).select("id_type", "key")
+        kept = kept.unionByName(corroborated_edges(profiles, crm_ids, junk, conf))
     if conf.second_pass.enabled:
         kept = mat(kept, "kept_first_pass")
-        kept = kept.unionByName(name_dob_city_edges(crm, kept, conf))
+        second = name_dob_city_edges(crm, kept, conf, profiles)
+        if conf.fuzzy.enabled:
+            shared = shared_value_pairs(kept)
+            second = second.unionByName(fuzzy_name_edges(latest, profiles, shared, conf))
+        kept = kept.unionByName(second)
 
     identities = source_identities(crm_ids, crm, orders, web_ids)
     node_type = F.when(F.col("source") == "pos_phone", "phone").when(

@@ -82,6 +82,8 @@ def write_bronze(spark):
     """Write (replace) the three bronze tables of a context's lake from row dicts."""
 
     def _write(ctx, crm: list[dict] = (), pos: list[dict] = (), web: list[dict] = ()) -> None:
+        # A lake's PII key is generated only while the lake is new (no table yet).
+        assert ctx.pii_key
         for name, rows in (
             ("bronze/crm_members", crm),
             ("bronze/pos_lines", pos),

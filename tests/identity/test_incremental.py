@@ -31,6 +31,7 @@ TABLES = {
 def put_day(ctx, name: str, rows: list[dict], n: int) -> None:
     """Replace one business date of a bronze table, as ingest does for a (re-sent) file:
     its rows stamped with this run's time."""
+    assert ctx.pii_key  # generated only while the lake is new (no table yet)
     schema = table_schema(name)
     now = dt.datetime.now()
     data = [tuple({**r, "_ingested_at": now}.get(c) for c in schema.columns) for r in rows]

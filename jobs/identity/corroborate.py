@@ -1,0 +1,274 @@
+"""Junk that is junk: an identifier value held by more CRM records than
+``junk.max_crm_records_per_value`` links nothing by itself, but the records holding it
+that corroborate each other (same birth date, names within a small edit distance, or
+another shared identifier) are still linked pairwise. Records that do not corroborate
+stay apart, and the value stays reported as junk for them.
+
+Never-link rules (``never_link`` in conf/identity.yaml) veto a pair even when it
+corroborates: two different valid ID cards, different genders with different birth
+dates. A record whose corroborating partners hold two different valid ID cards links
+none of them, so a shared value never chains two people with different ID cards.
+
+Pure transforms: DataFrames in, DataFrames out.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from jobs.identity import normalize as N
+from jobs.identity.conf import IdentityConf
+
+# Gender codes of the CRM export (CONTRACT section 3) -> one letter.
+_GENDER = {"M": "M", "男": "M", "F": "F", "女": "F"}
+
+
+def _gender(c: Column) -> Column:
+    g = F.upper(F.trim(c))
+    out = F.lit(None).cast("string")
+    for code, letter in _GENDER.items():
+        out = F.when(g == code, letter).otherwise(out)
+    return out
+
+
+def sorted_name(c: Column) -> Column:
+    """Name tokens lower-cased and sorted, joined without spaces: ``quilliam ashleigh`` and
+    ``ashleigh quilliam`` give the same text. Null when there is no name."""
+    tokens = F.split(F.lower(F.trim(N.fold_text(F.coalesce(c, F.lit(""))))), r"[\s\u3000·.]+")
+    s = F.concat_ws("", F.array_sort(tokens))
+    return F.when(F.length(s) > 0, s)
+
+
+def crm_profiles(latest: DataFrame, crm_ids: DataFrame) -> DataFrame:
+    """The attributes that corroborate or veto a pair, from each record's latest version.
+
+    Input: ``latest`` one CRM record's latest version (crm_key, name, birth_date, gender);
+    ``crm_ids`` :func:`jobs.identity.graph.crm_identifiers`. Output grain: one crm_id;
+    columns name (norm_name), name_sorted, birth_date, gender (M/F), id_card (valid key).
+    """
+    ids = (
+        crm_ids.filter((F.col("id_type") == "id_card") & F.col("valid") & F.col("is_latest"))
+        .groupBy("crm_id")
+        .agg(F.max("key").alias("id_card"))
+    )
+    return latest.select(
+        F.col("crm_key").alias("crm_id"),
+        N.norm_name(F.col("name")).alias("name"),
+        sorted_name(F.col("name")).alias("name_sorted"),
+        F.col("birth_date"),
+        _gender(F.col("gender")).alias("gender"),
+    ).join(ids, "crm_id", "left")
+
+
+def never_link(conf: IdentityConf, a: str = "a", b: str = "b") -> Column:
+    """True when the never-link rules keep records ``a`` and ``b`` apart."""
+    rules = conf.never_link
+
+    def col(side: str, name: str) -> Column:
+        return F.col(f"{side}.{name}")
+
+    veto = F.lit(False)
+    if rules.different_valid_id_cards:
+        veto = veto | F.coalesce(col(a, "id_card") != col(b, "id_card"), F.lit(False))
+    if rules.different_gender_and_birth_date:
+        veto = veto | F.coalesce(
+            (col(a, "gender") != col(b, "gender")) & (col(a, "birth_date") != col(b, "birth_date")),
+            F.lit(False),
+        )
+    return veto
+
+
+def names_close(conf: IdentityConf, a: str = "a", b: str = "b") -> Column:
+    """Same name, or (names of at least ``min_name_length`` characters) within
+    ``name_max_edits`` edits, tokens in either order."""
+    c = conf.junk.corroborate
+    n_a, n_b = F.col(f"{a}.name"), F.col(f"{b}.name")
+    s_a, s_b = F.col(f"{a}.name_sorted"), F.col(f"{b}.name_sorted")
+    distance = F.least(F.levenshtein(n_a, n_b), F.levenshtein(s_a, s_b))
+    long_enough = F.least(F.length(n_a), F.length(n_b)) >= c.min_name_length
+    return F.coalesce((n_a == n_b) | (long_enough & (distance <= c.name_max_edits)), F.lit(False))
+
+
+def _shared_identifier_counts(pairs: DataFrame, crm_ids: DataFrame) -> DataFrame:
+    """Output grain: one candidate pair (x, y); n_shared = distinct valid identifier values
+    both records hold (the junk value itself counts as one)."""
+    ce = crm_ids.filter(F.col("valid")).select("crm_id", "id_type", "key").distinct()
+    p, q = ce.alias("p"), ce.alias("q")
+    return (
+        pairs.select("x", "y")
+        .distinct()
+        .join(p, F.col("p.crm_id") == F.col("x"))
+        .join(
+            q,
+            (F.col("q.crm_id") == F.col("y"))
+            & (F.col("q.id_type") == F.col("p.id_type"))
+            & (F.col("q.key") == F.col("p.key")),
+        )
+        .groupBy("x", "y")
+        .agg(F.count(F.lit(1)).alias("n_shared"))
+    )
+
+
+def _candidate_pairs(crm_ids: DataFrame, junk: DataFrame, conf: IdentityConf) -> DataFrame:
+    """Pairs of records holding one junk value, in groups no larger than the cap.
+
+    Output grain: one (id_type, key, x, y) with x < y; first_seen/last_seen of the pair.
+    """
+    holders = (
+        crm_ids.filter(F.col("valid"))
+        .join(junk, ["id_type", "key"], "left_semi")
+        .groupBy("id_type", "key", "crm_id")
+        .agg(F.min("seen").alias("first_seen"), F.max("seen").alias("last_seen"))
+    )
+    sizes = holders.groupBy("id_type", "key").agg(F.count(F.lit(1)).alias("n"))
+    small = sizes.filter(F.col("n") <= conf.junk.corroborate.max_group_size)
+    grp = holders.join(small.select("id_type", "key"), ["id_type", "key"], "left_semi")
+    a, b = grp.alias("a"), grp.alias("b")
+    cond = (
+        (F.col("a.id_type") == F.col("b.id_type"))
+        & (F.col("a.key") == F.col("b.key"))
+        & (F.col("a.crm_id") < F.col("b.crm_id"))
+    )
+    return a.join(b, cond).select(
+        F.col("a.id_type").alias("id_type"),
+        F.col("a.key").alias("key"),
+        F.col("a.crm_id").alias("x"),
+        F.col("b.crm_id").alias("y"),
+        F.greatest("a.first_seen", "b.first_seen").alias("first_seen"),
+        F.greatest("a.last_seen", "b.last_seen").alias("last_seen"),
+    )
+
+
+def corroborated_pairs(
+    profiles: DataFrame, crm_ids: DataFrame, junk: DataFrame, conf: IdentityConf
+) -> DataFrame:
+    """Pairs of records sharing a junk value that corroborate each other and no
+    never-link rule keeps apart.
+
+    ``profiles``: :func:`crm_profiles`. ``junk``: one (id_type, key) blocked only for
+    being shared by too many records or by records the never-link rules keep apart.
+    Output grain: one (id_type, key, x, y), x < y; evidence (birth_date/name/identifier).
+    """
+    pairs = _candidate_pairs(crm_ids, junk, conf)
+    a, b = profiles.alias("a"), profiles.alias("b")
+    shared = _shared_identifier_counts(pairs, crm_ids)
+    joined = (
+        pairs.join(a, F.col("a.crm_id") == F.col("x"))
+        .join(b, F.col("b.crm_id") == F.col("y"))
+        .join(shared, ["x", "y"], "left")
+    )
+    same_dob = F.coalesce(F.col("a.birth_date") == F.col("b.birth_date"), F.lit(False))
+    evidence = (
+        F.when(F.coalesce(F.col("n_shared"), F.lit(0)) >= 2, "identifier")
+        .when(same_dob, "birth_date")
+        .when(names_close(conf), "name")
+    )
+    out = joined.select(
+        "id_type", "key", "x", "y", "first_seen", "last_seen",
+        evidence.alias("evidence"), never_link(conf).alias("veto"),
+        F.col("a.id_card").alias("x_id_card"), F.col("b.id_card").alias("y_id_card"),
+    )  # fmt: skip
+    return _no_chains(out.filter(F.col("evidence").isNotNull() & ~F.col("veto")))
+
+
+def _no_chains(pairs: DataFrame) -> DataFrame:
+    """Drop the pairs of a record whose partners (and itself) under one junk value hold
+    more than one distinct valid ID card: it would chain two people together.
+
+    Input/output grain: one (id_type, key, x, y).
+    """
+    ends = pairs.select(
+        "id_type", "key", F.col("x").alias("r"), F.col("x_id_card").alias("own"),
+        F.col("y_id_card").alias("other"),
+    ).unionByName(
+        pairs.select(
+            "id_type", "key", F.col("y").alias("r"), F.col("y_id_card").alias("own"),
+            F.col("x_id_card").alias("other"),
+        )
+    )  # fmt: skip
+    cards = ends.select("id_type", "key", "r", "own").unionByName(
+        ends.select("id_type", "key", "r", F.col("other").alias("own"))
+    )
+    chaining = (
+        cards.filter(F.col("own").isNotNull())
+        .distinct()
+        .groupBy("id_type", "key", "r")
+        .agg(F.count(F.lit(1)).alias("n_cards"))
+        .filter(F.col("n_cards") > 1)
+        .select("id_type", "key", "r")
+    )
+    bad_x = chaining.withColumnRenamed("r", "x")
+    bad_y = chaining.withColumnRenamed("r", "y")
+    return pairs.join(bad_x, ["id_type", "key", "x"], "left_anti").join(
+        bad_y, ["id_type", "key", "y"], "left_anti"
+    )
+
+
+def corroborated_edges(
+    profiles: DataFrame, crm_ids: DataFrame, junk: DataFrame, conf: IdentityConf
+) -> DataFrame:
+    """Edges between CRM records that corroborate each other under a junk value.
+
+    Output grain: one edge (crm x -> crm y) per junk identifier type, rule
+    ``corroborated_<id_type>``, confidence high; dated by the pair's versions.
+    """
+    pairs = corroborated_pairs(profiles, crm_ids, junk, conf)
+    return (
+        pairs.groupBy("x", "y", "id_type")
+        .agg(F.min("first_seen").alias("first_seen"), F.max("last_seen").alias("last_seen"))
+        .select(
+            F.lit("crm").alias("src_source"),
+            F.col("x").alias("src_key"),
+            F.lit("crm").alias("dst_source"),
+            F.col("y").alias("dst_key"),
+            F.concat(F.lit("corroborated_"), F.col("id_type")).alias("rule"),
+            F.lit("high").alias("confidence"),
+            "first_seen",
+            "last_seen",
+        )
+    )
+
+
+def conflicting_values(crm_ids: DataFrame, profiles: DataFrame, conf: IdentityConf) -> DataFrame:
+    """Identifier values (not already shared by too many) held by two records that the
+    never-link rules keep apart, e.g. a family phone keyed by two people with different
+    ID cards. Such a value links nothing by itself; its holders that corroborate each
+    other are linked pair by pair (:func:`corroborated_edges`).
+
+    Output grain: one (id_type, key); value (normalised raw), reason ``never_link``.
+    """
+    holders = (
+        crm_ids.filter(F.col("valid"))
+        .groupBy("id_type", "key", "crm_id")
+        .agg(F.max("value").alias("value"))
+    )
+    sizes = holders.groupBy("id_type", "key").agg(F.count(F.lit(1)).alias("n"))
+    cap = conf.junk.max_crm_records_per_value
+    grp = holders.join(
+        sizes.filter((F.col("n") >= 2) & (F.col("n") <= cap)).select("id_type", "key"),
+        ["id_type", "key"],
+        "left_semi",
+    )
+    g1, g2 = grp.alias("g1"), grp.alias("g2")
+    pairs = g1.join(
+        g2,
+        (F.col("g1.id_type") == F.col("g2.id_type"))
+        & (F.col("g1.key") == F.col("g2.key"))
+        & (F.col("g1.crm_id") < F.col("g2.crm_id")),
+    ).select(
+        F.col("g1.id_type").alias("id_type"),
+        F.col("g1.key").alias("key"),
+        F.col("g1.value").alias("value"),
+        F.col("g1.crm_id").alias("x"),
+        F.col("g2.crm_id").alias("y"),
+    )
+    a, b = profiles.alias("a"), profiles.alias("b")
+    return (
+        pairs.join(a, F.col("a.crm_id") == F.col("x"))
+        .join(b, F.col("b.crm_id") == F.col("y"))
+        .filter(never_link(conf))
+        .groupBy("id_type", "key")
+        .agg(F.max("value").alias("value"))
+        .select("id_type", "key", "value", F.lit("never_link").alias("reason"))
+    )

@@ -1,0 +1,50 @@
+"""Fuzzy second pass (issue 16 item 3): same birth date and city, names within one edit
+or in swapped order, no shared identifier; never-link rules still veto."""
+
+from __future__ import annotations
+
+from jobs.identity.job import run
+from tests.identity.conftest import crm_row, day, rows, xref_map
+
+ID_A = "110105198001011238"
+ID_B = "110105199002022347"
+
+
+def _records() -> list[dict]:
+    dob, other = day(-9000), day(-9500)
+    return [
+        crm_row("F1", name="maria carbone", birth_date=dob, city="sydney"),
+        crm_row("F2", name="maria carbne", birth_date=dob, city="Sydney"),
+        crm_row("F3", name="maria carbone", birth_date=dob, city="perth"),  # other city
+        crm_row("F4", name="maria carbone", birth_date=other, city="sydney"),  # other date
+        crm_row("G1", name="ashleigh quilliam", birth_date=dob, city="melbourne"),
+        crm_row("G2", name="quilliam ashleigh", birth_date=dob, city="melbourne"),
+        # Short (Chinese) names: one character is a different person, not a typo.
+        crm_row("H1", name="张三丰", birth_date=dob, city="上海"),
+        crm_row("H2", name="张三峰", birth_date=dob, city="上海"),
+        # Close names but different valid ID cards: never linked.
+        crm_row("K1", name="robert jones", birth_date=dob, city="adelaide", id_card_no=ID_A),
+        crm_row("K2", name="robert jone", birth_date=dob, city="adelaide", id_card_no=ID_B),
+    ]
+
+
+def test_fuzzy_names_link_with_same_birth_date_and_city(make_ctx, write_bronze):
+    ctx = make_ctx(day(0))
+    write_bronze(ctx, crm=_records())
+    run(ctx)
+    x = xref_map(ctx)
+
+    def m(crm_id: str) -> str:
+        return x[("crm", crm_id)]
+
+    assert m("F1") == m("F2")
+    assert len({m("F1"), m("F3"), m("F4")}) == 3
+    assert m("G1") == m("G2")
+    assert m("H1") != m("H2")
+    assert m("K1") != m("K2")
+    fuzzy = {
+        (e["src_key"], e["dst_key"], e["confidence"])
+        for e in rows(ctx, "silver/identity_edges")
+        if e["rule"] == "fuzzy_name_dob_city"
+    }
+    assert fuzzy == {("F1", "F2", "medium"), ("G1", "G2", "medium")}
