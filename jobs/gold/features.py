@@ -52,6 +52,31 @@ def tier_expr(monetary: Column, conf: RfmConf) -> Column:
     return F.lit(conf.default_tier) if expr is None else expr.otherwise(F.lit(conf.default_tier))
 
 
+def next_tier_exprs(monetary: Column, conf: RfmConf) -> tuple[Column, Column]:
+    """(name, min_monetary) of the lowest tier above ``monetary``; nulls at the top tier."""
+    name, minimum = None, None
+    for t in reversed(conf.tiers):  # lowest threshold first
+        below = monetary < F.lit(t.min_monetary)
+        money = F.lit(t.min_monetary).cast(MONEY)
+        name = F.when(below, F.lit(t.name)) if name is None else name.when(below, F.lit(t.name))
+        minimum = F.when(below, money) if minimum is None else minimum.when(below, money)
+    if name is None or minimum is None:
+        return F.lit(None).cast("string"), F.lit(None).cast(MONEY)
+    return name, minimum.cast(MONEY)
+
+
+def aov_trend_expr() -> Column:
+    """Average order value of [D-89, D] over that of [D-179, D-90] (purchase amounts).
+
+    Null when either window has no purchase or the earlier average is 0. Doubles:
+    the ratio is a trend figure, like monetary_trend.
+    """
+    recent = F.col("spend_90d").cast("double") / F.col("frequency_90d")
+    before = F.col("spend_prev_90d").cast("double") / F.col("frequency_prev_90d")
+    known = (F.col("frequency_90d") > 0) & (F.col("frequency_prev_90d") > 0)
+    return F.when(known & (F.col("spend_prev_90d") != 0), recent / before)
+
+
 # Columns of silver/orders and silver/order_lines the features use (narrow scans).
 ORDER_COLUMNS = (
     "order_id",
@@ -134,6 +159,7 @@ def order_aggregates(orders: DataFrame, as_of: dt.date, conf: FeaturesConf) -> D
         ]
     aggs += [
         _sum_if(p & prev90, amt).alias("spend_prev_90d"),
+        _count_if(p & prev90).alias("frequency_prev_90d"),
         _count_if(r & in_w[365]).alias("returns_count_365d"),
         _count_if(p365 & ~F.col("is_online")).alias("store_purchases_365d"),
         _count_if(p365 & F.col("is_online")).alias("online_purchases_365d"),
@@ -284,6 +310,7 @@ def features(
     )
     zero_long = [f"frequency_{n}d" for n in WINDOWS] + [
         "frequency_total",
+        "frequency_prev_90d",
         "returns_count_365d",
         "store_purchases_365d",
         "online_purchases_365d",
@@ -312,6 +339,7 @@ def features(
         ).otherwise(0)
     )
     f365 = F.col("frequency_365d")
+    next_tier, next_tier_min = next_tier_exprs(monetary[365], rfm_conf)
     return j.select(
         "*",
         d.alias("as_of_date"),
@@ -323,6 +351,7 @@ def features(
             F.col("spend_prev_90d") != 0,
             F.col("spend_90d").cast("double") / F.col("spend_prev_90d").cast("double"),
         ).alias("monetary_trend"),
+        aov_trend_expr().alias("aov_trend"),
         F.when(
             F.col("gross_365d") > 0,
             F.col("discount_365d").cast("double") / F.col("gross_365d").cast("double"),
@@ -330,6 +359,8 @@ def features(
         F.when(f365 > 0, F.col("night_purchases_365d") / f365).alias("night_share_365d"),
         age.cast("int").alias("age"),
         tier_expr(monetary[365], rfm_conf).alias("tier"),
+        next_tier.alias("next_tier"),
+        next_tier_min.alias("next_tier_min_monetary"),
     )
 
 
