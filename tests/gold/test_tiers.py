@@ -9,6 +9,8 @@ import pytest
 from pyspark.sql import functions as F
 
 from jobs.config import with_paths
+from jobs.exports.segments import load_segments, segment_view, validate_predicates
+from jobs.gold.value_view import with_value
 from tests.gold.conftest import D, member, order, rows_by_member
 
 PREV = D - dt.timedelta(days=1)
@@ -103,6 +105,31 @@ def test_near_next_tier_due_and_aov_trend(make_ctx, silver, run_gold):
     assert feats["O"]["aov_trend"] is None
     rfm = rows_by_member(ctx, "gold/member_rfm")
     assert rfm["N"]["aov_trend"] == pytest.approx(2.0) and rfm["O"]["aov_trend"] is None
+
+
+def test_upgrade_nudge_segment_selects_near_next_tier_buyers(spark, make_ctx, silver, run_gold):
+    orders = [
+        order("g1", "G", -5, 1700.0),  # near silver, bought in 90 days: nudged
+        order("q1", "Q", -200, 1800.0),  # near silver, no purchase in 90 days: not nudged
+        order("h1", "H", -5, 1000.0),  # far from silver
+    ]
+    silver(ctx := make_ctx(D), orders=orders, members=[member(m) for m in "GQH"])
+    run_gold(ctx, "features", "value", "rfm", "tags", "lifecycle")
+
+    def on_d(name: str):
+        return ctx.lake.read(name).where(F.col("as_of_date") == F.lit(D))
+
+    conf = load_segments(spark=spark)
+    nudge = next(s for s in conf.segments if s.name == "upgrade_nudge")
+    view = segment_view(
+        with_value(ctx, on_d("gold/member_features")),
+        on_d("gold/member_rfm"),
+        on_d("gold/member_lifecycle"),
+        on_d("gold/member_tags"),
+        ctx.lake.read("silver/members"),
+    )
+    validate_predicates(view, conf, "conf/segments.yaml")
+    assert {r["member_id"] for r in view.where(F.expr(nudge.where)).collect()} == {"G"}
 
 
 def _items(o: dict, n: int) -> dict:
