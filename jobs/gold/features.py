@@ -51,6 +51,33 @@ def tier_expr(monetary: Column, conf: RfmConf) -> Column:
     return F.lit(conf.default_tier) if expr is None else expr.otherwise(F.lit(conf.default_tier))
 
 
+def next_tier_exprs(monetary: Column, conf: RfmConf) -> tuple[Column, Column]:
+    """(name, min_monetary) of the lowest tier above ``monetary``; nulls at the top tier."""
+    name, minimum = None, None
+    for t in reversed(conf.tiers):  # lowest threshold first
+        below = monetary < F.lit(t.min_monetary)
+        money = F.lit(t.min_monetary).cast(MONEY)
+        name = F.when(below, F.lit(t.name)) if name is None else name.when(below, F.lit(t.name))
+        minimum = F.when(below, money) if minimum is None else minimum.when(below, money)
+    if name is None or minimum is None:
+        return F.lit(None).cast("string"), F.lit(None).cast(MONEY)
+    return name, minimum.cast(MONEY)
+
+
+def aov_trend_expr(trend_days: int = 90) -> Column:
+    """Average order value of the last ``trend_days`` (default [D-89, D]) over that of the
+    ``trend_days`` before (purchase amounts).
+
+    Null when either window has no purchase or the earlier average is 0. Doubles:
+    the ratio is a trend figure, like monetary_trend.
+    """
+    t = trend_days
+    recent = F.col(f"spend_{t}d").cast("double") / F.col(f"frequency_{t}d")
+    before = F.col(f"spend_prev_{t}d").cast("double") / F.col(f"frequency_prev_{t}d")
+    known = (F.col(f"frequency_{t}d") > 0) & (F.col(f"frequency_prev_{t}d") > 0)
+    return F.when(known & (F.col(f"spend_prev_{t}d") != 0), recent / before)
+
+
 # Columns of silver/orders and silver/order_lines the features use (narrow scans).
 ORDER_COLUMNS = (
     "order_id",
@@ -141,6 +168,7 @@ def order_aggregates(orders: DataFrame, as_of: dt.date, conf: FeaturesConf) -> D
         ]
     aggs += [
         _sum_if(p & prev_trend, amt).alias(f"spend_prev_{t}d"),
+        _count_if(p & prev_trend).alias(f"frequency_prev_{t}d"),
         _count_if(r & in_w[y]).alias(f"returns_count_{y}d"),
         _count_if(p_year & ~F.col("is_online")).alias(f"store_purchases_{y}d"),
         _count_if(p_year & F.col("is_online")).alias(f"online_purchases_{y}d"),
@@ -276,6 +304,7 @@ def _zero_filled(j: DataFrame, win: FeatureWindows) -> DataFrame:
     y = win.year
     zero_long = [f"frequency_{n}d" for n in win.rolling] + [
         "frequency_total",
+        f"frequency_prev_{win.trend}d",
         f"returns_count_{y}d",
         f"store_purchases_{y}d",
         f"online_purchases_{y}d",
@@ -318,6 +347,7 @@ def _derived(j: DataFrame, as_of: dt.date, win: FeatureWindows, rfm_conf: RfmCon
         ).otherwise(0)
     )
     freq_year = F.col(f"frequency_{y}d")
+    next_tier, next_tier_min = next_tier_exprs(monetary[y], rfm_conf)
     return j.select(
         "*",
         d.alias("as_of_date"),
@@ -328,12 +358,15 @@ def _derived(j: DataFrame, as_of: dt.date, win: FeatureWindows, rfm_conf: RfmCon
         .cast(MONEY)
         .alias(f"aov_{y}d"),
         _ratio(f"spend_{t}d", f"spend_prev_{t}d").alias("monetary_trend"),
+        aov_trend_expr(t).alias("aov_trend"),
         _ratio(f"discount_{y}d", f"gross_{y}d").alias(f"discount_share_{y}d"),
         F.when(freq_year > 0, F.col(f"night_purchases_{y}d") / freq_year).alias(
             f"night_share_{y}d"
         ),
         age.cast("int").alias("age"),
         tier_expr(monetary[y], rfm_conf).alias("tier"),
+        next_tier.alias("next_tier"),
+        next_tier_min.alias("next_tier_min_monetary"),
     )
 
 

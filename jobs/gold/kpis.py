@@ -47,6 +47,7 @@ class KpiWindows(StrictModel):
     first_purchase_days: int = Field(30, ge=1)  # registered in [D-(2n-1), D-n], bought in n
     pos_member_days: int = Field(30, ge=1)  # pos_member_share
     points_days: int = Field(365, ge=1)  # points_redemption_rate
+    basket_days: int = Field(30, ge=1)  # basket_attach_rate: items per purchase order
 
 
 class KpiTarget(StrictModel):
@@ -288,6 +289,26 @@ def coverage_kpis(features: DataFrame, tags: DataFrame, value: DataFrame) -> Dat
     return tagged.crossJoin(clv)
 
 
+def basket_kpis(orders: DataFrame, as_of: dt.date, days: int) -> DataFrame:
+    """Items per purchase order in [D-(n-1), D], all purchases (members or not) -> one row.
+
+    Input: silver/orders (one order, keys order_id + channel; n_items: units bought).
+    A tracked figure without a target (conf/kpis.yaml targets hold the seed KPIs only).
+    """
+    bought = (
+        orders.filter(
+            F.coalesce(F.col("is_purchase"), F.lit(False))
+            & _between("order_date", as_of, days - 1, 0)
+        )
+        .select("order_id", "channel", "n_items")
+        .distinct()  # one row per order key (see identity_kpis: not dropDuplicates)
+    )
+    return bought.agg(
+        F.count(F.lit(1)).cast("long").alias("basket_orders_30d"),
+        F.coalesce(F.sum("n_items"), F.lit(0)).cast("long").alias("basket_items_30d"),
+    ).select("*", _share("basket_items_30d", "basket_orders_30d").alias("basket_attach_rate"))
+
+
 def points_kpis(ledger: DataFrame | None, as_of: dt.date, days: int) -> DataFrame | None:
     """Points earned and redeemed in [D-(n-1), D] from silver/points_ledger -> one row.
 
@@ -406,7 +427,14 @@ def _on_d_or_empty(ctx: RunContext, name: str, columns: str) -> DataFrame:
 def run(ctx: RunContext) -> dict:
     as_of, w = ctx.as_of, load_kpis().windows
     orders = _orders_since(
-        ctx, max(w.pos_member_days, w.active_days, 2 * w.retention_days, 2 * w.first_purchase_days)
+        ctx,
+        max(
+            w.pos_member_days,
+            w.active_days,
+            2 * w.retention_days,
+            2 * w.first_purchase_days,
+            w.basket_days,
+        ),
     )
     features = read_as_of(ctx, "gold/member_features")
     xref = ctx.lake.read("silver/member_xref")
@@ -425,6 +453,7 @@ def run(ctx: RunContext) -> dict:
             features, ctx.lake.read("silver/members"), orders, as_of, w.first_purchase_days
         ),
         member_growth_kpis(features, as_of, w.growth_days),
+        basket_kpis(orders, as_of, w.basket_days),
         coverage_kpis(
             features,
             _on_d_or_empty(ctx, "gold/member_tags", "member_id string"),

@@ -1,12 +1,15 @@
-"""gold/member_rfm: recency, frequency, monetary, 1..5 scores, segment and tier (CONTRACT 4)."""
+"""gold/member_rfm: recency, frequency, monetary, 1..5 scores, segment and tier (CONTRACT 4),
+and gold/member_tier_changes: members whose tier moved since the previous as_of_date."""
 
 from __future__ import annotations
+
+import datetime as dt
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from jobs.context import RunContext
-from jobs.gold.common import read_as_of, write_as_of
+from jobs.gold.common import previous_as_of, read_as_of, write_as_of
 from jobs.gold.conf import FeatureWindows, RfmConf, load_features, load_rfm
 
 
@@ -52,6 +55,7 @@ def rfm(features: DataFrame, conf: RfmConf, windows: FeatureWindows | None = Non
         *win.rfm_columns(),
         F.col(f"aov_{y}d").alias("aov"),
         "monetary_trend",
+        "aov_trend",
         "first_purchase_date",
         "last_purchase_date",
     )
@@ -73,9 +77,81 @@ def rfm(features: DataFrame, conf: RfmConf, windows: FeatureWindows | None = Non
     )
 
 
+TIER_CHANGE_COLUMNS = (
+    "member_id string, as_of_date date, direction string, from_tier string, "
+    "to_tier string, previous_as_of_date date"
+)
+
+
+def _tier_rank(tier: Column, conf: RfmConf) -> Column:
+    """0 for the default tier, rising with min_monetary; null for a name not in conf."""
+    ranks = {conf.default_tier: 0} | {t.name: len(conf.tiers) - i for i, t in enumerate(conf.tiers)}
+    pairs = [x for name, rank in ranks.items() for x in (F.lit(name), F.lit(rank))]
+    return F.element_at(F.create_map(*pairs), tier)
+
+
+def tier_changes(
+    current: DataFrame,
+    previous: DataFrame,
+    as_of: dt.date,
+    previous_date: dt.date,
+    conf: RfmConf,
+) -> DataFrame:
+    """Members whose tier on D differs from their tier on ``previous_date``.
+
+    Inputs: gold/member_rfm of D and of the previous date (one row per buyer).
+    A buyer absent on the previous date (no purchase yet) had the default tier
+    then; a member gone on D (merged away) has no row. Output grain: one member
+    whose tier moved, keys (member_id, as_of_date); direction is up or down by
+    the tiers' thresholds (null if either name is no longer in conf/rfm.yaml).
+    """
+    cur = current.select("member_id", F.col("tier").alias("to_tier"))
+    prev = previous.select("member_id", F.col("tier").alias("from_tier"))
+    j = cur.join(prev, "member_id", "left").withColumn(
+        "from_tier", F.coalesce(F.col("from_tier"), F.lit(conf.default_tier))
+    )
+    up = _tier_rank(F.col("to_tier"), conf) > _tier_rank(F.col("from_tier"), conf)
+    down = _tier_rank(F.col("to_tier"), conf) < _tier_rank(F.col("from_tier"), conf)
+    return j.filter(F.col("from_tier") != F.col("to_tier")).select(
+        "member_id",
+        F.lit(as_of).alias("as_of_date"),
+        F.when(up, F.lit("up")).when(down, F.lit("down")).alias("direction"),
+        "from_tier",
+        "to_tier",
+        F.lit(previous_date).alias("previous_as_of_date"),
+    )
+
+
+def write_tier_changes(ctx: RunContext, conf: RfmConf) -> dict:
+    """Replace D's gold/member_tier_changes; the previous date is the latest before D."""
+    prev_date = previous_as_of(ctx, "gold/member_rfm")
+    if prev_date is None:
+        # First date of the table: nothing to compare with (a rerun clears old rows too).
+        changes = ctx.spark.createDataFrame([], TIER_CHANGE_COLUMNS)
+    else:
+        previous = ctx.lake.read("gold/member_rfm").filter(F.col("as_of_date") == F.lit(prev_date))
+        changes = tier_changes(
+            read_as_of(ctx, "gold/member_rfm"), previous, ctx.as_of, prev_date, conf
+        )
+    write_as_of(ctx, changes, "gold/member_tier_changes")
+    moves = {
+        r["direction"]: int(r["n"])
+        for r in read_as_of(ctx, "gold/member_tier_changes")
+        .groupBy("direction")
+        .agg(F.count(F.lit(1)).alias("n"))
+        .collect()
+    }
+    return {
+        "previous_as_of_date": prev_date,
+        "up": moves.get("up", 0),
+        "down": moves.get("down", 0),
+    }
+
+
 def run(ctx: RunContext) -> dict:
+    conf = load_rfm()
     feats = read_as_of(ctx, "gold/member_features")
-    df = rfm(feats, load_rfm(), load_features().windows)
+    df = rfm(feats, conf, load_features().windows)
     write_as_of(ctx, df, "gold/member_rfm")
     counts = {
         r["rfm_segment"]: int(r["n"])
@@ -84,4 +160,5 @@ def run(ctx: RunContext) -> dict:
         .agg(F.count(F.lit(1)).alias("n"))
         .collect()
     }
-    return {"rows_out": sum(counts.values()), "segments": counts}
+    tiers = write_tier_changes(ctx, conf)
+    return {"rows_out": sum(counts.values()), "segments": counts, "tier_changes": tiers}

@@ -16,6 +16,7 @@ D = dt.date(2026, 6, 30)  # the business date most tests run as of
 GOLD_TABLES = (
     "gold/member_features",
     "gold/member_rfm",
+    "gold/member_tier_changes",
     "gold/member_tags",
     "gold/member_tag_changes",
     "gold/member_lifecycle",

@@ -1,4 +1,5 @@
-"""An independent reference for gold/member_rfm and gold/member_lifecycle.
+"""An independent reference for gold/member_rfm, gold/member_tier_changes and
+gold/member_lifecycle.
 
 Written from CONTRACT section 4 alone, in plain pandas/Python over the silver
 tables read with delta-rs (no Spark, nothing from jobs.gold): integer cents for
@@ -79,6 +80,53 @@ def _scores(values: dict[str, float], descending: bool = False) -> dict[str, int
     return out
 
 
+def _aov_trend(purchases: list[dict], as_of: dt.date) -> float | None:
+    """Mean purchase amount of [D-89, D] over that of [D-179, D-90]; None if either is empty."""
+    recent = [o["cents"] for o in purchases if (as_of - o["date"]).days <= 89]
+    before = [o["cents"] for o in purchases if 90 <= (as_of - o["date"]).days <= 179]
+    if not recent or not before or sum(before) == 0:
+        return None
+    return (sum(recent) / len(recent)) / (sum(before) / len(before))
+
+
+def reference_tier_changes(
+    orders: pd.DataFrame, previous: dt.date, as_of: dt.date
+) -> dict[str, tuple[str, str, str]]:
+    """member_id -> (direction, from_tier, to_tier) for buyers whose tier moved.
+
+    A buyer of D with no purchase on ``previous`` had the lowest tier then.
+    """
+    rank = {"bronze": 0, "silver": 1, "gold": 2}
+    before = {m: r["tier"] for m, r in reference_rfm(orders, previous).items()}
+    out = {}
+    for m, r in reference_rfm(orders, as_of).items():
+        old, new = before.get(m, "bronze"), r["tier"]
+        if old != new:
+            out[m] = ("up" if rank[new] > rank[old] else "down", old, new)
+    return out
+
+
+def compare_tier_changes(lake: str | Path, previous: dt.date, as_of: dt.date) -> list[str]:
+    """Differences between gold/member_tier_changes of ``as_of`` and the reference."""
+    orders = read_delta(lake, "silver/orders")
+    got_df = read_delta(lake, "gold/member_tier_changes")
+    got_df = got_df[got_df["as_of_date"].map(_as_date) == as_of]
+    got = {
+        r["member_id"]: (r["direction"], r["from_tier"], r["to_tier"])
+        for r in got_df.to_dict("records")
+    }
+    ref = reference_tier_changes(orders, previous, as_of)
+    problems = [
+        f"tier change {m}: gold {got.get(m)} != reference {ref.get(m)}"
+        for m in sorted(set(got) | set(ref))
+        if got.get(m) != ref.get(m)
+    ]
+    wrong_prev = {_as_date(v) for v in got_df["previous_as_of_date"]} - {previous}
+    if wrong_prev:
+        problems.append(f"tier changes compared with {wrong_prev}, not {previous}")
+    return problems
+
+
 def reference_rfm(orders: pd.DataFrame, as_of: dt.date) -> dict[str, dict]:
     """member_id -> recency_days, frequency, monetary_cents, r/f/m scores, segment, tier."""
     grid = yaml.safe_load((CONF / "rfm.yaml").read_text(encoding="utf-8"))["segments"]
@@ -95,6 +143,7 @@ def reference_rfm(orders: pd.DataFrame, as_of: dt.date) -> dict[str, dict]:
             "recency_days": (as_of - max(o["date"] for o in purchases)).days,
             "frequency": sum(1 for o in inside if o["purchase"]),
             "monetary_cents": spend - returned,
+            "aov_trend": _aov_trend(purchases, as_of),
         }
     scored = {m: r for m, r in rows.items() if r["frequency"] >= 1}
     f = _scores({m: r["frequency"] for m, r in scored.items()})
@@ -191,6 +240,10 @@ def compare(lake: str | Path, as_of: dt.date) -> list[str]:
         )
         if gv != ev:
             problems.append(f"rfm {m}: gold {gv} != reference {ev}")
+        ga, ea = g["aov_trend"], e["aov_trend"]
+        ga = None if ga is None or pd.isna(ga) else float(ga)
+        if (ga is None) != (ea is None) or (ea is not None and abs(ga - ea) > 1e-9 * abs(ea)):
+            problems.append(f"rfm {m}: aov_trend gold {ga} != reference {ea}")
 
     lc = read_delta(lake, "gold/member_lifecycle")
     lc = lc[lc["as_of_date"].map(_as_date) == as_of]

@@ -17,7 +17,7 @@ import random
 import pytest
 
 from tests.gold.conftest import D, member, order
-from tests.gold.reference import compare
+from tests.gold.reference import compare, compare_tier_changes
 
 EDGES = [0, -1, -29, -30, -59, -60, -61, -120, -179, -180, -181, -364, -365, -366, -400]
 
@@ -67,10 +67,20 @@ def test_gold_agrees_with_reference_on_synthetic_data(make_ctx, silver, run_gold
     orders, members = synthetic()
     ctx = make_ctx(D)
     silver(ctx, orders=orders, members=members)
+    # A week before D first: D's tier changes compare with it (members cross thresholds
+    # both ways as purchases enter and leave the 365-day window).
+    previous = D - dt.timedelta(days=7)
+    run_gold(make_ctx(previous), "features", "rfm")
     run_gold(ctx, "features", "rfm", "lifecycle")
-    problems = compare(settings.paths.lake, D)
+    problems = compare(settings.paths.lake, D) + compare_tier_changes(
+        settings.paths.lake, previous, D
+    )
     assert problems == [], "\n".join(problems[:20])
     assert ctx.lake.read("gold/member_rfm").count() > 200  # the comparison was not vacuous
+    moves = {r["direction"] for r in ctx.lake.read("gold/member_tier_changes").collect()}
+    assert moves == {"up", "down"}
+    trends = [r["aov_trend"] for r in ctx.lake.read("gold/member_rfm").collect()]
+    assert sum(t is not None for t in trends) > 20
     # The data really reaches the boundaries it is meant to test.
     stages = {r["stage"] for r in ctx.lake.read("gold/member_lifecycle").collect()}
     assert stages == {
