@@ -10,6 +10,7 @@ import json
 import math
 from pathlib import Path
 
+import pyarrow as pa
 from deltalake import DeltaTable
 
 LAYERS = ("silver", "gold")
@@ -57,7 +58,14 @@ def table_rows(lake: Path, name: str) -> list[tuple]:
     data = DeltaTable(str(lake / name)).to_pyarrow_table()
     columns = sorted(c for c in data.column_names if c not in RUN_COLUMNS)
     rows = data.select(columns).to_pylist()
-    return sorted((tuple(_normal(r[c]) for c in columns) for r in rows), key=_exact_part)
+    # A map has no order: its entries (a list of pairs in pyarrow) are compared sorted.
+    maps = {c for c in columns if pa.types.is_map(data.schema.field(c).type)}
+
+    def value(r: dict, c: str) -> object:
+        v = _normal(r[c])
+        return tuple(sorted(v, key=repr)) if c in maps and v is not None else v
+
+    return sorted((tuple(value(r, c) for c in columns) for r in rows), key=_exact_part)
 
 
 def _close(a: object, b: object) -> bool:

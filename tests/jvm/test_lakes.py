@@ -26,3 +26,16 @@ def test_real_differences_are_reported(tmp_path):
     sail = _lake(tmp_path / "a", 0.93, 10)
     assert differences(sail, _lake(tmp_path / "b", 0.94, 10))
     assert differences(sail, _lake(tmp_path / "c", 0.93, 11))
+
+
+def test_map_entries_compare_in_any_order(tmp_path):
+    kind = pa.map_(pa.string(), pa.float64())
+
+    def lake(root: Path, entries: list) -> Path:
+        data = pa.table({"member_id": ["m1"], "shares": pa.array([entries], kind)})
+        write_deltalake(str(root / "gold" / "member_features"), data)
+        return root
+
+    sail = lake(tmp_path / "a", [("生鲜", 0.25), ("母婴", 0.75)])
+    assert differences(sail, lake(tmp_path / "b", [("母婴", 0.75), ("生鲜", 0.25)])) == []
+    assert differences(sail, lake(tmp_path / "c", [("母婴", 0.5), ("生鲜", 0.5)]))
