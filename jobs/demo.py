@@ -109,25 +109,6 @@ def table_counts(lake: Path) -> list[tuple[str, int]]:
     return out
 
 
-def stage_counts(lake: Path, as_of: dt.date) -> dict[str, int]:
-    """Members per lifecycle stage on ``as_of`` (delta-rs; empty when there is no table)."""
-    from deltalake import DeltaTable
-
-    path = lake / "gold" / "member_lifecycle"
-    if not DeltaTable.is_deltatable(str(path)):
-        return {}
-    rows = (
-        DeltaTable(str(path))
-        .to_pyarrow_table(columns=["stage"], partitions=[("as_of_date", "=", as_of.isoformat())])
-        .column("stage")
-        .to_pylist()
-    )
-    counts: dict[str, int] = {}
-    for stage in rows:
-        counts[stage] = counts.get(stage, 0) + 1
-    return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
-
-
 def summary(data_dir: Path, as_of: dt.date) -> list[str]:
     lake, exports = data_dir / "lake", data_dir / "exports"
     lines = [f"Lake {lake}:"]
@@ -138,10 +119,6 @@ def summary(data_dir: Path, as_of: dt.date) -> list[str]:
     for name, rows in counts:
         if name.startswith("quarantine/"):
             lines.append(f"  {name.split('/', 1)[1]:<8} {rows:>8,} rows")
-    stages = stage_counts(lake, as_of)
-    if stages:
-        lines.append(f"Lifecycle stages on {as_of}:")
-        lines.append("  " + ", ".join(f"{k} {v:,}" for k, v in stages.items()))
     day = exports / as_of.isoformat()
     manifest = day / "manifest.json"
     lines.append(f"Exports {day}:")
