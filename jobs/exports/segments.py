@@ -357,8 +357,13 @@ def candidates(view: DataFrame, contacts: DataFrame, segment: Segment, as_of: dt
     are the segment's file columns (identifiers only where the member is reached).
     ``view`` from :func:`segment_view`, ``contacts`` from :func:`contact_points`.
     """
+    preferred = (
+        F.col("preferred_channel")
+        if "preferred_channel" in view.columns
+        else F.lit(None).cast("string")
+    )
     members = view.where(F.expr(segment.where)).select(
-        "member_id", "stage", "tier", "rfm_segment", "preferred_channel"
+        "member_id", "stage", "tier", "rfm_segment", preferred.alias("preferred_channel")
     )
     df = members.join(contacts, "member_id", "left")
     for c in ("opt_in_sms", "opt_in_email", "opt_in_push", "has_mobile", "has_email"):
@@ -540,7 +545,10 @@ def reached_rows(
     """
     path = scratch / f"{name}.candidates"
     candidate_rows.write.mode("overwrite").parquet(str(path))
-    cand = spark.read.parquet(str(path))
+    if path.exists():
+        cand = spark.read.schema(candidate_rows.schema).parquet(str(path))
+    else:  # Sail writes no folder for an empty DataFrame
+        cand = spark.createDataFrame([], candidate_rows.schema)
     by_reason = {
         r["drop_reason"]: r["n"]
         for r in cand.groupBy("drop_reason").agg(F.count(F.lit(1)).alias("n")).collect()

@@ -402,7 +402,7 @@ def test_export_killed_mid_write_is_cleaned_by_the_next_run(lake_d, tmp_path):
 
     root = lake_d.settings.paths.exports
     args = ["run", "--date", D.isoformat(), "--steps", "exports"]
-    killed = run_cdp(args, cdp_env(tmp_path, CDP_FAULT_KILL_AT="exports/welcome_new"))
+    killed = run_cdp(args, cdp_env(tmp_path, CDP_FAULT_KILL_AT="exports/win_back_dormant"))
     assert killed.returncode == -9, killed.stderr[-2000:]
     left = [p for p in root.iterdir() if p.name.startswith(".tmp-")]
     assert len(left) == 1 and (left[0] / "win_back_dormant.csv").exists()  # member rows
