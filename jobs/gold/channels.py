@@ -113,9 +113,10 @@ def main_channel(orders: DataFrame, as_of: dt.date) -> DataFrame:
         .where(F.col("channel").isin(*BEHAVIOUR_CHANNELS))
         .groupBy("member_id", "channel")
         .agg(F.count(F.lit(1)).alias("n"))
-        .withColumn("_key", F.struct((-F.col("n")).alias("n"), rank.alias("rank")))
+        # One numeric key per (member, channel): more purchases first, then the order.
+        .withColumn("_key", F.col("n") * 10 - rank)
     )
-    return counts.groupBy("member_id").agg(F.min_by("channel", "_key").alias("main_channel"))
+    return counts.groupBy("member_id").agg(F.max_by("channel", "_key").alias("main_channel"))
 
 
 def preferred(reach: DataFrame, main: DataFrame, as_of: dt.date) -> DataFrame:
