@@ -129,6 +129,10 @@ def summary(data_dir: Path, as_of: dt.date) -> list[str]:
                 f"  {seg['name']:<26} {seg['channel']:<6} {seg['rows']:>7,} members "
                 f"(+{seg.get('entered', 0)} / -{seg.get('exited', 0)})  {day / (seg['name'] + '.csv')}"
             )
+            dropped = {k: v for k, v in seg.get("dropped", {}).items() if v}
+            if dropped:
+                why = ", ".join(f"{k} {v:,}" for k, v in dropped.items())
+                lines.append(f"  {'':<26} not exported: {why}")
         lines.append(f"  manifest: {manifest}")
     else:
         lines.append("  (no manifest: the exports step did not publish)")

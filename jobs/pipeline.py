@@ -49,7 +49,8 @@ STEPS: tuple[Step, ...] = (
     Step("tags", "jobs.gold.tags:run", ("rfm", "value")),
     Step("lifecycle", "jobs.gold.lifecycle:run", ("features", "value")),
     Step("kpis", "jobs.gold.kpis:run", ("rfm", "tags", "lifecycle", "value")),
-    Step("exports", "jobs.exports.segments:run", ("kpis",)),
+    Step("channels", "jobs.gold.channels:run", ("orders",)),
+    Step("exports", "jobs.exports.segments:run", ("kpis", "channels")),
     Step("report", "jobs.report.html:run", ("exports",)),
 )
 

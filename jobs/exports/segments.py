@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -48,7 +48,9 @@ from jobs.config import CONF_DIR, ConfigError, StrictModel, load_model
 from jobs.context import RunContext
 from jobs.exports.files import remove_dead_run_folders, sha256_file
 from jobs.exports.files import write_sorted_file as _single_file
+from jobs.gold.channels import usable_email, usable_mobile
 from jobs.gold.value_view import value_fields, with_value
+from jobs.identity.conf import load_identity_conf
 from jobs.lake import _fault_hook
 from jobs.privacy.pii import sha256_col
 from jobs.schemas import table_schema
@@ -56,7 +58,7 @@ from jobs.schemas import table_schema
 log = logging.getLogger(__name__)
 
 SEGMENTS_FILE = "segments.yaml"
-Channel = Literal["sms", "email", "push", "ads"]
+Channel = Literal["sms", "email", "push", "ads", "preferred"]
 
 # Identifier columns each channel's files carry (after the common ones).
 CHANNEL_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -64,6 +66,8 @@ CHANNEL_COLUMNS: dict[str, tuple[str, ...]] = {
     "email": ("crm_id", "email_masked"),
     "push": ("crm_id",),
     "ads": ("phone_sha256", "email_sha256"),
+    # Each member on gold/member_channels.preferred_channel; only that channel's value.
+    "preferred": ("channel", "crm_id", "phone_masked", "email_masked"),
 }
 COMMON_COLUMNS = ("member_id", "segment", "as_of_date", "stage", "tier", "rfm_segment")
 # Columns of silver/members that must not reach the segment view (hashes are keyed
@@ -76,6 +80,8 @@ class Segment(StrictModel):
     description: str = ""
     channel: Channel
     where: str = Field(min_length=1)
+    # Lower goes first when the frequency cap must choose (ties: order in the file).
+    priority: int = Field(100, ge=0)
 
     @field_validator("where")
     @classmethod
@@ -85,8 +91,21 @@ class Segment(StrictModel):
         return value.strip()
 
 
+class FrequencyCap(StrictModel):
+    max_exports: int = Field(2, ge=1)
+    window_days: int = Field(7, ge=1)
+
+
+class ReachConf(StrictModel):
+    # E-mail domains that are placeholders, not mailboxes (lower-case).
+    placeholder_email_domains: list[str] = []
+    # At most max_exports segment exports per member in any window_days days; null: no cap.
+    frequency_cap: FrequencyCap | None = FrequencyCap()
+
+
 class SegmentsConf(StrictModel):
     segments: list[Segment] = Field(min_length=1)
+    reach: ReachConf = ReachConf()
 
     @field_validator("segments")
     @classmethod
@@ -107,6 +126,11 @@ def load_segments(conf_dir: Path | None = None, spark: SparkSession | None = Non
     return conf
 
 
+def load_reach_conf(conf_dir: Path | None = None) -> ReachConf:
+    """The ``reach`` part of conf/segments.yaml (contact rules and frequency cap)."""
+    return load_model(SEGMENTS_FILE, SegmentsConf, conf_dir).reach
+
+
 def view_schema() -> T.StructType:
     """Schema of the segment view (what :func:`segment_view` returns), from schemas/*.yaml."""
     fields = list(table_schema("gold/member_features").struct.fields) + value_fields()
@@ -121,6 +145,10 @@ def view_schema() -> T.StructType:
         T.StructField("tags", T.ArrayType(T.StringType())),
     ]
     names |= {"stage", "lifecycle_stage", "tags"}
+    for f in table_schema("gold/member_channels").struct.fields:
+        if f.name not in names:
+            fields.append(f)
+            names.add(f.name)
     for f in table_schema("silver/members").struct.fields:
         if f.name not in names and not _MEMBER_PRIVATE.match(f.name):
             fields.append(f)
@@ -152,13 +180,16 @@ def segment_view(
     lifecycle: DataFrame,
     tags: DataFrame,
     members: DataFrame,
+    channels: DataFrame | None = None,
 ) -> DataFrame:
     """One row per member of gold/member_features (all for one as_of_date), key member_id.
 
     Inputs: features, rfm, lifecycle (member x as_of_date, already filtered to D),
-    tags (member x tag for D), members (silver/members, one row per member_id).
+    tags (member x tag for D), members (silver/members, one row per member_id),
+    channels (gold/member_channels for D; None: its columns are null).
     Adds rfm columns not in features, ``stage``/``lifecycle_stage``, ``tags`` (array,
-    empty when none) and the non-private columns of silver/members.
+    empty when none), main_channel/preferred_channel/*_ok and the non-private columns
+    of silver/members.
     """
     view = features
     rfm_cols = [c for c in rfm.columns if c not in view.columns]
@@ -172,19 +203,36 @@ def segment_view(
     view = view.join(tag_arrays, "member_id", "left").withColumn(
         "tags", F.coalesce(F.col("tags"), F.array().cast("array<string>"))
     )
+    chan_fields = [
+        f for f in table_schema("gold/member_channels").struct.fields if f.name not in view.columns
+    ]
+    if channels is None:
+        for f in chan_fields:
+            view = view.withColumn(f.name, F.lit(None).cast(f.dataType))
+    else:
+        view = view.join(
+            channels.select("member_id", *[f.name for f in chan_fields]), "member_id", "left"
+        )
     member_cols = [
         c for c in members.columns if c not in view.columns and not _MEMBER_PRIVATE.match(c)
     ]
     return view.join(members.select("member_id", *member_cols), "member_id", "left")
 
 
-def contact_points(members: DataFrame, pii: DataFrame) -> DataFrame:
+def contact_points(
+    members: DataFrame,
+    pii: DataFrame,
+    reach: ReachConf,
+    phone_deny: list[str],
+    email_deny: list[str],
+) -> DataFrame:
     """One row per member_id: consent flags, status and the identifiers exports may carry.
 
     ``members`` is silver/members (consent, masked values), ``pii`` restricted/member_pii
     (canonical 11-digit phone, trimmed lower-case email). Hashes are plain SHA-256 of
     the E.164 phone (``+86`` + 11 digits) and of the lower-cased email, as ad platforms
-    expect for customer matching.
+    expect for customer matching. ``has_mobile`` / ``has_email``: the contact is usable
+    (jobs.gold.channels rules: deny-lists of conf/identity.yaml, placeholder domains).
     """
     phone = F.regexp_replace(F.col("p.phone"), r"\D", "")
     e164 = F.when(F.length(phone) == 11, F.concat(F.lit("+86"), phone)).when(
@@ -205,6 +253,10 @@ def contact_points(members: DataFrame, pii: DataFrame) -> DataFrame:
             F.col("m.email_masked").alias("email_masked"),
             sha256_col(e164).alias("phone_sha256"),
             sha256_col(F.when(F.length(email) > 0, email)).alias("email_sha256"),
+            usable_mobile(F.col("p.phone"), phone_deny).alias("has_mobile"),
+            usable_email(F.col("p.email"), email_deny, reach.placeholder_email_domains).alias(
+                "has_email"
+            ),
         )
     )
 
@@ -257,22 +309,82 @@ def rekey(df: DataFrame, mapping: DataFrame) -> DataFrame:
     )
 
 
-def audience(view: DataFrame, contacts: DataFrame, segment: Segment, as_of: dt.date) -> DataFrame:
-    """The exported rows of one segment: one per consenting member, key member_id.
+# Why a member matching a segment's `where` is not exported, in the order checked.
+DROP_REASONS = ("closed", "no_consent", "no_contact", "merged", "capped")
 
+
+def _reach_reason(channel: str) -> Column:
+    """Null when the member can be reached on ``channel``, else no_consent / no_contact.
+
+    Columns of :func:`contact_points` (consent null as false); push needs a crm_id.
+    """
+    usable = {
+        "sms": F.col("has_mobile"),
+        "email": F.col("has_email"),
+        "push": F.col("crm_id").isNotNull(),
+    }
+
+    def one(c: str) -> Column:
+        return F.when(~F.col(f"opt_in_{c}"), F.lit("no_consent")).when(
+            ~usable[c], F.lit("no_contact")
+        )
+
+    if channel in usable:
+        return one(channel)
+    if channel == "ads":
+        reached = (F.col("opt_in_sms") & usable["sms"]) | (F.col("opt_in_email") & usable["email"])
+        return (
+            F.when(reached, F.lit(None))
+            .when(~(F.col("opt_in_sms") | F.col("opt_in_email")), F.lit("no_consent"))
+            .otherwise(F.lit("no_contact"))
+        )
+    # preferred: the member's gold preferred_channel, which must still be reachable.
+    any_consent = F.col("opt_in_sms") | F.col("opt_in_email") | F.col("opt_in_push")
+    chosen = F.lit(None).cast("string")
+    for c in usable:
+        chosen = F.when(F.col("preferred_channel") == c, one(c)).otherwise(chosen)
+    return F.when(
+        F.col("preferred_channel").isNull(),
+        F.when(any_consent, F.lit("no_contact")).otherwise(F.lit("no_consent")),
+    ).otherwise(chosen)
+
+
+def candidates(view: DataFrame, contacts: DataFrame, segment: Segment, as_of: dt.date) -> DataFrame:
+    """Every member matching ``segment.where``, key member_id, with ``drop_reason``.
+
+    ``drop_reason`` is null for members to export, else closed / no_consent /
+    no_contact (consented but no usable contact for the channel). The other columns
+    are the segment's file columns (identifiers only where the member is reached).
     ``view`` from :func:`segment_view`, ``contacts`` from :func:`contact_points`.
     """
-    members = view.where(F.expr(segment.where)).select("member_id", "stage", "tier", "rfm_segment")
-    df = members.join(contacts, "member_id", "inner").where(
-        F.coalesce(F.col("status"), F.lit("active")) != "closed"
+    preferred = (
+        F.col("preferred_channel")
+        if "preferred_channel" in view.columns
+        else F.lit(None).cast("string")
+    )
+    members = view.where(F.expr(segment.where)).select(
+        "member_id", "stage", "tier", "rfm_segment", preferred.alias("preferred_channel")
+    )
+    df = members.join(contacts, "member_id", "left")
+    for c in ("opt_in_sms", "opt_in_email", "opt_in_push", "has_mobile", "has_email"):
+        df = df.withColumn(c, F.coalesce(F.col(c), F.lit(False)))
+    closed = F.coalesce(F.col("status"), F.lit("active")) == "closed"
+    df = df.withColumn(
+        "drop_reason",
+        F.when(closed, F.lit("closed")).otherwise(_reach_reason(segment.channel)),
     )
     if segment.channel == "ads":
         df = df.withColumn(
-            "phone_sha256", F.when(F.col("opt_in_sms"), F.col("phone_sha256"))
-        ).withColumn("email_sha256", F.when(F.col("opt_in_email"), F.col("email_sha256")))
-        df = df.where(F.col("phone_sha256").isNotNull() | F.col("email_sha256").isNotNull())
-    else:
-        df = df.where(F.col(f"opt_in_{segment.channel}"))
+            "phone_sha256", F.when(F.col("opt_in_sms") & F.col("has_mobile"), F.col("phone_sha256"))
+        ).withColumn(
+            "email_sha256",
+            F.when(F.col("opt_in_email") & F.col("has_email"), F.col("email_sha256")),
+        )
+    if segment.channel == "preferred":
+        df = df.withColumn("channel", F.col("preferred_channel"))
+        df = df.withColumn(
+            "phone_masked", F.when(F.col("channel") == "sms", F.col("phone_masked"))
+        ).withColumn("email_masked", F.when(F.col("channel") == "email", F.col("email_masked")))
     cols = [
         F.col("member_id"),
         F.lit(segment.name).alias("segment"),
@@ -281,7 +393,45 @@ def audience(view: DataFrame, contacts: DataFrame, segment: Segment, as_of: dt.d
         F.col("tier"),
         F.col("rfm_segment"),
     ] + [F.col(c) for c in CHANNEL_COLUMNS[segment.channel]]
-    return df.select(*cols)
+    return df.select(*cols, "drop_reason")
+
+
+def audience(view: DataFrame, contacts: DataFrame, segment: Segment, as_of: dt.date) -> DataFrame:
+    """The exported rows of one segment before the cap: reachable members, key member_id."""
+    rows = candidates(view, contacts, segment, as_of)
+    return rows.where(F.col("drop_reason").isNull()).drop("drop_reason")
+
+
+def prior_contacts(
+    contacts_log: DataFrame, mapping: DataFrame, as_of: dt.date, cap: FrequencyCap
+) -> DataFrame:
+    """member_id -> n_prior: exports in the cap window before D, ids re-keyed via ``mapping``.
+
+    ``contacts_log`` is meta/export_contacts (member x segment x as_of_date); D itself
+    is left out, so a rerun of D does not count its own first run.
+    """
+    start = as_of - dt.timedelta(days=cap.window_days - 1)
+    recent = contacts_log.where(
+        (F.col("as_of_date") >= F.lit(start)) & (F.col("as_of_date") < F.lit(as_of))
+    )
+    keyed = recent.join(
+        mapping.withColumnRenamed("old_member_id", "_old"),
+        F.col("member_id") == F.col("_old"),
+        "left",
+    ).select(F.coalesce(F.col("new_id"), F.col("member_id")).alias("member_id"))
+    return keyed.groupBy("member_id").agg(F.count(F.lit(1)).alias("n_prior"))
+
+
+def over_cap(rows: DataFrame, used: DataFrame, cap: FrequencyCap) -> DataFrame:
+    """``rows`` with ``capped``: the member already has ``cap.max_exports`` in the window.
+
+    ``used`` is member_id -> n (earlier days and higher-priority segments of D).
+    """
+    return (
+        rows.join(used, "member_id", "left")
+        .withColumn("capped", F.coalesce(F.col("n"), F.lit(0)) >= cap.max_exports)
+        .drop("n")
+    )
 
 
 def changes_since(current: DataFrame, previous: DataFrame) -> tuple[DataFrame, DataFrame]:
@@ -364,6 +514,81 @@ def _file_entry(path: Path, segment: str, kind: str, rows: int) -> dict:
     }
 
 
+def _today_counts(spark: SparkSession, written: list[Path], prior: DataFrame | None) -> DataFrame:
+    """member_id -> n: exports so far (prior days in the window + segments written today)."""
+    used = None
+    if written:
+        today = spark.read.parquet(*[str(p) for p in written]).select("member_id")
+        used = today.groupBy("member_id").agg(F.count(F.lit(1)).alias("n"))
+    if prior is not None:
+        prior_n = prior.select("member_id", F.col("n_prior").alias("n"))
+        used = prior_n if used is None else used.unionByName(prior_n)
+    if used is None:
+        return spark.createDataFrame([], "member_id string, n long")
+    return used.groupBy("member_id").agg(F.sum("n").alias("n"))
+
+
+def reached_rows(
+    spark: SparkSession,
+    candidate_rows: DataFrame,
+    current_ids: DataFrame,
+    used: DataFrame | None,
+    cap: FrequencyCap | None,
+    scratch: Path,
+    name: str,
+) -> tuple[DataFrame, dict[str, int]]:
+    """(rows to export, {reason: dropped}) of one segment from :func:`candidates`.
+
+    Candidates are materialised once in ``scratch``; reachable rows are re-keyed through
+    merges (a retired id that collapses into its survivor counts as ``merged``), then
+    members at the cap (``used`` = member_id -> n) are dropped as ``capped``.
+    """
+    path = scratch / f"{name}.candidates"
+    candidate_rows.write.mode("overwrite").parquet(str(path))
+    if path.exists():
+        cand = spark.read.schema(candidate_rows.schema).parquet(str(path))
+    else:  # Sail writes no folder for an empty DataFrame
+        cand = spark.createDataFrame([], candidate_rows.schema)
+    by_reason = {
+        r["drop_reason"]: r["n"]
+        for r in cand.groupBy("drop_reason").agg(F.count(F.lit(1)).alias("n")).collect()
+    }
+    dropped = {reason: int(by_reason.get(reason, 0)) for reason in DROP_REASONS}
+    kept = rekey(cand.where(F.col("drop_reason").isNull()).drop("drop_reason"), current_ids)
+    n_kept = kept.count()
+    dropped["merged"] = int(by_reason.get(None, 0)) - n_kept
+    if cap is not None and used is not None:
+        kept = over_cap(kept, used, cap)
+        dropped["capped"] = kept.where(F.col("capped")).count()
+        kept = kept.where(~F.col("capped")).drop("capped")
+    return kept, dropped
+
+
+def _changes_files(
+    spark: SparkSession,
+    written: DataFrame,
+    prev: tuple[dt.date, Path] | None,
+    prev_ids: DataFrame | None,
+    seg: Segment,
+    tmp: Path,
+    scratch: Path,
+) -> tuple[list[dict], dict[str, int]]:
+    """Write ``<segment>.entered.csv`` / ``.exited.csv`` against the previous export."""
+    prev_file = prev[1] / f"{seg.name}.parquet" if prev else None
+    if prev_file is not None and prev_file.exists():
+        previous = rekey(spark.read.parquet(str(prev_file)), prev_ids)
+    else:
+        previous = written.limit(0)
+    entered, exited = changes_since(written, previous)
+    counts, files = {}, []
+    for kind, df in (("entered", entered), ("exited", exited)):
+        path = tmp / f"{seg.name}.{kind}.csv"
+        _single_file(df, "csv", path, scratch)
+        counts[kind] = df.count()
+        files.append(_file_entry(path, seg.name, kind, counts[kind]))
+    return files, counts
+
+
 def write_export(
     spark: SparkSession,
     view: DataFrame,
@@ -373,8 +598,15 @@ def write_export(
     root: Path,
     as_of: dt.date,
     run_id: str,
+    prior: DataFrame | None = None,
+    cap: FrequencyCap | None = None,
 ) -> dict:
-    """Write every segment's files and the manifest for ``as_of``, then publish them."""
+    """Write every segment's files and the manifest for ``as_of``, then publish them.
+
+    Segments are written by priority (then file order); with ``cap`` a member is in at
+    most ``cap.max_exports`` exports over the window, counting ``prior`` (member_id ->
+    n_prior, from :func:`prior_contacts`) and the segments of D written before.
+    """
     root.mkdir(parents=True, exist_ok=True)
     for name in remove_dead_run_folders(root):
         log.warning("removed exports/%s, left by a run that died", name)
@@ -385,13 +617,25 @@ def write_export(
     prev = previous_export(root, as_of)
     files: list[dict] = []
     seg_entries: list[dict] = []
+    ordered = [s for _, s in sorted(enumerate(segments), key=lambda t: (t[1].priority, t[0]))]
     try:
         current_ids = merge_map(changes, None, as_of)
         prev_ids = merge_map(changes, prev[0], as_of) if prev else None
-        for seg in segments:
-            rows = rekey(audience(view, contacts, seg, as_of), current_ids)
+        audiences: list[Path] = []
+        for seg in ordered:
+            used = _today_counts(spark, audiences, prior) if cap is not None else None
+            rows, dropped = reached_rows(
+                spark,
+                candidates(view, contacts, seg, as_of),
+                current_ids,
+                used,
+                cap,
+                scratch,
+                seg.name,
+            )
             pq_path = tmp / f"{seg.name}.parquet"
             _single_file(rows, "parquet", pq_path, scratch)
+            audiences.append(pq_path)
             # Everything else reads the written file back: the join runs once.
             written = spark.read.parquet(str(pq_path))
             n = written.count()
@@ -401,19 +645,17 @@ def write_export(
                 _file_entry(csv_path, seg.name, "audience", n),
                 _file_entry(pq_path, seg.name, "audience", n),
             ]
-            prev_file = prev[1] / f"{seg.name}.parquet" if prev else None
-            if prev_file is not None and prev_file.exists():
-                previous = rekey(spark.read.parquet(str(prev_file)), prev_ids)
-            else:
-                previous = written.limit(0)
-            entered, exited = changes_since(written, previous)
-            counts = {}
-            for kind, df in (("entered", entered), ("exited", exited)):
-                path = tmp / f"{seg.name}.{kind}.csv"
-                _single_file(df, "csv", path, scratch)
-                counts[kind] = df.count()
-                files.append(_file_entry(path, seg.name, kind, counts[kind]))
-            seg_entries.append({**seg.model_dump(), "rows": n, **counts})
+            change_files, counts = _changes_files(spark, written, prev, prev_ids, seg, tmp, scratch)
+            files += change_files
+            seg_entries.append(
+                {
+                    **seg.model_dump(),
+                    "rows": n,
+                    "matched": n + sum(dropped.values()),
+                    "dropped": dropped,
+                    **counts,
+                }
+            )
             _fault_hook(f"exports/{seg.name}")
         shutil.rmtree(scratch)
         manifest = {
@@ -421,6 +663,7 @@ def write_export(
             "run_id": run_id,
             "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "previous_export": prev[0].isoformat() if prev else None,
+            "frequency_cap": cap.model_dump() if cap is not None else None,
             "segments": seg_entries,
             "files": files,
         }
@@ -434,10 +677,24 @@ def write_export(
     return manifest
 
 
+def export_contacts(spark: SparkSession, day: Path, segments: Iterable[Segment]) -> DataFrame:
+    """meta/export_contacts rows of one published export folder: member x segment x D."""
+    parts = []
+    for seg in segments:
+        df = spark.read.parquet(str(day / f"{seg.name}.parquet"))
+        channel = F.col("channel") if seg.channel == "preferred" else F.lit(seg.channel)
+        parts.append(df.select("member_id", "as_of_date", "segment", channel.alias("channel")))
+    out = parts[0]
+    for part in parts[1:]:
+        out = out.unionByName(part)
+    return out
+
+
 def run(ctx: RunContext) -> dict:
     """Export every segment of conf/segments.yaml for ctx.as_of (see module docstring)."""
     lake, as_of = ctx.lake, ctx.as_of
     segments = load_segments()
+    cap = segments.reach.frequency_cap
 
     def on_date(name: str) -> DataFrame:
         return lake.read(name).where(F.col("as_of_date") == F.lit(as_of))
@@ -449,9 +706,18 @@ def run(ctx: RunContext) -> dict:
         on_date("gold/member_lifecycle"),
         on_date("gold/member_tags"),
         members,
+        on_date("gold/member_channels"),
     )
     validate_predicates(view, segments, CONF_DIR / SEGMENTS_FILE)
-    contacts = contact_points(members, lake.read("restricted/member_pii"))
+    deny = load_identity_conf().junk.deny_list
+    contacts = contact_points(
+        members, lake.read("restricted/member_pii"), segments.reach, deny.phone, deny.email
+    )
+    changes = lake.read("silver/member_id_changes")
+    prior = None
+    if cap is not None:
+        log_ = lake.read("meta/export_contacts")
+        prior = prior_contacts(log_, merge_map(changes, None, as_of), as_of, cap)
     exports = ctx.settings.paths.exports
     # On an object store the export is written in a local copy holding the folders it
     # reads or replaces, then uploaded (jobs.storage.local_copy: _SUCCESS last).
@@ -460,16 +726,26 @@ def run(ctx: RunContext) -> dict:
             ctx.spark,
             view,
             contacts,
-            lake.read("silver/member_id_changes"),
+            changes,
             segments.segments,
             root,
             as_of,
             ctx.run_id,
+            prior=prior,
+            cap=cap,
+        )
+        # What was sent to whom on D, for the cap of the next days (a rerun replaces it).
+        lake.replace_where(
+            export_contacts(ctx.spark, Path(root) / as_of.isoformat(), segments.segments),
+            "meta/export_contacts",
+            f"as_of_date = '{as_of.isoformat()}'",
         )
     per_segment = {s["name"]: s["rows"] for s in manifest["segments"]}
+    dropped = {r: sum(s["dropped"][r] for s in manifest["segments"]) for r in DROP_REASONS}
     return {
         "rows_out": sum(per_segment.values()),
         "files": len(manifest["files"]),
         "segments": per_segment,
+        "dropped": dropped,
         "path": storage.join(exports, as_of.isoformat()),
     }

@@ -26,6 +26,7 @@ OUTLETS: dict[str, tuple[str, ...]] = {
     "tags": ("lake/gold/member_tags", "lake/gold/member_tag_changes"),
     "lifecycle": ("lake/gold/member_lifecycle", "lake/gold/lifecycle_transitions"),
     "kpis": ("lake/gold/kpi_daily",),
+    "channels": ("lake/gold/member_channels",),
     "exports": ("exports/segments",),
     "report": ("exports/report",),
 }

@@ -104,7 +104,8 @@ def test_nightly_graph_follows_pipeline_steps(parsed):
         "tags": ["rfm", "value"],
         "lifecycle": ["features", "value"],
         "kpis": ["lifecycle", "rfm", "tags", "value"],
-        "exports": ["kpis"],
+        "channels": ["orders"],
+        "exports": ["channels", "kpis"],
         "report": ["exports"],
     }
     assert {k: v["upstream"] for k, v in tasks.items()} == expected_upstream

@@ -36,7 +36,7 @@ def _sha(text: str) -> str:
 
 # member_id: (stage, frequency_total, tags, top_category, sms, email, push, status, phone, email)
 MEMBERS = {
-    "M1": ("dormant", 3, [], None, True, False, False, "active", "13800138000", None),
+    "M1": ("dormant", 3, [], None, True, False, False, "active", "13812348000", None),
     "M2": ("dormant", 2, [], None, False, True, True, "active", "13800138001", None),
     "M3": ("dormant", 5, [], None, True, True, True, "closed", "13800138002", None),
     "M4": ("new", 1, [], None, False, True, False, "active", None, "new@qq.com"),
@@ -182,7 +182,7 @@ def test_exports_honour_consent_and_hash_identifiers(lake_d):
     }
     # No raw PII nor keyed hashes anywhere in the published files.
     blob = "".join(p.read_text(encoding="utf-8", errors="replace") for p in day.glob("*.csv"))
-    for raw in ("13800138000", "13900001111", "x@y.com", "Foo@Bar", "张三", "hmac-not-for-export"):
+    for raw in ("13812348000", "13900001111", "x@y.com", "Foo@Bar", "张三", "hmac-not-for-export"):
         assert raw not in blob
     assert out["segments"]["win_back_dormant"] == 1
     assert out["segments"]["lapsed_browsers_beauty"] == 2
@@ -233,7 +233,7 @@ def test_failed_export_leaves_last_good_one(lake_d, monkeypatch):
 
     def failing(df, fmt, target, scratch):
         calls.append(target.name)
-        if target.name == "welcome_new.csv":  # second segment, after other files were written
+        if target.name == "birthday_month.csv":  # written by priority after win_back_dormant
             raise OSError("disk full (injected)")
         return real(df, fmt, target, scratch)
 
@@ -257,12 +257,12 @@ def test_entered_exited_rekeyed_through_merges(spark, settings, tmp_path):
 
     contacts = spark.createDataFrame(
         [
-            (m, f"C{m}", "active", False, False, True, None, None, None, None)
+            (m, f"C{m}", "active", False, False, True, None, None, None, None, False, False)
             for m in ("A", "B", "C", "E")
         ],
         "member_id string, crm_id string, status string, opt_in_sms boolean, "
         "opt_in_email boolean, opt_in_push boolean, phone_masked string, email_masked string, "
-        "phone_sha256 string, email_sha256 string",
+        "phone_sha256 string, email_sha256 string, has_mobile boolean, has_email boolean",
     )
     changes_schema = table_schema("silver/member_id_changes").struct
     no_changes = spark.createDataFrame([], changes_schema)
@@ -312,7 +312,7 @@ def test_bad_predicates_fail_at_load_naming_segment_and_file(spark, tmp_path):
 
 def test_shipped_segments_are_valid(spark):
     conf = load_segments(spark=spark)
-    assert {s.channel for s in conf.segments} == {"sms", "email", "push", "ads"}
+    assert {s.channel for s in conf.segments} == {"sms", "email", "push", "ads", "preferred"}
     assert len(conf.segments) >= 6
 
 
@@ -337,11 +337,14 @@ def _add_dormant_members(ctx, n: int) -> None:
         }  # fmt: skip
         for m in ids
     ]
+    # A usable mobile each (sms needs consent AND a contact).
+    pii = [{"member_id": m, "phone": f"1391{i:07d}", "as_of_date": D} for i, m in enumerate(ids)]
     for name, rows in (
         ("gold/member_features", feats),
         ("gold/member_rfm", rfm),
         ("gold/member_lifecycle", life),
         ("silver/members", members),
+        ("restricted/member_pii", pii),
     ):
         df = ctx.spark.createDataFrame(_rows(name, rows), table_schema(name).struct)
         ctx.lake.append(df.repartition(4), name)
@@ -407,7 +410,7 @@ def test_export_killed_mid_write_is_cleaned_by_the_next_run(lake_d, tmp_path):
 
     root = lake_d.settings.paths.exports
     args = ["run", "--date", D.isoformat(), "--steps", "exports"]
-    killed = run_cdp(args, cdp_env(tmp_path, CDP_FAULT_KILL_AT="exports/welcome_new"))
+    killed = run_cdp(args, cdp_env(tmp_path, CDP_FAULT_KILL_AT="exports/win_back_dormant"))
     assert killed.returncode == -9, killed.stderr[-2000:]
     left = [p for p in root.iterdir() if p.name.startswith(".tmp-")]
     assert len(left) == 1 and (left[0] / "win_back_dormant.csv").exists()  # member rows
