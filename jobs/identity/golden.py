@@ -20,6 +20,16 @@ def _latest_non_null(value: Column, order: Column) -> Column:
     return F.max_by(value, F.when(value.isNotNull(), order))
 
 
+def _first_registration_channel(order: Column) -> Column:
+    """The channel of the member's earliest registration that has one; among versions
+    with that register_ts, the latest (the same on every engine: every CRM version of a
+    record carries the same register_ts, so ordering on it alone left the pick to the
+    engine, and Sail and JVM Spark picked differently)."""
+    channel = F.col("register_channel")
+    key = F.unix_timestamp("register_ts").cast("long") * F.lit(1 << 20) - order
+    return F.min_by(channel, F.when(channel.isNotNull(), key))
+
+
 def golden_records(
     crm: DataFrame,
     xref: DataFrame,
@@ -76,7 +86,7 @@ def golden_records(
         _latest_non_null(F.col("home_store_id"), order).alias("home_store_id"),
         _latest_non_null(F.col("name"), order).alias("name"),
         F.min("register_ts").alias("register_ts"),
-        F.min_by("register_channel", F.col("register_ts")).alias("register_channel"),
+        _first_registration_channel(order).alias("register_channel"),
         # Consent is the latest row's: an empty flag there means no consent.
         F.max_by(F.coalesce("opt_in_sms", F.lit(False)), order).alias("opt_in_sms"),
         F.max_by(F.coalesce("opt_in_email", F.lit(False)), order).alias("opt_in_email"),
