@@ -14,6 +14,7 @@ from jobs.config import Settings
 from jobs.context import RunContext
 from jobs.ingest.distributed import parse_place
 from jobs.ingest.job import ingest
+from jobs.lake_state import staging_dir
 from tests.ingest.landing_fixtures import event, sale, write_crm, write_pos, write_web
 
 END = dt.date(2026, 11, 20)
@@ -62,7 +63,7 @@ def _settings(settings: Settings, landing: Path, base: Path, parse_on: str) -> S
 def _rows(lake: Path, table: str) -> list[tuple]:
     data: pa.Table = DeltaTable(str(lake / table)).to_pyarrow_table()
     keep = [c for c in data.column_names if c not in RUN_COLUMNS]
-    return sorted(tuple(r.values()) for r in data.select(keep).to_pylist())
+    return sorted((tuple(r.values()) for r in data.select(keep).to_pylist()), key=repr)
 
 
 def test_parse_place_follows_the_engine(settings):
@@ -84,7 +85,8 @@ def test_executors_and_driver_give_the_same_tables(spark, settings, landing, tmp
         ctx = RunContext(settings=s, spark=spark, as_of=END)
         results[parse_on] = {src: ingest(ctx, src) for src in ("pos", "web", "crm")}
         # The staged Parquet of every source was written (by the executors in one case).
-        assert list((s.paths.work / "staging" / ctx.run_id / "pos" / "raw").glob("*.parquet"))
+        staged = Path(staging_dir(s.paths.lake, ctx.run_id)) / "pos" / "raw"
+        assert list(staged.glob("*.parquet"))
     assert results["driver"] == results["executors"]
     assert all(results["driver"][src]["quarantined"] > 0 for src in ("pos", "web", "crm"))
     for table in TABLES:
