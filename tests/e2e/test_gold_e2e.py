@@ -94,8 +94,13 @@ def test_three_nights_backfill_and_reference(zone, settings, make_ctx):
     assert lc.count() == members
     kpi = lake.read("gold/kpi_daily").filter(F.col("as_of_date") == F.lit(END)).collect()
     assert len(kpi) == 1
-    rates = {k: v for k, v in kpi[0].asDict().items() if k.endswith(("_rate", "_share"))}
+    # Shares of members, orders or points lie in [0, 1]; the basket attach rate is items
+    # per order (issue 15), at least 1 where there is an order.
+    figures = kpi[0].asDict()
+    attach = figures.pop("basket_attach_rate")
+    rates = {k: v for k, v in figures.items() if k.endswith(("_rate", "_share"))}
     assert rates and all(v is None or 0 <= v <= 1 for v in rates.values()), rates
+    assert attach is None or attach >= 1, attach
 
     # Backfill the first date: the same partitions come back, the other dates stay.
     # `cdp run --date` of the first date again. (Identity recomputes the golden record as
