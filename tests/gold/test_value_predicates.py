@@ -62,7 +62,7 @@ def test_tags_lifecycle_and_segments_can_use_member_value(spark, make_ctx, silve
     want = {
         m
         for m, r in value.items()
-        if r["clv_band"] == "top" and r["churn_risk"] in ("medium", "high")
+        if r["clv_band"] in ("top", "middle") and r["churn_risk"] in ("medium", "high")
     }
     assert chosen == want and want
     prospect = view.where(F.col("member_id") == "P").collect()[0]
