@@ -12,7 +12,7 @@ DEMO_MEMBERS ?= 2000
 DEMO_DAYS ?= 400
 DEMO_RUNS ?= 3
 
-.PHONY: setup jars browser test lint demo bench bench-engines spark-cluster spark-cluster-stop clean
+.PHONY: setup jars browser test test-cluster lint demo bench bench-engines spark-cluster spark-cluster-stop clean
 
 .tools/bin/uv:
 	$(PYTHON) -m venv .tools
@@ -35,6 +35,11 @@ $(JARS_STAMP): jvm/pom.xml
 jars: $(JARS_STAMP)
 
 setup: $(STAMP) $(JARS_STAMP)
+
+# The pipeline on a Spark Connect server and on a standalone cluster, compared with Sail
+# (tests/jvm/test_cluster.py; long on 2 cores, so not part of `make test` yet).
+test-cluster: setup
+	CDP_TEST_CLUSTER=1 $(UV) run --frozen pytest -q tests/jvm/test_cluster.py
 
 lint: setup
 	$(UV) run --frozen ruff check .

@@ -42,6 +42,13 @@ pytestmark = [
     pytest.mark.skipif(
         not list((PROJECT_ROOT / ".jars").glob("delta-spark*.jar")), reason="run `make setup`"
     ),
+    # Opt-in until a run on an idle machine has measured them: 18 and 28 minutes at a load
+    # of 15-21 on 2 cores (the Connect run then matched Sail; the cluster run's last form
+    # was not rerun). `make test-cluster` runs them.
+    pytest.mark.skipif(
+        os.environ.get("CDP_TEST_CLUSTER") != "1",
+        reason="Connect-server and standalone-cluster runs are opt-in: CDP_TEST_CLUSTER=1",
+    ),
 ]
 
 END = dt.date(2026, 11, 7)
