@@ -59,10 +59,11 @@ def test_tags_lifecycle_and_segments_can_use_member_value(spark, make_ctx, silve
     )
     validate_predicates(view, conf, "conf/segments.yaml")
     chosen = {r["member_id"] for r in view.where(F.expr(segment.where)).collect()}
+    m_scores = {r["member_id"]: r["m_score"] for r in _on_d(ctx, "gold/member_rfm").collect()}
     want = {
         m
         for m, r in value.items()
-        if r["clv_band"] in ("top", "middle") and r["churn_risk"] in ("medium", "high")
+        if m_scores.get(m, 0) >= 4 and r["churn_risk"] in ("medium", "high")
     }
     assert chosen == want and want
     prospect = view.where(F.col("member_id") == "P").collect()[0]
