@@ -36,10 +36,11 @@ jars: $(JARS_STAMP)
 
 setup: $(STAMP) $(JARS_STAMP)
 
-# The pipeline on a Spark Connect server and on a standalone cluster, compared with Sail
-# (tests/jvm/test_cluster.py; long on 2 cores, so not part of `make test` yet).
+# The whole pipeline on JVM Spark + Delta (local, Spark Connect server, standalone cluster)
+# compared with Sail (tests/engines/test_parity.py, tests/jvm/test_cluster.py; long on
+# 2 cores, so not part of `make test` yet).
 test-cluster: setup
-	CDP_TEST_CLUSTER=1 $(UV) run --frozen pytest -q tests/jvm/test_cluster.py
+	CDP_TEST_CLUSTER=1 $(UV) run --frozen pytest -q tests/engines/test_parity.py tests/jvm/test_cluster.py
 
 lint: setup
 	$(UV) run --frozen ruff check .
