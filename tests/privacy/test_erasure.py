@@ -579,12 +579,15 @@ def _lake_snapshot(spark, root: Path) -> dict[str, list[tuple]]:
 
 
 def _exports_snapshot(root: Path) -> dict[str, object]:
-    """Per export folder: the manifest's files and segments, and every listed file's bytes."""
+    """Per export folder: the manifest's data files and segments, and every listed data
+    file's bytes. The run report (kind ``report``) is left out: it names the run that wrote
+    it and holds no member rows."""
     out: dict[str, object] = {}
     for manifest in sorted(root.glob("*/manifest.json")):
         doc = json.loads(manifest.read_text(encoding="utf-8"))
-        out[manifest.parent.name] = (doc["files"], doc["segments"])
-        for f in doc["files"]:
+        files = [f for f in doc["files"] if f.get("kind") != "report"]
+        out[manifest.parent.name] = (files, doc["segments"])
+        for f in files:
             out[f"{manifest.parent.name}/{f['path']}"] = (manifest.parent / f["path"]).read_bytes()
     return out
 
