@@ -28,7 +28,7 @@ from jobs.config import CONF_DIR, load_settings, with_paths
 from jobs.context import RunContext
 from jobs.lake import Lake
 from jobs.pipeline import STEPS, run_pipeline
-from tests.reliability.cli import cdp_env, run_cdp
+from tests.reliability.cli import TEST_KEY, cdp_env, run_cdp
 
 pytestmark = pytest.mark.slow
 
@@ -115,7 +115,13 @@ def _settings(base: Path, landing: Path):
     # The generator plants whole unreadable files: on a zone this small they cross the
     # quality gate, which is not what this test is about.
     ingest = s.ingest.model_copy(update={"max_quarantine_rate": 1.0})
-    return s.model_copy(update={"ingest": ingest})
+    # One key for every lake of the module (the CLI runs get the same from cdp_env), so the
+    # clean and the crashed lakes hash identifiers alike.
+    key_file = base / "pii.key"
+    key_file.parent.mkdir(parents=True, exist_ok=True)
+    key_file.write_text(TEST_KEY)
+    privacy = s.privacy.model_copy(update={"key_file": key_file})
+    return s.model_copy(update={"ingest": ingest, "privacy": privacy})
 
 
 @pytest.fixture(scope="module")
