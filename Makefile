@@ -19,7 +19,7 @@ DEMO_RUNS ?= 3
 	.tools/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
 $(STAMP): pyproject.toml uv.lock | $(if $(findstring .tools,$(UV)),.tools/bin/uv)
-	$(UV) sync --frozen --python $(PYTHON)
+	$(UV) sync --frozen --compile-bytecode --python $(PYTHON)
 	@touch $(STAMP)
 
 # JVM engines (CDP_ENGINE=spark, Spark Connect server, standalone cluster): the JARs of

@@ -1,11 +1,13 @@
-"""Quality step: validate each source's batch of this run with Great Expectations.
+"""Quality step: validate each source's batch of this run against its Great Expectations suite.
 
 The suites in ``expectations/`` are the same ones that split rows into bronze
-and quarantine (jobs.ingest.rules). Here they validate the whole batch the
-ingestion steps checked in this run, keep the results per run in a file Data
-Context under ``<work>/gx`` (rendered as Data Docs HTML) and in
-``meta/quality_results``, and fail the run when a source's quarantine rate
-crosses ``ingest.max_quarantine_rate``.
+and quarantine (jobs.ingest.rules compiles each expectation into a Spark
+predicate). Here every expectation of a suite is checked over the whole batch
+the ingestion steps staged in this run, in one aggregation per source (a night's
+step costs what its rows cost, not a Spark query per expectation); the results
+go to ``meta/quality_results`` and, as GX validation results, to a file Data
+Context under ``<work>/gx`` rendered as Data Docs HTML. The run fails when a
+source's quarantine rate crosses ``ingest.max_quarantine_rate``.
 
 The rate counts the rows of the run's files sent to quarantine, out of the rows
 that were new: exact repeats of rows already taken in (a file re-sent under a
@@ -20,12 +22,14 @@ import json
 import logging
 from pathlib import Path
 
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from jobs import storage
 from jobs.config import EXPECTATIONS_DIR
 from jobs.context import RunContext
 from jobs.ingest.job import staging_dir
+from jobs.ingest.rules import load_rules
 from jobs.schemas import table_schema
 
 log = logging.getLogger(__name__)
@@ -53,73 +57,130 @@ def _context(root: Path):
     return context
 
 
-def _suite(source: str):
-    import great_expectations as gx
+def _configurations(source: str) -> list:
+    """The expectations of ``expectations/<source>.json`` as GX configurations, in file order."""
     from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
 
     doc = json.loads((EXPECTATIONS_DIR / f"{source}.json").read_text(encoding="utf-8"))
-    suite = gx.ExpectationSuite(name=f"cdp_{source}", meta=doc.get("meta") or {})
-    for exp in doc["expectations"]:
-        suite.add_expectation_configuration(
-            ExpectationConfiguration(
-                type=exp["type"],
-                kwargs=exp["kwargs"],
-                meta=exp.get("meta"),
-                description=exp.get("description"),
-            )
+    return [
+        ExpectationConfiguration(
+            type=exp["type"],
+            kwargs=exp["kwargs"],
+            meta=exp.get("meta"),
+            description=exp.get("description"),
         )
+        for exp in doc["expectations"]
+    ]
+
+
+def _suite(source: str):
+    import great_expectations as gx
+
+    doc = json.loads((EXPECTATIONS_DIR / f"{source}.json").read_text(encoding="utf-8"))
+    suite = gx.ExpectationSuite(name=f"cdp_{source}", meta=doc.get("meta") or {})
+    for config in _configurations(source):
+        suite.add_expectation_configuration(config)
     return suite
 
 
-def validate_batch(ctx: RunContext, source: str, batch) -> list[dict]:
-    """Run ``expectations/<source>.json`` on ``batch`` (staged text rows); return one dict per expectation."""
-    import great_expectations as gx
+def validate_batch(source: str, batch: DataFrame) -> list[dict]:
+    """Every expectation of ``expectations/<source>.json`` checked over ``batch`` at once.
+
+    ``batch``: the run's staged text rows of one source (grain: one row read). Each
+    expectation is the Spark predicate jobs.ingest.rules compiles from the suite (true when
+    a row breaks it), summed in one aggregation: one pass over the batch however many
+    expectations the suite holds. Returns one dict per expectation, in suite order.
+    """
+    rules = load_rules(source)
+    sums = [
+        F.sum(F.expr(rule.violation_sql).cast("long")).alias(f"e{i}")
+        for i, rule in enumerate(rules)
+    ]
+    counts = batch.agg(F.count(F.lit(1)).alias("rows"), *sums).first()
+    rows = int(counts["rows"])
+    return [
+        {
+            "expectation_index": i,
+            "rule": rule.name,
+            "expectation_type": rule.type,
+            "column": rule.kwargs.get("column"),
+            "success": int(counts[f"e{i}"] or 0) == 0,
+            "element_count": rows,
+            "unexpected_count": int(counts[f"e{i}"] or 0),
+        }
+        for i, rule in enumerate(rules)
+    ]
+
+
+def write_data_docs(ctx: RunContext, results: dict[str, list[dict]]) -> Path:
+    """Render this run's validation results as Great Expectations Data Docs.
+
+    ``results``: per source, the dicts of :func:`validate_batch`. They become GX
+    validation results (one per source, run name ``<date>_<run_id>``) in the file Data
+    Context under ``<work>/gx``; only these and their suites are rendered, then the index.
+    No sample values are kept: quarantine holds the rows, and a sample of bad birth dates
+    or names would put PII in HTML files.
+    """
+    from great_expectations.core import (
+        ExpectationSuiteValidationResult,
+        ExpectationValidationResult,
+        RunIdentifier,
+    )
+    from great_expectations.data_context.types.resource_identifiers import (
+        ExpectationSuiteIdentifier,
+        ValidationResultIdentifier,
+    )
 
     context = _context(gx_root(ctx))
-    datasource = context.data_sources.add_or_update_spark(name="cdp_landing")
-    asset_name = f"{source}_batch"
-    asset = next(
-        (a for a in datasource.assets if a.name == asset_name), None
-    ) or datasource.add_dataframe_asset(name=asset_name)
-    batch_def = next(
-        (b for b in asset.batch_definitions if b.name == "run"), None
-    ) or asset.add_batch_definition_whole_dataframe("run")
-    suite = context.suites.add_or_update(_suite(source))
-    vd = context.validation_definitions.add_or_update(
-        gx.ValidationDefinition(name=f"{source}_rows", data=batch_def, suite=suite)
-    )
-    checkpoint = context.checkpoints.add_or_update(
-        gx.Checkpoint(
-            name=f"{source}_nightly",
-            validation_definitions=[vd],
-            actions=[gx.checkpoint.UpdateDataDocsAction(name="update_data_docs")],
-            # No sample values in results or Data Docs: quarantine holds the rows, and a
-            # sample of bad birth dates or names would put PII in HTML files.
-            result_format={"result_format": "SUMMARY", "partial_unexpected_count": 0},
-        )
-    )
-    run_id = gx.RunIdentifier(run_name=f"{ctx.as_of_str}_{ctx.run_id}")
-    result = checkpoint.run(batch_parameters={"dataframe": batch}, run_id=run_id)
-    out = []
-    for validation in result.run_results.values():
-        for i, r in enumerate(validation.results):
-            cfg = r.expectation_config
-            res = r.result or {}
-            unexpected = res.get("unexpected_count")
-            if unexpected is None and isinstance(res.get("observed_value"), int | float):
-                unexpected = int(res["observed_value"])
-            out.append(
-                {
-                    "expectation_index": i,
-                    "rule": (cfg.meta or {}).get("rule"),
-                    "expectation_type": cfg.type,
-                    "column": cfg.kwargs.get("column"),
-                    "success": bool(r.success),
-                    "element_count": res.get("element_count"),
-                    "unexpected_count": unexpected,
-                }
+    run_id = RunIdentifier(run_name=f"{ctx.as_of_str}_{ctx.run_id}")
+    built = []
+    for source, checked in results.items():
+        suite = context.suites.add_or_update(_suite(source))
+        suite_id = ExpectationSuiteIdentifier(name=suite.name)
+        outcomes = [
+            ExpectationValidationResult(
+                success=r["success"],
+                expectation_config=config,
+                result=_result_summary(r),
             )
-    return out
+            for r, config in zip(checked, _configurations(source), strict=True)
+        ]
+        validation = ExpectationSuiteValidationResult(
+            success=all(r["success"] for r in checked),
+            results=outcomes,
+            suite_name=suite.name,
+            statistics=_statistics(checked),
+            meta={"run_id": run_id, "batch_spec": {"source": source, "run": ctx.run_id}},
+        )
+        result_id = ValidationResultIdentifier(
+            expectation_suite_identifier=suite_id,
+            run_id=run_id,
+            batch_identifier=f"{source}_{ctx.as_of_str}",
+        )
+        context.validation_results_store.set(result_id, validation)
+        built += [result_id, suite_id]
+    context.build_data_docs(resource_identifiers=built, build_index=True)
+    return data_docs_index(ctx.settings.paths.work)
+
+
+def _result_summary(checked: dict) -> dict:
+    rows, bad = checked["element_count"], checked["unexpected_count"]
+    return {
+        "element_count": rows,
+        "unexpected_count": bad,
+        "unexpected_percent": 100.0 * bad / rows if rows else 0.0,
+        "partial_unexpected_list": [],
+    }
+
+
+def _statistics(checked: list[dict]) -> dict:
+    passed = sum(r["success"] for r in checked)
+    return {
+        "evaluated_expectations": len(checked),
+        "successful_expectations": passed,
+        "unsuccessful_expectations": len(checked) - passed,
+        "success_percent": 100.0 * passed / len(checked) if checked else None,
+    }
 
 
 def fields_nulled(batch) -> dict[str, int]:
@@ -164,17 +225,19 @@ def quarantine_rates(ctx: RunContext) -> tuple[dict, int, list[str]]:
 def run(ctx: RunContext) -> dict:
     sources = ctx.settings.ingest.sources
     limit = ctx.settings.ingest.max_quarantine_rate
-    rows, figures = [], {}
+    rows, figures, by_source = [], {}, {}
     for source in sources:
         checked = storage.join(staging_dir(ctx, source), "checked")
         if not storage.exists(checked):
             continue
         batch = ctx.spark.read.format("delta").load(checked)
-        for r in validate_batch(ctx, source, batch):
-            rows.append({"source": source, **r})
+        by_source[source] = validate_batch(source, batch)
+        rows += [{"source": source, **r} for r in by_source[source]]
         nulled = fields_nulled(batch)
         if nulled:
             figures[f"fields_nulled_{source}"] = nulled
+    if by_source:
+        write_data_docs(ctx, by_source)
     rates, rows_in, too_bad = quarantine_rates(ctx)
     figures.update(rates)
     if rows:
