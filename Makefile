@@ -11,6 +11,7 @@ DEMO_DIR ?= $(CURDIR)/demo
 DEMO_MEMBERS ?= 2000
 DEMO_DAYS ?= 400
 DEMO_RUNS ?= 3
+TEST_WORKERS ?= 2
 
 .PHONY: setup jars browser test test-cluster lint demo bench bench-engines spark-cluster spark-cluster-stop clean
 
@@ -58,7 +59,7 @@ browser:
 
 test: setup browser
 	$(UV) run --frozen ruff check .
-	$(UV) run --frozen pytest -q
+	$(UV) run --frozen pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 demo: setup
 	$(UV) run --frozen python -m jobs.demo --dir $(DEMO_DIR) --members $(DEMO_MEMBERS) --days $(DEMO_DAYS) --runs $(DEMO_RUNS)

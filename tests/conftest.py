@@ -11,6 +11,21 @@ import pytest
 from jobs.config import EngineConf, load_settings, with_paths
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Keep each module's tests together, JVM tests together, slow modules first.
+
+    ``make test`` runs the suite on two pytest-xdist workers (``--dist loadgroup``): a
+    module's tests share one worker, so its module-scoped lakes are built once, and every
+    JVM test shares one worker, so one JVM serves them all. Modules holding a slow
+    (end-to-end) test are sent first, so the last minutes are not one long test alone.
+    """
+    slow = {item.module.__name__ for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.module.__name__ not in slow)
+    for item in items:
+        group = "jvm" if item.get_closest_marker("jvm") else item.module.__name__
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 @pytest.fixture(scope="session")
 def spark():
     from jobs import engine
