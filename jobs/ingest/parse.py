@@ -27,12 +27,14 @@ from functools import cache
 from pathlib import Path
 from typing import BinaryIO
 
+import numpy as np
 import orjson
 import pyarrow as pa
 import yaml
 
 from jobs.config import SCHEMAS_DIR
 from jobs.identity.normalize import IDENTIFIER_COLUMNS, canonical_text
+from jobs.ingest.fast_parse import csv_columns, jsonl_lines
 from jobs.ingest.landing import open_no_follow
 
 MAX_RAW_CHARS = 1_000_000  # a pathological 1 GB line keeps its first MB in quarantine
@@ -40,6 +42,9 @@ MAX_FIELD_CHARS = 10_000_000
 # A physical line longer than this is cut while the file is read (its first
 # MAX_RAW_CHARS bytes kept), so a 1 GB line never sits in memory whole.
 MAX_LINE_BYTES = 16 << 20
+# Files up to this size are read whole (their longest line measured with numpy); larger
+# ones, or ones with a line over MAX_LINE_BYTES, line by line.
+MAX_WHOLE_FILE_BYTES = 512 << 20
 _LONG_LINE_STANDIN = b"x"  # what the parsers see instead: one field / not JSON
 FIELD_SEP = "\x1f"  # ASCII unit separator: joins a CSV row's values for Spark to split
 csv.field_size_limit(MAX_FIELD_CHARS)
@@ -94,10 +99,13 @@ class ParsedFile:
     fields: list = field(default_factory=list)
     parse_errors: dict[int, str] = field(default_factory=dict)
     rescued: dict[int, str] = field(default_factory=dict)
+    # Set by the column-wise fast path (jobs.ingest.fast_parse) instead of the lists
+    # above: (_line_no, _raw, _fields) arrays; the file had no parse error or rescue.
+    arrays: tuple[pa.Array, pa.Array, pa.Array] | None = None
 
     @property
     def n_rows(self) -> int:
-        return len(self.line_no)
+        return len(self.arrays[0]) if self.arrays is not None else len(self.line_no)
 
     def add(
         self,
@@ -118,6 +126,21 @@ class ParsedFile:
 
     def to_arrow(self) -> pa.Table:
         n = self.n_rows
+        if self.arrays is not None:
+            line_no, raw, fields = self.arrays
+            return pa.Table.from_arrays(
+                [
+                    line_no,
+                    raw,
+                    fields,
+                    pa.nulls(n, pa.string()),
+                    pa.nulls(n, pa.string()),
+                    pa.nulls(n, pa.string()),
+                    pa.repeat(pa.scalar(self.rel_path, pa.string()), n),
+                    pa.repeat(pa.scalar(self.business_date, pa.string()), n),
+                ],
+                schema=STAGED_SCHEMA,
+            )
 
         def sparse(values: dict[int, str]) -> pa.Array:
             if not values:
@@ -139,6 +162,7 @@ class ParsedFile:
         )
 
 
+_IDENTIFIERS = frozenset(IDENTIFIER_COLUMNS)
 _NON_ASCII = re.compile(r"[^\x00-\x7f]")
 _CJK = re.compile(r"[\u2e80-\u9fff\uf900-\ufaff\uff00-\uffef\u3000-\u303f]")
 # What GB18030 pairs look like when read as UTF-8: Latin Extended, Greek,
@@ -225,7 +249,8 @@ def _csv_error_reason(message: str) -> str:
     return "line_too_long" if "field limit" in message else "malformed_csv"
 
 
-def parse_csv(pf: ParsedFile, data: bytes) -> None:
+def parse_csv(pf: ParsedFile, data: bytes, fast: bool = True) -> None:
+    """Decode and parse a CSV export into ``pf`` (plain files column-wise, others row by row)."""
     spec = input_spec(pf.source)
     try:
         text, pf.encoding = decode(data)
@@ -237,6 +262,18 @@ def parse_csv(pf: ParsedFile, data: bytes) -> None:
     if "\x00" in text:
         _file_row(pf, "file_unreadable", "binary content (NUL bytes), not a CSV export")
         return
+    if fast:
+        utf8 = data[3:] if pf.encoding == "utf-8-sig" else data
+        pf.arrays = csv_columns(
+            utf8 if pf.encoding != "gb18030" else text.encode("utf-8"),
+            spec.columns,
+            spec.required_columns,
+            _IDENTIFIERS,
+            FIELD_SEP,
+            MAX_RAW_CHARS,
+        )
+        if pf.arrays is not None:
+            return
     header: list[str] | None = None
     for line_no, raw, fields in _records(text):
         if header is None:
@@ -288,7 +325,8 @@ def gunzip(data: bytes) -> bytes:
     return b"".join(out)
 
 
-def parse_jsonl(pf: ParsedFile, data: bytes) -> None:
+def parse_jsonl(pf: ParsedFile, data: bytes, fast: bool = True) -> None:
+    """Parse a JSON-lines export into ``pf`` (plain files by pyarrow, others line by line)."""
     spec = input_spec(pf.source)
     if pf.rel_path.endswith(".gz"):
         try:
@@ -301,6 +339,11 @@ def parse_jsonl(pf: ParsedFile, data: bytes) -> None:
         data = data[3:]
         pf.encoding = "utf-8-sig"
     known = set(spec.columns)
+    if fast:
+        plain = jsonl_lines(bytes(data), frozenset(known), MAX_RAW_CHARS)
+        if plain is not None:
+            pf.arrays = (*plain, pa.nulls(len(plain[0]), pa.string()))
+            return
     for i, line in enumerate(data.split(b"\n"), start=1):
         if not line.strip():
             continue
@@ -333,7 +376,20 @@ def read_bounded(path: Path) -> tuple[bytes | bytearray, dict[int, tuple[bytes, 
         if size <= MAX_LINE_BYTES:
             data = f.read()
             return data, {}, len(data), hashlib.sha256(data).hexdigest()
+        if size <= MAX_WHOLE_FILE_BYTES:
+            data = f.read()
+            if _longest_line(data) < MAX_LINE_BYTES:
+                return data, {}, len(data), hashlib.sha256(data).hexdigest()
+            del data
+            f.seek(0)
         return _read_long_lines(f)
+
+
+def _longest_line(data: bytes) -> int:
+    """Length in bytes of the longest line of ``data``, line break not counted."""
+    breaks = np.flatnonzero(np.frombuffer(data, np.uint8) == ord("\n"))
+    bounds = np.concatenate(([-1], breaks, [len(data)]))
+    return int(np.diff(bounds).max()) - 1
 
 
 def _read_long_lines(f: BinaryIO) -> tuple[bytearray, dict[int, tuple[bytes, int]], int, str]:
@@ -371,10 +427,13 @@ def _mark_long_lines(pf: ParsedFile, long_lines: dict[int, tuple[bytes, int]]) -
             pf.rescued.pop(i, None)
 
 
-def parse_file(path: Path, source: str, rel_path: str, business_date: str) -> ParsedFile:
+def parse_file(
+    path: Path, source: str, rel_path: str, business_date: str, fast: bool = True
+) -> ParsedFile:
     """Read and parse one landing file (see module docstring).
 
-    A file that cannot be opened (no permission, a symbolic link swapped in
+    ``fast``: try the column-wise path (jobs.ingest.fast_parse) first; a file it does
+    not take, or one with a line cut for length, goes row by row. A file that cannot be opened (no permission, a symbolic link swapped in
     after discovery: never followed) becomes one ``file_unreadable`` row.
     """
     try:
@@ -395,9 +454,9 @@ def parse_file(path: Path, source: str, rel_path: str, business_date: str) -> Pa
     if not spec.file_pattern.match(path.name):
         _file_row(pf, "unexpected_file_name", f"{path.name} is not named as a {source} export")
     elif spec.format == "csv":
-        parse_csv(pf, data)
+        parse_csv(pf, data, fast and not long_lines)
     else:
-        parse_jsonl(pf, data)
+        parse_jsonl(pf, data, fast and not long_lines)
     if long_lines:
         _mark_long_lines(pf, long_lines)
     return pf
