@@ -66,7 +66,8 @@ class EngineConf(StrictModel):
 
 
 class IngestConf(StrictModel):
-    sources: list[Literal["pos", "web", "crm"]] = ["pos", "web", "crm"]
+    # Sources of the registry (jobs.sources) this deployment takes in.
+    sources: list[str] = ["pos", "web", "crm", "loyalty"]
     max_quarantine_rate: float = Field(0.2, ge=0, le=1)
     min_rows_for_rate: int = Field(1000, ge=0)
     # Rows dated before this (order_ts, event_ts, updated_ts) are quarantined as
@@ -75,6 +76,16 @@ class IngestConf(StrictModel):
     # Where landing files are parsed: auto = on the executors of a cluster engine
     # (connect, or spark with a non-local master), in this process otherwise.
     parse_on: Literal["auto", "driver", "executors"] = "auto"
+
+    @field_validator("sources")
+    @classmethod
+    def _known_sources(cls, sources: list[str]) -> list[str]:
+        from jobs.sources import SOURCE_NAMES
+
+        unknown = [s for s in sources if s not in SOURCE_NAMES]
+        if unknown:
+            raise ValueError(f"unknown source(s) {unknown}; sources are: {list(SOURCE_NAMES)}")
+        return sources
 
 
 class PrivacyConf(StrictModel):

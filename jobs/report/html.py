@@ -30,8 +30,9 @@ from pyspark.sql import functions as F
 from jobs import storage
 from jobs.context import RunContext
 from jobs.report.kpi_targets import figures as kpi_target_figures
+from jobs.sources import SOURCE_NAMES
 
-SOURCES = ("pos", "web", "crm")
+SOURCES = SOURCE_NAMES
 ASSETS = "_assets"  # <exports>/_assets: files shared by every day's report
 STAGE_ORDER = ["prospect", "new", "active", "growing", "mature", "at_risk", "dormant", "churned"]
 KPI_SERIES = (

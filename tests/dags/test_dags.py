@@ -92,11 +92,14 @@ def test_nightly_graph_follows_pipeline_steps(parsed):
         "wait_pos": [],
         "wait_web": [],
         "wait_crm": [],
+        "wait_loyalty": [],
         "ingest_pos": ["wait_pos"],
         "ingest_web": ["wait_web"],
         "ingest_crm": ["wait_crm"],
-        "quality": ["ingest_crm", "ingest_pos", "ingest_web"],
+        "ingest_loyalty": ["wait_loyalty"],
+        "quality": ["ingest_crm", "ingest_loyalty", "ingest_pos", "ingest_web"],
         "identity": ["quality"],
+        "points_ledger": ["identity"],
         "orders": ["identity"],
         "features": ["orders"],
         "value": ["orders"],
@@ -109,7 +112,7 @@ def test_nightly_graph_follows_pipeline_steps(parsed):
         "report": ["exports"],
     }
     assert {k: v["upstream"] for k, v in tasks.items()} == expected_upstream
-    for source in ("pos", "web", "crm"):
+    for source in ("pos", "web", "crm", "loyalty"):
         assert tasks[f"wait_{source}"]["mode"] == "reschedule"
         assert tasks[f"wait_{source}"]["retries"] == 0
     for name, spec in tasks.items():
