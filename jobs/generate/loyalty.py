@@ -46,7 +46,7 @@ BIRTHDAY_BONUS = {HEAVY: 500, REGULAR: 200}  # by activity tier; others 100
 REVIEW_BONUS = 20
 REVIEWS_PER_ACCOUNT_DAY = 0.002
 GIFT_SHARE = 0.45  # of lots of 300+ points lapsing in the window, redeemed for a gift before
-CREDIT_SHARE, REVERSAL_SHARE = 0.01, 0.004  # of purchase EARNs corrected the next day
+CREDIT_SHARE, REVERSAL_SHARE = 0.02, 0.01  # of purchase EARNs corrected the next day
 BAD_RATE, RESEND_RATE = 0.004, 0.01
 BAD_REASONS = ("txn_id_required", "member_missing", "txn_ts_invalid", "txn_ts_out_of_range",
                "txn_type_invalid", "points_invalid")  # fmt: skip

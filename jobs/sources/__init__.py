@@ -60,7 +60,7 @@ class Source:
     label: str
     bronze_table: str
     typer: str  # "module:function": checked text rows -> typed bronze rows
-    generator: str  # "module:function": (world, day index, out folder) -> day summary
+    generator: str  # "module:function" writing its files of a generated landing zone
     dedup: Dedup = Dedup()
     identity_columns: dict[str, str] = field(default_factory=dict)
     identity_role: Literal["links", "resolves"] = "links"
