@@ -59,8 +59,9 @@ from jobs.generate.world import (
     World,
     build_world,
 )
+from jobs.sources import SOURCE_NAMES
 
-SOURCES = ("pos", "web", "crm", "loyalty")
+SOURCES = SOURCE_NAMES  # every source of the registry gets its day folders and _SUCCESS
 SUCCESS = "_SUCCESS"
 GENERATED_DIRS = (*SOURCES, "truth")
 
