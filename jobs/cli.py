@@ -30,6 +30,7 @@ app = typer.Typer(
     help="Customer data platform batch pipeline.",
 )
 STEP_NAMES = ", ".join(s.name for s in STEPS)
+STEP_WIDTH = max(len(s.name) for s in STEPS)  # step names line up in `cdp run`'s output
 SOURCES = SOURCE_NAMES
 
 
@@ -140,7 +141,7 @@ def run(
         )
         if result.get("refused"):  # landing entries never read: name them
             figures += f" ({', '.join(result.get('refused_paths', []))}: see meta/ingest_manifest)"
-        typer.echo(f"  [{step.name:<10}] {seconds:7.1f}s  {figures}")
+        typer.echo(f"  [{step.name:<{STEP_WIDTH}}] {seconds:7.1f}s  {figures}")
 
     run_pipeline(ctx, chosen, on_step=on_step)
     typer.echo(f"done in {time.perf_counter() - t0:.1f}s")
