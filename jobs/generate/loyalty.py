@@ -20,7 +20,8 @@ Redemptions, expiries and reversals are booked first-expiring-lot first and neve
 take a balance below 0. Planted mess (``truth/loyalty_*.csv``): rows breaking one
 rule each, identical re-deliveries of a day's rows in the next day's file, the same
 ``txn_id`` re-sent with other points (a conflict), rows of a ``crm_id`` no CRM export
-knows (kept, member not found), and GB18030, BOM and CRLF files.
+knows (kept, member not found; reason ``review:好评``, so every file holds Chinese text),
+and GB18030, BOM and CRLF files.
 """
 
 from __future__ import annotations
@@ -272,8 +273,8 @@ def _bookings(w: World, rng: np.random.Generator, sales: list[dict]) -> list[lis
         for ev in _simulate(w, rng, evs):
             by_day[ev.day].append((ev.sec, acct, ev))
     for d in range(w.days):  # a member the loyalty system knows and no CRM export does
-        ev = _Event(d, int(rng.integers(8 * 3600, 22 * 3600)), d, "EARN", REVIEW_BONUS, "review",
-                    expire=month_end(w.date(d), 12))  # fmt: skip
+        ev = _Event(d, int(rng.integers(8 * 3600, 22 * 3600)), d, "EARN", REVIEW_BONUS,
+                    "review:好评", expire=month_end(w.date(d), 12))  # fmt: skip
         by_day[d].append((ev.sec, -1, ev))
     for rows in by_day:
         rows.sort(key=lambda t: (t[0], t[1], t[2].seq))

@@ -89,3 +89,7 @@ def test_ingest_conserves_every_ledger_row(zone, make_ctx, settings):
     }
     assert got_dups == dups
     assert result["rows_in"] == result["rows_out"] + result["quarantined"] + result["duplicates"]
+    manifest = ctx.lake.read("meta/ingest_manifest").filter("source = 'loyalty'").collect()
+    assert {r.encoding for r in manifest} == {"utf-8", "gb18030", "utf-8-sig"}
+    reasons = {r.reason for r in ctx.lake.read("bronze/loyalty_ledger").collect()}
+    assert "review:好评" in reasons and any(r.startswith("gift:") for r in reasons)
