@@ -65,8 +65,15 @@ class EngineConf(StrictModel):
     spill_dir: Path | None = None  # Sail spill files (default: the system temp folder)
 
 
+def _source_names() -> tuple[str, ...]:
+    from jobs.sources import SOURCE_NAMES  # the registry imports nothing of this module
+
+    return SOURCE_NAMES
+
+
 class IngestConf(StrictModel):
-    sources: list[Literal["pos", "web", "crm"]] = ["pos", "web", "crm"]
+    # Sources of the registry (jobs.sources) this deployment takes in (default: all).
+    sources: list[str] = Field(default_factory=lambda: list(_source_names()))
     max_quarantine_rate: float = Field(0.2, ge=0, le=1)
     min_rows_for_rate: int = Field(1000, ge=0)
     # Rows dated before this (order_ts, event_ts, updated_ts) are quarantined as
@@ -75,6 +82,14 @@ class IngestConf(StrictModel):
     # Where landing files are parsed: auto = on the executors of a cluster engine
     # (connect, or spark with a non-local master), in this process otherwise.
     parse_on: Literal["auto", "driver", "executors"] = "auto"
+
+    @field_validator("sources")
+    @classmethod
+    def _known_sources(cls, sources: list[str]) -> list[str]:
+        unknown = [s for s in sources if s not in _source_names()]
+        if unknown:
+            raise ValueError(f"unknown source(s) {unknown}; sources are: {list(_source_names())}")
+        return sources
 
 
 class PrivacyConf(StrictModel):

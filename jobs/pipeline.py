@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from jobs.sources import SOURCES
+
 if TYPE_CHECKING:  # the Airflow DAG files import this module: keep pyspark out of it
     from jobs.context import RunContext
 
@@ -35,13 +37,17 @@ class Step:
         return getattr(importlib.import_module(module), func)
 
 
+# One ingest step per source of the registry (jobs.sources), in its order.
+INGEST_STEPS: tuple[Step, ...] = tuple(
+    Step(s.ingest_step, f"jobs.ingest.job:{s.ingest_step}") for s in SOURCES.values()
+)
+
 # Order matters for `cdp run`; `after` is the dependency graph the DAG uses.
 STEPS: tuple[Step, ...] = (
-    Step("ingest_pos", "jobs.ingest.job:ingest_pos"),
-    Step("ingest_web", "jobs.ingest.job:ingest_web"),
-    Step("ingest_crm", "jobs.ingest.job:ingest_crm"),
-    Step("quality", "jobs.quality.job:run", ("ingest_pos", "ingest_web", "ingest_crm")),
+    *INGEST_STEPS,
+    Step("quality", "jobs.quality.job:run", tuple(s.name for s in INGEST_STEPS)),
     Step("identity", "jobs.identity.job:run", ("quality",)),
+    Step("points_ledger", "jobs.silver.points_ledger:run", ("identity",)),
     Step("orders", "jobs.silver.orders:run", ("identity",)),
     Step("features", "jobs.gold.features:run", ("orders",)),
     Step("value", "jobs.gold.value:run", ("orders",)),

@@ -5,6 +5,7 @@ Layout written under ``out``::
     pos/<date>/pos_<store>_<YYYYMMDD>.csv      one per store and day
     web/<date>/events_<YYYYMMDD>_<part>.jsonl[.gz]
     crm/<date>/members_<YYYYMMDD>.csv          day 1 full snapshot, then changes
+    loyalty/<date>/points_<YYYYMMDD>.csv       the points ledger (jobs.generate.loyalty)
     <source>/<date>/_SUCCESS                    written last, in every day folder
     truth/identities.csv, persons.csv, junk_values.csv, bad_rows.csv, duplicates.csv,
     truth/summary.json
@@ -40,11 +41,13 @@ import os
 import resource
 import shutil
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
 from jobs.generate import crm as crm_mod
+from jobs.generate import loyalty as loyalty_mod
 from jobs.generate import pos as pos_mod
 from jobs.generate import reference as ref
 from jobs.generate import web as web_mod
@@ -56,8 +59,9 @@ from jobs.generate.world import (
     World,
     build_world,
 )
+from jobs.sources import SOURCE_NAMES
 
-SOURCES = ("pos", "web", "crm")
+SOURCES = SOURCE_NAMES  # every source of the registry gets its day folders and _SUCCESS
 SUCCESS = "_SUCCESS"
 GENERATED_DIRS = (*SOURCES, "truth")
 
@@ -144,6 +148,10 @@ def generate_landing(
 
     agg.write_resends(out)
     summary = agg.write_truth(out, params, workers)
+    ledger = loyalty_mod.generate_loyalty(w, agg.member_sales, out)
+    (out / "truth" / "loyalty_summary.json").write_text(
+        json.dumps(_ledger_summary(ledger), indent=2) + "\n", encoding="utf-8"
+    )
     for source in SOURCES:
         for d in range(days):
             (out / source / w.date(d).isoformat() / SUCCESS).write_bytes(b"")
@@ -164,11 +172,26 @@ def generate_landing(
         "web_lines": summary["web_lines"],
         "bad_rows": summary["bad_rows_total"],
         "duplicates": summary["duplicates"],
+        "loyalty_rows": ledger.rows,
         "workers": workers,
         "seconds": round(seconds, 1),
         "rows_per_s": int(rows / seconds) if seconds else rows,
         "cpu_s": round(cpu, 1),  # all processes: compare with seconds on a busy machine
         "peak_rss_mb": f"main {peak_self:.0f}, worker {peak_child:.0f}",
+    }
+
+
+def _ledger_summary(ledger: loyalty_mod.LedgerSummary) -> dict:
+    """truth/loyalty_summary.json: the ledger's counts (files, rows, planted mess)."""
+    return {
+        "files": len(ledger.files),
+        "rows": ledger.rows,
+        "valid_rows": sum(ledger.by_type.values()),
+        "by_type": ledger.by_type,
+        "bad_rows": dict(Counter(reason for _, _, reason in ledger.bad)),
+        "duplicates": len(ledger.duplicates),
+        "unknown_member_rows": ledger.unknown_member_rows,
+        "members": len(ledger.balances),
     }
 
 
@@ -202,6 +225,7 @@ class _Aggregate:
         }
         self.per_day: list[dict] = []
         self.corrupt: list[str] = []
+        self.member_sales: list[dict] = [{} for _ in range(w.days)]  # per day, for the ledger
 
     def add(self, r: dict) -> None:
         p: pos_mod.PosDay = r["pos"]
@@ -214,6 +238,7 @@ class _Aggregate:
         self.dev_linked[wd.devices_linked] = True
         self.user_seen[wd.users_seen] = True
         self.crm_seen[c.accounts] = True
+        self.member_sales[r["day"]] = p.member_sales
         self.bad += p.bad + wd.bad + c.bad
         self.dups += wd.dups
         for target, line, eid in wd.resend:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -368,6 +368,41 @@ class PosDay:
     phones_old: np.ndarray  # actors whose first number appears on a valid row
     phones_new: np.ndarray  # actors whose changed number appears on a valid row
     placeholder_lines: int
+    # Member SALE orders and the points the till printed (the loyalty ledger books them):
+    # order id, store index, second of day, account, card shown, points earned, redeemed.
+    member_sales: dict[str, np.ndarray | list[str]] = field(default_factory=dict)
+
+
+def _member_sales(
+    w: World, orders: Orders, lines: Lines, amount: np.ndarray, ids: list[str]
+) -> dict[str, np.ndarray | list[str]]:
+    """The SALE orders of members that identified at the till (grain: one order), with the
+    points the till printed on their lines (one point per whole yuan)."""
+    n = len(orders.buyer)
+    earned = np.bincount(lines.order, weights=amount // 100, minlength=n).astype(np.int64)
+    buyer = np.maximum(orders.buyer, 0)
+    member = (orders.buyer >= 0) & (orders.ident >= 1) & (orders.ident <= 3) & (w.kind[buyer] == 0)
+    pick = np.flatnonzero(member)
+    acct = np.where(orders.acct >= 0, orders.acct, w.first_acct[buyer])
+    return {
+        "order_id": [ids[i] for i in pick.tolist()],
+        "store": orders.store[pick],
+        "sec": orders.sec[pick],
+        "acct": acct[pick].astype(np.int64),
+        "card_shown": (orders.ident[pick] % 2) == 1,
+        "earned": earned[pick],
+        "redeemed": orders.redeem[pick],
+    }
+
+
+def _concat_sales(parts: list[dict[str, np.ndarray | list[str]]]) -> dict:
+    """The order groups' member sales as one set of columns."""
+    return {
+        k: [v for p in parts for v in p[k]]
+        if k == "order_id"
+        else np.concatenate([p[k] for p in parts])
+        for k in parts[0]
+    }
 
 
 def generate_pos_day(w: World, d: int, out: Path) -> PosDay:
@@ -408,6 +443,7 @@ def generate_pos_day(w: World, d: int, out: Path) -> PosDay:
     cards: list[np.ndarray] = []
     phones_old: list[np.ndarray] = []
     phones_new: list[np.ndarray] = []
+    sales: list[dict[str, np.ndarray | list[str]]] = []
 
     def render(
         orders: Orders,
@@ -478,6 +514,8 @@ def generate_pos_day(w: World, d: int, out: Path) -> PosDay:
                 f"{amt // 100 if identified and member_sale else ''},"
                 f"{redeem[i] if identified and member_sale and redeem[i] else ''}"
             )
+        if member_sale:
+            sales.append(_member_sales(w, orders, lines, amount, ids))
         rows_store.append(stores)
         rows_key.append(np.stack([secs[o], orders.seq[o], lines.line_no.astype(np.int64)], axis=1))
         rows_text.append(text)
@@ -600,4 +638,5 @@ def generate_pos_day(w: World, d: int, out: Path) -> PosDay:
         phones_old=uniq(phones_old),
         phones_new=uniq(phones_new),
         placeholder_lines=int(np.sum(main.ident[main_lines.order] == 4)),
+        member_sales=_concat_sales(sales),
     )

@@ -9,8 +9,12 @@ the whole batch.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
+
+from jobs.sources import Dedup
 
 TS_FMT = "yyyy-MM-dd HH:mm:ss"
 
@@ -62,60 +66,41 @@ def type_pos(df: DataFrame) -> DataFrame:
     )
 
 
-POS_CONTENT = [
-    "store_id",
-    "order_ts",
-    "txn_type",
-    "ref_order_id",
-    "member_card_no",
-    "phone",
-    "sku",
-    "category",
-    "qty",
-    "unit_price",
-    "discount",
-    "amount",
-    "payment_method",
-    "points_earned",
-    "points_redeemed",
-]
+def with_content_hash(rows: DataFrame, columns: Iterable[str]) -> DataFrame:
+    """Add ``_content_hash``: SHA-256 of a typed row's business ``columns``.
 
-
-def with_content_hash(lines: DataFrame) -> DataFrame:
-    """Add ``_content_hash``: SHA-256 of a typed POS line's business columns.
-
-    Two deliveries of one (order_id, line_no) are the same line when their
-    hashes match; the typed values make ``10.0`` and ``10.00`` equal.
+    Two deliveries of one key are the same row when their hashes match; the typed
+    values make ``10.0`` and ``10.00`` equal.
     """
-    parts = [F.coalesce(F.col(c).cast("string"), F.lit("\u0000")) for c in POS_CONTENT]
-    return lines.withColumn("_content_hash", F.sha2(F.concat_ws("\u001f", *parts), 256))
+    parts = [F.coalesce(F.col(c).cast("string"), F.lit("\u0000")) for c in columns]
+    return rows.withColumn("_content_hash", F.sha2(F.concat_ws("\u001f", *parts), 256))
 
 
-def pos_line_conflicts(batch: DataFrame, existing: DataFrame) -> DataFrame:
-    """Flag repeated (order_id, line_no) in a batch of typed POS lines.
+def key_conflicts(batch: DataFrame, existing: DataFrame, dedup: Dedup) -> DataFrame:
+    """Flag repeated keys (``dedup.key``) in a batch of typed rows.
 
-    ``batch``: typed good lines with ``_content_hash`` (grain: one delivered
-    line). ``existing``: (order_id, line_no, _content_hash) already in bronze
-    from files outside the batch. Adds ``_dup_reason``: null for the line that
-    stays in bronze, ``duplicate_line`` for an identical repeat and
-    ``duplicate_line_conflict`` for a repeat with different content, and
-    ``first_source_file``: the file of the line that stays. The first delivery
-    (by business date, file, line) wins; a line already in bronze wins over the
-    batch. ``existing`` also needs ``_source_file``.
+    ``batch``: typed good rows with ``_content_hash`` (grain: one delivered row).
+    ``existing``: (key columns, _content_hash, _source_file) already in bronze from
+    files outside the batch. Adds ``_dup_reason``: null for the row that stays in
+    bronze, ``dedup.duplicate_reason`` for an identical repeat and
+    ``dedup.conflict_reason`` for a repeat with different content, and
+    ``first_source_file``: the file of the row that stays. The first delivery (by
+    business date, file, line) wins; a row already in bronze wins over the batch.
     """
-    prior = existing.groupBy("order_id", "line_no").agg(
+    keys = list(dedup.key)
+    prior = existing.groupBy(*keys).agg(
         F.first("_content_hash").alias("_prior_hash"),
         F.min("_source_file").alias("_prior_file"),
     )
     carry = {"_content_hash": "_batch_first_hash", "_source_file": "_batch_first_file"}
-    marked = mark_first(batch, ["order_id", "line_no"], carry)
-    ranked = marked.join(prior, ["order_id", "line_no"], "left")
+    marked = mark_first(batch, keys, carry)
+    ranked = marked.join(prior, keys, "left")
     first_hash = F.coalesce("_prior_hash", "_batch_first_hash")
     is_dup = F.col("_prior_hash").isNotNull() | ~F.col("_is_first")
     reason = F.when(
         is_dup,
-        F.when(F.col("_content_hash") == first_hash, "duplicate_line").otherwise(
-            "duplicate_line_conflict"
+        F.when(F.col("_content_hash") == first_hash, dedup.duplicate_reason).otherwise(
+            dedup.conflict_reason
         ),
     )
     first_file = F.coalesce("_prior_file", "_batch_first_file")
@@ -185,7 +170,27 @@ def type_crm(df: DataFrame) -> DataFrame:
     )
 
 
-TYPERS = {"pos": type_pos, "web": type_web, "crm": type_crm}
+def type_loyalty(df: DataFrame) -> DataFrame:
+    """Ledger transactions with typed columns; ``txn_date`` is the store-local date (CONTRACT 1.4)."""
+    return df.select(
+        "txn_id",
+        "crm_id",
+        "member_card_no",
+        _ts("txn_ts").alias("txn_ts"),
+        F.to_date(_ts("txn_ts")).alias("txn_date"),
+        "txn_type",
+        _int("points").alias("points"),
+        "order_id",
+        "store_id",
+        "reason",
+        F.to_date(F.expr("try_to_timestamp(expire_date, 'yyyy-MM-dd')")).alias("expire_date"),
+        "_rescued",
+        "_field_issues",
+        "_raw",
+        "_source_file",
+        "_line_no",
+        "_business_date",
+    )
 
 
 def mark_first(df: DataFrame, keys: list[str], carry: dict[str, str]) -> DataFrame:

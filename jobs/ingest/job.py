@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import multiprocessing
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from pyspark.sql import functions as F
 
 from jobs import lake_state, storage
 from jobs.context import RunContext
-from jobs.ingest.bronze_types import TYPERS, mark_first, pos_line_conflicts, with_content_hash
+from jobs.ingest.bronze_types import key_conflicts, mark_first, with_content_hash
 from jobs.ingest.distributed import EXECUTOR_GROUP_BYTES, parse_on_executors, parse_place
 from jobs.ingest.expand import expand
 from jobs.ingest.landing import Known, LandingFile, Refused, check_ready, scan
@@ -32,12 +33,10 @@ from jobs.ingest.parse import parse_file
 from jobs.ingest.rules import null_invalid_fields, split
 from jobs.privacy.suppression import apply_suppression
 from jobs.schemas import table_schema
+from jobs.sources import SOURCES, Source
 
 log = logging.getLogger(__name__)
 
-BRONZE_TABLE = {"pos": "bronze/pos_lines", "web": "bronze/web_events", "crm": "bronze/crm_members"}
-# Exact repeats of rows already taken in: recorded here, not in quarantine.
-DUPLICATES_TABLE = {"pos": "bronze/pos_line_duplicates", "web": "bronze/web_event_duplicates"}
 # Bytes of landing files from which parsing is spread over a process pool: a
 # spawned worker pays ~2-5 s of imports (pyarrow pulls in pandas), which only
 # pays off on big batches.
@@ -205,30 +204,33 @@ def write_manifest(ctx: RunContext, rows: list[dict]) -> None:
     ctx.lake.merge(manifest, "meta/ingest_manifest", on=["_source_file"])
 
 
-def _write_pos(
-    ctx: RunContext, bronze: DataFrame, bad: DataFrame, where: str, stage: str
+def _write_with_conflicts(
+    ctx: RunContext, src: Source, bronze: DataFrame, bad: DataFrame, where: str, stage: str
 ) -> DataFrame:
-    """Write POS lines: repeats of a line already taken in are split off.
+    """Write rows whose key may repeat (POS lines, ledger transactions).
 
-    An identical repeat goes to ``bronze/pos_line_duplicates`` (counted, not
-    quarantined); a repeat with other content to quarantine as
-    ``duplicate_line_conflict``. Returns the quarantine rows to write.
+    An identical repeat of a key already taken in goes to the source's duplicates
+    table (counted, not quarantined); a repeat with other content to quarantine as
+    the source's conflict reason. Returns the quarantine rows to write.
     """
-    table = BRONZE_TABLE["pos"]
-    existing = ctx.lake.read(table).filter(f"NOT ({where})")
+    dedup = src.dedup
+    existing = ctx.lake.read(src.bronze_table).filter(f"NOT ({where})")
     # Materialised: bronze, duplicates and quarantine all read the flags.
     flagged = materialize(
-        pos_line_conflicts(
-            with_content_hash(bronze),
-            existing.select("order_id", "line_no", "_content_hash", "_source_file"),
+        key_conflicts(
+            with_content_hash(bronze, dedup.content_columns),
+            existing.select(*dedup.key, "_content_hash", "_source_file"),
+            dedup,
         ),
         storage.join(stage, "flagged"),
     )
-    ctx.lake.replace_where(flagged.filter(F.col("_dup_reason").isNull()), table, where)
+    ctx.lake.replace_where(flagged.filter(F.col("_dup_reason").isNull()), src.bronze_table, where)
     ctx.lake.replace_where(
-        flagged.filter(F.col("_dup_reason") == "duplicate_line"), DUPLICATES_TABLE["pos"], where
+        flagged.filter(F.col("_dup_reason") == dedup.duplicate_reason),
+        dedup.duplicates_table,
+        where,
     )
-    conflicts = flagged.filter(F.col("_dup_reason") == "duplicate_line_conflict").withColumn(
+    conflicts = flagged.filter(F.col("_dup_reason") == dedup.conflict_reason).withColumn(
         "_reasons", F.array("_dup_reason")
     )
     cols = [c for c in QUARANTINE_COLUMNS if c not in ("_ingested_at", "_run_id")]
@@ -237,38 +239,36 @@ def _write_pos(
 
 def _write_rows(ctx: RunContext, source: str, checked: DataFrame, where: str, stage: str) -> None:
     """Checked rows -> bronze (invalid optional fields nulled), duplicates and quarantine."""
+    src = SOURCES[source]
     stamp = {"_ingested_at": F.current_timestamp(), "_run_id": F.lit(ctx.run_id)}
-    table = BRONZE_TABLE[source]
     good = null_invalid_fields(checked.filter(F.size("_reasons") == 0), source)
     bad = checked.filter(F.size("_reasons") > 0)
-    bronze = TYPERS[source](good).withColumns(stamp)
+    bronze = src.type_rows()(good).withColumns(stamp)
     bronze, _ = apply_suppression(ctx, source, bronze)  # erased people (cdp forget)
     bad, _ = apply_suppression(ctx, source, bad)  # their bad rows hold PII in _raw too
-    if source == "web":
-        existing = ctx.lake.read(table).filter(f"NOT ({where})")
+    if src.dedup.policy == "first_copy":
+        existing = ctx.lake.read(src.bronze_table).filter(f"NOT ({where})")
         marked = materialize(
             web_dedup(bronze, existing.select("event_id", "_source_file")),
             storage.join(stage, "dedup"),
         )
-        ctx.lake.replace_where(marked.filter(~F.col("_is_dup")), table, where)
-        ctx.lake.replace_where(marked.filter("_is_dup"), DUPLICATES_TABLE["web"], where)
-    elif source == "pos":
-        bad = _write_pos(ctx, bronze, bad, where, stage)
+        ctx.lake.replace_where(marked.filter(~F.col("_is_dup")), src.bronze_table, where)
+        ctx.lake.replace_where(marked.filter("_is_dup"), src.dedup.duplicates_table, where)
+    elif src.dedup.policy == "first_copy_conflicts":
+        bad = _write_with_conflicts(ctx, src, bronze, bad, where, stage)
     else:
-        ctx.lake.replace_where(bronze, table, where)
-    ctx.lake.replace_where(bad.withColumns(stamp), f"quarantine/{source}", where)
+        ctx.lake.replace_where(bronze, src.bronze_table, where)
+    ctx.lake.replace_where(bad.withColumns(stamp), src.quarantine_table, where)
 
 
 def _manifest_rows(ctx: RunContext, source: str, todo: list[LandingFile], stats: list[dict],
                    where: str) -> list[dict]:  # fmt: skip
     """One manifest row per file taken in, with where its rows went."""
-    bad_counts = _count_by_file(ctx.lake.read(f"quarantine/{source}").filter(where))
-    dup_counts = (
-        _count_by_file(ctx.lake.read(DUPLICATES_TABLE[source]).filter(where))
-        if source in DUPLICATES_TABLE
-        else {}
-    )
-    good_counts = _count_by_file(ctx.lake.read(BRONZE_TABLE[source]).filter(where))
+    src = SOURCES[source]
+    bad_counts = _count_by_file(ctx.lake.read(src.quarantine_table).filter(where))
+    dup_table = src.dedup.duplicates_table
+    dup_counts = _count_by_file(ctx.lake.read(dup_table).filter(where)) if dup_table else {}
+    good_counts = _count_by_file(ctx.lake.read(src.bronze_table).filter(where))
     rows = []
     by_rel = {f.rel_path: f for f in todo}
     for s in stats:
@@ -306,7 +306,10 @@ def ingest(ctx: RunContext, source: str) -> dict:
     folders are refused: recorded in the manifest (``status = refused``) and
     counted in ``refused``, never read.
     """
-    paths = ctx.settings.paths
+    paths, table = ctx.settings.paths, SOURCES[source].bronze_table
+    if SOURCES[source].optional and not (Path(paths.landing) / source).is_dir():
+        return {"files": 0, "rows_in": 0, "rows_out": 0, "quarantined": 0, "duplicates": 0,
+                "waiting": [], "refused": 0, "refused_paths": [], "absent": True}  # fmt: skip
     if not ctx.allow_incomplete:
         check_ready(paths.landing, source, ctx.as_of)
     found = scan(paths.landing, source, ctx.as_of, _known_files(ctx, source), ctx.allow_incomplete)
@@ -323,7 +326,7 @@ def ingest(ctx: RunContext, source: str) -> dict:
         return {"files": 0, "rows_in": 0, "rows_out": 0, "quarantined": 0, "duplicates": 0,
                 "waiting": waiting, **refused_summary}  # fmt: skip
 
-    added = ctx.lake.add_missing_columns(BRONZE_TABLE[source])  # a lake from before a column
+    added = ctx.lake.add_missing_columns(table)  # a lake from before a column
     if added:
         log.warning("%s: added column(s) %s to a table written before them", source, added)
     stage = staging_dir(ctx, source)
@@ -339,9 +342,8 @@ def ingest(ctx: RunContext, source: str) -> dict:
         earliest = ctx.settings.ingest.earliest_date
         checked = materialize(check_rows(staged, source, earliest), storage.join(stage, "checked"))
         _write_rows(ctx, source, checked, where, stage)
-    elif ctx.lake.exists(BRONZE_TABLE[source]):
+    elif ctx.lake.exists(table):
         # Only empty files: a re-sent empty file still removes its earlier rows.
-        table = BRONZE_TABLE[source]
         ctx.lake.replace_where(
             ctx.spark.createDataFrame([], table_schema(table).struct), table, where
         )
@@ -360,13 +362,15 @@ def ingest(ctx: RunContext, source: str) -> dict:
     }
 
 
-def ingest_pos(ctx: RunContext) -> dict:
-    return ingest(ctx, "pos")
+def __getattr__(name: str) -> Callable[[RunContext], dict]:
+    """``ingest_<source>``: the step function of each source of the registry (the step
+    table names ``jobs.ingest.job:ingest_pos`` and so on), so a new source needs no code here."""
+    source = name.removeprefix("ingest_")
+    if name.startswith("ingest_") and source in SOURCES:
 
+        def step(ctx: RunContext) -> dict:
+            return ingest(ctx, source)
 
-def ingest_web(ctx: RunContext) -> dict:
-    return ingest(ctx, "web")
-
-
-def ingest_crm(ctx: RunContext) -> dict:
-    return ingest(ctx, "crm")
+        step.__name__ = name
+        return step
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -12,13 +12,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from jobs.pipeline import STEPS
+from jobs.sources import SOURCES
 
 # Steps that read one landing source wait for that source's `_SUCCESS` marker first.
-SOURCE_OF_STEP: dict[str, str] = {"ingest_pos": "pos", "ingest_web": "web", "ingest_crm": "crm"}
+SOURCE_OF_STEP: dict[str, str] = {s.ingest_step: s.name for s in SOURCES.values()}
 
 # What each step (re)writes that downstream consumers care about.
 OUTLETS: dict[str, tuple[str, ...]] = {
     "identity": ("lake/silver/members", "lake/silver/member_xref", "lake/silver/member_id_changes"),
+    "points_ledger": ("lake/silver/points_ledger",),
     "orders": ("lake/silver/orders",),
     "features": ("lake/gold/member_features",),
     "value": ("lake/gold/member_value", "lake/gold/value_model"),

@@ -73,6 +73,7 @@ from jobs.privacy.suppression import (
     suppression_rows,
 )
 from jobs.schemas import table_schema
+from jobs.sources import SOURCES, Source
 
 log = logging.getLogger(__name__)
 
@@ -342,6 +343,32 @@ def raw_matcher(person: Person) -> Callable[[DataFrame], Column]:
     return flag
 
 
+# Identifier types a source's bronze rows hold as keyed at the till: compared in canonical form.
+_CANONICAL_TYPES = ("card", "phone")
+
+
+def bronze_flag(src: Source, person: Person, key: bytes) -> Callable[[DataFrame], Column]:
+    """True for the rows of ``src`` (bronze, its duplicates, silver copies) that are the
+    person's: one of its ``pii_columns`` holds one of their identifiers (a till phone
+    also by its keyed hash, for numbers only silver/member_xref knows)."""
+    phone_hashes = sorted(person.all_phone_hashes(key))
+
+    def flag(df: DataFrame) -> Column:
+        cond = F.lit(False)
+        for id_type, column in src.pii_columns.items():
+            value = F.col(column)
+            if id_type in _CANONICAL_TYPES:
+                value = normalise_col(id_type, value)
+            values = sorted(person.get(id_type))
+            if values:
+                cond = cond | value.isin(values)
+            if id_type == "phone" and phone_hashes:
+                cond = cond | hmac_col(value, key).isin(phone_hashes)
+        return cond
+
+    return flag
+
+
 def erase_everywhere(
     ctx: RunContext, person: Person, journal: ErasureRequest | None = None
 ) -> dict[str, int]:
@@ -358,30 +385,19 @@ def erase_everywhere(
             removed[name] = removed.get(name, 0) + n
 
     cards, users, anons = person.get("card"), person.get("web_user"), person.get("web_anon")
-    phones, phone_hashes = person.get("phone"), person.all_phone_hashes(key)
+    phone_hashes = person.all_phone_hashes(key)
 
-    # Bronze. Redelivered copies first: they are found through the events they copy.
-    def pos_flag(df: DataFrame) -> Column:
-        card = normalise_col("card", F.col("member_card_no"))
-        phone = normalise_col("phone", F.col("phone"))
-        cond = card.isin(cards) if cards else F.lit(False)
-        if phones:
-            cond = cond | phone.isin(phones)
-        if phone_hashes:
-            cond = cond | hmac_col(phone, key).isin(phone_hashes)
-        return cond
-
-    def web_flag(df: DataFrame) -> Column:
-        cond = F.col("user_id").isin(users) if users else F.lit(False)
-        return cond | (F.col("anonymous_id").isin(anons) if anons else F.lit(False))
-
-    if lake.exists("bronze/web_events") and (users or anons):
-        events = lake.read("bronze/web_events")
-        event_ids = sorted(_values(events.where(web_flag(events)), "event_id", limit=1_000_000))
-        erase("bronze/web_event_duplicates", _isin("event_id", event_ids))
-    erase("bronze/web_events", web_flag)
-    erase("bronze/pos_lines", pos_flag)
-    erase("bronze/crm_members", _isin("crm_id", person.get("crm_id")))
+    # Bronze, source by source. Duplicates tables hold no identifier, only the key of
+    # the row they repeat: their rows go first, found through the rows they copy.
+    for src in SOURCES.values():
+        flag = bronze_flag(src, person, key)
+        dup_table = src.dedup.duplicates_table
+        if dup_table and lake.exists(src.bronze_table) and len(src.dedup.key) == 1:
+            rows = lake.read(src.bronze_table)
+            (key_col,) = src.dedup.key
+            copied = sorted(_values(rows.where(flag(rows)), key_col, limit=1_000_000))
+            erase(dup_table, _isin(key_col, copied))
+        erase(src.bronze_table, flag)
 
     # Quarantine: the original text of rejected rows.
     matcher = raw_matcher(person)
@@ -423,8 +439,9 @@ def erase_everywhere(
         if {"src_source", "src_key", "dst_source", "dst_key"} <= cols:  # identity edges
             conds.append(identity_flag("src_source", "src_key"))
             conds.append(identity_flag("dst_source", "dst_key"))
-        if layer == "silver" and {"anonymous_id", "user_id"} <= cols:
-            conds.append(web_flag)
+        for src in SOURCES.values():  # silver rows keyed by a source's own identifiers
+            if layer == "silver" and set(src.pii_columns.values()) <= cols:
+                conds.append(bronze_flag(src, person, key))
         if conds:
             erase(name, lambda df, conds=conds: _any(df, conds))
     return removed

@@ -7,13 +7,14 @@ normalised value, jobs.privacy.pii) of every identifier of an erased person to
 the person back. Only hashes are kept: the list itself does not say who was
 erased, and it can only be matched by someone holding the PII key.
 
-Which identifier of a row decides (``SOURCE_COLUMNS``):
+Which identifier of a row decides is each source's ``pii_columns`` (jobs.sources):
 
 * POS lines: the member card number and the phone keyed at the till;
 * web events: the web account (``user_id``) and the device (``anonymous_id``);
 * CRM rows: the ``crm_id`` only. A CRM row of *another* member who shares a
   phone or an e-mail with the erased person (a family number) is not suppressed:
-  identity resolution, not a shared contact value, decides whose record it is.
+  identity resolution, not a shared contact value, decides whose record it is;
+* ledger transactions: the ``crm_id`` and the member card number.
 
 The other identifier types (e-mail, ID card) are kept in the list for the
 record and for any later consumer, but suppress no rows on their own.
@@ -30,6 +31,7 @@ from pyspark.sql import functions as F
 
 from jobs.context import RunContext
 from jobs.privacy.pii import hmac_col, hmac_py
+from jobs.sources import SOURCES
 
 TABLE = "restricted/suppression_list"
 
@@ -37,11 +39,7 @@ ID_TYPES = ("phone", "email", "id_card", "card", "crm_id", "web_user", "web_anon
 
 # Identifier type -> column of the source's rows (staged text rows and typed bronze
 # rows use the same column names, so the filter works on both).
-SOURCE_COLUMNS: dict[str, dict[str, str]] = {
-    "pos": {"card": "member_card_no", "phone": "phone"},
-    "web": {"web_user": "user_id", "web_anon": "anonymous_id"},
-    "crm": {"crm_id": "crm_id"},
-}
+SOURCE_COLUMNS: dict[str, dict[str, str]] = {s.name: s.pii_columns for s in SOURCES.values()}
 
 
 def _normalisers() -> dict[str, Callable[[Column], Column]]:

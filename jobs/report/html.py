@@ -30,8 +30,10 @@ from pyspark.sql import functions as F
 from jobs import storage
 from jobs.context import RunContext
 from jobs.report.kpi_targets import figures as kpi_target_figures
+from jobs.sources import SOURCE_NAMES
+from jobs.sources import SOURCES as SOURCES_BY_NAME
 
-SOURCES = ("pos", "web", "crm")
+SOURCES = SOURCE_NAMES
 ASSETS = "_assets"  # <exports>/_assets: files shared by every day's report
 STAGE_ORDER = ["prospect", "new", "active", "growing", "mature", "at_risk", "dormant", "churned"]
 KPI_SERIES = (
@@ -537,7 +539,7 @@ def _sections(ctx: RunContext, received: list[dict], out_dir: Path) -> str:
         )
     if received:
         rows = [
-            [r["source"], r["received"], r["quarantined"]]
+            [_source_label(r["source"]), r["received"], r["quarantined"]]
             for r in sorted(received, key=lambda r: r["source"])
         ]
         sections.append(
@@ -556,6 +558,12 @@ def _sections(ctx: RunContext, received: list[dict], out_dir: Path) -> str:
             + _table(["segment", "channel", "members", "entered", "exited", "definition"], rows)
         )
     return "\n".join(sections)
+
+
+def _source_label(name: str) -> str:
+    """A source as the report names it (jobs.sources label), e.g. ``POS (pos)``."""
+    src = SOURCES_BY_NAME.get(name)
+    return f"{src.label} ({name})" if src else name
 
 
 def run(ctx: RunContext) -> dict:

@@ -92,11 +92,14 @@ def test_nightly_graph_follows_pipeline_steps(parsed):
         "wait_pos": [],
         "wait_web": [],
         "wait_crm": [],
+        "wait_loyalty": [],
         "ingest_pos": ["wait_pos"],
         "ingest_web": ["wait_web"],
         "ingest_crm": ["wait_crm"],
-        "quality": ["ingest_crm", "ingest_pos", "ingest_web"],
+        "ingest_loyalty": ["wait_loyalty"],
+        "quality": ["ingest_crm", "ingest_loyalty", "ingest_pos", "ingest_web"],
         "identity": ["quality"],
+        "points_ledger": ["identity"],
         "orders": ["identity"],
         "features": ["orders"],
         "value": ["orders"],
@@ -109,7 +112,7 @@ def test_nightly_graph_follows_pipeline_steps(parsed):
         "report": ["exports"],
     }
     assert {k: v["upstream"] for k, v in tasks.items()} == expected_upstream
-    for source in ("pos", "web", "crm"):
+    for source in ("pos", "web", "crm", "loyalty"):
         assert tasks[f"wait_{source}"]["mode"] == "reschedule"
         assert tasks[f"wait_{source}"]["retries"] == 0
     for name, spec in tasks.items():
@@ -273,3 +276,18 @@ def test_sensor_waits_for_success_marker_of_the_business_date(tmp_path):
     assert str(day / "_SUCCESS") in out and "pos export for 2026-03-09" in out
     (day / "_SUCCESS").write_text("")
     assert "poke True" in _sensor(tmp_path, "poke")
+
+
+def test_sensor_of_an_optional_source_does_not_wait_for_a_system_the_chain_lacks(tmp_path):
+    probe = SENSOR_PROBE.replace('"wait_pos", source="pos"', '"wait_loyalty", source="loyalty"')
+    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path / "af"), "CDP_LANDING": str(tmp_path)}
+
+    def poke() -> str:
+        proc = subprocess.run([sys.executable, "-c", probe, "poke"], capture_output=True,
+                              text=True, env=env, timeout=120)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc.stdout
+
+    assert "poke True" in poke()  # no loyalty/ folder at all: a chain without the system
+    (tmp_path / "loyalty" / "2026-03-08").mkdir(parents=True)
+    assert "poke False" in poke()  # once it delivers, its days are waited for

@@ -124,7 +124,7 @@ def test_refuses_to_wipe_a_folder_it_did_not_write(tmp_path):
 
 
 def test_layout_and_file_names_follow_the_contract(landing, scanned):
-    assert sorted(p.name for p in landing.iterdir()) == ["crm", "pos", "truth", "web"]
+    assert sorted(p.name for p in landing.iterdir()) == ["crm", "loyalty", "pos", "truth", "web"]
     n_stores = scanned.summary["stores"]
     assert 20 <= n_stores <= 40
     for source, pattern in NAME_PATTERNS.items():

@@ -17,6 +17,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from jobs.ingest.job import ingest
+from jobs.sources import SOURCE_NAMES
 
 pytestmark = pytest.mark.slow
 
@@ -59,7 +60,7 @@ def ingested(generated, spark, tmp_path_factory):
         work=base / "work",
     )
     ctx = RunContext(settings=s, spark=spark, as_of=dt.date(2026, 11, 20))
-    results = {src: ingest(ctx, src) for src in ("pos", "web", "crm")}
+    results = {src: ingest(ctx, src) for src in SOURCE_NAMES}
     return ctx, results
 
 
@@ -77,6 +78,9 @@ def test_every_row_is_in_bronze_or_quarantine(generated, ingested):
         "quarantine/pos",
         "quarantine/web",
         "quarantine/crm",
+        "bronze/loyalty_ledger",
+        "bronze/loyalty_duplicates",
+        "quarantine/loyalty",
     ):
         for r in (
             lake.read(table)
@@ -188,6 +192,6 @@ def test_chinese_text_survives_every_encoding(ingested):
 def test_rerun_changes_nothing(ingested):
     ctx, _ = ingested
     versions = {t: ctx.lake.version(t) for t in ctx.lake.tables()}
-    again = {src: ingest(ctx, src) for src in ("pos", "web", "crm")}
+    again = {src: ingest(ctx, src) for src in SOURCE_NAMES}
     assert all(r["files"] == 0 for r in again.values())
     assert {t: ctx.lake.version(t) for t in ctx.lake.tables()} == versions
