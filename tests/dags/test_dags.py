@@ -101,7 +101,8 @@ def test_nightly_graph_follows_pipeline_steps(parsed):
         "features": ["orders"],
         "value": ["orders"],
         "rfm": ["features"],
-        "tags": ["rfm", "value"],
+        "points": ["orders"],
+        "tags": ["points", "rfm", "value"],
         "lifecycle": ["features", "value"],
         "kpis": ["lifecycle", "rfm", "tags", "value"],
         "channels": ["orders"],
@@ -131,6 +132,7 @@ def test_nightly_schedule_and_assets(parsed):
     assert "x-cdp://lake/gold/member_lifecycle" in tasks["lifecycle"]["outlets"]
     assert "x-cdp://lake/gold/member_value" in tasks["value"]["outlets"]
     assert tasks["kpis"]["outlets"] == ["x-cdp://lake/gold/kpi_daily"]
+    assert tasks["points"]["outlets"] == ["x-cdp://lake/gold/member_points"]
     assert tasks["exports"]["outlets"] == ["x-cdp://exports/segments"]
 
 
