@@ -49,8 +49,10 @@ def _one_member(rows: list[dict], as_of: dt.date, year: int, ahead: int) -> dict
     last = max(redemptions) if redemptions else None
     horizon = as_of + dt.timedelta(days=ahead)
     return {
-        "balance": total("EARN", rows) + total("ADJUST", rows)
-        - total("REDEEM", rows) - total("EXPIRE", rows),
+        "balance": total("EARN", rows)
+        + total("ADJUST", rows)
+        - total("REDEEM", rows)
+        - total("EXPIRE", rows),
         "earned_365d": earned,
         "redeemed_365d": redeemed,
         "expired_365d": total("EXPIRE", recent),
