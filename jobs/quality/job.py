@@ -11,7 +11,8 @@ The rate counts the rows of the run's files sent to quarantine, out of the rows
 that were new: exact repeats of rows already taken in (a file re-sent under a
 new name) are duplicates, not bad rows, and count on neither side. Rows kept
 with an invalid optional field nulled (``_field_issues``) are counted per rule
-(``fields_nulled_<source>``), not as quarantined.
+(``fields_nulled_<source>``), not as quarantined. POS points are reconciled against
+the loyalty ledger (jobs.quality.points, ``meta/points_reconciliation``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from jobs import storage
 from jobs.config import EXPECTATIONS_DIR
 from jobs.context import RunContext
 from jobs.ingest.job import staging_dir
+from jobs.quality.points import reconcile as reconcile_points
 from jobs.schemas import table_schema
 
 log = logging.getLogger(__name__)
@@ -177,6 +179,7 @@ def run(ctx: RunContext) -> dict:
             figures[f"fields_nulled_{source}"] = nulled
     rates, rows_in, too_bad = quarantine_rates(ctx)
     figures.update(rates)
+    figures.update(reconcile_points(ctx))  # POS points vs the loyalty ledger: listed, not fixed
     if rows:
         schema = table_schema("meta/quality_results").struct
         records = [

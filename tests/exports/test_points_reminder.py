@@ -40,7 +40,12 @@ def test_reminder_respects_consent_contact_and_cap(make_ctx):
     _write(ctx, "silver/members", members)
     _write(ctx, "restricted/member_pii", pii)
     earlier = [
-        {"member_id": "P3", "as_of_date": D - dt.timedelta(days=n), "segment": "x", "channel": "sms"}
+        {
+            "member_id": "P3",
+            "as_of_date": D - dt.timedelta(days=n),
+            "segment": "x",
+            "channel": "sms",
+        }
         for n in (2, 3)
     ]
     _write(ctx, "meta/export_contacts", earlier)
