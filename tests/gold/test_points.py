@@ -27,16 +27,26 @@ DAY_EDGES = [0, -1, -2, -29, -179, -180, -181, -364, -365, -366, -700, 1, 5]
 EXPIRE_EDGES = [-40, -1, 0, 1, 2, 15, 30, 31, 60, 200, None]
 
 
-def ledger_row(n: int, member: str | None, offset: int, kind: str, pts: int, **kw) -> tuple:
-    expire = kw.get("expire")
+def ledger_row(
+    n: int,
+    member: str | None,
+    offset: int,
+    kind: str,
+    pts: int,
+    *,
+    expire: int | None = None,
+    order_id: str | None = None,
+    base: dt.date = D,
+) -> tuple:
+    """A silver/points_ledger row dated base + offset, expiring base + expire (if given)."""
     return (
         f"t{n}",
         member,
-        D + dt.timedelta(days=offset),
+        base + dt.timedelta(days=offset),
         kind,
         pts,
-        kw.get("order_id"),
-        None if expire is None else D + dt.timedelta(days=expire),
+        order_id,
+        None if expire is None else base + dt.timedelta(days=expire),
     )
 
 
