@@ -85,3 +85,28 @@ def expected_member_points(
             }
         )
     return {m: _one_member(rows, as_of, year, ahead) for m, rows in by_member.items()}
+
+
+def compare_member_points(lake: str | Path, as_of: dt.date) -> list[str]:
+    """Differences between gold/member_points of D and the reference (empty: none)."""
+    frame = read_delta(lake, "gold/member_points")
+    got = {
+        r["member_id"]: r for r in frame.to_dict("records") if _as_date(r["as_of_date"]) == as_of
+    }
+    want = expected_member_points(lake, as_of)
+    problems = [f"{m}: missing" for m in sorted(set(want) - set(got))]
+    problems += [f"{m}: not expected" for m in sorted(set(got) - set(want))]
+    for member in sorted(set(want) & set(got)):
+        for col, value in want[member].items():
+            have = got[member][col]
+            have = None if have is None or (isinstance(have, float) and pd.isna(have)) else have
+            if isinstance(have, dt.date) or col.endswith("_date"):
+                have = _as_date(have)
+            elif have is not None:
+                have = float(have) if isinstance(value, float) else int(have)
+            same = have == value or (
+                isinstance(value, float) and have is not None and abs(have - value) < 1e-9
+            )
+            if not same:
+                problems.append(f"{member}.{col}: got {have!r}, want {value!r}")
+    return problems
