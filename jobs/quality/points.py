@@ -102,7 +102,9 @@ def reconcile(ctx: RunContext) -> dict:
     days = load_points_conf().reconciliation.days
     first = ctx.as_of - dt.timedelta(days=days - 1)
     pos = pos_points(ctx.lake.read(POS), first, ctx.as_of)
-    found = differences(pos, ledger_points(ctx.lake.read(LEDGER)), ctx.as_of)
+    # Only the ledger rows of the window's orders are summed (the ledger is read once).
+    ledger = ctx.lake.read(LEDGER).join(pos.select("order_id"), "order_id", "left_semi")
+    found = differences(pos, ledger_points(ledger), ctx.as_of)
     ctx.lake.replace_where(found, TABLE, f"as_of_date = '{ctx.as_of_str}'")
     by_issue = {
         r["issue"]: int(r["n"])
