@@ -131,7 +131,7 @@ def _finish(per_member: DataFrame, d: Column, has_expiry: bool) -> DataFrame:
     used = F.col("_used")
     held_by_end = F.greatest(F.col("_lapse_by_end") - used, F.lit(0))
     held_by_d = F.greatest(F.col("_lapse_by_d") - used, F.lit(0))
-    expiring = (held_by_end - held_by_d).cast("long") if has_expiry else F.lit(None)
+    expiring = held_by_end - held_by_d if has_expiry else F.lit(None)  # null: no expire_date
     return per_member.select(
         "member_id",
         d.alias("as_of_date"),

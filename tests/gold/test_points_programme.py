@@ -19,13 +19,13 @@ def test_points_tags_on_both_sides_of_their_thresholds(make_ctx, silver, run_gol
         ledger_row(1, "E1", -100, "EARN", 200, expire=30),
         ledger_row(2, "E2", -100, "EARN", 250, expire=30),
         ledger_row(3, "E2", -50, "REDEEM", 51),
-        # points_hoarder: 5000 points and no redemption in [D-179, D]
-        ledger_row(4, "H1", -300, "EARN", 5100, expire=400),
+        # points_hoarder: 10000 points and no redemption in [D-179, D]
+        ledger_row(4, "H1", -300, "EARN", 10100, expire=400),
         ledger_row(5, "H1", -180, "REDEEM", 100),  # 180 days ago: outside the 180 days
-        ledger_row(6, "H2", -300, "EARN", 5100, expire=400),
+        ledger_row(6, "H2", -300, "EARN", 10100, expire=400),
         ledger_row(7, "H2", -179, "REDEEM", 100),  # 179 days ago: inside
-        ledger_row(8, "H3", -10, "EARN", 4999),  # never redeemed, below 5000
-        ledger_row(9, "H4", -10, "EARN", 6000),  # never redeemed
+        ledger_row(8, "H3", -10, "EARN", 9999),  # never redeemed, below 10000
+        ledger_row(9, "H4", -10, "EARN", 12000),  # never redeemed
     ]
     write_ledger(ctx, ledger)
     members = ["E1", "E2", "H1", "H2", "H3", "H4", "N"]
