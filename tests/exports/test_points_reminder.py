@@ -21,8 +21,14 @@ MEMBERS = {
 }
 
 
-def test_reminder_respects_consent_contact_and_cap(make_ctx):
+def test_reminder_respects_consent_contact_and_cap(make_ctx, monkeypatch):
     ctx = make_ctx(D)
+    # The shipped segment alone (with the shipped reach rules): one file set, not ten.
+    shipped = seg_mod.load_segments()
+    only = [s for s in shipped.segments if s.name == "points_expiry_reminder"]
+    assert len(only) == 1
+    reminder = shipped.model_copy(update={"segments": only})
+    monkeypatch.setattr(seg_mod, "load_segments", lambda *a, **k: reminder)
     feats, life, tags, members, pii = [], [], [], [], []
     for mid, (held, sms, phone) in MEMBERS.items():
         base = {"member_id": mid, "as_of_date": D}
