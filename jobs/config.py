@@ -200,6 +200,7 @@ def conf_checks() -> dict[str, ConfCheck]:
     from jobs.exports.segments import load_segments
     from jobs.gold import conf as gold
     from jobs.gold.kpis import load_kpis
+    from jobs.gold.points import load_points_conf
     from jobs.gold.value import load_value
     from jobs.identity.conf import load_identity_conf
     from jobs.maintenance import load_maintenance_conf
@@ -220,6 +221,7 @@ def conf_checks() -> dict[str, ConfCheck]:
         "maintenance.yaml": lambda spark, d: load_maintenance_conf(d),
         "value.yaml": lambda spark, d: load_value(d),
         "kpis.yaml": lambda spark, d: load_kpis(d),
+        "points.yaml": lambda spark, d: load_points_conf(d),
     }
 
 

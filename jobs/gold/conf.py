@@ -18,6 +18,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import types as T
 
 from jobs.config import ConfigError, StrictModel, load_model
+from jobs.gold.points import points_fields
 from jobs.gold.value_view import value_fields
 from jobs.schemas import table_schema
 
@@ -213,11 +214,12 @@ def load_features(conf_dir: Path | None = None) -> FeaturesConf:
 
 
 def tag_input_schema() -> T.StructType:
-    """Schema the tag rules run on: member_features, the member's RFM scores and value."""
+    """Schema the tag rules run on: member_features, the member's RFM scores, value and
+    points."""
     feats = table_schema("gold/member_features").struct
     rfm = {f.name: f for f in table_schema("gold/member_rfm").struct.fields}
     extra = [rfm[c] for c in ("r_score", "f_score", "m_score", "fm_score", "rfm_segment")]
-    return T.StructType(list(feats.fields) + extra + value_fields())
+    return T.StructType(list(feats.fields) + extra + value_fields() + points_fields())
 
 
 def _check_boolean(spark: SparkSession, schema: T.StructType, expr: str, what: str) -> None:

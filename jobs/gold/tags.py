@@ -15,6 +15,7 @@ from pyspark.sql import functions as F
 from jobs.context import RunContext
 from jobs.gold.common import previous_as_of, read_as_of, write_as_of
 from jobs.gold.conf import TagRule, TagsConf, load_tags
+from jobs.gold.points import with_points
 from jobs.gold.value_view import with_value
 
 RFM_COLUMNS = ("r_score", "f_score", "m_score", "fm_score", "rfm_segment")
@@ -97,6 +98,7 @@ def run(ctx: RunContext) -> dict:
     conf = load_tags(ctx.spark)
     tag_in = tag_input(read_as_of(ctx, "gold/member_features"), read_as_of(ctx, "gold/member_rfm"))
     tag_in = with_value(ctx, tag_in)  # p_alive, churn_risk, clv_365d, clv_band, ...
+    tag_in = with_points(ctx, tag_in)  # balance, expiring_30d, days_since_redemption, ...
     df = tags(tag_in, conf)
     write_as_of(ctx, df, "gold/member_tags")
     current = read_as_of(ctx, "gold/member_tags")

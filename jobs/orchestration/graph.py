@@ -25,6 +25,7 @@ OUTLETS: dict[str, tuple[str, ...]] = {
     "features": ("lake/gold/member_features",),
     "value": ("lake/gold/member_value", "lake/gold/value_model"),
     "rfm": ("lake/gold/member_rfm", "lake/gold/member_tier_changes"),
+    "points": ("lake/gold/member_points",),
     "tags": ("lake/gold/member_tags", "lake/gold/member_tag_changes"),
     "lifecycle": ("lake/gold/member_lifecycle", "lake/gold/lifecycle_transitions"),
     "kpis": ("lake/gold/kpi_daily",),

@@ -13,7 +13,8 @@ The rate counts the rows of the run's files sent to quarantine, out of the rows
 that were new: exact repeats of rows already taken in (a file re-sent under a
 new name) are duplicates, not bad rows, and count on neither side. Rows kept
 with an invalid optional field nulled (``_field_issues``) are counted per rule
-(``fields_nulled_<source>``), not as quarantined.
+(``fields_nulled_<source>``), not as quarantined. POS points are reconciled against
+the loyalty ledger (jobs.quality.points, ``meta/points_reconciliation``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from jobs.config import EXPECTATIONS_DIR
 from jobs.context import RunContext
 from jobs.ingest.job import staging_dir
 from jobs.ingest.rules import load_rules
+from jobs.quality.points import reconcile as reconcile_points
 from jobs.schemas import table_schema
 
 log = logging.getLogger(__name__)
@@ -240,6 +242,7 @@ def run(ctx: RunContext) -> dict:
         write_data_docs(ctx, by_source)
     rates, rows_in, too_bad = quarantine_rates(ctx)
     figures.update(rates)
+    figures.update(reconcile_points(ctx))  # POS points vs the loyalty ledger: listed, not fixed
     if rows:
         schema = table_schema("meta/quality_results").struct
         records = [

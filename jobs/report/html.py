@@ -7,7 +7,9 @@ offline), written once per plotly.js version rather than inlined in every day's 
 grid of panels at least 480 px wide, one column on narrow screens). R x F
 heatmap of member counts, lifecycle distribution and transitions, tier mix, KPI
 trend over the last 30 runs, quarantine rates by source and rule, identity resolution
-(members by linked identities, merges and splits), the steps of this run, the segment exports, and a link to the Great
+(members by linked identities, merges and splits), the points programme (jobs.report.points:
+balances, points by month, redemption rate against its target; only with a loyalty
+ledger), the steps of this run, the segment exports, and a link to the Great
 Expectations Data Docs written by the quality step (a link relative to the page).
 
 Only small aggregates (a few hundred rows at most) reach the driver.
@@ -29,6 +31,7 @@ from pyspark.sql import functions as F
 
 from jobs import storage
 from jobs.context import RunContext
+from jobs.report import points as points_report
 from jobs.report.kpi_targets import figures as kpi_target_figures
 from jobs.sources import SOURCE_NAMES
 from jobs.sources import SOURCES as SOURCES_BY_NAME
@@ -516,6 +519,7 @@ def _figures(ctx: RunContext, quarantine_rows: list[dict], received: list[dict])
             _rows(id_changes(lake.read("silver/member_id_changes"), as_of)),
         ),
         *kpi_target_figures(lake.read("gold/kpi_daily"), as_of),
+        *points_report.figures(lake, as_of),  # none without a loyalty ledger
     ]
 
 
@@ -546,6 +550,9 @@ def _sections(ctx: RunContext, received: list[dict], out_dir: Path) -> str:
             "<h2>Rows received and quarantined (business date)</h2>"
             + _table(["source", "received", "quarantined"], rows)
         )
+    points = points_report.summary(ctx.lake, ctx.as_of)
+    if points:
+        sections.append("<h2>Points programme</h2>" + _table(["figure", "value"], points))
     manifest_path = out_dir / "manifest.json"
     if manifest_path.exists():
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))

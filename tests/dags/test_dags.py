@@ -104,7 +104,8 @@ def test_nightly_graph_follows_pipeline_steps(parsed):
         "features": ["orders"],
         "value": ["orders"],
         "rfm": ["features"],
-        "tags": ["rfm", "value"],
+        "points": ["points_ledger"],
+        "tags": ["points", "rfm", "value"],
         "lifecycle": ["features", "value"],
         "kpis": ["lifecycle", "rfm", "tags", "value"],
         "channels": ["orders"],
@@ -134,6 +135,7 @@ def test_nightly_schedule_and_assets(parsed):
     assert "x-cdp://lake/gold/member_lifecycle" in tasks["lifecycle"]["outlets"]
     assert "x-cdp://lake/gold/member_value" in tasks["value"]["outlets"]
     assert tasks["kpis"]["outlets"] == ["x-cdp://lake/gold/kpi_daily"]
+    assert tasks["points"]["outlets"] == ["x-cdp://lake/gold/member_points"]
     assert tasks["exports"]["outlets"] == ["x-cdp://exports/segments"]
 
 

@@ -16,6 +16,7 @@ import pytest
 
 from jobs.generate.landing import generate_landing
 from jobs.ingest.parse import parse_file
+from jobs.sources import SOURCES
 from tests.ingest.landing_fixtures import CRM_HEADER, POS_HEADER
 
 DAY = "2026-11-20"
@@ -34,7 +35,7 @@ def test_a_generated_zone_parses_the_same_both_ways(tmp_path):
     root = tmp_path / "landing"
     generate_landing(root, members=300, days=3, seed=5, end_date=dt.date.fromisoformat(DAY))
     taken: dict[str, list[bool]] = {}
-    for source in ("pos", "web", "crm"):
+    for source in SOURCES:
         for path in sorted((root / source).rglob("*")):
             if path.is_file() and path.name != "_SUCCESS":
                 fast_taken, fast_rows, slow_rows = both(path, source)
@@ -42,7 +43,7 @@ def test_a_generated_zone_parses_the_same_both_ways(tmp_path):
                 taken.setdefault(source, []).append(fast_taken)
     # The generator plants mess in some files; the plain ones go the fast way.
     assert sum(taken["pos"]) >= len(taken["pos"]) // 2, taken["pos"]
-    assert any(taken["web"]) and any(taken["crm"]), taken
+    assert any(taken["web"]) and any(taken["crm"]) and any(taken["loyalty"]), taken
 
 
 def _pos(tmp_path: Path, body: bytes) -> Path:
