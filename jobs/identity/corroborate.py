@@ -140,6 +140,14 @@ def _candidate_pairs(crm_ids: DataFrame, junk: DataFrame, conf: IdentityConf) ->
     )
 
 
+def junk_value_pairs(crm_ids: DataFrame, junk: DataFrame, conf: IdentityConf) -> DataFrame:
+    """Pairs of records holding one junk value (groups no larger than the cap).
+
+    Output grain: one (x, y), x < y.
+    """
+    return _candidate_pairs(crm_ids, junk, conf).select("x", "y").distinct()
+
+
 def corroborated_pairs(
     profiles: DataFrame, crm_ids: DataFrame, junk: DataFrame, conf: IdentityConf
 ) -> DataFrame:

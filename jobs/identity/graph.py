@@ -23,9 +23,10 @@ from jobs.identity.corroborate import (
     conflicting_values,
     corroborated_edges,
     crm_profiles,
+    junk_value_pairs,
     never_link,
 )
-from jobs.identity.fuzzy import fuzzy_name_edges
+from jobs.identity.fuzzy import fuzzy_edges
 from jobs.privacy.pii import hmac_col, mask_email, mask_id_card, mask_phone
 
 # CRM identifier type -> the node source it points at.
@@ -649,17 +650,22 @@ def build_graph(
         ["src_source", "src_key", "dst_source", "dst_key", "rule"],
         "left_anti",
     ).select(*EDGE_COLUMNS)
+    junk = blocked.filter(
+        F.col("reason").isin("shared_by_many", "never_link", "never_link,shared_by_many")
+    ).select("id_type", "key")
     if conf.junk.corroborate.enabled:
-        junk = blocked.filter(
-            F.col("reason").isin("shared_by_many", "never_link", "never_link,shared_by_many")
-        ).select("id_type", "key")
         kept = kept.unionByName(corroborated_edges(profiles, crm_ids, junk, conf))
     if conf.second_pass.enabled:
         kept = mat(kept, "kept_first_pass")
         second = name_dob_city_edges(crm, kept, conf, profiles)
         if conf.fuzzy.enabled:
-            shared = shared_value_pairs(kept)
-            second = second.unionByName(fuzzy_name_edges(latest, profiles, shared, conf))
+            # Pairs already sharing a value node or linked by name_dob_city need no edge.
+            shared = shared_value_pairs(kept).unionByName(
+                second.select(F.col("src_key").alias("x"), F.col("dst_key").alias("y"))
+            )
+            junk_pairs = junk_value_pairs(crm_ids, junk, conf)
+            fuzzy = fuzzy_edges(latest, profiles, crm_ids, shared, junk_pairs, conf)
+            second = second.unionByName(fuzzy)
         kept = kept.unionByName(second)
 
     identities = source_identities(crm_ids, crm, orders, web_ids)
