@@ -33,6 +33,11 @@ class NeverLinkConf(StrictModel):
 
     different_valid_id_cards: bool = True
     different_gender_and_birth_date: bool = True
+    # After clustering, a component holding such a pair is clustered again strongest
+    # edge first, refusing each edge that would join the pair (a chain A-B, B-C).
+    split_chains: bool = True
+    # The components split this way hold at most this many edges (else a clear error).
+    max_split_edges: int = Field(200_000, ge=1)
 
 
 class JunkConf(StrictModel):

@@ -190,7 +190,7 @@ def _name_close(conf: FuzzyConf, max_edits: int) -> Column:
 
 
 def _token_close(conf: FuzzyConf) -> Column:
-    """Latin names of two or more tokens with a first or last token (of at least
+    """Latin names (one of two or more tokens) with a first or last token (of at least
     ``token_min_length`` characters) within ``token_max_edits`` edits of one of the
     other's, either order."""
     c = conf.comparisons
@@ -200,7 +200,7 @@ def _token_close(conf: FuzzyConf) -> Column:
             ta, tb = F.col(f"a.{x}"), F.col(f"b.{y}")
             long_enough = F.least(F.length(ta), F.length(tb)) >= c.token_min_length
             dists.append(F.when(long_enough, F.levenshtein(ta, tb)))
-    multi = (F.col("a.n_tokens") >= 2) & (F.col("b.n_tokens") >= 2)
+    multi = (F.col("a.n_tokens") >= 2) | (F.col("b.n_tokens") >= 2)
     return F.coalesce(multi & (F.least(*dists) <= c.token_max_edits), F.lit(False))
 
 
@@ -279,8 +279,9 @@ def rule_conditions(conf: FuzzyConf) -> dict[str, Column]:
     c = {n: F.col(n) for n in ("name_close", "name_near", "token_close", "dob_same",
                                "dob_close", "city_same", "city_close", "province_same",
                                "identifier_close")}  # fmt: skip
-    agreements = sum(
-        F.col(n).cast("int") for n in ("name_near", "dob_close", "city_close", "identifier_close")
+    name_agrees = c["name_near"] | c["token_close"]
+    agreements = name_agrees.cast("int") + sum(
+        F.col(n).cast("int") for n in ("dob_close", "city_close", "identifier_close")
     )
     conditions = {
         "fuzzy_name_dob_city": c["name_close"] & c["dob_same"] & c["city_same"],
