@@ -6,7 +6,8 @@ stay apart, and the value stays reported as junk for them.
 
 Never-link rules (``never_link`` in conf/identity.yaml) veto a pair even when it
 corroborates: two different valid ID cards, different genders with different birth
-dates. A record whose corroborating partners hold two different valid ID cards links
+dates, names that are no typo of each other with different birth dates (a family
+sharing a phone). A record whose corroborating partners hold two different valid ID cards links
 none of them, so a shared value never chains two people with different ID cards.
 
 Pure transforms: DataFrames in, DataFrames out.
@@ -76,7 +77,28 @@ def never_link(conf: IdentityConf, a: str = "a", b: str = "b") -> Column:
             (col(a, "gender") != col(b, "gender")) & (col(a, "birth_date") != col(b, "birth_date")),
             F.lit(False),
         )
+    if rules.different_name_and_birth_date:
+        a_dob, b_dob = col(a, "birth_date"), col(b, "birth_date")
+        swapped = (F.month(a_dob) == F.dayofmonth(b_dob)) & (F.dayofmonth(a_dob) == F.month(b_dob))
+        veto = veto | F.coalesce(
+            ~names_compatible(a, b) & (a_dob != b_dob) & ~swapped, F.lit(False)
+        )
     return veto
+
+
+def names_compatible(a: str = "a", b: str = "b") -> Column:
+    """The same name, the same characters in another order (``曾东涛`` / ``曾涛东``,
+    ``ashleigh quilliam`` / ``quilliam ashleigh``) or within one edit (names of at least
+    five characters). Null when a name is missing."""
+    n_a, n_b = F.col(f"{a}.name"), F.col(f"{b}.name")
+
+    def chars(c: Column) -> Column:
+        return F.array_join(F.array_sort(F.split(c, "")), "")
+
+    long_enough = F.least(F.length(n_a), F.length(n_b)) >= 5
+    return (
+        (n_a == n_b) | (chars(n_a) == chars(n_b)) | (long_enough & (F.levenshtein(n_a, n_b) <= 1))
+    )
 
 
 def names_close(conf: IdentityConf, a: str = "a", b: str = "b") -> Column:

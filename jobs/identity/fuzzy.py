@@ -165,9 +165,11 @@ def _one_edit(a: Column, b: Column) -> Column:
     pos = F.sequence(F.lit(1), F.greatest(n - 1, F.lit(1)))
     swapped = F.exists(
         pos,
-        lambda i: (a.substr(i, F.lit(1)) == b.substr(i + 1, F.lit(1)))
-        & (a.substr(i + 1, F.lit(1)) == b.substr(i, F.lit(1)))
-        & (a.substr(i, F.lit(1)) != b.substr(i, F.lit(1))),
+        lambda i: (
+            (a.substr(i, F.lit(1)) == b.substr(i + 1, F.lit(1)))
+            & (a.substr(i + 1, F.lit(1)) == b.substr(i, F.lit(1)))
+            & (a.substr(i, F.lit(1)) != b.substr(i, F.lit(1)))
+        ),
     )
     transposed = (n == F.length(b)) & (F.levenshtein(a, b) == 2) & swapped
     return F.coalesce((a != b) & ((F.levenshtein(a, b) == 1) | transposed), F.lit(False))
@@ -208,9 +210,7 @@ def _dob_close() -> Column:
     """Same birth date, day and month swapped, or one edit apart as ``yyyyMMdd`` text."""
     a, b = F.col("a.birth_date"), F.col("b.birth_date")
     swapped = (
-        (F.year(a) == F.year(b))
-        & (F.month(a) == F.dayofmonth(b))
-        & (F.dayofmonth(a) == F.month(b))
+        (F.year(a) == F.year(b)) & (F.month(a) == F.dayofmonth(b)) & (F.dayofmonth(a) == F.month(b))
     )
     text_a, text_b = F.date_format(a, "yyyyMMdd"), F.date_format(b, "yyyyMMdd")
     return F.coalesce((a == b) | swapped | _one_edit(text_a, text_b), F.lit(False))
@@ -226,12 +226,16 @@ def _city_close(conf: FuzzyConf) -> Column:
 
 
 def _identifier_close() -> Column:
-    """A member card one edit apart, an ID card one edit apart of which at least one
+    """A member card or phone one edit apart (a family's shared phone is equal, not one
+    edit apart), an ID card one edit apart of which at least one
     fails its checksum (two valid ones are two people: never-link), or a shared junk
     value (held by too many records to link by itself)."""
-    card = _one_edit(F.col("a.card"), F.col("b.card"))
+    card = _one_edit(F.col("a.card"), F.col("b.card")) | _one_edit(
+        F.col("a.phone"), F.col("b.phone")
+    )
     id_typo = _one_edit(F.col("a.id_raw"), F.col("b.id_raw")) & ~(
-        F.coalesce(F.col("a.id_valid"), F.lit(False)) & F.coalesce(F.col("b.id_valid"), F.lit(False))
+        F.coalesce(F.col("a.id_valid"), F.lit(False))
+        & F.coalesce(F.col("b.id_valid"), F.lit(False))
     )
     return card | id_typo | F.col("shares_junk")
 
@@ -241,7 +245,8 @@ def compare(pairs: DataFrame, fp: DataFrame, conf: IdentityConf) -> DataFrame:
 
     Inputs: :func:`candidate_pairs`; :func:`fuzzy_profiles`. Output grain: one (x, y);
     seen (the later record's date), booleans name_close (within
-    ``comparisons.name_close_edits``), name_near (within ``comparisons.name_near_edits``),
+    ``comparisons.name_close_edits``), name_near (within ``comparisons.name_near_edits``,
+    or equal however short),
     token_close, dob_same, dob_close, city_same, city_close, province_same,
     identifier_close, veto (never-link).
     """
@@ -255,15 +260,16 @@ def compare(pairs: DataFrame, fp: DataFrame, conf: IdentityConf) -> DataFrame:
             "y",
             F.greatest("a.seen", "b.seen").alias("seen"),
             _name_close(f, f.comparisons.name_close_edits).alias("name_close"),
-            _name_close(f, f.comparisons.name_near_edits).alias("name_near"),
+            (
+                _name_close(f, f.comparisons.name_near_edits)
+                | F.coalesce(F.col("a.name") == F.col("b.name"), F.lit(False))
+            ).alias("name_near"),
             _token_close(f).alias("token_close"),
             F.coalesce(F.col("a.birth_date") == F.col("b.birth_date"), F.lit(False)).alias(
                 "dob_same"
             ),
             _dob_close().alias("dob_close"),
-            F.coalesce(F.col("a.city_key") == F.col("b.city_key"), F.lit(False)).alias(
-                "city_same"
-            ),
+            F.coalesce(F.col("a.city_key") == F.col("b.city_key"), F.lit(False)).alias("city_same"),
             _city_close(f).alias("city_close"),
             F.coalesce(F.col("a.province_key") == F.col("b.province_key"), F.lit(False)).alias(
                 "province_same"
