@@ -33,9 +33,10 @@ class NeverLinkConf(StrictModel):
 
     different_valid_id_cards: bool = True
     different_gender_and_birth_date: bool = True
-    # ... or whose names are no typo of each other (not equal, not the same characters
-    # reordered, not within one edit) and whose birth dates differ (not day/month swapped).
-    different_name_and_birth_date: bool = True
+    # A phone held by records whose names are no typo of each other (not equal, not the
+    # same characters reordered, not within one edit) and whose birth dates differ (not
+    # day/month swapped) is a family's: it links nothing by itself.
+    shared_phone_different_name_and_birth_date: bool = True
     # After clustering, a component holding such a pair is clustered again strongest
     # edge first, refusing each edge that would join the pair (a chain A-B, B-C).
     split_chains: bool = True

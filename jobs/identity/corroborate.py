@@ -6,8 +6,8 @@ stay apart, and the value stays reported as junk for them.
 
 Never-link rules (``never_link`` in conf/identity.yaml) veto a pair even when it
 corroborates: two different valid ID cards, different genders with different birth
-dates, names that are no typo of each other with different birth dates (a family
-sharing a phone). A record whose corroborating partners hold two different valid ID cards links
+dates. A phone held by records whose names are no typo of each other and whose birth
+dates differ (a family sharing a phone) links nothing by itself either. A record whose corroborating partners hold two different valid ID cards links
 none of them, so a shared value never chains two people with different ID cards.
 
 Pure transforms: DataFrames in, DataFrames out.
@@ -77,13 +77,15 @@ def never_link(conf: IdentityConf, a: str = "a", b: str = "b") -> Column:
             (col(a, "gender") != col(b, "gender")) & (col(a, "birth_date") != col(b, "birth_date")),
             F.lit(False),
         )
-    if rules.different_name_and_birth_date:
-        a_dob, b_dob = col(a, "birth_date"), col(b, "birth_date")
-        swapped = (F.month(a_dob) == F.dayofmonth(b_dob)) & (F.dayofmonth(a_dob) == F.month(b_dob))
-        veto = veto | F.coalesce(
-            ~names_compatible(a, b) & (a_dob != b_dob) & ~swapped, F.lit(False)
-        )
     return veto
+
+
+def names_and_birth_dates_differ(a: str = "a", b: str = "b") -> Column:
+    """Names that are no typo of each other (:func:`names_compatible`) and birth dates
+    that differ (not day/month swapped): two people, e.g. a family sharing a phone."""
+    a_dob, b_dob = F.col(f"{a}.birth_date"), F.col(f"{b}.birth_date")
+    swapped = (F.month(a_dob) == F.dayofmonth(b_dob)) & (F.dayofmonth(a_dob) == F.month(b_dob))
+    return F.coalesce(~names_compatible(a, b) & (a_dob != b_dob) & ~swapped, F.lit(False))
 
 
 def names_compatible(a: str = "a", b: str = "b") -> Column:
@@ -294,10 +296,13 @@ def conflicting_values(crm_ids: DataFrame, profiles: DataFrame, conf: IdentityCo
         F.col("g2.crm_id").alias("y"),
     )
     a, b = profiles.alias("a"), profiles.alias("b")
+    veto = never_link(conf)
+    if conf.never_link.shared_phone_different_name_and_birth_date:
+        veto = veto | ((F.col("id_type") == "phone") & names_and_birth_dates_differ())
     return (
         pairs.join(a, F.col("a.crm_id") == F.col("x"))
         .join(b, F.col("b.crm_id") == F.col("y"))
-        .filter(never_link(conf))
+        .filter(veto)
         .groupBy("id_type", "key")
         .agg(F.max("value").alias("value"))
         .select("id_type", "key", "value", F.lit("never_link").alias("reason"))

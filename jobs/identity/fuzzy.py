@@ -15,6 +15,8 @@ the pass runs on Sail and JVM Spark alike. Pure transforms: DataFrames in, DataF
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
@@ -104,14 +106,18 @@ def _keys(conf: FuzzyConf) -> list[tuple[str, Column, list[Column]]]:
         out.append((f"d{side}", F.concat_ws("|", dob, prefix), [dob, F.col(side)]))
         out.append((f"c{side}", F.concat_ws("|", city, prefix), [city, F.col(side)]))
     for id_col in ("card", "id_raw"):
-        out.append((f"s{id_col}", _sorted_chars(F.col(id_col)), [F.col(id_col)]))
+        # Member cards are issued in sequence: a card alone would block ten neighbours.
+        for side in ("first", "last"):
+            key = F.concat_ws("|", _sorted_chars(F.col(id_col)), F.substring(F.col(side), 1, 1))
+            out.append((f"s{id_col}{side}", key, [F.col(id_col), F.col(side)]))
     return out
 
 
 def block_keys(fp: DataFrame, conf: IdentityConf) -> DataFrame:
     """Blocking keys of each record: birth date + city, phone prefix + city, the sorted
     name, birth date or city + a name token's first letters, an ID / member card with
-    one character masked or its characters sorted. Input: :func:`fuzzy_profiles`.
+    one character masked or its characters sorted (+ a name token's initial or, masked,
+    the birth year). Input: :func:`fuzzy_profiles`.
 
     Output grain: one (crm_id, block); a record sits in several blocks.
     """
@@ -119,18 +125,33 @@ def block_keys(fp: DataFrame, conf: IdentityConf) -> DataFrame:
         F.when(_all_present(parts), F.concat(F.lit(tag + "|"), key))
         for tag, key, parts in _keys(conf.fuzzy)
     ]
+    # A card or ID with one character masked, with a name token's initial or the year
+    # of birth (member cards are issued in sequence: alone, each would block ten).
+    suffixes = {
+        "first": F.substring(F.col("first"), 1, 1),
+        "last": F.substring(F.col("last"), 1, 1),
+        "year": F.year("birth_date").cast("string"),
+    }
     masked = [
         F.transform(
-            F.coalesce(_masked(F.col(c)), F.array().cast("array<string>")),
-            lambda m, c=c: F.concat(F.lit(f"m{c}|"), m),
+            F.coalesce(
+                F.when(suffix.isNotNull(), _masked(F.col(c))), F.array().cast("array<string>")
+            ),
+            _tagged(f"m{c}{tag}|", suffix),
         )
         for c in ("card", "id_raw")
+        for tag, suffix in suffixes.items()
     ]
     return (
         fp.select("crm_id", F.explode(F.concat(F.array(*single), *masked)).alias("block"))
         .filter(F.col("block").isNotNull())
         .distinct()
     )
+
+
+def _tagged(tag: str, suffix: Column) -> Callable[[Column], Column]:
+    """``tag`` + masked text + ``suffix`` (a function for ``F.transform``)."""
+    return lambda m: F.concat(F.lit(tag), m, suffix)
 
 
 def _all_present(parts: list[Column]) -> Column:

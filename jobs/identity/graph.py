@@ -647,13 +647,15 @@ def refuse_never_link_chains(
     in_conflict = labels.join(conflicting, "component", "left_semi").select(
         F.col("id").alias("src_id")
     )
-    suspect = edges.withColumn(
-        "src_id", _node_id(F.col("src_source"), F.col("src_key"))
-    ).join(in_conflict, "src_id", "left_semi")
+    suspect = edges.withColumn("src_id", _node_id(F.col("src_source"), F.col("src_key"))).join(
+        in_conflict, "src_id", "left_semi"
+    )
     limit = conf.never_link.max_split_edges
-    rows = suspect.orderBy("rule", "src_source", "src_key", "dst_source", "dst_key").limit(
-        limit + 1
-    ).collect()
+    rows = (
+        suspect.orderBy("rule", "src_source", "src_key", "dst_source", "dst_key")
+        .limit(limit + 1)
+        .collect()
+    )
     if len(rows) > limit:
         raise ValueError(
             f"never-link split: components holding a never-link pair have more than {limit} "
