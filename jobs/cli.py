@@ -177,12 +177,21 @@ def generate(
     end_date: Annotated[
         str | None, typer.Option("--end-date", help="last business date (default: yesterday)")
     ] = None,
+    dirty_identity: Annotated[
+        bool,
+        typer.Option(
+            "--dirty-identity",
+            help="harder identity truth: typos, 4-8 registrations, shared family phones",
+        ),
+    ] = False,
 ) -> None:
     """Write a realistic landing zone with known ground truth under OUT/truth."""
     from jobs.generate.landing import generate_landing
 
     end = _date(end_date, "--end-date") if end_date else dt.date.today() - dt.timedelta(days=1)
-    summary = generate_landing(out, members=members, days=days, seed=seed, end_date=end)
+    summary = generate_landing(
+        out, members=members, days=days, seed=seed, end_date=end, dirty_identity=dirty_identity
+    )
     for key, value in summary.items():
         typer.echo(f"{key}: {value}")
 

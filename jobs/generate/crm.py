@@ -176,7 +176,7 @@ def _account_fields(
     reg_ts = f"{epoch_day_iso(start + reg_day)} {tod[int(w.acct_reg_sec[a])]}"
     upd_ts = f"{epoch_day_iso(start + upd_day)} {tod[upd_sec]}"
     card = int(w.acct_card[a])
-    return {
+    fields = {
         "crm_id": crm_id_text(int(w.acct_num[a])),
         "member_card_no": card_text(card) if card else "",
         "phone": phone,
@@ -197,6 +197,58 @@ def _account_fields(
         "status": status,
         "updated_ts": upd_ts,
     }
+    if not primary and w.extras.get("dirty_identity"):
+        _dirty_fields(np.random.default_rng([w.seed, a, 0xD1]), fields)
+    return fields
+
+
+PLACEHOLDER_PHONE = "13800000000"
+
+
+def _typo(rng: np.random.Generator, text: str, first: int) -> str:
+    """One digit of ``text`` (at or after index ``first``) replaced by another digit, or
+    two neighbours swapped."""
+    digits = [i for i in range(first, len(text)) if text[i].isdigit()]
+    if not digits:
+        return text
+    i = int(rng.choice(digits))
+    if rng.random() < 0.5 and i + 1 < len(text) and text[i] != text[i + 1]:
+        return text[:i] + text[i + 1] + text[i] + text[i + 2 :]
+    new = str((int(text[i]) + int(rng.integers(1, 10))) % 10)
+    return text[:i] + new + text[i + 1 :]
+
+
+def _swap_day_month(birth: str) -> str:
+    """``yyyy-MM-dd`` / ``yyyyMMdd`` with day and month swapped (when still a date)."""
+    digits = birth.replace("-", "")
+    y, m, d = digits[:4], digits[4:6], digits[6:8]
+    if int(d) > 12 or m == d:
+        return birth
+    return f"{y}-{d}-{m}" if "-" in birth else f"{y}{d}{m}"
+
+
+def _dirty_fields(rng: np.random.Generator, f: dict[str, str]) -> None:
+    """Typos of a duplicate registration (``--dirty-identity``), in place: a digit off or
+    two swapped in the phone or ID card (the ID then fails its checksum), day and month
+    swapped, a name character replaced or the given name first, missing fields, the
+    placeholder phone."""
+    r = rng.random(8)
+    if f["phone"] and r[0] < 0.2:
+        f["phone"] = _typo(rng, f["phone"], 3)
+    elif r[0] > 0.97:
+        f["phone"] = PLACEHOLDER_PHONE
+    if f["id_card_no"] and r[1] < 0.25:
+        f["id_card_no"] = _typo(rng, f["id_card_no"], 6)
+    if f["birth_date"] and r[2] < 0.15:
+        f["birth_date"] = _swap_day_month(f["birth_date"])
+    name = f["name"]
+    if len(name) >= 3 and r[3] < 0.15:
+        f["name"] = name[0] + name[2] + name[1] + name[3:]  # a slip of the input method
+    elif len(name) >= 2 and r[3] > 0.92:
+        f["name"] = name[1:] + " " + name[0]  # given name first, surname last
+    for column, p in (("city", 0.1), ("name", 0.05), ("email", 0.1)):
+        if r[4 + ("city", "name", "email").index(column)] < p:
+            f[column] = ""
 
 
 def _break(rng: np.random.Generator, reason: str, f: dict[str, str]) -> list[str]:

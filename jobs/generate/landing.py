@@ -112,10 +112,12 @@ def generate_landing(
     end_date: dt.date,
     workers: int | None = None,
     stores: int | None = None,
+    dirty_identity: bool = False,
 ) -> dict:
     """Write the landing zone and truth; return a summary (printed line by line by the CLI).
 
     ``stores`` overrides the number of stores (default: 20 to 40 by size).
+    ``dirty_identity``: the harder identity truth (jobs/generate/world.py build_world).
     """
     t0 = time.perf_counter()
     cpu0 = sum(
@@ -129,7 +131,7 @@ def generate_landing(
         workers = min(2, os.cpu_count() or 1)
     workers = max(1, min(workers, days))
     global _WORLD, _PARAMS
-    params = (members, days, seed, end_date, stores)
+    params = (members, days, seed, end_date, stores, dirty_identity)
     _WORLD = build_world(*params)
     _PARAMS = params
     w = _WORLD
@@ -423,7 +425,7 @@ class _Aggregate:
         for source, _, _, reason in self.bad:
             by_reason.setdefault(source, {}).setdefault(reason, 0)
             by_reason[source][reason] += 1
-        members, days, seed, end_date, stores = params
+        members, days, seed, end_date, stores, _dirty = params
         kinds = w.kind
         person_kinds = {
             KIND_NAMES[k]: int((persons_with_ids[: w.n_actors] & (kinds == k)).sum())

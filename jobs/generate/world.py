@@ -184,14 +184,45 @@ def _ean13(rng: np.random.Generator, n: int) -> list[str]:
 MIN_STORES = 6  # a GB18030 till, a BOM till, a quote-all till and three 24-hour stores
 
 
+def _dirty_people(
+    rng: np.random.Generator,
+    dup_people: np.ndarray,
+    extra: np.ndarray,
+    phone: np.ndarray,
+    surname: np.ndarray,
+    city: np.ndarray,
+    is_member: np.ndarray,
+) -> None:
+    """The harder identity truth, in place: a quarter of the people who register more
+    than once do so 4 to 8 times, and 1% of members share their phone with a family
+    member (same surname and city, another person: must not merge)."""
+    many = dup_people[rng.random(len(dup_people)) < 0.25]
+    extra[many] = rng.integers(3, 8, len(many))
+    members = np.flatnonzero(is_member & (phone > 0))
+    n_families = len(members) // 100
+    if n_families:
+        pair = rng.choice(members, 2 * n_families, replace=False).reshape(-1, 2)
+        phone[pair[:, 1]] = phone[pair[:, 0]]
+        surname[pair[:, 1]] = surname[pair[:, 0]]
+        city[pair[:, 1]] = city[pair[:, 0]]
+
+
 def build_world(
-    members: int, days: int, seed: int, end_date: dt.date, stores: int | None = None
+    members: int,
+    days: int,
+    seed: int,
+    end_date: dt.date,
+    stores: int | None = None,
+    dirty_identity: bool = False,
 ) -> World:
     """Build the population for ``members`` CRM members over ``days`` business days.
 
     ``stores``: how many stores (one POS file each a day); default 20 to 40 by size.
     Fewer stores mean fewer, larger files (the demo's year of history uses few).
+    ``dirty_identity``: a harder identity truth (:func:`_dirty_people`; the CRM rows of
+    duplicate registrations get typos, jobs/generate/crm.py). Off: the same world as ever.
     """
+    dirty_rng = np.random.default_rng([seed, 0xD127]) if dirty_identity else None
     if members < 1 or days < 1:
         raise ValueError("members and days must be >= 1")
     if stores is not None and stores < MIN_STORES:
@@ -380,6 +411,8 @@ def build_world(
     dup_people = np.sort(rng.choice(dup_candidates, n_dup, replace=False)) if n_dup else pre[:0]
     extra = np.zeros(na, dtype=np.int64)
     extra[dup_people] = np.where(rng.random(n_dup) < 0.7, 1, 2)
+    if dirty_rng is not None:
+        _dirty_people(dirty_rng, dup_people, extra, phone, surname, city, is_member)
     n_acct = np.where(is_member, 1 + extra, 0).astype(np.int8)
     first_acct = (np.cumsum(n_acct) - n_acct).astype(np.int32)
     n_accounts = int(n_acct.sum())
@@ -552,5 +585,6 @@ def build_world(
             "bom_store": store_ids[bom_store],
             "quote_all_store": store_ids[quote_store],
             "stores_24h": [store_ids[i] for i in np.flatnonzero(store_24h)],
+            "dirty_identity": dirty_identity,
         },
     )

@@ -125,3 +125,70 @@ def connected_components(
     )
     stats.seconds = time.perf_counter() - t0
     return out, stats
+
+
+# Edge confidence -> order in which :func:`refuse_never_link_merges` accepts edges.
+CONFIDENCE_RANK = {"high": 0, "medium": 1, "low": 2}
+
+
+@dataclass(frozen=True)
+class LinkProfile:
+    """What the never-link rules look at on one CRM record (id_card: valid key or None)."""
+
+    id_card: str | None
+    gender: str | None
+    birth_date: object | None
+
+
+def never_linked(a: LinkProfile, b: LinkProfile, different_ids: bool, gender_dob: bool) -> bool:
+    """True when a never-link rule keeps the two records apart (same rules as
+    :func:`jobs.identity.corroborate.never_link`)."""
+    ids = different_ids and None not in (a.id_card, b.id_card) and a.id_card != b.id_card
+    g_d = (
+        gender_dob
+        and None not in (a.gender, b.gender, a.birth_date, b.birth_date)
+        and a.gender != b.gender
+        and a.birth_date != b.birth_date
+    )
+    return bool(ids or g_d)
+
+
+def refuse_never_link_merges(
+    edges: list[tuple[str, str, str]],
+    profiles: dict[str, LinkProfile],
+    different_ids: bool = True,
+    gender_dob: bool = True,
+) -> list[int]:
+    """Cluster ``edges`` (src node, dst node, confidence) strongest first, refusing every
+    edge whose merge would put two records the never-link rules keep apart into one
+    cluster (``profiles``: node -> its CRM record's profile). Chains count: A-B then B-C
+    refuses B-C when A and C never link. Within a confidence, edges go in list order.
+
+    Returns the indexes (into ``edges``) of the refused edges. Runs on the driver over
+    the few components that hold a never-link pair.
+    """
+    parent: dict[str, str] = {}
+    members: dict[str, list[LinkProfile]] = {}
+
+    def find(x: str) -> str:
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    order = sorted(range(len(edges)), key=lambda i: (CONFIDENCE_RANK.get(edges[i][2], 3), i))
+    refused = []
+    for i in order:
+        a, b = find(edges[i][0]), find(edges[i][1])
+        if a == b:
+            continue
+        ma = members.get(a, [profiles[edges[i][0]]] if edges[i][0] in profiles else [])
+        mb = members.get(b, [profiles[edges[i][1]]] if edges[i][1] in profiles else [])
+        if any(never_linked(p, q, different_ids, gender_dob) for p in ma for q in mb):
+            refused.append(i)
+            continue
+        parent[b] = a
+        members[a] = ma + mb
+        members.pop(b, None)
+    return sorted(refused)

@@ -33,6 +33,15 @@ class NeverLinkConf(StrictModel):
 
     different_valid_id_cards: bool = True
     different_gender_and_birth_date: bool = True
+    # A phone held by records whose names are no typo of each other (not equal, not the
+    # same characters reordered, not within one edit) and whose birth dates differ (not
+    # day/month swapped) is a family's: it links nothing by itself.
+    shared_phone_different_name_and_birth_date: bool = True
+    # After clustering, a component holding such a pair is clustered again strongest
+    # edge first, refusing each edge that would join the pair (a chain A-B, B-C).
+    split_chains: bool = True
+    # The components split this way hold at most this many edges (else a clear error).
+    max_split_edges: int = Field(200_000, ge=1)
 
 
 class JunkConf(StrictModel):
@@ -53,13 +62,78 @@ class SecondPassConf(StrictModel):
     max_group_size: int = Field(3, ge=2)
 
 
+Confidence = Literal["high", "medium", "low"]
+
+
+class FuzzyBlocking(StrictModel):
+    """Blocking keys of the fuzzy pass (jobs/identity/fuzzy.py: block_keys)."""
+
+    # Birth date or city + the first letters of a name token.
+    name_prefix_length: int = Field(2, ge=1)
+    # City + the first digits of the canonical phone.
+    phone_prefix_length: int = Field(7, ge=3)
+
+
+class FuzzyComparisons(StrictModel):
+    """How close two values must be to agree (character edit distances)."""
+
+    # Latin names need this many characters before any edit is allowed ...
+    name_min_length: int = Field(5, ge=1)
+    # ... Han names this many (one character of a 2-3 character name is another person).
+    han_min_length: int = Field(4, ge=2)
+    han_max_edits: int = Field(1, ge=0)
+    # Whole-name edits (either token order) of a close name and of a near one.
+    name_close_edits: int = Field(1, ge=0)
+    name_near_edits: int = Field(3, ge=0)
+    # A first or last name token within this many edits of the other's (tokens this long).
+    token_max_edits: int = Field(1, ge=0)
+    token_min_length: int = Field(3, ge=1)
+    # City names at least this long may differ by this many edits.
+    city_min_length: int = Field(5, ge=1)
+    city_max_edits: int = Field(2, ge=0)
+
+
+class FuzzyRule(StrictModel):
+    enabled: bool = True
+    confidence: Confidence = "medium"
+
+
+class AgreementsRule(FuzzyRule):
+    # Of name (near), birth date, city and identifier (close): this many agree.
+    min_agreements: int = Field(3, ge=2, le=4)
+    confidence: Confidence = "low"
+
+
+class FuzzyRules(StrictModel):
+    """The fuzzy rules (fuzzy.RULES order; the first a pair meets names its edge)."""
+
+    # Close name, same birth date, same city.
+    name_dob_city: FuzzyRule = FuzzyRule()
+    # Close name, close birth date (same, day/month swapped, one edit), close city.
+    name_dob: FuzzyRule = FuzzyRule()
+    # Close name, same birth date, same province (no city or another one).
+    name_dob_province: FuzzyRule = FuzzyRule(confidence="low")
+    # Close birth date and city, one name token within token_max_edits.
+    dob_city_token: FuzzyRule = FuzzyRule()
+    # Identifier one edit apart (or a shared junk value), one name token close, same
+    # province or close birth date.
+    identifier_token: FuzzyRule = FuzzyRule()
+    agreements: AgreementsRule = AgreementsRule()
+
+    def get(self, rule: str) -> FuzzyRule:
+        """The settings of rule ``fuzzy_<name>``."""
+        return getattr(self, rule.removeprefix("fuzzy_"))
+
+
 class FuzzyConf(StrictModel):
-    """Fuzzy second pass (jobs/identity/fuzzy.py): same birth date and city, names close."""
+    """Fuzzy second pass (jobs/identity/fuzzy.py): blocking keys, comparisons, rules."""
 
     enabled: bool = True
-    # Blocks (birth date + city) larger than this are not compared.
+    # Blocks larger than this are not compared.
     max_block_size: int = Field(50, ge=2)
-    confidence: Literal["high", "medium", "low"] = "medium"
+    blocking: FuzzyBlocking = FuzzyBlocking()
+    comparisons: FuzzyComparisons = FuzzyComparisons()
+    rules: FuzzyRules = FuzzyRules()
 
 
 class BreakerConf(StrictModel):

@@ -6,7 +6,8 @@ stay apart, and the value stays reported as junk for them.
 
 Never-link rules (``never_link`` in conf/identity.yaml) veto a pair even when it
 corroborates: two different valid ID cards, different genders with different birth
-dates. A record whose corroborating partners hold two different valid ID cards links
+dates. A phone held by records whose names are no typo of each other and whose birth
+dates differ (a family sharing a phone) links nothing by itself either. A record whose corroborating partners hold two different valid ID cards links
 none of them, so a shared value never chains two people with different ID cards.
 
 Pure transforms: DataFrames in, DataFrames out.
@@ -79,6 +80,29 @@ def never_link(conf: IdentityConf, a: str = "a", b: str = "b") -> Column:
     return veto
 
 
+def names_and_birth_dates_differ(a: str = "a", b: str = "b") -> Column:
+    """Names that are no typo of each other (:func:`names_compatible`) and birth dates
+    that differ (not day/month swapped): two people, e.g. a family sharing a phone."""
+    a_dob, b_dob = F.col(f"{a}.birth_date"), F.col(f"{b}.birth_date")
+    swapped = (F.month(a_dob) == F.dayofmonth(b_dob)) & (F.dayofmonth(a_dob) == F.month(b_dob))
+    return F.coalesce(~names_compatible(a, b) & (a_dob != b_dob) & ~swapped, F.lit(False))
+
+
+def names_compatible(a: str = "a", b: str = "b") -> Column:
+    """The same name, the same characters in another order (``曾东涛`` / ``曾涛东``,
+    ``ashleigh quilliam`` / ``quilliam ashleigh``) or within one edit (names of at least
+    five characters). Null when a name is missing."""
+    n_a, n_b = F.col(f"{a}.name"), F.col(f"{b}.name")
+
+    def chars(c: Column) -> Column:
+        return F.array_join(F.array_sort(F.split(c, "")), "")
+
+    long_enough = F.least(F.length(n_a), F.length(n_b)) >= 5
+    return (
+        (n_a == n_b) | (chars(n_a) == chars(n_b)) | (long_enough & (F.levenshtein(n_a, n_b) <= 1))
+    )
+
+
 def names_close(conf: IdentityConf, a: str = "a", b: str = "b") -> Column:
     """Same name, or (names of at least ``min_name_length`` characters) within
     ``name_max_edits`` edits, tokens in either order."""
@@ -138,6 +162,14 @@ def _candidate_pairs(crm_ids: DataFrame, junk: DataFrame, conf: IdentityConf) ->
         F.greatest("a.first_seen", "b.first_seen").alias("first_seen"),
         F.greatest("a.last_seen", "b.last_seen").alias("last_seen"),
     )
+
+
+def junk_value_pairs(crm_ids: DataFrame, junk: DataFrame, conf: IdentityConf) -> DataFrame:
+    """Pairs of records holding one junk value (groups no larger than the cap).
+
+    Output grain: one (x, y), x < y.
+    """
+    return _candidate_pairs(crm_ids, junk, conf).select("x", "y").distinct()
 
 
 def corroborated_pairs(
@@ -264,10 +296,13 @@ def conflicting_values(crm_ids: DataFrame, profiles: DataFrame, conf: IdentityCo
         F.col("g2.crm_id").alias("y"),
     )
     a, b = profiles.alias("a"), profiles.alias("b")
+    veto = never_link(conf)
+    if conf.never_link.shared_phone_different_name_and_birth_date:
+        veto = veto | ((F.col("id_type") == "phone") & names_and_birth_dates_differ())
     return (
         pairs.join(a, F.col("a.crm_id") == F.col("x"))
         .join(b, F.col("b.crm_id") == F.col("y"))
-        .filter(never_link(conf))
+        .filter(veto)
         .groupBy("id_type", "key")
         .agg(F.max("value").alias("value"))
         .select("id_type", "key", "value", F.lit("never_link").alias("reason"))

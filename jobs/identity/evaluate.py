@@ -99,6 +99,53 @@ def score(truth: DataFrame, xref: DataFrame) -> dict:
     }
 
 
+def rule_scores(truth: DataFrame, edges: DataFrame) -> dict:
+    """Per edge rule: edges whose two ends are both truth identities, and how many of
+    them join two different persons (a false link made by that rule).
+
+    Inputs: ``truth`` (:func:`read_truth`); ``edges`` silver/identity_edges. Output:
+    ``rule[<rule>]`` -> "edges=N false=M precision=P" (edges to value nodes such as
+    e-mail or ID card have no truth identity at the far end and are left out).
+    """
+    t = truth.select("source", "source_key", "person_id").dropDuplicates(["source", "source_key"])
+    src = t.select(
+        F.col("source").alias("src_source"), F.col("source_key").alias("src_key"),
+        F.col("person_id").alias("p_src"),
+    )  # fmt: skip
+    dst = t.select(
+        F.col("source").alias("dst_source"), F.col("source_key").alias("dst_key"),
+        F.col("person_id").alias("p_dst"),
+    )  # fmt: skip
+    per_rule = (
+        edges.join(src, ["src_source", "src_key"])
+        .join(dst, ["dst_source", "dst_key"])
+        .groupBy("rule")
+        .agg(
+            F.count(F.lit(1)).alias("n"),
+            F.sum((F.col("p_src") != F.col("p_dst")).cast("int")).alias("false"),
+        )
+        .orderBy("rule")
+        .collect()
+    )
+    return {
+        f"rule[{r['rule']}]": f"edges={r['n']} false={r['false']} "
+        f"precision={(r['n'] - r['false']) / r['n']:.4f}"
+        for r in per_rule
+    }
+
+
+def source_scores(truth: DataFrame, xref: DataFrame) -> dict:
+    """Precision, recall and F1 over the pairs of one source's identities, per source."""
+    out = {}
+    for r in truth.select("source").distinct().orderBy("source").collect():
+        s = score(truth.filter(F.col("source") == r["source"]), xref)
+        out[f"source[{r['source']}]"] = (
+            f"precision={s['precision']:.4f} recall={s['recall']:.4f} f1={s['f1']:.4f} "
+            f"true_pairs={s['true_pairs']}"
+        )
+    return out
+
+
 def junk_check(spark: SparkSession, truth_dir: Path, xref: DataFrame, key: bytes) -> dict:
     """How many of the truth's junk values (placeholder phones) ended up in a member."""
     path = Path(truth_dir) / "junk_values.csv"
@@ -142,7 +189,10 @@ def evaluate(settings, truth_dir: Path, spark: SparkSession | None = None) -> di
     ctx = RunContext(settings=settings, spark=spark or get_spark(settings.engine), as_of=_today())
     lake, key = ctx.lake, ctx.pii_key
     xref = lake.read("silver/member_xref")
-    res = score(read_truth(ctx.spark, truth_dir, key), xref)
+    truth = read_truth(ctx.spark, truth_dir, key)
+    res = score(truth, xref)
+    res.update(source_scores(truth, xref))
+    res.update(rule_scores(truth, lake.read("silver/identity_edges")))
     res.update(junk_check(ctx.spark, truth_dir, xref, key))
     res.update(
         change_counts(

@@ -1,74 +1,363 @@
-"""Fuzzy second pass: CRM records sharing no identifier, the same birth date and city
-(blocking key), whose names differ by a typo or by token order (``carbone`` vs
-``carbne``, ``quilliam ashleigh`` vs ``ashleigh quilliam``). Exact name matches are the
-``name_dob_city`` rule's (graph.py); the never-link rules veto a pair here too.
+"""Fuzzy second pass: CRM records sharing no identifier whose fields agree closely enough
+that a typo, not another person, explains the differences (``carbone`` vs ``carbne``,
+``quilliam ashleigh`` vs ``ashleigh quilliam``, card ``4562990`` vs ``4562890``, birth
+date ``1980-03-04`` vs ``1980-04-03``).
 
-Comparisons use Spark built-ins only (``levenshtein``), so the pass runs on Sail and
-JVM Spark alike. Pure transforms: DataFrames in, DataFrames out.
+Candidates come from blocking keys (:func:`block_keys`), in blocks of at most
+``fuzzy.max_block_size`` records. Each candidate pair gets comparison levels
+(:func:`compare`); the first rule of :data:`RULES` it meets (and that conf/identity.yaml
+enables) names its edge. Exact name + birth date + city matches are the ``name_dob_city``
+rule's (graph.py); the never-link rules veto a pair here too.
+
+Comparisons use Spark built-ins only (``levenshtein``, higher-order array functions), so
+the pass runs on Sail and JVM Spark alike. Pure transforms: DataFrames in, DataFrames out.
 """
 
 from __future__ import annotations
 
-from pyspark.sql import DataFrame
+from collections.abc import Callable
+
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from jobs.identity import normalize as N
-from jobs.identity.conf import IdentityConf
-from jobs.identity.corroborate import names_close, never_link
+from jobs.identity.conf import FuzzyConf, IdentityConf
+from jobs.identity.corroborate import never_link
+
+# Han characters only (Java and Rust regex engines both accept a literal range).
+_HAN_ONLY = "^[\u3400-\u9fff]+$"
+# Rule names in the order a pair is labelled (first match wins).
+RULES = (
+    "fuzzy_name_dob_city",
+    "fuzzy_name_dob",
+    "fuzzy_name_dob_province",
+    "fuzzy_dob_city_token",
+    "fuzzy_identifier_token",
+    "fuzzy_agreements",
+)
 
 
-def _blocked_profiles(latest: DataFrame, profiles: DataFrame, max_block: int) -> DataFrame:
-    """Records keyed by (birth date, city), in blocks of at most ``max_block`` records.
+def _tokens(name: Column) -> Column:
+    """Lower-cased name tokens (split on spaces, ideographic spaces, dots)."""
+    cleaned = F.lower(F.trim(N.fold_text(F.coalesce(name, F.lit("")))))
+    return F.filter(F.split(cleaned, r"[\s\u3000·.]+"), lambda t: F.length(t) > 0)
 
-    Output grain: one crm_id; the profile columns plus block and seen.
+
+def fuzzy_profiles(latest: DataFrame, profiles: DataFrame, crm_ids: DataFrame) -> DataFrame:
+    """What the fuzzy pass compares, from each record's latest version.
+
+    Inputs: ``latest`` one CRM record's latest version; ``profiles``
+    (:func:`jobs.identity.corroborate.crm_profiles`); ``crm_ids``
+    (:func:`jobs.identity.graph.crm_identifiers`). Output grain: one crm_id; the profile
+    columns plus seen, first/last (first and last name token), n_tokens, city_key,
+    province_key, card (member card), id_raw (cleaned ID card, valid or not), id_valid,
+    phone (canonical).
     """
-    keyed = (
-        latest.select(
-            F.col("crm_key").alias("crm_id"),
-            F.col("_business_date").alias("seen"),
-            N.norm_city(F.col("city")).alias("city_key"),
+    value = {t: F.when(F.col("id_type") == t, F.col("value")) for t in ("card", "id_card", "phone")}
+    latest_ids = (
+        crm_ids.filter(F.col("is_latest"))
+        .groupBy("crm_id")
+        .agg(
+            F.max(value["card"]).alias("card"),
+            F.max(value["id_card"]).alias("id_raw"),
+            F.max(value["phone"]).alias("phone"),
+            F.max(F.when(F.col("id_type") == "id_card", F.col("valid"))).alias("id_valid"),
         )
-        .join(profiles, "crm_id")
-        .filter(
-            F.col("birth_date").isNotNull()
-            & F.col("city_key").isNotNull()
-            & F.col("name").isNotNull()
-        )
-        .withColumn("block", F.concat_ws("|", F.col("birth_date").cast("string"), "city_key"))
     )
-    sizes = keyed.groupBy("block").agg(F.count(F.lit(1)).alias("n"))
-    small = sizes.filter((F.col("n") >= 2) & (F.col("n") <= max_block)).select("block")
-    return keyed.join(small, "block", "left_semi")
+    tokens = _tokens(F.col("name"))
+    own = latest.select(
+        F.col("crm_key").alias("crm_id"),
+        F.col("_business_date").alias("seen"),
+        F.when(F.size(tokens) > 0, F.element_at(tokens, 1)).alias("first"),
+        F.when(F.size(tokens) > 0, F.element_at(tokens, -1)).alias("last"),
+        F.size(tokens).alias("n_tokens"),
+        N.norm_city(F.col("city")).alias("city_key"),
+        N.norm_city(F.col("province")).alias("province_key"),
+    )
+    return profiles.join(own, "crm_id").join(latest_ids, "crm_id", "left")
 
 
-def fuzzy_name_edges(
-    latest: DataFrame, profiles: DataFrame, shared_pairs: DataFrame, conf: IdentityConf
-) -> DataFrame:
-    """Edges between CRM records with a close but not identical name, the same birth
-    date and city, and no shared identifier (``shared_pairs``: one (x, y), x < y, of
-    records already sharing a value node).
+def _masked(c: Column) -> Column:
+    """``c`` once per character with that character masked: texts one substitution
+    apart share one masked text."""
+    return F.transform(
+        F.sequence(F.lit(1), F.length(c)),
+        lambda i: F.concat(c.substr(F.lit(1), i - 1), F.lit("_"), c.substr(i + 1, F.lit(64))),
+    )
 
-    Output grain: one edge crm x -> crm y (x < y), rule ``fuzzy_name_dob_city``,
-    confidence from conf (``fuzzy.confidence``).
+
+def _sorted_chars(c: Column) -> Column:
+    """The characters of ``c`` sorted: texts one transposition apart give the same."""
+    return F.array_join(F.array_sort(F.split(c, "")), "")
+
+
+def _keys(conf: FuzzyConf) -> list[tuple[str, Column, list[Column]]]:
+    """(tag, key, parts that must all be present) of each single blocking key."""
+    b = conf.blocking
+    dob, city = F.col("birth_date").cast("string"), F.col("city_key")
+    phone_prefix = F.substring(F.col("phone"), 1, b.phone_prefix_length)
+    out: list[tuple[str, Column, list[Column]]] = [
+        ("dc", F.concat_ws("|", dob, city), [dob, city]),
+        ("pc", F.concat_ws("|", phone_prefix, city), [F.col("phone"), city]),
+        ("n", F.col("name_sorted"), [F.col("name_sorted")]),
+    ]
+    for side in ("first", "last"):
+        prefix = F.substring(F.col(side), 1, b.name_prefix_length)
+        out.append((f"d{side}", F.concat_ws("|", dob, prefix), [dob, F.col(side)]))
+        out.append((f"c{side}", F.concat_ws("|", city, prefix), [city, F.col(side)]))
+    for id_col in ("card", "id_raw"):
+        # Member cards are issued in sequence: a card alone would block ten neighbours.
+        for side in ("first", "last"):
+            key = F.concat_ws("|", _sorted_chars(F.col(id_col)), F.substring(F.col(side), 1, 1))
+            out.append((f"s{id_col}{side}", key, [F.col(id_col), F.col(side)]))
+    return out
+
+
+def block_keys(fp: DataFrame, conf: IdentityConf) -> DataFrame:
+    """Blocking keys of each record: birth date + city, phone prefix + city, the sorted
+    name, birth date or city + a name token's first letters, an ID / member card with
+    one character masked or its characters sorted (+ a name token's initial or, masked,
+    the birth year). Input: :func:`fuzzy_profiles`.
+
+    Output grain: one (crm_id, block); a record sits in several blocks.
+    """
+    single = [
+        F.when(_all_present(parts), F.concat(F.lit(tag + "|"), key))
+        for tag, key, parts in _keys(conf.fuzzy)
+    ]
+    # A card or ID with one character masked, with a name token's initial or the year
+    # of birth (member cards are issued in sequence: alone, each would block ten).
+    suffixes = {
+        "first": F.substring(F.col("first"), 1, 1),
+        "last": F.substring(F.col("last"), 1, 1),
+        "year": F.year("birth_date").cast("string"),
+    }
+    masked = [
+        F.transform(
+            F.coalesce(
+                F.when(suffix.isNotNull(), _masked(F.col(c))), F.array().cast("array<string>")
+            ),
+            _tagged(f"m{c}{tag}|", suffix),
+        )
+        for c in ("card", "id_raw")
+        for tag, suffix in suffixes.items()
+    ]
+    return (
+        fp.select("crm_id", F.explode(F.concat(F.array(*single), *masked)).alias("block"))
+        .filter(F.col("block").isNotNull())
+        .distinct()
+    )
+
+
+def _tagged(tag: str, suffix: Column) -> Callable[[Column], Column]:
+    """``tag`` + masked text + ``suffix`` (a function for ``F.transform``)."""
+    return lambda m: F.concat(F.lit(tag), m, suffix)
+
+
+def _all_present(parts: list[Column]) -> Column:
+    ok = F.lit(True)
+    for p in parts:
+        ok = ok & p.isNotNull()
+    return ok
+
+
+def candidate_pairs(fp: DataFrame, conf: IdentityConf, extra: DataFrame) -> DataFrame:
+    """Pairs of records sharing a block of at most ``fuzzy.max_block_size`` records, plus
+    ``extra`` pairs (one (x, y), x < y: records sharing a junk value).
+
+    Output grain: one (x, y), x < y; shares_junk (the pair came from ``extra``).
+    """
+    keys = block_keys(fp, conf)
+    sizes = keys.groupBy("block").agg(F.count(F.lit(1)).alias("n"))
+    small = sizes.filter((F.col("n") >= 2) & (F.col("n") <= conf.fuzzy.max_block_size))
+    grp = keys.join(small.select("block"), "block", "left_semi")
+    a, b = grp.alias("a"), grp.alias("b")
+    blocked = a.join(
+        b, (F.col("a.block") == F.col("b.block")) & (F.col("a.crm_id") < F.col("b.crm_id"))
+    ).select(F.col("a.crm_id").alias("x"), F.col("b.crm_id").alias("y"), F.lit(False).alias("j"))
+    both = blocked.unionByName(extra.select("x", "y", F.lit(True).alias("j")))
+    return both.groupBy("x", "y").agg(F.max("j").alias("shares_junk"))
+
+
+def _one_edit(a: Column, b: Column) -> Column:
+    """Different texts one substitution, insertion, deletion or adjacent transposition
+    apart (Damerau: ``4562990`` / ``4562890``, ``8478623`` / ``8478632``)."""
+    n = F.length(a)
+    pos = F.sequence(F.lit(1), F.greatest(n - 1, F.lit(1)))
+    swapped = F.exists(
+        pos,
+        lambda i: (
+            (a.substr(i, F.lit(1)) == b.substr(i + 1, F.lit(1)))
+            & (a.substr(i + 1, F.lit(1)) == b.substr(i, F.lit(1)))
+            & (a.substr(i, F.lit(1)) != b.substr(i, F.lit(1)))
+        ),
+    )
+    transposed = (n == F.length(b)) & (F.levenshtein(a, b) == 2) & swapped
+    return F.coalesce((a != b) & ((F.levenshtein(a, b) == 1) | transposed), F.lit(False))
+
+
+def _name_close(conf: FuzzyConf, max_edits: int) -> Column:
+    """Names (latin of at least ``name_min_length`` characters, or Han of at least
+    ``han_min_length``) within ``max_edits`` character edits (Han: ``han_max_edits``),
+    tokens in either order."""
+    c = conf.comparisons
+    n_a, n_b = F.col("a.name"), F.col("b.name")
+    edits = F.least(
+        F.levenshtein(n_a, n_b), F.levenshtein(F.col("a.name_sorted"), F.col("b.name_sorted"))
+    )
+    shortest = F.least(F.length(n_a), F.length(n_b))
+    han = n_a.rlike(_HAN_ONLY) & n_b.rlike(_HAN_ONLY)
+    latin_ok = ~han & (shortest >= c.name_min_length) & (edits <= max_edits)
+    han_ok = han & (shortest >= c.han_min_length) & (edits <= min(max_edits, c.han_max_edits))
+    return F.coalesce(latin_ok | han_ok, F.lit(False))
+
+
+def _token_close(conf: FuzzyConf) -> Column:
+    """Latin names (one of two or more tokens) with a first or last token (of at least
+    ``token_min_length`` characters) within ``token_max_edits`` edits of one of the
+    other's, either order."""
+    c = conf.comparisons
+    dists = []
+    for x in ("first", "last"):
+        for y in ("first", "last"):
+            ta, tb = F.col(f"a.{x}"), F.col(f"b.{y}")
+            long_enough = F.least(F.length(ta), F.length(tb)) >= c.token_min_length
+            dists.append(F.when(long_enough, F.levenshtein(ta, tb)))
+    multi = (F.col("a.n_tokens") >= 2) | (F.col("b.n_tokens") >= 2)
+    return F.coalesce(multi & (F.least(*dists) <= c.token_max_edits), F.lit(False))
+
+
+def _dob_close() -> Column:
+    """Same birth date, day and month swapped, or one edit apart as ``yyyyMMdd`` text."""
+    a, b = F.col("a.birth_date"), F.col("b.birth_date")
+    swapped = (
+        (F.year(a) == F.year(b)) & (F.month(a) == F.dayofmonth(b)) & (F.dayofmonth(a) == F.month(b))
+    )
+    text_a, text_b = F.date_format(a, "yyyyMMdd"), F.date_format(b, "yyyyMMdd")
+    return F.coalesce((a == b) | swapped | _one_edit(text_a, text_b), F.lit(False))
+
+
+def _city_close(conf: FuzzyConf) -> Column:
+    c = conf.comparisons
+    a, b = F.col("a.city_key"), F.col("b.city_key")
+    typo = (F.least(F.length(a), F.length(b)) >= c.city_min_length) & (
+        F.levenshtein(a, b) <= c.city_max_edits
+    )
+    return F.coalesce((a == b) | typo, F.lit(False))
+
+
+def _identifier_close() -> Column:
+    """A member card or phone one edit apart (a family's shared phone is equal, not one
+    edit apart), an ID card one edit apart of which at least one
+    fails its checksum (two valid ones are two people: never-link), or a shared junk
+    value (held by too many records to link by itself)."""
+    card = _one_edit(F.col("a.card"), F.col("b.card")) | _one_edit(
+        F.col("a.phone"), F.col("b.phone")
+    )
+    id_typo = _one_edit(F.col("a.id_raw"), F.col("b.id_raw")) & ~(
+        F.coalesce(F.col("a.id_valid"), F.lit(False))
+        & F.coalesce(F.col("b.id_valid"), F.lit(False))
+    )
+    return card | id_typo | F.col("shares_junk")
+
+
+def compare(pairs: DataFrame, fp: DataFrame, conf: IdentityConf) -> DataFrame:
+    """Comparison levels of each candidate pair.
+
+    Inputs: :func:`candidate_pairs`; :func:`fuzzy_profiles`. Output grain: one (x, y);
+    seen (the later record's date), booleans name_close (within
+    ``comparisons.name_close_edits``), name_near (within ``comparisons.name_near_edits``,
+    or equal however short),
+    token_close, dob_same, dob_close, city_same, city_close, province_same,
+    identifier_close, veto (never-link).
     """
     f = conf.fuzzy
-    grp = _blocked_profiles(latest, profiles, f.max_block_size)
-    a, b = grp.alias("a"), grp.alias("b")
-    pairs = a.join(
-        b, (F.col("a.block") == F.col("b.block")) & (F.col("a.crm_id") < F.col("b.crm_id"))
-    ).filter((F.col("a.name") != F.col("b.name")) & names_close(conf) & ~never_link(conf))
-    edges = pairs.select(
-        F.col("a.crm_id").alias("x"),
-        F.col("b.crm_id").alias("y"),
-        F.greatest("a.seen", "b.seen").alias("seen"),
-    ).join(shared_pairs, ["x", "y"], "left_anti")
-    return edges.select(
-        F.lit("crm").alias("src_source"),
-        F.col("x").alias("src_key"),
-        F.lit("crm").alias("dst_source"),
-        F.col("y").alias("dst_key"),
-        F.lit("fuzzy_name_dob_city").alias("rule"),
-        F.lit(f.confidence).alias("confidence"),
-        F.col("seen").alias("first_seen"),
-        F.col("seen").alias("last_seen"),
+    a, b = fp.alias("a"), fp.alias("b")
+    return (
+        pairs.join(a, F.col("a.crm_id") == F.col("x"))
+        .join(b, F.col("b.crm_id") == F.col("y"))
+        .select(
+            "x",
+            "y",
+            F.greatest("a.seen", "b.seen").alias("seen"),
+            _name_close(f, f.comparisons.name_close_edits).alias("name_close"),
+            (
+                _name_close(f, f.comparisons.name_near_edits)
+                | F.coalesce(F.col("a.name") == F.col("b.name"), F.lit(False))
+            ).alias("name_near"),
+            _token_close(f).alias("token_close"),
+            F.coalesce(F.col("a.birth_date") == F.col("b.birth_date"), F.lit(False)).alias(
+                "dob_same"
+            ),
+            _dob_close().alias("dob_close"),
+            F.coalesce(F.col("a.city_key") == F.col("b.city_key"), F.lit(False)).alias("city_same"),
+            _city_close(f).alias("city_close"),
+            F.coalesce(F.col("a.province_key") == F.col("b.province_key"), F.lit(False)).alias(
+                "province_same"
+            ),
+            _identifier_close().alias("identifier_close"),
+            never_link(conf).alias("veto"),
+        )
+    )
+
+
+def rule_conditions(conf: FuzzyConf) -> dict[str, Column]:
+    """Each enabled rule's condition over :func:`compare`'s columns, in :data:`RULES` order."""
+    c = {n: F.col(n) for n in ("name_close", "name_near", "token_close", "dob_same",
+                               "dob_close", "city_same", "city_close", "province_same",
+                               "identifier_close")}  # fmt: skip
+    name_agrees = c["name_near"] | c["token_close"]
+    agreements = name_agrees.cast("int") + sum(
+        F.col(n).cast("int") for n in ("dob_close", "city_close", "identifier_close")
+    )
+    conditions = {
+        "fuzzy_name_dob_city": c["name_close"] & c["dob_same"] & c["city_same"],
+        "fuzzy_name_dob": c["name_close"] & c["dob_close"] & c["city_close"],
+        "fuzzy_name_dob_province": c["name_close"] & c["dob_same"] & c["province_same"],
+        "fuzzy_dob_city_token": c["dob_close"] & c["city_close"] & c["token_close"],
+        "fuzzy_identifier_token": c["identifier_close"]
+        & c["token_close"]
+        & (c["province_same"] | c["dob_close"]),
+        "fuzzy_agreements": agreements >= conf.rules.agreements.min_agreements,
+    }
+    return {name: conditions[name] for name in RULES if conf.rules.get(name).enabled}
+
+
+def fuzzy_edges(
+    latest: DataFrame,
+    profiles: DataFrame,
+    crm_ids: DataFrame,
+    shared_pairs: DataFrame,
+    junk_pairs: DataFrame,
+    conf: IdentityConf,
+) -> DataFrame:
+    """Edges between CRM records the fuzzy rules match and no never-link rule keeps
+    apart, leaving out pairs already sharing a value node (``shared_pairs``: one (x, y),
+    x < y). ``junk_pairs``: one (x, y), x < y, of records sharing a junk value.
+
+    Output grain: one edge crm x -> crm y (x < y); rule (the first matching of
+    :data:`RULES`) and its configured confidence.
+    """
+    fp = fuzzy_profiles(latest, profiles, crm_ids)
+    pairs = candidate_pairs(fp, conf, junk_pairs).join(shared_pairs, ["x", "y"], "left_anti")
+    scored = compare(pairs, fp, conf).filter(~F.col("veto"))
+    rule, confidence = F.lit(None).cast("string"), F.lit(None).cast("string")
+    for name, cond in reversed(list(rule_conditions(conf.fuzzy).items())):
+        rule = F.when(cond, F.lit(name)).otherwise(rule)
+        confidence = F.when(cond, F.lit(conf.fuzzy.rules.get(name).confidence)).otherwise(
+            confidence
+        )
+    return (
+        scored.select("x", "y", "seen", rule.alias("rule"), confidence.alias("confidence"))
+        .filter(F.col("rule").isNotNull())
+        .select(
+            F.lit("crm").alias("src_source"),
+            F.col("x").alias("src_key"),
+            F.lit("crm").alias("dst_source"),
+            F.col("y").alias("dst_key"),
+            "rule",
+            "confidence",
+            F.col("seen").alias("first_seen"),
+            F.col("seen").alias("last_seen"),
+        )
     )

@@ -18,14 +18,20 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from jobs.identity import normalize as N
+from jobs.identity.components import (
+    LinkProfile,
+    connected_components,
+    refuse_never_link_merges,
+)
 from jobs.identity.conf import IdentityConf
 from jobs.identity.corroborate import (
     conflicting_values,
     corroborated_edges,
     crm_profiles,
+    junk_value_pairs,
     never_link,
 )
-from jobs.identity.fuzzy import fuzzy_name_edges
+from jobs.identity.fuzzy import fuzzy_edges
 from jobs.privacy.pii import hmac_col, mask_email, mask_id_card, mask_phone
 
 # CRM identifier type -> the node source it points at.
@@ -58,6 +64,7 @@ class Graph:
     edges: DataFrame  # one kept edge: EDGE_COLUMNS
     blocked: DataFrame  # one blocked value: id_type, value_hash, value_masked, counts, reason
     superseded: DataFrame  # one dropped CRM edge (value moved to another record)
+    refused: DataFrame  # one edge refused: its merge would join records never to link
 
 
 def _str_null() -> Column:
@@ -590,6 +597,95 @@ def name_dob_city_edges(
     )
 
 
+def _node_id(source: Column, key: Column) -> Column:
+    return F.xxhash64(F.concat(source, F.lit(":"), key))
+
+
+def _conflicting_components(
+    edges: DataFrame, profiles: DataFrame, conf: IdentityConf, mat: Callable
+) -> tuple[DataFrame, DataFrame]:
+    """Components of ``edges`` that may hold two records the never-link rules keep
+    apart: more than one valid ID card, or both genders and several birth dates.
+
+    Output: (labels: one node id -> component, conflicting: one component).
+    """
+    e = edges.select(
+        _node_id(F.col("src_source"), F.col("src_key")).alias("src"),
+        _node_id(F.col("dst_source"), F.col("dst_key")).alias("dst"),
+    )
+    nodes = e.select(F.col("src").alias("id")).unionByName(e.select(F.col("dst").alias("id")))
+    labels, _ = connected_components(nodes, e, mat, conf.components.max_rounds)
+    labels = mat(labels, "never_link_labels")
+    crm = profiles.withColumn("id", _node_id(F.lit("crm"), F.col("crm_id"))).join(labels, "id")
+    rules = conf.never_link
+    stats = crm.groupBy("component").agg(
+        F.countDistinct("id_card").alias("n_ids"),
+        F.countDistinct("gender").alias("n_genders"),
+        F.countDistinct("birth_date").alias("n_dates"),
+    )
+    conflict = F.lit(False)
+    if rules.different_valid_id_cards:
+        conflict = conflict | (F.col("n_ids") > 1)
+    if rules.different_gender_and_birth_date:
+        conflict = conflict | ((F.col("n_genders") > 1) & (F.col("n_dates") > 1))
+    return labels, stats.filter(conflict).select("component")
+
+
+def refuse_never_link_chains(
+    edges: DataFrame, profiles: DataFrame, conf: IdentityConf, mat: Callable
+) -> tuple[DataFrame, DataFrame]:
+    """Split every component that holds two records the never-link rules keep apart:
+    its edges are clustered again strongest first (high, medium, low confidence) and an
+    edge that would join such records is refused
+    (:func:`jobs.identity.components.refuse_never_link_merges`).
+
+    Inputs: ``edges`` (one kept edge, EDGE_COLUMNS); ``profiles``
+    (:func:`jobs.identity.corroborate.crm_profiles`). Output: (kept edges, refused
+    edges), both EDGE_COLUMNS.
+    """
+    labels, conflicting = _conflicting_components(edges, profiles, conf, mat)
+    in_conflict = labels.join(conflicting, "component", "left_semi").select(
+        F.col("id").alias("src_id")
+    )
+    suspect = edges.withColumn("src_id", _node_id(F.col("src_source"), F.col("src_key"))).join(
+        in_conflict, "src_id", "left_semi"
+    )
+    limit = conf.never_link.max_split_edges
+    rows = (
+        suspect.orderBy("rule", "src_source", "src_key", "dst_source", "dst_key")
+        .limit(limit + 1)
+        .collect()
+    )
+    if len(rows) > limit:
+        raise ValueError(
+            f"never-link split: components holding a never-link pair have more than {limit} "
+            "edges (never_link.max_split_edges in conf/identity.yaml)"
+        )
+    crm_ids = {f"crm:{r['src_key']}" for r in rows if r["src_source"] == "crm"} | {
+        f"crm:{r['dst_key']}" for r in rows if r["dst_source"] == "crm"
+    }
+    profile = {
+        f"crm:{p['crm_id']}": LinkProfile(p["id_card"], p["gender"], p["birth_date"])
+        for p in profiles.filter(F.concat(F.lit("crm:"), F.col("crm_id")).isin(*crm_ids))
+        .select("crm_id", "id_card", "gender", "birth_date")
+        .collect()
+    } if crm_ids else {}  # fmt: skip
+    triples = [
+        (f"{r['src_source']}:{r['src_key']}", f"{r['dst_source']}:{r['dst_key']}",
+         r["confidence"]) for r in rows
+    ]  # fmt: skip
+    rules = conf.never_link
+    refused_rows = [
+        tuple(rows[i][c] for c in EDGE_COLUMNS)
+        for i in refuse_never_link_merges(
+            triples, profile, rules.different_valid_id_cards, rules.different_gender_and_birth_date
+        )
+    ]
+    refused = edges.sparkSession.createDataFrame(refused_rows, edges.select(*EDGE_COLUMNS).schema)
+    keys = ["src_source", "src_key", "dst_source", "dst_key", "rule"]
+    return edges.join(refused.select(*keys), keys, "left_anti"), refused
+
+
 def build_graph(
     spark: SparkSession,
     crm: DataFrame,
@@ -649,18 +745,26 @@ def build_graph(
         ["src_source", "src_key", "dst_source", "dst_key", "rule"],
         "left_anti",
     ).select(*EDGE_COLUMNS)
+    junk = blocked.filter(
+        F.col("reason").isin("shared_by_many", "never_link", "never_link,shared_by_many")
+    ).select("id_type", "key")
     if conf.junk.corroborate.enabled:
-        junk = blocked.filter(
-            F.col("reason").isin("shared_by_many", "never_link", "never_link,shared_by_many")
-        ).select("id_type", "key")
         kept = kept.unionByName(corroborated_edges(profiles, crm_ids, junk, conf))
     if conf.second_pass.enabled:
         kept = mat(kept, "kept_first_pass")
         second = name_dob_city_edges(crm, kept, conf, profiles)
         if conf.fuzzy.enabled:
-            shared = shared_value_pairs(kept)
-            second = second.unionByName(fuzzy_name_edges(latest, profiles, shared, conf))
+            # Pairs already sharing a value node or linked by name_dob_city need no edge.
+            shared = shared_value_pairs(kept).unionByName(
+                second.select(F.col("src_key").alias("x"), F.col("dst_key").alias("y"))
+            )
+            junk_pairs = junk_value_pairs(crm_ids, junk, conf)
+            fuzzy = fuzzy_edges(latest, profiles, crm_ids, shared, junk_pairs, conf)
+            second = second.unionByName(fuzzy)
         kept = kept.unionByName(second)
+    refused = spark.createDataFrame([], kept.select(*EDGE_COLUMNS).schema)
+    if conf.never_link.split_chains:
+        kept, refused = refuse_never_link_chains(mat(kept, "kept_all"), profiles, conf, mat)
 
     identities = source_identities(crm_ids, crm, orders, web_ids)
     node_type = F.when(F.col("source") == "pos_phone", "phone").when(
@@ -694,4 +798,5 @@ def build_graph(
         edges=kept,
         blocked=blocked_out,
         superseded=superseded.select(*EDGE_COLUMNS),
+        refused=refused,
     )

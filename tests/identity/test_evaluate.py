@@ -71,3 +71,27 @@ def test_evaluate_reads_the_lake(spark, make_ctx, tmp_path, settings):
     assert res["precision"] == pytest.approx(0.5)
     assert res["junk_values"] == 1 and res["junk_values_in_a_member"] == 0
     assert res["merges_total"] == res["splits_total"] == 0  # no change log yet
+
+
+def test_scores_per_rule_and_per_source(spark, make_ctx, tmp_path, settings):
+    ctx = make_ctx("2026-11-01")
+    key = ctx.pii_key
+    ctx.lake.overwrite(_xref(spark, key), "silver/member_xref")
+    schema = table_schema("silver/identity_edges")
+    edges = [
+        ("crm", "C1", "crm", "C2", "fuzzy_agreements"),  # P1 - P2: a false link
+        ("pos_card", "K1", "pos_phone", hmac_py("13700000001", key), "pos_card_phone"),
+        ("crm", "C1", "email", "e-hash", "crm_email"),  # value node: not scored
+    ]
+    rows = [
+        tuple(dict(zip(("src_source", "src_key", "dst_source", "dst_key", "rule"), e)).get(c)
+              for c in schema.columns)
+        for e in edges
+    ]  # fmt: skip
+    ctx.lake.overwrite(spark.createDataFrame(rows, schema.struct), "silver/identity_edges")
+    res = evaluate(settings, _truth(tmp_path), spark)
+    assert res["rule[fuzzy_agreements]"] == "edges=1 false=1 precision=0.0000"
+    assert res["rule[pos_card_phone]"] == "edges=1 false=0 precision=1.0000"
+    assert "rule[crm_email]" not in res
+    # crm: C1 (P1) and C2 (P2) in one member: one predicted pair, no true pair.
+    assert res["source[crm]"].startswith("precision=0.0000 recall=1.0000")
