@@ -1,20 +1,21 @@
-"""Column-wise parsing of well-formed landing files (the fast path of jobs.ingest.parse).
+"""Column-wise parsing of landing files (the fast path of jobs.ingest.parse).
 
-Most nights every file is well formed: one record per physical line, no quoting, the
-expected columns. Such a file does not need the row-by-row parser: its lines are split
-and trimmed column-wise with pyarrow compute (CSV) or checked line by line with orjson
-and kept as one Arrow array (JSON lines), giving the very same staged rows (same ``_line_no``, ``_raw``, ``_fields``,
-no ``_parse_error`` or ``_rescued``) at C speed.
+Most nights every CSV file is well formed: one record per physical line, no quoting,
+the expected columns. Such a file does not need the row-by-row parser: its lines are
+split and trimmed column-wise with pyarrow compute, giving the very same staged rows
+(``_line_no``, ``_raw``, ``_fields``) at C speed. :func:`csv_columns` returns None the
+moment a file is anything but plain (quotes, a lone CR, a blank line inside, a wrong
+field count, extra or missing columns, an over-long line): the row-by-row parser then
+takes the whole file, so every case it handles stays exactly as it is.
 
-Each function returns ``None`` the moment a file is anything but plain (quotes, a lone
-CR, a blank line inside, a wrong field count, extra or missing columns, broken or
-unusual JSON, an over-long line): the row-by-row parser then takes the whole file, so
-every case it handles (quarantine reasons, rescued columns) stays exactly as it is.
+JSON lines are checked line by line with orjson either way; :func:`jsonl_lines` keeps
+the rows, broken ones included, as Arrow arrays instead of Python lists.
 tests/ingest/test_fast_parse.py proves both paths give the same rows.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -46,16 +47,56 @@ def csv_columns(
     if header is None:
         return None
     raw = _lines(body)
-    if len(raw) and not _plain_lines(raw, len(header), max_raw_chars):
-        return None
+    if len(raw) == 0:
+        return pa.array([], pa.int64()), raw, pa.array([], pa.string())
     values = pc.split_pattern(raw, ",")
-    position = {name: i for i, name in enumerate(header)}
-    staged = [
-        _column(values, position.get(name), len(raw), name in identifiers) for name in columns
-    ]
-    fields = pc.binary_join_element_wise(*staged, field_sep) if staged else raw
-    line_no = pa.array(range(2, len(raw) + 2), pa.int64())
+    if not _plain_lines(raw, values, len(header), max_raw_chars):
+        return None
+    cells = _cells(values.flatten(), header, columns, identifiers)
+    fields = pc.binary_join(_staged_rows(cells, header, columns, len(raw)), field_sep)
+    line_no = pa.array(np.arange(2, len(raw) + 2, dtype=np.int64))
     return line_no, raw, fields
+
+
+def _cells(
+    flat: pa.Array, header: list[str], columns: tuple[str, ...], identifiers: frozenset[str]
+) -> pa.Array:
+    """Every field of the file, row after row, trimmed; identifiers canonicalised (NFKC).
+
+    A trailing "" is appended: the value of a column the file does not send.
+    """
+    cells = pc.utf8_trim_whitespace(flat)
+    positions = [i for i, name in enumerate(header) if name in identifiers]
+    if positions:
+        ascii_cells = pc.string_is_ascii(cells).to_numpy(zero_copy_only=False)
+        grid = ascii_cells.reshape(-1, len(header))[:, positions]
+        rows, cols = np.nonzero(~grid)
+        if len(rows):
+            cells = _canonical(cells, rows * len(header) + np.array(positions)[cols])
+    return pa.concat_arrays([cells, pa.array([""], pa.string())])
+
+
+def _canonical(cells: pa.Array, at: np.ndarray) -> pa.Array:
+    """``cells`` with the identifier values at ``at`` canonicalised as the row parser does."""
+    from jobs.identity.normalize import canonical_text
+
+    values = cells.to_pylist()
+    for k in at.tolist():
+        values[k] = canonical_text(values[k]).strip()
+    return pa.array(values, pa.string())
+
+
+def _staged_rows(
+    cells: pa.Array, header: list[str], columns: tuple[str, ...], rows: int
+) -> pa.Array:
+    """A list per line: its cells in the source's column order ("" for an absent column)."""
+    width, missing = len(header), len(cells) - 1
+    position = {name: i for i, name in enumerate(header)}
+    order = np.array([position.get(name, -1) for name in columns], dtype=np.int64)
+    starts = (np.arange(rows, dtype=np.int64) * width)[:, None]
+    take = np.where(order >= 0, starts + order, missing).ravel()
+    offsets = pa.array(np.arange(0, rows * len(columns) + 1, len(columns), dtype=np.int32))
+    return pa.ListArray.from_arrays(offsets, cells.take(pa.array(take)))
 
 
 def _lines(body: bytes) -> pa.Array:
@@ -79,63 +120,50 @@ def _header(line: str, columns: tuple[str, ...], required: tuple[str, ...]) -> l
     return header
 
 
-def _plain_lines(raw: pa.Array, width: int, max_raw_chars: int) -> bool:
+def _plain_lines(raw: pa.Array, values: pa.Array, width: int, max_raw_chars: int) -> bool:
     """Every line non-empty, of ``width`` fields and at most ``max_raw_chars`` long."""
-    if pc.any(pc.equal(pc.utf8_length(raw), 0)).as_py():
+    lengths = pc.utf8_length(raw)
+    if pc.min(lengths).as_py() == 0 or pc.max(lengths).as_py() > max_raw_chars:
         return False
-    if pc.max(pc.utf8_length(raw)).as_py() > max_raw_chars:
-        return False
-    separators = pc.count_substring(raw, ",")
-    return pc.all(pc.equal(separators, width - 1)).as_py()
+    counts = pc.list_value_length(values)
+    return pc.min(counts).as_py() == width and pc.max(counts).as_py() == width
 
 
-def _column(values: pa.Array, index: int | None, rows: int, identifier: bool) -> pa.Array:
-    """One staged column: the trimmed field at ``index`` of each line ("" when absent)."""
-    if index is None:
-        return pa.array([""] * rows, pa.string())
-    column = pc.utf8_trim_whitespace(pc.list_element(values, index))
-    if not identifier or pc.all(pc.string_is_ascii(column)).as_py() is not False:
-        return column
-    from jobs.identity.normalize import canonical_text
+def jsonl_lines(data: bytes, known: frozenset[str], max_raw_chars: int) -> dict | None:
+    """The staged columns of a JSON-lines file (by name), or None.
 
-    return pa.array(
-        [
-            value if value.isascii() else canonical_text(value).strip()
-            for value in column.to_pylist()
-        ],
-        pa.string(),
-    )
-
-
-def jsonl_lines(
-    data: bytes, known: frozenset[str], max_raw_chars: int
-) -> tuple[pa.Array, pa.Array] | None:
-    """(``_line_no``, ``_raw``) of plain JSON lines, or None.
-
-    ``data``: the file's bytes, decompressed, BOM removed. Plain: valid UTF-8, every
-    non-blank line one JSON object (orjson, as the row-by-row parser) whose keys are all
-    ``known``, none longer than ``max_raw_chars``. Types may differ between lines (a
-    revenue sent as text on one line and as a number on the next): Spark's from_json
-    types them later.
+    ``data``: the file's bytes, decompressed, BOM removed. Every non-blank line becomes
+    a row as the row-by-row parser makes it: ``invalid_json`` or ``not_an_object`` in
+    ``_parse_error``, keys outside ``known`` as JSON in ``_rescued``. Types may differ
+    between lines (a revenue sent as text, then as a number): Spark's from_json types
+    them later. None (row by row) for a file that is not UTF-8 or has a line over
+    ``max_raw_chars``: those rows keep their text with replacements or truncated.
     """
-    if b"\r" in data.replace(b"\r\n", b""):
-        return None
-    numbers, kept = [], []
+    numbers, kept, errors, rescued = [], [], {}, {}
     for number, line in enumerate(data.split(b"\n"), start=1):
         if not line.strip():
             continue
+        row = len(kept)
+        numbers.append(number)
+        kept.append(line.rstrip(b"\r"))
         try:
             record = orjson.loads(line)
         except orjson.JSONDecodeError:
-            return None
-        if type(record) is not dict or not known.issuperset(record):
-            return None
-        numbers.append(number)
-        kept.append(line.rstrip(b"\r"))
+            errors[row] = "invalid_json"
+            continue
+        if type(record) is not dict:
+            errors[row] = "not_an_object"
+        elif not known.issuperset(record):
+            extra = {key: value for key, value in record.items() if key not in known}
+            rescued[row] = orjson.dumps(extra).decode()
     try:
         raw = pa.array(kept, pa.binary()).cast(pa.string())
     except pa.ArrowInvalid:
         return None  # not UTF-8: the row-by-row parser keeps the line with replacements
     if len(raw) and pc.max(pc.utf8_length(raw)).as_py() > max_raw_chars:
         return None
-    return pa.array(numbers, pa.int64()), raw
+    columns = {"_line_no": pa.array(numbers, pa.int64()), "_raw": raw}
+    for name, sparse in (("_parse_error", errors), ("_rescued", rescued)):
+        if sparse:
+            columns[name] = pa.array([sparse.get(i) for i in range(len(kept))], pa.string())
+    return columns

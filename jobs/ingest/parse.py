@@ -100,12 +100,13 @@ class ParsedFile:
     parse_errors: dict[int, str] = field(default_factory=dict)
     rescued: dict[int, str] = field(default_factory=dict)
     # Set by the column-wise fast path (jobs.ingest.fast_parse) instead of the lists
-    # above: (_line_no, _raw, _fields) arrays; the file had no parse error or rescue.
-    arrays: tuple[pa.Array, pa.Array, pa.Array] | None = None
+    # above: staged columns by name (``_line_no`` and ``_raw`` always; ``_fields``,
+    # ``_parse_error``, ``_rescued`` when the file has any); the others are null.
+    arrays: dict[str, pa.Array] | None = None
 
     @property
     def n_rows(self) -> int:
-        return len(self.arrays[0]) if self.arrays is not None else len(self.line_no)
+        return len(self.arrays["_line_no"]) if self.arrays is not None else len(self.line_no)
 
     def add(
         self,
@@ -127,18 +128,13 @@ class ParsedFile:
     def to_arrow(self) -> pa.Table:
         n = self.n_rows
         if self.arrays is not None:
-            line_no, raw, fields = self.arrays
+            constant = {
+                "_source_file": pa.repeat(pa.scalar(self.rel_path, pa.string()), n),
+                "_business_date": pa.repeat(pa.scalar(self.business_date, pa.string()), n),
+            }
+            columns = {**self.arrays, **constant}
             return pa.Table.from_arrays(
-                [
-                    line_no,
-                    raw,
-                    fields,
-                    pa.nulls(n, pa.string()),
-                    pa.nulls(n, pa.string()),
-                    pa.nulls(n, pa.string()),
-                    pa.repeat(pa.scalar(self.rel_path, pa.string()), n),
-                    pa.repeat(pa.scalar(self.business_date, pa.string()), n),
-                ],
+                [columns.get(f.name, pa.nulls(n, f.type)) for f in STAGED_SCHEMA],
                 schema=STAGED_SCHEMA,
             )
 
@@ -264,7 +260,7 @@ def parse_csv(pf: ParsedFile, data: bytes, fast: bool = True) -> None:
         return
     if fast:
         utf8 = data[3:] if pf.encoding == "utf-8-sig" else data
-        pf.arrays = csv_columns(
+        columns = csv_columns(
             utf8 if pf.encoding != "gb18030" else text.encode("utf-8"),
             spec.columns,
             spec.required_columns,
@@ -272,7 +268,8 @@ def parse_csv(pf: ParsedFile, data: bytes, fast: bool = True) -> None:
             FIELD_SEP,
             MAX_RAW_CHARS,
         )
-        if pf.arrays is not None:
+        if columns is not None:
+            pf.arrays = dict(zip(("_line_no", "_raw", "_fields"), columns, strict=True))
             return
     header: list[str] | None = None
     for line_no, raw, fields in _records(text):
@@ -340,9 +337,8 @@ def parse_jsonl(pf: ParsedFile, data: bytes, fast: bool = True) -> None:
         pf.encoding = "utf-8-sig"
     known = set(spec.columns)
     if fast:
-        plain = jsonl_lines(bytes(data), frozenset(known), MAX_RAW_CHARS)
-        if plain is not None:
-            pf.arrays = (*plain, pa.nulls(len(plain[0]), pa.string()))
+        pf.arrays = jsonl_lines(bytes(data), frozenset(known), MAX_RAW_CHARS)
+        if pf.arrays is not None:
             return
     for i, line in enumerate(data.split(b"\n"), start=1):
         if not line.strip():

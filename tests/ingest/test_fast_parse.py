@@ -43,7 +43,9 @@ def test_a_generated_zone_parses_the_same_both_ways(tmp_path):
                 taken.setdefault(source, []).append(fast_taken)
     # The generator plants mess in some files; the plain ones go the fast way.
     assert sum(taken["pos"]) >= len(taken["pos"]) // 2, taken["pos"]
-    assert any(taken["web"]) and any(taken["crm"]) and any(taken["loyalty"]), taken
+    # Every JSON file that can be read at all (one is a truncated gzip) goes the fast way.
+    assert sum(taken["web"]) >= len(taken["web"]) - 1 and any(taken["crm"]), taken
+    assert any(taken["loyalty"]), taken
 
 
 def _pos(tmp_path: Path, body: bytes) -> Path:
@@ -140,16 +142,16 @@ JSON_CASES = {
     ),
     "crlf and blank lines": ("\r\n".join([EVENT % 1, "", "  ", EVENT % 2]) + "\r\n", True),
     "escaped chinese": ((EVENT % 1).replace("/p", "\\u5f20") + "\n", True),
-    "broken line": (EVENT % 1 + "\n{broken\n" + EVENT % 2 + "\n", False),
-    "array line": (EVENT % 1 + "\n[1, 2]\n", False),
-    "unknown key": ((EVENT % 1).replace('"channel"', '"shoe_size":42,"channel"') + "\n", False),
-    "NaN": ((EVENT % 1).replace('"channel":"app"', '"channel":"app","revenue":NaN') + "\n", False),
+    "broken line": (EVENT % 1 + "\n{broken\n" + EVENT % 2 + "\n", True),
+    "array line": (EVENT % 1 + "\n[1, 2]\n", True),
+    "unknown key": ((EVENT % 1).replace('"channel"', '"shoe_size":42,"channel"') + "\n", True),
+    "NaN": ((EVENT % 1).replace('"channel":"app"', '"channel":"app","revenue":NaN') + "\n", True),
     "huge integer": (
         (EVENT % 1).replace('"channel":"app"', '"channel":"app","revenue":' + "9" * 30) + "\n",
-        False,
+        True,
     ),
-    "lone surrogate": ((EVENT % 1).replace("/p", "\\ud800") + "\n", False),
-    "lone CR": (EVENT % 1 + "\r" + EVENT % 2 + "\n", False),
+    "lone surrogate": ((EVENT % 1).replace("/p", "\\ud800") + "\n", True),
+    "lone CR": (EVENT % 1 + "\r" + EVENT % 2 + "\n", True),
 }
 
 
@@ -160,8 +162,7 @@ def test_json_cases_parse_the_same_both_ways(tmp_path, case):
     path.write_text(text, encoding="utf-8")
     fast_taken, fast_rows, slow_rows = both(path, "web")
     assert fast_rows == slow_rows
-    if case not in ("NaN", "huge integer", "lone surrogate"):  # declined by orjson itself
-        assert fast_taken is expect_fast
+    assert fast_taken is expect_fast
 
 
 def test_gzip_and_invalid_utf8_json(tmp_path):
