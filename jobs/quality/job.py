@@ -72,10 +72,19 @@ def _suite(source: str):
 
 
 def validate_batch(ctx: RunContext, source: str, batch) -> list[dict]:
-    """Run ``expectations/<source>.json`` on ``batch`` (staged text rows); return one dict per expectation."""
+    """Run ``expectations/<source>.json`` on ``batch`` (staged text rows) and render its Data
+    Docs; return one dict per expectation. (:func:`run` validates every source in one
+    Data Context and renders the docs once.)"""
+    context = _context(gx_root(ctx))
+    rows, ids = _validate(context, ctx, source, batch)
+    build_docs(context, ids)
+    return rows
+
+
+def _validate(context, ctx: RunContext, source: str, batch) -> tuple[list[dict], list]:
+    """(one dict per expectation, the identifiers of the stored validation results)."""
     import great_expectations as gx
 
-    context = _context(gx_root(ctx))
     datasource = context.data_sources.add_or_update_spark(name="cdp_landing")
     asset_name = f"{source}_batch"
     asset = next(
@@ -92,7 +101,8 @@ def validate_batch(ctx: RunContext, source: str, batch) -> list[dict]:
         gx.Checkpoint(
             name=f"{source}_nightly",
             validation_definitions=[vd],
-            actions=[gx.checkpoint.UpdateDataDocsAction(name="update_data_docs")],
+            # Data Docs are built once per run for every source (build_docs), not here.
+            actions=[],
             # No sample values in results or Data Docs: quarantine holds the rows, and a
             # sample of bad birth dates or names would put PII in HTML files.
             result_format={"result_format": "SUMMARY", "partial_unexpected_count": 0},
@@ -119,7 +129,13 @@ def validate_batch(ctx: RunContext, source: str, batch) -> list[dict]:
                     "unexpected_count": unexpected,
                 }
             )
-    return out
+    return out, list(result.run_results)
+
+
+def build_docs(context, result_ids: list) -> None:
+    """Render this run's validation results and the Data Docs index, in one build."""
+    if result_ids:
+        context.build_data_docs(resource_identifiers=result_ids, build_index=True)
 
 
 def fields_nulled(batch) -> dict[str, int]:
@@ -164,17 +180,21 @@ def quarantine_rates(ctx: RunContext) -> tuple[dict, int, list[str]]:
 def run(ctx: RunContext) -> dict:
     sources = ctx.settings.ingest.sources
     limit = ctx.settings.ingest.max_quarantine_rate
-    rows, figures = [], {}
+    rows, figures, result_ids, context = [], {}, [], None
     for source in sources:
         checked = storage.join(staging_dir(ctx, source), "checked")
         if not storage.exists(checked):
-            continue
+            continue  # no new file of this source in this run: nothing to validate
+        context = context or _context(gx_root(ctx))  # one Data Context per run
         batch = ctx.spark.read.format("delta").load(checked)
-        for r in validate_batch(ctx, source, batch):
-            rows.append({"source": source, **r})
+        source_rows, ids = _validate(context, ctx, source, batch)
+        rows += [{"source": source, **r} for r in source_rows]
+        result_ids += ids
         nulled = fields_nulled(batch)
         if nulled:
             figures[f"fields_nulled_{source}"] = nulled
+    if context is not None:
+        build_docs(context, result_ids)
     rates, rows_in, too_bad = quarantine_rates(ctx)
     figures.update(rates)
     if rows:
