@@ -14,7 +14,10 @@ re-read in full (small). The graph is then diffed against the previous run's
 silver/identity_edges and silver/member_xref: only the components touched by an added or
 removed edge or identity are re-clustered and re-assigned, every other identity keeps
 its row (bar first/last seen). Member-id rules are the same code as the full path, so
-the result is identical. The full recompute runs when the switch is off, on the first
+the result is identical. Golden records are recomputed only for the members whose
+inputs a night can change (``_golden_scope``), and every identity table gets only its
+changed rows in one MERGE (jobs.identity.sync): a night that changes no identity
+commits nothing to them. The full recompute runs when the switch is off, on the first
 run, for a backfill (as_of before the last run), when the configuration or PII key
 changed, or when the silver identity tables are not at the versions the last run left
 (a crash in the middle, an erasure, a compaction). A rerun of the last date on unchanged
