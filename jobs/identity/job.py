@@ -273,7 +273,6 @@ def _golden_scope(
     lake: Lake,
     st: IdentityState,
     snap: Snapshot,
-    touched: dict,
     crm: DataFrame,
     xref: DataFrame,
     xref_changes: DataFrame,
@@ -440,7 +439,7 @@ def resolve(ctx: RunContext, conf: IdentityConf | None = None) -> dict:
     scope = None
     if mode == "incremental":
         scope = _golden_scope(
-            lake, st, snap, touched, crm, xref, xref_changes, previous, blocked_phones, key
+            lake, st, snap, crm, xref, xref_changes, previous, blocked_phones, key
         )
     golden_xref = xref
     if scope is not None:
