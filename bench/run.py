@@ -75,6 +75,21 @@ def generate(
     return landing, summary, seconds
 
 
+# Figures of a step's own result kept with its timing: where an incremental step's time
+# went and how much it wrote.
+DETAIL = (
+    "mode",
+    "phase_seconds",
+    "parts_seconds",
+    "graph_seconds",
+    "rows_changed",
+    "golden_members",
+    "cc_nodes",
+    "identities_changed",
+    "orders_rekeyed",
+)
+
+
 def run_phase(name: str, settings, as_of: dt.date, rss: PeakRss) -> dict:
     from jobs.context import make_context
     from jobs.pipeline import run_pipeline
@@ -93,6 +108,7 @@ def run_phase(name: str, settings, as_of: dt.date, rss: PeakRss) -> dict:
                 "rows_out": rows_out,
                 "rows_per_s": round(rows_in / seconds) if seconds > 0 else None,
                 "peak_rss_mb": round(rss.peak / 2**20),
+                "detail": {k: result[k] for k in DETAIL if k in result},
             }
         )
         print(

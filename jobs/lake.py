@@ -128,6 +128,36 @@ class Lake:
             self.spark.catalog.dropTempView(view)
         _fault_hook(name)
 
+    def apply_changes(self, changes: DataFrame, name: str) -> None:
+        """Apply row changes to ``name`` in one MERGE commit on its declared keys.
+
+        ``changes``: the table's columns plus ``_op`` (``upsert`` inserts or replaces
+        the row of its key, ``delete`` removes it). Only the files holding a changed
+        row are rewritten. Creates the table from the upserts when it does not exist.
+        """
+        schema = table_schema(name)
+        if not self.exists(name):
+            self.overwrite(changes.filter(F.col("_op") == "upsert").drop("_op"), name)
+            return
+        cols = schema.columns
+        view = f"_changes_{uuid.uuid4().hex[:12]}"
+        conform(changes, name, extra=True).select(*cols, "_op").createOrReplaceTempView(view)
+        cond = " AND ".join(f"t.`{c}` <=> s.`{c}`" for c in schema.keys)
+        sets = ", ".join(f"`{c}` = s.`{c}`" for c in cols)
+        names = ", ".join(f"`{c}`" for c in cols)
+        values = ", ".join(f"s.`{c}`" for c in cols)
+        sql = (
+            f"MERGE INTO delta.`{self.path(name)}` AS t USING {view} AS s ON {cond} "
+            "WHEN MATCHED AND s._op = 'delete' THEN DELETE "
+            f"WHEN MATCHED THEN UPDATE SET {sets} "
+            f"WHEN NOT MATCHED AND s._op = 'upsert' THEN INSERT ({names}) VALUES ({values})"
+        )
+        try:
+            self.spark.sql(sql)
+        finally:
+            self.spark.catalog.dropTempView(view)
+        _fault_hook(name)
+
     def add_missing_columns(self, name: str) -> list[str]:
         """Give an existing table the declared columns it lacks (as null) in one commit.
 

@@ -14,7 +14,10 @@ re-read in full (small). The graph is then diffed against the previous run's
 silver/identity_edges and silver/member_xref: only the components touched by an added or
 removed edge or identity are re-clustered and re-assigned, every other identity keeps
 its row (bar first/last seen). Member-id rules are the same code as the full path, so
-the result is identical. The full recompute runs when the switch is off, on the first
+the result is identical. Golden records are recomputed only for the members whose
+inputs a night can change (``_golden_scope``), and every identity table gets only its
+changed rows in one MERGE (jobs.identity.sync): a night that changes no identity
+commits nothing to them. The full recompute runs when the switch is off, on the first
 run, for a backfill (as_of before the last run), when the configuration or PII key
 changed, or when the silver identity tables are not at the versions the last run left
 (a crash in the middle, an erasure, a compaction). A rerun of the last date on unchanged
@@ -23,6 +26,7 @@ bronze is a no-op.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import time
@@ -32,6 +36,7 @@ from pyspark.sql import functions as F
 
 from jobs import lake_state, storage
 from jobs.context import RunContext
+from jobs.identity import normalize as N
 from jobs.identity.assign import assign_member_ids, check_circuit_breaker
 from jobs.identity.components import connected_components
 from jobs.identity.conf import IdentityConf, load_identity_conf
@@ -62,11 +67,18 @@ from jobs.identity.state import (
     touched_dates,
     write_parts,
 )
-from jobs.lake import parquet_materialiser
+from jobs.identity.sync import changed_members, members_of_keys, row_changes
+from jobs.lake import Lake, parquet_materialiser
+from jobs.privacy.pii import hmac_col
 
 log = logging.getLogger(__name__)
 
 ACCEPT_ENV = "CDP_IDENTITY_ACCEPT_CHANGES"
+XREF = "silver/member_xref"
+MEMBERS = "silver/members"
+PII = "restricted/member_pii"
+EDGES = "silver/identity_edges"
+HISTORY = "silver/member_id_history"
 
 
 class NodeIdCollision(RuntimeError):
@@ -239,6 +251,81 @@ def _update_parts(ctx: RunContext, conf: IdentityConf, snap: Snapshot, st, mode:
     return {t.split("/")[1]: ("all" if v is None else len(v)) for t, v in touched.items()}
 
 
+def _apply(lake: Lake, changes: DataFrame, name: str) -> int:
+    """Merge the materialised row changes into ``name``; no commit when there are none.
+    Returns the rows changed."""
+    n = changes.count()
+    if n or not lake.exists(name):
+        lake.apply_changes(changes, name)
+    return n
+
+
+def _new_dates_only(st: IdentityState, table: str, dates: list[str] | None) -> bool:
+    """Whether the touched dates of ``table`` are all dates the last run never saw (a
+    new day, no re-sent or erased one): then only their rows can change a member."""
+    if dates is None:
+        return False
+    seen = st.snapshot.get(table, {})
+    return not any(x in seen for x in dates)
+
+
+def _golden_scope(
+    lake: Lake,
+    st: IdentityState,
+    snap: Snapshot,
+    crm: DataFrame,
+    xref: DataFrame,
+    xref_changes: DataFrame,
+    previous: DataFrame,
+    blocked_phones: DataFrame,
+    key: bytes,
+) -> DataFrame | None:
+    """Members whose golden record may differ from the last run's (incremental nights).
+
+    A golden record reads the member's xref rows, the versions of its CRM records, the
+    POS orders of its phone keys and whether its CRM phones are blocked; so: members
+    with a changed xref row (before or after), members holding a CRM record or phone
+    key with rows on a touched business date, and members with a CRM phone whose
+    blocking changed. A touched date the last run had already seen (a re-sent file)
+    puts every member in scope (None). Output grain: one member_id.
+    """
+    crm_dates = touched_dates(st.snapshot, snap, "bronze/crm_members")
+    pos_dates = touched_dates(st.snapshot, snap, "bronze/pos_lines")
+    if not (
+        _new_dates_only(st, "bronze/crm_members", crm_dates)
+        and _new_dates_only(st, "bronze/pos_lines", pos_dates)
+    ):
+        return None
+    parts = [changed_members(xref_changes, previous)]
+    if crm_dates:
+        on_dates = F.col("_business_date").isin(*[dt.date.fromisoformat(x) for x in crm_dates])
+        crm_keys = crm.filter(on_dates).select(F.col("crm_key").alias("source_key"))
+        parts.append(members_of_keys(xref, "crm", crm_keys))
+    if pos_dates:
+        on_dates = F.col("_business_date").isin(*[dt.date.fromisoformat(x) for x in pos_dates])
+        phone_keys = (
+            lake.read(POS_PARTS).filter(on_dates).select(F.col("dst_key").alias("source_key"))
+        )
+        parts.append(members_of_keys(xref, "pos_phone", phone_keys))
+    was = (
+        lake.read("silver/blocked_identifiers")
+        .filter((F.col("as_of_date") == F.lit(st.as_of)) & (F.col("id_type") == "phone"))
+        .select(F.col("value_hash").alias("key"))
+    )
+    flipped = blocked_phones.subtract(was).unionByName(was.subtract(blocked_phones))
+    crm_phone_key = hmac_col(N.norm_phone(F.col("phone")), key)
+    flipped_crm = (
+        crm.withColumn("key", crm_phone_key)
+        .join(flipped, "key", "left_semi")
+        .select(F.col("crm_key").alias("source_key"))
+    )
+    parts.append(members_of_keys(xref, "crm", flipped_crm))
+    out = parts[0]
+    for p in parts[1:]:
+        out = out.unionByName(p)
+    return out.distinct()
+
+
 def resolve(ctx: RunContext, conf: IdentityConf | None = None) -> dict:
     """Compute everything; write the silver tables only when the breaker lets it."""
     conf = conf or load_identity_conf()
@@ -341,14 +428,24 @@ def resolve(ctx: RunContext, conf: IdentityConf | None = None) -> dict:
     xref = assigned.select(*xref_cols)
     if untouched is not None:
         xref = xref.unionByName(untouched.select(*xref_cols))
-    # Materialised: the untouched rows come from the table this run overwrites.
-    xref = mat(xref.withColumn("as_of_date", F.lit(d)), "xref")
+    # Materialised: the rows are compared with the table this run then merges into.
+    xref = mat(xref, "xref")
+    xref_changes = mat(row_changes(xref, previous, XREF, d), "xref_changes")
     phones = orders.filter(F.col("phone").isNotNull()).select("order_id", "phone", "order_ts",
                                                                "phone_key")  # fmt: skip
     blocked_phones = blocked.filter(F.col("id_type") == "phone").select(
         F.col("value_hash").alias("key")
     )
-    members, pii = golden_records(crm, xref, phones, blocked_phones, key, d, mat)
+    scope = None
+    if mode == "incremental":
+        scope = _golden_scope(
+            lake, st, snap, crm, xref, xref_changes, previous, blocked_phones, key
+        )
+    golden_xref = xref
+    if scope is not None:
+        scope = mat(scope, "golden_scope")
+        golden_xref = xref.join(scope, "member_id", "left_semi")
+    members, pii = golden_records(crm, golden_xref, phones, blocked_phones, key, d, mat)
 
     reason = (
         F.when(F.col("change_type") == "merge", F.concat(F.lit("merge: cluster "), "cluster_id"))
@@ -365,22 +462,30 @@ def resolve(ctx: RunContext, conf: IdentityConf | None = None) -> dict:
         F.lit(d).alias("as_of_date"),
         reason.alias("reason"),
     )
+    table_changes = {
+        MEMBERS: mat(row_changes(members, lake.read(MEMBERS), MEMBERS, d, scope), "members_ch"),
+        PII: mat(row_changes(pii, lake.read(PII), PII, d, scope), "pii_ch"),
+        EDGES: mat(row_changes(edges, lake.read(EDGES), EDGES, d), "edges_ch"),
+    }
 
     # Writes: the log of changes first (idempotent merges), the xref (next run's
-    # baseline) last.
-    lake.merge(
-        change_rows, "silver/member_id_changes", ["old_member_id", "new_member_id", "as_of_date"]
-    )
-    lake.merge(history_rows, "silver/member_id_history", ["member_id"], update=False)
-    lake.overwrite(members, "silver/members")
-    lake.overwrite(pii, "restricted/member_pii")
-    lake.overwrite(edges, "silver/identity_edges")
+    # baseline) last. Only changed rows are written; an unchanged table gets no commit.
+    if changes.limit(1).count() or not lake.exists(HISTORY):
+        lake.merge(
+            change_rows,
+            "silver/member_id_changes",
+            ["old_member_id", "new_member_id", "as_of_date"],
+        )
+        lake.merge(history_rows, HISTORY, ["member_id"], update=False)
+    rows_changed = {}
+    for name, ch in table_changes.items():
+        rows_changed[name] = _apply(lake, ch, name)
     lake.replace_where(
         blocked.withColumn("as_of_date", F.lit(d)),
         "silver/blocked_identifiers",
         f"as_of_date = '{d.isoformat()}'",
     )
-    lake.overwrite(xref, "silver/member_xref")
+    rows_changed[XREF] = _apply(lake, xref_changes, XREF)
 
     counts = {
         r["change_type"]: r["n"]
@@ -406,6 +511,8 @@ def resolve(ctx: RunContext, conf: IdentityConf | None = None) -> dict:
         "mode": mode,
         "mode_reason": why,
         "touched_dates": touched,
+        "rows_changed": rows_changed,
+        "golden_members": "all" if scope is None else scope.count(),
         "cc_nodes": nodes.count(),
         "parts_seconds": round(t_parts, 3),
         "graph_seconds": round(t_graph, 3),

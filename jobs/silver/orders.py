@@ -678,6 +678,16 @@ def _rows_with_keys(
     )
 
 
+def _line_months(lake: Lake, orders: DataFrame) -> list[str] | None:
+    """The order_month partitions of silver/order_lines holding a line of ``orders``
+    (order_id, channel); None (no pruning) when such a line has no month."""
+    lines = lake.read(LINES).select("order_id", "channel", "order_month")
+    hit = lines.join(F.broadcast(orders.select("order_id", "channel")), ["order_id", "channel"],
+                     "left_semi")  # fmt: skip
+    _, months, nulls = _count_and_values(hit, "order_month")
+    return None if nulls else months
+
+
 def _rekey(lake: Lake, xref: DataFrame, changed: DataFrame, mat) -> dict:
     """Give the orders and their lines whose identity keys moved to another member (or
     to none) the member of the current xref (MERGE updates)."""
@@ -698,8 +708,14 @@ def _rekey(lake: Lake, xref: DataFrame, changed: DataFrame, mat) -> dict:
         where = None if nulls else _str_in("t.order_month", months)
         merge_rows(lake, rk, ORDERS, ["order_id", "channel"], REKEY_CLAUSES, where)
         # A line's month is its own order_date's: the same as its order's but for an
-        # order whose lines straddle a month end, so the lines are not pruned by month.
-        merge_rows(lake, rk.drop("order_month"), LINES, ["order_id", "channel"], REKEY_CLAUSES)
+        # order whose lines straddle a month end, so the lines' months are looked up (two
+        # narrow columns) and the merge rewrites only those partitions.
+        line_months = _line_months(lake, rk)
+        if line_months != []:
+            where = None if line_months is None else _str_in("t.order_month", line_months)
+            merge_rows(
+                lake, rk.drop("order_month"), LINES, ["order_id", "channel"], REKEY_CLAUSES, where
+            )
     return {"identities_changed": n_changed, "orders_rekeyed": n_orders}
 
 

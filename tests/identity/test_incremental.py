@@ -165,6 +165,17 @@ def test_incremental_nights_equal_full_recompute(make_ctx, settings, tmp_path):
     resolve(ctx_full, confs["full"])
     assert snapshot(ctx_inc) == snapshot(ctx_full)
 
+    # A new date that brings no identity change: the identity tables get no commit, and
+    # no golden record is recomputed.
+    ctx = make_ctx(day(5), settings=lakes["inc"])
+    kept = ("silver/member_xref", "silver/members", "restricted/member_pii",
+            "silver/identity_edges")  # fmt: skip
+    versions = {t: ctx.lake.version(t) for t in kept}
+    quiet = resolve(ctx, confs["inc"])
+    assert quiet["mode"] == "incremental" and quiet["golden_members"] == 0
+    assert quiet["rows_changed"] == {t: 0 for t in kept}
+    assert {t: ctx.lake.version(t) for t in kept} == versions
+
 
 def test_breaker_trip_on_an_incremental_night_then_full_recompute(make_ctx, monkeypatch):
     """A tripped night has already refreshed the per-date parts; the next run must not

@@ -7,7 +7,7 @@ import pytest
 from jobs.ingest.job import ingest
 from jobs.quality.job import QualityThresholdExceeded, data_docs_index
 from jobs.quality.job import run as quality_run
-from tests.ingest.landing_fixtures import sale, write_pos
+from tests.ingest.landing_fixtures import event, sale, write_pos, write_web
 
 D1 = "2026-11-01"
 
@@ -92,3 +92,31 @@ def test_exact_duplicates_do_not_count_and_the_message_says_what_it_counts(make_
     message = str(err.value)
     assert "pos: 1 of 1 rows (100.0%) sent to quarantine" in message
     assert "3 exact duplicates of rows already taken in not counted" in message
+
+
+def test_one_data_docs_build_per_run(make_ctx, settings, monkeypatch):
+    """Data Docs are rendered once per run for all its sources (not once per source:
+    each build re-renders the index of every night's results); a source that took in
+    nothing in the run (crm here) is not validated."""
+    from great_expectations.data_context.data_context.abstract_data_context import (
+        AbstractDataContext,
+    )
+
+    write_pos(settings.paths.landing, D1, "S01", [sale("O1", 1, "2026-11-01 10:00:00")])
+    write_web(settings.paths.landing, D1, "p1", [event("E1", "2026-11-01T10:00:00+08:00")])
+    builds = []
+    real = AbstractDataContext.build_data_docs
+
+    def counting(self, *args, **kwargs):
+        builds.append(kwargs.get("resource_identifiers"))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(AbstractDataContext, "build_data_docs", counting)
+    ctx = make_ctx(D1)
+    for source in ("pos", "web"):
+        ingest(ctx, source)
+    quality_run(ctx)
+    assert len(builds) == 1 and len(builds[0]) == 4  # each source: its result and its suite
+    results = ctx.lake.read("meta/quality_results").filter(f"run_id = '{ctx.run_id}'")
+    assert {r.source for r in results.select("source").distinct().collect()} == {"pos", "web"}
+    assert data_docs_index(settings.paths.work).exists()

@@ -142,7 +142,10 @@ def clean(landing, spark, tmp_path_factory):
     """A clean in-process run: its snapshot and how many lake writes it made."""
     base = tmp_path_factory.mktemp("clean")
     calls = {"n": 0}
-    originals = {m: getattr(Lake, m) for m in ("overwrite", "append", "replace_where", "merge")}
+    originals = {
+        m: getattr(Lake, m)
+        for m in ("overwrite", "append", "replace_where", "merge", "apply_changes")
+    }
 
     def counting(method):
         def wrapper(self, df, name, *a, **kw):
@@ -173,7 +176,10 @@ def test_exception_after_nth_write_then_rerun_equals_clean(
     expected, writes = clean
     n = {"middle": max(writes // 2, 1), "last": max(writes - 1, 1)}[where]
     calls = {"n": 0}
-    originals = {m: getattr(Lake, m) for m in ("overwrite", "append", "replace_where", "merge")}
+    originals = {
+        m: getattr(Lake, m)
+        for m in ("overwrite", "append", "replace_where", "merge", "apply_changes")
+    }
 
     def failing(method):
         def wrapper(self, df, name, *a, **kw):
