@@ -84,7 +84,7 @@ def test_scores_per_rule_and_per_source(spark, make_ctx, tmp_path, settings):
         ("crm", "C1", "email", "e-hash", "crm_email"),  # value node: not scored
     ]
     rows = [
-        tuple(dict(zip(("src_source", "src_key", "dst_source", "dst_key", "rule"), e)).get(c)
+        tuple(dict(zip(("src_source", "src_key", "dst_source", "dst_key", "rule"), e, strict=True)).get(c)
               for c in schema.columns)
         for e in edges
     ]  # fmt: skip
