@@ -186,7 +186,8 @@ def main() -> None:
         figures = run(ctx)
         secs = time.perf_counter() - t1
         keep = ("mode", "rows_in", "members", "edges", "blocked_values", "merges", "splits",
-                "cc_nodes", "cc_rounds", "cc_seconds", "graph_seconds")  # fmt: skip
+                "cc_nodes", "cc_rounds", "cc_seconds", "graph_seconds", "refused_merges",
+                "refused_merges_cap")  # fmt: skip
         print(f"run {r + 1} ({d}): {secs:.1f}s " + json.dumps({k: figures.get(k) for k in keep}))
     print(f"lake: {root}")
 

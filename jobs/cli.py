@@ -200,11 +200,18 @@ def generate(
 def eval_identity(
     truth: Annotated[Path, typer.Option("--truth", help="the generator's truth/ folder")],
     lake: LakeOpt = None,
+    pairs: Annotated[int, typer.Option("--pairs", help="false/missed pairs to print")] = 20,
+    pairs_out: Annotated[
+        Path | None,
+        typer.Option(
+            "--pairs-out", help="CSV of all pairs (default <work>/eval_identity/pairs.csv)"
+        ),
+    ] = None,
 ) -> None:
     """Score identity resolution against the generator's ground truth."""
     from jobs.identity.evaluate import evaluate_cli
 
-    evaluate_cli(_settings(lake=lake), truth)
+    evaluate_cli(_settings(lake=lake), truth, pairs, pairs_out)
 
 
 @app.command()

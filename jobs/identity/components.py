@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 from pyspark.sql import DataFrame
@@ -153,22 +153,35 @@ def never_linked(a: LinkProfile, b: LinkProfile, different_ids: bool, gender_dob
     return bool(ids or g_d)
 
 
-def refuse_never_link_merges(
+@dataclass(frozen=True)
+class Refusals:
+    """Indexes (into the clustered edge list) of the refused edges, by reason."""
+
+    never_link: list[int]
+    cap: list[int]
+
+
+def refuse_merges(
     edges: list[tuple[str, str, str]],
     profiles: dict[str, LinkProfile],
     different_ids: bool = True,
     gender_dob: bool = True,
-) -> list[int]:
+    max_records: int | None = None,
+    capped: Collection[int] = (),
+) -> Refusals:
     """Cluster ``edges`` (src node, dst node, confidence) strongest first, refusing every
     edge whose merge would put two records the never-link rules keep apart into one
     cluster (``profiles``: node -> its CRM record's profile). Chains count: A-B then B-C
     refuses B-C when A and C never link. Within a confidence, edges go in list order.
 
-    Returns the indexes (into ``edges``) of the refused edges. Runs on the driver over
-    the few components that hold a never-link pair.
+    An edge listed in ``capped`` (a fuzzy, second-pass edge) is also refused when its
+    merge would give the cluster more than ``max_records`` CRM records (nodes in
+    ``profiles``); other edges are never refused by the cap.
+    Runs on the driver over the few components to split.
     """
     parent: dict[str, str] = {}
     members: dict[str, list[LinkProfile]] = {}
+    capped = frozenset(capped)
 
     def find(x: str) -> str:
         parent.setdefault(x, x)
@@ -178,7 +191,7 @@ def refuse_never_link_merges(
         return x
 
     order = sorted(range(len(edges)), key=lambda i: (CONFIDENCE_RANK.get(edges[i][2], 3), i))
-    refused = []
+    out = Refusals(never_link=[], cap=[])
     for i in order:
         a, b = find(edges[i][0]), find(edges[i][1])
         if a == b:
@@ -186,9 +199,22 @@ def refuse_never_link_merges(
         ma = members.get(a, [profiles[edges[i][0]]] if edges[i][0] in profiles else [])
         mb = members.get(b, [profiles[edges[i][1]]] if edges[i][1] in profiles else [])
         if any(never_linked(p, q, different_ids, gender_dob) for p in ma for q in mb):
-            refused.append(i)
+            out.never_link.append(i)
+            continue
+        if max_records is not None and i in capped and len(ma) + len(mb) > max_records:
+            out.cap.append(i)
             continue
         parent[b] = a
         members[a] = ma + mb
         members.pop(b, None)
-    return sorted(refused)
+    return Refusals(never_link=sorted(out.never_link), cap=sorted(out.cap))
+
+
+def refuse_never_link_merges(
+    edges: list[tuple[str, str, str]],
+    profiles: dict[str, LinkProfile],
+    different_ids: bool = True,
+    gender_dob: bool = True,
+) -> list[int]:
+    """The edges :func:`refuse_merges` refuses by the never-link rules alone (no cap)."""
+    return refuse_merges(edges, profiles, different_ids, gender_dob).never_link

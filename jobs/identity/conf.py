@@ -131,6 +131,8 @@ class FuzzyConf(StrictModel):
     enabled: bool = True
     # Blocks larger than this are not compared.
     max_block_size: int = Field(50, ge=2)
+    # Second-pass (fuzzy) edges join at most this many CRM records into one cluster.
+    max_cluster_records: int = Field(8, ge=1)
     blocking: FuzzyBlocking = FuzzyBlocking()
     comparisons: FuzzyComparisons = FuzzyComparisons()
     rules: FuzzyRules = FuzzyRules()

@@ -181,6 +181,114 @@ def change_counts(merges_etc: DataFrame, blocked: DataFrame) -> dict:
     return out
 
 
+PAIR_COLUMNS = [
+    "kind", "member_a", "source_a", "key_a", "person_a",
+    "member_b", "source_b", "key_b", "person_b", "rule",
+]  # fmt: skip
+
+
+def _scored_identities(truth: DataFrame, xref: DataFrame) -> DataFrame:
+    """One linkable truth identity: source, source_key, person_id, member_id and pred
+    (its member, or a cluster of its own when it has none)."""
+    t = truth.filter(F.col("linkable")).dropDuplicates(["source", "source_key"])
+    x = xref.select("source", "source_key", "member_id").dropDuplicates(["source", "source_key"])
+    return t.join(x, ["source", "source_key"], "left").withColumn(
+        "pred", F.coalesce("member_id", F.concat(F.lit("~"), "source", F.lit(":"), "source_key"))
+    )
+
+
+def _crossing_rules(ids: DataFrame, edges: DataFrame) -> DataFrame:
+    """Per member: the sorted rules of its edges that join two persons, directly (both
+    ends truth identities of different persons) or through a value node (e-mail, ID
+    card) whose edges come from several persons. Output grain: one pred, ``rules``."""
+    who = ids.select(
+        F.col("source").alias("src_source"), F.col("source_key").alias("src_key"),
+        F.col("person_id").alias("p_src"), "pred",
+    )  # fmt: skip
+    dst = ids.select(
+        F.col("source").alias("dst_source"), F.col("source_key").alias("dst_key"),
+        F.col("person_id").alias("p_dst"),
+    )  # fmt: skip
+    e = edges.join(who, ["src_source", "src_key"]).join(dst, ["dst_source", "dst_key"], "left")
+    shared = (
+        e.filter(F.col("p_dst").isNull())
+        .groupBy("dst_source", "dst_key")
+        .agg(F.countDistinct("p_src").alias("n_persons"))
+        .filter(F.col("n_persons") > 1)
+    )
+    via_value = e.join(shared, ["dst_source", "dst_key"], "left_semi")
+    direct = e.filter(F.col("p_dst").isNotNull() & (F.col("p_dst") != F.col("p_src")))
+    return (
+        direct.select("pred", "rule")
+        .unionByName(via_value.select("pred", "rule"))
+        .groupBy("pred")
+        .agg(F.concat_ws(",", F.array_sort(F.collect_set("rule"))).alias("rules"))
+    )
+
+
+def error_pairs(truth: DataFrame, xref: DataFrame, edges: DataFrame) -> DataFrame:
+    """The false pairs (two persons' identities in one member) and the missed pairs (one
+    person's identities in two clusters), with the rule of a false pair's direct edge,
+    else ``via <rules>``: the member's edges that join two persons.
+
+    Inputs: :func:`read_truth`, silver/member_xref, silver/identity_edges. Output grain:
+    one pair (a < b by source, key); columns PAIR_COLUMNS, kind ``false`` or ``missed``.
+    """
+    ids = _scored_identities(truth, xref)
+    a = ids.select(*[F.col(c).alias(f"{c}_a") for c in ids.columns])
+    b = ids.select(*[F.col(c).alias(f"{c}_b") for c in ids.columns])
+    ordered = (F.col("source_a") < F.col("source_b")) | (
+        (F.col("source_a") == F.col("source_b")) & (F.col("source_key_a") < F.col("source_key_b"))
+    )
+    same_pred = F.col("pred_a") == F.col("pred_b")
+    same_person = F.col("person_id_a") == F.col("person_id_b")
+    false_pairs = a.join(b, same_pred & ~same_person & ordered).withColumn("kind", F.lit("false"))
+    missed = a.join(b, same_person & ~same_pred & ordered).withColumn("kind", F.lit("missed"))
+    direct = edges.groupBy(
+        F.col("src_source").alias("source_a"), F.col("src_key").alias("source_key_a"),
+        F.col("dst_source").alias("source_b"), F.col("dst_key").alias("source_key_b"),
+    ).agg(F.concat_ws(",", F.array_sort(F.collect_set("rule"))).alias("direct"))  # fmt: skip
+    flipped = direct.select(
+        F.col("source_b").alias("source_a"), F.col("source_key_b").alias("source_key_a"),
+        F.col("source_a").alias("source_b"), F.col("source_key_a").alias("source_key_b"),
+        F.col("direct").alias("flipped"),
+    )  # fmt: skip
+    keys = ["source_a", "source_key_a", "source_b", "source_key_b"]
+    crossing = _crossing_rules(ids, edges).withColumnRenamed("pred", "pred_a")
+    false_pairs = (
+        false_pairs.join(direct, keys, "left")
+        .join(flipped, keys, "left")
+        .join(crossing, "pred_a", "left")
+        .withColumn(
+            "rule",
+            F.coalesce("direct", "flipped", F.concat(F.lit("via "), F.col("rules")), F.lit("?")),
+        )
+    )
+    return false_pairs.select(*_pair_columns()).unionByName(
+        missed.withColumn("rule", F.lit(None).cast("string")).select(*_pair_columns())
+    )
+
+
+def _pair_columns() -> list[Column]:
+    return [
+        F.col("kind"),
+        F.col("member_id_a").alias("member_a"), F.col("source_a"),
+        F.col("source_key_a").alias("key_a"), F.col("person_id_a").alias("person_a"),
+        F.col("member_id_b").alias("member_b"), F.col("source_b"),
+        F.col("source_key_b").alias("key_b"), F.col("person_id_b").alias("person_b"),
+        F.col("rule"),
+    ]  # fmt: skip
+
+
+def write_pairs(pairs: DataFrame, out: Path) -> None:
+    """Write every pair to the one CSV file ``out`` (rows in no particular order)."""
+    from jobs.exports.files import write_single_file
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_single_file(pairs, "csv", out, out.parent)
+
+
 def evaluate(settings, truth_dir: Path, spark: SparkSession | None = None) -> dict:
     """Every figure of the evaluation as a dict (used by the CLI and the tests)."""
     from jobs.context import RunContext
@@ -208,14 +316,63 @@ def _today():
     return dt.date.today()
 
 
-def evaluate_cli(settings, truth_dir: Path) -> dict:
-    """Print the evaluation, one figure a line."""
+def pairs_report(
+    settings, truth_dir: Path, out: Path, show: int = 20, spark: SparkSession | None = None
+) -> tuple[list[dict], dict]:
+    """Write every false and missed pair to the CSV ``out``; return the first ``show`` of
+    them (false pairs first) and their counts (``false_pairs``, ``missed_pairs``)."""
+    from jobs.context import RunContext
+    from jobs.engine import get_spark
+
+    ctx = RunContext(settings=settings, spark=spark or get_spark(settings.engine), as_of=_today())
+    truth = read_truth(ctx.spark, truth_dir, ctx.pii_key)
+    pairs = error_pairs(
+        truth, ctx.lake.read("silver/member_xref"), ctx.lake.read("silver/identity_edges")
+    )
+    pairs = pairs.persist()
+    write_pairs(pairs, out)
+    counts = {"false_pairs": 0, "missed_pairs": 0}
+    for r in pairs.groupBy("kind").agg(F.count(F.lit(1)).alias("n")).collect():
+        counts[f"{r['kind']}_pairs"] = r["n"]
+    first = pairs.orderBy("kind", "member_a", "source_a", "key_a", "source_b", "key_b")
+    shown = [r.asDict() for r in first.limit(show).collect()] if show > 0 else []
+    pairs.unpersist()
+    return shown, counts
+
+
+def default_pairs_out(settings) -> Path:
+    """Where ``cdp eval-identity`` writes the pairs unless told: under the work folder."""
+    return Path(settings.work) / "eval_identity" / "pairs.csv"
+
+
+def evaluate_cli(
+    settings,
+    truth_dir: Path,
+    show_pairs: int = 20,
+    pairs_out: Path | None = None,
+    spark: SparkSession | None = None,
+) -> dict:
+    """Print the evaluation, one figure a line, then the first ``show_pairs`` false and
+    missed pairs; all the pairs go to ``pairs_out`` (default :func:`default_pairs_out`)."""
     import typer
 
-    res = evaluate(settings, truth_dir)
+    res = evaluate(settings, truth_dir, spark)
     for k in ("precision", "recall", "f1", "purity"):
         typer.echo(f"{k:<28} {res[k]:.4f}")
     for k, v in res.items():
         if k not in ("precision", "recall", "f1", "purity"):
             typer.echo(f"{k:<28} {v}")
+    out = pairs_out or default_pairs_out(settings)
+    shown, counts = pairs_report(settings, truth_dir, out, show_pairs, spark)
+    res.update(counts)
+    typer.echo(
+        f"false_pairs={counts['false_pairs']} missed_pairs={counts['missed_pairs']} "
+        f"(all in {out}; first {len(shown)}):"
+    )
+    for p in shown:
+        rule = f"  rule={p['rule']}" if p["kind"] == "false" else ""
+        typer.echo(
+            f"  {p['kind']:<6} {p['source_a']}:{p['key_a']} ({p['person_a']}, {p['member_a']})"
+            f" ~ {p['source_b']}:{p['key_b']} ({p['person_b']}, {p['member_b']}){rule}"
+        )
     return res

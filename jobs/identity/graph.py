@@ -21,7 +21,7 @@ from jobs.identity import normalize as N
 from jobs.identity.components import (
     LinkProfile,
     connected_components,
-    refuse_never_link_merges,
+    refuse_merges,
 )
 from jobs.identity.conf import IdentityConf
 from jobs.identity.corroborate import (
@@ -64,7 +64,8 @@ class Graph:
     edges: DataFrame  # one kept edge: EDGE_COLUMNS
     blocked: DataFrame  # one blocked value: id_type, value_hash, value_masked, counts, reason
     superseded: DataFrame  # one dropped CRM edge (value moved to another record)
-    refused: DataFrame  # one edge refused: its merge would join records never to link
+    refused: DataFrame  # one edge refused: never-link pair or cluster cap (refused_cap)
+    refused_cap: DataFrame  # one fuzzy edge refused: cluster above fuzzy.max_cluster_records
 
 
 def _str_null() -> Column:
@@ -601,20 +602,28 @@ def _node_id(source: Column, key: Column) -> Column:
     return F.xxhash64(F.concat(source, F.lit(":"), key))
 
 
+def _second_pass(rule: Column) -> Column:
+    """True for an edge of the second pass (name_dob_city or a fuzzy rule)."""
+    return (rule == "name_dob_city") | rule.startswith("fuzzy_")
+
+
 def _conflicting_components(
     edges: DataFrame, profiles: DataFrame, conf: IdentityConf, mat: Callable
 ) -> tuple[DataFrame, DataFrame]:
-    """Components of ``edges`` that may hold two records the never-link rules keep
-    apart: more than one valid ID card, or both genders and several birth dates.
+    """Components of ``edges`` to cluster again: those that may hold two records the
+    never-link rules keep apart (more than one valid ID card, or both genders and
+    several birth dates; when never_link.split_chains), and those holding more than
+    fuzzy.max_cluster_records CRM records and a second-pass edge.
 
     Output: (labels: one node id -> component, conflicting: one component).
     """
     e = edges.select(
         _node_id(F.col("src_source"), F.col("src_key")).alias("src"),
         _node_id(F.col("dst_source"), F.col("dst_key")).alias("dst"),
+        _second_pass(F.col("rule")).alias("second_pass"),
     )
     nodes = e.select(F.col("src").alias("id")).unionByName(e.select(F.col("dst").alias("id")))
-    labels, _ = connected_components(nodes, e, mat, conf.components.max_rounds)
+    labels, _ = connected_components(nodes, e.select("src", "dst"), mat, conf.components.max_rounds)
     labels = mat(labels, "never_link_labels")
     crm = profiles.withColumn("id", _node_id(F.lit("crm"), F.col("crm_id"))).join(labels, "id")
     rules = conf.never_link
@@ -622,26 +631,38 @@ def _conflicting_components(
         F.countDistinct("id_card").alias("n_ids"),
         F.countDistinct("gender").alias("n_genders"),
         F.countDistinct("birth_date").alias("n_dates"),
+        F.countDistinct("id").alias("n_records"),
     )
-    conflict = F.lit(False)
-    if rules.different_valid_id_cards:
+    fuzzy_components = (
+        e.filter("second_pass")
+        .join(labels.withColumnRenamed("id", "src"), "src")
+        .select("component")
+        .distinct()
+        .withColumn("has_fuzzy", F.lit(True))
+    )
+    stats = stats.join(fuzzy_components, "component", "left")
+    conflict = F.col("has_fuzzy").isNotNull() & (
+        F.col("n_records") > conf.fuzzy.max_cluster_records
+    )
+    if rules.split_chains and rules.different_valid_id_cards:
         conflict = conflict | (F.col("n_ids") > 1)
-    if rules.different_gender_and_birth_date:
+    if rules.split_chains and rules.different_gender_and_birth_date:
         conflict = conflict | ((F.col("n_genders") > 1) & (F.col("n_dates") > 1))
     return labels, stats.filter(conflict).select("component")
 
 
 def refuse_never_link_chains(
     edges: DataFrame, profiles: DataFrame, conf: IdentityConf, mat: Callable
-) -> tuple[DataFrame, DataFrame]:
-    """Split every component that holds two records the never-link rules keep apart:
-    its edges are clustered again strongest first (high, medium, low confidence) and an
-    edge that would join such records is refused
-    (:func:`jobs.identity.components.refuse_never_link_merges`).
+) -> tuple[DataFrame, DataFrame, DataFrame]:
+    """Split every component that holds two records the never-link rules keep apart, or
+    more than fuzzy.max_cluster_records CRM records and a second-pass edge: its edges
+    are clustered again strongest first (high, medium, low confidence) and an edge
+    that would join such records, or a second-pass edge that would exceed the cap, is
+    refused (:func:`jobs.identity.components.refuse_merges`).
 
     Inputs: ``edges`` (one kept edge, EDGE_COLUMNS); ``profiles``
-    (:func:`jobs.identity.corroborate.crm_profiles`). Output: (kept edges, refused
-    edges), both EDGE_COLUMNS.
+    (:func:`jobs.identity.corroborate.crm_profiles`). Output: (kept edges, all refused
+    edges, the edges refused by the cap), all EDGE_COLUMNS.
     """
     labels, conflicting = _conflicting_components(edges, profiles, conf, mat)
     in_conflict = labels.join(conflicting, "component", "left_semi").select(
@@ -658,7 +679,8 @@ def refuse_never_link_chains(
     )
     if len(rows) > limit:
         raise ValueError(
-            f"never-link split: components holding a never-link pair have more than {limit} "
+            f"never-link split: components holding a never-link pair or above the fuzzy "
+            f"cluster cap have more than {limit} "
             "edges (never_link.max_split_edges in conf/identity.yaml)"
         )
     crm_ids = {f"crm:{r['src_key']}" for r in rows if r["src_source"] == "crm"} | {
@@ -675,15 +697,29 @@ def refuse_never_link_chains(
          r["confidence"]) for r in rows
     ]  # fmt: skip
     rules = conf.never_link
-    refused_rows = [
-        tuple(rows[i][c] for c in EDGE_COLUMNS)
-        for i in refuse_never_link_merges(
-            triples, profile, rules.different_valid_id_cards, rules.different_gender_and_birth_date
-        )
-    ]
-    refused = edges.sparkSession.createDataFrame(refused_rows, edges.select(*EDGE_COLUMNS).schema)
+    split = rules.split_chains
+    out = refuse_merges(
+        triples,
+        profile,
+        split and rules.different_valid_id_cards,
+        split and rules.different_gender_and_birth_date,
+        max_records=conf.fuzzy.max_cluster_records,
+        capped=[i for i, r in enumerate(rows) if _is_second_pass_rule(r["rule"])],
+    )
+    schema = edges.select(*EDGE_COLUMNS).schema
+    spark = edges.sparkSession
+    by_never_link = [tuple(rows[i][c] for c in EDGE_COLUMNS) for i in out.never_link]
+    by_cap = spark.createDataFrame(
+        [tuple(rows[i][c] for c in EDGE_COLUMNS) for i in out.cap], schema
+    )
+    refused = spark.createDataFrame(by_never_link, schema).unionByName(by_cap)
     keys = ["src_source", "src_key", "dst_source", "dst_key", "rule"]
-    return edges.join(refused.select(*keys), keys, "left_anti"), refused
+    return edges.join(refused.select(*keys), keys, "left_anti"), refused, by_cap
+
+
+def _is_second_pass_rule(rule: str) -> bool:
+    """Python twin of :func:`_second_pass`."""
+    return rule == "name_dob_city" or rule.startswith("fuzzy_")
 
 
 def build_graph(
@@ -762,9 +798,11 @@ def build_graph(
             fuzzy = fuzzy_edges(latest, profiles, crm_ids, shared, junk_pairs, conf)
             second = second.unionByName(fuzzy)
         kept = kept.unionByName(second)
-    refused = spark.createDataFrame([], kept.select(*EDGE_COLUMNS).schema)
-    if conf.never_link.split_chains:
-        kept, refused = refuse_never_link_chains(mat(kept, "kept_all"), profiles, conf, mat)
+    refused = refused_cap = spark.createDataFrame([], kept.select(*EDGE_COLUMNS).schema)
+    if conf.never_link.split_chains or conf.second_pass.enabled:
+        kept, refused, refused_cap = refuse_never_link_chains(
+            mat(kept, "kept_all"), profiles, conf, mat
+        )
 
     identities = source_identities(crm_ids, crm, orders, web_ids)
     node_type = F.when(F.col("source") == "pos_phone", "phone").when(
@@ -799,4 +837,5 @@ def build_graph(
         blocked=blocked_out,
         superseded=superseded.select(*EDGE_COLUMNS),
         refused=refused,
+        refused_cap=refused_cap,
     )

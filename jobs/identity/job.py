@@ -500,6 +500,7 @@ def resolve(ctx: RunContext, conf: IdentityConf | None = None) -> dict:
         "blocked_values": blocked.count(),
         "superseded_edges": g.superseded.count(),
         "refused_merges": g.refused.count(),
+        "refused_merges_cap": g.refused_cap.count(),
         "merges": counts.get("merge", 0),
         "splits": counts.get("split", 0),
         "dissolved": counts.get("dissolved", 0),

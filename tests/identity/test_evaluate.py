@@ -84,7 +84,7 @@ def test_scores_per_rule_and_per_source(spark, make_ctx, tmp_path, settings):
         ("crm", "C1", "email", "e-hash", "crm_email"),  # value node: not scored
     ]
     rows = [
-        tuple(dict(zip(("src_source", "src_key", "dst_source", "dst_key", "rule"), e, strict=False)).get(c)
+        tuple(dict(zip(("src_source", "src_key", "dst_source", "dst_key", "rule"), e, strict=True)).get(c)
               for c in schema.columns)
         for e in edges
     ]  # fmt: skip
@@ -95,3 +95,44 @@ def test_scores_per_rule_and_per_source(spark, make_ctx, tmp_path, settings):
     assert "rule[crm_email]" not in res
     # crm: C1 (P1) and C2 (P2) in one member: one predicted pair, no true pair.
     assert res["source[crm]"].startswith("precision=0.0000 recall=1.0000")
+
+
+def test_false_and_missed_pairs_are_listed_with_their_rule(spark, make_ctx, tmp_path, settings,
+                                                           capsys):  # fmt: skip
+    import csv
+
+    from jobs.identity.evaluate import evaluate_cli
+
+    ctx = make_ctx("2026-11-01")
+    key = ctx.pii_key
+    ctx.lake.overwrite(_xref(spark, key), "silver/member_xref")
+    schema = table_schema("silver/identity_edges")
+    edges = [
+        ("crm", "C1", "crm", "C2", "fuzzy_agreements"),  # P1 - P2 directly
+        ("crm", "C1", "email", "e-hash", "crm_email"),  # an e-mail held by P1 ...
+        ("crm", "C2", "email", "e-hash", "crm_email"),  # ... and by P2
+        ("pos_card", "K1", "pos_phone", hmac_py("13700000001", key), "pos_card_phone"),
+    ]
+    rows = [
+        tuple(dict(zip(("src_source", "src_key", "dst_source", "dst_key", "rule"), e, strict=True)).get(c)
+              for c in schema.columns)
+        for e in edges
+    ]  # fmt: skip
+    ctx.lake.overwrite(spark.createDataFrame(rows, schema.struct), "silver/identity_edges")
+    out = tmp_path / "report" / "pairs.csv"
+    res = evaluate_cli(settings, _truth(tmp_path), show_pairs=2, pairs_out=out, spark=spark)
+    # M1 holds C1, K1, phone (P1) and C2 (P2): 3 false pairs. Missed: a1 (P1, M2) with
+    # the three others of P1, and C2 (M1) with K2 (M3) of P2: 4.
+    assert res["false_pairs"] == 3 and res["missed_pairs"] == 4
+    with out.open(encoding="utf-8") as f:
+        listed = list(csv.DictReader(f))
+    assert len(listed) == 7
+    false = {(r["key_a"], r["key_b"]): r["rule"] for r in listed if r["kind"] == "false"}
+    assert false[("C1", "C2")] == "fuzzy_agreements"  # the direct edge
+    assert false[("C2", "K1")] == "via crm_email,fuzzy_agreements"  # through the member
+    missed = {(r["key_a"], r["key_b"]) for r in listed if r["kind"] == "missed"}
+    assert ("C2", "K2") in missed and ("C1", "a1") in missed
+    assert all(r["rule"] == "" for r in listed if r["kind"] == "missed")
+    printed = capsys.readouterr().out
+    assert f"false_pairs=3 missed_pairs=4 (all in {out}; first 2)" in printed
+    assert "crm:C1 (P1, M1) ~ crm:C2 (P2, M1)  rule=fuzzy_agreements" in printed
