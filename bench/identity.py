@@ -19,11 +19,12 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import secrets
 import tempfile
 import time
 from pathlib import Path
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 
@@ -37,6 +38,12 @@ def _fill(df: DataFrame, name: str) -> DataFrame:
     return df.select(*s.columns)
 
 
+def _card(member: Column) -> Column:
+    """A member's card number: unique, and neighbours differ in many digits (sequential
+    numbers would look like one-character typos of each other to the fuzzy rules)."""
+    return F.concat(F.lit("K"), F.lpad((member * 104729 % 1000000007).cast("string"), 10, "0"))
+
+
 def synth_bronze(spark: SparkSession, n: int, days: int, end: dt.date) -> dict[str, DataFrame]:
     start = end - dt.timedelta(days=days - 1)
     i = F.col("id")
@@ -46,12 +53,12 @@ def synth_bronze(spark: SparkSession, n: int, days: int, end: dt.date) -> dict[s
     base = spark.range(n).select(
         i,
         F.concat(F.lit("C"), i.cast("string")).alias("crm_id"),
-        F.concat(F.lit("K"), F.lpad(i.cast("string"), 9, "0")).alias("member_card_no"),
+        _card(i).alias("member_card_no"),
         phone.alias("phone"),
         F.when(i % 2 == 0, F.concat(F.lit("e"), i.cast("string"), F.lit("@x.com"))).alias("email"),
         F.when(i % 5 < 2, F.concat(F.lit("u"), i.cast("string"))).alias("web_user_id"),
-        F.concat(F.lit("N"), (i % 50000).cast("string")).alias("name"),
-        F.date_add(F.lit(dt.date(1960, 1, 1)), (i % 15000).cast("int")).alias("birth_date"),
+        F.concat(F.lit("N"), (i * 7907 % 50000).cast("string")).alias("name"),
+        F.date_add(F.lit(dt.date(1960, 1, 1)), (i * 4391 % 15000).cast("int")).alias("birth_date"),
         F.concat(F.lit("city"), (i % 30).cast("string")).alias("city"),
         F.lit("active").alias("status"),
         F.lit(dt.datetime(2024, 1, 1)).alias("register_ts"),
@@ -101,9 +108,7 @@ def synth_bronze(spark: SparkSession, n: int, days: int, end: dt.date) -> dict[s
         ),
         "order_date",
         F.lit("SALE").alias("txn_type"),
-        F.when(
-            F.col("kind") < 5, F.concat(F.lit("K"), F.lpad(F.col("m").cast("string"), 9, "0"))
-        ).alias("member_card_no"),
+        F.when(F.col("kind") < 5, _card(F.col("m"))).alias("member_card_no"),
         F.when(F.col("kind") == 9, F.lit("13800000000"))
         .when(F.col("kind") < 7, F.concat(F.lit("+86 "), mphone))
         .alias("phone"),
@@ -167,6 +172,10 @@ def main() -> None:
     from jobs.identity.job import run
 
     root = args.dir or Path(tempfile.mkdtemp(prefix="bench_identity_"))
+    key_file = root / "pii.key"  # the bench writes bronze itself: the key must exist first
+    if not key_file.exists():
+        root.mkdir(parents=True, exist_ok=True)
+        key_file.write_text(secrets.token_hex(32))
     settings = with_paths(load_settings(), lake=root / "lake", work=root / "work")
     settings = settings.model_copy(
         update={"privacy": settings.privacy.model_copy(update={"key_file": root / "pii.key"})}

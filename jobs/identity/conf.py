@@ -101,6 +101,11 @@ class FuzzyRule(StrictModel):
 class AgreementsRule(FuzzyRule):
     # Of name (near), birth date, city and identifier (close): this many agree.
     min_agreements: int = Field(3, ge=2, le=4)
+    # An identifier typo (an ID card, card or phone one edit apart; a shared junk value is
+    # not enough) must be one of them: name,
+    # birth date and city alone agree for many different people with a common name (two
+    # 王伟 in one city born a typo apart are two people more often than one).
+    require_identifier: bool = True
     confidence: Confidence = "low"
 
 

@@ -181,15 +181,25 @@ def candidate_pairs(fp: DataFrame, conf: IdentityConf, extra: DataFrame) -> Data
 
 def _one_edit(a: Column, b: Column) -> Column:
     """Different texts one substitution, insertion, deletion or adjacent transposition
-    apart (Damerau: ``4562990`` / ``4562890``, ``8478623`` / ``8478632``)."""
+    apart (Damerau: ``4562990`` / ``4562890``, ``8478623`` / ``8478632``).
+
+    A transposition is ``a`` with two neighbours swapped equal to ``b``: two texts two
+    substitutions apart that merely hold such a pair somewhere (``13000079190`` /
+    ``13000791900``) are not one edit apart.
+    """
     n = F.length(a)
     pos = F.sequence(F.lit(1), F.greatest(n - 1, F.lit(1)))
     swapped = F.exists(
         pos,
-        lambda i: (
-            (a.substr(i, F.lit(1)) == b.substr(i + 1, F.lit(1)))
-            & (a.substr(i + 1, F.lit(1)) == b.substr(i, F.lit(1)))
-            & (a.substr(i, F.lit(1)) != b.substr(i, F.lit(1)))
+        lambda i: (a.substr(i, F.lit(1)) != a.substr(i + 1, F.lit(1)))
+        & (
+            F.concat(
+                a.substr(F.lit(1), i - 1),
+                a.substr(i + 1, F.lit(1)),
+                a.substr(i, F.lit(1)),
+                a.substr(i + 2, n),
+            )
+            == b
         ),
     )
     transposed = (n == F.length(b)) & (F.levenshtein(a, b) == 2) & swapped
@@ -246,11 +256,10 @@ def _city_close(conf: FuzzyConf) -> Column:
     return F.coalesce((a == b) | typo, F.lit(False))
 
 
-def _identifier_close() -> Column:
+def _identifier_typo() -> Column:
     """A member card or phone one edit apart (a family's shared phone is equal, not one
-    edit apart), an ID card one edit apart of which at least one
-    fails its checksum (two valid ones are two people: never-link), or a shared junk
-    value (held by too many records to link by itself)."""
+    edit apart), or an ID card one edit apart of which at least one fails its checksum
+    (two valid ones are two people: never-link)."""
     card = _one_edit(F.col("a.card"), F.col("b.card")) | _one_edit(
         F.col("a.phone"), F.col("b.phone")
     )
@@ -258,7 +267,7 @@ def _identifier_close() -> Column:
         F.coalesce(F.col("a.id_valid"), F.lit(False))
         & F.coalesce(F.col("b.id_valid"), F.lit(False))
     )
-    return card | id_typo | F.col("shares_junk")
+    return card | id_typo
 
 
 def compare(pairs: DataFrame, fp: DataFrame, conf: IdentityConf) -> DataFrame:
@@ -295,7 +304,9 @@ def compare(pairs: DataFrame, fp: DataFrame, conf: IdentityConf) -> DataFrame:
             F.coalesce(F.col("a.province_key") == F.col("b.province_key"), F.lit(False)).alias(
                 "province_same"
             ),
-            _identifier_close().alias("identifier_close"),
+            _identifier_typo().alias("identifier_typo"),
+            # or a shared junk value (held by too many records to link by itself)
+            (_identifier_typo() | F.col("shares_junk")).alias("identifier_close"),
             never_link(conf).alias("veto"),
         )
     )
@@ -305,7 +316,7 @@ def rule_conditions(conf: FuzzyConf) -> dict[str, Column]:
     """Each enabled rule's condition over :func:`compare`'s columns, in :data:`RULES` order."""
     c = {n: F.col(n) for n in ("name_close", "name_near", "token_close", "dob_same",
                                "dob_close", "city_same", "city_close", "province_same",
-                               "identifier_close")}  # fmt: skip
+                               "identifier_close", "identifier_typo")}  # fmt: skip
     name_agrees = c["name_near"] | c["token_close"]
     agreements = name_agrees.cast("int") + sum(
         F.col(n).cast("int") for n in ("dob_close", "city_close", "identifier_close")
@@ -318,7 +329,8 @@ def rule_conditions(conf: FuzzyConf) -> dict[str, Column]:
         "fuzzy_identifier_token": c["identifier_close"]
         & c["token_close"]
         & (c["province_same"] | c["dob_close"]),
-        "fuzzy_agreements": agreements >= conf.rules.agreements.min_agreements,
+        "fuzzy_agreements": (agreements >= conf.rules.agreements.min_agreements)
+        & (c["identifier_typo"] | F.lit(not conf.rules.agreements.require_identifier)),
     }
     return {name: conditions[name] for name in RULES if conf.rules.get(name).enabled}
 

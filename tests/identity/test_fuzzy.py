@@ -48,3 +48,24 @@ def test_fuzzy_names_link_with_same_birth_date_and_city(make_ctx, write_bronze):
         if e["rule"] == "fuzzy_name_dob_city"
     }
     assert fuzzy == {("F1", "F2", "medium"), ("G1", "G2", "medium")}
+
+
+def test_one_edit_means_one_substitution_insertion_deletion_or_swap(spark):
+    """Two substitutions that merely hold a swapped pair somewhere are two edits (synthetic
+    phones 13000079190 / 13000791900 were read as one transposition and linked)."""
+    from pyspark.sql import functions as F
+
+    from jobs.identity.fuzzy import _one_edit
+
+    cases = [
+        ("13000079190", "13000791900", False),
+        ("abcd", "badc", False),
+        ("abc", "abc", False),
+        ("8478623", "8478632", True),
+        ("4562990", "4562890", True),
+        ("ab", "ba", True),
+        ("abc", "abcd", True),
+    ]
+    df = spark.createDataFrame(cases, "a string, b string, want boolean")
+    got = df.select("a", "b", "want", _one_edit(F.col("a"), F.col("b")).alias("got"))
+    assert [(r.a, r.b) for r in got.collect() if r.got != r.want] == []
