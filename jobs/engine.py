@@ -122,7 +122,7 @@ def local_jvm_session(conf: EngineConf, delta: bool = True) -> SparkSession:
     os.environ.pop("SPARK_CONNECT_MODE_ENABLED", None)
     os.environ.pop("SPARK_REMOTE", None)
     builder = _apply_conf(SparkSession.builder.master(conf.spark_master).appName("cdp"), conf)
-    for key, value in LOCAL_JVM_CONF.items():
+    for key, value in {**LOCAL_JVM_CONF, **conf.spark_conf}.items():
         builder = builder.config(key, value)
     if delta:
         classpath = os.pathsep.join(str(j) for j in delta_jars())
@@ -147,7 +147,14 @@ def get_spark(conf: EngineConf | None = None) -> SparkSession:
         from jobs.config import settings
 
         conf = settings().engine
-    key = (conf.kind, conf.connect_url, conf.timezone, conf.shuffle_partitions, conf.spark_master)
+    key = (
+        conf.kind,
+        conf.connect_url,
+        conf.timezone,
+        conf.shuffle_partitions,
+        conf.spark_master,
+        tuple(sorted(conf.spark_conf.items())),
+    )
     with _lock:
         if _session is not None and _session_key == key:
             return _session
