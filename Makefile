@@ -12,7 +12,7 @@ DEMO_MEMBERS ?= 2000
 DEMO_DAYS ?= 400
 DEMO_RUNS ?= 3
 
-.PHONY: setup jars browser test test-cluster lint demo bench bench-engines spark-cluster spark-cluster-stop clean
+.PHONY: setup jars browser test test-jvm lint demo bench bench-engines spark-cluster spark-cluster-stop clean
 
 .tools/bin/uv:
 	$(PYTHON) -m venv .tools
@@ -36,11 +36,10 @@ jars: $(JARS_STAMP)
 
 setup: $(STAMP) $(JARS_STAMP)
 
-# The whole pipeline on JVM Spark + Delta (local, Spark Connect server, standalone cluster)
-# compared with Sail (tests/engines/test_parity.py, tests/jvm/test_cluster.py; long on
-# 2 cores, so not part of `make test` yet).
-test-cluster: setup
-	CDP_TEST_CLUSTER=1 $(UV) run --frozen pytest -q tests/engines/test_parity.py tests/jvm/test_cluster.py
+# Only the JVM tests (part of `make test`): the whole pipeline on JVM Spark + Delta (local,
+# Spark Connect server, standalone cluster) compared with Sail, and the JVM-only pieces.
+test-jvm: setup
+	$(UV) run --frozen pytest -q tests/jvm
 
 lint: setup
 	$(UV) run --frozen ruff check .

@@ -28,6 +28,8 @@ import psutil
 
 from jobs.config import PROJECT_ROOT
 
+CONNECT_FLAGS = ("SPARK_CONNECT_MODE_ENABLED", "SPARK_REMOTE")
+
 
 def _run_request(request: dict[str, Any]) -> dict[str, Any]:
     """Run one ``cdp`` command or script under the request's environment and folder."""
@@ -35,7 +37,9 @@ def _run_request(request: dict[str, Any]) -> dict[str, Any]:
 
     saved_env, saved_cwd, saved_argv = dict(os.environ), os.getcwd(), sys.argv
     os.environ.clear()
-    os.environ.update(request["env"])
+    # The test process may hold a Spark Connect session (Sail): its flags would turn
+    # this process's pyspark functions into Connect ones.
+    os.environ.update({k: v for k, v in request["env"].items() if k not in CONNECT_FLAGS})
     os.chdir(request.get("cwd") or PROJECT_ROOT)
     out = io.StringIO()
     code = 0
@@ -87,7 +91,7 @@ class JvmWorker:
         env = {
             k: v
             for k, v in os.environ.items()
-            if k not in ("SPARK_CONNECT_MODE_ENABLED", "SPARK_REMOTE") and not k.startswith("CDP_")
+            if k not in CONNECT_FLAGS and not k.startswith("CDP_")
         }
         self._log = open(log, "w", encoding="utf-8")  # noqa: SIM115 - closed in stop()
         self.log_path = log
