@@ -47,7 +47,10 @@ pytestmark = [
 END = dt.date(2026, 11, 7)
 PII_KEY = "00" * 32  # one key for every run, so hashed identities compare
 # A few rows per table: Delta's log in 2 tasks, not 50.
-SMALL_DATA = {"spark.databricks.delta.snapshotPartitions": "2"}
+SMALL_DATA = {
+    "spark.databricks.delta.snapshotPartitions": "2",
+    "spark.sql.sources.parallelPartitionDiscovery.parallelism": "4",
+}
 
 
 def _free_port() -> int:
