@@ -106,6 +106,11 @@ DELTA_CONF = {
 }
 
 
+def local_jvm_conf(conf: EngineConf) -> dict[str, str]:
+    """Spark settings of a local JVM session: the small-machine defaults, then ``engine.spark_conf``."""
+    return {**LOCAL_JVM_CONF, **conf.spark_conf}
+
+
 def delta_jars(jars_dir: Path = JARS_DIR) -> list[Path]:
     """The JARs delta-spark needs on top of pyspark's (copied by ``make setup``).
 
@@ -126,7 +131,7 @@ def local_jvm_session(conf: EngineConf, delta: bool = True) -> SparkSession:
     os.environ.pop("SPARK_CONNECT_MODE_ENABLED", None)
     os.environ.pop("SPARK_REMOTE", None)
     builder = _apply_conf(SparkSession.builder.master(conf.spark_master).appName("cdp"), conf)
-    for key, value in {**LOCAL_JVM_CONF, **conf.spark_conf}.items():
+    for key, value in local_jvm_conf(conf).items():
         builder = builder.config(key, value)
     if delta:
         classpath = os.pathsep.join(str(j) for j in delta_jars())
