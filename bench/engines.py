@@ -13,7 +13,7 @@ Each engine gets a fresh lake: (a) the full run for day D-1 (every earlier day),
 (b) the night of day D. Wall times include the process start (and the JVM session
 for spark-local) but not starting the servers and workers (they would be running
 already). Printed as a table with ratios to sail; written to
-bench/results/engines-<members>-<days>.json.
+bench/results/engines-<members>-<days>.json (rewritten as each engine finishes).
 """
 
 from __future__ import annotations
@@ -158,24 +158,29 @@ def main() -> int:
     end = dt.date(2026, 11, 7)
     out = args.out.absolute()
     landing, _, gen_s = generate(out, args.members, args.days, args.seed, end)
-    results = []
-    for engine in args.engines.split(","):
-        print(f"{engine} ...", flush=True)
-        try:
-            results.append(bench_engine(engine, landing, end, out, args))
-        except Exception as exc:  # noqa: BLE001 - one failed engine must not hide the others
-            results.append({"engine": engine, "error": str(exc)})
-    print(table(results))
+    target = ROOT / "bench" / "results" / f"engines-{args.members}-{args.days}.json"
     report = {
         "members": args.members,
         "days": args.days,
         "seed": args.seed,
         "cpu_count": os.cpu_count(),
         "generate_s": round(gen_s, 1),
-        "results": results,
+        "results": [],
     }
-    target = ROOT / "bench" / "results" / f"engines-{args.members}-{args.days}.json"
-    target.write_text(json.dumps(report, indent=2) + "\n")
+    for engine in args.engines.split(","):
+        print(f"{engine} ...", flush=True)
+        load_before = os.getloadavg()[0]
+        try:
+            result = bench_engine(engine, landing, end, out, args)
+        except Exception as exc:  # noqa: BLE001 - one failed engine must not hide the others
+            result = {"engine": engine, "error": str(exc)}
+        # The machine may be shared: the 1-minute load average around each engine's runs.
+        result["load_avg_1m"] = [round(load_before, 1), round(os.getloadavg()[0], 1)]
+        report["results"].append(result)
+        # Written as each engine finishes, so a run cut short keeps what it measured.
+        target.write_text(json.dumps(report, indent=2) + "\n")
+        print(table(report["results"]), flush=True)
+    results = report["results"]
     print(f"written {target}")
     return 0 if all("error" not in r for r in results) else 1
 

@@ -59,6 +59,10 @@ class EngineConf(StrictModel):
     timezone: str = "Asia/Shanghai"
     shuffle_partitions: int = Field(8, ge=1)
     spark_master: str = "local[2]"
+    # JVM engines only: Spark settings over the small-machine defaults of a local JVM
+    # session (jobs.engine.LOCAL_JVM_CONF), and given to the Connect server that
+    # `cdp engine serve-spark` starts; e.g. {"spark.driver.memory": "16g"} on a big host.
+    spark_conf: dict[str, str] = {}
     # Sail only: the query memory pool in MiB (0 = unbounded). Above it, sorts,
     # aggregations and repartitions spill to disk instead of growing the process.
     memory_limit_mb: int = Field(5120, ge=0)

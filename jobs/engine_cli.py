@@ -63,6 +63,7 @@ def serve_spark(
         timezone=engine.timezone,
         shuffle_partitions=engine.shuffle_partitions,
         driver_memory=driver_memory,
+        extra_conf=dict(engine.spark_conf),
     )
     if foreground:
         argv = connect_server_argv(opts)

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from jobs.config import PROJECT_ROOT
+from jobs.storage import hadoop_s3a_conf
 
 JARS_DIR = PROJECT_ROOT / ".jars"
 CONNECT_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
@@ -117,6 +118,9 @@ def connect_server_argv(opts: ServerOptions) -> list[str]:
         "spark.executor.memory": opts.executor_memory,
         "spark.ui.enabled": "false",
         **executor_python_conf(),
+        # s3:// lakes through S3A, endpoint and region from this environment's AWS_* variables
+        # (credentials stay in the environment, which the server and executors inherit).
+        **hadoop_s3a_conf(),
         **opts.extra_conf,
     }
     argv = [

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+import shutil
 from pathlib import Path
 
 import pytest
 
-from jobs.config import EngineConf, load_settings, with_paths
+from jobs.config import PROJECT_ROOT, EngineConf, load_settings, with_paths
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -33,6 +34,22 @@ def spark():
     session = engine.get_spark(EngineConf(shuffle_partitions=4))
     yield session
     engine.stop()
+
+
+@pytest.fixture(scope="session")
+def jvm(tmp_path_factory):
+    """One JVM SparkSession (Apache Spark + Delta) for every JVM test, in a worker process
+    (tests/jvm/worker.py); started on first use, and no JVM survives it."""
+    if shutil.which("java") is None:
+        pytest.skip("needs Java 17 for the JVM engine")
+    if not list((PROJECT_ROOT / ".jars").glob("delta-spark*.jar")):
+        pytest.skip("the Delta JARs are missing: run `make setup`")
+    from tests.jvm.worker import JvmWorker
+
+    worker = JvmWorker(tmp_path_factory.mktemp("jvm") / "worker.log")
+    yield worker
+    survivors = worker.stop()
+    assert survivors == [], f"JVM processes left behind: {survivors}"
 
 
 @pytest.fixture()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 from pydantic import ValidationError
 
-from jobs.config import EngineConf
+from jobs.config import PROJECT_ROOT, EngineConf
 from jobs.engine import sail_environment
 
 
@@ -44,3 +46,20 @@ def test_make_setup_resolved_delta_for_this_spark():
 
     names = {j.name for j in delta_jars()}
     assert "delta-spark_2.13-4.1.0.jar" in names and "delta-storage-4.1.0.jar" in names
+
+
+def test_spark_conf_from_the_configuration_overrides_the_local_defaults(tmp_path):
+    from jobs.config import load_settings
+    from jobs.engine import LOCAL_JVM_CONF, local_jvm_conf
+
+    conf_dir = tmp_path / "conf"
+    shutil.copytree(PROJECT_ROOT / "conf", conf_dir)
+    text = (conf_dir / "pipeline.yaml").read_text(encoding="utf-8")
+    text = text.replace("  spark_conf: {}", '  spark_conf: {"spark.driver.memory": "16g"}')
+    (conf_dir / "pipeline.yaml").write_text(text, encoding="utf-8")
+    engine = load_settings(conf_dir, env={}).engine
+    got = local_jvm_conf(engine)
+    assert got["spark.driver.memory"] == "16g" != LOCAL_JVM_CONF["spark.driver.memory"]
+    assert got["spark.sql.sources.parallelPartitionDiscovery.parallelism"] == "4"
+    with pytest.raises(ValidationError):
+        EngineConf(spark_conf=["spark.driver.memory=16g"])

@@ -39,6 +39,18 @@ def test_connect_server_has_delta_the_time_zone_and_the_project_on_executors():
     assert conf["spark.pyspark.python"] == sys.executable
 
 
+@pytest.mark.skipif(not list((PROJECT_ROOT / ".jars").glob("*.jar")), reason="make setup")
+def test_connect_server_reads_s3_lakes_at_the_environments_endpoint(monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9000")
+    monkeypatch.setenv("AWS_REGION", "cn-north-1")
+    opts = ServerOptions(extra_conf={"spark.hadoop.fs.s3a.path.style.access": "false"})
+    conf = _conf(connect_server_argv(opts))
+    assert conf["spark.hadoop.fs.s3.impl"] == "org.apache.hadoop.fs.s3a.S3AFileSystem"
+    assert conf["spark.hadoop.fs.s3a.endpoint"] == "http://127.0.0.1:9000"
+    assert conf["spark.hadoop.fs.s3a.endpoint.region"] == "cn-north-1"
+    assert conf["spark.hadoop.fs.s3a.path.style.access"] == "false"  # engine.spark_conf wins
+
+
 def test_missing_jars_say_run_make_setup(tmp_path):
     with pytest.raises(SparkDaemonError, match="make setup"):
         delta_jars(tmp_path)

@@ -1,117 +1,217 @@
-"""Compare two runs of the pipeline over the same landing zone, engine against engine.
+"""Compare two lakes (and two exports folders) row by row, independently of any engine.
 
-Tables are read with delta-rs (no Spark), exports as files: what is compared is what
-a reader of the lake and of the exports sees.
+Both sides are read with delta-rs/pyarrow, never with the engines under test, so a
+reader's quirk cannot hide a writer's difference. A table's rows are compared as a
+multiset (order is not significant in a table): equal row for row, except that a
+double may differ from its twin by a relative 1e-9 (a sum taken in another order
+differs in the last bits; seen: a gold/member_features ratio 0.9316046470 on Sail vs
+0.9316046466 on Spark). Maps compare as sorted entries, lists in order.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import math
+from collections import defaultdict
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 from deltalake import DeltaTable
 
-LAYERS = ("silver", "gold")
-# Columns that say when or in which run a row was written: they differ run to run.
-RUN_COLUMNS = {
-    "_ingested_at",
-    "_run_id",
-    "run_id",
-    "ingested_at",
-    "validated_at",
-    "started_at",
-    "finished_at",
-}
-# Floating sums in another order differ in the last bits (seen: a gold/member_features
-# ratio 0.9316046470 on Sail vs 0.9316046466 on Spark): floats compare with this
-# relative tolerance, everything else exactly.
+# Columns that say *when* or *in which run* something was written, not what: the two
+# engines run the same scenario at different moments under different run ids.
+#   run_id, _run_id      the pipeline run that wrote the row (a fresh id per `cdp run`)
+#   _ingested_at         when ingest stamped the row (current_timestamp of that run)
+#   ingested_at          when the ingest manifest recorded the file (same)
+#   validated_at         when the quality step ran its Great Expectations suite
+#   started_at, finished_at  when a step ran
+RUN_SPECIFIC_COLUMNS = frozenset(
+    {
+        "run_id",
+        "_run_id",
+        "_ingested_at",
+        "ingested_at",
+        "validated_at",
+        "started_at",
+        "finished_at",
+    }
+)
+
+# Tables that record the runs themselves, not data: nothing engine-independent to compare.
+#   meta/runs                 one row per step run: timings, start and finish times
+#   meta/identity_state       the incremental state's ``detail`` JSON: step timings, and
+#   meta/silver_orders_state  per-date digests made of each date's first/last _ingested_at
+RUN_LOG_TABLES = frozenset({"meta/runs", "meta/identity_state", "meta/silver_orders_state"})
+
 REL_TOL = 1e-9
 
-
-def tables(lake: Path, layers: tuple[str, ...] = LAYERS) -> list[str]:
-    """Every Delta table of ``layers`` under ``lake`` as ``layer/table``."""
-    return sorted(
-        f"{layer}/{p.parent.name}" for layer in layers for p in (lake / layer).glob("*/_delta_log")
-    )
+Row = tuple
 
 
-def _normal(value: object) -> object:
-    """Hashable and order-free: lists as tuples, maps as sorted pairs; floats as they are."""
-    if isinstance(value, list):
-        return tuple(_normal(v) for v in value)
+def _normal(value: object, is_map: bool = False) -> object:
+    """Hashable and order-free where order means nothing: lists as tuples, maps (pyarrow
+    gives a list of pairs, or a dict for a struct) as sorted pairs."""
     if isinstance(value, dict):
         return tuple(sorted((k, _normal(v)) for k, v in value.items()))
+    if isinstance(value, list):
+        items = tuple(_normal(v) for v in value)
+        return tuple(sorted(items, key=repr)) if is_map else items
     return value
 
 
-def _exact_part(row: tuple) -> tuple[str, str]:
-    """The row without its floats (then its floats to 6 digits): the sort key that pairs rows."""
-    exact = tuple(None if isinstance(v, float) else v for v in row)
-    rough = tuple(f"{v:.6g}" for v in row if isinstance(v, float))
-    return repr(exact), repr(rough)
+def _exact(value: object) -> object:
+    """The value with every double blanked: what must match exactly."""
+    if isinstance(value, float):
+        return None
+    if isinstance(value, tuple):
+        return tuple(_exact(v) for v in value)
+    return value
 
 
-def table_rows(lake: Path, name: str) -> list[tuple]:
-    """The rows of one table without the run columns, normalised and sorted."""
-    data = DeltaTable(str(lake / name)).to_pyarrow_table()
-    columns = sorted(c for c in data.column_names if c not in RUN_COLUMNS)
-    rows = data.select(columns).to_pylist()
-    # A map has no order: its entries (a list of pairs in pyarrow) are compared sorted.
+def _floats(value: object) -> list[float]:
+    """Every double of the value, in order."""
+    if isinstance(value, float):
+        return [value]
+    if isinstance(value, tuple):
+        return [f for v in value for f in _floats(v)]
+    return []
+
+
+def _close(a: list[float], b: list[float]) -> bool:
+    return len(a) == len(b) and all(
+        math.isclose(x, y, rel_tol=REL_TOL) or (math.isnan(x) and math.isnan(y))
+        for x, y in zip(a, b, strict=True)
+    )
+
+
+def rows_of(data: pa.Table) -> tuple[list[str], list[Row]]:
+    """(compared columns, normalised rows) of an Arrow table, run columns left out."""
+    columns = sorted(c for c in data.column_names if c not in RUN_SPECIFIC_COLUMNS)
     maps = {c for c in columns if pa.types.is_map(data.schema.field(c).type)}
-
-    def value(r: dict, c: str) -> object:
-        v = _normal(r[c])
-        return tuple(sorted(v, key=repr)) if c in maps and v is not None else v
-
-    return sorted((tuple(value(r, c) for c in columns) for r in rows), key=_exact_part)
+    return columns, [
+        tuple(_normal(r[c], c in maps) for c in columns) for r in data.select(columns).to_pylist()
+    ]
 
 
-def _close(a: object, b: object) -> bool:
-    if isinstance(a, float) and isinstance(b, float):
-        return math.isclose(a, b, rel_tol=REL_TOL) or (math.isnan(a) and math.isnan(b))
-    if isinstance(a, tuple) and isinstance(b, tuple):
-        return len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b, strict=True))
-    return a == b
+def table_rows(lake: Path, name: str) -> tuple[list[str], list[Row]]:
+    """(compared columns, normalised rows) of one Delta table of ``lake``."""
+    return rows_of(DeltaTable(str(Path(lake) / name)).to_pyarrow_table())
 
 
-def same_rows(a: list[tuple], b: list[tuple]) -> bool:
-    """Equal row for row (sorted by their exact part), floats within REL_TOL."""
-    return len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b, strict=True))
+def _unmatched(first: list[Row], second: list[Row]) -> tuple[list[Row], list[Row]]:
+    """Rows of each side without a twin on the other (same exact part, doubles close)."""
+    groups: dict[object, tuple[list[Row], list[Row]]] = defaultdict(lambda: ([], []))
+    for side, rows in enumerate((first, second)):
+        for row in rows:
+            groups[repr(_exact(row))][side].append(row)
+    only_first: list[Row] = []
+    only_second: list[Row] = []
+    for left, right in groups.values():
+        left.sort(key=_floats)
+        right.sort(key=_floats)
+        for row in left:
+            twin = next((i for i, b in enumerate(right) if _close(_floats(row), _floats(b))), None)
+            if twin is None:
+                only_first.append(row)
+            else:
+                right.pop(twin)
+        only_second += right
+    return only_first, only_second
+
+
+def describe(name: str, columns: list[str], first: list[Row], second: list[Row]) -> list[str]:
+    """Nothing when the two multisets of rows match; else a count and up to 3 rows a side."""
+    only_first, only_second = _unmatched(first, second)
+    if not only_first and not only_second:
+        return []
+    lines = [
+        f"{name}: {len(first)} vs {len(second)} rows, "
+        f"{len(only_first)} only in the first, {len(only_second)} only in the second"
+    ]
+    for tag, rows in (("<", only_first), (">", only_second)):
+        for row in sorted(rows, key=repr)[:3]:
+            lines.append(
+                f"  {tag} " + ", ".join(f"{c}={v!r}" for c, v in zip(columns, row, strict=True))
+            )
+    return lines
+
+
+def lake_tables(lake: Path) -> set[str]:
+    """Every Delta table of the lake as ``layer/table``."""
+    return {f"{p.parent.parent.name}/{p.parent.name}" for p in Path(lake).glob("*/*/_delta_log")}
+
+
+def compare_lakes(first: Path, second: Path) -> list[str]:
+    """Every difference between two lakes' tables (empty when they hold the same rows)."""
+    problems = []
+    names_first, names_second = lake_tables(first), lake_tables(second)
+    if names_first != names_second:
+        problems.append(
+            f"tables differ: only in the first {sorted(names_first - names_second)}, "
+            f"only in the second {sorted(names_second - names_first)}"
+        )
+    for name in sorted((names_first & names_second) - RUN_LOG_TABLES):
+        cols_first, rows_first = table_rows(first, name)
+        cols_second, rows_second = table_rows(second, name)
+        if cols_first != cols_second:
+            problems.append(f"{name}: columns differ: {cols_first} vs {cols_second}")
+            continue
+        problems += describe(name, cols_first, rows_first, rows_second)
+    return problems
 
 
 def member_ids(lake: Path) -> set[str]:
-    data = DeltaTable(str(lake / "silver/members")).to_pyarrow_table(columns=["member_id"])
+    """The member ids of silver/members."""
+    data = DeltaTable(str(Path(lake) / "silver/members")).to_pyarrow_table(columns=["member_id"])
     return set(data.column("member_id").to_pylist())
 
 
-def export_rows(exports: Path) -> dict[str, list[str]]:
-    """``date/segment.csv`` -> its sorted lines, and each manifest's row counts."""
-    out: dict[str, list[str]] = {}
-    for csv in sorted(exports.glob("*/*.csv")):
-        out[f"{csv.parent.name}/{csv.name}"] = sorted(csv.read_text(encoding="utf-8").splitlines())
-    for manifest in sorted(exports.glob("*/manifest.json")):
-        files = json.loads(manifest.read_text(encoding="utf-8"))["files"]
-        counts = sorted(f"{f['path']}: {f['rows']}" for f in files)
-        out[f"{manifest.parent.name}/manifest.json"] = counts
-    return out
+def export_file_rows(path: Path) -> tuple[list[str], list[Row]]:
+    """(columns, rows) of one exported CSV or Parquet file, or a manifest's per-file row
+    counts (its checksums and write time are the engine's and the moment's business)."""
+    if path.suffix == ".parquet":
+        return rows_of(pq.read_table(path))
+    if path.suffix == ".json":
+        files = json.loads(path.read_text(encoding="utf-8")).get("files", [])
+        return ["path", "rows"], [(f["path"], f["rows"]) for f in files]
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.reader(fh)
+        return next(reader, []), [tuple(r) for r in reader]
 
 
-def differences(reference: Path, other: Path) -> list[str]:
-    """What differs between two lakes' silver and gold tables (empty when none)."""
-    found = []
-    names = tables(reference)
-    if names != tables(other):
-        found.append(f"tables differ: {names} vs {tables(other)}")
-    for name in names:
-        if not (other / name / "_delta_log").exists():
+def _export_files(root: Path) -> set[str]:
+    return {
+        str(p.relative_to(root))
+        for p in Path(root).rglob("*")
+        if p.is_file() and (p.suffix in (".csv", ".parquet") or p.name == "manifest.json")
+    }
+
+
+def compare_exports(first: Path, second: Path) -> list[str]:
+    """Every difference between two exports folders: data files by rows, manifests by
+    their per-file row counts."""
+    problems = []
+    files_first, files_second = _export_files(first), _export_files(second)
+    if files_first != files_second:
+        problems.append(
+            f"export files differ: only in the first {sorted(files_first - files_second)}, "
+            f"only in the second {sorted(files_second - files_first)}"
+        )
+    for rel in sorted(files_first & files_second):
+        cols_first, rows_first = export_file_rows(Path(first) / rel)
+        cols_second, rows_second = export_file_rows(Path(second) / rel)
+        if cols_first != cols_second:
+            problems.append(f"{rel}: columns differ: {cols_first} vs {cols_second}")
             continue
-        a, b = table_rows(reference, name), table_rows(other, name)
-        if not same_rows(a, b):
-            only_a = [r for r in a if r not in b][:2]
-            only_b = [r for r in b if r not in a][:2]
-            found.append(
-                f"{name}: {len(a)} vs {len(b)} rows; only in reference {only_a}; only in other {only_b}"
-            )
-    return found
+        problems += describe(rel, cols_first, rows_first, rows_second)
+    return problems
+
+
+def compared_rows(lake: Path) -> dict[str, int]:
+    """Rows per compared table of a lake (the scope a comparison covered)."""
+    return {
+        name: DeltaTable(str(Path(lake) / name)).to_pyarrow_table().num_rows
+        for name in sorted(lake_tables(lake) - RUN_LOG_TABLES)
+    }

@@ -1,28 +1,22 @@
 """`cdp maintain` on the JVM engine: Delta SQL OPTIMIZE and VACUUM through the session.
 
 The same small tables and expectations as tests/test_maintenance.py (delta-rs), so both
-engines report and do the same. Runs in a fresh interpreter: this process may already
-hold a Spark Connect session to Sail.
+engines report and do the same. Runs in the JVM worker (tests/jvm/worker.py): this
+process may already hold a Spark Connect session to Sail.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from deltalake import DeltaTable
 
-from jobs.config import PROJECT_ROOT
+from tests.jvm.worker import JvmWorker
 
-pytestmark = [
-    pytest.mark.jvm,
-    pytest.mark.skipif(shutil.which("java") is None, reason="needs Java 17 for the JVM engine"),
-]
+pytestmark = [pytest.mark.jvm]
 
 SCRIPT = r"""
 import json, sys
@@ -51,23 +45,12 @@ print("@@" + json.dumps({"lines": lines, "refused": refused}))
 """
 
 
-def test_optimize_and_vacuum_as_delta_sql(tmp_path: Path) -> None:
+def test_optimize_and_vacuum_as_delta_sql(tmp_path: Path, jvm: JvmWorker) -> None:
     lake = tmp_path / "lake"
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("SPARK_CONNECT_MODE_ENABLED", "SPARK_REMOTE")
-    }
-    proc = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(lake)],
-        cwd=PROJECT_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    out = json.loads(next(x for x in proc.stdout.splitlines() if x.startswith("@@"))[2:])
+    answer = jvm.run([str(lake)], dict(os.environ), script=SCRIPT)
+    assert answer["rc"] == 0, answer["output"][-4000:]
+    lines = answer["output"].splitlines()
+    out = json.loads(next(x for x in lines if x.startswith("@@"))[2:])
     assert out["lines"] == [
         "gold/member_rfm: v3, compacted 4 -> 1 files, vacuumed 4 files (retention 0h)",
         "gold/member_tags: v1, compacted 2 -> 1 files, vacuumed 0 files (retention 168h)",

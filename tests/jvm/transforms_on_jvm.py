@@ -1,7 +1,7 @@
 """Run the pure transforms on a local JVM SparkSession (plain Apache Spark, no Delta).
 
-Executed in a subprocess by tests/jvm/test_jvm.py, because a process holds
-either Spark Connect or classic PySpark sessions, not both. Each check builds a
+Executed by tests/jvm/test_jvm.py in the JVM worker (tests/jvm/worker.py), because a
+process holds either Spark Connect or classic PySpark sessions, not both. Each check builds a
 small DataFrame, runs a transform the nightly jobs use, and asserts the result;
 this proves the job code is plain Spark, not Sail-only.
 """
@@ -12,8 +12,6 @@ import sys
 
 from pyspark.sql import functions as F
 
-from jobs.config import EngineConf
-from jobs.engine import local_jvm_session
 from jobs.ingest.bronze_types import type_crm, type_pos, type_web
 from jobs.ingest.job import check_rows, web_dedup
 from jobs.ingest.parse import STAGED_SCHEMA, staged_row
@@ -162,9 +160,11 @@ CHECKS = [check_ingest]
 
 
 def main() -> int:
-    spark = local_jvm_session(
-        EngineConf(spark_master="local[1]", shuffle_partitions=2), delta=False
-    )
+    """Run every check on the process's JVM session (the worker's, or a new local one)."""
+    from jobs import engine
+    from jobs.config import load_settings
+
+    spark = engine.get_spark(load_settings(env={"CDP_ENGINE": "spark"}).engine)
     failures = 0
     for check in CHECKS:
         try:
@@ -173,7 +173,6 @@ def main() -> int:
         except Exception as exc:  # noqa: BLE001 - report every check, then fail
             failures += 1
             print(f"FAILED {check.__name__}: {type(exc).__name__}: {exc}")
-    spark.stop()
     return 1 if failures else 0
 
 

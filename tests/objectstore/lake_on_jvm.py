@@ -1,35 +1,30 @@
-"""Run by test_s3_jvm.py in its own interpreter: jobs.lake.Lake on a local JVM
-SparkSession with delta-spark and S3A (the JARs of jvm/pom.xml in .jars/), on the lake
-``sys.argv[1]`` (an s3:// URI). Exits non-zero on the first difference."""
+"""Run by test_s3_jvm.py in the JVM worker (tests/jvm/worker.py): jobs.lake.Lake on the
+local JVM SparkSession with delta-spark and S3A (the JARs of jvm/pom.xml in .jars/), on
+the lake ``sys.argv[1]`` (an s3:// URI). Raises on the first difference."""
 
 from __future__ import annotations
 
+import os
 import sys
-from pathlib import Path
 
 from pyspark.sql import SparkSession
 
-from jobs.config import PROJECT_ROOT
+from jobs import engine
+from jobs.config import load_settings
 from jobs.lake import Lake
 from jobs.storage import hadoop_s3a_conf
 
 
 def jvm_session() -> SparkSession:
-    jars = sorted(str(p) for p in Path(PROJECT_ROOT, ".jars").glob("*.jar"))
-    builder = (
-        SparkSession.builder.master("local[2]")
-        .config("spark.ui.enabled", "false")
-        .config("spark.sql.shuffle.partitions", "2")
-        .config("spark.databricks.delta.snapshotPartitions", "2")
-        .config("spark.jars", ",".join(jars))
-        .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
-        .config(
-            "spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog"
-        )
-    )
+    """The process's JVM session, pointed at the S3 server of this environment's AWS_*
+    variables (the worker's JVM started before the test's server, so they are set here)."""
+    spark = engine.get_spark(load_settings(env={"CDP_ENGINE": "spark"}).engine)
+    hadoop = spark.sparkContext._jsc.hadoopConfiguration()
     for name, value in hadoop_s3a_conf().items():
-        builder = builder.config(name, value)
-    return builder.getOrCreate()
+        hadoop.set(name.removeprefix("spark.hadoop."), value)
+    hadoop.set("fs.s3a.access.key", os.environ["AWS_ACCESS_KEY_ID"])
+    hadoop.set("fs.s3a.secret.key", os.environ["AWS_SECRET_ACCESS_KEY"])
+    return spark
 
 
 def main(root: str) -> None:
@@ -51,7 +46,6 @@ def main(root: str) -> None:
     assert got == [("M1", "a", 1), ("M2", "c", 3), ("M3", "d", 4)], got
     assert lake.exists("gold/jvm_tags") and lake.version("gold/jvm_tags") == 1
     assert "gold/jvm_tags" in lake.tables(), lake.tables()
-    spark.stop()
     print("OK")
 
 

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,29 +11,18 @@ from deltalake import DeltaTable
 from jobs import storage
 from jobs.config import PROJECT_ROOT
 
+SCRIPT = "import sys\nfrom tests.objectstore.lake_on_jvm import main\nmain(sys.argv[1])\n"
+
 
 @pytest.mark.jvm
-@pytest.mark.skipif(shutil.which("java") is None, reason="needs Java 17 for the local JVM session")
 @pytest.mark.skipif(
     not list(Path(PROJECT_ROOT, ".jars").glob("hadoop-aws-*.jar")),
     reason="needs the S3A JARs of jvm/pom.xml in .jars (make jars)",
 )
-def test_lake_on_s3_through_s3a_on_jvm_spark(bucket, s3_env):
+def test_lake_on_s3_through_s3a_on_jvm_spark(bucket, s3_env, jvm):
     root = f"s3://{bucket}/lake"
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("SPARK_CONNECT_MODE_ENABLED", "SPARK_REMOTE")
-    }
-    proc = subprocess.run(
-        [sys.executable, "-m", "tests.objectstore.lake_on_jvm", root],
-        cwd=PROJECT_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0 and "OK" in proc.stdout, proc.stdout + proc.stderr[-3000:]
+    answer = jvm.run([root], dict(os.environ), script=SCRIPT)
+    assert answer["rc"] == 0 and "OK" in answer["output"], answer["output"][-3000:]
     # What the JVM wrote is a Delta table that delta-rs (Sail's side) reads on the store.
     table = DeltaTable(
         storage.join(root, "gold/jvm_tags"), storage_options=storage.delta_storage_options(root)
