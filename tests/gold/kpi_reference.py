@@ -98,5 +98,17 @@ def reference_seed_kpis(lake: str | Path, as_of: dt.date) -> dict[str, float | N
         "first_purchase_rate_30d": _share(bought, len(cohort)),
         "tag_coverage": _share(len(set(tags["member_id"]) & member_ids), len(member_ids)),
         "clv_365d_avg": float(clv.mean()) if len(clv) else None,
-        "points_redemption_rate": None,  # no loyalty ledger in the zone
+        "points_redemption_rate": _redemption_rate(lake, as_of),
     }
+
+
+def _redemption_rate(lake: str | Path, as_of: dt.date) -> float | None:
+    """Points redeemed / earned on silver/points_ledger in [D-364, D]; None without a ledger."""
+    if not (Path(lake) / "silver" / "points_ledger" / "_delta_log").exists():
+        return None
+    ledger = read_delta(lake, "silver/points_ledger")
+    days = _dates(ledger["txn_date"])
+    window = ledger[(days >= as_of - dt.timedelta(days=364)) & (days <= as_of)]
+    earned = int(window.loc[window["txn_type"] == "EARN", "points"].sum())
+    redeemed = int(window.loc[window["txn_type"] == "REDEEM", "points"].sum())
+    return _share(redeemed, earned)
