@@ -74,6 +74,11 @@ def test_every_stage_segment_and_chart_has_data(zone, settings, make_ctx):
         seen = {r[score] for r in rfm.select(score).distinct().collect()}
         assert seen == {1, 2, 3, 4, 5}, (score, seen)
     assert lake.read("gold/kpi_daily").count() == len(NIGHTS)
+    # The points programme (issue 14): the ledger taken in, balances, the redemption rate.
+    assert lake.read("bronze/loyalty_ledger").count() > 0
+    assert on_end("gold/member_points").filter(F.col("balance") > 0).count() > 0
+    kpi = on_end("gold/kpi_daily").first()
+    assert kpi["points_redemption_rate"] is not None and 0 < kpi["points_redemption_rate"] < 1
 
     day = s.paths.exports / END.isoformat()
     manifest = json.loads((day / "manifest.json").read_text(encoding="utf-8"))
@@ -84,3 +89,4 @@ def test_every_stage_segment_and_chart_has_data(zone, settings, make_ctx):
 
     page = (day / "report.html").read_text(encoding="utf-8")
     assert [t for t in EMPTY_CHART_TEXTS if t in page] == []
+    assert "redemption rate" in page.lower()
