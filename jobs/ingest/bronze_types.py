@@ -19,6 +19,11 @@ from jobs.sources import Dedup
 TS_FMT = "yyyy-MM-dd HH:mm:ss"
 
 
+# The columns every typed bronze row carries from the parser: rescued extra columns, nulled
+# optional fields, the original text and where it came from.
+LINEAGE = ("_rescued", "_field_issues", "_raw", "_source_file", "_line_no", "_business_date")
+
+
 def _ts(c: str) -> Column:
     return F.expr(f"try_to_timestamp(`{c}`, '{TS_FMT}')")
 
@@ -57,12 +62,7 @@ def type_pos(df: DataFrame) -> DataFrame:
         "payment_method",
         _int("points_earned").alias("points_earned"),
         _int("points_redeemed").alias("points_redeemed"),
-        "_rescued",
-        "_field_issues",
-        "_raw",
-        "_source_file",
-        "_line_no",
-        "_business_date",
+        *LINEAGE,
     )
 
 
@@ -125,12 +125,7 @@ def type_web(df: DataFrame) -> DataFrame:
         "order_id",
         _dec("revenue").alias("revenue"),
         "properties",
-        "_rescued",
-        "_field_issues",
-        "_raw",
-        "_source_file",
-        "_line_no",
-        "_business_date",
+        *LINEAGE,
     )
 
 
@@ -161,12 +156,7 @@ def type_crm(df: DataFrame) -> DataFrame:
         F.coalesce(_bool("opt_in_push"), F.lit(False)).alias("opt_in_push"),
         "status",
         _ts("updated_ts").alias("updated_ts"),
-        "_rescued",
-        "_field_issues",
-        "_raw",
-        "_source_file",
-        "_line_no",
-        "_business_date",
+        *LINEAGE,
     )
 
 
@@ -184,12 +174,7 @@ def type_loyalty(df: DataFrame) -> DataFrame:
         "store_id",
         "reason",
         F.to_date(F.expr("try_to_timestamp(expire_date, 'yyyy-MM-dd')")).alias("expire_date"),
-        "_rescued",
-        "_field_issues",
-        "_raw",
-        "_source_file",
-        "_line_no",
-        "_business_date",
+        *LINEAGE,
     )
 
 
