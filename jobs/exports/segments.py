@@ -528,6 +528,16 @@ def _today_counts(spark: SparkSession, written: list[Path], prior: DataFrame | N
     return used.groupBy("member_id").agg(F.sum("n").alias("n"))
 
 
+def materialise(spark: SparkSession, df: DataFrame, path: Path) -> DataFrame:
+    """``df`` written once to Parquet at ``path`` and read back: later queries scan one small
+    file instead of planning and re-running its joins (on a JVM engine each Delta scan in
+    a plan also costs a file-listing job per query)."""
+    df.write.mode("overwrite").parquet(str(path))
+    if path.exists():
+        return spark.read.schema(df.schema).parquet(str(path))
+    return spark.createDataFrame([], df.schema)  # Sail writes no folder for an empty DataFrame
+
+
 def reached_rows(
     spark: SparkSession,
     candidate_rows: DataFrame,
@@ -543,12 +553,7 @@ def reached_rows(
     merges (a retired id that collapses into its survivor counts as ``merged``), then
     members at the cap (``used`` = member_id -> n) are dropped as ``capped``.
     """
-    path = scratch / f"{name}.candidates"
-    candidate_rows.write.mode("overwrite").parquet(str(path))
-    if path.exists():
-        cand = spark.read.schema(candidate_rows.schema).parquet(str(path))
-    else:  # Sail writes no folder for an empty DataFrame
-        cand = spark.createDataFrame([], candidate_rows.schema)
+    cand = materialise(spark, candidate_rows, scratch / f"{name}.candidates")
     by_reason = {
         r["drop_reason"]: r["n"]
         for r in cand.groupBy("drop_reason").agg(F.count(F.lit(1)).alias("n")).collect()
@@ -619,8 +624,15 @@ def write_export(
     seg_entries: list[dict] = []
     ordered = [s for _, s in sorted(enumerate(segments), key=lambda t: (t[1].priority, t[0]))]
     try:
-        current_ids = merge_map(changes, None, as_of)
-        prev_ids = merge_map(changes, prev[0], as_of) if prev else None
+        # The inputs every segment reads, computed once (a merge map joins itself 3 times).
+        view = materialise(spark, view, scratch / "_view")
+        contacts = materialise(spark, contacts, scratch / "_contacts")
+        current_ids = materialise(spark, merge_map(changes, None, as_of), scratch / "_ids")
+        prev_ids = None
+        if prev:
+            prev_ids = materialise(spark, merge_map(changes, prev[0], as_of), scratch / "_prev")
+        if prior is not None:
+            prior = materialise(spark, prior, scratch / "_prior")
         audiences: list[Path] = []
         for seg in ordered:
             used = _today_counts(spark, audiences, prior) if cap is not None else None
