@@ -81,11 +81,14 @@ def never_link(conf: IdentityConf, a: str = "a", b: str = "b") -> Column:
 
 
 def names_and_birth_dates_differ(a: str = "a", b: str = "b") -> Column:
-    """Names that are no typo of each other (:func:`names_compatible`) and birth dates
-    that differ (not day/month swapped): two people, e.g. a family sharing a phone."""
+    """Names that are no typo of each other (:func:`names_compatible`; both present) and
+    birth dates that do not agree (different and not day/month swapped, or missing on
+    either side): two people, e.g. a family sharing a phone (汪秀芳 / 汪阳明, one birth
+    date blank)."""
     a_dob, b_dob = F.col(f"{a}.birth_date"), F.col(f"{b}.birth_date")
     swapped = (F.month(a_dob) == F.dayofmonth(b_dob)) & (F.dayofmonth(a_dob) == F.month(b_dob))
-    return F.coalesce(~names_compatible(a, b) & (a_dob != b_dob) & ~swapped, F.lit(False))
+    dob_agrees = F.coalesce((a_dob == b_dob) | swapped, F.lit(False))
+    return F.coalesce(~names_compatible(a, b), F.lit(False)) & ~dob_agrees
 
 
 def names_compatible(a: str = "a", b: str = "b") -> Column:
