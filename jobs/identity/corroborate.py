@@ -21,6 +21,8 @@ from pyspark.sql import functions as F
 from jobs.identity import normalize as N
 from jobs.identity.conf import IdentityConf
 
+# Han characters only (Java and Rust regex engines both accept a literal range).
+HAN_ONLY = "^[\u3400-\u9fff]+$"
 # Gender codes of the CRM export (CONTRACT section 3) -> one letter.
 _GENDER = {"M": "M", "男": "M", "F": "F", "女": "F"}
 
@@ -107,14 +109,24 @@ def names_compatible(a: str = "a", b: str = "b") -> Column:
 
 
 def names_close(conf: IdentityConf, a: str = "a", b: str = "b") -> Column:
-    """Same name, or (names of at least ``min_name_length`` characters) within
+    """Same name, a Han name's characters reordered (``周浩瑞`` / ``周瑞浩``, ``秀兰 陈`` /
+    ``陈秀兰``), or (names of at least ``min_name_length`` characters) within
     ``name_max_edits`` edits, tokens in either order."""
     c = conf.junk.corroborate
     n_a, n_b = F.col(f"{a}.name"), F.col(f"{b}.name")
     s_a, s_b = F.col(f"{a}.name_sorted"), F.col(f"{b}.name_sorted")
     distance = F.least(F.levenshtein(n_a, n_b), F.levenshtein(s_a, s_b))
     long_enough = F.least(F.length(n_a), F.length(n_b)) >= c.min_name_length
-    return F.coalesce((n_a == n_b) | (long_enough & (distance <= c.name_max_edits)), F.lit(False))
+    han = s_a.rlike(HAN_ONLY) & s_b.rlike(HAN_ONLY)
+    reordered = han & (_chars(s_a) == _chars(s_b))
+    return F.coalesce(
+        (n_a == n_b) | reordered | (long_enough & (distance <= c.name_max_edits)), F.lit(False)
+    )
+
+
+def _chars(c: Column) -> Column:
+    """The characters of ``c`` sorted."""
+    return F.array_join(F.array_sort(F.split(c, "")), "")
 
 
 def _shared_identifier_counts(pairs: DataFrame, crm_ids: DataFrame) -> DataFrame:

@@ -118,6 +118,9 @@ def _keys(conf: FuzzyConf) -> list[tuple[str, Column, list[Column]]]:
         ("dc", F.concat_ws("|", dob, city), [dob, city]),
         ("pc", F.concat_ws("|", phone_prefix, city), [F.col("phone"), city]),
         ("n", F.col("name_sorted"), [F.col("name_sorted")]),
+        # city + the name's characters sorted: ``梅 王`` / ``王梅``, ``周瑞浩`` / ``周浩瑞``
+        ("cn", F.concat_ws("|", city, _sorted_chars(F.col("name_sorted"))),
+         [city, F.col("name_sorted")]),
     ]
     for side in ("first", "last"):
         prefix = F.substring(F.col(side), 1, b.name_prefix_length)
@@ -133,7 +136,7 @@ def _keys(conf: FuzzyConf) -> list[tuple[str, Column, list[Column]]]:
 
 def block_keys(fp: DataFrame, conf: IdentityConf) -> DataFrame:
     """Blocking keys of each record: birth date + city, phone prefix + city, the sorted
-    name, birth date or city + a name token's first letters, an ID / member card with
+    name, city + the name's characters sorted, birth date or city + a name token's first letters, an ID / member card with
     one character masked or its characters sorted (+ a name token's initial or, masked,
     the birth year). Input: :func:`fuzzy_profiles`.
 
@@ -243,13 +246,13 @@ def _name_close(conf: FuzzyConf, max_edits: int) -> Column:
 def _name_same() -> Column:
     """Equal names however short, the same tokens in another order (``ashleigh quilliam``
     / ``quilliam ashleigh``, ``梅 王`` / ``王梅``) or a Han name's characters reordered
-    (``王成强`` / ``王强成``)."""
-    n_a, n_b = F.col("a.name"), F.col("b.name")
-    han = n_a.rlike(_HAN_ONLY) & n_b.rlike(_HAN_ONLY)
+    (``王成强`` / ``王强成``, ``梅 王`` / ``王梅``)."""
+    s_a, s_b = F.col("a.name_sorted"), F.col("b.name_sorted")
+    han = s_a.rlike(_HAN_ONLY) & s_b.rlike(_HAN_ONLY)
     same = (
-        (n_a == n_b)
-        | (F.col("a.name_sorted") == F.col("b.name_sorted"))
-        | (han & (_sorted_chars(n_a) == _sorted_chars(n_b)))
+        (F.col("a.name") == F.col("b.name"))
+        | (s_a == s_b)
+        | (han & (_sorted_chars(s_a) == _sorted_chars(s_b)))
     )
     return F.coalesce(same, F.lit(False))
 
@@ -349,7 +352,7 @@ def compare(pairs: DataFrame, fp: DataFrame, conf: IdentityConf) -> DataFrame:
 
 def rule_conditions(conf: FuzzyConf) -> dict[str, Column]:
     """Each enabled rule's condition over :func:`compare`'s columns, in :data:`RULES` order."""
-    c = {n: F.col(n) for n in ("name_close", "name_near", "token_close", "dob_same",
+    c = {n: F.col(n) for n in ("name_same", "name_close", "name_near", "token_close", "dob_same",
                                "dob_close", "city_same", "city_close", "province_same",
                                "identifier_close", "identifier_typo")}  # fmt: skip
     name_agrees = c["name_near"] | c["token_close"]
@@ -362,7 +365,7 @@ def rule_conditions(conf: FuzzyConf) -> dict[str, Column]:
         "fuzzy_name_dob_province": c["name_close"] & c["dob_same"] & c["province_same"],
         "fuzzy_dob_city_token": c["dob_close"] & c["city_close"] & c["token_close"],
         "fuzzy_identifier_token": c["identifier_close"]
-        & c["token_close"]
+        & (c["token_close"] | c["name_same"])
         & (c["province_same"] | c["dob_close"]),
         "fuzzy_agreements": (agreements >= conf.rules.agreements.min_agreements)
         & (c["identifier_typo"] | F.lit(not conf.rules.agreements.require_identifier)),
