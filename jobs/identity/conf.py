@@ -240,6 +240,11 @@ class IdentityConf(StrictModel):
     components: ComponentsConf = ComponentsConf()
 
 
+def load_identity_weights(conf_dir: Path | None = None) -> ScoredWeights:
+    """conf/identity_weights.yaml (``cdp identity train``), validated."""
+    return load_model("identity_weights.yaml", ScoredWeights, conf_dir)
+
+
 def load_model_without_weights(conf_dir: Path | None = None) -> IdentityConf:
     """conf/identity.yaml alone (``cdp identity train`` writes the weights file)."""
     return load_model("identity.yaml", IdentityConf, conf_dir)

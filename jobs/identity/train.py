@@ -2,11 +2,14 @@
 (jobs/identity/scored.py), trained offline with EM on the lake's own CRM records and
 written to ``conf/identity_weights.yaml`` (conf/identity.yaml: ``scored.weights_file``).
 
-* u (P(level | different people)) is the share of each level among random pairs of
-  ``scored.train.random_records`` sampled records (almost all of them two people).
-* m (P(level | same person)) and the prior (the share of candidate pairs that are one
-  person) come from EM over the fuzzy pass's candidate pairs (its blocking keys) plus
-  the pairs sharing an identifier value, with u held fixed (as Splink does).
+* m (P(level | same person)), u (P(level | two people)) and the prior (the share of
+  candidate pairs that are one person) come from EM over the fuzzy pass's candidate
+  pairs (its blocking keys) plus the pairs sharing an identifier value: the pass only
+  ever scores candidate pairs, so u is that of two people who share a blocking key.
+* EM starts u from the share of each level among random pairs of
+  ``scored.train.random_records`` sampled records (almost all of them two people; the
+  u Splink keeps fixed). Held fixed here, it made EM call every candidate pair a match
+  (a candidate pair agrees on far more than a random one).
 
 Only the counts of each pattern of comparison levels leave Spark (a few hundred rows at
 most); EM runs on them in numpy in the driver. The formulas (conditional independence
@@ -14,7 +17,8 @@ of the comparisons; a missing value leaves its comparison out):
 
 * E step: P(match | pattern) = prior * prod m / (prior * prod m + (1 - prior) * prod u)
 * M step: prior = sum(count * P) / sum(count); m[level] = sum of count * P over the
-  patterns at that level / the same sum over the patterns where the comparison has one.
+  patterns at that level / the same sum over the patterns where the comparison has one;
+  u[level] the same with 1 - P.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ FLOOR = 1e-6
 class EMResult:
     prior: float
     m: list[np.ndarray]  # per comparison (FS_LEVELS order), P(level | same person)
+    u: list[np.ndarray]  # per comparison, P(level | two people) among candidate pairs
     iterations: int
     converged: bool
     max_change: float
@@ -104,25 +109,27 @@ def _initial_m(n_levels: int) -> np.ndarray:
 
 
 def expectation_maximisation(
-    patterns: np.ndarray, counts: np.ndarray, u: list[np.ndarray], train: ScoredTrainConf
+    patterns: np.ndarray, counts: np.ndarray, u_start: list[np.ndarray], train: ScoredTrainConf
 ) -> EMResult:
-    """EM for m and the prior with u fixed, until no parameter moves by more than
+    """EM for m, u and the prior from ``u_start``, until no parameter moves by more than
     ``train.tolerance`` (or ``train.max_iterations``)."""
     sizes = [len(levels_) for levels_ in FS_LEVELS.values()]
-    m = [_initial_m(n) for n in sizes]
+    m, u = [_initial_m(n) for n in sizes], list(u_start)
     prior, change = 0.1, float("inf")
     for iteration in range(1, train.max_iterations + 1):
-        weight = counts * match_probability(patterns, prior, m, u)
-        new_prior = float(np.clip(weight.sum() / counts.sum(), FLOOR, 1 - FLOOR))
-        new_m = [level_shares(patterns[:, k], weight, n) for k, n in enumerate(sizes)]
+        p = match_probability(patterns, prior, m, u)
+        match, non_match = counts * p, counts * (1 - p)
+        new_prior = float(np.clip(match.sum() / counts.sum(), FLOOR, 1 - FLOOR))
+        new_m = [level_shares(patterns[:, k], match, n) for k, n in enumerate(sizes)]
+        new_u = [level_shares(patterns[:, k], non_match, n) for k, n in enumerate(sizes)]
         change = max(
             abs(new_prior - prior),
-            *(float(np.abs(a - b).max()) for a, b in zip(new_m, m, strict=True)),
+            *(float(np.abs(a - b).max()) for a, b in zip(new_m + new_u, m + u, strict=True)),
         )
-        prior, m = new_prior, new_m
+        prior, m, u = new_prior, new_m, new_u
         if change < train.tolerance:
-            return EMResult(prior, m, iteration, True, change)
-    return EMResult(prior, m, train.max_iterations, False, change)
+            return EMResult(prior, m, u, iteration, True, change)
+    return EMResult(prior, m, u, train.max_iterations, False, change)
 
 
 def random_pairs(fp: DataFrame, n_records: int, seed: int) -> DataFrame:
@@ -159,7 +166,7 @@ def train_weights(crm: DataFrame, conf: IdentityConf, key: bytes, as_of: dt.date
     comparisons = {
         name: ComparisonWeights(
             levels={
-                level: LevelWeights(m=float(result.m[k][i]), u=float(u[k][i]))
+                level: LevelWeights(m=float(result.m[k][i]), u=float(result.u[k][i]))
                 for i, level in enumerate(level_names)
             }
         )
