@@ -207,7 +207,7 @@ class ScoredConf(StrictModel):
 
     enabled: bool = False
     # Link a pair the rules do not when P(same person) is at least this.
-    threshold: float = Field(0.9999, gt=0.5, lt=1)
+    threshold: float = Field(0.99999, gt=0.5, lt=1)
     confidence: Confidence = "low"
     # File under conf/ that ``cdp identity train`` writes and the scored pass reads.
     weights_file: str = "identity_weights.yaml"

@@ -2,14 +2,16 @@
 (jobs/identity/scored.py), trained offline with EM on the lake's own CRM records and
 written to ``conf/identity_weights.yaml`` (conf/identity.yaml: ``scored.weights_file``).
 
-* m (P(level | same person)), u (P(level | two people)) and the prior (the share of
-  candidate pairs that are one person) come from EM over the fuzzy pass's candidate
-  pairs (its blocking keys) plus the pairs sharing an identifier value: the pass only
-  ever scores candidate pairs, so u is that of two people who share a blocking key.
-* EM starts u from the share of each level among random pairs of
-  ``scored.train.random_records`` sampled records (almost all of them two people; the
-  u Splink keeps fixed). Held fixed here, it made EM call every candidate pair a match
-  (a candidate pair agrees on far more than a random one).
+* u (P(level | two people)) is the share of each level among all pairs of
+  ``scored.train.random_records`` sampled records (almost all of them two people).
+* m (P(level | same person)) comes from EM with u fixed, one session per blocking key
+  of :data:`SESSIONS` (as Splink trains one per blocking rule): pairs with the same
+  birth date and city give m of name and identifier, pairs with the same sorted name
+  m of birth date, city and identifier (averaged); a session leaves out what its pairs
+  agree on by construction. (One EM over all candidate pairs with u fixed calls every
+  candidate a match; with u free it took common names for the matches.)
+* The prior (the share of candidate pairs that are one person: the pass scores only
+  those) is fitted last over the fuzzy pass's candidate pairs with m and u fixed.
 
 Only the counts of each pattern of comparison levels leave Spark (a few hundred rows at
 most); EM runs on them in numpy in the driver. The formulas (conditional independence
@@ -17,8 +19,7 @@ of the comparisons; a missing value leaves its comparison out):
 
 * E step: P(match | pattern) = prior * prod m / (prior * prod m + (1 - prior) * prod u)
 * M step: prior = sum(count * P) / sum(count); m[level] = sum of count * P over the
-  patterns at that level / the same sum over the patterns where the comparison has one;
-  u[level] the same with 1 - P.
+  patterns at that level / the same sum over the patterns where the comparison has one.
 """
 
 from __future__ import annotations
@@ -42,10 +43,14 @@ from jobs.identity.conf import (
     ScoredWeights,
 )
 from jobs.identity.corroborate import crm_profiles, junk_value_pairs
-from jobs.identity.fuzzy import candidate_pairs, compare, fuzzy_profiles
+from jobs.identity.fuzzy import block_keys, candidate_pairs, compare, fuzzy_profiles
 from jobs.identity.graph import crm_identifiers, latest_crm_versions
 from jobs.identity.scored import LEVEL_COLUMNS, levels
 
+# EM sessions: blocking key tag (fuzzy.block_keys) -> the comparisons its pairs agree on
+# by construction (left out of that session's EM). Same birth date and city: m of name
+# and identifier; same sorted name: m of birth date, city and identifier.
+SESSIONS: dict[str, tuple[str, ...]] = {"dc": ("birth_date", "city"), "n": ("name",)}
 # Probabilities are kept inside [FLOOR, 1 - FLOOR] (a level never seen is unlikely, not
 # impossible: a log of 0 would veto every pair holding it).
 FLOOR = 1e-6
@@ -55,7 +60,6 @@ FLOOR = 1e-6
 class EMResult:
     prior: float
     m: list[np.ndarray]  # per comparison (FS_LEVELS order), P(level | same person)
-    u: list[np.ndarray]  # per comparison, P(level | two people) among candidate pairs
     iterations: int
     converged: bool
     max_change: float
@@ -109,27 +113,35 @@ def _initial_m(n_levels: int) -> np.ndarray:
 
 
 def expectation_maximisation(
-    patterns: np.ndarray, counts: np.ndarray, u_start: list[np.ndarray], train: ScoredTrainConf
+    patterns: np.ndarray,
+    counts: np.ndarray,
+    u: list[np.ndarray],
+    train: ScoredTrainConf,
+    fit_m: bool = True,
+    m_start: list[np.ndarray] | None = None,
 ) -> EMResult:
-    """EM for m, u and the prior from ``u_start``, until no parameter moves by more than
-    ``train.tolerance`` (or ``train.max_iterations``)."""
+    """EM for m (unless ``fit_m`` is false) and the prior with u fixed, until no
+    parameter moves by more than ``train.tolerance`` (or ``train.max_iterations``).
+    A comparison left out (-1 in every pattern) keeps its starting m."""
     sizes = [len(levels_) for levels_ in FS_LEVELS.values()]
-    m, u = [_initial_m(n) for n in sizes], list(u_start)
+    m = list(m_start) if m_start is not None else [_initial_m(n) for n in sizes]
     prior, change = 0.1, float("inf")
     for iteration in range(1, train.max_iterations + 1):
-        p = match_probability(patterns, prior, m, u)
-        match, non_match = counts * p, counts * (1 - p)
-        new_prior = float(np.clip(match.sum() / counts.sum(), FLOOR, 1 - FLOOR))
-        new_m = [level_shares(patterns[:, k], match, n) for k, n in enumerate(sizes)]
-        new_u = [level_shares(patterns[:, k], non_match, n) for k, n in enumerate(sizes)]
+        weight = counts * match_probability(patterns, prior, m, u)
+        new_prior = float(np.clip(weight.sum() / counts.sum(), FLOOR, 1 - FLOOR))
+        new_m = [
+            level_shares(patterns[:, k], weight, n) if fit_m and (patterns[:, k] >= 0).any()
+            else m[k]
+            for k, n in enumerate(sizes)
+        ]  # fmt: skip
         change = max(
             abs(new_prior - prior),
-            *(float(np.abs(a - b).max()) for a, b in zip(new_m + new_u, m + u, strict=True)),
+            *(float(np.abs(x - y).max()) for x, y in zip(new_m, m, strict=True)),
         )
-        prior, m, u = new_prior, new_m, new_u
+        prior, m = new_prior, new_m
         if change < train.tolerance:
-            return EMResult(prior, m, u, iteration, True, change)
-    return EMResult(prior, m, u, train.max_iterations, False, change)
+            return EMResult(prior, m, iteration, True, change)
+    return EMResult(prior, m, train.max_iterations, False, change)
 
 
 def random_pairs(fp: DataFrame, n_records: int, seed: int) -> DataFrame:
@@ -144,39 +156,115 @@ def random_pairs(fp: DataFrame, n_records: int, seed: int) -> DataFrame:
     )
 
 
+def session_pairs(fp: DataFrame, conf: IdentityConf, tag: str, sharing: DataFrame) -> DataFrame:
+    """Pairs sharing a blocking key of one kind (``tag``, :func:`block_keys`; blocks of at
+    most ``fuzzy.max_block_size``); shares_junk: they share an identifier value
+    (``sharing``). Output grain: one (x, y), x < y."""
+    keys = block_keys(fp, conf).filter(F.col("block").startswith(tag + "|"))
+    sizes = keys.groupBy("block").agg(F.count(F.lit(1)).alias("n"))
+    small = sizes.filter((F.col("n") >= 2) & (F.col("n") <= conf.fuzzy.max_block_size))
+    grp = keys.join(small.select("block"), "block", "left_semi")
+    a, b = grp.alias("a"), grp.alias("b")
+    pairs = (
+        a.join(b, (F.col("a.block") == F.col("b.block")) & (F.col("a.crm_id") < F.col("b.crm_id")))
+        .select(F.col("a.crm_id").alias("x"), F.col("b.crm_id").alias("y"))
+        .distinct()
+    )
+    shared = sharing.select("x", "y").distinct().withColumn("shares_junk", F.lit(True))
+    return pairs.join(shared, ["x", "y"], "left").fillna(False, ["shares_junk"])
+
+
+def _session_m(
+    patterns: np.ndarray,
+    counts: np.ndarray,
+    u: list[np.ndarray],
+    train: ScoredTrainConf,
+    fixed: tuple[str, ...],
+) -> tuple[list[np.ndarray], EMResult]:
+    """m of the comparisons a blocking session does not fix (the fixed ones agree by
+    construction: left out)."""
+    masked = patterns.copy()
+    for name in fixed:
+        masked[:, list(FS_LEVELS).index(name)] = -1
+    result = expectation_maximisation(masked, counts, u, train)
+    return result.m, result
+
+
+def estimate_m(
+    sessions: dict[str, tuple[np.ndarray, np.ndarray]],
+    u: list[np.ndarray],
+    train: ScoredTrainConf,
+) -> tuple[list[np.ndarray], list[EMResult]]:
+    """m of each comparison: the mean over the blocking sessions (:data:`SESSIONS`) that
+    do not fix it, as Splink trains one EM session per blocking rule."""
+    sums = [np.zeros(len(v)) for v in FS_LEVELS.values()]
+    n = [0] * len(FS_LEVELS)
+    results = []
+    for tag, (patterns, counts) in sessions.items():
+        m, result = _session_m(patterns, counts, u, train, SESSIONS[tag])
+        results.append(result)
+        for k, name in enumerate(FS_LEVELS):
+            if name not in SESSIONS[tag] and (patterns[:, k] >= 0).any():
+                sums[k] += m[k]
+                n[k] += 1
+    sizes = [len(v) for v in FS_LEVELS.values()]
+    return [
+        s / c if c else _initial_m(size) for s, c, size in zip(sums, n, sizes, strict=True)
+    ], results
+
+
+def _weights(
+    m: list[np.ndarray],
+    u: list[np.ndarray],
+    prior: EMResult,
+    results: list[EMResult],
+    **figures: object,
+) -> dict:
+    comparisons = {
+        name: ComparisonWeights(
+            levels={
+                level: LevelWeights(m=float(m[k][i]), u=float(u[k][i]))
+                for i, level in enumerate(level_names)
+            }
+        )
+        for k, (name, level_names) in enumerate(FS_LEVELS.items())
+    }
+    every = [*results, prior]
+    return dict(
+        comparisons=comparisons, prior=prior.prior,
+        iterations=sum(r.iterations for r in every),
+        converged=all(r.converged for r in every),
+        max_change=max(r.max_change for r in every), **figures,
+    )  # fmt: skip
+
+
 def train_weights(crm: DataFrame, conf: IdentityConf, key: bytes, as_of: dt.date) -> ScoredWeights:
-    """Weights from ``crm`` (bronze/crm_members row versions dated <= ``as_of``)."""
+    """Weights from ``crm`` (bronze/crm_members row versions dated <= ``as_of``): u from
+    random pairs, m from one EM session per blocking key of :data:`SESSIONS` (u fixed),
+    then the prior over all the fuzzy pass's candidate pairs (m and u fixed)."""
     crm = latest_crm_versions(crm)
     crm_ids = crm_identifiers(crm, key)
     latest = crm.filter(F.col("is_latest"))
     fp = fuzzy_profiles(latest, crm_profiles(latest, crm_ids), crm_ids).cache()
     values = crm_ids.filter(F.col("valid")).select("id_type", "key").distinct()
     sharing = junk_value_pairs(crm_ids, values, conf)
-    candidates = candidate_pairs(fp, conf, sharing)
-    patterns, counts = pattern_counts(compare(candidates, fp, conf))
     train = conf.scored.train
     r_patterns, r_counts = pattern_counts(
         compare(random_pairs(fp, train.random_records, train.seed), fp, conf)
     )
-    sizes = [len(levels_) for levels_ in FS_LEVELS.values()]
-    u = [level_shares(r_patterns[:, k], r_counts, n) for k, n in enumerate(sizes)]
-    if not counts.sum():
-        raise ValueError("no candidate pairs to train on: the lake has too few CRM records")
-    result = expectation_maximisation(patterns, counts, u, train)
-    comparisons = {
-        name: ComparisonWeights(
-            levels={
-                level: LevelWeights(m=float(result.m[k][i]), u=float(result.u[k][i]))
-                for i, level in enumerate(level_names)
-            }
-        )
-        for k, (name, level_names) in enumerate(FS_LEVELS.items())
+    u = [level_shares(r_patterns[:, k], r_counts, len(v)) for k, v in enumerate(FS_LEVELS.values())]
+    sessions = {
+        tag: pattern_counts(compare(session_pairs(fp, conf, tag, sharing), fp, conf))
+        for tag in SESSIONS
     }
+    patterns, counts = pattern_counts(compare(candidate_pairs(fp, conf, sharing), fp, conf))
+    if not counts.sum() or not all(c.sum() for _, c in sessions.values()):
+        raise ValueError("too few candidate pairs to train on: the lake has too few CRM records")
+    m, results = estimate_m(sessions, u, train)
+    prior = expectation_maximisation(patterns, counts, u, train, fit_m=False, m_start=m)
     return ScoredWeights(
-        trained_on=as_of, records=fp.count(), candidate_pairs=int(counts.sum()),
-        random_pairs=int(r_counts.sum()), iterations=result.iterations,
-        converged=result.converged, max_change=result.max_change, prior=result.prior,
-        comparisons=comparisons,
+        **_weights(m, u, prior, results, trained_on=as_of, records=fp.count(),
+                   candidate_pairs=int(counts.sum()), random_pairs=int(r_counts.sum()))
     )  # fmt: skip
 
 
