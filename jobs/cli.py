@@ -231,10 +231,10 @@ def identity_train(
 ) -> None:
     """Train the scored pass's Fellegi-Sunter weights (EM) on the lake's CRM records."""
     from jobs.context import make_context
-    from jobs.identity.conf import load_model_without_weights
+    from jobs.identity.conf import load_identity_conf_without_weights
     from jobs.identity.train import train, weights_path
 
-    conf = load_model_without_weights()
+    conf = load_identity_conf_without_weights()
     ctx = make_context(_settings(lake=lake), _date(date))
     path = out or weights_path(conf)
     w = train(ctx, conf, path)

@@ -245,7 +245,7 @@ def load_identity_weights(conf_dir: Path | None = None) -> ScoredWeights:
     return load_model("identity_weights.yaml", ScoredWeights, conf_dir)
 
 
-def load_model_without_weights(conf_dir: Path | None = None) -> IdentityConf:
+def load_identity_conf_without_weights(conf_dir: Path | None = None) -> IdentityConf:
     """conf/identity.yaml alone (``cdp identity train`` writes the weights file)."""
     return load_model("identity.yaml", IdentityConf, conf_dir)
 
@@ -253,7 +253,7 @@ def load_model_without_weights(conf_dir: Path | None = None) -> IdentityConf:
 def load_identity_conf(conf_dir: Path | None = None) -> IdentityConf:
     """conf/identity.yaml, with the scored pass's weights file when the pass is enabled
     (a clear error when it is missing: run ``cdp identity train``)."""
-    conf = load_model_without_weights(conf_dir)
+    conf = load_identity_conf_without_weights(conf_dir)
     if not conf.scored.enabled or conf.scored.weights is not None:
         return conf
     path = (conf_dir or CONF_DIR) / conf.scored.weights_file
