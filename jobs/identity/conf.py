@@ -240,8 +240,11 @@ class IdentityConf(StrictModel):
     components: ComponentsConf = ComponentsConf()
 
 
-def load_identity_weights(conf_dir: Path | None = None) -> ScoredWeights:
-    """conf/identity_weights.yaml (``cdp identity train``), validated."""
+def load_identity_weights(conf_dir: Path | None = None) -> ScoredWeights | None:
+    """conf/identity_weights.yaml (``cdp identity train``), validated; None when no
+    training wrote one (the scored pass is off by default)."""
+    if not ((conf_dir or CONF_DIR) / "identity_weights.yaml").exists():
+        return None
     return load_model("identity_weights.yaml", ScoredWeights, conf_dir)
 
 
