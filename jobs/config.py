@@ -249,7 +249,8 @@ def validate_conf(spark: SparkSession, conf_dir: Path | None = None) -> list[str
         )
     for check in checks.values():
         check(spark, conf_dir)
-    return [str(conf_dir / name) for name in checks]
+    # identity_weights.yaml is optional (written by `cdp identity train`).
+    return [str(conf_dir / name) for name in checks if (conf_dir / name).exists()]
 
 
 @lru_cache(maxsize=1)
