@@ -214,6 +214,37 @@ def eval_identity(
     evaluate_cli(_settings(lake=lake), truth, pairs, pairs_out)
 
 
+identity_app = typer.Typer(
+    no_args_is_help=True, rich_markup_mode=None, help="Identity resolution tools."
+)
+app.add_typer(identity_app, name="identity")
+
+
+@identity_app.command("train")
+def identity_train(
+    date: Annotated[str, typer.Option("--date", help="train on CRM records dated <= D")],
+    lake: LakeOpt = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="weights file (default conf/<scored.weights_file>)"),
+    ] = None,
+) -> None:
+    """Train the scored pass's Fellegi-Sunter weights (EM) on the lake's CRM records."""
+    from jobs.context import make_context
+    from jobs.identity.conf import load_identity_conf_without_weights
+    from jobs.identity.train import train, weights_path
+
+    conf = load_identity_conf_without_weights()
+    ctx = make_context(_settings(lake=lake), _date(date))
+    path = out or weights_path(conf)
+    w = train(ctx, conf, path)
+    typer.echo(
+        f"wrote {path}: {w.records} records, {w.candidate_pairs} candidate pairs, "
+        f"{w.random_pairs} random pairs, prior {w.prior:.4g}, {w.iterations} EM iterations "
+        f"({'converged' if w.converged else 'NOT converged'}, last change {w.max_change:.2g})"
+    )
+
+
 @app.command()
 def sql(
     query: Annotated[

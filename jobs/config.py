@@ -206,7 +206,7 @@ def conf_checks() -> dict[str, ConfCheck]:
     from jobs.gold.kpis import load_kpis
     from jobs.gold.points import load_points_conf
     from jobs.gold.value import load_value
-    from jobs.identity.conf import load_identity_conf
+    from jobs.identity.conf import load_identity_conf, load_identity_weights
     from jobs.maintenance import load_maintenance_conf
     from jobs.orchestration.settings import load_airflow_conf
     from jobs.silver.conf import load_silver_conf
@@ -216,6 +216,7 @@ def conf_checks() -> dict[str, ConfCheck]:
         "airflow.yaml": lambda spark, d: load_airflow_conf(d),
         "analyst.yaml": lambda spark, d: load_analyst_conf(d),
         "identity.yaml": lambda spark, d: load_identity_conf(d),
+        "identity_weights.yaml": lambda spark, d: load_identity_weights(d),
         "silver.yaml": lambda spark, d: load_silver_conf(d),
         "features.yaml": lambda spark, d: gold.load_features(d),
         "rfm.yaml": lambda spark, d: gold.load_rfm(d),
@@ -248,7 +249,8 @@ def validate_conf(spark: SparkSession, conf_dir: Path | None = None) -> list[str
         )
     for check in checks.values():
         check(spark, conf_dir)
-    return [str(conf_dir / name) for name in checks]
+    # identity_weights.yaml is optional (written by `cdp identity train`).
+    return [str(conf_dir / name) for name in checks if (conf_dir / name).exists()]
 
 
 @lru_cache(maxsize=1)

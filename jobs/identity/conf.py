@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from jobs.config import StrictModel, load_model
+from jobs.config import CONF_DIR, ConfigError, StrictModel, load_model
 
 
 class DenyList(StrictModel):
@@ -143,6 +144,78 @@ class FuzzyConf(StrictModel):
     rules: FuzzyRules = FuzzyRules()
 
 
+# The Fellegi-Sunter comparisons of the scored pass and their levels, best first
+# (jobs/identity/scored.py: levels). A missing value on either side is no level: the
+# comparison is left out of that pair's weight.
+FS_LEVELS: dict[str, tuple[str, ...]] = {
+    "name": ("exact", "close", "near", "different"),
+    "birth_date": ("exact", "close", "different"),
+    "city": ("exact", "close", "province", "different"),
+    "identifier": ("typo", "shared", "different"),
+}
+
+
+class LevelWeights(StrictModel):
+    """m = P(level | same person), u = P(level | different people)."""
+
+    m: float = Field(gt=0, le=1)
+    u: float = Field(gt=0, le=1)
+
+
+class ComparisonWeights(StrictModel):
+    """One comparison's levels (jobs/identity/scored.py: COMPARISONS)."""
+
+    levels: dict[str, LevelWeights]
+
+
+class ScoredWeights(StrictModel):
+    """Fellegi-Sunter weights written by ``cdp identity train`` (conf/identity_weights.yaml)."""
+
+    trained_on: dt.date  # the business date of the lake it was trained on
+    records: int = Field(ge=0)  # CRM records
+    candidate_pairs: int = Field(ge=0)  # pairs EM was run over (m and prior)
+    random_pairs: int = Field(ge=0)  # random pairs u was estimated from
+    iterations: int = Field(ge=0)
+    converged: bool
+    max_change: float = Field(ge=0)  # largest parameter change of the last iteration
+    # P(same person) of a candidate pair.
+    prior: float = Field(gt=0, lt=1)
+    comparisons: dict[str, ComparisonWeights]
+
+    @model_validator(mode="after")
+    def _every_level(self) -> ScoredWeights:
+        """Exactly the comparisons and levels of FS_LEVELS (else the file is stale)."""
+        got = {k: tuple(v.levels) for k, v in self.comparisons.items()}
+        if got != FS_LEVELS:
+            raise ValueError(f"comparisons and levels must be {FS_LEVELS}, got {got}")
+        return self
+
+
+class ScoredTrainConf(StrictModel):
+    """EM training of ``cdp identity train``."""
+
+    # u is estimated from random pairs among this many sampled records.
+    random_records: int = Field(1000, ge=10)
+    max_iterations: int = Field(200, ge=1)
+    tolerance: float = Field(1e-6, gt=0)
+    seed: int = 17
+
+
+class ScoredConf(StrictModel):
+    """Optional scored pass (jobs/identity/scored.py): a Fellegi-Sunter model over the
+    fuzzy pass's comparisons of its candidate pairs."""
+
+    enabled: bool = False
+    # Link a pair the rules do not when P(same person) is at least this.
+    threshold: float = Field(0.99999, gt=0.5, lt=1)
+    confidence: Confidence = "low"
+    # File under conf/ that ``cdp identity train`` writes and the scored pass reads.
+    weights_file: str = "identity_weights.yaml"
+    train: ScoredTrainConf = ScoredTrainConf()
+    # Filled from weights_file when the conf is loaded with the pass enabled.
+    weights: ScoredWeights | None = None
+
+
 class BreakerConf(StrictModel):
     enabled: bool = True
     max_change_share: float = Field(0.01, ge=0, le=1)
@@ -162,9 +235,34 @@ class IdentityConf(StrictModel):
     second_pass: SecondPassConf = SecondPassConf()
     never_link: NeverLinkConf = NeverLinkConf()
     fuzzy: FuzzyConf = FuzzyConf()
+    scored: ScoredConf = ScoredConf()
     circuit_breaker: BreakerConf = BreakerConf()
     components: ComponentsConf = ComponentsConf()
 
 
-def load_identity_conf(conf_dir: Path | None = None) -> IdentityConf:
+def load_identity_weights(conf_dir: Path | None = None) -> ScoredWeights | None:
+    """conf/identity_weights.yaml (``cdp identity train``), validated; None when no
+    training wrote one (the scored pass is off by default)."""
+    if not ((conf_dir or CONF_DIR) / "identity_weights.yaml").exists():
+        return None
+    return load_model("identity_weights.yaml", ScoredWeights, conf_dir)
+
+
+def load_identity_conf_without_weights(conf_dir: Path | None = None) -> IdentityConf:
+    """conf/identity.yaml alone (``cdp identity train`` writes the weights file)."""
     return load_model("identity.yaml", IdentityConf, conf_dir)
+
+
+def load_identity_conf(conf_dir: Path | None = None) -> IdentityConf:
+    """conf/identity.yaml, with the scored pass's weights file when the pass is enabled
+    (a clear error when it is missing: run ``cdp identity train``)."""
+    conf = load_identity_conf_without_weights(conf_dir)
+    if not conf.scored.enabled or conf.scored.weights is not None:
+        return conf
+    path = (conf_dir or CONF_DIR) / conf.scored.weights_file
+    if not path.exists():
+        raise ConfigError(
+            f"{path}: missing; scored.enabled needs the weights `cdp identity train` writes"
+        )
+    weights = load_model(conf.scored.weights_file, ScoredWeights, conf_dir)
+    return conf.model_copy(update={"scored": conf.scored.model_copy(update={"weights": weights})})

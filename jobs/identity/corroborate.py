@@ -21,6 +21,8 @@ from pyspark.sql import functions as F
 from jobs.identity import normalize as N
 from jobs.identity.conf import IdentityConf
 
+# Han characters only (Java and Rust regex engines both accept a literal range).
+HAN_ONLY = "^[\u3400-\u9fff]+$"
 # Gender codes of the CRM export (CONTRACT section 3) -> one letter.
 _GENDER = {"M": "M", "男": "M", "F": "F", "女": "F"}
 
@@ -81,11 +83,14 @@ def never_link(conf: IdentityConf, a: str = "a", b: str = "b") -> Column:
 
 
 def names_and_birth_dates_differ(a: str = "a", b: str = "b") -> Column:
-    """Names that are no typo of each other (:func:`names_compatible`) and birth dates
-    that differ (not day/month swapped): two people, e.g. a family sharing a phone."""
+    """Names that are no typo of each other (:func:`names_compatible`; both present) and
+    birth dates that do not agree (different and not day/month swapped, or missing on
+    either side): two people, e.g. a family sharing a phone (汪秀芳 / 汪阳明, one birth
+    date blank)."""
     a_dob, b_dob = F.col(f"{a}.birth_date"), F.col(f"{b}.birth_date")
     swapped = (F.month(a_dob) == F.dayofmonth(b_dob)) & (F.dayofmonth(a_dob) == F.month(b_dob))
-    return F.coalesce(~names_compatible(a, b) & (a_dob != b_dob) & ~swapped, F.lit(False))
+    dob_agrees = F.coalesce((a_dob == b_dob) | swapped, F.lit(False))
+    return F.coalesce(~names_compatible(a, b), F.lit(False)) & ~dob_agrees
 
 
 def names_compatible(a: str = "a", b: str = "b") -> Column:
@@ -104,14 +109,24 @@ def names_compatible(a: str = "a", b: str = "b") -> Column:
 
 
 def names_close(conf: IdentityConf, a: str = "a", b: str = "b") -> Column:
-    """Same name, or (names of at least ``min_name_length`` characters) within
+    """Same name, a Han name's characters reordered (``周浩瑞`` / ``周瑞浩``, ``秀兰 陈`` /
+    ``陈秀兰``), or (names of at least ``min_name_length`` characters) within
     ``name_max_edits`` edits, tokens in either order."""
     c = conf.junk.corroborate
     n_a, n_b = F.col(f"{a}.name"), F.col(f"{b}.name")
     s_a, s_b = F.col(f"{a}.name_sorted"), F.col(f"{b}.name_sorted")
     distance = F.least(F.levenshtein(n_a, n_b), F.levenshtein(s_a, s_b))
     long_enough = F.least(F.length(n_a), F.length(n_b)) >= c.min_name_length
-    return F.coalesce((n_a == n_b) | (long_enough & (distance <= c.name_max_edits)), F.lit(False))
+    han = s_a.rlike(HAN_ONLY) & s_b.rlike(HAN_ONLY)
+    reordered = han & (_chars(s_a) == _chars(s_b))
+    return F.coalesce(
+        (n_a == n_b) | reordered | (long_enough & (distance <= c.name_max_edits)), F.lit(False)
+    )
+
+
+def _chars(c: Column) -> Column:
+    """The characters of ``c`` sorted."""
+    return F.array_join(F.array_sort(F.split(c, "")), "")
 
 
 def _shared_identifier_counts(pairs: DataFrame, crm_ids: DataFrame) -> DataFrame:

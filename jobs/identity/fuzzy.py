@@ -50,7 +50,8 @@ def fuzzy_profiles(latest: DataFrame, profiles: DataFrame, crm_ids: DataFrame) -
     (:func:`jobs.identity.corroborate.crm_profiles`); ``crm_ids``
     (:func:`jobs.identity.graph.crm_identifiers`). Output grain: one crm_id; the profile
     columns plus seen, first/last (first and last name token), n_tokens, city_key,
-    province_key, card (member card), id_raw (cleaned ID card, valid or not), id_valid,
+    province_key, card (member card), id_raw (cleaned ID card, valid or not: an invalid
+    one comes from the version's ``_field_issues``, as ingest nulled it), id_valid,
     phone (canonical).
     """
     value = {t: F.when(F.col("id_type") == t, F.col("value")) for t in ("card", "id_card", "phone")}
@@ -73,8 +74,25 @@ def fuzzy_profiles(latest: DataFrame, profiles: DataFrame, crm_ids: DataFrame) -
         F.size(tokens).alias("n_tokens"),
         N.norm_city(F.col("city")).alias("city_key"),
         N.norm_city(F.col("province")).alias("province_key"),
+        _invalid_id_text().alias("id_invalid"),
     )
-    return profiles.join(own, "crm_id").join(latest_ids, "crm_id", "left")
+    return (
+        profiles.join(own, "crm_id")
+        .join(latest_ids, "crm_id", "left")
+        .withColumn("id_raw", F.coalesce("id_raw", "id_invalid"))
+        .withColumn(
+            "id_valid", F.coalesce("id_valid", F.when(F.col("id_invalid").isNotNull(), False))
+        )
+        .drop("id_invalid")
+    )
+
+
+def _invalid_id_text() -> Column:
+    """The ID card text ingest nulled for failing its checks (bronze ``_field_issues``),
+    cleaned: never a link by itself, but one edit from a valid one is a typo."""
+    issues = F.filter(F.col("_field_issues"), lambda i: i["field"] == "id_card_no")
+    text = F.array_join(F.transform(issues, lambda i: i["value"]), "")
+    return N.clean_id_card(F.when(F.length(text) > 0, text))
 
 
 def _masked(c: Column) -> Column:
@@ -100,6 +118,9 @@ def _keys(conf: FuzzyConf) -> list[tuple[str, Column, list[Column]]]:
         ("dc", F.concat_ws("|", dob, city), [dob, city]),
         ("pc", F.concat_ws("|", phone_prefix, city), [F.col("phone"), city]),
         ("n", F.col("name_sorted"), [F.col("name_sorted")]),
+        # city + the name's characters sorted: ``梅 王`` / ``王梅``, ``周瑞浩`` / ``周浩瑞``
+        ("cn", F.concat_ws("|", city, _sorted_chars(F.col("name_sorted"))),
+         [city, F.col("name_sorted")]),
     ]
     for side in ("first", "last"):
         prefix = F.substring(F.col(side), 1, b.name_prefix_length)
@@ -115,7 +136,7 @@ def _keys(conf: FuzzyConf) -> list[tuple[str, Column, list[Column]]]:
 
 def block_keys(fp: DataFrame, conf: IdentityConf) -> DataFrame:
     """Blocking keys of each record: birth date + city, phone prefix + city, the sorted
-    name, birth date or city + a name token's first letters, an ID / member card with
+    name, city + the name's characters sorted, birth date or city + a name token's first letters, an ID / member card with
     one character masked or its characters sorted (+ a name token's initial or, masked,
     the birth year). Input: :func:`fuzzy_profiles`.
 
@@ -222,6 +243,20 @@ def _name_close(conf: FuzzyConf, max_edits: int) -> Column:
     return F.coalesce(latin_ok | han_ok, F.lit(False))
 
 
+def _name_same() -> Column:
+    """Equal names however short, the same tokens in another order (``ashleigh quilliam``
+    / ``quilliam ashleigh``, ``梅 王`` / ``王梅``) or a Han name's characters reordered
+    (``王成强`` / ``王强成``, ``梅 王`` / ``王梅``)."""
+    s_a, s_b = F.col("a.name_sorted"), F.col("b.name_sorted")
+    han = s_a.rlike(_HAN_ONLY) & s_b.rlike(_HAN_ONLY)
+    same = (
+        (F.col("a.name") == F.col("b.name"))
+        | (s_a == s_b)
+        | (han & (_sorted_chars(s_a) == _sorted_chars(s_b)))
+    )
+    return F.coalesce(same, F.lit(False))
+
+
 def _token_close(conf: FuzzyConf) -> Column:
     """Latin names (one of two or more tokens) with a first or last token (of at least
     ``token_min_length`` characters) within ``token_max_edits`` edits of one of the
@@ -274,11 +309,12 @@ def compare(pairs: DataFrame, fp: DataFrame, conf: IdentityConf) -> DataFrame:
     """Comparison levels of each candidate pair.
 
     Inputs: :func:`candidate_pairs`; :func:`fuzzy_profiles`. Output grain: one (x, y);
-    seen (the later record's date), booleans name_close (within
+    seen (the later record's date), booleans name_same (:func:`_name_same`), name_close (within
     ``comparisons.name_close_edits``), name_near (within ``comparisons.name_near_edits``,
-    or equal however short),
+    or name_same),
     token_close, dob_same, dob_close, city_same, city_close, province_same,
-    identifier_close, veto (never-link).
+    identifier_typo, identifier_close (a typo or a shared junk value), veto (never-link),
+    and name/birth_date/city_key/province_key_missing (null on either side).
     """
     f = conf.fuzzy
     a, b = fp.alias("a"), fp.alias("b")
@@ -290,11 +326,9 @@ def compare(pairs: DataFrame, fp: DataFrame, conf: IdentityConf) -> DataFrame:
             "y",
             F.greatest("a.seen", "b.seen").alias("seen"),
             _name_close(f, f.comparisons.name_close_edits).alias("name_close"),
-            (
-                _name_close(f, f.comparisons.name_near_edits)
-                | F.coalesce(F.col("a.name") == F.col("b.name"), F.lit(False))
-            ).alias("name_near"),
+            (_name_close(f, f.comparisons.name_near_edits) | _name_same()).alias("name_near"),
             _token_close(f).alias("token_close"),
+            _name_same().alias("name_same"),
             F.coalesce(F.col("a.birth_date") == F.col("b.birth_date"), F.lit(False)).alias(
                 "dob_same"
             ),
@@ -308,13 +342,17 @@ def compare(pairs: DataFrame, fp: DataFrame, conf: IdentityConf) -> DataFrame:
             # or a shared junk value (held by too many records to link by itself)
             (_identifier_typo() | F.col("shares_junk")).alias("identifier_close"),
             never_link(conf).alias("veto"),
+            *[
+                (F.col(f"a.{c}").isNull() | F.col(f"b.{c}").isNull()).alias(f"{c}_missing")
+                for c in ("name", "birth_date", "city_key", "province_key")
+            ],
         )
     )
 
 
 def rule_conditions(conf: FuzzyConf) -> dict[str, Column]:
     """Each enabled rule's condition over :func:`compare`'s columns, in :data:`RULES` order."""
-    c = {n: F.col(n) for n in ("name_close", "name_near", "token_close", "dob_same",
+    c = {n: F.col(n) for n in ("name_same", "name_close", "name_near", "token_close", "dob_same",
                                "dob_close", "city_same", "city_close", "province_same",
                                "identifier_close", "identifier_typo")}  # fmt: skip
     name_agrees = c["name_near"] | c["token_close"]
@@ -327,12 +365,60 @@ def rule_conditions(conf: FuzzyConf) -> dict[str, Column]:
         "fuzzy_name_dob_province": c["name_close"] & c["dob_same"] & c["province_same"],
         "fuzzy_dob_city_token": c["dob_close"] & c["city_close"] & c["token_close"],
         "fuzzy_identifier_token": c["identifier_close"]
-        & c["token_close"]
+        & (c["token_close"] | c["name_same"])
         & (c["province_same"] | c["dob_close"]),
         "fuzzy_agreements": (agreements >= conf.rules.agreements.min_agreements)
         & (c["identifier_typo"] | F.lit(not conf.rules.agreements.require_identifier)),
     }
     return {name: conditions[name] for name in RULES if conf.rules.get(name).enabled}
+
+
+def compared_pairs(
+    latest: DataFrame,
+    profiles: DataFrame,
+    crm_ids: DataFrame,
+    shared_pairs: DataFrame,
+    junk_pairs: DataFrame,
+    conf: IdentityConf,
+) -> DataFrame:
+    """:func:`compare` of the candidate pairs not already sharing a value node
+    (``shared_pairs``: one (x, y), x < y). ``junk_pairs``: one (x, y), x < y, of records
+    sharing a junk value. Output grain: one (x, y), x < y (:func:`compare`'s columns)."""
+    fp = fuzzy_profiles(latest, profiles, crm_ids)
+    pairs = candidate_pairs(fp, conf, junk_pairs).join(shared_pairs, ["x", "y"], "left_anti")
+    return compare(pairs, fp, conf)
+
+
+def labelled_pairs(compared: DataFrame, conf: IdentityConf) -> DataFrame:
+    """``compared`` (:func:`compare`) with rule (the first of :data:`RULES` the pair meets,
+    null when none) and its configured confidence."""
+    rule, confidence = F.lit(None).cast("string"), F.lit(None).cast("string")
+    for name, cond in reversed(list(rule_conditions(conf.fuzzy).items())):
+        rule = F.when(cond, F.lit(name)).otherwise(rule)
+        confidence = F.when(cond, F.lit(conf.fuzzy.rules.get(name).confidence)).otherwise(
+            confidence
+        )
+    return compared.withColumn("rule", rule).withColumn("confidence", confidence)
+
+
+def pair_edges(pairs: DataFrame) -> DataFrame:
+    """Edges crm x -> crm y of ``pairs`` (one (x, y) with seen, rule, confidence)."""
+    return pairs.select(
+        F.lit("crm").alias("src_source"),
+        F.col("x").alias("src_key"),
+        F.lit("crm").alias("dst_source"),
+        F.col("y").alias("dst_key"),
+        "rule",
+        "confidence",
+        F.col("seen").alias("first_seen"),
+        F.col("seen").alias("last_seen"),
+    )
+
+
+def rule_edges(labelled: DataFrame) -> DataFrame:
+    """Edges of the pairs a fuzzy rule matches and no never-link rule keeps apart.
+    Input: :func:`labelled_pairs`."""
+    return pair_edges(labelled.filter(~F.col("veto") & F.col("rule").isNotNull()))
 
 
 def fuzzy_edges(
@@ -350,26 +436,5 @@ def fuzzy_edges(
     Output grain: one edge crm x -> crm y (x < y); rule (the first matching of
     :data:`RULES`) and its configured confidence.
     """
-    fp = fuzzy_profiles(latest, profiles, crm_ids)
-    pairs = candidate_pairs(fp, conf, junk_pairs).join(shared_pairs, ["x", "y"], "left_anti")
-    scored = compare(pairs, fp, conf).filter(~F.col("veto"))
-    rule, confidence = F.lit(None).cast("string"), F.lit(None).cast("string")
-    for name, cond in reversed(list(rule_conditions(conf.fuzzy).items())):
-        rule = F.when(cond, F.lit(name)).otherwise(rule)
-        confidence = F.when(cond, F.lit(conf.fuzzy.rules.get(name).confidence)).otherwise(
-            confidence
-        )
-    return (
-        scored.select("x", "y", "seen", rule.alias("rule"), confidence.alias("confidence"))
-        .filter(F.col("rule").isNotNull())
-        .select(
-            F.lit("crm").alias("src_source"),
-            F.col("x").alias("src_key"),
-            F.lit("crm").alias("dst_source"),
-            F.col("y").alias("dst_key"),
-            "rule",
-            "confidence",
-            F.col("seen").alias("first_seen"),
-            F.col("seen").alias("last_seen"),
-        )
-    )
+    compared = compared_pairs(latest, profiles, crm_ids, shared_pairs, junk_pairs, conf)
+    return rule_edges(labelled_pairs(compared, conf))

@@ -31,7 +31,8 @@ from jobs.identity.corroborate import (
     junk_value_pairs,
     never_link,
 )
-from jobs.identity.fuzzy import fuzzy_edges
+from jobs.identity.fuzzy import compared_pairs, labelled_pairs, rule_edges
+from jobs.identity.scored import scored_pairs
 from jobs.privacy.pii import hmac_col, mask_email, mask_id_card, mask_phone
 
 # CRM identifier type -> the node source it points at.
@@ -603,8 +604,8 @@ def _node_id(source: Column, key: Column) -> Column:
 
 
 def _second_pass(rule: Column) -> Column:
-    """True for an edge of the second pass (name_dob_city or a fuzzy rule)."""
-    return (rule == "name_dob_city") | rule.startswith("fuzzy_")
+    """True for an edge of the second pass (name_dob_city, a fuzzy rule or scored)."""
+    return rule.isin("name_dob_city", "scored") | rule.startswith("fuzzy_")
 
 
 def _conflicting_components(
@@ -719,7 +720,7 @@ def refuse_never_link_chains(
 
 def _is_second_pass_rule(rule: str) -> bool:
     """Python twin of :func:`_second_pass`."""
-    return rule == "name_dob_city" or rule.startswith("fuzzy_")
+    return rule in ("name_dob_city", "scored") or rule.startswith("fuzzy_")
 
 
 def build_graph(
@@ -795,14 +796,22 @@ def build_graph(
                 second.select(F.col("src_key").alias("x"), F.col("dst_key").alias("y"))
             )
             junk_pairs = junk_value_pairs(crm_ids, junk, conf)
-            fuzzy = fuzzy_edges(latest, profiles, crm_ids, shared, junk_pairs, conf)
-            second = second.unionByName(fuzzy)
+            compared = compared_pairs(latest, profiles, crm_ids, shared, junk_pairs, conf)
+            if conf.scored.enabled:
+                compared = mat(compared, "fuzzy_compared")
+            labelled = labelled_pairs(compared, conf)
+            second = second.unionByName(rule_edges(labelled))
+            if conf.scored.enabled:
+                linked, vetoed = scored_pairs(labelled, conf)
+                second = second.unionByName(linked)
         kept = kept.unionByName(second)
     refused = refused_cap = spark.createDataFrame([], kept.select(*EDGE_COLUMNS).schema)
     if conf.never_link.split_chains or conf.second_pass.enabled:
         kept, refused, refused_cap = refuse_never_link_chains(
             mat(kept, "kept_all"), profiles, conf, mat
         )
+    if conf.second_pass.enabled and conf.fuzzy.enabled and conf.scored.enabled:
+        refused = refused.unionByName(vetoed)  # scored above the threshold, never-link
 
     identities = source_identities(crm_ids, crm, orders, web_ids)
     node_type = F.when(F.col("source") == "pos_phone", "phone").when(

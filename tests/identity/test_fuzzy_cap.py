@@ -58,9 +58,13 @@ def test_chain_of_sequential_records_is_capped_a_true_person_stays_whole(make_ct
         )
     ]  # fmt: skip
     # Two more registrations share a phone (an identifier edge) with P0: the cap of 8
-    # is reached by 6 + 2, the identifier edges are never refused.
+    # is reached by 6 + 2, the identifier edges are never refused. (Their birth date
+    # agrees: other names and no birth date on a shared phone is a family's, never-link.)
     person[0]["phone"] = "13912345678"
-    person += [crm_row(f"Q{k}", name=f"unrelated{k} person", phone="13912345678") for k in (1, 2)]
+    person += [
+        crm_row(f"Q{k}", name=f"unrelated{k} person", phone="13912345678", birth_date=person_dob)
+        for k in (1, 2)
+    ]
     ctx = make_ctx(day(0))
     write_bronze(ctx, crm=chain + person)
     figures = run(ctx)
