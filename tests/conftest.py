@@ -11,20 +11,64 @@ import pytest
 
 from jobs.config import PROJECT_ROOT, EngineConf, load_settings, with_paths
 
+# Seconds a group takes in `make test` (pytest --durations=0 on 2 workers, setup included),
+# for the groups over ~30 s: the longest are sent first, so the two workers end together.
+# Groups not listed count as SLOW_DEFAULT_S when a test is marked slow, else as 0.
+GROUP_SECONDS = {
+    "jvm": 300,
+    "tests/objectstore/test_s3_pipeline.py": 240,
+    "tests/privacy/test_erasure.py": 200,
+    "tests/reliability/test_crash_safety.py": 180,
+    "tests/e2e/test_demo_history.py": 120,
+    "tests/identity/test_incremental.py": 110,
+    "tests/e2e/test_gold_e2e.py": 85,
+    "tests/dags/test_nightly_e2e.py": 80,
+}
+SLOW_DEFAULT_S = 30
+
+
+def xdist_group_of(nodeid: str) -> str:
+    """The worker group of a test: ``jvm`` for the JVM tests (tests/jvm/, ``*_jvm.py``), so
+    one JVM serves them all; else its module's path, so a module's lakes are built once."""
+    path = nodeid.split("::", 1)[0]
+    return "jvm" if path.startswith("tests/jvm/") or path.endswith("_jvm.py") else path
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """``--dist loadgroup`` as this suite means it: whole groups (xdist_group_of) per worker,
+    in the order of the collection (pytest_collection_modifyitems).
+
+    pytest-xdist's own loadgroup reads the groups from node ids it rewrites, which pytest
+    9.2 no longer allows (pytest-dev/pytest-xdist#1386): every test would go out alone,
+    building module lakes on both workers. Its scheduler for whole scopes is used
+    instead, with the group as the scope, and without its reordering by test count.
+    """
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class GroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return xdist_group_of(nodeid)
+
+    config.option.loadscopereorder = False
+    return GroupScheduling(config, log)
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Keep each module's tests together, JVM tests together, slow modules first.
+    """The groups longest first (GROUP_SECONDS), each group's tests in collection order.
 
-    ``make test`` runs the suite on two pytest-xdist workers (``--dist loadgroup``): a
-    module's tests share one worker, so its module-scoped lakes are built once, and every
-    JVM test shares one worker, so one JVM serves them all. Modules holding a slow
-    (end-to-end) test are sent first, so the last minutes are not one long test alone.
+    ``make test`` runs the suite on two pytest-xdist workers (``--dist loadgroup``, see
+    pytest_xdist_make_scheduler), a group at a time; sending the longest groups first
+    keeps the last minutes from being one long group alone.
     """
-    slow = {item.module.__name__ for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.module.__name__ not in slow)
-    for item in items:
-        group = "jvm" if item.get_closest_marker("jvm") else item.module.__name__
-        item.add_marker(pytest.mark.xdist_group(group))
+    slow = {xdist_group_of(item.nodeid) for item in items if item.get_closest_marker("slow")}
+
+    def cost(item: pytest.Item) -> int:
+        group = xdist_group_of(item.nodeid)
+        return GROUP_SECONDS.get(group, SLOW_DEFAULT_S if group in slow else 0)
+
+    items.sort(key=lambda item: -cost(item))
 
 
 @pytest.fixture(scope="session")

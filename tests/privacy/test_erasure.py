@@ -505,31 +505,17 @@ def test_unknown_or_invalid_requests_are_refused(lake_with_alice, make_ctx):
 
 
 @pytest.mark.slow
-def test_cdp_forget_after_a_full_run_recomputes_gold(spark, tmp_path):
-    """`cdp forget --member` in a subprocess on a lake the whole pipeline wrote."""
-    from jobs.generate.landing import generate_landing
+def test_cdp_forget_after_a_full_run_recomputes_gold(spark, full_lake, tmp_path):
+    """`cdp forget --member` in a subprocess on a lake the whole pipeline wrote (a copy of
+    the module's `cdp run` lake, see full_lake)."""
     from jobs.lake import Lake
     from tests.reliability.cli import cdp_env, run_cdp
 
-    end = "2026-11-20"
-    generate_landing(
-        tmp_path / "landing", members=40, days=3, seed=3, end_date=dt.date(2026, 11, 20)
-    )
-    conf = tmp_path / "conf"
-    import shutil
-
-    import yaml
-
-    from jobs.config import CONF_DIR
-
-    shutil.copytree(CONF_DIR, conf)
-    data = yaml.safe_load((conf / "pipeline.yaml").read_text(encoding="utf-8"))
-    data["ingest"]["max_quarantine_rate"] = 1.0
-    (conf / "pipeline.yaml").write_text(yaml.safe_dump(data), encoding="utf-8")
-    env = cdp_env(tmp_path, CDP_CONF_DIR=str(conf))
-    run = run_cdp(["run", "--date", end], env)
-    assert run.returncode == 0, run.stderr
-    lake = Lake(spark, tmp_path / "lake")
+    base, conf, _, _ = full_lake
+    end = CRASH_END
+    where = _copy(base, tmp_path / "lake-copy")
+    env = cdp_env(where, CDP_CONF_DIR=str(conf))
+    lake = Lake(spark, where / "lake")
     buyer = (
         lake.read("gold/member_rfm")
         .join(lake.read("silver/members").where("crm_id IS NOT NULL"), "member_id")
@@ -548,7 +534,7 @@ def test_cdp_forget_after_a_full_run_recomputes_gold(spark, tmp_path):
         if "member_id" in df.columns:
             assert df.where(F.col("member_id") == buyer).count() == 0, t
     assert lake.read("gold/kpi_daily").first().members_total == members_before - 1
-    receipts = list((tmp_path / "work" / "erasure_receipts").glob("*.json"))
+    receipts = list((where / "work" / "erasure_receipts").glob("*.json"))
     doc = json.loads(receipts[0].read_text())
     assert doc["recomputed"]["as_of_date"] == end and buyer not in receipts[0].read_text()
 

@@ -206,18 +206,6 @@ def test_exception_after_nth_write_then_rerun_equals_clean(
     assert diff(snapshot(spark, tmp_path / "lake"), expected) == []
 
 
-@pytest.fixture(scope="module")
-def clean_cli(landing, spark, conf_dir, tmp_path_factory):
-    base = tmp_path_factory.mktemp("clean_cli")
-    steps = ",".join(s.name for s in available_steps())
-    proc = run_cdp(
-        ["run", "--date", END.isoformat(), "--steps", steps, "--landing", str(landing)],
-        cdp_env(base, CDP_CONF_DIR=str(conf_dir)),
-    )
-    assert proc.returncode == 0, proc.stderr
-    return snapshot(spark, base / "lake"), steps
-
-
 def _kill_targets() -> list[str]:
     targets = ["bronze/pos_lines", "meta/ingest_manifest"]
     names = {s.name for s in available_steps()}
@@ -230,9 +218,12 @@ def _kill_targets() -> list[str]:
 
 @pytest.mark.parametrize("table", _kill_targets())
 def test_sigkill_after_a_table_write_then_rerun_equals_clean(
-    table, landing, spark, clean_cli, conf_dir, tmp_path
+    table, landing, spark, clean, conf_dir, tmp_path
 ):
-    expected, steps = clean_cli
+    # The clean run is the in-process one: `cdp run` with conf_dir and the test key
+    # writes the same lake (one run fewer for the module).
+    expected, _ = clean
+    steps = ",".join(s.name for s in available_steps())
     args = ["run", "--date", END.isoformat(), "--steps", steps, "--landing", str(landing)]
     killed = run_cdp(args, cdp_env(tmp_path, CDP_FAULT_KILL_AT=table, CDP_CONF_DIR=str(conf_dir)))
     assert killed.returncode == -9, (killed.returncode, killed.stderr[-2000:])
