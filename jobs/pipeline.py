@@ -149,7 +149,8 @@ def run_pipeline(
     steps: list[Step] | None = None,
     on_step: Callable[[Step, dict, float], None] | None = None,
 ) -> dict[str, dict]:
-    """Run ``steps`` (default: all) in order under the lake's lock; stop at the first failure."""
+    """Run ``steps`` (None: all; an empty list: none) in order under the lake's lock; stop at
+    the first failure."""
     from jobs.lock import lake_lock
     from jobs.silver.backfill import remove_scratch
 
@@ -158,7 +159,7 @@ def run_pipeline(
     with lake_lock(paths.lake, ctx.run_id):
         _remove_dead_runs_leftovers(ctx)
         try:
-            for step in steps or list(STEPS):
+            for step in list(STEPS) if steps is None else steps:
                 t0 = time.perf_counter()
                 try:
                     results[step.name] = run_step(ctx, step)
