@@ -184,13 +184,12 @@ class ChainCheck:
 def component_changes(labels: DataFrame, current: DataFrame, scope: DataFrame) -> DataFrame:
     """Rows of meta/identity_components to upsert (new or relabelled node) or delete (a
     checked node left without edges). Inputs: the labels of the checked nodes (id,
-    component), the table now, the checked node ids. Output grain: one node id; id,
-    component, ``_op``."""
-    upserts = labels.select("id", "component").subtract(current.select("id", "component"))
-    gone = (
-        current.join(scope, "id", "left_semi")
-        .join(labels, "id", "left_anti")
-        .select("id", F.lit(None).cast("long").alias("component"))
+    component; all within ``scope``), the table now, the checked node ids (``id``).
+    Output grain: one node id; id, component, ``_op``."""
+    checked = current.join(scope, "id", "left_semi").select("id", "component")
+    upserts = labels.select("id", "component").subtract(checked)
+    gone = checked.join(labels, "id", "left_anti").select(
+        "id", F.lit(None).cast("long").alias("component")
     )
     return upserts.withColumn("_op", F.lit("upsert")).unionByName(
         gone.withColumn("_op", F.lit("delete"))
