@@ -85,6 +85,8 @@ DETAIL = (
     "rows_changed",
     "golden_members",
     "cc_nodes",
+    "chain_check",
+    "chain_nodes_checked",
     "identities_changed",
     "orders_rekeyed",
 )

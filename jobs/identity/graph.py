@@ -599,7 +599,7 @@ def name_dob_city_edges(
     )
 
 
-def _node_id(source: Column, key: Column) -> Column:
+def node_id(source: Column, key: Column) -> Column:
     return F.xxhash64(F.concat(source, F.lit(":"), key))
 
 
@@ -608,7 +608,7 @@ def _second_pass(rule: Column) -> Column:
     return rule.isin("name_dob_city", "scored") | rule.startswith("fuzzy_")
 
 
-def _conflicting_components(
+def conflicting_components(
     edges: DataFrame, profiles: DataFrame, conf: IdentityConf, mat: Callable
 ) -> tuple[DataFrame, DataFrame]:
     """Components of ``edges`` to cluster again: those that may hold two records the
@@ -619,14 +619,14 @@ def _conflicting_components(
     Output: (labels: one node id -> component, conflicting: one component).
     """
     e = edges.select(
-        _node_id(F.col("src_source"), F.col("src_key")).alias("src"),
-        _node_id(F.col("dst_source"), F.col("dst_key")).alias("dst"),
+        node_id(F.col("src_source"), F.col("src_key")).alias("src"),
+        node_id(F.col("dst_source"), F.col("dst_key")).alias("dst"),
         _second_pass(F.col("rule")).alias("second_pass"),
     )
     nodes = e.select(F.col("src").alias("id")).unionByName(e.select(F.col("dst").alias("id")))
     labels, _ = connected_components(nodes, e.select("src", "dst"), mat, conf.components.max_rounds)
     labels = mat(labels, "never_link_labels")
-    crm = profiles.withColumn("id", _node_id(F.lit("crm"), F.col("crm_id"))).join(labels, "id")
+    crm = profiles.withColumn("id", node_id(F.lit("crm"), F.col("crm_id"))).join(labels, "id")
     rules = conf.never_link
     stats = crm.groupBy("component").agg(
         F.countDistinct("id_card").alias("n_ids"),
@@ -665,11 +665,35 @@ def refuse_never_link_chains(
     (:func:`jobs.identity.corroborate.crm_profiles`). Output: (kept edges, all refused
     edges, the edges refused by the cap), all EDGE_COLUMNS.
     """
-    labels, conflicting = _conflicting_components(edges, profiles, conf, mat)
+    labels, conflicting = conflicting_components(edges, profiles, conf, mat)
+    refused, by_cap = refuse_in_components(edges, labels, conflicting, profiles, conf)
+    return without_edges(edges, refused), refused, by_cap
+
+
+EDGE_KEYS = ["src_source", "src_key", "dst_source", "dst_key", "rule"]
+
+
+def without_edges(edges: DataFrame, drop: DataFrame) -> DataFrame:
+    """``edges`` less those of ``drop`` (matched on EDGE_KEYS)."""
+    return edges.join(drop.select(*EDGE_KEYS), EDGE_KEYS, "left_anti")
+
+
+def refuse_in_components(
+    edges: DataFrame,
+    labels: DataFrame,
+    conflicting: DataFrame,
+    profiles: DataFrame,
+    conf: IdentityConf,
+) -> tuple[DataFrame, DataFrame]:
+    """The edges refused inside the ``conflicting`` components (one ``component``) of
+    ``labels`` (one node id -> component): clustered again on the driver strongest first.
+
+    Output: (all refused edges, those refused by the fuzzy cap), EDGE_COLUMNS.
+    """
     in_conflict = labels.join(conflicting, "component", "left_semi").select(
         F.col("id").alias("src_id")
     )
-    suspect = edges.withColumn("src_id", _node_id(F.col("src_source"), F.col("src_key"))).join(
+    suspect = edges.withColumn("src_id", node_id(F.col("src_source"), F.col("src_key"))).join(
         in_conflict, "src_id", "left_semi"
     )
     limit = conf.never_link.max_split_edges
@@ -714,8 +738,7 @@ def refuse_never_link_chains(
         [tuple(rows[i][c] for c in EDGE_COLUMNS) for i in out.cap], schema
     )
     refused = spark.createDataFrame(by_never_link, schema).unionByName(by_cap)
-    keys = ["src_source", "src_key", "dst_source", "dst_key", "rule"]
-    return edges.join(refused.select(*keys), keys, "left_anti"), refused, by_cap
+    return refused, by_cap
 
 
 def _is_second_pass_rule(rule: str) -> bool:
@@ -732,6 +755,7 @@ def build_graph(
     conf: IdentityConf,
     key: bytes,
     materialise: Callable[[DataFrame, str], DataFrame] | None = None,
+    refuse_chains: Callable | None = None,
 ) -> Graph:
     """Identities, kept edges and blocked values (all dated <= D).
 
@@ -740,7 +764,9 @@ def build_graph(
     (:func:`links_from_parts`); ``web_ids`` one web identity (:func:`web_ids_from_parts`).
     See :class:`Graph` for the outputs' grain. ``materialise(df, name)`` (e.g. a Parquet
     write and read back) cuts the lineage of the intermediate results used several
-    times; without it plans grow with every reuse.
+    times; without it plans grow with every reuse. ``refuse_chains`` replaces
+    :func:`refuse_never_link_chains` (same arguments and result), e.g. by the incremental
+    check of jobs.identity.chains.
     """
     mat = materialise or (lambda df, _name: df)
     crm_ids = mat(crm_identifiers(crm, key), "crm_ids")
@@ -807,9 +833,8 @@ def build_graph(
         kept = kept.unionByName(second)
     refused = refused_cap = spark.createDataFrame([], kept.select(*EDGE_COLUMNS).schema)
     if conf.never_link.split_chains or conf.second_pass.enabled:
-        kept, refused, refused_cap = refuse_never_link_chains(
-            mat(kept, "kept_all"), profiles, conf, mat
-        )
+        refuse = refuse_chains or refuse_never_link_chains
+        kept, refused, refused_cap = refuse(mat(kept, "kept_all"), profiles, conf, mat)
     if conf.second_pass.enabled and conf.fuzzy.enabled and conf.scored.enabled:
         refused = refused.unionByName(vetoed)  # scored above the threshold, never-link
 

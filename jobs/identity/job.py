@@ -38,6 +38,7 @@ from jobs import lake_state, storage
 from jobs.context import RunContext
 from jobs.identity import normalize as N
 from jobs.identity.assign import assign_member_ids, check_circuit_breaker
+from jobs.identity.chains import CHAIN_TABLES, ChainCheck, load_previous
 from jobs.identity.components import connected_components
 from jobs.identity.conf import IdentityConf, load_identity_conf
 from jobs.identity.golden import golden_records
@@ -326,6 +327,30 @@ def _golden_scope(
     return out.distinct()
 
 
+def _chain_check(
+    lake: Lake, st: IdentityState | None, snap: Snapshot, crm: DataFrame, mode: str
+) -> ChainCheck:
+    """The never-link chain check of this run: of the touched components only on an
+    incremental night that finds the chain state the last run left and no CRM date
+    re-sent or erased (a changed profile is then found by its new version); of every
+    component otherwise. ``crm``: CRM row versions with ``crm_key``."""
+    if mode != "incremental" or st is None or not st.chain_versions:
+        return ChainCheck(None)
+    if not all(lake.exists(t) for t in CHAIN_TABLES):
+        return ChainCheck(None)
+    if {t: lake.version(t) for t in CHAIN_TABLES} != st.chain_versions:
+        return ChainCheck(None)
+    crm_dates = touched_dates(st.snapshot, snap, "bronze/crm_members")
+    if not _new_dates_only(st, "bronze/crm_members", crm_dates):
+        return ChainCheck(None)
+    on_dates = (
+        F.col("_business_date").isin(*[dt.date.fromisoformat(x) for x in crm_dates])
+        if crm_dates
+        else F.lit(False)
+    )
+    return ChainCheck(load_previous(lake, EDGES, crm.filter(on_dates).select("crm_key")))
+
+
 def resolve(ctx: RunContext, conf: IdentityConf | None = None) -> dict:
     """Compute everything; write the silver tables only when the breaker lets it."""
     conf = conf or load_identity_conf()
@@ -358,7 +383,8 @@ def resolve(ctx: RunContext, conf: IdentityConf | None = None) -> dict:
     web_ids = web_ids_from_parts(lake.read(WEB_ID_PARTS).filter(upto))
     t_parts = time.perf_counter() - t0
 
-    g = build_graph(ctx.spark, crm, orders, links, web_ids, conf, key, mat)
+    chains = _chain_check(lake, st, snap, crm, mode)
+    g = build_graph(ctx.spark, crm, orders, links, web_ids, conf, key, mat, chains)
     identities = mat(g.identities, "identities")
     edges = mat(g.edges, "edges")
     blocked = mat(g.blocked, "blocked")
@@ -485,6 +511,7 @@ def resolve(ctx: RunContext, conf: IdentityConf | None = None) -> dict:
         "silver/blocked_identifiers",
         f"as_of_date = '{d.isoformat()}'",
     )
+    chain_rows = chains.save(lake) if chains.labels is not None else {}
     rows_changed[XREF] = _apply(lake, xref_changes, XREF)
 
     counts = {
@@ -514,6 +541,9 @@ def resolve(ctx: RunContext, conf: IdentityConf | None = None) -> dict:
         "touched_dates": touched,
         "rows_changed": rows_changed,
         "golden_members": "all" if scope is None else scope.count(),
+        "chain_check": "all" if chains.previous is None else "touched",
+        "chain_nodes_checked": chains.checked_nodes,
+        "chain_rows_changed": chain_rows,
         "cc_nodes": nodes.count(),
         "parts_seconds": round(t_parts, 3),
         "graph_seconds": round(t_graph, 3),
@@ -531,6 +561,7 @@ def resolve(ctx: RunContext, conf: IdentityConf | None = None) -> dict:
             edges_version=lake.version("silver/identity_edges"),
             figures=figures,
             parts_versions={t: lake.version(t) for t in PART_TABLES},
+            chain_versions={t: lake.version(t) for t in chain_rows},
         ),
     )
     storage.remove_tree(base)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -74,6 +74,9 @@ class IdentityState:
     # Versions of the part tables this run left: a run that failed after rewriting
     # parts (breaker, crash) makes the next one recompute in full.
     parts_versions: dict[str, int]
+    # Versions of the chain-check state (jobs.identity.chains) this run left; empty when
+    # it wrote none. Other versions make the next run check every component again.
+    chain_versions: dict[str, int] = field(default_factory=dict)
 
 
 def load_state(lake: Lake) -> IdentityState | None:
@@ -93,6 +96,7 @@ def load_state(lake: Lake) -> IdentityState | None:
             edges_version=int(detail["edges_version"]),
             figures=detail["figures"],
             parts_versions={k: int(v) for k, v in detail["parts_versions"].items()},
+            chain_versions={k: int(v) for k, v in detail.get("chain_versions", {}).items()},
         )
     except (KeyError, TypeError, ValueError):
         return None
@@ -111,6 +115,7 @@ def save_state(lake: Lake, st: IdentityState) -> None:
         "edges_version": st.edges_version,
         "figures": st.figures,
         "parts_versions": st.parts_versions,
+        "chain_versions": st.chain_versions,
     }
     write_state_row(lake, STATE_TABLE, st.as_of, st.run_id, detail)
 

@@ -42,6 +42,8 @@ SILVER_STATE = frozenset(
         "meta/identity_state",
         "meta/identity_web_links",
         "meta/identity_web_ids",
+        "meta/identity_components",
+        "meta/identity_refused",
         "meta/silver_orders_state",
     }
 )

@@ -25,7 +25,25 @@ TABLES = {
     "silver/member_id_history": ["member_id"],
     "silver/identity_edges": ["src_source", "src_key", "dst_source", "dst_key", "rule"],
     "silver/blocked_identifiers": ["id_type", "value_hash", "as_of_date"],
+    # The never-link chain check's state equals what a full check leaves.
+    "meta/identity_components": ["id"],
+    "meta/identity_refused": ["src_source", "src_key", "dst_source", "dst_key", "rule"],
 }
+# P and Q share a phone, Q and R a name, birth date and city, P and R hold different
+# valid ID cards: the chain check refuses Q-R (tests/identity/test_never_link.py).
+ID_P, ID_R = "110105198001011238", "110105199002022347"
+DOB = dt.date(2001, 5, 6)
+
+
+def chain_rows(d: int, **q) -> list[dict]:
+    """P, Q, R as of night ``d`` (``q``: more of Q's fields)."""
+    same = {"name": "alice smyth", "birth_date": DOB, "city": "sydney"}
+    return [
+        crm_row("P", d, name="alice smith", birth_date=DOB, city="perth", id_card_no=ID_P,
+                phone="13912345678"),
+        crm_row("Q", d, **same, phone="13912345678", **q),
+        crm_row("R", d, **same, id_card_no=ID_R),
+    ]  # fmt: skip
 
 
 def put_day(ctx, name: str, rows: list[dict], n: int) -> None:
@@ -64,6 +82,7 @@ def nights() -> list[tuple[list[dict], list[dict], list[dict]]]:
             crm_row("C", 0, phone="13700000004"),
             crm_row("D", 0, phone="13700000004", email="d@x.com"),
             *[crm_row(f"H{i}", 0, email="family@x.com") for i in (1, 2, 3)],
+            *chain_rows(0),
         ],
         [
             pos_row("o1", 0, member_card_no="KA", phone="13700000001"),
@@ -86,7 +105,12 @@ def nights() -> list[tuple[list[dict], list[dict], list[dict]]]:
     )
     # D is corrected to its own phone: C and D split.
     n2 = ([crm_row("D", 2, phone="13700000005", email="d@x.com")], [], [web_row("e4", "a3", 2)])
-    n3 = ([], [pos_row("o6", 3, member_card_no="KF", phone="13700000009")], [])
+    # Q's new version adds an e-mail: P-Q-R is checked again, Q-R refused again.
+    n3 = (
+        [chain_rows(3, email="q@x.com")[1]],
+        [pos_row("o6", 3, member_card_no="KF", phone="13700000009")],
+        [],
+    )
     # A fourth record with the family e-mail: the e-mail becomes junk, the H's part.
     n4 = ([crm_row("H4", 4, email="FAMILY@x.com ")], [pos_row("o7", 4, phone="13700000007")], [])
     return [n0, n1, n2, n3, n4]
@@ -130,8 +154,13 @@ def test_incremental_nights_equal_full_recompute(make_ctx, settings, tmp_path):
     assert figs["inc"][4]["splits"] == 2 and figs["inc"][4]["blocked_values"] == 1
     assert figs["inc"][3]["touched_dates"] == {"pos_lines": 2, "web_events": 0}
     assert figs["inc"][3]["merges"] + figs["inc"][3]["splits"] == 0
-    # Night 2 re-clusters only C/D's component, not the whole graph.
+    # Night 2 re-clusters only C/D's component, not the whole graph, and checks only
+    # the components its changes touch for never-link chains; night 3 re-checks P-Q-R.
     assert figs["inc"][2]["cc_nodes"] < figs["full"][2]["cc_nodes"]
+    assert [f["chain_check"] for f in figs["inc"]] == ["all"] + ["touched"] * 4
+    for n in (1, 2, 3):
+        assert figs["inc"][n]["chain_nodes_checked"] < figs["full"][n]["chain_nodes_checked"]
+    assert all(f["refused_merges"] == 1 for f in figs["inc"] + figs["full"])
 
     # A rerun of the last date on unchanged bronze: nothing read, nothing written.
     ctx = make_ctx(day(4), settings=lakes["inc"])
@@ -170,11 +199,14 @@ def test_incremental_nights_equal_full_recompute(make_ctx, settings, tmp_path):
     ctx = make_ctx(day(5), settings=lakes["inc"])
     kept = ("silver/member_xref", "silver/members", "restricted/member_pii",
             "silver/identity_edges")  # fmt: skip
-    versions = {t: ctx.lake.version(t) for t in kept}
+    chain = ("meta/identity_components", "meta/identity_refused")
+    versions = {t: ctx.lake.version(t) for t in kept + chain}
     quiet = resolve(ctx, confs["inc"])
     assert quiet["mode"] == "incremental" and quiet["golden_members"] == 0
     assert quiet["rows_changed"] == {t: 0 for t in kept}
-    assert {t: ctx.lake.version(t) for t in kept} == versions
+    assert quiet["chain_nodes_checked"] == 0
+    assert quiet["chain_rows_changed"] == {t: 0 for t in chain}
+    assert {t: ctx.lake.version(t) for t in kept + chain} == versions
 
 
 def test_breaker_trip_on_an_incremental_night_then_full_recompute(make_ctx, monkeypatch):
