@@ -420,21 +420,3 @@ def rule_edges(labelled: DataFrame) -> DataFrame:
     Input: :func:`labelled_pairs`."""
     return pair_edges(labelled.filter(~F.col("veto") & F.col("rule").isNotNull()))
 
-
-def fuzzy_edges(
-    latest: DataFrame,
-    profiles: DataFrame,
-    crm_ids: DataFrame,
-    shared_pairs: DataFrame,
-    junk_pairs: DataFrame,
-    conf: IdentityConf,
-) -> DataFrame:
-    """Edges between CRM records the fuzzy rules match and no never-link rule keeps
-    apart, leaving out pairs already sharing a value node (``shared_pairs``: one (x, y),
-    x < y). ``junk_pairs``: one (x, y), x < y, of records sharing a junk value.
-
-    Output grain: one edge crm x -> crm y (x < y); rule (the first matching of
-    :data:`RULES`) and its configured confidence.
-    """
-    compared = compared_pairs(latest, profiles, crm_ids, shared_pairs, junk_pairs, conf)
-    return rule_edges(labelled_pairs(compared, conf))
