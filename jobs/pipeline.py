@@ -85,8 +85,12 @@ def select_steps(only: Iterable[str] | None = None, until: str | None = None) ->
     return steps
 
 
-def run_step(ctx: RunContext, step: Step) -> dict:
-    """Run one step and record it in meta/runs (used by Airflow tasks too)."""
+def run_step(ctx: RunContext, step: Step, silver_checked: bool = False) -> dict:
+    """Run one step and record it in meta/runs (used by Airflow tasks too).
+
+    ``silver_checked``: ``ctx`` is already the context :func:`context_for` gives (a caller
+    running several steps decides once whether the run is a backfill).
+    """
     from jobs.lock import lake_lock
     from jobs.silver.backfill import context_for, remove_scratch
 
@@ -94,7 +98,7 @@ def run_step(ctx: RunContext, step: Step) -> dict:
     with lake_lock(paths.lake, ctx.run_id):
         ctx.pii_key  # noqa: B018 - a key other than the lake's is refused before the step writes
         # A backfill (D before silver's date) computes silver as of D beside the current one.
-        step_ctx = context_for(ctx)
+        step_ctx = ctx if silver_checked else context_for(ctx)
         result = _run_step_locked(step_ctx, step)
         if step_ctx is not ctx and step.name == STEPS[-1].name:
             remove_scratch(ctx)  # the last task of an Airflow run
@@ -152,17 +156,21 @@ def run_pipeline(
     """Run ``steps`` (None: all; an empty list: none) in order under the lake's lock; stop at
     the first failure."""
     from jobs.lock import lake_lock
-    from jobs.silver.backfill import remove_scratch
+    from jobs.silver.backfill import context_for, remove_scratch
 
     results: dict[str, dict] = {}
     paths = ctx.settings.paths
     with lake_lock(paths.lake, ctx.run_id):
         _remove_dead_runs_leftovers(ctx)
         try:
+            # Decided once: no step of a run moves silver's date past the run's own D, and
+            # a backfill's steps write silver to its scratch lake, so the answer holds for
+            # every step (two state reads per step less).
+            step_ctx = context_for(ctx) if steps is None or steps else ctx
             for step in list(STEPS) if steps is None else steps:
                 t0 = time.perf_counter()
                 try:
-                    results[step.name] = run_step(ctx, step)
+                    results[step.name] = run_step(step_ctx, step, silver_checked=True)
                 except Exception as exc:
                     raise StepFailed(step.name, exc) from exc
                 if on_step:
