@@ -82,20 +82,27 @@ def _apply_conf(builder: SparkSession.Builder, conf: EngineConf) -> SparkSession
 
 JARS_DIR = PROJECT_ROOT / ".jars"
 
-# Settings of a local JVM session on a small machine (2 cores, a few GB for the driver).
-LOCAL_JVM_CONF = {
-    "spark.ui.enabled": "false",
-    "spark.ui.showConsoleProgress": "false",
-    "spark.driver.memory": "3g",
-    # A local session writes small tables: many tiny files and tasks cost more than they save.
+# Delta settings for lakes of up to a few million members, on every JVM engine (the local
+# session, the Connect servers `cdp engine serve-spark` starts); `engine.spark_conf` wins.
+SMALL_LAKE_CONF = {
+    # A night writes small tables: many tiny files and tasks cost more than they save.
     "spark.sql.adaptive.enabled": "true",
     "spark.sql.adaptive.coalescePartitions.enabled": "true",
-    # Delta reads its log with 50 tasks by default; a local lake's log is small.
+    # Delta reads its log with 50 tasks by default (every read of a table whose log moved);
+    # a table of a few hundred files needs 2.
     "spark.databricks.delta.snapshotPartitions": "2",
     # VACUUM lists a table's files in this many tasks (Spark's default: 10,000): measured
     # on a 3-file table at a load of ~25 on 2 cores, one VACUUM ran 7,000+ tasks in >10
     # minutes; local tables need a few.
     "spark.sql.sources.parallelPartitionDiscovery.parallelism": "4",
+}
+
+# Settings of a local JVM session on a small machine (2 cores, a few GB for the driver).
+LOCAL_JVM_CONF = {
+    "spark.ui.enabled": "false",
+    "spark.ui.showConsoleProgress": "false",
+    "spark.driver.memory": "3g",
+    **SMALL_LAKE_CONF,
     # Our own lines on the terminal, as with Sail (RUST_LOG=error).
     "spark.log.level": "ERROR",
 }

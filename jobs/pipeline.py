@@ -13,6 +13,7 @@ import datetime as dt
 import importlib
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -31,6 +32,10 @@ class Step:
     name: str
     target: str  # "module:function"
     after: tuple[str, ...] = ()
+    # Libraries the step needs that take seconds to import (Great Expectations: 3-4 s on an
+    # idle machine, scipy and altair included): a run imports them in a background thread
+    # from its start, while the first steps wait on the engine (warm_imports).
+    warm: tuple[str, ...] = ()
 
     def load(self) -> Callable[[RunContext], dict]:
         module, _, func = self.target.partition(":")
@@ -45,7 +50,12 @@ INGEST_STEPS: tuple[Step, ...] = tuple(
 # Order matters for `cdp run`; `after` is the dependency graph the DAG uses.
 STEPS: tuple[Step, ...] = (
     *INGEST_STEPS,
-    Step("quality", "jobs.quality.job:run", tuple(s.name for s in INGEST_STEPS)),
+    Step(
+        "quality",
+        "jobs.quality.job:run",
+        tuple(s.name for s in INGEST_STEPS),
+        warm=("great_expectations",),
+    ),
     Step("identity", "jobs.identity.job:run", ("quality",)),
     Step("points_ledger", "jobs.silver.points_ledger:run", ("identity",)),
     Step("orders", "jobs.silver.orders:run", ("identity",)),
@@ -58,7 +68,7 @@ STEPS: tuple[Step, ...] = (
     Step("kpis", "jobs.gold.kpis:run", ("rfm", "tags", "lifecycle", "value")),
     Step("channels", "jobs.gold.channels:run", ("orders",)),
     Step("exports", "jobs.exports.segments:run", ("kpis", "channels")),
-    Step("report", "jobs.report.html:run", ("exports",)),
+    Step("report", "jobs.report.html:run", ("exports",), warm=("plotly.graph_objects",)),
 )
 
 STEP_BY_NAME = {s.name: s for s in STEPS}
@@ -148,6 +158,29 @@ def _record(
         log.warning("could not record step %s in meta/runs: %s", step, exc)
 
 
+def warm_imports(steps: Iterable[Step]) -> threading.Thread | None:
+    """Import the ``warm`` libraries of ``steps`` in a daemon thread (None when none).
+
+    An import holds the interpreter lock only while it runs Python; the steps before
+    mostly wait on the engine, so the import costs them little and the step needing the
+    library no longer pays for it. A failed import is left to that step to report.
+    """
+    modules = [module for step in steps for module in step.warm]
+    if not modules:
+        return None
+
+    def load() -> None:
+        for module in modules:
+            try:
+                importlib.import_module(module)
+            except Exception:  # noqa: BLE001 - the step importing it raises the real error
+                log.debug("warm import of %s failed", module, exc_info=True)
+
+    thread = threading.Thread(target=load, name="cdp-warm-imports", daemon=True)
+    thread.start()
+    return thread
+
+
 def run_pipeline(
     ctx: RunContext,
     steps: list[Step] | None = None,
@@ -160,14 +193,16 @@ def run_pipeline(
 
     results: dict[str, dict] = {}
     paths = ctx.settings.paths
+    selected = list(STEPS) if steps is None else steps
     with lake_lock(paths.lake, ctx.run_id):
+        warm_imports(selected[1:])  # the first step could not wait for it anyway
         _remove_dead_runs_leftovers(ctx)
         try:
             # Decided once: no step of a run moves silver's date past the run's own D, and
             # a backfill's steps write silver to its scratch lake, so the answer holds for
             # every step (two state reads per step less).
-            step_ctx = context_for(ctx) if steps is None or steps else ctx
-            for step in list(STEPS) if steps is None else steps:
+            step_ctx = context_for(ctx) if selected else ctx
+            for step in selected:
                 t0 = time.perf_counter()
                 try:
                     results[step.name] = run_step(step_ctx, step, silver_checked=True)

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from jobs.config import PROJECT_ROOT
+from jobs.engine import SMALL_LAKE_CONF
 from jobs.storage import hadoop_s3a_conf
 
 JARS_DIR = PROJECT_ROOT / ".jars"
@@ -121,6 +122,9 @@ def connect_server_argv(opts: ServerOptions) -> list[str]:
         # s3:// lakes through S3A, endpoint and region from this environment's AWS_* variables
         # (credentials stay in the environment, which the server and executors inherit).
         **hadoop_s3a_conf(),
+        **SMALL_LAKE_CONF,
+        # The server's log (connect.log) says what failed, not every task it ran.
+        "spark.log.level": "WARN",
         **opts.extra_conf,
     }
     argv = [

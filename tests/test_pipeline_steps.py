@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import sys
 
 import jobs.pipeline as pipeline
 from jobs.config import load_settings
@@ -18,3 +19,22 @@ def test_an_empty_step_list_runs_nothing(tmp_path, monkeypatch):
     assert ran == []
     pipeline.run_pipeline(ctx, None)
     assert ran == [step.name for step in pipeline.STEPS]
+
+
+def test_warm_imports_loads_the_later_steps_libraries_in_a_thread(tmp_path, monkeypatch):
+    (tmp_path / "cdp_slow_lib.py").write_text("LOADED = True\n", encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "cdp_slow_lib", raising=False)
+    steps = [
+        pipeline.Step("a", "json:dumps"),
+        pipeline.Step("b", "json:dumps", warm=("cdp_no_such_lib", "cdp_slow_lib")),
+    ]
+    thread = pipeline.warm_imports(steps)
+    assert thread is not None
+    thread.join(timeout=30)
+    assert sys.modules["cdp_slow_lib"].LOADED  # a missing library before it did not stop it
+    assert pipeline.warm_imports(steps[:1]) is None
+
+
+def test_the_quality_step_warms_great_expectations():
+    assert "great_expectations" in pipeline.STEP_BY_NAME["quality"].warm
