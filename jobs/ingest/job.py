@@ -135,8 +135,17 @@ def materialize(df: DataFrame, path: str) -> DataFrame:
     return df.sparkSession.read.format("delta").load(str(path))
 
 
-def _count_by_file(df: DataFrame) -> dict[str, int]:
-    return {r[0]: int(r[1]) for r in df.groupBy("_source_file").count().collect()}
+def _count_by_file(tables: dict[str, DataFrame]) -> dict[str, dict[str, int]]:
+    """{kind: {_source_file: rows}} of several tables' rows, in one query (``tables``: kind
+    -> rows holding ``_source_file``)."""
+    parts = [df.select("_source_file", F.lit(kind).alias("kind")) for kind, df in tables.items()]
+    union = parts[0]
+    for part in parts[1:]:
+        union = union.unionByName(part)
+    counts: dict[str, dict[str, int]] = {kind: {} for kind in tables}
+    for r in union.groupBy("kind", "_source_file").count().collect():
+        counts[r["kind"]][r["_source_file"]] = int(r["count"])
+    return counts
 
 
 def check_rows(staged: DataFrame, source: str, earliest_date: dt.date | None = None) -> DataFrame:
@@ -265,10 +274,12 @@ def _manifest_rows(ctx: RunContext, source: str, todo: list[LandingFile], stats:
                    where: str) -> list[dict]:  # fmt: skip
     """One manifest row per file taken in, with where its rows went."""
     src = SOURCES[source]
-    bad_counts = _count_by_file(ctx.lake.read(src.quarantine_table).filter(where))
-    dup_table = src.dedup.duplicates_table
-    dup_counts = _count_by_file(ctx.lake.read(dup_table).filter(where)) if dup_table else {}
-    good_counts = _count_by_file(ctx.lake.read(src.bronze_table).filter(where))
+    tables = {"good": src.bronze_table, "bad": src.quarantine_table}
+    if src.dedup.duplicates_table:
+        tables["dup"] = src.dedup.duplicates_table
+    counts = _count_by_file({k: ctx.lake.read(t).filter(where) for k, t in tables.items()})
+    good_counts, bad_counts = counts["good"], counts["bad"]
+    dup_counts = counts.get("dup", {})
     rows = []
     by_rel = {f.rel_path: f for f in todo}
     for s in stats:
