@@ -28,6 +28,7 @@ lake's lock, so none belongs to a live run), and so does the start of every run.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
 import os
@@ -38,6 +39,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
+import pyarrow as pa
 from pydantic import Field, field_validator
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
@@ -47,7 +49,7 @@ from jobs import storage
 from jobs.config import CONF_DIR, ConfigError, StrictModel, load_model
 from jobs.context import RunContext
 from jobs.exports.files import remove_dead_run_folders, sha256_file
-from jobs.exports.files import write_sorted_file as _single_file
+from jobs.exports.files import sorted_file_from_parts as _single_file
 from jobs.gold.channels import usable_email, usable_mobile
 from jobs.gold.value_view import value_fields, with_value
 from jobs.identity.conf import load_identity_conf
@@ -285,11 +287,12 @@ def merge_map(changes: DataFrame, after: dt.date | None, until: dt.date) -> Data
     return m
 
 
-def rekey(df: DataFrame, mapping: DataFrame) -> DataFrame:
-    """Replace retired member_ids by their survivor; keep one row per member_id.
+def rekey(df: DataFrame, mapping: DataFrame, within: tuple[str, ...] = ()) -> DataFrame:
+    """Replace retired member_ids by their survivor; keep one row per ``within`` x member_id.
 
     When both a retired id and its survivor are present, the survivor's own row wins
-    (its attributes are current).
+    (its attributes are current). ``within``: key columns besides member_id (e.g. the
+    segment, when ``df`` holds the rows of several segments).
     """
     joined = df.join(
         mapping.withColumnRenamed("old_member_id", "_old"),
@@ -299,7 +302,7 @@ def rekey(df: DataFrame, mapping: DataFrame) -> DataFrame:
     joined = joined.withColumn("_own", F.col("new_id").isNull()).withColumn(
         "member_id", F.coalesce(F.col("new_id"), F.col("member_id"))
     )
-    w = Window.partitionBy("member_id").orderBy(
+    w = Window.partitionBy(*within, "member_id").orderBy(
         F.col("_own").desc(), F.col("_old").asc_nulls_first()
     )
     return (
@@ -422,23 +425,145 @@ def prior_contacts(
     return keyed.groupBy("member_id").agg(F.count(F.lit(1)).alias("n_prior"))
 
 
-def over_cap(rows: DataFrame, used: DataFrame, cap: FrequencyCap) -> DataFrame:
-    """``rows`` with ``capped``: the member already has ``cap.max_exports`` in the window.
+# ---- every segment at once ------------------------------------------------------------
+# A night's exports cost a handful of engine actions whatever the number of segments: the
+# rows of all segments are one DataFrame keyed by export_segment x member_id, counted by
+# one collect and written by one partitioned write per file layout (jobs.exports.files
+# turns each partition folder into one file).
 
-    ``used`` is member_id -> n (earlier days and higher-priority segments of D).
+SEGMENT_KEY = "export_segment"  # the segment's name (a copy: partitionBy drops its column)
+KIND_KEY = "export_kind"  # audience / entered / exited (the file a row goes to)
+# Every column a segment file can have, in the order of its files: the Parquet write of
+# all audiences holds them all (null where a segment's channel has no such column).
+ALL_COLUMNS = COMMON_COLUMNS + tuple(
+    dict.fromkeys(c for cs in CHANNEL_COLUMNS.values() for c in cs)
+)
+
+
+def file_columns(channel: str) -> tuple[str, ...]:
+    """The columns of a segment's files on ``channel``, in file order."""
+    return COMMON_COLUMNS + CHANNEL_COLUMNS[channel]
+
+
+def all_candidates(
+    view: DataFrame, contacts: DataFrame, ordered: list[Segment], as_of: dt.date
+) -> DataFrame:
+    """:func:`candidates` of every segment, key export_segment x member_id.
+
+    Columns: ALL_COLUMNS (null where the segment's files do not have one), drop_reason,
+    export_segment and export_order (the segment's place in ``ordered``: priority, then
+    file order).
     """
+    parts = []
+    for order, seg in enumerate(ordered):
+        own = file_columns(seg.channel)
+        cols = [F.col(c) if c in own else F.lit(None).cast("string").alias(c) for c in ALL_COLUMNS]
+        parts.append(
+            candidates(view, contacts, seg, as_of).select(
+                *cols,
+                "drop_reason",
+                F.lit(seg.name).alias(SEGMENT_KEY),
+                F.lit(order).alias("export_order"),
+            )
+        )
+    return functools.reduce(DataFrame.unionByName, parts)
+
+
+def capped_rows(kept: DataFrame, prior: DataFrame | None, cap: FrequencyCap | None) -> DataFrame:
+    """``kept`` (export_segment x member_id, with export_order) with ``capped``.
+
+    The cap taken segment by segment in export_order: a member is capped in a segment
+    when n_prior (``prior``: member_id -> n_prior, exports on earlier days of the window)
+    plus their exports in the segments of D before it reach ``cap.max_exports``. A capped
+    row adds no export, so before a member's r-th row (r = row_number over the member by
+    export_order) there were min(r - 1, max - n_prior) exports: the row is capped iff
+    n_prior + r - 1 >= max_exports. No cap: nothing is capped.
+    """
+    if cap is None:
+        return kept.withColumn("capped", F.lit(False))
+    if prior is None:
+        kept = kept.withColumn("n_prior", F.lit(0))
+    else:
+        kept = kept.join(prior.select("member_id", "n_prior"), "member_id", "left")
+    rank = F.row_number().over(Window.partitionBy("member_id").orderBy("export_order"))
+    used = F.coalesce(F.col("n_prior"), F.lit(0)) + rank - 1
+    return kept.withColumn("capped", used >= cap.max_exports).drop("n_prior")
+
+
+def reached_rows(
+    cand: DataFrame, current_ids: DataFrame, prior: DataFrame | None, cap: FrequencyCap | None
+) -> DataFrame:
+    """Reachable rows of :func:`all_candidates` re-keyed through merges, with ``capped``.
+
+    One row per export_segment x member_id (a retired id that collapses into its survivor
+    is gone: counted as ``merged``); ``capped`` from :func:`capped_rows`.
+    """
+    reachable = cand.where(F.col("drop_reason").isNull()).drop("drop_reason")
+    return capped_rows(rekey(reachable, current_ids, within=(SEGMENT_KEY,)), prior, cap)
+
+
+def changes_since(
+    current: DataFrame, previous: dict[tuple[str, ...], DataFrame]
+) -> tuple[DataFrame, dict[tuple[str, ...], DataFrame]]:
+    """(entered, exited) per segment, on export_segment x member_id.
+
+    ``current``: the rows exported now; ``previous``: the previous export's rows by file
+    layout (:func:`previous_rows`). entered: rows of ``current`` whose member was not in
+    that segment's previous file; exited, by layout: previous rows no longer in it.
+    """
+    keys = [SEGMENT_KEY, "member_id"]
+    entered = current
+    for prev_rows in previous.values():
+        entered = entered.join(prev_rows.select(*keys), keys, "left_anti")
+    exited = {
+        layout: prev_rows.join(current.select(*keys), keys, "left_anti")
+        for layout, prev_rows in previous.items()
+    }
+    return entered, exited
+
+
+def segment_counts(
+    cand: DataFrame,
+    reached: DataFrame,
+    entered: DataFrame,
+    exited: dict[tuple[str, ...], DataFrame],
+) -> DataFrame:
+    """export_segment x measure -> n: what the manifest says of every segment, one query.
+
+    Measures: each drop_reason of ``cand`` (``reachable`` for none), ``rows`` and
+    ``capped`` of ``reached`` (:func:`reached_rows`), ``entered`` and ``exited``.
+    """
+    measures = [
+        cand.select(SEGMENT_KEY, F.coalesce("drop_reason", F.lit("reachable")).alias("measure")),
+        reached.select(
+            SEGMENT_KEY, F.when(F.col("capped"), "capped").otherwise("rows").alias("measure")
+        ),
+        entered.select(SEGMENT_KEY, F.lit("entered").alias("measure")),
+    ] + [df.select(SEGMENT_KEY, F.lit("exited").alias("measure")) for df in exited.values()]
     return (
-        rows.join(used, "member_id", "left")
-        .withColumn("capped", F.coalesce(F.col("n"), F.lit(0)) >= cap.max_exports)
-        .drop("n")
+        functools.reduce(DataFrame.unionByName, measures)
+        .groupBy(SEGMENT_KEY, "measure")
+        .agg(F.count(F.lit(1)).alias("n"))
     )
 
 
-def changes_since(current: DataFrame, previous: DataFrame) -> tuple[DataFrame, DataFrame]:
-    """(entered, exited): rows of ``current`` not in ``previous`` and the reverse, on member_id."""
-    entered = current.join(previous.select("member_id"), "member_id", "left_anti")
-    exited = previous.join(current.select("member_id"), "member_id", "left_anti")
-    return entered, exited
+def segment_entry(seg: Segment, counts: dict[tuple[str, str], int]) -> dict:
+    """The manifest entry of ``seg`` from the collected :func:`segment_counts`."""
+
+    def n(measure: str) -> int:
+        return counts.get((seg.name, measure), 0)
+
+    dropped = {reason: n(reason) for reason in DROP_REASONS}
+    dropped["merged"] = n("reachable") - n("rows") - n("capped")
+    rows = n("rows")
+    return {
+        **seg.model_dump(),
+        "rows": rows,
+        "matched": rows + sum(dropped.values()),
+        "dropped": dropped,
+        "entered": n("entered"),
+        "exited": n("exited"),
+    }
 
 
 # ---- files ----------------------------------------------------------------------------
@@ -514,20 +639,6 @@ def _file_entry(path: Path, segment: str, kind: str, rows: int) -> dict:
     }
 
 
-def _today_counts(spark: SparkSession, written: list[Path], prior: DataFrame | None) -> DataFrame:
-    """member_id -> n: exports so far (prior days in the window + segments written today)."""
-    used = None
-    if written:
-        today = spark.read.parquet(*[str(p) for p in written]).select("member_id")
-        used = today.groupBy("member_id").agg(F.count(F.lit(1)).alias("n"))
-    if prior is not None:
-        prior_n = prior.select("member_id", F.col("n_prior").alias("n"))
-        used = prior_n if used is None else used.unionByName(prior_n)
-    if used is None:
-        return spark.createDataFrame([], "member_id string, n long")
-    return used.groupBy("member_id").agg(F.sum("n").alias("n"))
-
-
 def materialise(spark: SparkSession, df: DataFrame, path: Path) -> DataFrame:
     """``df`` written once to Parquet at ``path`` and read back: later queries scan one small
     file instead of planning and re-running its joins (on a JVM engine each Delta scan in
@@ -538,60 +649,100 @@ def materialise(spark: SparkSession, df: DataFrame, path: Path) -> DataFrame:
     return spark.createDataFrame([], df.schema)  # Sail writes no folder for an empty DataFrame
 
 
-def reached_rows(
+def previous_rows(
     spark: SparkSession,
-    candidate_rows: DataFrame,
-    current_ids: DataFrame,
-    used: DataFrame | None,
-    cap: FrequencyCap | None,
-    scratch: Path,
-    name: str,
-) -> tuple[DataFrame, dict[str, int]]:
-    """(rows to export, {reason: dropped}) of one segment from :func:`candidates`.
-
-    Candidates are materialised once in ``scratch``; reachable rows are re-keyed through
-    merges (a retired id that collapses into its survivor counts as ``merged``), then
-    members at the cap (``used`` = member_id -> n) are dropped as ``capped``.
-    """
-    cand = materialise(spark, candidate_rows, scratch / f"{name}.candidates")
-    by_reason = {
-        r["drop_reason"]: r["n"]
-        for r in cand.groupBy("drop_reason").agg(F.count(F.lit(1)).alias("n")).collect()
-    }
-    dropped = {reason: int(by_reason.get(reason, 0)) for reason in DROP_REASONS}
-    kept = rekey(cand.where(F.col("drop_reason").isNull()).drop("drop_reason"), current_ids)
-    n_kept = kept.count()
-    dropped["merged"] = int(by_reason.get(None, 0)) - n_kept
-    if cap is not None and used is not None:
-        kept = over_cap(kept, used, cap)
-        dropped["capped"] = kept.where(F.col("capped")).count()
-        kept = kept.where(~F.col("capped")).drop("capped")
-    return kept, dropped
-
-
-def _changes_files(
-    spark: SparkSession,
-    written: DataFrame,
     prev: tuple[dt.date, Path] | None,
+    segments: list[Segment],
     prev_ids: DataFrame | None,
+) -> dict[tuple[str, ...], DataFrame]:
+    """The previous export's audience files of ``segments``, re-keyed through ``prev_ids``.
+
+    By file layout (the columns of the files: a segment's channel may have changed since),
+    rows of those files with export_segment, one per export_segment x member_id.
+    """
+    import pyarrow.parquet as pq
+
+    by_layout: dict[tuple[str, ...], list[DataFrame]] = {}
+    for seg in segments if prev is not None and prev_ids is not None else ():
+        path = prev[1] / f"{seg.name}.parquet"
+        if path.exists():
+            rows = spark.read.parquet(str(path)).withColumn(SEGMENT_KEY, F.lit(seg.name))
+            by_layout.setdefault(tuple(pq.read_schema(path).names), []).append(rows)
+    return {
+        layout: rekey(functools.reduce(DataFrame.unionByName, parts), prev_ids, (SEGMENT_KEY,))
+        for layout, parts in by_layout.items()
+    }
+
+
+def _write_partitioned(df: DataFrame, fmt: str, out: Path, *by: str) -> None:
+    """One write of ``df`` under ``out``, a folder per value of ``by`` (``col=value``)."""
+    writer = df.repartition(*by).write.mode("overwrite").partitionBy(*by)
+    if fmt == "csv":
+        writer.option("header", True).csv(str(out))
+    else:
+        writer.parquet(str(out))
+
+
+def write_csv_parts(
+    current: DataFrame,
+    entered: DataFrame,
+    exited: dict[tuple[str, ...], DataFrame],
+    segments: list[Segment],
+    scratch: Path,
+) -> dict[tuple[str, ...], Path]:
+    """The CSV rows of every segment (audience, entered, exited), one write per file layout.
+
+    A CSV write has one header, so the segments are written by the columns of their
+    files (at most one layout per channel); returns each layout's folder, under which
+    ``export_segment=<name>/export_kind=<kind>/`` holds a file's parts.
+    """
+    parts: dict[tuple[str, ...], list[DataFrame]] = {}
+    for seg in segments:
+        parts.setdefault(file_columns(seg.channel), [])
+    for layout in parts:
+        names = [seg.name for seg in segments if file_columns(seg.channel) == layout]
+        for kind, rows in (("audience", current), ("entered", entered)):
+            mine = rows.where(F.col(SEGMENT_KEY).isin(names))
+            parts[layout].append(mine.select(*layout, SEGMENT_KEY, F.lit(kind).alias(KIND_KEY)))
+    for layout, rows in exited.items():
+        kind = F.lit("exited").alias(KIND_KEY)
+        parts.setdefault(layout, []).append(rows.select(*layout, SEGMENT_KEY, kind))
+    folders = {layout: scratch / f"_csv{i}" for i, layout in enumerate(parts)}
+    for layout, dfs in parts.items():
+        union = functools.reduce(DataFrame.unionByName, dfs)
+        _write_partitioned(union, "csv", folders[layout], SEGMENT_KEY, KIND_KEY)
+    return folders
+
+
+def _segment_files(
     seg: Segment,
     tmp: Path,
-    scratch: Path,
-) -> tuple[list[dict], dict[str, int]]:
-    """Write ``<segment>.entered.csv`` / ``.exited.csv`` against the previous export."""
-    prev_file = prev[1] / f"{seg.name}.parquet" if prev else None
-    if prev_file is not None and prev_file.exists():
-        previous = rekey(spark.read.parquet(str(prev_file)), prev_ids)
-    else:
-        previous = written.limit(0)
-    entered, exited = changes_since(written, previous)
-    counts, files = {}, []
-    for kind, df in (("entered", entered), ("exited", exited)):
-        path = tmp / f"{seg.name}.{kind}.csv"
-        _single_file(df, "csv", path, scratch)
-        counts[kind] = df.count()
-        files.append(_file_entry(path, seg.name, kind, counts[kind]))
-    return files, counts
+    audiences: Path,
+    csv_folders: dict[tuple[str, ...], Path],
+    schema: pa.Schema,
+    exited_schema: pa.Schema,
+) -> list[tuple[Path, str]]:
+    """Write the four files of ``seg`` into ``tmp`` from the partitioned writes' folders.
+
+    ``schema``: the segment's audience files; ``exited_schema``: its previous export's
+    (the same unless the segment's channel changed). Returns (file, kind) in manifest order.
+    """
+    part = f"{SEGMENT_KEY}={seg.name}"
+
+    def csv_folder(columns: list[str], kind: str) -> Path:
+        return csv_folders.get(tuple(columns), tmp / "_none") / part / f"{KIND_KEY}={kind}"
+
+    out = []
+    for fmt, kind, folder, file_schema, suffix in (
+        ("csv", "audience", csv_folder(schema.names, "audience"), schema, "csv"),
+        ("parquet", "audience", audiences / part, schema, "parquet"),
+        ("csv", "entered", csv_folder(schema.names, "entered"), schema, "entered.csv"),
+        ("csv", "exited", csv_folder(exited_schema.names, "exited"), exited_schema, "exited.csv"),
+    ):
+        path = tmp / f"{seg.name}.{suffix}"
+        _single_file(folder, fmt, path, file_schema)
+        out.append((path, kind))
+    return out
 
 
 def write_export(
@@ -608,9 +759,9 @@ def write_export(
 ) -> dict:
     """Write every segment's files and the manifest for ``as_of``, then publish them.
 
-    Segments are written by priority (then file order); with ``cap`` a member is in at
+    Segments are taken by priority (then file order); with ``cap`` a member is in at
     most ``cap.max_exports`` exports over the window, counting ``prior`` (member_id ->
-    n_prior, from :func:`prior_contacts`) and the segments of D written before.
+    n_prior, from :func:`prior_contacts`) and the segments of D before (:func:`capped_rows`).
     """
     root.mkdir(parents=True, exist_ok=True)
     for name in remove_dead_run_folders(root):
@@ -620,55 +771,11 @@ def write_export(
     scratch = tmp / "_scratch"
     scratch.mkdir(parents=True)
     prev = previous_export(root, as_of)
-    files: list[dict] = []
-    seg_entries: list[dict] = []
     ordered = [s for _, s in sorted(enumerate(segments), key=lambda t: (t[1].priority, t[0]))]
     try:
-        # The inputs every segment reads, computed once (a merge map joins itself 3 times).
-        view = materialise(spark, view, scratch / "_view")
-        contacts = materialise(spark, contacts, scratch / "_contacts")
-        current_ids = materialise(spark, merge_map(changes, None, as_of), scratch / "_ids")
-        prev_ids = None
-        if prev:
-            prev_ids = materialise(spark, merge_map(changes, prev[0], as_of), scratch / "_prev")
-        if prior is not None:
-            prior = materialise(spark, prior, scratch / "_prior")
-        audiences: list[Path] = []
-        for seg in ordered:
-            used = _today_counts(spark, audiences, prior) if cap is not None else None
-            rows, dropped = reached_rows(
-                spark,
-                candidates(view, contacts, seg, as_of),
-                current_ids,
-                used,
-                cap,
-                scratch,
-                seg.name,
-            )
-            pq_path = tmp / f"{seg.name}.parquet"
-            _single_file(rows, "parquet", pq_path, scratch)
-            audiences.append(pq_path)
-            # Everything else reads the written file back: the join runs once.
-            written = spark.read.parquet(str(pq_path))
-            n = written.count()
-            csv_path = tmp / f"{seg.name}.csv"
-            _single_file(written, "csv", csv_path, scratch)
-            files += [
-                _file_entry(csv_path, seg.name, "audience", n),
-                _file_entry(pq_path, seg.name, "audience", n),
-            ]
-            change_files, counts = _changes_files(spark, written, prev, prev_ids, seg, tmp, scratch)
-            files += change_files
-            seg_entries.append(
-                {
-                    **seg.model_dump(),
-                    "rows": n,
-                    "matched": n + sum(dropped.values()),
-                    "dropped": dropped,
-                    **counts,
-                }
-            )
-            _fault_hook(f"exports/{seg.name}")
+        files, seg_entries = _write_segments(
+            spark, view, contacts, changes, ordered, prev, as_of, tmp, prior, cap
+        )
         shutil.rmtree(scratch)
         manifest = {
             "as_of_date": as_of.isoformat(),
@@ -687,6 +794,71 @@ def write_export(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return manifest
+
+
+def _write_segments(
+    spark: SparkSession,
+    view: DataFrame,
+    contacts: DataFrame,
+    changes: DataFrame,
+    ordered: list[Segment],
+    prev: tuple[dt.date, Path] | None,
+    as_of: dt.date,
+    tmp: Path,
+    prior: DataFrame | None,
+    cap: FrequencyCap | None,
+) -> tuple[list[dict], list[dict]]:
+    """Every segment's files into ``tmp``: (manifest files, manifest segments), in ``ordered``.
+
+    The engine runs a fixed number of queries whatever the number of segments: shared
+    inputs and the rows of all segments are materialised once in ``tmp/_scratch``, one
+    collect counts them, one write holds every audience's Parquet and one per file
+    layout its CSVs; each segment's files are then cut from those writes' folders.
+    """
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    scratch = tmp / "_scratch"
+    view = materialise(spark, view, scratch / "_view")
+    contacts = materialise(spark, contacts, scratch / "_contacts")
+    cand = materialise(spark, all_candidates(view, contacts, ordered, as_of), scratch / "_cand")
+    reached = materialise(
+        spark, reached_rows(cand, merge_map(changes, None, as_of), prior, cap), scratch / "_rows"
+    )
+    prev_ids = None
+    if prev:
+        prev_ids = materialise(spark, merge_map(changes, prev[0], as_of), scratch / "_prev")
+    current = reached.where(~F.col("capped")).drop("capped")
+    entered, exited = changes_since(current, previous_rows(spark, prev, ordered, prev_ids))
+    counts = {
+        (r[SEGMENT_KEY], r["measure"]): r["n"]
+        for r in segment_counts(cand, reached, entered, exited).collect()
+    }
+    audiences = scratch / "_audiences"
+    _write_partitioned(current.select(*ALL_COLUMNS, SEGMENT_KEY), "parquet", audiences, SEGMENT_KEY)
+    csv_folders = write_csv_parts(current, entered, exited, ordered, scratch)
+    all_schema = to_arrow_schema(current.schema)
+    files, seg_entries = [], []
+    for seg in ordered:
+        entry = segment_entry(seg, counts)
+        schema = pa.schema([all_schema.field(c) for c in file_columns(seg.channel)])
+        written = _segment_files(
+            seg, tmp, audiences, csv_folders, schema, _exited_schema(prev, seg, schema)
+        )
+        files += [
+            _file_entry(p, seg.name, kind, entry[kind if kind != "audience" else "rows"])
+            for p, kind in written
+        ]
+        seg_entries.append(entry)
+        _fault_hook(f"exports/{seg.name}")
+    return files, seg_entries
+
+
+def _exited_schema(prev: tuple[dt.date, Path] | None, seg: Segment, schema: pa.Schema) -> pa.Schema:
+    """The schema of ``seg``'s previous audience file (``schema`` when there is none)."""
+    import pyarrow.parquet as pq
+
+    path = prev[1] / f"{seg.name}.parquet" if prev else None
+    return pq.read_schema(path) if path is not None and path.exists() else schema
 
 
 def export_contacts(spark: SparkSession, day: Path, segments: Iterable[Segment]) -> DataFrame:
