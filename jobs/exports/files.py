@@ -7,12 +7,15 @@ engine produced them in (downstream tools compare the manifest's SHA-256).
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import heapq
 import itertools
+import os
 import re
 import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -193,7 +196,52 @@ def _sorted_chunks(src) -> Iterator[list[bytes]]:
         yield sorted(chunk)
 
 
-# Folders a dead export run leaves next to the published ones (see segments.publish).
+# ---- publishing an export folder ------------------------------------------------------
+
+
+def previous_export(root: Path, as_of: dt.date) -> tuple[dt.date, Path] | None:
+    """The latest published export (``_SUCCESS`` present) dated before ``as_of``."""
+    if not root.exists():
+        return None
+    best = None
+    for p in root.iterdir():
+        try:
+            day = dt.date.fromisoformat(p.name)
+        except ValueError:
+            continue
+        if day < as_of and (p / "_SUCCESS").exists() and (best is None or day > best[0]):
+            best = (day, p)
+    return best
+
+
+def publish(tmp: Path, target: Path) -> None:
+    """Swap ``tmp`` into ``target``: rename, then ``_SUCCESS``; the old one goes last.
+
+    A rename within one folder is atomic; the old folder is only moved aside for the
+    instant between two renames and put back if the second one fails.
+    """
+    old = None
+    if target.exists():
+        old = target.with_name(f".old-{target.name}-{uuid.uuid4().hex[:8]}")
+        (target / "_SUCCESS").unlink(missing_ok=True)  # readers: being replaced
+        os.replace(target, old)
+    try:
+        os.replace(tmp, target)
+    except BaseException:
+        if old is not None:
+            os.replace(old, target)
+            (target / "_SUCCESS").write_text("")
+        raise
+    (target / "_SUCCESS").write_text("")
+    if old is not None:
+        # Keep the run report of this date if the report step has not rewritten it yet.
+        report = old / "report.html"
+        if report.exists() and not (target / "report.html").exists():
+            os.replace(report, target / "report.html")
+        shutil.rmtree(old, ignore_errors=True)
+
+
+# Folders a dead export run leaves next to the published ones (see publish).
 _TMP_DIR = re.compile(r"^\.tmp-(\d{4}-\d{2}-\d{2})-[0-9a-f]{12}$")
 _OLD_DIR = re.compile(r"^\.old-(\d{4}-\d{2}-\d{2})-[0-9a-f]{8}$")
 

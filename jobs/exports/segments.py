@@ -31,36 +31,41 @@ import datetime as dt
 import functools
 import json
 import logging
-import os
-import re
 import shutil
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Literal
 
 import pyarrow as pa
-from pydantic import Field, field_validator
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
 from jobs import storage
-from jobs.config import CONF_DIR, ConfigError, StrictModel, load_model
+from jobs.config import CONF_DIR
 from jobs.context import RunContext
-from jobs.exports.files import remove_dead_run_folders, sha256_file
+from jobs.exports.conf import (  # noqa: F401 - the conf's names, re-exported for callers
+    MEMBER_PRIVATE,
+    SEGMENTS_FILE,
+    Channel,
+    FrequencyCap,
+    ReachConf,
+    Segment,
+    SegmentsConf,
+    load_reach_conf,
+    load_segments,
+    validate_predicates,
+    view_schema,
+)
+from jobs.exports.files import previous_export, publish, remove_dead_run_folders, sha256_file
 from jobs.exports.files import sorted_file_from_parts as _single_file
 from jobs.gold.channels import usable_email, usable_mobile
-from jobs.gold.value_view import value_fields, with_value
+from jobs.gold.value_view import with_value
 from jobs.identity.conf import load_identity_conf
 from jobs.lake import _fault_hook
 from jobs.privacy.pii import sha256_col
 from jobs.schemas import table_schema
 
 log = logging.getLogger(__name__)
-
-SEGMENTS_FILE = "segments.yaml"
-Channel = Literal["sms", "email", "push", "ads", "preferred"]
 
 # Identifier columns each channel's files carry (after the common ones).
 CHANNEL_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -72,106 +77,6 @@ CHANNEL_COLUMNS: dict[str, tuple[str, ...]] = {
     "preferred": ("channel", "crm_id", "phone_masked", "email_masked"),
 }
 COMMON_COLUMNS = ("member_id", "segment", "as_of_date", "stage", "tier", "rfm_segment")
-# Columns of silver/members that must not reach the segment view (hashes are keyed
-# HMACs meant for joins, masked values are for display in exports only).
-_MEMBER_PRIVATE = re.compile(r".*_(hash|masked)$")
-
-
-class Segment(StrictModel):
-    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")
-    description: str = ""
-    channel: Channel
-    where: str = Field(min_length=1)
-    # Lower goes first when the frequency cap must choose (ties: order in the file).
-    priority: int = Field(100, ge=0)
-
-    @field_validator("where")
-    @classmethod
-    def _one_expression(cls, value: str) -> str:
-        if ";" in value:
-            raise ValueError("must be a single SQL expression (no ';')")
-        return value.strip()
-
-
-class FrequencyCap(StrictModel):
-    max_exports: int = Field(2, ge=1)
-    window_days: int = Field(7, ge=1)
-
-
-class ReachConf(StrictModel):
-    # E-mail domains that are placeholders, not mailboxes (lower-case).
-    placeholder_email_domains: list[str] = []
-    # At most max_exports segment exports per member in any window_days days; null: no cap.
-    frequency_cap: FrequencyCap | None = FrequencyCap()
-
-
-class SegmentsConf(StrictModel):
-    segments: list[Segment] = Field(min_length=1)
-    reach: ReachConf = ReachConf()
-
-    @field_validator("segments")
-    @classmethod
-    def _unique(cls, segments: list[Segment]) -> list[Segment]:
-        names = [s.name for s in segments]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"duplicate segment name(s): {dupes}")
-        return segments
-
-
-def load_segments(conf_dir: Path | None = None, spark: SparkSession | None = None) -> SegmentsConf:
-    """Read and validate conf/segments.yaml; with ``spark`` also analyse every predicate."""
-    conf = load_model(SEGMENTS_FILE, SegmentsConf, conf_dir)
-    if spark is not None:
-        empty = spark.createDataFrame([], view_schema())
-        validate_predicates(empty, conf, (conf_dir or CONF_DIR) / SEGMENTS_FILE)
-    return conf
-
-
-def load_reach_conf(conf_dir: Path | None = None) -> ReachConf:
-    """The ``reach`` part of conf/segments.yaml (contact rules and frequency cap)."""
-    return load_model(SEGMENTS_FILE, SegmentsConf, conf_dir).reach
-
-
-def view_schema() -> T.StructType:
-    """Schema of the segment view (what :func:`segment_view` returns), from schemas/*.yaml."""
-    fields = list(table_schema("gold/member_features").struct.fields) + value_fields()
-    names = {f.name for f in fields}
-    for f in table_schema("gold/member_rfm").struct.fields:
-        if f.name not in names:
-            fields.append(f)
-            names.add(f.name)
-    fields += [
-        T.StructField("stage", T.StringType()),
-        T.StructField("lifecycle_stage", T.StringType()),
-        T.StructField("tags", T.ArrayType(T.StringType())),
-    ]
-    names |= {"stage", "lifecycle_stage", "tags"}
-    for f in table_schema("gold/member_channels").struct.fields:
-        if f.name not in names:
-            fields.append(f)
-            names.add(f.name)
-    for f in table_schema("silver/members").struct.fields:
-        if f.name not in names and not _MEMBER_PRIVATE.match(f.name):
-            fields.append(f)
-    return T.StructType(fields)
-
-
-def validate_predicates(view: DataFrame, conf: SegmentsConf, path: Path | str) -> None:
-    """Analyse each ``where`` on ``view`` (no data is read): boolean, known columns, valid SQL."""
-    for seg in conf.segments:
-        try:
-            dtype = view.select(F.expr(seg.where).alias("_p")).schema["_p"].dataType
-        except Exception as exc:  # noqa: BLE001 - the engine's analysis error, re-worded
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ConfigError(
-                f"{path}: segment {seg.name!r}: bad `where` {seg.where!r}: {first}"
-            ) from None
-        if not isinstance(dtype, T.BooleanType):
-            raise ConfigError(
-                f"{path}: segment {seg.name!r}: `where` must be boolean, got {dtype.simpleString()}"
-            )
-
 
 # ---- pure transforms ------------------------------------------------------------------
 
@@ -216,7 +121,7 @@ def segment_view(
             channels.select("member_id", *[f.name for f in chan_fields]), "member_id", "left"
         )
     member_cols = [
-        c for c in members.columns if c not in view.columns and not _MEMBER_PRIVATE.match(c)
+        c for c in members.columns if c not in view.columns and not MEMBER_PRIVATE.match(c)
     ]
     return view.join(members.select("member_id", *member_cols), "member_id", "left")
 
@@ -445,6 +350,11 @@ def file_columns(channel: str) -> tuple[str, ...]:
     return COMMON_COLUMNS + CHANNEL_COLUMNS[channel]
 
 
+def by_priority(segments: Iterable[Segment]) -> list[Segment]:
+    """``segments`` in export order: by priority (lower first), ties in file order."""
+    return [s for _, s in sorted(enumerate(segments), key=lambda t: (t[1].priority, t[0]))]
+
+
 def all_candidates(
     view: DataFrame, contacts: DataFrame, ordered: list[Segment], as_of: dt.date
 ) -> DataFrame:
@@ -569,21 +479,6 @@ def segment_entry(seg: Segment, counts: dict[tuple[str, str], int]) -> dict:
 # ---- files ----------------------------------------------------------------------------
 
 
-def previous_export(root: Path, as_of: dt.date) -> tuple[dt.date, Path] | None:
-    """The latest published export (``_SUCCESS`` present) dated before ``as_of``."""
-    if not root.exists():
-        return None
-    best = None
-    for p in root.iterdir():
-        try:
-            day = dt.date.fromisoformat(p.name)
-        except ValueError:
-            continue
-        if day < as_of and (p / "_SUCCESS").exists() and (best is None or day > best[0]):
-            best = (day, p)
-    return best
-
-
 def _folders_used(exports: Path | str, as_of: dt.date) -> list[str]:
     """The dated folders write_export reads or replaces: ``as_of``'s and the latest
     published one before it (as previous_export chooses), for an object-store copy."""
@@ -598,33 +493,6 @@ def _folders_used(exports: Path | str, as_of: dt.date) -> list[str]:
         and storage.exists(storage.join(exports, name, "_SUCCESS"))
     ]
     return sorted(published)[-1:] + [as_of.isoformat()]
-
-
-def publish(tmp: Path, target: Path) -> None:
-    """Swap ``tmp`` into ``target``: rename, then ``_SUCCESS``; the old one goes last.
-
-    A rename within one folder is atomic; the old folder is only moved aside for the
-    instant between two renames and put back if the second one fails.
-    """
-    old = None
-    if target.exists():
-        old = target.with_name(f".old-{target.name}-{uuid.uuid4().hex[:8]}")
-        (target / "_SUCCESS").unlink(missing_ok=True)  # readers: being replaced
-        os.replace(target, old)
-    try:
-        os.replace(tmp, target)
-    except BaseException:
-        if old is not None:
-            os.replace(old, target)
-            (target / "_SUCCESS").write_text("")
-        raise
-    (target / "_SUCCESS").write_text("")
-    if old is not None:
-        # Keep the run report of this date if the report step has not rewritten it yet.
-        report = old / "report.html"
-        if report.exists() and not (target / "report.html").exists():
-            os.replace(report, target / "report.html")
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _file_entry(path: Path, segment: str, kind: str, rows: int) -> dict:
@@ -771,7 +639,7 @@ def write_export(
     scratch = tmp / "_scratch"
     scratch.mkdir(parents=True)
     prev = previous_export(root, as_of)
-    ordered = [s for _, s in sorted(enumerate(segments), key=lambda t: (t[1].priority, t[0]))]
+    ordered = by_priority(segments)
     try:
         files, seg_entries = _write_segments(
             spark, view, contacts, changes, ordered, prev, as_of, tmp, prior, cap
