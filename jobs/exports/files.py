@@ -149,13 +149,15 @@ def write_sorted_file(df: DataFrame, fmt: str, target: Path, scratch: Path) -> N
 def sort_parquet(path: Path) -> None:
     """Rewrite one Parquet file sorted by all its (sortable) columns, fixed row groups.
 
-    Without metadata of the engine: none on the file, none on its fields (Sail marks
-    some fields ``SPARK::metadata::json`` depending on the plan that produced them).
+    Nothing of the engine that wrote the parts: no metadata on the file or its fields
+    (Sail marks some fields ``SPARK::metadata::json`` depending on the plan), and every
+    column nullable (Sail keeps NOT NULL where Spark reads files as nullable), so both
+    engines write the same bytes for the same rows.
     """
     import pyarrow.parquet as pq
 
     table = pq.read_table(path)
-    table = table.cast(pa.schema([f.remove_metadata() for f in table.schema]))
+    table = table.cast(pa.schema([pa.field(f.name, f.type) for f in table.schema]))
     keys = [(f.name, "ascending") for f in table.schema if not pa.types.is_nested(f.type)]
     if keys and table.num_rows > 1:
         table = table.sort_by(keys)

@@ -530,8 +530,10 @@ def previous_rows(
     """
     import pyarrow.parquet as pq
 
+    if prev is None or prev_ids is None:
+        return {}
     by_layout: dict[tuple[str, ...], list[DataFrame]] = {}
-    for seg in segments if prev is not None and prev_ids is not None else ():
+    for seg in segments:
         path = prev[1] / f"{seg.name}.parquet"
         if path.exists():
             rows = spark.read.parquet(str(path)).withColumn(SEGMENT_KEY, F.lit(seg.name))

@@ -149,3 +149,27 @@ def test_write_export_actions_do_not_grow_with_segments(spark, tmp_path, count_e
     # map since the previous export, one collect, one Parquet write, a CSV write per channel).
     assert executions[2] == executions[1], executions
     assert executions[1] <= 10, executions
+
+
+def test_segment_whose_channel_changed_exits_in_its_previous_columns(spark, tmp_path):
+    """The exited file holds rows of the previous export, in that export's columns."""
+    import csv
+
+    ids = ["A", "B", "C"]
+    no_changes = spark.createDataFrame([], table_schema("silver/member_id_changes").struct)
+    contacts = _contacts(spark, ids)
+    root = tmp_path / "exports"
+    by_push = Segment(name="vip", channel="push", where="true")
+    write_export(spark, _view(spark, ids), contacts, no_changes, [by_push], root, D1, "r1")
+    by_sms = Segment(name="vip", channel="sms", where="true")
+    write_export(spark, _view(spark, ["A", "C"]), contacts, no_changes, [by_sms], root, D2, "r2")
+
+    def read(name: str) -> list[list[str]]:
+        with open(root / D2.isoformat() / name, encoding="utf-8") as fh:
+            return list(csv.reader(fh))
+
+    assert read("vip.csv")[0][-2:] == ["crm_id", "phone_masked"]
+    assert [r[0] for r in read("vip.csv")[1:]] == ["A", "C"]
+    exited = read("vip.exited.csv")
+    assert exited[0][-1] == "crm_id" and [r[0] for r in exited[1:]] == ["B"]
+    assert read("vip.entered.csv") == [read("vip.csv")[0]]  # nobody entered
