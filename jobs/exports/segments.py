@@ -17,6 +17,11 @@ Only members who consented to the segment's channel are exported (see the commen
 at the top of conf/segments.yaml, ``ads`` included); files carry masked values or
 SHA-256 of normalised identifiers, never raw PII.
 
+Engine work: all segments are taken in one pass (section "every segment at once"), so
+the step runs about ten engine queries whatever the number of segments (on a JVM engine
+each query costs seconds of planning and file listing, whatever its rows). The
+configuration lives in jobs/exports/conf.py, the segment view in jobs/exports/view.py.
+
 Publishing: all files are written into a temporary folder next to the target, which
 is then renamed into place, and ``_SUCCESS`` is written last. Any failure before the
 rename removes the temporary folder and leaves the previous export untouched. A run
@@ -34,6 +39,7 @@ import logging
 import shutil
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
@@ -44,7 +50,6 @@ from jobs import storage
 from jobs.config import CONF_DIR
 from jobs.context import RunContext
 from jobs.exports.conf import (  # noqa: F401 - the conf's names, re-exported for callers
-    MEMBER_PRIVATE,
     SEGMENTS_FILE,
     Channel,
     FrequencyCap,
@@ -58,12 +63,10 @@ from jobs.exports.conf import (  # noqa: F401 - the conf's names, re-exported fo
 )
 from jobs.exports.files import previous_export, publish, remove_dead_run_folders, sha256_file
 from jobs.exports.files import sorted_file_from_parts as _single_file
-from jobs.gold.channels import usable_email, usable_mobile
+from jobs.exports.view import contact_points, segment_view
 from jobs.gold.value_view import with_value
 from jobs.identity.conf import load_identity_conf
 from jobs.lake import _fault_hook
-from jobs.privacy.pii import sha256_col
-from jobs.schemas import table_schema
 
 log = logging.getLogger(__name__)
 
@@ -79,93 +82,6 @@ CHANNEL_COLUMNS: dict[str, tuple[str, ...]] = {
 COMMON_COLUMNS = ("member_id", "segment", "as_of_date", "stage", "tier", "rfm_segment")
 
 # ---- pure transforms ------------------------------------------------------------------
-
-
-def segment_view(
-    features: DataFrame,
-    rfm: DataFrame,
-    lifecycle: DataFrame,
-    tags: DataFrame,
-    members: DataFrame,
-    channels: DataFrame | None = None,
-) -> DataFrame:
-    """One row per member of gold/member_features (all for one as_of_date), key member_id.
-
-    Inputs: features, rfm, lifecycle (member x as_of_date, already filtered to D),
-    tags (member x tag for D), members (silver/members, one row per member_id),
-    channels (gold/member_channels for D; None: its columns are null).
-    Adds rfm columns not in features, ``stage``/``lifecycle_stage``, ``tags`` (array,
-    empty when none), main_channel/preferred_channel/*_ok and the non-private columns
-    of silver/members.
-    """
-    view = features
-    rfm_cols = [c for c in rfm.columns if c not in view.columns]
-    view = view.join(rfm.select("member_id", *rfm_cols), "member_id", "left")
-    view = view.join(
-        lifecycle.select("member_id", F.col("stage"), F.col("stage").alias("lifecycle_stage")),
-        "member_id",
-        "left",
-    )
-    tag_arrays = tags.groupBy("member_id").agg(F.array_sort(F.collect_set("tag")).alias("tags"))
-    view = view.join(tag_arrays, "member_id", "left").withColumn(
-        "tags", F.coalesce(F.col("tags"), F.array().cast("array<string>"))
-    )
-    chan_fields = [
-        f for f in table_schema("gold/member_channels").struct.fields if f.name not in view.columns
-    ]
-    if channels is None:
-        for f in chan_fields:
-            view = view.withColumn(f.name, F.lit(None).cast(f.dataType))
-    else:
-        view = view.join(
-            channels.select("member_id", *[f.name for f in chan_fields]), "member_id", "left"
-        )
-    member_cols = [
-        c for c in members.columns if c not in view.columns and not MEMBER_PRIVATE.match(c)
-    ]
-    return view.join(members.select("member_id", *member_cols), "member_id", "left")
-
-
-def contact_points(
-    members: DataFrame,
-    pii: DataFrame,
-    reach: ReachConf,
-    phone_deny: list[str],
-    email_deny: list[str],
-) -> DataFrame:
-    """One row per member_id: consent flags, status and the identifiers exports may carry.
-
-    ``members`` is silver/members (consent, masked values), ``pii`` restricted/member_pii
-    (canonical 11-digit phone, trimmed lower-case email). Hashes are plain SHA-256 of
-    the E.164 phone (``+86`` + 11 digits) and of the lower-cased email, as ad platforms
-    expect for customer matching. ``has_mobile`` / ``has_email``: the contact is usable
-    (jobs.gold.channels rules: deny-lists of conf/identity.yaml, placeholder domains).
-    """
-    phone = F.regexp_replace(F.col("p.phone"), r"\D", "")
-    e164 = F.when(F.length(phone) == 11, F.concat(F.lit("+86"), phone)).when(
-        (F.length(phone) == 13) & phone.startswith("86"), F.concat(F.lit("+"), phone)
-    )
-    email = F.lower(F.trim(F.col("p.email")))
-    return (
-        members.alias("m")
-        .join(pii.alias("p"), F.col("m.member_id") == F.col("p.member_id"), "left")
-        .select(
-            F.col("m.member_id").alias("member_id"),
-            F.col("m.crm_id").alias("crm_id"),
-            F.col("m.status").alias("status"),
-            F.coalesce(F.col("m.opt_in_sms"), F.lit(False)).alias("opt_in_sms"),
-            F.coalesce(F.col("m.opt_in_email"), F.lit(False)).alias("opt_in_email"),
-            F.coalesce(F.col("m.opt_in_push"), F.lit(False)).alias("opt_in_push"),
-            F.col("m.phone_masked").alias("phone_masked"),
-            F.col("m.email_masked").alias("email_masked"),
-            sha256_col(e164).alias("phone_sha256"),
-            sha256_col(F.when(F.length(email) > 0, email)).alias("email_sha256"),
-            usable_mobile(F.col("p.phone"), phone_deny).alias("has_mobile"),
-            usable_email(F.col("p.email"), email_deny, reach.placeholder_email_domains).alias(
-                "has_email"
-            ),
-        )
-    )
 
 
 def merge_map(changes: DataFrame, after: dt.date | None, until: dt.date) -> DataFrame:
@@ -600,7 +516,7 @@ def _segment_files(
     part = f"{SEGMENT_KEY}={seg.name}"
 
     def csv_folder(columns: list[str], kind: str) -> Path:
-        return csv_folders.get(tuple(columns), tmp / "_none") / part / f"{KIND_KEY}={kind}"
+        return csv_folders[tuple(columns)] / part / f"{KIND_KEY}={kind}"
 
     out = []
     for fmt, kind, folder, file_schema, suffix in (
@@ -643,9 +559,10 @@ def write_export(
     prev = previous_export(root, as_of)
     ordered = by_priority(segments)
     try:
-        files, seg_entries = _write_segments(
-            spark, view, contacts, changes, ordered, prev, as_of, tmp, prior, cap
+        out = _run_queries(
+            spark, view, contacts, changes, ordered, prev, as_of, scratch, prior, cap
         )
+        files, seg_entries = _cut_files(out, ordered, prev, tmp)
         shutil.rmtree(scratch)
         manifest = {
             "as_of_date": as_of.isoformat(),
@@ -666,7 +583,17 @@ def write_export(
     return manifest
 
 
-def _write_segments(
+@dataclass(frozen=True)
+class _EngineOutput:
+    """What the engine's queries leave for cutting each segment's files from."""
+
+    counts: dict[tuple[str, str], int]  # export_segment x measure -> n (segment_counts)
+    audiences: Path  # the audiences' Parquet: export_segment=<name>/ folders
+    csv_folders: dict[tuple[str, ...], Path]  # CSV per file layout (write_csv_parts)
+    schema: pa.Schema  # Arrow schema of the audience rows (ALL_COLUMNS)
+
+
+def _run_queries(
     spark: SparkSession,
     view: DataFrame,
     contacts: DataFrame,
@@ -674,20 +601,18 @@ def _write_segments(
     ordered: list[Segment],
     prev: tuple[dt.date, Path] | None,
     as_of: dt.date,
-    tmp: Path,
+    scratch: Path,
     prior: DataFrame | None,
     cap: FrequencyCap | None,
-) -> tuple[list[dict], list[dict]]:
-    """Every segment's files into ``tmp``: (manifest files, manifest segments), in ``ordered``.
+) -> _EngineOutput:
+    """Every segment's rows, counts and files in a fixed number of engine queries.
 
-    The engine runs a fixed number of queries whatever the number of segments: shared
-    inputs and the rows of all segments are materialised once in ``tmp/_scratch``, one
-    collect counts them, one write holds every audience's Parquet and one per file
-    layout its CSVs; each segment's files are then cut from those writes' folders.
+    However many segments: shared inputs and the rows of all segments are materialised
+    once in ``scratch``, one collect counts them, one write holds every audience's Parquet
+    and one per file layout its CSVs (audience, entered and exited rows).
     """
     from pyspark.sql.pandas.types import to_arrow_schema
 
-    scratch = tmp / "_scratch"
     view = materialise(spark, view, scratch / "_view")
     contacts = materialise(spark, contacts, scratch / "_contacts")
     cand = materialise(spark, all_candidates(view, contacts, ordered, as_of), scratch / "_cand")
@@ -706,18 +631,22 @@ def _write_segments(
     audiences = scratch / "_audiences"
     _write_partitioned(current.select(*ALL_COLUMNS, SEGMENT_KEY), "parquet", audiences, SEGMENT_KEY)
     csv_folders = write_csv_parts(current, entered, exited, ordered, scratch)
-    all_schema = to_arrow_schema(current.schema)
+    return _EngineOutput(counts, audiences, csv_folders, to_arrow_schema(current.schema))
+
+
+def _cut_files(
+    out: _EngineOutput, ordered: list[Segment], prev: tuple[dt.date, Path] | None, tmp: Path
+) -> tuple[list[dict], list[dict]]:
+    """Each segment's four files into ``tmp``: (manifest files, manifest segments)."""
     files, seg_entries = [], []
     for seg in ordered:
-        entry = segment_entry(seg, counts)
-        schema = pa.schema([all_schema.field(c) for c in file_columns(seg.channel)])
+        entry = segment_entry(seg, out.counts)
+        rows = {"audience": entry["rows"], "entered": entry["entered"], "exited": entry["exited"]}
+        schema = pa.schema([out.schema.field(c) for c in file_columns(seg.channel)])
         written = _segment_files(
-            seg, tmp, audiences, csv_folders, schema, _exited_schema(prev, seg, schema)
+            seg, tmp, out.audiences, out.csv_folders, schema, _exited_schema(prev, seg, schema)
         )
-        files += [
-            _file_entry(p, seg.name, kind, entry[kind if kind != "audience" else "rows"])
-            for p, kind in written
-        ]
+        files += [_file_entry(path, seg.name, kind, rows[kind]) for path, kind in written]
         seg_entries.append(entry)
         _fault_hook(f"exports/{seg.name}")
     return files, seg_entries
