@@ -18,7 +18,7 @@ at the top of conf/segments.yaml, ``ads`` included); files carry masked values o
 SHA-256 of normalised identifiers, never raw PII.
 
 Engine work: all segments are taken in one pass (section "every segment at once"), so
-the step runs about ten engine queries whatever the number of segments (on a JVM engine
+the step runs about a dozen engine queries whatever the number of segments (on a JVM engine
 each query costs seconds of planning and file listing, whatever its rows). The
 configuration lives in jobs/exports/conf.py, the segment view in jobs/exports/view.py.
 
