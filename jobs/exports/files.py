@@ -7,17 +7,20 @@ engine produced them in (downstream tools compare the manifest's SHA-256).
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import heapq
 import itertools
+import os
 import re
 import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import pyarrow as pa
 from pyspark.sql import DataFrame
-from pyspark.sql import types as T
 
 
 def sha256_file(path: Path) -> str:
@@ -36,24 +39,50 @@ def write_single_file(df: DataFrame, fmt: str, target: Path, scratch: Path) -> N
     then concatenated into one file by streaming, never holding the data in memory.
     Row order in the files is not significant.
     """
+    from pyspark.sql.pandas.types import to_arrow_schema
+
     out = scratch / f"{target.name}.d"
     writer = df.coalesce(1).write.mode("overwrite")
     if fmt == "csv":
         writer.option("header", True).csv(str(out))
     else:
         writer.parquet(str(out))
-    # Spark names data files part-*, Sail <random>_<n>.<ext>; neither starts with _ or .
-    # (_SUCCESS, .crc). Sail writes no folder at all for an empty DataFrame.
-    parts = sorted(
+    if fmt == "csv":
+        _concat_csv(part_files(out), target, df.columns)
+    else:
+        _concat_parquet(part_files(out), target, to_arrow_schema(df.schema))
+    shutil.rmtree(out, ignore_errors=True)
+
+
+def part_files(folder: Path) -> list[Path]:
+    """The data files an engine wrote into ``folder``, sorted by name; none if it is absent.
+
+    Spark names data files part-*, Sail <random>_<n>.<ext>; neither starts with _ or .
+    (_SUCCESS, .crc). Sail writes no folder at all for an empty DataFrame, and neither
+    engine writes a partition folder for a value without rows.
+    """
+    return sorted(
         p
-        for p in (out.iterdir() if out.exists() else ())
+        for p in (folder.iterdir() if folder.is_dir() else ())
         if p.is_file() and not p.name.startswith(("_", ".")) and not p.name.endswith(".crc")
     )
+
+
+def sorted_file_from_parts(folder: Path, fmt: str, target: Path, schema: pa.Schema) -> None:
+    """One sorted, byte-stable ``target`` from the parts of one partition ``folder``.
+
+    For the files of a partitioned write (``partitionBy``), one folder per file: the
+    same result as :func:`write_sorted_file` on that partition's rows. ``schema`` is the
+    file's: Parquet keeps only its columns (the write may hold more) and an absent
+    folder (no rows) gives an empty file of that schema; CSV parts already hold exactly
+    its columns (the header when there are no rows).
+    """
     if fmt == "csv":
-        _concat_csv(parts, target, df.columns)
+        _concat_csv(part_files(folder), target, schema.names)
+        sort_csv_lines(target)
     else:
-        _concat_parquet(parts, target, df.schema)
-    shutil.rmtree(out, ignore_errors=True)
+        _concat_parquet(part_files(folder), target, schema, columns=schema.names)
+        sort_parquet(target)
 
 
 def _concat_csv(parts: list[Path], target: Path, columns: list[str]) -> None:
@@ -73,20 +102,25 @@ def _concat_csv(parts: list[Path], target: Path, columns: list[str]) -> None:
             dst.write((",".join(columns) + "\n").encode("utf-8"))
 
 
-def _concat_parquet(parts: list[Path], target: Path, schema: T.StructType) -> None:
-    """One Parquet file from part files, batch by batch."""
-    import pyarrow as pa
+def _concat_parquet(
+    parts: list[Path], target: Path, empty: pa.Schema, columns: list[str] | None = None
+) -> None:
+    """One Parquet file from part files, batch by batch, with only ``columns`` (None: all).
+
+    The schema is the first part's as written by the engine; ``empty`` when there is none.
+    """
     import pyarrow.parquet as pq
 
     if not parts:
-        from pyspark.sql.pandas.types import to_arrow_schema
-
-        pq.write_table(pa.Table.from_batches([], to_arrow_schema(schema)), target)
+        pq.write_table(pa.Table.from_batches([], empty), target)
         return
     first = pq.ParquetFile(parts[0]).schema_arrow
+    if columns is not None:
+        first = pa.schema([first.field(c) for c in columns])
     with pq.ParquetWriter(target, first) as writer:
         for part in parts:
             for batch in pq.ParquetFile(part).iter_batches(batch_size=65536):
+                batch = batch.select(first.names) if columns is not None else batch
                 writer.write_batch(batch.cast(first) if batch.schema != first else batch)
 
 
@@ -113,11 +147,17 @@ def write_sorted_file(df: DataFrame, fmt: str, target: Path, scratch: Path) -> N
 
 
 def sort_parquet(path: Path) -> None:
-    """Rewrite one Parquet file sorted by all its (sortable) columns, fixed row groups."""
-    import pyarrow as pa
+    """Rewrite one Parquet file sorted by all its (sortable) columns, fixed row groups.
+
+    Nothing of the engine that wrote the parts: no metadata on the file or its fields
+    (Sail marks some fields ``SPARK::metadata::json`` depending on the plan), and every
+    column nullable (Sail keeps NOT NULL where Spark reads files as nullable), so both
+    engines write the same bytes for the same rows.
+    """
     import pyarrow.parquet as pq
 
-    table = pq.read_table(path).replace_schema_metadata(None)
+    table = pq.read_table(path)
+    table = table.cast(pa.schema([pa.field(f.name, f.type) for f in table.schema]))
     keys = [(f.name, "ascending") for f in table.schema if not pa.types.is_nested(f.type)]
     if keys and table.num_rows > 1:
         table = table.sort_by(keys)
@@ -158,7 +198,52 @@ def _sorted_chunks(src) -> Iterator[list[bytes]]:
         yield sorted(chunk)
 
 
-# Folders a dead export run leaves next to the published ones (see segments.publish).
+# ---- publishing an export folder ------------------------------------------------------
+
+
+def previous_export(root: Path, as_of: dt.date) -> tuple[dt.date, Path] | None:
+    """The latest published export (``_SUCCESS`` present) dated before ``as_of``."""
+    if not root.exists():
+        return None
+    best = None
+    for p in root.iterdir():
+        try:
+            day = dt.date.fromisoformat(p.name)
+        except ValueError:
+            continue
+        if day < as_of and (p / "_SUCCESS").exists() and (best is None or day > best[0]):
+            best = (day, p)
+    return best
+
+
+def publish(tmp: Path, target: Path) -> None:
+    """Swap ``tmp`` into ``target``: rename, then ``_SUCCESS``; the old one goes last.
+
+    A rename within one folder is atomic; the old folder is only moved aside for the
+    instant between two renames and put back if the second one fails.
+    """
+    old = None
+    if target.exists():
+        old = target.with_name(f".old-{target.name}-{uuid.uuid4().hex[:8]}")
+        (target / "_SUCCESS").unlink(missing_ok=True)  # readers: being replaced
+        os.replace(target, old)
+    try:
+        os.replace(tmp, target)
+    except BaseException:
+        if old is not None:
+            os.replace(old, target)
+            (target / "_SUCCESS").write_text("")
+        raise
+    (target / "_SUCCESS").write_text("")
+    if old is not None:
+        # Keep the run report of this date if the report step has not rewritten it yet.
+        report = old / "report.html"
+        if report.exists() and not (target / "report.html").exists():
+            os.replace(report, target / "report.html")
+        shutil.rmtree(old, ignore_errors=True)
+
+
+# Folders a dead export run leaves next to the published ones (see publish).
 _TMP_DIR = re.compile(r"^\.tmp-(\d{4}-\d{2}-\d{2})-[0-9a-f]{12}$")
 _OLD_DIR = re.compile(r"^\.old-(\d{4}-\d{2}-\d{2})-[0-9a-f]{8}$")
 

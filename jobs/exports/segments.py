@@ -17,6 +17,11 @@ Only members who consented to the segment's channel are exported (see the commen
 at the top of conf/segments.yaml, ``ads`` included); files carry masked values or
 SHA-256 of normalised identifiers, never raw PII.
 
+Engine work: all segments are taken in one pass (section "every segment at once"), so
+the step runs about a dozen engine queries whatever the number of segments (on a JVM engine
+each query costs seconds of planning and file listing, whatever its rows). The
+configuration lives in jobs/exports/conf.py, the segment view in jobs/exports/view.py.
+
 Publishing: all files are written into a temporary folder next to the target, which
 is then renamed into place, and ``_SUCCESS`` is written last. Any failure before the
 rename removes the temporary folder and leaves the previous export untouched. A run
@@ -28,37 +33,42 @@ lake's lock, so none belongs to a live run), and so does the start of every run.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
-import os
-import re
 import shutil
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
-from pydantic import Field, field_validator
+import pyarrow as pa
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
 from jobs import storage
-from jobs.config import CONF_DIR, ConfigError, StrictModel, load_model
+from jobs.config import CONF_DIR
 from jobs.context import RunContext
-from jobs.exports.files import remove_dead_run_folders, sha256_file
-from jobs.exports.files import write_sorted_file as _single_file
-from jobs.gold.channels import usable_email, usable_mobile
-from jobs.gold.value_view import value_fields, with_value
+from jobs.exports.conf import (  # noqa: F401 - the conf's names, re-exported for callers
+    SEGMENTS_FILE,
+    Channel,
+    FrequencyCap,
+    ReachConf,
+    Segment,
+    SegmentsConf,
+    load_reach_conf,
+    load_segments,
+    validate_predicates,
+    view_schema,
+)
+from jobs.exports.files import previous_export, publish, remove_dead_run_folders, sha256_file
+from jobs.exports.files import sorted_file_from_parts as _single_file
+from jobs.exports.view import contact_points, segment_view
+from jobs.gold.value_view import with_value
 from jobs.identity.conf import load_identity_conf
 from jobs.lake import _fault_hook
-from jobs.privacy.pii import sha256_col
-from jobs.schemas import table_schema
 
 log = logging.getLogger(__name__)
-
-SEGMENTS_FILE = "segments.yaml"
-Channel = Literal["sms", "email", "push", "ads", "preferred"]
 
 # Identifier columns each channel's files carry (after the common ones).
 CHANNEL_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -70,195 +80,8 @@ CHANNEL_COLUMNS: dict[str, tuple[str, ...]] = {
     "preferred": ("channel", "crm_id", "phone_masked", "email_masked"),
 }
 COMMON_COLUMNS = ("member_id", "segment", "as_of_date", "stage", "tier", "rfm_segment")
-# Columns of silver/members that must not reach the segment view (hashes are keyed
-# HMACs meant for joins, masked values are for display in exports only).
-_MEMBER_PRIVATE = re.compile(r".*_(hash|masked)$")
-
-
-class Segment(StrictModel):
-    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")
-    description: str = ""
-    channel: Channel
-    where: str = Field(min_length=1)
-    # Lower goes first when the frequency cap must choose (ties: order in the file).
-    priority: int = Field(100, ge=0)
-
-    @field_validator("where")
-    @classmethod
-    def _one_expression(cls, value: str) -> str:
-        if ";" in value:
-            raise ValueError("must be a single SQL expression (no ';')")
-        return value.strip()
-
-
-class FrequencyCap(StrictModel):
-    max_exports: int = Field(2, ge=1)
-    window_days: int = Field(7, ge=1)
-
-
-class ReachConf(StrictModel):
-    # E-mail domains that are placeholders, not mailboxes (lower-case).
-    placeholder_email_domains: list[str] = []
-    # At most max_exports segment exports per member in any window_days days; null: no cap.
-    frequency_cap: FrequencyCap | None = FrequencyCap()
-
-
-class SegmentsConf(StrictModel):
-    segments: list[Segment] = Field(min_length=1)
-    reach: ReachConf = ReachConf()
-
-    @field_validator("segments")
-    @classmethod
-    def _unique(cls, segments: list[Segment]) -> list[Segment]:
-        names = [s.name for s in segments]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"duplicate segment name(s): {dupes}")
-        return segments
-
-
-def load_segments(conf_dir: Path | None = None, spark: SparkSession | None = None) -> SegmentsConf:
-    """Read and validate conf/segments.yaml; with ``spark`` also analyse every predicate."""
-    conf = load_model(SEGMENTS_FILE, SegmentsConf, conf_dir)
-    if spark is not None:
-        empty = spark.createDataFrame([], view_schema())
-        validate_predicates(empty, conf, (conf_dir or CONF_DIR) / SEGMENTS_FILE)
-    return conf
-
-
-def load_reach_conf(conf_dir: Path | None = None) -> ReachConf:
-    """The ``reach`` part of conf/segments.yaml (contact rules and frequency cap)."""
-    return load_model(SEGMENTS_FILE, SegmentsConf, conf_dir).reach
-
-
-def view_schema() -> T.StructType:
-    """Schema of the segment view (what :func:`segment_view` returns), from schemas/*.yaml."""
-    fields = list(table_schema("gold/member_features").struct.fields) + value_fields()
-    names = {f.name for f in fields}
-    for f in table_schema("gold/member_rfm").struct.fields:
-        if f.name not in names:
-            fields.append(f)
-            names.add(f.name)
-    fields += [
-        T.StructField("stage", T.StringType()),
-        T.StructField("lifecycle_stage", T.StringType()),
-        T.StructField("tags", T.ArrayType(T.StringType())),
-    ]
-    names |= {"stage", "lifecycle_stage", "tags"}
-    for f in table_schema("gold/member_channels").struct.fields:
-        if f.name not in names:
-            fields.append(f)
-            names.add(f.name)
-    for f in table_schema("silver/members").struct.fields:
-        if f.name not in names and not _MEMBER_PRIVATE.match(f.name):
-            fields.append(f)
-    return T.StructType(fields)
-
-
-def validate_predicates(view: DataFrame, conf: SegmentsConf, path: Path | str) -> None:
-    """Analyse each ``where`` on ``view`` (no data is read): boolean, known columns, valid SQL."""
-    for seg in conf.segments:
-        try:
-            dtype = view.select(F.expr(seg.where).alias("_p")).schema["_p"].dataType
-        except Exception as exc:  # noqa: BLE001 - the engine's analysis error, re-worded
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ConfigError(
-                f"{path}: segment {seg.name!r}: bad `where` {seg.where!r}: {first}"
-            ) from None
-        if not isinstance(dtype, T.BooleanType):
-            raise ConfigError(
-                f"{path}: segment {seg.name!r}: `where` must be boolean, got {dtype.simpleString()}"
-            )
-
 
 # ---- pure transforms ------------------------------------------------------------------
-
-
-def segment_view(
-    features: DataFrame,
-    rfm: DataFrame,
-    lifecycle: DataFrame,
-    tags: DataFrame,
-    members: DataFrame,
-    channels: DataFrame | None = None,
-) -> DataFrame:
-    """One row per member of gold/member_features (all for one as_of_date), key member_id.
-
-    Inputs: features, rfm, lifecycle (member x as_of_date, already filtered to D),
-    tags (member x tag for D), members (silver/members, one row per member_id),
-    channels (gold/member_channels for D; None: its columns are null).
-    Adds rfm columns not in features, ``stage``/``lifecycle_stage``, ``tags`` (array,
-    empty when none), main_channel/preferred_channel/*_ok and the non-private columns
-    of silver/members.
-    """
-    view = features
-    rfm_cols = [c for c in rfm.columns if c not in view.columns]
-    view = view.join(rfm.select("member_id", *rfm_cols), "member_id", "left")
-    view = view.join(
-        lifecycle.select("member_id", F.col("stage"), F.col("stage").alias("lifecycle_stage")),
-        "member_id",
-        "left",
-    )
-    tag_arrays = tags.groupBy("member_id").agg(F.array_sort(F.collect_set("tag")).alias("tags"))
-    view = view.join(tag_arrays, "member_id", "left").withColumn(
-        "tags", F.coalesce(F.col("tags"), F.array().cast("array<string>"))
-    )
-    chan_fields = [
-        f for f in table_schema("gold/member_channels").struct.fields if f.name not in view.columns
-    ]
-    if channels is None:
-        for f in chan_fields:
-            view = view.withColumn(f.name, F.lit(None).cast(f.dataType))
-    else:
-        view = view.join(
-            channels.select("member_id", *[f.name for f in chan_fields]), "member_id", "left"
-        )
-    member_cols = [
-        c for c in members.columns if c not in view.columns and not _MEMBER_PRIVATE.match(c)
-    ]
-    return view.join(members.select("member_id", *member_cols), "member_id", "left")
-
-
-def contact_points(
-    members: DataFrame,
-    pii: DataFrame,
-    reach: ReachConf,
-    phone_deny: list[str],
-    email_deny: list[str],
-) -> DataFrame:
-    """One row per member_id: consent flags, status and the identifiers exports may carry.
-
-    ``members`` is silver/members (consent, masked values), ``pii`` restricted/member_pii
-    (canonical 11-digit phone, trimmed lower-case email). Hashes are plain SHA-256 of
-    the E.164 phone (``+86`` + 11 digits) and of the lower-cased email, as ad platforms
-    expect for customer matching. ``has_mobile`` / ``has_email``: the contact is usable
-    (jobs.gold.channels rules: deny-lists of conf/identity.yaml, placeholder domains).
-    """
-    phone = F.regexp_replace(F.col("p.phone"), r"\D", "")
-    e164 = F.when(F.length(phone) == 11, F.concat(F.lit("+86"), phone)).when(
-        (F.length(phone) == 13) & phone.startswith("86"), F.concat(F.lit("+"), phone)
-    )
-    email = F.lower(F.trim(F.col("p.email")))
-    return (
-        members.alias("m")
-        .join(pii.alias("p"), F.col("m.member_id") == F.col("p.member_id"), "left")
-        .select(
-            F.col("m.member_id").alias("member_id"),
-            F.col("m.crm_id").alias("crm_id"),
-            F.col("m.status").alias("status"),
-            F.coalesce(F.col("m.opt_in_sms"), F.lit(False)).alias("opt_in_sms"),
-            F.coalesce(F.col("m.opt_in_email"), F.lit(False)).alias("opt_in_email"),
-            F.coalesce(F.col("m.opt_in_push"), F.lit(False)).alias("opt_in_push"),
-            F.col("m.phone_masked").alias("phone_masked"),
-            F.col("m.email_masked").alias("email_masked"),
-            sha256_col(e164).alias("phone_sha256"),
-            sha256_col(F.when(F.length(email) > 0, email)).alias("email_sha256"),
-            usable_mobile(F.col("p.phone"), phone_deny).alias("has_mobile"),
-            usable_email(F.col("p.email"), email_deny, reach.placeholder_email_domains).alias(
-                "has_email"
-            ),
-        )
-    )
 
 
 def merge_map(changes: DataFrame, after: dt.date | None, until: dt.date) -> DataFrame:
@@ -285,11 +108,12 @@ def merge_map(changes: DataFrame, after: dt.date | None, until: dt.date) -> Data
     return m
 
 
-def rekey(df: DataFrame, mapping: DataFrame) -> DataFrame:
-    """Replace retired member_ids by their survivor; keep one row per member_id.
+def rekey(df: DataFrame, mapping: DataFrame, within: tuple[str, ...] = ()) -> DataFrame:
+    """Replace retired member_ids by their survivor; keep one row per ``within`` x member_id.
 
     When both a retired id and its survivor are present, the survivor's own row wins
-    (its attributes are current).
+    (its attributes are current). ``within``: key columns besides member_id (e.g. the
+    segment, when ``df`` holds the rows of several segments).
     """
     joined = df.join(
         mapping.withColumnRenamed("old_member_id", "_old"),
@@ -299,7 +123,7 @@ def rekey(df: DataFrame, mapping: DataFrame) -> DataFrame:
     joined = joined.withColumn("_own", F.col("new_id").isNull()).withColumn(
         "member_id", F.coalesce(F.col("new_id"), F.col("member_id"))
     )
-    w = Window.partitionBy("member_id").orderBy(
+    w = Window.partitionBy(*within, "member_id").orderBy(
         F.col("_own").desc(), F.col("_old").asc_nulls_first()
     )
     return (
@@ -422,41 +246,153 @@ def prior_contacts(
     return keyed.groupBy("member_id").agg(F.count(F.lit(1)).alias("n_prior"))
 
 
-def over_cap(rows: DataFrame, used: DataFrame, cap: FrequencyCap) -> DataFrame:
-    """``rows`` with ``capped``: the member already has ``cap.max_exports`` in the window.
+# ---- every segment at once ------------------------------------------------------------
+# A night's exports cost a handful of engine actions whatever the number of segments: the
+# rows of all segments are one DataFrame keyed by export_segment x member_id, counted by
+# one collect and written by one partitioned write per file layout (jobs.exports.files
+# turns each partition folder into one file).
 
-    ``used`` is member_id -> n (earlier days and higher-priority segments of D).
+SEGMENT_KEY = "export_segment"  # the segment's name (a copy: partitionBy drops its column)
+KIND_KEY = "export_kind"  # audience / entered / exited (the file a row goes to)
+# Every column a segment file can have, in the order of its files: the Parquet write of
+# all audiences holds them all (null where a segment's channel has no such column).
+ALL_COLUMNS = COMMON_COLUMNS + tuple(
+    dict.fromkeys(c for cs in CHANNEL_COLUMNS.values() for c in cs)
+)
+
+
+def file_columns(channel: str) -> tuple[str, ...]:
+    """The columns of a segment's files on ``channel``, in file order."""
+    return COMMON_COLUMNS + CHANNEL_COLUMNS[channel]
+
+
+def by_priority(segments: Iterable[Segment]) -> list[Segment]:
+    """``segments`` in export order: by priority (lower first), ties in file order."""
+    return [s for _, s in sorted(enumerate(segments), key=lambda t: (t[1].priority, t[0]))]
+
+
+def all_candidates(
+    view: DataFrame, contacts: DataFrame, ordered: list[Segment], as_of: dt.date
+) -> DataFrame:
+    """:func:`candidates` of every segment, key export_segment x member_id.
+
+    Columns: ALL_COLUMNS (null where the segment's files do not have one), drop_reason,
+    export_segment and export_order (the segment's place in ``ordered``: priority, then
+    file order).
     """
-    return (
-        rows.join(used, "member_id", "left")
-        .withColumn("capped", F.coalesce(F.col("n"), F.lit(0)) >= cap.max_exports)
-        .drop("n")
-    )
+    parts = []
+    for order, seg in enumerate(ordered):
+        own = file_columns(seg.channel)
+        cols = [F.col(c) if c in own else F.lit(None).cast("string").alias(c) for c in ALL_COLUMNS]
+        parts.append(
+            candidates(view, contacts, seg, as_of).select(
+                *cols,
+                "drop_reason",
+                F.lit(seg.name).alias(SEGMENT_KEY),
+                F.lit(order).alias("export_order"),
+            )
+        )
+    return functools.reduce(DataFrame.unionByName, parts)
 
 
-def changes_since(current: DataFrame, previous: DataFrame) -> tuple[DataFrame, DataFrame]:
-    """(entered, exited): rows of ``current`` not in ``previous`` and the reverse, on member_id."""
-    entered = current.join(previous.select("member_id"), "member_id", "left_anti")
-    exited = previous.join(current.select("member_id"), "member_id", "left_anti")
+def capped_rows(kept: DataFrame, prior: DataFrame | None, cap: FrequencyCap | None) -> DataFrame:
+    """``kept`` (export_segment x member_id, with export_order) with ``capped``.
+
+    The cap taken segment by segment in export_order: a member is capped in a segment
+    when n_prior (``prior``: member_id -> n_prior, exports on earlier days of the window)
+    plus their exports in the segments of D before it reach ``cap.max_exports``. A capped
+    row adds no export, so before a member's r-th row (r = row_number over the member by
+    export_order) there were min(r - 1, max - n_prior) exports: the row is capped iff
+    n_prior + r - 1 >= max_exports. No cap: nothing is capped.
+    """
+    if cap is None:
+        return kept.withColumn("capped", F.lit(False))
+    if prior is None:
+        kept = kept.withColumn("n_prior", F.lit(0))
+    else:
+        kept = kept.join(prior.select("member_id", "n_prior"), "member_id", "left")
+    rank = F.row_number().over(Window.partitionBy("member_id").orderBy("export_order"))
+    used = F.coalesce(F.col("n_prior"), F.lit(0)) + rank - 1
+    return kept.withColumn("capped", used >= cap.max_exports).drop("n_prior")
+
+
+def reached_rows(
+    cand: DataFrame, current_ids: DataFrame, prior: DataFrame | None, cap: FrequencyCap | None
+) -> DataFrame:
+    """Reachable rows of :func:`all_candidates` re-keyed through merges, with ``capped``.
+
+    One row per export_segment x member_id (a retired id that collapses into its survivor
+    is gone: counted as ``merged``); ``capped`` from :func:`capped_rows`.
+    """
+    reachable = cand.where(F.col("drop_reason").isNull()).drop("drop_reason")
+    return capped_rows(rekey(reachable, current_ids, within=(SEGMENT_KEY,)), prior, cap)
+
+
+def changes_since(
+    current: DataFrame, previous: dict[tuple[str, ...], DataFrame]
+) -> tuple[DataFrame, dict[tuple[str, ...], DataFrame]]:
+    """(entered, exited) per segment, on export_segment x member_id.
+
+    ``current``: the rows exported now; ``previous``: the previous export's rows by file
+    layout (:func:`previous_rows`). entered: rows of ``current`` whose member was not in
+    that segment's previous file; exited, by layout: previous rows no longer in it.
+    """
+    keys = [SEGMENT_KEY, "member_id"]
+    entered = current
+    for prev_rows in previous.values():
+        entered = entered.join(prev_rows.select(*keys), keys, "left_anti")
+    exited = {
+        layout: prev_rows.join(current.select(*keys), keys, "left_anti")
+        for layout, prev_rows in previous.items()
+    }
     return entered, exited
 
 
+def segment_counts(
+    cand: DataFrame,
+    reached: DataFrame,
+    entered: DataFrame,
+    exited: dict[tuple[str, ...], DataFrame],
+) -> DataFrame:
+    """export_segment x measure -> n: what the manifest says of every segment, one query.
+
+    Measures: each drop_reason of ``cand`` (``reachable`` for none), ``rows`` and
+    ``capped`` of ``reached`` (:func:`reached_rows`), ``entered`` and ``exited``.
+    """
+    measures = [
+        cand.select(SEGMENT_KEY, F.coalesce("drop_reason", F.lit("reachable")).alias("measure")),
+        reached.select(
+            SEGMENT_KEY, F.when(F.col("capped"), "capped").otherwise("rows").alias("measure")
+        ),
+        entered.select(SEGMENT_KEY, F.lit("entered").alias("measure")),
+    ] + [df.select(SEGMENT_KEY, F.lit("exited").alias("measure")) for df in exited.values()]
+    return (
+        functools.reduce(DataFrame.unionByName, measures)
+        .groupBy(SEGMENT_KEY, "measure")
+        .agg(F.count(F.lit(1)).alias("n"))
+    )
+
+
+def segment_entry(seg: Segment, counts: dict[tuple[str, str], int]) -> dict:
+    """The manifest entry of ``seg`` from the collected :func:`segment_counts`."""
+
+    def n(measure: str) -> int:
+        return counts.get((seg.name, measure), 0)
+
+    dropped = {reason: n(reason) for reason in DROP_REASONS}
+    dropped["merged"] = n("reachable") - n("rows") - n("capped")
+    rows = n("rows")
+    return {
+        **seg.model_dump(),
+        "rows": rows,
+        "matched": rows + sum(dropped.values()),
+        "dropped": dropped,
+        "entered": n("entered"),
+        "exited": n("exited"),
+    }
+
+
 # ---- files ----------------------------------------------------------------------------
-
-
-def previous_export(root: Path, as_of: dt.date) -> tuple[dt.date, Path] | None:
-    """The latest published export (``_SUCCESS`` present) dated before ``as_of``."""
-    if not root.exists():
-        return None
-    best = None
-    for p in root.iterdir():
-        try:
-            day = dt.date.fromisoformat(p.name)
-        except ValueError:
-            continue
-        if day < as_of and (p / "_SUCCESS").exists() and (best is None or day > best[0]):
-            best = (day, p)
-    return best
 
 
 def _folders_used(exports: Path | str, as_of: dt.date) -> list[str]:
@@ -475,33 +411,6 @@ def _folders_used(exports: Path | str, as_of: dt.date) -> list[str]:
     return sorted(published)[-1:] + [as_of.isoformat()]
 
 
-def publish(tmp: Path, target: Path) -> None:
-    """Swap ``tmp`` into ``target``: rename, then ``_SUCCESS``; the old one goes last.
-
-    A rename within one folder is atomic; the old folder is only moved aside for the
-    instant between two renames and put back if the second one fails.
-    """
-    old = None
-    if target.exists():
-        old = target.with_name(f".old-{target.name}-{uuid.uuid4().hex[:8]}")
-        (target / "_SUCCESS").unlink(missing_ok=True)  # readers: being replaced
-        os.replace(target, old)
-    try:
-        os.replace(tmp, target)
-    except BaseException:
-        if old is not None:
-            os.replace(old, target)
-            (target / "_SUCCESS").write_text("")
-        raise
-    (target / "_SUCCESS").write_text("")
-    if old is not None:
-        # Keep the run report of this date if the report step has not rewritten it yet.
-        report = old / "report.html"
-        if report.exists() and not (target / "report.html").exists():
-            os.replace(report, target / "report.html")
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def _file_entry(path: Path, segment: str, kind: str, rows: int) -> dict:
     return {
         "path": path.name,
@@ -514,20 +423,6 @@ def _file_entry(path: Path, segment: str, kind: str, rows: int) -> dict:
     }
 
 
-def _today_counts(spark: SparkSession, written: list[Path], prior: DataFrame | None) -> DataFrame:
-    """member_id -> n: exports so far (prior days in the window + segments written today)."""
-    used = None
-    if written:
-        today = spark.read.parquet(*[str(p) for p in written]).select("member_id")
-        used = today.groupBy("member_id").agg(F.count(F.lit(1)).alias("n"))
-    if prior is not None:
-        prior_n = prior.select("member_id", F.col("n_prior").alias("n"))
-        used = prior_n if used is None else used.unionByName(prior_n)
-    if used is None:
-        return spark.createDataFrame([], "member_id string, n long")
-    return used.groupBy("member_id").agg(F.sum("n").alias("n"))
-
-
 def materialise(spark: SparkSession, df: DataFrame, path: Path) -> DataFrame:
     """``df`` written once to Parquet at ``path`` and read back: later queries scan one small
     file instead of planning and re-running its joins (on a JVM engine each Delta scan in
@@ -538,60 +433,102 @@ def materialise(spark: SparkSession, df: DataFrame, path: Path) -> DataFrame:
     return spark.createDataFrame([], df.schema)  # Sail writes no folder for an empty DataFrame
 
 
-def reached_rows(
+def previous_rows(
     spark: SparkSession,
-    candidate_rows: DataFrame,
-    current_ids: DataFrame,
-    used: DataFrame | None,
-    cap: FrequencyCap | None,
-    scratch: Path,
-    name: str,
-) -> tuple[DataFrame, dict[str, int]]:
-    """(rows to export, {reason: dropped}) of one segment from :func:`candidates`.
-
-    Candidates are materialised once in ``scratch``; reachable rows are re-keyed through
-    merges (a retired id that collapses into its survivor counts as ``merged``), then
-    members at the cap (``used`` = member_id -> n) are dropped as ``capped``.
-    """
-    cand = materialise(spark, candidate_rows, scratch / f"{name}.candidates")
-    by_reason = {
-        r["drop_reason"]: r["n"]
-        for r in cand.groupBy("drop_reason").agg(F.count(F.lit(1)).alias("n")).collect()
-    }
-    dropped = {reason: int(by_reason.get(reason, 0)) for reason in DROP_REASONS}
-    kept = rekey(cand.where(F.col("drop_reason").isNull()).drop("drop_reason"), current_ids)
-    n_kept = kept.count()
-    dropped["merged"] = int(by_reason.get(None, 0)) - n_kept
-    if cap is not None and used is not None:
-        kept = over_cap(kept, used, cap)
-        dropped["capped"] = kept.where(F.col("capped")).count()
-        kept = kept.where(~F.col("capped")).drop("capped")
-    return kept, dropped
-
-
-def _changes_files(
-    spark: SparkSession,
-    written: DataFrame,
     prev: tuple[dt.date, Path] | None,
+    segments: list[Segment],
     prev_ids: DataFrame | None,
+) -> dict[tuple[str, ...], DataFrame]:
+    """The previous export's audience files of ``segments``, re-keyed through ``prev_ids``.
+
+    By file layout (the columns of the files: a segment's channel may have changed since),
+    rows of those files with export_segment, one per export_segment x member_id.
+    """
+    import pyarrow.parquet as pq
+
+    if prev is None or prev_ids is None:
+        return {}
+    by_layout: dict[tuple[str, ...], list[DataFrame]] = {}
+    for seg in segments:
+        path = prev[1] / f"{seg.name}.parquet"
+        if path.exists():
+            rows = spark.read.parquet(str(path)).withColumn(SEGMENT_KEY, F.lit(seg.name))
+            by_layout.setdefault(tuple(pq.read_schema(path).names), []).append(rows)
+    return {
+        layout: rekey(functools.reduce(DataFrame.unionByName, parts), prev_ids, (SEGMENT_KEY,))
+        for layout, parts in by_layout.items()
+    }
+
+
+def _write_partitioned(df: DataFrame, fmt: str, out: Path, *by: str) -> None:
+    """One write of ``df`` under ``out``, a folder per value of ``by`` (``col=value``)."""
+    writer = df.repartition(*by).write.mode("overwrite").partitionBy(*by)
+    if fmt == "csv":
+        writer.option("header", True).csv(str(out))
+    else:
+        writer.parquet(str(out))
+
+
+def write_csv_parts(
+    current: DataFrame,
+    entered: DataFrame,
+    exited: dict[tuple[str, ...], DataFrame],
+    segments: list[Segment],
+    scratch: Path,
+) -> dict[tuple[str, ...], Path]:
+    """The CSV rows of every segment (audience, entered, exited), one write per file layout.
+
+    A CSV write has one header, so the segments are written by the columns of their
+    files (at most one layout per channel); returns each layout's folder, under which
+    ``export_segment=<name>/export_kind=<kind>/`` holds a file's parts.
+    """
+    parts: dict[tuple[str, ...], list[DataFrame]] = {}
+    for seg in segments:
+        parts.setdefault(file_columns(seg.channel), [])
+    for layout in parts:
+        names = [seg.name for seg in segments if file_columns(seg.channel) == layout]
+        for kind, rows in (("audience", current), ("entered", entered)):
+            mine = rows.where(F.col(SEGMENT_KEY).isin(names))
+            parts[layout].append(mine.select(*layout, SEGMENT_KEY, F.lit(kind).alias(KIND_KEY)))
+    for layout, rows in exited.items():
+        kind = F.lit("exited").alias(KIND_KEY)
+        parts.setdefault(layout, []).append(rows.select(*layout, SEGMENT_KEY, kind))
+    folders = {layout: scratch / f"_csv{i}" for i, layout in enumerate(parts)}
+    for layout, dfs in parts.items():
+        union = functools.reduce(DataFrame.unionByName, dfs)
+        _write_partitioned(union, "csv", folders[layout], SEGMENT_KEY, KIND_KEY)
+    return folders
+
+
+def _segment_files(
     seg: Segment,
     tmp: Path,
-    scratch: Path,
-) -> tuple[list[dict], dict[str, int]]:
-    """Write ``<segment>.entered.csv`` / ``.exited.csv`` against the previous export."""
-    prev_file = prev[1] / f"{seg.name}.parquet" if prev else None
-    if prev_file is not None and prev_file.exists():
-        previous = rekey(spark.read.parquet(str(prev_file)), prev_ids)
-    else:
-        previous = written.limit(0)
-    entered, exited = changes_since(written, previous)
-    counts, files = {}, []
-    for kind, df in (("entered", entered), ("exited", exited)):
-        path = tmp / f"{seg.name}.{kind}.csv"
-        _single_file(df, "csv", path, scratch)
-        counts[kind] = df.count()
-        files.append(_file_entry(path, seg.name, kind, counts[kind]))
-    return files, counts
+    audiences: Path,
+    csv_folders: dict[tuple[str, ...], Path],
+    schema: pa.Schema,
+    exited_schema: pa.Schema,
+) -> list[tuple[Path, str]]:
+    """Write the four files of ``seg`` into ``tmp`` from the partitioned writes' folders.
+
+    ``schema``: the segment's audience files; ``exited_schema``: its previous export's
+    (the same unless the segment's channel changed). Returns (file, kind) in manifest order.
+    """
+    part = f"{SEGMENT_KEY}={seg.name}"
+
+    def csv_folder(columns: list[str], kind: str) -> Path:
+        return csv_folders[tuple(columns)] / part / f"{KIND_KEY}={kind}"
+
+    out = []
+    for fmt, kind, folder, file_schema, suffix in (
+        ("csv", "audience", csv_folder(schema.names, "audience"), schema, "csv"),
+        ("parquet", "audience", audiences / part, schema, "parquet"),
+        ("csv", "entered", csv_folder(schema.names, "entered"), schema, "entered.csv"),
+        ("csv", "exited", csv_folder(exited_schema.names, "exited"), exited_schema, "exited.csv"),
+    ):
+        path = tmp / f"{seg.name}.{suffix}"
+        _single_file(folder, fmt, path, file_schema)
+        out.append((path, kind))
+    return out
 
 
 def write_export(
@@ -608,9 +545,9 @@ def write_export(
 ) -> dict:
     """Write every segment's files and the manifest for ``as_of``, then publish them.
 
-    Segments are written by priority (then file order); with ``cap`` a member is in at
+    Segments are taken by priority (then file order); with ``cap`` a member is in at
     most ``cap.max_exports`` exports over the window, counting ``prior`` (member_id ->
-    n_prior, from :func:`prior_contacts`) and the segments of D written before.
+    n_prior, from :func:`prior_contacts`) and the segments of D before (:func:`capped_rows`).
     """
     root.mkdir(parents=True, exist_ok=True)
     for name in remove_dead_run_folders(root):
@@ -620,55 +557,12 @@ def write_export(
     scratch = tmp / "_scratch"
     scratch.mkdir(parents=True)
     prev = previous_export(root, as_of)
-    files: list[dict] = []
-    seg_entries: list[dict] = []
-    ordered = [s for _, s in sorted(enumerate(segments), key=lambda t: (t[1].priority, t[0]))]
+    ordered = by_priority(segments)
     try:
-        # The inputs every segment reads, computed once (a merge map joins itself 3 times).
-        view = materialise(spark, view, scratch / "_view")
-        contacts = materialise(spark, contacts, scratch / "_contacts")
-        current_ids = materialise(spark, merge_map(changes, None, as_of), scratch / "_ids")
-        prev_ids = None
-        if prev:
-            prev_ids = materialise(spark, merge_map(changes, prev[0], as_of), scratch / "_prev")
-        if prior is not None:
-            prior = materialise(spark, prior, scratch / "_prior")
-        audiences: list[Path] = []
-        for seg in ordered:
-            used = _today_counts(spark, audiences, prior) if cap is not None else None
-            rows, dropped = reached_rows(
-                spark,
-                candidates(view, contacts, seg, as_of),
-                current_ids,
-                used,
-                cap,
-                scratch,
-                seg.name,
-            )
-            pq_path = tmp / f"{seg.name}.parquet"
-            _single_file(rows, "parquet", pq_path, scratch)
-            audiences.append(pq_path)
-            # Everything else reads the written file back: the join runs once.
-            written = spark.read.parquet(str(pq_path))
-            n = written.count()
-            csv_path = tmp / f"{seg.name}.csv"
-            _single_file(written, "csv", csv_path, scratch)
-            files += [
-                _file_entry(csv_path, seg.name, "audience", n),
-                _file_entry(pq_path, seg.name, "audience", n),
-            ]
-            change_files, counts = _changes_files(spark, written, prev, prev_ids, seg, tmp, scratch)
-            files += change_files
-            seg_entries.append(
-                {
-                    **seg.model_dump(),
-                    "rows": n,
-                    "matched": n + sum(dropped.values()),
-                    "dropped": dropped,
-                    **counts,
-                }
-            )
-            _fault_hook(f"exports/{seg.name}")
+        out = _run_queries(
+            spark, view, contacts, changes, ordered, prev, as_of, scratch, prior, cap
+        )
+        files, seg_entries = _cut_files(out, ordered, prev, tmp)
         shutil.rmtree(scratch)
         manifest = {
             "as_of_date": as_of.isoformat(),
@@ -687,6 +581,83 @@ def write_export(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return manifest
+
+
+@dataclass(frozen=True)
+class _EngineOutput:
+    """What the engine's queries leave for cutting each segment's files from."""
+
+    counts: dict[tuple[str, str], int]  # export_segment x measure -> n (segment_counts)
+    audiences: Path  # the audiences' Parquet: export_segment=<name>/ folders
+    csv_folders: dict[tuple[str, ...], Path]  # CSV per file layout (write_csv_parts)
+    schema: pa.Schema  # Arrow schema of the audience rows (ALL_COLUMNS)
+
+
+def _run_queries(
+    spark: SparkSession,
+    view: DataFrame,
+    contacts: DataFrame,
+    changes: DataFrame,
+    ordered: list[Segment],
+    prev: tuple[dt.date, Path] | None,
+    as_of: dt.date,
+    scratch: Path,
+    prior: DataFrame | None,
+    cap: FrequencyCap | None,
+) -> _EngineOutput:
+    """Every segment's rows, counts and files in a fixed number of engine queries.
+
+    However many segments: shared inputs and the rows of all segments are materialised
+    once in ``scratch``, one collect counts them, one write holds every audience's Parquet
+    and one per file layout its CSVs (audience, entered and exited rows).
+    """
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    view = materialise(spark, view, scratch / "_view")
+    contacts = materialise(spark, contacts, scratch / "_contacts")
+    cand = materialise(spark, all_candidates(view, contacts, ordered, as_of), scratch / "_cand")
+    reached = materialise(
+        spark, reached_rows(cand, merge_map(changes, None, as_of), prior, cap), scratch / "_rows"
+    )
+    prev_ids = None
+    if prev:
+        prev_ids = materialise(spark, merge_map(changes, prev[0], as_of), scratch / "_prev")
+    current = reached.where(~F.col("capped")).drop("capped")
+    entered, exited = changes_since(current, previous_rows(spark, prev, ordered, prev_ids))
+    counts = {
+        (r[SEGMENT_KEY], r["measure"]): r["n"]
+        for r in segment_counts(cand, reached, entered, exited).collect()
+    }
+    audiences = scratch / "_audiences"
+    _write_partitioned(current.select(*ALL_COLUMNS, SEGMENT_KEY), "parquet", audiences, SEGMENT_KEY)
+    csv_folders = write_csv_parts(current, entered, exited, ordered, scratch)
+    return _EngineOutput(counts, audiences, csv_folders, to_arrow_schema(current.schema))
+
+
+def _cut_files(
+    out: _EngineOutput, ordered: list[Segment], prev: tuple[dt.date, Path] | None, tmp: Path
+) -> tuple[list[dict], list[dict]]:
+    """Each segment's four files into ``tmp``: (manifest files, manifest segments)."""
+    files, seg_entries = [], []
+    for seg in ordered:
+        entry = segment_entry(seg, out.counts)
+        rows = {"audience": entry["rows"], "entered": entry["entered"], "exited": entry["exited"]}
+        schema = pa.schema([out.schema.field(c) for c in file_columns(seg.channel)])
+        written = _segment_files(
+            seg, tmp, out.audiences, out.csv_folders, schema, _exited_schema(prev, seg, schema)
+        )
+        files += [_file_entry(path, seg.name, kind, rows[kind]) for path, kind in written]
+        seg_entries.append(entry)
+        _fault_hook(f"exports/{seg.name}")
+    return files, seg_entries
+
+
+def _exited_schema(prev: tuple[dt.date, Path] | None, seg: Segment, schema: pa.Schema) -> pa.Schema:
+    """The schema of ``seg``'s previous audience file (``schema`` when there is none)."""
+    import pyarrow.parquet as pq
+
+    path = prev[1] / f"{seg.name}.parquet" if prev else None
+    return pq.read_schema(path) if path is not None and path.exists() else schema
 
 
 def export_contacts(spark: SparkSession, day: Path, segments: Iterable[Segment]) -> DataFrame:
