@@ -12,6 +12,8 @@ DEMO_MEMBERS ?= 2000
 DEMO_DAYS ?= 400
 DEMO_RUNS ?= 3
 TEST_WORKERS ?= 2
+# More pytest options for `make test`, e.g. PYTEST_ARGS=--junitxml=var/tests.xml
+PYTEST_ARGS ?=
 
 .PHONY: setup jars browser test test-jvm lint demo bench bench-engines spark-cluster spark-cluster-stop clean
 
@@ -59,7 +61,7 @@ browser:
 
 test: setup browser
 	$(UV) run --frozen ruff check .
-	$(UV) run --frozen pytest -q -n $(TEST_WORKERS) --dist loadgroup
+	$(UV) run --frozen pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=25 $(PYTEST_ARGS)
 
 demo: setup
 	$(UV) run --frozen python -m jobs.demo --dir $(DEMO_DIR) --members $(DEMO_MEMBERS) --days $(DEMO_DAYS) --runs $(DEMO_RUNS)
