@@ -579,12 +579,17 @@ def name_dob_city_edges(
         big = sizes.filter(
             (F.col("n") > sp.max_group_size) & (F.col("n") <= sp.linked.max_records)
         ).select("nk")
-        links = shared.unionByName(
-            kept_crm_edges.filter(
-                (F.col("src_source") == "crm") & (F.col("dst_source") == "crm")
-            ).select(F.col("src_key").alias("x"), F.col("dst_key").alias("y"))
+        members = keyed.join(big, "nk").select("nk", "crm_id")
+        # The edges of those groups' records only: a few, however large the lake.
+        own = kept_crm_edges.filter(F.col("src_source") == "crm").join(
+            members.select(F.col("crm_id").alias("src_key")), "src_key", "left_semi"
         )
-        units = group_units(keyed.join(big, "nk").select("nk", "crm_id"), links)
+        links = shared_value_pairs(own).unionByName(
+            own.filter(F.col("dst_source") == "crm").select(
+                F.col("src_key").alias("x"), F.col("dst_key").alias("y")
+            )
+        )
+        units = group_units(members, links)
         sizes = sizes.join(units, "nk", "left")
         few = F.coalesce(F.col("units") <= sp.max_group_size, F.lit(False))
         rule = rule.when(few, F.lit("name_dob_city_linked"))
