@@ -366,25 +366,26 @@ def group_units(members: DataFrame, links: DataFrame) -> DataFrame:
     """How many people each group's records are at most, counting records linked to each
     other (``links``: one (x, y) pair of CRM records) as one.
 
-    Two steps of smallest-id propagation inside the group: records within two links of
-    one another get one label; a longer chain counts as several people, never as fewer.
+    Each record takes the smallest id among itself and the group's records linked to it:
+    records sharing a value (all linked to each other) get one label; a chain (a-b, b-c,
+    a and c not linked) counts as more people, never as fewer.
     Input ``members``: one (nk, crm_id). Output grain: one nk with ``units``.
     """
     both = links.select("x", "y").unionByName(
         links.select(F.col("y").alias("x"), F.col("x").alias("y"))
     )
-    inside = (
+    neighbours = (
         both.join(members.select(F.col("crm_id").alias("x"), "nk"), "x")
         .join(members.select(F.col("crm_id").alias("y"), F.col("nk").alias("nk_y")), "y")
         .filter(F.col("nk") == F.col("nk_y"))
-        .select("nk", "x", "y")
+        .select("nk", F.col("x").alias("crm_id"), F.col("y").alias("label"))
     )
-    label = members.select("nk", "crm_id", F.col("crm_id").alias("label"))
-    for _ in range(2):
-        via = inside.join(
-            label.select(F.col("crm_id").alias("y"), F.col("label").alias("y_label")), "y"
-        ).select("nk", F.col("x").alias("crm_id"), F.col("y_label").alias("label"))
-        label = label.unionByName(via).groupBy("nk", "crm_id").agg(F.min("label").alias("label"))
+    label = (
+        members.select("nk", "crm_id", F.col("crm_id").alias("label"))
+        .unionByName(neighbours)
+        .groupBy("nk", "crm_id")
+        .agg(F.min("label").alias("label"))
+    )
     per_label = label.groupBy("nk", "label").agg(F.count(F.lit(1)).alias("n"))
     return per_label.groupBy("nk").agg(F.count(F.lit(1)).alias("units"))
 

@@ -151,9 +151,11 @@ def _keys(conf: FuzzyConf) -> list[tuple[str, Column, list[Column]]]:
 
 def block_keys(fp: DataFrame, conf: IdentityConf) -> DataFrame:
     """Blocking keys of each record: birth date + city, phone prefix + city, the sorted
-    name, city + the name's characters sorted, birth date or city + a name token's first letters, an ID / member card with
-    one character masked or its characters sorted (+ a name token's initial or, masked,
-    the birth year). Input: :func:`fuzzy_profiles`.
+    name, city + the name's characters sorted, birth date or city + a name token's first
+    letters, a member card with one character masked (+ a name token's initial or the
+    birth year), an ID / member card with its characters sorted (+ a name token's
+    initial), an ID card alone with one character masked or two neighbours in order.
+    Input: :func:`fuzzy_profiles`.
 
     Output grain: one (crm_id, block); a record sits in several blocks.
     """

@@ -847,7 +847,7 @@ def build_graph(
         kept = kept.unionByName(corroborated_edges(profiles, crm_ids, junk, conf, mat))
     if conf.second_pass.enabled:
         kept = mat(kept, "kept_first_pass")
-        second = name_dob_city_edges(crm, kept, conf, profiles)
+        second = mat(name_dob_city_edges(crm, kept, conf, profiles), "name_dob_city")
         if conf.fuzzy.enabled:
             # Pairs already sharing a value node or linked by name_dob_city need no edge.
             shared = shared_value_pairs(kept).unionByName(
