@@ -2,7 +2,9 @@
 ``junk.max_crm_records_per_value`` links nothing by itself, but the records holding it
 that corroborate each other (same birth date, names within a small edit distance, or
 another shared identifier) are still linked pairwise. Records that do not corroborate
-stay apart, and the value stays reported as junk for them.
+stay apart, and the value stays reported as junk for them. A holder with nothing to
+corroborate (no name, no birth date) still links when the holders that corroborate are
+one person and nothing on it disagrees (rule ``one_person_<type>``).
 
 Never-link rules (``never_link`` in conf/identity.yaml) veto a pair even when it
 corroborates: two different valid ID cards, different genders with different birth
