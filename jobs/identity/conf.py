@@ -18,6 +18,16 @@ class DenyList(StrictModel):
     card: list[str] = []
 
 
+class OnePersonConf(StrictModel):
+    """A holder of a junk value that corroborates nobody, when the holders that do are
+    one person and nothing on it disagrees with them (rule one_person_<id_type>)."""
+
+    enabled: bool = True
+    confidence: Literal["high", "medium", "low"] = "medium"
+    # Not phones by default: a family shares one.
+    id_types: list[Literal["phone", "email", "id_card", "card"]] = ["email", "id_card", "card"]
+
+
 class CorroborateConf(StrictModel):
     """Records sharing a junk value still link when they corroborate each other."""
 
@@ -27,6 +37,7 @@ class CorroborateConf(StrictModel):
     # Names of at least this many characters may differ by up to name_max_edits edits.
     min_name_length: int = Field(5, ge=1)
     name_max_edits: int = Field(1, ge=0)
+    one_person: OnePersonConf = OnePersonConf()
 
 
 class NeverLinkConf(StrictModel):
@@ -58,9 +69,21 @@ class WebConf(StrictModel):
     link_event_types: list[str] = ["login", "signup"]
 
 
+class LinkedGroupsConf(StrictModel):
+    """A name + birth date + city group above the cap that is few people once records
+    already linked to each other count as one (rule name_dob_city_linked)."""
+
+    enabled: bool = True
+    confidence: Literal["high", "medium", "low"] = "medium"
+    # Groups of more records than this are left alone (a person registers a handful of
+    # times).
+    max_records: int = Field(8, ge=2)
+
+
 class SecondPassConf(StrictModel):
     enabled: bool = True
     max_group_size: int = Field(3, ge=2)
+    linked: LinkedGroupsConf = LinkedGroupsConf()
 
 
 Confidence = Literal["high", "medium", "low"]
@@ -124,6 +147,9 @@ class FuzzyRules(StrictModel):
     # Identifier one edit apart (or a shared junk value), one name token close, same
     # province or close birth date.
     identifier_token: FuzzyRule = FuzzyRule()
+    # ID cards one edit apart (one fails its checksum), another field agrees (name,
+    # birth date, city or province) and none present on both disagrees.
+    id_card_typo: FuzzyRule = FuzzyRule()
     agreements: AgreementsRule = AgreementsRule()
 
     def get(self, rule: str) -> FuzzyRule:

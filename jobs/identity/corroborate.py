@@ -2,7 +2,9 @@
 ``junk.max_crm_records_per_value`` links nothing by itself, but the records holding it
 that corroborate each other (same birth date, names within a small edit distance, or
 another shared identifier) are still linked pairwise. Records that do not corroborate
-stay apart, and the value stays reported as junk for them.
+stay apart, and the value stays reported as junk for them. A holder with nothing to
+corroborate (no name, no birth date) still links when the holders that corroborate are
+one person and nothing on it disagrees (rule ``one_person_<type>``).
 
 Never-link rules (``never_link`` in conf/identity.yaml) veto a pair even when it
 corroborates: two different valid ID cards, different genders with different birth
@@ -14,6 +16,8 @@ Pure transforms: DataFrames in, DataFrames out.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
@@ -253,28 +257,139 @@ def _no_chains(pairs: DataFrame) -> DataFrame:
 
 
 def corroborated_edges(
-    profiles: DataFrame, crm_ids: DataFrame, junk: DataFrame, conf: IdentityConf
+    profiles: DataFrame,
+    crm_ids: DataFrame,
+    junk: DataFrame,
+    conf: IdentityConf,
+    materialise: Callable[[DataFrame, str], DataFrame] | None = None,
 ) -> DataFrame:
-    """Edges between CRM records that corroborate each other under a junk value.
+    """Edges between CRM records that corroborate each other under a junk value, and
+    (``junk.corroborate.one_person``) those of :func:`one_person_pairs`.
 
     Output grain: one edge (crm x -> crm y) per junk identifier type, rule
-    ``corroborated_<id_type>``, confidence high; dated by the pair's versions.
+    ``corroborated_<id_type>`` (confidence high) or ``one_person_<id_type>``; dated by
+    the pair's versions. ``materialise(df, name)`` cuts the lineage of the pairs, which
+    both rules read.
     """
-    pairs = corroborated_pairs(profiles, crm_ids, junk, conf)
+    mat = materialise or (lambda df, _name: df)
+    pairs = mat(corroborated_pairs(profiles, crm_ids, junk, conf), "corroborated_pairs")
+    labelled = pairs.select(
+        "id_type", "key", "x", "y", "first_seen", "last_seen",
+        F.concat(F.lit("corroborated_"), F.col("id_type")).alias("rule"),
+        F.lit("high").alias("confidence"),
+    )  # fmt: skip
+    if conf.junk.corroborate.one_person.enabled:
+        labelled = labelled.unionByName(one_person_pairs(profiles, crm_ids, junk, pairs, conf))
     return (
-        pairs.groupBy("x", "y", "id_type")
+        labelled.groupBy("x", "y", "rule", "confidence")
         .agg(F.min("first_seen").alias("first_seen"), F.max("last_seen").alias("last_seen"))
         .select(
             F.lit("crm").alias("src_source"),
             F.col("x").alias("src_key"),
             F.lit("crm").alias("dst_source"),
             F.col("y").alias("dst_key"),
-            F.concat(F.lit("corroborated_"), F.col("id_type")).alias("rule"),
-            F.lit("high").alias("confidence"),
+            "rule",
+            "confidence",
             "first_seen",
             "last_seen",
         )
     )
+
+
+def one_person_pairs(
+    profiles: DataFrame,
+    crm_ids: DataFrame,
+    junk: DataFrame,
+    corroborated: DataFrame,
+    conf: IdentityConf,
+) -> DataFrame:
+    """A record holding a junk value (of ``one_person.id_types``) that corroborates none
+    of its holders, when the holders that do corroborate are one person and nothing on
+    the record disagrees with any of them (:func:`disagree`): the value is that person's
+    (``ming.yu8468@126.com`` on four records of 何玉 and on one with no name or birth date).
+    Two or more people among the corroborating holders, e.g. a family: no link.
+
+    ``corroborated``: :func:`corroborated_pairs`. Output grain: one (id_type, key, x, y),
+    x < y: the uncorroborated record and the person's smallest crm_id; first_seen,
+    last_seen, rule ``one_person_<id_type>``, confidence from the conf.
+    """
+    op = conf.junk.corroborate.one_person
+    cand = _candidate_pairs(crm_ids, junk, conf).filter(F.col("id_type").isin(*op.id_types))
+    holders = cand.select("id_type", "key", F.col("x").alias("crm_id"), "first_seen").unionByName(
+        cand.select("id_type", "key", F.col("y").alias("crm_id"), "first_seen")
+    ).groupBy("id_type", "key", "crm_id").agg(F.max("first_seen").alias("seen"))  # fmt: skip
+    group = F.concat_ws("|", "id_type", "key").alias("nk")
+    ends = corroborated.select("id_type", "key", F.col("x").alias("crm_id")).unionByName(
+        corroborated.select("id_type", "key", F.col("y").alias("crm_id"))
+    ).distinct()  # fmt: skip
+    members = ends.select("id_type", "key", group, "crm_id")
+    units = group_units(members.select("nk", "crm_id"), corroborated.select("x", "y"))
+    person = (
+        members.join(units.filter(F.col("units") == 1), "nk")
+        .groupBy("id_type", "key")
+        .agg(F.min("crm_id").alias("y"), F.count(F.lit(1)).alias("n"))
+        .filter(F.col("n") >= 2)
+    )
+    lone = (
+        holders.join(ends, ["id_type", "key", "crm_id"], "left_anti")
+        .join(person.select("id_type", "key", "y"), ["id_type", "key"])
+        .withColumnRenamed("crm_id", "x")
+    )
+    a, b = profiles.alias("a"), profiles.alias("b")
+    checks = (
+        lone.join(members.withColumnRenamed("crm_id", "m"), ["id_type", "key"])
+        .join(a, F.col("a.crm_id") == F.col("x"))
+        .join(b, F.col("b.crm_id") == F.col("m"))
+        .groupBy("id_type", "key", "x", "y", "seen")
+        .agg(F.max((never_link(conf) | disagree()).cast("int")).alias("bad"))
+    )
+    return checks.filter(F.col("bad") == 0).select(
+        "id_type", "key", F.least("x", "y").alias("x"), F.greatest("x", "y").alias("y"),
+        F.col("seen").alias("first_seen"),
+        F.col("seen").alias("last_seen"),
+        F.concat(F.lit("one_person_"), F.col("id_type")).alias("rule"),
+        F.lit(op.confidence).alias("confidence"),
+    )  # fmt: skip
+
+
+def disagree(a: str = "a", b: str = "b") -> Column:
+    """A name (no typo of the other: :func:`names_compatible`), birth date (different and
+    not day/month swapped) or gender present on both records that differs."""
+    a_dob, b_dob = F.col(f"{a}.birth_date"), F.col(f"{b}.birth_date")
+    swapped = (F.month(a_dob) == F.dayofmonth(b_dob)) & (F.dayofmonth(a_dob) == F.month(b_dob))
+    return (
+        F.coalesce(~names_compatible(a, b), F.lit(False))
+        | F.coalesce((a_dob != b_dob) & ~swapped, F.lit(False))
+        | F.coalesce(F.col(f"{a}.gender") != F.col(f"{b}.gender"), F.lit(False))
+    )
+
+
+def group_units(members: DataFrame, links: DataFrame) -> DataFrame:
+    """How many people each group's records are at most, counting records linked to each
+    other (``links``: one (x, y) pair of CRM records) as one.
+
+    Each record takes the smallest id among itself and the group's records linked to it:
+    records sharing a value (all linked to each other) get one label; a chain (a-b, b-c,
+    a and c not linked) counts as more people, never as fewer.
+    Input ``members``: one (nk, crm_id). Output grain: one nk with ``units``.
+    """
+    both = links.select("x", "y").unionByName(
+        links.select(F.col("y").alias("x"), F.col("x").alias("y"))
+    )
+    neighbours = (
+        both.join(members.select(F.col("crm_id").alias("x"), "nk"), "x")
+        .join(members.select(F.col("crm_id").alias("y"), F.col("nk").alias("nk_y")), "y")
+        .filter(F.col("nk") == F.col("nk_y"))
+        .select("nk", F.col("x").alias("crm_id"), F.col("y").alias("label"))
+    )
+    label = (
+        members.select("nk", "crm_id", F.col("crm_id").alias("label"))
+        .unionByName(neighbours)
+        .groupBy("nk", "crm_id")
+        .agg(F.min("label").alias("label"))
+    )
+    per_label = label.groupBy("nk", "label").agg(F.count(F.lit(1)).alias("n"))
+    return per_label.groupBy("nk").agg(F.count(F.lit(1)).alias("units"))
 
 
 def conflicting_values(crm_ids: DataFrame, profiles: DataFrame, conf: IdentityConf) -> DataFrame:

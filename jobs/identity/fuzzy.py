@@ -33,6 +33,7 @@ RULES = (
     "fuzzy_name_dob_province",
     "fuzzy_dob_city_token",
     "fuzzy_identifier_token",
+    "fuzzy_id_card_typo",
     "fuzzy_agreements",
 )
 
@@ -104,6 +105,20 @@ def _masked(c: Column) -> Column:
     )
 
 
+def _pair_sorted(c: Column) -> Column:
+    """``c`` once per pair of neighbours with the two put in order: texts one adjacent
+    transposition apart (``8870`` / ``8780``) share one such text."""
+    return F.transform(
+        F.sequence(F.lit(1), F.greatest(F.length(c) - 1, F.lit(1))),
+        lambda i: F.concat(
+            c.substr(F.lit(1), i - 1),
+            F.least(c.substr(i, F.lit(1)), c.substr(i + 1, F.lit(1))),
+            F.greatest(c.substr(i, F.lit(1)), c.substr(i + 1, F.lit(1))),
+            c.substr(i + 2, F.lit(64)),
+        ),
+    )
+
+
 def _sorted_chars(c: Column) -> Column:
     """The characters of ``c`` sorted: texts one transposition apart give the same."""
     return F.array_join(F.array_sort(F.split(c, "")), "")
@@ -136,9 +151,11 @@ def _keys(conf: FuzzyConf) -> list[tuple[str, Column, list[Column]]]:
 
 def block_keys(fp: DataFrame, conf: IdentityConf) -> DataFrame:
     """Blocking keys of each record: birth date + city, phone prefix + city, the sorted
-    name, city + the name's characters sorted, birth date or city + a name token's first letters, an ID / member card with
-    one character masked or its characters sorted (+ a name token's initial or, masked,
-    the birth year). Input: :func:`fuzzy_profiles`.
+    name, city + the name's characters sorted, birth date or city + a name token's first
+    letters, a member card with one character masked (+ a name token's initial or the
+    birth year), an ID / member card with its characters sorted (+ a name token's
+    initial), an ID card alone with one character masked or two neighbours in order.
+    Input: :func:`fuzzy_profiles`.
 
     Output grain: one (crm_id, block); a record sits in several blocks.
     """
@@ -160,11 +177,20 @@ def block_keys(fp: DataFrame, conf: IdentityConf) -> DataFrame:
             ),
             _tagged(f"m{c}{tag}|", suffix),
         )
-        for c in ("card", "id_raw")
+        for c in ("card",)
         for tag, suffix in suffixes.items()
     ]
+    # An ID card alone (region and birth date inside make neighbours rare), one character
+    # masked or two neighbours put in order: a record with no name or birth date too.
+    id_alone = [
+        F.transform(F.coalesce(keys(F.col("id_raw")), F.array().cast("array<string>")),
+                    _tagged(f"{tag}|", F.lit("")))
+        for tag, keys in (("mid", _masked), ("tid", _pair_sorted))
+    ]  # fmt: skip
     return (
-        fp.select("crm_id", F.explode(F.concat(F.array(*single), *masked)).alias("block"))
+        fp.select(
+            "crm_id", F.explode(F.concat(F.array(*single), *masked, *id_alone)).alias("block")
+        )
         .filter(F.col("block").isNotNull())
         .distinct()
     )
@@ -291,6 +317,15 @@ def _city_close(conf: FuzzyConf) -> Column:
     return F.coalesce((a == b) | typo, F.lit(False))
 
 
+def _id_card_typo() -> Column:
+    """ID cards one edit apart of which at least one fails its checksum (two valid ones
+    are two people: never-link)."""
+    both_valid = F.coalesce(F.col("a.id_valid"), F.lit(False)) & F.coalesce(
+        F.col("b.id_valid"), F.lit(False)
+    )
+    return _one_edit(F.col("a.id_raw"), F.col("b.id_raw")) & ~both_valid
+
+
 def _identifier_typo() -> Column:
     """A member card or phone one edit apart (a family's shared phone is equal, not one
     edit apart), or an ID card one edit apart of which at least one fails its checksum
@@ -298,11 +333,7 @@ def _identifier_typo() -> Column:
     card = _one_edit(F.col("a.card"), F.col("b.card")) | _one_edit(
         F.col("a.phone"), F.col("b.phone")
     )
-    id_typo = _one_edit(F.col("a.id_raw"), F.col("b.id_raw")) & ~(
-        F.coalesce(F.col("a.id_valid"), F.lit(False))
-        & F.coalesce(F.col("b.id_valid"), F.lit(False))
-    )
-    return card | id_typo
+    return card | _id_card_typo()
 
 
 def compare(pairs: DataFrame, fp: DataFrame, conf: IdentityConf) -> DataFrame:
@@ -313,7 +344,8 @@ def compare(pairs: DataFrame, fp: DataFrame, conf: IdentityConf) -> DataFrame:
     ``comparisons.name_close_edits``), name_near (within ``comparisons.name_near_edits``,
     or name_same),
     token_close, dob_same, dob_close, city_same, city_close, province_same,
-    identifier_typo, identifier_close (a typo or a shared junk value), veto (never-link),
+    identifier_typo, id_card_typo, identifier_close (a typo or a shared junk value), veto
+    (never-link),
     and name/birth_date/city_key/province_key_missing (null on either side).
     """
     f = conf.fuzzy
@@ -339,6 +371,7 @@ def compare(pairs: DataFrame, fp: DataFrame, conf: IdentityConf) -> DataFrame:
                 "province_same"
             ),
             _identifier_typo().alias("identifier_typo"),
+            _id_card_typo().alias("id_card_typo"),
             # or a shared junk value (held by too many records to link by itself)
             (_identifier_typo() | F.col("shares_junk")).alias("identifier_close"),
             never_link(conf).alias("veto"),
@@ -354,7 +387,8 @@ def rule_conditions(conf: FuzzyConf) -> dict[str, Column]:
     """Each enabled rule's condition over :func:`compare`'s columns, in :data:`RULES` order."""
     c = {n: F.col(n) for n in ("name_same", "name_close", "name_near", "token_close", "dob_same",
                                "dob_close", "city_same", "city_close", "province_same",
-                               "identifier_close", "identifier_typo")}  # fmt: skip
+                               "identifier_close", "identifier_typo",
+                               "id_card_typo")}  # fmt: skip
     name_agrees = c["name_near"] | c["token_close"]
     agreements = name_agrees.cast("int") + sum(
         F.col(n).cast("int") for n in ("dob_close", "city_close", "identifier_close")
@@ -367,10 +401,28 @@ def rule_conditions(conf: FuzzyConf) -> dict[str, Column]:
         "fuzzy_identifier_token": c["identifier_close"]
         & (c["token_close"] | c["name_same"])
         & (c["province_same"] | c["dob_close"]),
+        "fuzzy_id_card_typo": c["id_card_typo"]
+        & _agrees_somewhere(name_agrees)
+        & ~_disagrees_anywhere(name_agrees),
         "fuzzy_agreements": (agreements >= conf.rules.agreements.min_agreements)
         & (c["identifier_typo"] | F.lit(not conf.rules.agreements.require_identifier)),
     }
     return {name: conditions[name] for name in RULES if conf.rules.get(name).enabled}
+
+
+def _agrees_somewhere(name_agrees: Column) -> Column:
+    """Name (near or a token close), birth date (close), city (close) or province agree."""
+    return name_agrees | F.col("dob_close") | F.col("city_close") | F.col("province_same")
+
+
+def _disagrees_anywhere(name_agrees: Column) -> Column:
+    """A name, birth date, city or province present on both records that does not agree."""
+    return (
+        (~F.col("name_missing") & ~name_agrees)
+        | (~F.col("birth_date_missing") & ~F.col("dob_close"))
+        | (~F.col("city_key_missing") & ~F.col("city_close"))
+        | (~F.col("province_key_missing") & ~F.col("province_same"))
+    )
 
 
 def compared_pairs(

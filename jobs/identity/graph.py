@@ -28,6 +28,7 @@ from jobs.identity.corroborate import (
     conflicting_values,
     corroborated_edges,
     crm_profiles,
+    group_units,
     junk_value_pairs,
     never_link,
 )
@@ -547,12 +548,16 @@ def name_dob_city_edges(
     profiles: DataFrame | None = None,
 ) -> DataFrame:
     """Second pass: CRM records sharing no identifier but the same normalised name, birth
-    date and city (latest version of each), in groups no larger than the configured size.
+    date and city (latest version of each), in groups no larger than the configured size
+    (rule ``name_dob_city``) or, with ``second_pass.linked`` on, larger groups of at most
+    ``linked.max_records`` records that are no more than that many people once the
+    records already linked to each other count as one (rule ``name_dob_city_linked``: one
+    person registered many times, plus a record or two without identifiers).
     With ``profiles`` (:func:`jobs.identity.corroborate.crm_profiles`), pairs the
     never-link rules keep apart get no edge.
 
-    Output grain: one edge between two CRM records (the group's smallest crm_id -> each
-    other member), rule ``name_dob_city``, confidence medium.
+    ``kept_crm_edges``: the first pass's kept edges. Output grain: one edge between two
+    CRM records, confidence from the conf (``name_dob_city``: medium).
     """
     latest = latest_crm_versions(crm).filter(F.col("is_latest"))
     keyed = latest.select(
@@ -565,16 +570,40 @@ def name_dob_city_edges(
         (N.norm_name(F.col("name")).isNotNull() & F.col("birth_date").isNotNull()
          & N.norm_city(F.col("city")).isNotNull()).alias("ok"),
     ).filter(F.col("ok"))  # fmt: skip
+    sp = conf.second_pass
     sizes = keyed.groupBy("nk").agg(F.count(F.lit(1)).alias("n"))
-    grp = keyed.join(
-        sizes.filter((F.col("n") >= 2) & (F.col("n") <= conf.second_pass.max_group_size)), "nk"
-    )
+    rule = F.when(F.col("n") <= sp.max_group_size, F.lit("name_dob_city"))
+    confidence = F.when(F.col("n") <= sp.max_group_size, F.lit("medium"))
+    shared = shared_value_pairs(kept_crm_edges)
+    if sp.linked.enabled:
+        big = sizes.filter(
+            (F.col("n") > sp.max_group_size) & (F.col("n") <= sp.linked.max_records)
+        ).select("nk")
+        members = keyed.join(big, "nk").select("nk", "crm_id")
+        # The edges of those groups' records only: a few, however large the lake.
+        own = kept_crm_edges.filter(F.col("src_source") == "crm").join(
+            members.select(F.col("crm_id").alias("src_key")), "src_key", "left_semi"
+        )
+        links = shared_value_pairs(own).unionByName(
+            own.filter(F.col("dst_source") == "crm").select(
+                F.col("src_key").alias("x"), F.col("dst_key").alias("y")
+            )
+        )
+        units = group_units(members, links)
+        sizes = sizes.join(units, "nk", "left")
+        few = F.coalesce(F.col("units") <= sp.max_group_size, F.lit(False))
+        rule = rule.when(few, F.lit("name_dob_city_linked"))
+        confidence = confidence.when(few, F.lit(sp.linked.confidence))
+    labelled = sizes.select("nk", rule.alias("rule"), confidence.alias("confidence"))
+    grp = keyed.join(labelled.filter(F.col("rule").isNotNull()), "nk")
     a, b = grp.alias("a"), grp.alias("b")
     pairs = a.join(b, (F.col("a.nk") == F.col("b.nk")) & (F.col("a.crm_id") < F.col("b.crm_id")))
     pairs = pairs.select(
         F.col("a.crm_id").alias("x"),
         F.col("b.crm_id").alias("y"),
         F.greatest("a.seen", "b.seen").alias("seen"),
+        F.col("a.rule").alias("rule"),
+        F.col("a.confidence").alias("confidence"),
     )
     if profiles is not None:
         pa, pb = profiles.alias("pa"), profiles.alias("pb")
@@ -586,14 +615,13 @@ def name_dob_city_edges(
         )
         pairs = pairs.join(vetoed, ["x", "y"], "left_anti")
     # Pairs already sharing a value node need no second-pass edge.
-    shared = shared_value_pairs(kept_crm_edges)
     return pairs.join(shared, ["x", "y"], "left_anti").select(
         F.lit("crm").alias("src_source"),
         F.col("x").alias("src_key"),
         F.lit("crm").alias("dst_source"),
         F.col("y").alias("dst_key"),
-        F.lit("name_dob_city").alias("rule"),
-        F.lit("medium").alias("confidence"),
+        "rule",
+        "confidence",
         F.col("seen").alias("first_seen"),
         F.col("seen").alias("last_seen"),
     )
@@ -603,9 +631,13 @@ def node_id(source: Column, key: Column) -> Column:
     return F.xxhash64(F.concat(source, F.lit(":"), key))
 
 
+# Second-pass rules besides fuzzy_*: under the fuzzy cluster cap (max_cluster_records).
+SECOND_PASS_RULES = ("name_dob_city", "name_dob_city_linked", "scored")
+
+
 def _second_pass(rule: Column) -> Column:
-    """True for an edge of the second pass (name_dob_city, a fuzzy rule or scored)."""
-    return rule.isin("name_dob_city", "scored") | rule.startswith("fuzzy_")
+    """True for an edge of the second pass (name_dob_city(_linked), a fuzzy rule, scored)."""
+    return rule.isin(*SECOND_PASS_RULES) | rule.startswith("fuzzy_")
 
 
 def conflicting_components(
@@ -743,7 +775,7 @@ def refuse_in_components(
 
 def _is_second_pass_rule(rule: str) -> bool:
     """Python twin of :func:`_second_pass`."""
-    return rule in ("name_dob_city", "scored") or rule.startswith("fuzzy_")
+    return rule in SECOND_PASS_RULES or rule.startswith("fuzzy_")
 
 
 def build_graph(
@@ -812,10 +844,10 @@ def build_graph(
         F.col("reason").isin("shared_by_many", "never_link", "never_link,shared_by_many")
     ).select("id_type", "key")
     if conf.junk.corroborate.enabled:
-        kept = kept.unionByName(corroborated_edges(profiles, crm_ids, junk, conf))
+        kept = kept.unionByName(corroborated_edges(profiles, crm_ids, junk, conf, mat))
     if conf.second_pass.enabled:
         kept = mat(kept, "kept_first_pass")
-        second = name_dob_city_edges(crm, kept, conf, profiles)
+        second = mat(name_dob_city_edges(crm, kept, conf, profiles), "name_dob_city")
         if conf.fuzzy.enabled:
             # Pairs already sharing a value node or linked by name_dob_city need no edge.
             shared = shared_value_pairs(kept).unionByName(
