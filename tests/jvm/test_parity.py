@@ -233,7 +233,7 @@ class Scenario:
 
 
 def _member_ids(lake: Path) -> set[str]:
-    return {r["member_id"] for r in DeltaTable(str(lake / "silver/members")).to_pylist()}
+    return {r["member_id"] for r in _rows(lake, "silver/members")}
 
 
 def _rows(lake: Path, name: str) -> list[dict]:
