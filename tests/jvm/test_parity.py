@@ -127,16 +127,27 @@ def crm_line(crm_id: str, phone: str, updated: str) -> str:
     return f"{crm_id},,{phone},,,,,,,,,2025-01-01 10:00:00,store,,N,N,N,active,{updated}"
 
 
+def may_merge(a: dict[str, str], b: dict[str, str]) -> bool:
+    """True when the never-link rules (conf/identity.yaml) let a till receipt merge two CRM
+    rows: not two ID cards, not different genders with different birth dates."""
+    two_cards = bool(a["id_card_no"] and b["id_card_no"])
+    strangers = a["gender"] != b["gender"] and a["birth_date"] != b["birth_date"]
+    return not two_cards and not strangers
+
+
 def pick_members(landing: Path) -> dict[str, dict[str, str]]:
-    """Three members of the first CRM snapshot with a card and a phone: A and B (to merge)
-    and E (to erase)."""
+    """Three members of the first CRM snapshot with a card and a phone: A and B (to merge,
+    so a pair the never-link rules allow) and E (to erase)."""
     path = next((landing / "crm" / FIRST.isoformat()).glob("members_*.csv"))
     lines, _ = _csv_lines(path)
     rows = [r for r in csv.DictReader(lines) if r["member_card_no"] and r["phone"]]
     phones = [r["phone"] for r in rows]
     rows = [r for r in rows if phones.count(r["phone"]) == 1 and len(r["phone"]) == 11]
-    assert len(rows) >= 3, "the generated CRM snapshot has too few members with card and phone"
-    return dict(zip("ABE", rows[:3], strict=False))
+    pairs = [(a, b) for i, a in enumerate(rows) for b in rows[i + 1 :] if may_merge(a, b)]
+    assert pairs, "the generated CRM snapshot has no two members a receipt may merge"
+    a, b = pairs[0]
+    erased = next(r for r in rows if r is not a and r is not b)
+    return {"A": a, "B": b, "E": erased}
 
 
 def plant_before_night1(landing: Path, hold: Path) -> None:
