@@ -27,8 +27,12 @@ from deltalake import DeltaTable
 #   ingested_at          when the ingest manifest recorded the file (same)
 #   validated_at         when the quality step ran its Great Expectations suite
 #   started_at, finished_at  when a step ran
+#   request_id, added_at  which erasure request (`cdp forget`, one per engine: an id made of
+#                        its time and a random part) put a hash on the suppression list, when
 RUN_SPECIFIC_COLUMNS = frozenset(
     {
+        "request_id",
+        "added_at",
         "run_id",
         "_run_id",
         "_ingested_at",
