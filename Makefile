@@ -41,7 +41,8 @@ setup: $(STAMP) $(JARS_STAMP)
 
 # The JVM tests with the opt-in ones: the whole pipeline on JVM Spark + Delta (local, Spark
 # Connect server, standalone cluster) compared with Sail (tests/jvm/test_parity.py,
-# tests/jvm/test_cluster.py; not part of `make test` until seen to pass whole).
+# tests/jvm/test_cluster.py; not part of `make test`: the parity scenario's JVM side alone
+# takes ~24 minutes on 2 cores).
 test-jvm: setup
 	CDP_TEST_CLUSTER=1 $(UV) run --frozen pytest -q tests/jvm tests/objectstore/test_s3_jvm.py
 
