@@ -39,10 +39,10 @@ jars: $(JARS_STAMP)
 
 setup: $(STAMP) $(JARS_STAMP)
 
-# The JVM tests with the opt-in ones: the whole pipeline on JVM Spark + Delta (local, Spark
-# Connect server, standalone cluster) compared with Sail (tests/jvm/test_parity.py,
-# tests/jvm/test_cluster.py; not part of `make test`: the parity scenario's JVM side alone
-# takes ~24 minutes on 2 cores).
+# The JVM tests with the opt-in ones: the whole parity scenario on a local JVM session
+# (tests/jvm/test_parity.py; its JVM side alone takes ~24 minutes on 2 cores), its night 2 on
+# the standalone cluster and a night on a local-mode Connect server (tests/jvm/test_cluster.py).
+# `make test` runs night 1 of the scenario on a Connect server over a standalone cluster.
 test-jvm: setup
 	CDP_TEST_CLUSTER=1 $(UV) run --frozen pytest -q tests/jvm tests/objectstore/test_s3_jvm.py
 
