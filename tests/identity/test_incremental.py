@@ -67,8 +67,9 @@ def snapshot(ctx) -> dict[str, list[tuple]]:
     for name, keys in TABLES.items():
         df = ctx.lake.read(name)
         cols = sorted(df.columns)
-        out[name] = sorted((tuple(str(r[c]) for c in cols) for r in df.collect()), key=lambda t: t)
-        assert len({tuple(str(r[k]) for k in keys) for r in df.collect()}) == len(out[name])
+        collected = df.collect()
+        out[name] = sorted((tuple(str(r[c]) for c in cols) for r in collected), key=lambda t: t)
+        assert len({tuple(str(r[k]) for k in keys) for r in collected}) == len(out[name])
     return out
 
 
