@@ -228,29 +228,5 @@ def test_split_after_crm_correction(make_ctx, write_bronze):
     assert x2[("pos_phone", hmac_py("13700000003", key))] == m
 
 
-def test_circuit_breaker_stops_before_writing(make_ctx, write_bronze, monkeypatch):
-    from jobs.identity.assign import CircuitBreakerTripped
-    from jobs.identity.conf import BreakerConf, IdentityConf
-    from jobs.identity.job import resolve
-
-    crm = [crm_row(f"A{i}", 0, phone=f"1370000{i:04d}", member_card_no=f"K{i}") for i in range(12)]
-    ctx0 = make_ctx(day(0))
-    write_bronze(ctx0, crm)
-    first = resolve(ctx0, IdentityConf(circuit_breaker=BreakerConf(min_changes=0)))
-    assert first["members"] == 12  # the first run never trips: no existing members
-    version = ctx0.lake.version("silver/member_xref")
-    # Day 1: six tills pair card 2i with the phone of record 2i+1: six merges of 12 members.
-    pos = [pos_row(f"o{i}", 1, member_card_no=f"K{2 * i}", phone=f"1370000{2 * i + 1:04d}")
-           for i in range(6)]  # fmt: skip
-    ctx1 = make_ctx(day(1))
-    write_bronze(ctx1, crm, pos)
-    strict = IdentityConf(circuit_breaker=BreakerConf(max_change_share=0.01, min_changes=2))
-    with pytest.raises(CircuitBreakerTripped, match=r"6 member id changes .* 12 existing") as e:
-        resolve(ctx1, strict)
-    assert "cluster crm:A" in str(e.value)
-    assert ctx1.lake.version("silver/member_xref") == version
-    assert ctx1.lake.read("silver/member_id_changes").count() == 0
-    # The operator can accept the changes after checking them.
-    monkeypatch.setenv("CDP_IDENTITY_ACCEPT_CHANGES", "1")
-    figures = resolve(ctx1, strict)
-    assert figures["merges"] == 6 and figures["members"] == 6
+# The circuit breaker (stops before writing, names a cluster, the operator accepts):
+# tests/identity/test_incremental.py::test_breaker_trip_on_an_incremental_night_then_full_recompute.
