@@ -100,7 +100,7 @@ def landing(tmp_path_factory) -> Path:
     from jobs.generate.landing import generate_landing
 
     out = tmp_path_factory.mktemp("crash") / "landing"
-    generate_landing(out, members=40, days=3, seed=5, end_date=END, stores=6)
+    generate_landing(out, members=60, days=3, seed=5, end_date=END)
     return out
 
 
