@@ -36,7 +36,7 @@ def zone(tmp_path_factory):
     from jobs.generate.landing import generate_landing
 
     out = tmp_path_factory.mktemp("backfill") / "landing"
-    generate_landing(out, members=40, days=3, seed=11, end_date=END, workers=1, stores=6)
+    generate_landing(out, members=80, days=4, seed=11, end_date=END, workers=1)
     return out
 
 
