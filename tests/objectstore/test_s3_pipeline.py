@@ -77,7 +77,7 @@ def test_pipeline_on_s3_equals_local_and_forget_erases_every_object(tmp_path, bu
 
     from jobs.generate.landing import generate_landing
 
-    generate_landing(tmp_path / "landing", members=30, days=2, seed=11, stores=6,
+    generate_landing(tmp_path / "landing", members=60, days=3, seed=11,
                      end_date=dt.date.fromisoformat(END))  # fmt: skip
     landing = str(tmp_path / "landing")
     lake, exports = f"s3://{bucket}/lake", f"s3://{bucket}/exports"
