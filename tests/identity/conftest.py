@@ -77,23 +77,24 @@ def web_row(event_id: str, anon: str, d: int = 0, **kw) -> dict:
     return row
 
 
+def write_bronze_tables(ctx, crm: list[dict] = (), pos: list[dict] = (), web: list[dict] = ()):
+    """Write (replace) the three bronze tables of a context's lake from row dicts."""
+    # A lake's PII key is generated only while the lake is new (no table yet).
+    assert ctx.pii_key
+    for name, rows in (
+        ("bronze/crm_members", crm),
+        ("bronze/pos_lines", pos),
+        ("bronze/web_events", web),
+    ):
+        schema = table_schema(name)
+        full = [tuple(r.get(c) for c in schema.columns) for r in rows]
+        ctx.lake.overwrite(ctx.spark.createDataFrame(full, schema.struct), name)
+
+
 @pytest.fixture()
 def write_bronze(spark):
-    """Write (replace) the three bronze tables of a context's lake from row dicts."""
-
-    def _write(ctx, crm: list[dict] = (), pos: list[dict] = (), web: list[dict] = ()) -> None:
-        # A lake's PII key is generated only while the lake is new (no table yet).
-        assert ctx.pii_key
-        for name, rows in (
-            ("bronze/crm_members", crm),
-            ("bronze/pos_lines", pos),
-            ("bronze/web_events", web),
-        ):
-            schema = table_schema(name)
-            full = [tuple(r.get(c) for c in schema.columns) for r in rows]
-            ctx.lake.overwrite(spark.createDataFrame(full, schema.struct), name)
-
-    return _write
+    """:func:`write_bronze_tables` (on the shared session)."""
+    return write_bronze_tables
 
 
 def xref_map(ctx) -> dict[tuple[str, str], str | None]:

@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import pytest
 
+from jobs.context import RunContext
 from jobs.identity.job import run
 from jobs.privacy.pii import hmac_py
-from tests.identity.conftest import crm_row, day, pos_row, rows, web_row, xref_map
+from tests.identity.conftest import (
+    crm_row,
+    day,
+    pos_row,
+    rows,
+    web_row,
+    write_bronze_tables,
+    xref_map,
+)
+from tests.lakes import copy_base, settings_at
 
 VALID_ID = "11010519491231002X"
 BAD_ID = "110105194912310021"
@@ -45,11 +56,19 @@ def _scenario():
     return crm, pos, web
 
 
-def test_links_blocking_and_members(make_ctx, write_bronze):
-    ctx = make_ctx(day(0))
-    crm, pos, web = _scenario()
-    write_bronze(ctx, crm, pos, web)
-    figures = run(ctx)
+@pytest.fixture(scope="module")
+def scenario_lake(spark, tmp_path_factory) -> tuple[Path, dict]:
+    """The scenario resolved once on day 0, shared by the tests that read it: the lake's
+    folder (copy it to change it) and the run's figures."""
+    base = tmp_path_factory.mktemp("scenario") / "base"
+    ctx = RunContext(settings=settings_at(base), spark=spark, as_of=day(0))
+    write_bronze_tables(ctx, *_scenario())
+    return base, run(ctx)
+
+
+def test_links_blocking_and_members(scenario_lake, make_ctx):
+    base, figures = scenario_lake
+    ctx = make_ctx(day(0), settings=settings_at(base))
     key = ctx.pii_key
     x = xref_map(ctx)
 
@@ -105,41 +124,48 @@ def test_links_blocking_and_members(make_ctx, write_bronze):
     assert figures["cc_rounds"] >= 1 and figures["merges"] == 0 and figures["existing_members"] == 0
 
 
-def test_rerun_same_date_changes_nothing(make_ctx, write_bronze):
-    ctx = make_ctx(day(0))
-    write_bronze(ctx, *_scenario())
-    run(ctx)
+def test_rerun_same_date_changes_nothing(scenario_lake, make_ctx, tmp_path):
+    settings = copy_base(scenario_lake[0], tmp_path / "base")
+    ctx = make_ctx(day(0), settings=settings)
     before = xref_map(ctx)
-    figures = run(make_ctx(day(0)))
+    figures = run(make_ctx(day(0), settings=settings))
     assert xref_map(ctx) == before
     assert figures["merges"] == figures["splits"] == figures["dissolved"] == 0
     assert rows(ctx, "silver/member_id_changes") == []
 
 
-def test_same_data_same_ids_in_a_fresh_lake(make_ctx, write_bronze, settings, tmp_path):
-    ctx = make_ctx(day(0))
-    write_bronze(ctx, *_scenario())
-    run(ctx)
-    other = settings.model_copy(
-        update={"paths": settings.paths.model_copy(update={"lake": tmp_path / "lake2"})}
-    )
-    ctx2 = make_ctx(day(0), settings=other)
+def test_same_data_same_ids_in_a_fresh_lake(scenario_lake, make_ctx, write_bronze, settings):
+    """The module's scenario lake and a fresh one (this test's, with the same key) agree."""
+    ctx = make_ctx(day(0), settings=settings_at(scenario_lake[0]))
+    fresh = settings.model_copy(update={"privacy": ctx.settings.privacy})
+    ctx2 = make_ctx(day(0), settings=fresh)
     write_bronze(ctx2, *_scenario())
     run(ctx2)
     assert xref_map(ctx2) == xref_map(ctx)
 
 
+TWO_MEMBERS = [crm_row("A", 0, phone="13700000001"), crm_row("B", 1, phone="13700000002",
+                                                                member_card_no="KB")]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def two_members_lake(spark, tmp_path_factory) -> Path:
+    """A on day 0, then B on day 1, resolved night by night: the folder of the lake that
+    test_merge_keeps_oldest_id copies for each way of linking them."""
+    base = tmp_path_factory.mktemp("two-members") / "base"
+    settings = settings_at(base)
+    for n, crm in ((0, TWO_MEMBERS[:1]), (1, TWO_MEMBERS)):
+        ctx = RunContext(settings=settings, spark=spark, as_of=day(n))
+        write_bronze_tables(ctx, crm)
+        run(ctx)
+    return base
+
+
 @pytest.mark.parametrize("link", ["pos", "crm"])
-def test_merge_keeps_oldest_id(make_ctx, write_bronze, link):
-    crm = [crm_row("A", 0, phone="13700000001"), crm_row("B", 1, phone="13700000002",
-                                                         member_card_no="KB")]  # fmt: skip
-    ctx0 = make_ctx(day(0))
-    write_bronze(ctx0, crm[:1])
-    run(ctx0)
-    ctx1 = make_ctx(day(1))
-    write_bronze(ctx1, crm)
-    run(ctx1)
-    x1 = xref_map(ctx1)
+def test_merge_keeps_oldest_id(two_members_lake, make_ctx, write_bronze, link, tmp_path):
+    crm = TWO_MEMBERS
+    settings = copy_base(two_members_lake, tmp_path / "base")
+    x1 = xref_map(make_ctx(day(1), settings=settings))
     a, b = x1[("crm", "A")], x1[("crm", "B")]
     assert a != b
     # Day 2: B is linked to A, either at the till (B's card with A's phone) or by a CRM
@@ -151,7 +177,7 @@ def test_merge_keeps_oldest_id(make_ctx, write_bronze, link):
         pos = []
         more = [crm_row("A", 2, phone="13700000001", email="ab@x.com"),
                 crm_row("B", 2, phone="13700000002", member_card_no="KB", email="AB@x.com")]  # fmt: skip
-    ctx2 = make_ctx(day(2))
+    ctx2 = make_ctx(day(2), settings=settings)
     write_bronze(ctx2, crm + more, pos)
     figures = run(ctx2)
     x2 = xref_map(ctx2)
@@ -202,29 +228,5 @@ def test_split_after_crm_correction(make_ctx, write_bronze):
     assert x2[("pos_phone", hmac_py("13700000003", key))] == m
 
 
-def test_circuit_breaker_stops_before_writing(make_ctx, write_bronze, monkeypatch):
-    from jobs.identity.assign import CircuitBreakerTripped
-    from jobs.identity.conf import BreakerConf, IdentityConf
-    from jobs.identity.job import resolve
-
-    crm = [crm_row(f"A{i}", 0, phone=f"1370000{i:04d}", member_card_no=f"K{i}") for i in range(12)]
-    ctx0 = make_ctx(day(0))
-    write_bronze(ctx0, crm)
-    first = resolve(ctx0, IdentityConf(circuit_breaker=BreakerConf(min_changes=0)))
-    assert first["members"] == 12  # the first run never trips: no existing members
-    version = ctx0.lake.version("silver/member_xref")
-    # Day 1: six tills pair card 2i with the phone of record 2i+1: six merges of 12 members.
-    pos = [pos_row(f"o{i}", 1, member_card_no=f"K{2 * i}", phone=f"1370000{2 * i + 1:04d}")
-           for i in range(6)]  # fmt: skip
-    ctx1 = make_ctx(day(1))
-    write_bronze(ctx1, crm, pos)
-    strict = IdentityConf(circuit_breaker=BreakerConf(max_change_share=0.01, min_changes=2))
-    with pytest.raises(CircuitBreakerTripped, match=r"6 member id changes .* 12 existing") as e:
-        resolve(ctx1, strict)
-    assert "cluster crm:A" in str(e.value)
-    assert ctx1.lake.version("silver/member_xref") == version
-    assert ctx1.lake.read("silver/member_id_changes").count() == 0
-    # The operator can accept the changes after checking them.
-    monkeypatch.setenv("CDP_IDENTITY_ACCEPT_CHANGES", "1")
-    figures = resolve(ctx1, strict)
-    assert figures["merges"] == 6 and figures["members"] == 6
+# The circuit breaker (stops before writing, names a cluster, the operator accepts):
+# tests/identity/test_incremental.py::test_breaker_trip_on_an_incremental_night_then_full_recompute.
