@@ -239,8 +239,12 @@ def category_aggregates(lines: DataFrame, as_of: dt.date, windows: FeatureWindow
     known = F.col("category").isNotNull()
     agg = by_cat.groupBy("member_id").agg(
         F.sum("spend").cast(MONEY).alias(f"category_spend_{y}d"),
-        F.collect_list(
-            F.when(known, F.struct(F.col("category").alias("c"), F.col("spend").alias("s")))
+        # Sorted by category: a map's entries keep the order they were built in, and
+        # collect_list's order is the shuffle's (two runs of one lake differed).
+        F.sort_array(
+            F.collect_list(
+                F.when(known, F.struct(F.col("category").alias("c"), F.col("spend").alias("s")))
+            )
         ).alias("_e"),
         # Ascending sort of (-spend, category): the first is the top category, and it
         # carries its own spend (no map lookup: element_at on a map of this shape gave
