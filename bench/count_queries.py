@@ -137,7 +137,9 @@ def report(counter: Counter, steps: list[str] | None, sites: int) -> dict:
     out: dict = {}
     nights = list(dict.fromkeys(k[0] for k in counter.seconds))
     names = list(dict.fromkeys(k[1] for k in counter.seconds))
-    print(f"{'night':<6} {'step':<16} {'exec':>5} {'cmd':>5} {'analyze':>7} {'commits':>7} {'s':>7}")
+    print(
+        f"{'night':<6} {'step':<16} {'exec':>5} {'cmd':>5} {'analyze':>7} {'commits':>7} {'s':>7}"
+    )
     for night in nights:
         total = collections.Counter()
         for name in names:

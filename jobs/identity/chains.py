@@ -32,6 +32,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from jobs.identity.conf import IdentityConf
+from jobs.identity.counts import row_counts
 from jobs.identity.graph import (
     EDGE_COLUMNS,
     EDGE_KEYS,
@@ -120,7 +121,6 @@ class ChainCheck:
         self.labels: DataFrame | None = None  # one node id checked: id, component
         self.scope: DataFrame | None = None  # node ids checked (None: all)
         self.refused: DataFrame | None = None  # EDGE_COLUMNS, by_cap
-        self.checked_nodes: int | None = None
 
     def __call__(
         self, edges: DataFrame, profiles: DataFrame, conf: IdentityConf, mat: Materialise
@@ -138,8 +138,7 @@ class ChainCheck:
             )  # fmt: skip
         labels, conflicting = conflicting_components(sub, profiles, conf, mat)
         refused, by_cap = refuse_in_components(sub, labels, conflicting, profiles, conf)
-        self.labels = labels
-        self.checked_nodes = labels.count()
+        self.labels = labels  # the caller counts the checked nodes with its other figures
         flagged = (
             refused.join(by_cap.select(*EDGE_KEYS), EDGE_KEYS, "left_anti")
             .withColumn("by_cap", F.lit(False))
@@ -171,11 +170,13 @@ class ChainCheck:
             lake.overwrite(refused, REFUSED)
             return {COMPONENTS: -1, REFUSED: -1}
         changes = component_changes(self.labels, lake.read(COMPONENTS), self.scope)
-        n_components = changes.count()
+        prev = lake.read(REFUSED).select(*EDGE_COLUMNS, "by_cap")
+        n = row_counts(
+            {"components": changes, "new": refused.subtract(prev), "gone": prev.subtract(refused)}
+        )  # one query, before either table is written
+        n_components, n_refused = n["components"], n["new"] + n["gone"]
         if n_components:
             lake.apply_changes(changes, COMPONENTS)
-        prev = lake.read(REFUSED).select(*EDGE_COLUMNS, "by_cap")
-        n_refused = refused.subtract(prev).count() + prev.subtract(refused).count()
         if n_refused:
             lake.overwrite(refused, REFUSED)
         return {COMPONENTS: n_components, REFUSED: n_refused}
