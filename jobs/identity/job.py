@@ -424,7 +424,9 @@ def resolve(ctx: RunContext, conf: IdentityConf | None = None) -> dict:
         F.xxhash64(_node(F.col("src_source"), F.col("src_key"))).alias("src"),
         F.xxhash64(_node(F.col("dst_source"), F.col("dst_key"))).alias("dst"),
     )
-    labels, cc = connected_components(nodes, e, mat, conf.components.max_rounds)
+    labels, cc = connected_components(
+        nodes, e, mat, conf.components.max_rounds, conf.components.local_max_edges
+    )
     clustered = mat(cluster_identities(cc_identities, mat(labels, "labels")), "clustered")
 
     history = lake.read("silver/member_id_history")
