@@ -12,7 +12,6 @@ import datetime as dt
 import json
 import os
 import signal
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -112,20 +111,17 @@ class Lake:
         if not self.exists(name):
             self.overwrite(df, name)
             return
-        src = conform(df, name)
-        view = f"_merge_src_{uuid.uuid4().hex[:12]}"
-        src.createOrReplaceTempView(view)
         cond = " AND ".join(f"t.`{c}` <=> s.`{c}`" for c in on)
-        sql = f"MERGE INTO delta.`{self.path(name)}` AS t USING {view} AS s ON {cond} "
+        sql = f"MERGE INTO delta.`{_braces(self.path(name))}` AS t USING {{src}} AS s ON {cond} "
         if update:
             sql += "WHEN MATCHED THEN UPDATE SET * "
         sql += "WHEN NOT MATCHED THEN INSERT *"
         if delete_unmatched_predicate:
-            sql += f" WHEN NOT MATCHED BY SOURCE AND ({delete_unmatched_predicate}) THEN DELETE"
-        try:
-            self.spark.sql(sql)
-        finally:
-            self.spark.catalog.dropTempView(view)
+            pred = _braces(delete_unmatched_predicate)
+            sql += f" WHEN NOT MATCHED BY SOURCE AND ({pred}) THEN DELETE"
+        # The source travels with the statement: no temp view to create and drop (two
+        # more round trips, each a Spark action on a Connect server).
+        self.spark.sql(sql, src=conform(df, name))
         _fault_hook(name)
 
     def apply_changes(self, changes: DataFrame, name: str) -> None:
@@ -140,22 +136,18 @@ class Lake:
             self.overwrite(changes.filter(F.col("_op") == "upsert").drop("_op"), name)
             return
         cols = schema.columns
-        view = f"_changes_{uuid.uuid4().hex[:12]}"
-        conform(changes, name, extra=True).select(*cols, "_op").createOrReplaceTempView(view)
+        src = conform(changes, name, extra=True).select(*cols, "_op")
         cond = " AND ".join(f"t.`{c}` <=> s.`{c}`" for c in schema.keys)
         sets = ", ".join(f"`{c}` = s.`{c}`" for c in cols)
         names = ", ".join(f"`{c}`" for c in cols)
         values = ", ".join(f"s.`{c}`" for c in cols)
         sql = (
-            f"MERGE INTO delta.`{self.path(name)}` AS t USING {view} AS s ON {cond} "
+            f"MERGE INTO delta.`{_braces(self.path(name))}` AS t USING {{src}} AS s ON {cond} "
             "WHEN MATCHED AND s._op = 'delete' THEN DELETE "
             f"WHEN MATCHED THEN UPDATE SET {sets} "
             f"WHEN NOT MATCHED AND s._op = 'upsert' THEN INSERT ({names}) VALUES ({values})"
         )
-        try:
-            self.spark.sql(sql)
-        finally:
-            self.spark.catalog.dropTempView(view)
+        self.spark.sql(sql, src=src)
         _fault_hook(name)
 
     def add_missing_columns(self, name: str) -> list[str]:
@@ -187,6 +179,11 @@ class Lake:
         """Every Delta table under the root, as ``layer/table`` (found by its ``_delta_log``,
         listing two levels: no walk through data files, local or object store)."""
         return storage.delta_tables(self.root)
+
+
+def _braces(text: str) -> str:
+    """``text`` inside a ``spark.sql`` statement formatted with DataFrame arguments."""
+    return text.replace("{", "{{").replace("}", "}}")
 
 
 def parquet_materialiser(base: str | Path) -> Callable[[DataFrame, str], DataFrame]:

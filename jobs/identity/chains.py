@@ -95,16 +95,15 @@ def touched_nodes(edges: DataFrame, prev: ChainPrevious, mat: Materialise) -> Da
     or altered edges; CRM records with a new version) and every node of a previous
     component holding one. Input: the current pre-refusal edges (EDGE_COLUMNS).
     Output grain: one node id (``id``)."""
-    cur = mat(_edge_ids(edges), "chain_cur_edges")
-    old = mat(_edge_ids(prev.edges), "chain_prev_edges")
+    # One query (the materialised result below) reads these: no Parquet round trip each.
+    cur, old = _edge_ids(edges), _edge_ids(prev.edges)
     changed = cur.subtract(old).unionByName(old.subtract(cur))
     crm = prev.crm_seeds.select(node_id(F.lit("crm"), F.col("crm_key")).alias("id"))
-    seeds = mat(
+    seeds = (
         changed.select(F.col("src").alias("id"))
         .unionByName(changed.select(F.col("dst").alias("id")))
         .unionByName(crm)
-        .distinct(),
-        "chain_seeds",
+        .distinct()
     )
     touched = prev.components.join(seeds, "id", "left_semi").select("component").distinct()
     members = prev.components.join(touched, "component", "left_semi").select("id")

@@ -185,8 +185,8 @@ def _touched_subgraph(
             _node(F.col("dst_source"), F.col("dst_key")).alias("b"),
         ).distinct()
 
-    cur_p = mat(ends(edges), "inc_cur_pairs")
-    prev_p = mat(ends(prev_edges), "inc_prev_pairs")
+    # Not materialised: each is read by the two queries below only.
+    cur_p, prev_p = ends(edges), ends(prev_edges)
     changed = cur_p.join(prev_p, ["a", "b"], "left_anti").unionByName(
         prev_p.join(cur_p, ["a", "b"], "left_anti")
     )
@@ -387,8 +387,9 @@ def resolve(ctx: RunContext, conf: IdentityConf | None = None) -> dict:
     chains = _chain_check(lake, st, snap, crm, mode)
     g = build_graph(ctx.spark, crm, orders, links, web_ids, conf, key, mat, chains)
     identities = mat(g.identities, "identities")
-    edges = mat(g.edges, "edges")
-    blocked = mat(g.blocked, "blocked")
+    # Not materialised: cheap plans over materialised results (kept edges less the
+    # refused ones; a projection of the blocked values), each a Parquet write less.
+    edges, blocked = g.edges, g.blocked
     t_graph = time.perf_counter() - t0
 
     previous = lake.read("silver/member_xref")
@@ -416,10 +417,8 @@ def resolve(ctx: RunContext, conf: IdentityConf | None = None) -> dict:
     else:
         cc_identities, cc_edges, prev_for_assign = identities, edges, previous
 
-    nodes = mat(node_ids(cc_identities, cc_edges), "nodes")
-    collisions = nodes.groupBy("id").agg(F.count(F.lit(1)).alias("n")).filter("n > 1").count()
-    if collisions:
-        raise NodeIdCollision(f"{collisions} xxhash64 collisions among identity nodes")
+    # Collisions are counted with the run's other figures, before anything is written.
+    nodes = node_ids(cc_identities, cc_edges)
     e = cc_edges.select(
         F.xxhash64(_node(F.col("src_source"), F.col("src_key"))).alias("src"),
         F.xxhash64(_node(F.col("dst_source"), F.col("dst_key"))).alias("dst"),
@@ -427,13 +426,12 @@ def resolve(ctx: RunContext, conf: IdentityConf | None = None) -> dict:
     labels, cc = connected_components(
         nodes, e, mat, conf.components.max_rounds, conf.components.local_max_edges
     )
-    clustered = mat(cluster_identities(cc_identities, mat(labels, "labels")), "clustered")
+    clustered = mat(cluster_identities(cc_identities, labels), "clustered")
 
     history = lake.read("silver/member_id_history")
     used = previous.select("member_id").unionByName(history.select("member_id"))
     assigned, changes = assign_member_ids(clustered, prev_for_assign, used, d)
-    assigned = mat(assigned, "assigned")
-    changes = mat(changes, "changes")
+    changes = mat(changes, "changes")  # ``assigned`` is read once, by ``xref`` below
 
     xref_cols = [
         "source",
@@ -506,12 +504,15 @@ def resolve(ctx: RunContext, conf: IdentityConf | None = None) -> dict:
         "refused_merges": g.refused,
         "refused_merges_cap": g.refused_cap,
         "cc_nodes": nodes,
+        "collisions": nodes.groupBy("id").agg(F.count(F.lit(1)).alias("n")).filter("n > 1"),
     }
     if scope is not None:
         counted["golden_members"] = scope
     if chains.labels is not None:
         counted["chain_nodes_checked"] = chains.labels
     n = row_counts(counted)
+    if n["collisions"]:
+        raise NodeIdCollision(f"{n['collisions']} xxhash64 collisions among identity nodes")
     br = conf.circuit_breaker
     if br.enabled and not os.environ.get(ACCEPT_ENV):
         breaker = check_circuit_breaker(
