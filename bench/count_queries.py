@@ -19,8 +19,9 @@ night D. Every client round trip is counted by wrapping
 - ``analyze``: an AnalyzePlan call (``schema``, ``explain``, ...): planning only, no job.
 
 Each is charged to the running step (jobs.pipeline._run_step_locked) and to its call
-site: the innermost frame under jobs/ outside jobs/lake.py, with the Lake method it went
-through if any (``jobs/identity/job.py:412 resolve [lake.py merge]``). Delta commits are
+site, with the seconds it took: the innermost frame under jobs/ outside jobs/lake.py,
+with the Lake method it went through if any (``jobs/identity/job.py:412 resolve
+[lake.py merge]``). Delta commits are
 counted per step as new ``_delta_log/*.json`` files under the lake (local lakes only).
 
 Works with the default engine (``CDP_ENGINE`` unset or ``sail``/``connect``); a classic
@@ -57,10 +58,17 @@ class Counter:
         self.by_site: collections.Counter = collections.Counter()
         self.commits: collections.Counter = collections.Counter()
         self.seconds: dict[tuple[str, str], float] = {}
+        self.site_seconds: collections.Counter = collections.Counter()
 
-    def record(self, kind: str) -> None:
+    def record(self, kind: str) -> tuple:
+        """Count one round trip; returns its key for :meth:`took`."""
         self.by_step[(self.night, self.step, kind.split(":")[0])] += 1
-        self.by_site[(self.night, self.step, kind, call_site())] += 1
+        key = (self.night, self.step, kind, call_site())
+        self.by_site[key] += 1
+        return key
+
+    def took(self, key: tuple, t0: float) -> None:
+        self.site_seconds[key] += time.perf_counter() - t0
 
 
 def call_site() -> str:
@@ -91,16 +99,25 @@ def install(counter: Counter) -> None:
         return "exec"
 
     def counted_fetch(self, req, *args, **kwargs):
-        counter.record(plan_kind(req))
-        return fetch(self, req, *args, **kwargs)
+        key, t0 = counter.record(plan_kind(req)), time.perf_counter()
+        try:
+            yield from fetch(self, req, *args, **kwargs)
+        finally:
+            counter.took(key, t0)
 
     def counted_execute(self, req, *args, **kwargs):
-        counter.record(plan_kind(req))
-        return execute(self, req, *args, **kwargs)
+        key, t0 = counter.record(plan_kind(req)), time.perf_counter()
+        try:
+            return execute(self, req, *args, **kwargs)
+        finally:
+            counter.took(key, t0)
 
     def counted_analyze(self, method, *args, **kwargs):
-        counter.record(f"analyze:{method}")
-        return analyze(self, method, *args, **kwargs)
+        key, t0 = counter.record(f"analyze:{method}"), time.perf_counter()
+        try:
+            return analyze(self, method, *args, **kwargs)
+        finally:
+            counter.took(key, t0)
 
     SparkConnectClient._execute_and_fetch_as_iterator = counted_fetch
     SparkConnectClient._execute = counted_execute
@@ -154,10 +171,14 @@ def report(counter: Counter, steps: list[str] | None, sites: int) -> dict:
               f"{total['analyze']:>7} {total['commits']:>7} {total['seconds']:>7.1f}")  # fmt: skip
     for night in nights:
         for name in steps or []:
-            print(f"\n{night} {name}: busiest call sites (count kind site)")
-            rows = [(n, k[2], k[3]) for k, n in counter.by_site.items() if k[:2] == (night, name)]
-            for n, kind, site in sorted(rows, key=lambda r: (-r[0], r[2]))[:sites]:
-                print(f"  {n:>4} {kind:<28} {site}")
+            print(f"\n{night} {name}: slowest call sites (count seconds kind site)")
+            rows = [
+                (n, round(counter.site_seconds[k], 3), k[2], k[3])
+                for k, n in counter.by_site.items()
+                if k[:2] == (night, name)
+            ]
+            for n, secs, kind, site in sorted(rows, key=lambda r: (-r[1], r[3]))[:sites]:
+                print(f"  {n:>4} {secs:>7.2f} {kind:<28} {site}")
             out[night][name]["sites"] = [list(r) for r in rows]
     return out
 

@@ -130,10 +130,10 @@ class ChainCheck:
             self.scope = touched_nodes(edges, self.previous, mat)
             src = node_id(F.col("src_source"), F.col("src_key"))
             scope_src = self.scope.select(F.col("id").alias("src_id"))
-            sub = mat(
+            # A semi-join of two materialised results: cheap to read again, no Parquet.
+            sub = (
                 edges.withColumn("src_id", src).join(scope_src, "src_id", "left_semi")
-                .drop("src_id"),
-                "chain_sub_edges",
+                .drop("src_id")
             )  # fmt: skip
         labels, conflicting = conflicting_components(sub, profiles, conf, mat)
         refused, by_cap = refuse_in_components(sub, labels, conflicting, profiles, conf)
@@ -159,21 +159,40 @@ class ChainCheck:
         )
         return edges.select(*EDGE_COLUMNS).join(outside.select(*EDGE_KEYS, "by_cap"), EDGE_KEYS)
 
-    def save(self, lake: Lake) -> dict[str, int]:
+    def _rewrites(self, lake: Lake) -> bool:
+        """Whether :meth:`save` rewrites both tables whole (a full check, no state)."""
+        return self.scope is None or not all(lake.exists(t) for t in CHAIN_TABLES)
+
+    def to_count(self, lake: Lake) -> dict[str, DataFrame]:
+        """The row changes :meth:`save` needs counted (before anything is written), for
+        the caller to count with its own figures in one query: ``chain_components``
+        (rows of meta/identity_components to change) and ``chain_refused_new`` /
+        ``chain_refused_gone`` (refusals added / dropped). Empty for a full rewrite."""
+        assert self.labels is not None and self.refused is not None
+        if self._rewrites(lake):
+            return {}
+        refused = self.refused.select(*EDGE_COLUMNS, "by_cap")
+        prev = lake.read(REFUSED).select(*EDGE_COLUMNS, "by_cap")
+        return {
+            "chain_components": component_changes(self.labels, lake.read(COMPONENTS), self.scope),
+            "chain_refused_new": refused.subtract(prev),
+            "chain_refused_gone": prev.subtract(refused),
+        }
+
+    def save(self, lake: Lake, counts: dict[str, int] | None = None) -> dict[str, int]:
         """Write the components and refusals found; only changed rows (no commit when
-        nothing changed). Returns the rows changed per table."""
+        nothing changed). ``counts``: :meth:`to_count`'s frames counted by the caller
+        (counted here when None). Returns the rows changed per table."""
         assert self.labels is not None and self.refused is not None
         refused = self.refused.select(*EDGE_COLUMNS, "by_cap")
-        if self.scope is None or not all(lake.exists(t) for t in CHAIN_TABLES):
+        if self._rewrites(lake):
             lake.overwrite(self.labels, COMPONENTS)
             lake.overwrite(refused, REFUSED)
             return {COMPONENTS: -1, REFUSED: -1}
         changes = component_changes(self.labels, lake.read(COMPONENTS), self.scope)
-        prev = lake.read(REFUSED).select(*EDGE_COLUMNS, "by_cap")
-        n = row_counts(
-            {"components": changes, "new": refused.subtract(prev), "gone": prev.subtract(refused)}
-        )  # one query, before either table is written
-        n_components, n_refused = n["components"], n["new"] + n["gone"]
+        n = counts if counts is not None else row_counts(self.to_count(lake))
+        n_components = n["chain_components"]
+        n_refused = n["chain_refused_new"] + n["chain_refused_gone"]
         if n_components:
             lake.apply_changes(changes, COMPONENTS)
         if n_refused:

@@ -234,7 +234,7 @@ def _touched_subgraph(
         .drop("a", "b")
         .distinct()
     )
-    return clusters, nodes, mat(sub, "inc_edges")
+    return clusters, nodes, sub  # sub: semi-joins of materialised results, cheap to re-read
 
 
 def _update_parts(ctx: RunContext, conf: IdentityConf, snap: Snapshot, st, mode: str) -> dict:
@@ -400,9 +400,8 @@ def resolve(ctx: RunContext, conf: IdentityConf | None = None) -> dict:
             identities, edges, previous, prev_edges, mat
         )
         ids_node = identities.withColumn("node", _node(F.col("source"), F.col("key")))
-        cc_identities = mat(
-            ids_node.join(sub_nodes, "node", "left_semi").drop("node"), "inc_identities"
-        )
+        # Not materialised: a cheap semi-join of two materialised results.
+        cc_identities = ids_node.join(sub_nodes, "node", "left_semi").drop("node")
         cc_edges = sub_edges
         # Untouched clusters keep their rows; only the dates they were seen move on.
         seen = identities.select(
@@ -431,7 +430,8 @@ def resolve(ctx: RunContext, conf: IdentityConf | None = None) -> dict:
     history = lake.read("silver/member_id_history")
     used = previous.select("member_id").unionByName(history.select("member_id"))
     assigned, changes = assign_member_ids(clustered, prev_for_assign, used, d)
-    changes = mat(changes, "changes")  # ``assigned`` is read once, by ``xref`` below
+    # Not materialised: both are read from ``clustered`` by a few queries (the xref, the
+    # counts, the change log when there are changes), each a Parquet write less.
 
     xref_cols = [
         "source",
@@ -510,6 +510,7 @@ def resolve(ctx: RunContext, conf: IdentityConf | None = None) -> dict:
         counted["golden_members"] = scope
     if chains.labels is not None:
         counted["chain_nodes_checked"] = chains.labels
+        counted.update(chains.to_count(lake))
     n = row_counts(counted)
     if n["collisions"]:
         raise NodeIdCollision(f"{n['collisions']} xxhash64 collisions among identity nodes")
@@ -540,7 +541,7 @@ def resolve(ctx: RunContext, conf: IdentityConf | None = None) -> dict:
         "silver/blocked_identifiers",
         f"as_of_date = '{d.isoformat()}'",
     )
-    chain_rows = chains.save(lake) if chains.labels is not None else {}
+    chain_rows = chains.save(lake, n) if chains.labels is not None else {}
     rows_changed[XREF] = _apply(lake, xref_changes, XREF, n[XREF])
 
     figures = {
