@@ -202,13 +202,16 @@ def parquet_materialiser(base: str | Path) -> Callable[[DataFrame, str], DataFra
 
 def read_state_row(lake: Lake, name: str) -> tuple[dt.date, str, dict] | None:
     """(as_of_date, run_id, detail) of a one-row state table; None when there is none or
-    it cannot be read (the caller then recomputes in full)."""
+    it cannot be read (the caller then recomputes in full).
+
+    Read with delta-rs, like :meth:`Lake.exists` and :meth:`Lake.version`: one row needs
+    no Spark job (0.2-1 s on a JVM engine)."""
     if not lake.exists(name):
         return None
-    rows = lake.read(name).collect()
-    if len(rows) != 1:
+    rows = lake.delta_table(name).to_pyarrow_table(columns=["as_of_date", "run_id", "detail"])
+    if rows.num_rows != 1:
         return None
-    r = rows[0]
+    r = rows.to_pylist()[0]
     try:
         return r["as_of_date"], r["run_id"], json.loads(r["detail"])
     except (TypeError, ValueError):

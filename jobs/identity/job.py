@@ -218,12 +218,12 @@ def _touched_subgraph(
         prev_x.join(seeds.unionByName(near), "node", "left_semi").select("cluster_id").distinct(),
         "inc_clusters",
     )
-    nodes = mat(
+    # Not materialised: the xref's rows of the (few, materialised) touched clusters.
+    nodes = (
         prev_x.join(clusters, "cluster_id", "left_semi")
         .select("node")
         .unionByName(seeds)
-        .distinct(),
-        "inc_nodes",
+        .distinct()
     )
     e = edges.withColumn("a", _node(F.col("src_source"), F.col("src_key"))).withColumn(
         "b", _node(F.col("dst_source"), F.col("dst_key"))
