@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import datetime as dt
 import json
 import os
@@ -39,6 +40,7 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,6 +72,10 @@ class Counter:
     def took(self, key: tuple, t0: float) -> None:
         self.site_seconds[key] += time.perf_counter() - t0
 
+    def executions(self) -> int:
+        """Spark executions counted so far (``exec`` and ``cmd``; analyze calls not)."""
+        return sum(n for k, n in self.by_step.items() if k[2] in ("exec", "cmd"))
+
 
 def call_site() -> str:
     """The innermost frame under jobs/ outside jobs/lake.py (and the Lake method used)."""
@@ -83,11 +89,28 @@ def call_site() -> str:
     return "(outside jobs/)" + via
 
 
-def install(counter: Counter) -> None:
-    """Wrap the Connect client's round trips and the pipeline's step runner."""
+@contextlib.contextmanager
+def counting(counter: Counter | None = None) -> Iterator[Counter]:
+    """Count the Connect client's round trips into ``counter`` (a new one by default)
+    while the block runs; the client is restored after it (used by the tests too)."""
     from pyspark.sql.connect.client.core import SparkConnectClient
 
-    import jobs.pipeline as pipeline
+    counter = counter or Counter()
+    saved = {m: getattr(SparkConnectClient, m) for m in CLIENT_METHODS}
+    wrap_client(counter)
+    try:
+        yield counter
+    finally:
+        for name, method in saved.items():
+            setattr(SparkConnectClient, name, method)
+
+
+CLIENT_METHODS = ("_execute_and_fetch_as_iterator", "_execute", "_analyze")
+
+
+def wrap_client(counter: Counter) -> None:
+    """Wrap SparkConnectClient's execute, execute-and-fetch and analyze round trips."""
+    from pyspark.sql.connect.client.core import SparkConnectClient
 
     fetch = SparkConnectClient._execute_and_fetch_as_iterator
     execute = SparkConnectClient._execute
@@ -123,6 +146,12 @@ def install(counter: Counter) -> None:
     SparkConnectClient._execute = counted_execute
     SparkConnectClient._analyze = counted_analyze
 
+
+def install(counter: Counter) -> None:
+    """Wrap the Connect client's round trips and the pipeline's step runner (for good)."""
+    import jobs.pipeline as pipeline
+
+    wrap_client(counter)
     run_locked = pipeline._run_step_locked
 
     def counted_step(ctx, step):
