@@ -173,13 +173,16 @@ def check_circuit_breaker(
     max_share: float,
     min_changes: int,
     top: int,
+    n_changes: int | None = None,
 ) -> dict:
     """Raise :class:`CircuitBreakerTripped` when too many existing members would change.
 
-    ``changes``: one id change (see :func:`assign_member_ids`). Only the count and the
-    ``top`` biggest clusters are brought to the driver.
+    ``changes``: one id change (see :func:`assign_member_ids`); ``n_changes``: its row
+    count when the caller already has it. Only the count and the ``top`` biggest
+    clusters are brought to the driver.
     """
-    n_changes = changes.count()
+    if n_changes is None:
+        n_changes = changes.count()
     limit = max(max_share * n_existing, min_changes)
     figures = {"existing_members": n_existing, "changes": n_changes, "change_limit": limit}
     if n_existing == 0 or n_changes <= limit:

@@ -32,6 +32,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from jobs.identity.conf import IdentityConf
+from jobs.identity.counts import row_counts
 from jobs.identity.graph import (
     EDGE_COLUMNS,
     EDGE_KEYS,
@@ -94,16 +95,15 @@ def touched_nodes(edges: DataFrame, prev: ChainPrevious, mat: Materialise) -> Da
     or altered edges; CRM records with a new version) and every node of a previous
     component holding one. Input: the current pre-refusal edges (EDGE_COLUMNS).
     Output grain: one node id (``id``)."""
-    cur = mat(_edge_ids(edges), "chain_cur_edges")
-    old = mat(_edge_ids(prev.edges), "chain_prev_edges")
+    # One query (the materialised result below) reads these: no Parquet round trip each.
+    cur, old = _edge_ids(edges), _edge_ids(prev.edges)
     changed = cur.subtract(old).unionByName(old.subtract(cur))
     crm = prev.crm_seeds.select(node_id(F.lit("crm"), F.col("crm_key")).alias("id"))
-    seeds = mat(
+    seeds = (
         changed.select(F.col("src").alias("id"))
         .unionByName(changed.select(F.col("dst").alias("id")))
         .unionByName(crm)
-        .distinct(),
-        "chain_seeds",
+        .distinct()
     )
     touched = prev.components.join(seeds, "id", "left_semi").select("component").distinct()
     members = prev.components.join(touched, "component", "left_semi").select("id")
@@ -120,7 +120,6 @@ class ChainCheck:
         self.labels: DataFrame | None = None  # one node id checked: id, component
         self.scope: DataFrame | None = None  # node ids checked (None: all)
         self.refused: DataFrame | None = None  # EDGE_COLUMNS, by_cap
-        self.checked_nodes: int | None = None
 
     def __call__(
         self, edges: DataFrame, profiles: DataFrame, conf: IdentityConf, mat: Materialise
@@ -131,15 +130,14 @@ class ChainCheck:
             self.scope = touched_nodes(edges, self.previous, mat)
             src = node_id(F.col("src_source"), F.col("src_key"))
             scope_src = self.scope.select(F.col("id").alias("src_id"))
-            sub = mat(
+            # A semi-join of two materialised results: cheap to read again, no Parquet.
+            sub = (
                 edges.withColumn("src_id", src).join(scope_src, "src_id", "left_semi")
-                .drop("src_id"),
-                "chain_sub_edges",
+                .drop("src_id")
             )  # fmt: skip
         labels, conflicting = conflicting_components(sub, profiles, conf, mat)
         refused, by_cap = refuse_in_components(sub, labels, conflicting, profiles, conf)
-        self.labels = labels
-        self.checked_nodes = labels.count()
+        self.labels = labels  # the caller counts the checked nodes with its other figures
         flagged = (
             refused.join(by_cap.select(*EDGE_KEYS), EDGE_KEYS, "left_anti")
             .withColumn("by_cap", F.lit(False))
@@ -161,21 +159,42 @@ class ChainCheck:
         )
         return edges.select(*EDGE_COLUMNS).join(outside.select(*EDGE_KEYS, "by_cap"), EDGE_KEYS)
 
-    def save(self, lake: Lake) -> dict[str, int]:
+    def _rewrites(self, lake: Lake) -> bool:
+        """Whether :meth:`save` rewrites both tables whole (a full check, no state)."""
+        return self.scope is None or not all(lake.exists(t) for t in CHAIN_TABLES)
+
+    def to_count(self, lake: Lake) -> dict[str, DataFrame]:
+        """The row changes :meth:`save` needs counted (before anything is written), for
+        the caller to count with its own figures in one query: ``chain_components``
+        (rows of meta/identity_components to change) and ``chain_refused_new`` /
+        ``chain_refused_gone`` (refusals added / dropped). Empty for a full rewrite."""
+        assert self.labels is not None and self.refused is not None
+        if self._rewrites(lake):
+            return {}
+        refused = self.refused.select(*EDGE_COLUMNS, "by_cap")
+        prev = lake.read(REFUSED).select(*EDGE_COLUMNS, "by_cap")
+        return {
+            "chain_components": component_changes(self.labels, lake.read(COMPONENTS), self.scope),
+            "chain_refused_new": refused.subtract(prev),
+            "chain_refused_gone": prev.subtract(refused),
+        }
+
+    def save(self, lake: Lake, counts: dict[str, int] | None = None) -> dict[str, int]:
         """Write the components and refusals found; only changed rows (no commit when
-        nothing changed). Returns the rows changed per table."""
+        nothing changed). ``counts``: :meth:`to_count`'s frames counted by the caller
+        (counted here when None). Returns the rows changed per table."""
         assert self.labels is not None and self.refused is not None
         refused = self.refused.select(*EDGE_COLUMNS, "by_cap")
-        if self.scope is None or not all(lake.exists(t) for t in CHAIN_TABLES):
+        if self._rewrites(lake):
             lake.overwrite(self.labels, COMPONENTS)
             lake.overwrite(refused, REFUSED)
             return {COMPONENTS: -1, REFUSED: -1}
         changes = component_changes(self.labels, lake.read(COMPONENTS), self.scope)
-        n_components = changes.count()
+        n = counts if counts is not None else row_counts(self.to_count(lake))
+        n_components = n["chain_components"]
+        n_refused = n["chain_refused_new"] + n["chain_refused_gone"]
         if n_components:
             lake.apply_changes(changes, COMPONENTS)
-        prev = lake.read(REFUSED).select(*EDGE_COLUMNS, "by_cap")
-        n_refused = refused.subtract(prev).count() + prev.subtract(refused).count()
         if n_refused:
             lake.overwrite(refused, REFUSED)
         return {COMPONENTS: n_components, REFUSED: n_refused}

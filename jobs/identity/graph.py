@@ -656,7 +656,10 @@ def conflicting_components(
         _second_pass(F.col("rule")).alias("second_pass"),
     )
     nodes = e.select(F.col("src").alias("id")).unionByName(e.select(F.col("dst").alias("id")))
-    labels, _ = connected_components(nodes, e.select("src", "dst"), mat, conf.components.max_rounds)
+    cc = conf.components
+    labels, _ = connected_components(
+        nodes, e.select("src", "dst"), mat, cc.max_rounds, cc.local_max_edges
+    )
     labels = mat(labels, "never_link_labels")
     crm = profiles.withColumn("id", node_id(F.lit("crm"), F.col("crm_id"))).join(labels, "id")
     rules = conf.never_link

@@ -41,6 +41,7 @@ from jobs.identity.assign import assign_member_ids, check_circuit_breaker
 from jobs.identity.chains import CHAIN_TABLES, ChainCheck, load_previous
 from jobs.identity.components import connected_components
 from jobs.identity.conf import IdentityConf, load_identity_conf
+from jobs.identity.counts import row_counts
 from jobs.identity.golden import golden_records
 from jobs.identity.graph import (
     MEMBER_SOURCES,
@@ -80,6 +81,7 @@ MEMBERS = "silver/members"
 PII = "restricted/member_pii"
 EDGES = "silver/identity_edges"
 HISTORY = "silver/member_id_history"
+CHANGE_TYPES = ("merge", "split", "dissolved")
 
 
 class NodeIdCollision(RuntimeError):
@@ -183,8 +185,8 @@ def _touched_subgraph(
             _node(F.col("dst_source"), F.col("dst_key")).alias("b"),
         ).distinct()
 
-    cur_p = mat(ends(edges), "inc_cur_pairs")
-    prev_p = mat(ends(prev_edges), "inc_prev_pairs")
+    # Not materialised: each is read by the two queries below only.
+    cur_p, prev_p = ends(edges), ends(prev_edges)
     changed = cur_p.join(prev_p, ["a", "b"], "left_anti").unionByName(
         prev_p.join(cur_p, ["a", "b"], "left_anti")
     )
@@ -216,12 +218,12 @@ def _touched_subgraph(
         prev_x.join(seeds.unionByName(near), "node", "left_semi").select("cluster_id").distinct(),
         "inc_clusters",
     )
-    nodes = mat(
+    # Not materialised: the xref's rows of the (few, materialised) touched clusters.
+    nodes = (
         prev_x.join(clusters, "cluster_id", "left_semi")
         .select("node")
         .unionByName(seeds)
-        .distinct(),
-        "inc_nodes",
+        .distinct()
     )
     e = edges.withColumn("a", _node(F.col("src_source"), F.col("src_key"))).withColumn(
         "b", _node(F.col("dst_source"), F.col("dst_key"))
@@ -232,7 +234,7 @@ def _touched_subgraph(
         .drop("a", "b")
         .distinct()
     )
-    return clusters, nodes, mat(sub, "inc_edges")
+    return clusters, nodes, sub  # sub: semi-joins of materialised results, cheap to re-read
 
 
 def _update_parts(ctx: RunContext, conf: IdentityConf, snap: Snapshot, st, mode: str) -> dict:
@@ -252,10 +254,9 @@ def _update_parts(ctx: RunContext, conf: IdentityConf, snap: Snapshot, st, mode:
     return {t.split("/")[1]: ("all" if v is None else len(v)) for t, v in touched.items()}
 
 
-def _apply(lake: Lake, changes: DataFrame, name: str) -> int:
-    """Merge the materialised row changes into ``name``; no commit when there are none.
-    Returns the rows changed."""
-    n = changes.count()
+def _apply(lake: Lake, changes: DataFrame, name: str, n: int) -> int:
+    """Merge the materialised row changes (``n`` rows) into ``name``; no commit when
+    there are none. Returns the rows changed."""
     if n or not lake.exists(name):
         lake.apply_changes(changes, name)
     return n
@@ -386,8 +387,9 @@ def resolve(ctx: RunContext, conf: IdentityConf | None = None) -> dict:
     chains = _chain_check(lake, st, snap, crm, mode)
     g = build_graph(ctx.spark, crm, orders, links, web_ids, conf, key, mat, chains)
     identities = mat(g.identities, "identities")
-    edges = mat(g.edges, "edges")
-    blocked = mat(g.blocked, "blocked")
+    # Not materialised: cheap plans over materialised results (kept edges less the
+    # refused ones; a projection of the blocked values), each a Parquet write less.
+    edges, blocked = g.edges, g.blocked
     t_graph = time.perf_counter() - t0
 
     previous = lake.read("silver/member_xref")
@@ -398,9 +400,8 @@ def resolve(ctx: RunContext, conf: IdentityConf | None = None) -> dict:
             identities, edges, previous, prev_edges, mat
         )
         ids_node = identities.withColumn("node", _node(F.col("source"), F.col("key")))
-        cc_identities = mat(
-            ids_node.join(sub_nodes, "node", "left_semi").drop("node"), "inc_identities"
-        )
+        # Not materialised: a cheap semi-join of two materialised results.
+        cc_identities = ids_node.join(sub_nodes, "node", "left_semi").drop("node")
         cc_edges = sub_edges
         # Untouched clusters keep their rows; only the dates they were seen move on.
         seen = identities.select(
@@ -415,31 +416,22 @@ def resolve(ctx: RunContext, conf: IdentityConf | None = None) -> dict:
     else:
         cc_identities, cc_edges, prev_for_assign = identities, edges, previous
 
-    nodes = mat(node_ids(cc_identities, cc_edges), "nodes")
-    collisions = nodes.groupBy("id").agg(F.count(F.lit(1)).alias("n")).filter("n > 1").count()
-    if collisions:
-        raise NodeIdCollision(f"{collisions} xxhash64 collisions among identity nodes")
+    # Collisions are counted with the run's other figures, before anything is written.
+    nodes = node_ids(cc_identities, cc_edges)
     e = cc_edges.select(
         F.xxhash64(_node(F.col("src_source"), F.col("src_key"))).alias("src"),
         F.xxhash64(_node(F.col("dst_source"), F.col("dst_key"))).alias("dst"),
     )
-    labels, cc = connected_components(nodes, e, mat, conf.components.max_rounds)
-    clustered = mat(cluster_identities(cc_identities, mat(labels, "labels")), "clustered")
+    labels, cc = connected_components(
+        nodes, e, mat, conf.components.max_rounds, conf.components.local_max_edges
+    )
+    clustered = mat(cluster_identities(cc_identities, labels), "clustered")
 
     history = lake.read("silver/member_id_history")
     used = previous.select("member_id").unionByName(history.select("member_id"))
     assigned, changes = assign_member_ids(clustered, prev_for_assign, used, d)
-    assigned = mat(assigned, "assigned")
-    changes = mat(changes, "changes")
-    n_existing = previous.filter(F.col("member_id").isNotNull()).select("member_id").distinct()
-    n_existing = n_existing.count()
-    br = conf.circuit_breaker
-    if br.enabled and not os.environ.get(ACCEPT_ENV):
-        breaker = check_circuit_breaker(
-            changes, n_existing, br.max_change_share, br.min_changes, br.report_top
-        )
-    else:
-        breaker = {"existing_members": n_existing, "changes": changes.count(), "skipped": True}
+    # Not materialised: both are read from ``clustered`` by a few queries (the xref, the
+    # counts, the change log when there are changes), each a Parquet write less.
 
     xref_cols = [
         "source",
@@ -492,11 +484,49 @@ def resolve(ctx: RunContext, conf: IdentityConf | None = None) -> dict:
         MEMBERS: mat(row_changes(members, lake.read(MEMBERS), MEMBERS, d, scope), "members_ch"),
         PII: mat(row_changes(pii, lake.read(PII), PII, d, scope), "pii_ch"),
         EDGES: mat(row_changes(edges, lake.read(EDGES), EDGES, d), "edges_ch"),
+        XREF: xref_changes,
     }
+    # Every count the run needs, in one query (each action costs ~0.5 s on a JVM).
+    counted = {
+        "existing_members": previous.filter(F.col("member_id").isNotNull())
+        .select("member_id")
+        .distinct(),
+        "changes": changes,
+        **{t: changes.filter(F.col("change_type") == t) for t in CHANGE_TYPES},
+        **table_changes,
+        "rows_in": identities,
+        # The xref table holds exactly ``xref`` once its changes are applied.
+        "rows_out": xref,
+        "members": xref.filter(F.col("member_id").isNotNull()).select("member_id").distinct(),
+        "edges": edges,
+        "blocked_values": blocked,
+        "superseded_edges": g.superseded,
+        "refused_merges": g.refused,
+        "refused_merges_cap": g.refused_cap,
+        "cc_nodes": nodes,
+        "collisions": nodes.groupBy("id").agg(F.count(F.lit(1)).alias("n")).filter("n > 1"),
+    }
+    if scope is not None:
+        counted["golden_members"] = scope
+    if chains.labels is not None:
+        counted["chain_nodes_checked"] = chains.labels
+        counted.update(chains.to_count(lake))
+    n = row_counts(counted)
+    if n["collisions"]:
+        raise NodeIdCollision(f"{n['collisions']} xxhash64 collisions among identity nodes")
+    br = conf.circuit_breaker
+    if br.enabled and not os.environ.get(ACCEPT_ENV):
+        breaker = check_circuit_breaker(
+            changes, n["existing_members"], br.max_change_share, br.min_changes,
+            br.report_top, n_changes=n["changes"],
+        )  # fmt: skip
+    else:
+        breaker = {"existing_members": n["existing_members"], "changes": n["changes"],
+                   "skipped": True}  # fmt: skip
 
     # Writes: the log of changes first (idempotent merges), the xref (next run's
     # baseline) last. Only changed rows are written; an unchanged table gets no commit.
-    if changes.limit(1).count() or not lake.exists(HISTORY):
+    if n["changes"] or not lake.exists(HISTORY):
         lake.merge(
             change_rows,
             "silver/member_id_changes",
@@ -504,34 +534,23 @@ def resolve(ctx: RunContext, conf: IdentityConf | None = None) -> dict:
         )
         lake.merge(history_rows, HISTORY, ["member_id"], update=False)
     rows_changed = {}
-    for name, ch in table_changes.items():
-        rows_changed[name] = _apply(lake, ch, name)
+    for name in (MEMBERS, PII, EDGES):
+        rows_changed[name] = _apply(lake, table_changes[name], name, n[name])
     lake.replace_where(
         blocked.withColumn("as_of_date", F.lit(d)),
         "silver/blocked_identifiers",
         f"as_of_date = '{d.isoformat()}'",
     )
-    chain_rows = chains.save(lake) if chains.labels is not None else {}
-    rows_changed[XREF] = _apply(lake, xref_changes, XREF)
+    chain_rows = chains.save(lake, n) if chains.labels is not None else {}
+    rows_changed[XREF] = _apply(lake, xref_changes, XREF, n[XREF])
 
-    counts = {
-        r["change_type"]: r["n"]
-        for r in changes.groupBy("change_type").agg(F.count(F.lit(1)).alias("n")).collect()
-    }
-    x = lake.read("silver/member_xref")
     figures = {
-        "rows_in": identities.count(),
-        "rows_out": x.count(),
-        "members": x.filter(F.col("member_id").isNotNull()).select("member_id").distinct().count(),
-        "edges": edges.count(),
-        "blocked_values": blocked.count(),
-        "superseded_edges": g.superseded.count(),
-        "refused_merges": g.refused.count(),
-        "refused_merges_cap": g.refused_cap.count(),
-        "merges": counts.get("merge", 0),
-        "splits": counts.get("split", 0),
-        "dissolved": counts.get("dissolved", 0),
-        "existing_members": n_existing,
+        **{f: n[f] for f in ("rows_in", "rows_out", "members", "edges", "blocked_values")},
+        **{f: n[f] for f in ("superseded_edges", "refused_merges", "refused_merges_cap")},
+        "merges": n["merge"],
+        "splits": n["split"],
+        "dissolved": n["dissolved"],
+        "existing_members": n["existing_members"],
         "breaker": breaker,
         "cc_rounds": cc.rounds,
         "cc_seconds": round(cc.seconds, 3),
@@ -540,11 +559,11 @@ def resolve(ctx: RunContext, conf: IdentityConf | None = None) -> dict:
         "mode_reason": why,
         "touched_dates": touched,
         "rows_changed": rows_changed,
-        "golden_members": "all" if scope is None else scope.count(),
+        "golden_members": n.get("golden_members", "all"),
         "chain_check": "all" if chains.previous is None else "touched",
-        "chain_nodes_checked": chains.checked_nodes,
+        "chain_nodes_checked": n.get("chain_nodes_checked"),
         "chain_rows_changed": chain_rows,
-        "cc_nodes": nodes.count(),
+        "cc_nodes": n["cc_nodes"],
         "parts_seconds": round(t_parts, 3),
         "graph_seconds": round(t_graph, 3),
         "seconds_total": round(time.perf_counter() - t0, 3),

@@ -1,0 +1,61 @@
+"""The identity step's number of Spark executions stays small (issue 11).
+
+On a JVM engine every execution costs 0.2-1 s whatever its rows, so a night on a small
+lake costs its number of queries. bench/count_queries.py counts them through the Spark
+Connect client (the embedded Sail engine); a first run and an incremental night of a
+small lake each stay within the budget (they took 72 and 90 before it was set).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.count_queries import counting
+from jobs.identity.job import resolve
+from tests.identity.conftest import crm_row, day, pos_row, web_row
+
+BUDGET = 40  # Spark executions (queries and commands) per identity run
+
+
+def _bronze(ctx, crm: list[dict], pos: list[dict], web: list[dict], append: bool) -> None:
+    from jobs.schemas import table_schema
+
+    for name, rows in (
+        ("bronze/crm_members", crm),
+        ("bronze/pos_lines", pos),
+        ("bronze/web_events", web),
+    ):
+        schema = table_schema(name)
+        df = ctx.spark.createDataFrame([tuple(r.get(c) for c in schema.columns) for r in rows],
+                                       schema.struct)  # fmt: skip
+        ctx.lake.append(df, name) if append else ctx.lake.overwrite(df, name)
+
+
+def test_first_run_and_night_within_the_query_budget(spark, make_ctx):
+    from pyspark.sql.connect.session import SparkSession as ConnectSession
+
+    if not isinstance(spark, ConnectSession):
+        pytest.skip("counted through the Spark Connect client (the embedded engine)")
+    ctx0 = make_ctx(day(0))
+    assert ctx0.pii_key  # the lake's key is made while the lake is new
+    _bronze(
+        ctx0,
+        [crm_row("A", 0, phone="13700000001", member_card_no="KA"),
+         crm_row("B", 0, phone="13700000002", web_user_id="uB")],
+        [pos_row("o1", 0, member_card_no="KA", phone="13700000001")],
+        [web_row("e1", "a1", 0, event_type="login", user_id="uB")],
+        append=False,
+    )  # fmt: skip
+    with counting() as first:
+        figures = resolve(ctx0)
+    assert figures["mode"] == "full" and figures["members"] == 2
+    ctx1 = make_ctx(day(1))
+    # Night 1: a new CRM record, and card KB at the till with A's phone (joins A).
+    _bronze(ctx1, [crm_row("C", 1, phone="13700000003")],
+            [pos_row("o2", 1, member_card_no="KB", phone="13700000001")], [],
+            append=True)  # fmt: skip
+    with counting() as night:
+        figures = resolve(ctx1)
+    assert figures["mode"] == "incremental" and figures["members"] == 3
+    assert first.executions() <= BUDGET, first.by_site
+    assert night.executions() <= BUDGET, night.by_site
