@@ -115,6 +115,10 @@ class BackfillLake(Lake):
     def read_version(self, name: str, version: int) -> DataFrame:
         return self._reader(name).read_version(name, version)
 
+    def delta_table(self, name: str):
+        """The delta-rs handle of the table reads see (the scratch copy or the real one)."""
+        return self._reader(name).delta_table(name)
+
     def version(self, name: str) -> int:
         return self._reader(name).version(name)
 

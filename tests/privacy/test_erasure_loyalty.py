@@ -14,6 +14,7 @@ from jobs.privacy.erasure import forget
 from jobs.silver import points_ledger
 from tests.ingest.test_loyalty import write_ledger
 from tests.privacy.test_erasure import ALICE, BOB, D1, D2
+from tests.privacy.test_erasure import alice_base as alice_base  # a fixture
 from tests.privacy.test_erasure import lake_with_alice as lake_with_alice  # a fixture
 
 DAY1 = [
