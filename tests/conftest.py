@@ -15,24 +15,20 @@ from jobs.config import PROJECT_ROOT, EngineConf, load_settings, with_paths
 # for the groups over ~30 s: the longest are sent first, so the two workers end together.
 # Groups not listed count as SLOW_DEFAULT_S when a test is marked slow, else as 0.
 # Measured on a fresh clone on 2026-11-30 (tests/group_seconds.py over `make test`'s JUnit
-# report, at a load of ~5): what matters is the order, longest first.
+# report, at a load of ~3-5; gold_e2e and backfill from their own runs): what matters is the order, longest first.
 GROUP_SECONDS = {
-    "jvm": 650,
-    "tests/privacy/test_erasure.py": 561,
-    "tests/identity/test_incremental.py": 546,
-    "tests/objectstore/test_s3_pipeline.py": 473,
-    "tests/reliability/test_crash_safety.py": 455,
-    "tests/e2e/test_demo_history.py": 265,
-    "tests/e2e/test_gold_e2e.py": 234,
-    "tests/identity/test_job.py": 214,
-    "tests/dags/test_nightly_e2e.py": 137,
-    "tests/silver/test_backfill.py": 130,
-    "tests/ingest/test_go_live.py": 105,
-    "tests/identity/test_scored.py": 90,
-    "tests/gold/test_kpis_seed.py": 54,
-    "tests/test_lake_state.py": 53,
-    "tests/identity/test_febrl.py": 44,
-    "tests/privacy/test_pii_layout.py": 43,
+    "jvm": 654,
+    "tests/identity/test_incremental.py": 287,
+    "tests/objectstore/test_s3_pipeline.py": 255,
+    "tests/privacy/test_erasure.py": 249,
+    "tests/reliability/test_crash_safety.py": 186,
+    "tests/e2e/test_demo_history.py": 135,
+    "tests/e2e/test_gold_e2e.py": 110,
+    "tests/identity/test_job.py": 101,
+    "tests/identity/test_scored.py": 67,
+    "tests/dags/test_nightly_e2e.py": 64,
+    "tests/silver/test_backfill.py": 60,
+    "tests/ingest/test_go_live.py": 52,
 }
 SLOW_DEFAULT_S = 30
 
