@@ -15,7 +15,8 @@ from jobs.config import PROJECT_ROOT, EngineConf, load_settings, with_paths
 # for the groups over ~30 s: the longest are sent first, so the two workers end together.
 # Groups not listed count as SLOW_DEFAULT_S when a test is marked slow, else as 0.
 # Measured on a fresh clone on 2026-11-30 (tests/group_seconds.py over `make test`'s JUnit
-# report, at a load of ~3-5; gold_e2e and backfill from their own runs): what matters is the order, longest first.
+# report, at a load of ~3-5; gold_e2e and backfill from their own runs): what matters is
+# the order, longest first.
 GROUP_SECONDS = {
     "jvm": 654,
     "tests/identity/test_incremental.py": 287,
