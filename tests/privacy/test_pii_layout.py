@@ -20,9 +20,10 @@ import yaml
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from jobs.config import SCHEMAS_DIR, load_settings, with_paths
+from jobs.config import SCHEMAS_DIR
 from jobs.context import RunContext
 from jobs.pipeline import STEPS, run_pipeline
+from tests.lakes import settings_at
 
 pytestmark = pytest.mark.slow
 
@@ -59,19 +60,8 @@ def pipeline(spark, tmp_path_factory):
 
     base = tmp_path_factory.mktemp("pii_layout")
     generate_landing(base / "landing", members=150, days=5, seed=23, end_date=END)
-    s = with_paths(
-        load_settings(env={}),
-        landing=base / "landing",
-        lake=base / "lake",
-        exports=base / "exports",
-        work=base / "work",
-    )
-    s = s.model_copy(
-        update={
-            "ingest": s.ingest.model_copy(update={"max_quarantine_rate": 1.0}),
-            "privacy": s.privacy.model_copy(update={"key_file": base / "work" / "pii.key"}),
-        }
-    )
+    s = settings_at(base)
+    s = s.model_copy(update={"ingest": s.ingest.model_copy(update={"max_quarantine_rate": 1.0})})
     ctx = RunContext(settings=s, spark=spark, as_of=END)
     steps = _steps()
     run_pipeline(ctx, steps)
