@@ -320,6 +320,14 @@ def forget(
     ] = None,
     email: Annotated[str | None, typer.Option("--email", help="e-mail address")] = None,
     crm_id: Annotated[str | None, typer.Option("--crm-id", help="CRM member id")] = None,
+    no_recompute: Annotated[
+        bool,
+        typer.Option(
+            "--no-recompute",
+            help="skip re-running the steps from identity on (a batch of erasures: the next"
+            " run rebuilds them; until then the latest date's aggregates still count the person)",
+        ),
+    ] = False,
     landing: LandingOpt = None,
     lake: LakeOpt = None,
     exports: ExportsOpt = None,
@@ -328,7 +336,12 @@ def forget(
     from jobs.privacy.erasure import forget_cli
 
     forget_cli(
-        _settings(landing, lake, exports), member=member, phone=phone, email=email, crm_id=crm_id
+        _settings(landing, lake, exports),
+        member=member,
+        phone=phone,
+        email=email,
+        crm_id=crm_id,
+        recompute=not no_recompute,
     )
 
 

@@ -830,7 +830,10 @@ def carry_out(ctx: RunContext, req: ErasureRequest, recompute: bool = True) -> d
     person = _person_of(req)
     phases = {"suppress": _suppress, "erase": _erase, "recompute": _recompute, "vacuum": _vacuum}
     for phase in PHASES:
-        if phase in req.done or (phase == "recompute" and not recompute):
+        if phase in req.done:
+            continue
+        if phase == "recompute" and not recompute:
+            req.recomputed = {"skipped": "--no-recompute: the next run rebuilds gold"}
             continue
         phases[phase](ctx, req, person)
         req.phase_done(phase)
@@ -923,10 +926,13 @@ def forget_cli(
     phone: str | None = None,
     email: str | None = None,
     crm_id: str | None = None,
+    recompute: bool = True,
 ) -> None:
     """``cdp forget``: one erasure, one summary line and the receipt's path.
 
     Without an identifier it finishes the requests a killed ``cdp forget`` left.
+    ``recompute=False`` (``--no-recompute``) skips the recompute phase, for a batch of
+    erasures that the next run rebuilds once.
     """
     import typer
 
@@ -936,9 +942,12 @@ def forget_cli(
     try:
         asked = _normalised_request(member=member, phone=phone, email=email, crm_id=crm_id)
         skip = request_key(asked, ctx.pii_key) if asked else None
-        receipts = resume_pending(ctx, skip=skip)
+        receipts = resume_pending(ctx, recompute, skip=skip)
         if asked:
-            receipts.append(forget(ctx, member=member, phone=phone, email=email, crm_id=crm_id))
+            receipts.append(
+                forget(ctx, member=member, phone=phone, email=email, crm_id=crm_id,
+                       recompute=recompute)  # fmt: skip
+            )
         elif not receipts:
             raise ErasureError("say who to forget: --member, --phone, --email or --crm-id")
     except ErasureError as exc:
@@ -956,9 +965,11 @@ def _summary(receipt: dict) -> str:
         if receipt["resumed"]
         else ""
     )
+    skipped = (receipt["recomputed"] or {}).get("skipped")
+    stale = "; gold not recomputed (the next run does it)" if skipped else ""
     return (
         f"erased {receipt['members_erased']} member(s): {receipt['rows_removed_total']} rows "
         f"from {len(receipt['rows_removed'])} tables, "
-        f"{sum(receipt['export_rows_removed'].values())} export rows{resumed}; "
+        f"{sum(receipt['export_rows_removed'].values())} export rows{resumed}{stale}; "
         f"receipt {receipt['path']}"
     )
