@@ -432,12 +432,17 @@ def compared_pairs(
     shared_pairs: DataFrame,
     junk_pairs: DataFrame,
     conf: IdentityConf,
+    materialise: Callable[[DataFrame, str], DataFrame] | None = None,
 ) -> DataFrame:
     """:func:`compare` of the candidate pairs not already sharing a value node
     (``shared_pairs``: one (x, y), x < y). ``junk_pairs``: one (x, y), x < y, of records
-    sharing a junk value. Output grain: one (x, y), x < y (:func:`compare`'s columns)."""
-    fp = fuzzy_profiles(latest, profiles, crm_ids)
-    pairs = candidate_pairs(fp, conf, junk_pairs).join(shared_pairs, ["x", "y"], "left_anti")
+    sharing a junk value. Output grain: one (x, y), x < y (:func:`compare`'s columns).
+    ``materialise(df, name)`` writes the profiles and the candidate pairs once (each is
+    read three times: blocking and both sides of the comparison)."""
+    mat = materialise or (lambda df, _name: df)
+    fp = mat(fuzzy_profiles(latest, profiles, crm_ids), "fuzzy_profiles")
+    pairs = mat(candidate_pairs(fp, conf, junk_pairs), "fuzzy_candidates")
+    pairs = pairs.join(shared_pairs, ["x", "y"], "left_anti")
     return compare(pairs, fp, conf)
 
 
