@@ -460,10 +460,7 @@ def run(ctx: RunContext) -> dict:
             _on_d_or_empty(ctx, "gold/member_value", "member_id string, clv_365d double"),
         ),
     ]
-    computed = seed_kpis(base, parts, points_kpis(ledger, as_of, w.points_days))
-    # Computed, then written as data: Sail's cluster mode cannot run an aggregate in the
-    # stage that writes a Delta table (docs/scaling.md), and this is one row.
-    df = ctx.spark.createDataFrame(computed.collect(), computed.schema)
+    df = seed_kpis(base, parts, points_kpis(ledger, as_of, w.points_days))
     ctx.lake.replace_where(df, "gold/kpi_daily", f"as_of_date = '{ctx.as_of_str}'")
     row = read_as_of(ctx, "gold/kpi_daily").first()
     figures = row.asDict() if row else {}

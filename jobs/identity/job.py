@@ -387,10 +387,9 @@ def resolve(ctx: RunContext, conf: IdentityConf | None = None) -> dict:
     chains = _chain_check(lake, st, snap, crm, mode)
     g = build_graph(ctx.spark, crm, orders, links, web_ids, conf, key, mat, chains)
     identities = mat(g.identities, "identities")
-    # Not materialised: a cheap plan over materialised results (kept edges less the
-    # refused ones), a Parquet write less. The blocked values are: their masks
-    # (substring) cannot share the Delta write's stage on a Sail cluster (docs/scaling.md).
-    edges, blocked = g.edges, mat(g.blocked, "blocked")
+    # Not materialised: cheap plans over materialised results (kept edges less the
+    # refused ones; a projection of the blocked values), each a Parquet write less.
+    edges, blocked = g.edges, g.blocked
     t_graph = time.perf_counter() - t0
 
     previous = lake.read("silver/member_xref")

@@ -30,7 +30,8 @@ from jobs.ingest.distributed import EXECUTOR_GROUP_BYTES, parse_on_executors, pa
 from jobs.ingest.expand import expand
 from jobs.ingest.landing import Known, LandingFile, Refused, check_ready, scan
 from jobs.ingest.parse import parse_file
-from jobs.ingest.rules import breaks_no_rule, null_invalid_fields, split
+from jobs.ingest.rules import null_invalid_fields, split
+from jobs.lake import write_delta
 from jobs.privacy.suppression import apply_suppression
 from jobs.schemas import table_schema
 from jobs.sources import SOURCES, Source
@@ -126,15 +127,13 @@ QUARANTINE_COLUMNS = table_schema("quarantine/_default").columns
 
 
 def materialize(df: DataFrame, path: str) -> DataFrame:
-    """Write ``df`` once to a staging Parquet folder and read it back (with its schema, so
-    an empty result keeps it).
+    """Write ``df`` once to a staging Delta table and read it back.
 
-    For intermediate results several writes read: computed once. Parquet, not Delta:
-    on a Sail cluster (0.7.2) a Delta write cannot run the functions of the plan it
-    writes in its own stage (docs/scaling.md); the Delta writes that follow only read.
+    For intermediate results several writes read: computed once, and (unlike a
+    Parquet folder) an empty result keeps its schema.
     """
-    df.write.mode("overwrite").parquet(str(path))
-    return df.sparkSession.read.schema(df.schema).parquet(str(path))
+    write_delta(df, lambda rows: rows.write.format("delta").mode("overwrite").save(str(path)))
+    return df.sparkSession.read.format("delta").load(str(path))
 
 
 def _count_by_file(tables: dict[str, DataFrame]) -> dict[str, dict[str, int]]:
@@ -252,8 +251,8 @@ def _write_rows(ctx: RunContext, source: str, checked: DataFrame, where: str, st
     """Checked rows -> bronze (invalid optional fields nulled), duplicates and quarantine."""
     src = SOURCES[source]
     stamp = {"_ingested_at": F.current_timestamp(), "_run_id": F.lit(ctx.run_id)}
-    good = null_invalid_fields(checked.filter(breaks_no_rule()), source)
-    bad = checked.filter(~breaks_no_rule())
+    good = null_invalid_fields(checked.filter(F.size("_reasons") == 0), source)
+    bad = checked.filter(F.size("_reasons") > 0)
     bronze = src.type_rows()(good).withColumns(stamp)
     bronze, _ = apply_suppression(ctx, source, bronze)  # erased people (cdp forget)
     bad, _ = apply_suppression(ctx, source, bad)  # their bad rows hold PII in _raw too

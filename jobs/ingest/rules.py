@@ -142,15 +142,6 @@ def reasons_column(source: str) -> Column:
     )
 
 
-def breaks_no_rule() -> Column:
-    """True for a checked row (jobs.ingest.job) that no quarantine rule sends away.
-
-    An equality with the empty array, not ``size(_reasons) == 0``: Sail's cluster mode
-    (0.7.2) cannot run ``size`` in the stage that writes a Delta table (docs/scaling.md).
-    """
-    return F.col("_reasons") == F.array().cast("array<string>")
-
-
 FIELD_ISSUE_TYPE = "array<struct<field:string,rule:string,value:string>>"
 
 

@@ -232,7 +232,7 @@ def run(ctx: RunContext) -> dict:
         checked = storage.join(staging_dir(ctx, source), "checked")
         if not storage.exists(checked):
             continue
-        batch = ctx.spark.read.parquet(checked)  # staged by jobs.ingest.job.materialize
+        batch = ctx.spark.read.format("delta").load(checked)
         by_source[source] = validate_batch(source, batch)
         rows += [{"source": source, **r} for r in by_source[source]]
         nulled = fields_nulled(batch)
