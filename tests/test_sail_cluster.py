@@ -12,6 +12,8 @@
    no UDF found for ...`` (the same plan written as Parquet works), and a CSV write leaves
    date values empty. When an upgrade makes a pin fail, the limitation is gone: say so in
    docs/scaling.md, and the workaround may go.
+3. The first workaround on the embedded engine: ``jobs.lake.write_delta`` writes again
+   behind a shuffle on that error only.
 
 No JVM: not in the ``jvm`` group. The server is stopped at the end; no process is left.
 """
@@ -27,6 +29,7 @@ from collections.abc import Iterator
 
 import psutil
 import pytest
+from pyspark.sql import DataFrame
 
 from jobs.config import PROJECT_ROOT
 
@@ -145,3 +148,36 @@ def test_built_in_functions_fail_in_the_stage_of_a_delta_write(pins):
 def test_csv_writes_leave_dates_empty(pins):
     """One date column, one row: the field is written as an empty string."""
     assert pins[("csv", "date")] == repr('""\n'), pins[("csv", "date")]
+
+
+def test_a_delta_write_sail_cannot_ship_is_written_again_behind_a_shuffle(spark, tmp_path):
+    """jobs.lake.write_delta, on the embedded engine: the cluster's error, then success."""
+    from jobs.lake import write_delta
+
+    rows = spark.createDataFrame([("a",), ("b",)], "f string")
+    attempts: list[DataFrame] = []
+
+    def write(df: DataFrame) -> None:
+        attempts.append(df)
+        if len(attempts) == 1:
+            raise RuntimeError("ExtendedScalarUdf: no UDF found for upper")
+        df.write.format("delta").save(str(tmp_path / "t"))
+
+    write_delta(rows, write)
+    assert len(attempts) == 2
+    written = spark.read.format("delta").load(str(tmp_path / "t"))
+    assert sorted(r.f for r in written.collect()) == ["a", "b"]
+
+
+def test_other_delta_write_errors_are_not_retried(spark):
+    from jobs.lake import write_delta
+
+    attempts = []
+
+    def write(df: DataFrame) -> None:
+        attempts.append(df)
+        raise RuntimeError("[DELTA_FAILED_TO_MERGE_FIELDS] Failed to merge fields")
+
+    with pytest.raises(RuntimeError, match="DELTA_FAILED_TO_MERGE_FIELDS"):
+        write_delta(spark.createDataFrame([("a",)], "f string"), write)
+    assert len(attempts) == 1
