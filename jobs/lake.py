@@ -198,10 +198,14 @@ class Lake:
             return []
         nulls = {c: F.lit(None) for c in missing}
         out = conform(current.withColumns(nulls), name, extra=True)
-        writer = out.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
-        if schema.partition_by:
-            writer = writer.partitionBy(*schema.partition_by)
-        writer.save(self.path(name))
+
+        def save(rows: DataFrame) -> None:
+            writer = rows.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
+            if schema.partition_by:
+                writer = writer.partitionBy(*schema.partition_by)
+            writer.save(self.path(name))
+
+        write_delta(out, save)
         return missing
 
     def version(self, name: str) -> int:
