@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import os
+import re
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +22,27 @@ from pyspark.sql import functions as F
 
 from jobs import storage
 from jobs.schemas import conform, table_schema
+
+log = logging.getLogger(__name__)
+
+# pysail 0.7.2 in cluster mode cannot ship a DataFusion built-in function (size, upper,
+# substr, sum, ...) to the stage that writes a Delta table: the write fails before it
+# commits anything (docs/scaling.md; pinned in tests/test_sail_cluster.py).
+_SAIL_CLUSTER_GAP = re.compile(r"Extended\w*Udf: no UDF found for")
+
+
+def write_delta(df: DataFrame, write: Callable[[DataFrame], None]) -> None:
+    """``write(df)``: a Delta write of ``df``. Where a Sail cluster cannot run one of the
+    plan's functions in the writing stage, the same write again behind a shuffle, which
+    gives those functions a stage of their own (the same rows; other engines never retry)."""
+    try:
+        write(df)
+    except Exception as exc:  # the error class depends on the client (Connect or classic)
+        if not _SAIL_CLUSTER_GAP.search(str(exc)):
+            raise
+        log.info("Delta write again behind a shuffle (%s)", str(exc).splitlines()[0])
+        partitions = int(df.sparkSession.conf.get("spark.sql.shuffle.partitions"))
+        write(df.repartition(partitions))
 
 
 def _fault_hook(name: str) -> None:
@@ -75,13 +98,19 @@ class Lake:
 
     def overwrite(self, df: DataFrame, name: str, conform_schema: bool = True) -> None:
         """Replace the whole table (one Delta commit: readers see old or new, never half)."""
-        self._writer(df, name, conform_schema).mode("overwrite").option(
-            "overwriteSchema", "true"
-        ).save(self.path(name))
+
+        def save(rows: DataFrame) -> None:
+            writer = self._writer(rows, name, conform_schema).mode("overwrite")
+            writer.option("overwriteSchema", "true").save(self.path(name))
+
+        write_delta(df, save)
         _fault_hook(name)
 
     def append(self, df: DataFrame, name: str, conform_schema: bool = True) -> None:
-        self._writer(df, name, conform_schema).mode("append").save(self.path(name))
+        def save(rows: DataFrame) -> None:
+            self._writer(rows, name, conform_schema).mode("append").save(self.path(name))
+
+        write_delta(df, save)
         _fault_hook(name)
 
     def replace_where(
@@ -92,11 +121,14 @@ class Lake:
         Creates the table when it does not exist yet. ``df`` must only hold rows
         that match ``predicate``.
         """
-        writer = self._writer(df, name, conform_schema)
-        if not self.exists(name):
-            writer.mode("overwrite").save(self.path(name))
-        else:
-            writer.mode("overwrite").option("replaceWhere", predicate).save(self.path(name))
+
+        def save(rows: DataFrame) -> None:
+            writer = self._writer(rows, name, conform_schema).mode("overwrite")
+            if self.exists(name):
+                writer = writer.option("replaceWhere", predicate)
+            writer.save(self.path(name))
+
+        write_delta(df, save)
         _fault_hook(name)
 
     def merge(
@@ -121,7 +153,7 @@ class Lake:
             sql += f" WHEN NOT MATCHED BY SOURCE AND ({pred}) THEN DELETE"
         # The source travels with the statement: no temp view to create and drop (two
         # more round trips, each a Spark action on a Connect server).
-        self.spark.sql(sql, src=conform(df, name))
+        write_delta(conform(df, name), lambda src: self.spark.sql(sql, src=src))
         _fault_hook(name)
 
     def apply_changes(self, changes: DataFrame, name: str) -> None:
@@ -147,7 +179,7 @@ class Lake:
             f"WHEN MATCHED THEN UPDATE SET {sets} "
             f"WHEN NOT MATCHED AND s._op = 'upsert' THEN INSERT ({names}) VALUES ({values})"
         )
-        self.spark.sql(sql, src=src)
+        write_delta(src, lambda rows: self.spark.sql(sql, src=rows))
         _fault_hook(name)
 
     def add_missing_columns(self, name: str) -> list[str]:
@@ -166,10 +198,14 @@ class Lake:
             return []
         nulls = {c: F.lit(None) for c in missing}
         out = conform(current.withColumns(nulls), name, extra=True)
-        writer = out.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
-        if schema.partition_by:
-            writer = writer.partitionBy(*schema.partition_by)
-        writer.save(self.path(name))
+
+        def save(rows: DataFrame) -> None:
+            writer = rows.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
+            if schema.partition_by:
+                writer = writer.partitionBy(*schema.partition_by)
+            writer.save(self.path(name))
+
+        write_delta(out, save)
         return missing
 
     def version(self, name: str) -> int:

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pyarrow as pa
 from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.types import DateType
 
 
 def sha256_file(path: Path) -> str:
@@ -29,6 +31,16 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def dates_as_text(df: DataFrame) -> DataFrame:
+    """``df`` with every date column as its ISO text (``yyyy-MM-dd``), as a CSV holds it.
+
+    What every engine's CSV writer would write, done before the write: Sail's cluster
+    mode (0.7.2) writes date values to CSV as empty fields (docs/scaling.md).
+    """
+    dates = [f.name for f in df.schema.fields if isinstance(f.dataType, DateType)]
+    return df.withColumns({name: F.col(name).cast("string") for name in dates})
 
 
 def write_single_file(df: DataFrame, fmt: str, target: Path, scratch: Path) -> None:
@@ -42,14 +54,12 @@ def write_single_file(df: DataFrame, fmt: str, target: Path, scratch: Path) -> N
     from pyspark.sql.pandas.types import to_arrow_schema
 
     out = scratch / f"{target.name}.d"
-    writer = df.coalesce(1).write.mode("overwrite")
     if fmt == "csv":
+        writer = dates_as_text(df).coalesce(1).write.mode("overwrite")
         writer.option("header", True).csv(str(out))
-    else:
-        writer.parquet(str(out))
-    if fmt == "csv":
         _concat_csv(part_files(out), target, df.columns)
     else:
+        df.coalesce(1).write.mode("overwrite").parquet(str(out))
         _concat_parquet(part_files(out), target, to_arrow_schema(df.schema))
     shutil.rmtree(out, ignore_errors=True)
 

@@ -61,7 +61,13 @@ from jobs.exports.conf import (  # noqa: F401 - the conf's names, re-exported fo
     validate_predicates,
     view_schema,
 )
-from jobs.exports.files import previous_export, publish, remove_dead_run_folders, sha256_file
+from jobs.exports.files import (
+    dates_as_text,
+    previous_export,
+    publish,
+    remove_dead_run_folders,
+    sha256_file,
+)
 from jobs.exports.files import sorted_file_from_parts as _single_file
 from jobs.exports.view import contact_points, segment_view
 from jobs.gold.value_view import with_value
@@ -462,6 +468,8 @@ def previous_rows(
 
 def _write_partitioned(df: DataFrame, fmt: str, out: Path, *by: str) -> None:
     """One write of ``df`` under ``out``, a folder per value of ``by`` (``col=value``)."""
+    if fmt == "csv":
+        df = dates_as_text(df)
     writer = df.repartition(*by).write.mode("overwrite").partitionBy(*by)
     if fmt == "csv":
         writer.option("header", True).csv(str(out))

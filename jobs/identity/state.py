@@ -29,7 +29,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from jobs.bronze_changes import ALL_DATES, table_snapshot
-from jobs.lake import Lake, read_state_row, write_state_row
+from jobs.lake import Lake, read_state_row, write_delta, write_state_row
 
 STATE_TABLE = "meta/identity_state"
 POS_PARTS = "restricted/identity_pos_orders"
@@ -126,15 +126,18 @@ def _date_list(dates: list[str]) -> str:
 
 def write_parts(lake: Lake, df: DataFrame, name: str, dates: list[str] | None) -> None:
     """Replace the parts of ``dates`` (all of them when None) in one commit."""
-    w = df.write.format("delta")
-    if dates is None or not lake.exists(name):
-        w.mode("overwrite").option("overwriteSchema", "true").partitionBy("_business_date").save(
-            lake.path(name)
-        )
-    elif dates:
-        w.mode("overwrite").option("replaceWhere", f"_business_date IN ({_date_list(dates)})").save(
-            lake.path(name)
-        )
+    if dates is not None and not dates and lake.exists(name):
+        return
+
+    def save(rows: DataFrame) -> None:
+        w = rows.write.format("delta").mode("overwrite")
+        if dates is None or not lake.exists(name):
+            w = w.option("overwriteSchema", "true").partitionBy("_business_date")
+        else:
+            w = w.option("replaceWhere", f"_business_date IN ({_date_list(dates)})")
+        w.save(lake.path(name))
+
+    write_delta(df, save)
 
 
 def bronze_for(lake: Lake, name: str, as_of: dt.date, dates: list[str] | None) -> DataFrame:

@@ -31,6 +31,7 @@ from jobs.ingest.expand import expand
 from jobs.ingest.landing import Known, LandingFile, Refused, check_ready, scan
 from jobs.ingest.parse import parse_file
 from jobs.ingest.rules import null_invalid_fields, split
+from jobs.lake import write_delta
 from jobs.privacy.suppression import apply_suppression
 from jobs.schemas import table_schema
 from jobs.sources import SOURCES, Source
@@ -131,7 +132,7 @@ def materialize(df: DataFrame, path: str) -> DataFrame:
     For intermediate results several writes read: computed once, and (unlike a
     Parquet folder) an empty result keeps its schema.
     """
-    df.write.format("delta").mode("overwrite").save(str(path))
+    write_delta(df, lambda rows: rows.write.format("delta").mode("overwrite").save(str(path)))
     return df.sparkSession.read.format("delta").load(str(path))
 
 

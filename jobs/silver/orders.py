@@ -32,7 +32,7 @@ from pyspark.sql import functions as F
 from jobs import lake_state, storage
 from jobs.context import RunContext
 from jobs.identity import normalize as N
-from jobs.lake import Lake, _fault_hook, parquet_materialiser
+from jobs.lake import Lake, _fault_hook, parquet_materialiser, write_delta
 from jobs.privacy.pii import hmac_col
 from jobs.schemas import conform, table_schema
 from jobs.silver import state as S
@@ -311,17 +311,21 @@ def merge_rows(
     the target rows looked at to the partitions the source can touch; MERGE rewrites only
     the files holding a matched row and adds new files for the inserts."""
     view = f"_silver_src_{uuid.uuid4().hex[:12]}"
-    src.createOrReplaceTempView(view)
     cond = " AND ".join(f"t.`{c}` = s.`{c}`" for c in on)
     if target_filter:
         cond += f" AND ({target_filter})"
     sql = f"MERGE INTO delta.`{lake.path(name)}` AS t USING {view} AS s ON {cond} " + " ".join(
         clauses
     )
-    try:
-        lake.spark.sql(sql)
-    finally:
-        lake.spark.catalog.dropTempView(view)
+
+    def merge(rows: DataFrame) -> None:
+        rows.createOrReplaceTempView(view)
+        try:
+            lake.spark.sql(sql)
+        finally:
+            lake.spark.catalog.dropTempView(view)
+
+    write_delta(src, merge)
     _fault_hook(name)
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from jobs.exports.files import sort_parquet
+from jobs.exports.files import sort_parquet, write_sorted_file
 
 
 def test_sorted_parquet_bytes_do_not_depend_on_engine_schema_details(tmp_path: Path):
@@ -32,3 +32,14 @@ def test_sorted_parquet_bytes_do_not_depend_on_engine_schema_details(tmp_path: P
     table = pq.read_table(paths[0])
     assert table.column("member_id").to_pylist() == ["M1", "M2"]
     assert all(f.nullable and not f.metadata for f in table.schema)
+
+
+def test_csv_files_hold_dates_as_iso_text(spark, tmp_path: Path):
+    """Dates go to CSV as text written before the engine's CSV writer sees them (Sail's
+    cluster mode writes date values as empty fields): ``yyyy-MM-dd``, null as empty."""
+    import datetime as dt
+
+    rows = spark.createDataFrame([("a", dt.date(2026, 11, 7)), ("b", None)], "m string, d date")
+    target = tmp_path / "out.csv"
+    write_sorted_file(rows, "csv", target, tmp_path)
+    assert target.read_text() == "m,d\na,2026-11-07\nb,\n"
