@@ -30,6 +30,7 @@ GROUP_SECONDS = {
     "tests/identity/test_scored.py": 73,
     "tests/silver/test_backfill.py": 55,
     "tests/ingest/test_go_live.py": 53,
+    "tests/test_sail_cluster.py": 90,
 }
 SLOW_DEFAULT_S = 30
 
