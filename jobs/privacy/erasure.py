@@ -665,14 +665,15 @@ def _recompute_steps():
 
 
 def _scrub_work(ctx: RunContext) -> int:
-    """Delete the staging folders left by crashed runs (raw landing rows) and the scratch
-    silver of backfills (jobs.silver.backfill: a copy of restricted/member_pii)."""
-    n = 0
+    """Delete the staging folders left by crashed runs (raw landing rows), the scratch
+    silver of backfills (jobs.silver.backfill: a copy of restricted/member_pii) and the
+    steps' scratch tables of crashed runs (identity's hold bronze CRM rows)."""
     lake = ctx.settings.paths.lake
-    for root in (
-        lake_state.staging_root(lake),
-        storage.join(lake_state.state_dir(lake), "backfill"),
-    ):
+    scratch = storage.join(lake_state.state_dir(lake), "scratch")
+    roots = [lake_state.staging_root(lake), storage.join(lake_state.state_dir(lake), "backfill")]
+    roots += [storage.join(scratch, step) for step, _ in storage.list_dir(scratch)]
+    n = 0
+    for root in roots:
         for name, _ in storage.list_dir(root):
             if name != ctx.run_id:
                 storage.remove_tree(storage.join(root, name))

@@ -18,7 +18,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from jobs.ingest.job import ingest
-from jobs.lake_state import staging_dir
+from jobs.lake_state import scratch_dir, staging_dir
 from jobs.privacy.erasure import ErasureError, forget
 from jobs.privacy.pii import hmac_py
 from jobs.schemas import table_schema
@@ -342,6 +342,10 @@ def alice_base(spark, tmp_path_factory) -> Path:
     staging = Path(staging_dir(settings.paths.lake, "crashed-run")) / "pos"
     staging.mkdir(parents=True)
     (staging / "part.txt").write_text(ALICE["phone"])
+    # ... and in a step's scratch tables (identity writes bronze CRM rows there).
+    scratch = Path(scratch_dir(settings.paths.lake, "identity", "crashed-run")) / "crm_latest"
+    scratch.mkdir(parents=True)
+    (scratch / "part.txt").write_text(ALICE["phone"])
     (base / "work" / "pii.key").unlink()  # the test's own settings bring theirs
     return base
 
@@ -386,6 +390,7 @@ def test_forget_by_phone_removes_every_trace(lake_with_alice, settings, make_ctx
     for root in (settings.paths.lake, settings.paths.exports, settings.paths.work):
         assert leaks_in_files(root, ALICE_SECRETS) == []
     assert not Path(staging_dir(settings.paths.lake, "crashed-run")).exists()
+    assert not Path(scratch_dir(settings.paths.lake, "identity", "crashed-run")).exists()
     for t in receipt["tables_vacuumed"]:
         for v in range(lake.version(t) + 1):
             if v <= versions[t]:  # every version from before the erasure is gone
