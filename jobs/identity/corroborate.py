@@ -166,18 +166,10 @@ def junk_candidate_pairs(crm_ids: DataFrame, junk: DataFrame, conf: IdentityConf
         .groupBy("id_type", "key", "crm_id")
         .agg(F.min("seen").alias("first_seen"), F.max("seen").alias("last_seen"))
     )
-    sizes = holders.groupBy("id_type", "key").agg(F.count(F.lit(1)).alias("n"))
-    small = sizes.filter(F.col("n") <= conf.junk.corroborate.max_group_size)
-    grp = holders.join(small.select("id_type", "key"), ["id_type", "key"], "left_semi")
-    a, b = grp.alias("a"), grp.alias("b")
-    cond = (
-        (F.col("a.id_type") == F.col("b.id_type"))
-        & (F.col("a.key") == F.col("b.key"))
-        & (F.col("a.crm_id") < F.col("b.crm_id"))
-    )
-    return a.join(b, cond).select(
-        F.col("a.id_type").alias("id_type"),
-        F.col("a.key").alias("key"),
+    pairs = pairs_within(holders, ["id_type", "key"], conf.junk.corroborate.max_group_size)
+    return pairs.select(
+        "id_type",
+        "key",
         F.col("a.crm_id").alias("x"),
         F.col("b.crm_id").alias("y"),
         F.greatest("a.first_seen", "b.first_seen").alias("first_seen"),
@@ -280,10 +272,9 @@ def corroborated_edges(
     Output grain: one edge (crm x -> crm y) per junk identifier type, rule
     ``corroborated_<id_type>`` (confidence high) or ``one_person_<id_type>``; dated by
     the pair's versions. ``candidates``: :func:`junk_candidate_pairs`.
-    ``materialise(df, name)`` cuts the lineage of the pairs, which both rules read.
+    ``materialise(df, name)``: see :func:`corroborated_pairs`.
     """
-    mat = materialise or (lambda df, _name: df)
-    pairs = mat(corroborated_pairs(profiles, crm_ids, candidates, conf, mat), "corroborated_pairs")
+    pairs = corroborated_pairs(profiles, crm_ids, candidates, conf, materialise)
     labelled = pairs.select(
         "id_type", "key", "x", "y", "first_seen", "last_seen",
         F.concat(F.lit("corroborated_"), F.col("id_type")).alias("rule"),
@@ -372,6 +363,29 @@ def disagree(a: str = "a", b: str = "b") -> Column:
         F.coalesce(~names_compatible(a, b), F.lit(False))
         | F.coalesce((a_dob != b_dob) & ~swapped, F.lit(False))
         | F.coalesce(F.col(f"{a}.gender") != F.col(f"{b}.gender"), F.lit(False))
+    )
+
+
+def pairs_within(members: DataFrame, group: list[str], max_size: int | None = None) -> DataFrame:
+    """Every pair of members of one group, read once: the group's members gathered in a
+    list and exploded twice (groups are small), not a self-join that evaluates
+    ``members`` (and all it is computed from) twice. A list, not a set: on Sail a
+    distinct aggregate over millions of groups costs ten times more.
+
+    Input grain: one member of a group (the ``group`` columns, crm_id and any other
+    columns). Groups of more than ``max_size`` members (when given) make no pair.
+    Output grain: one (group, a, b) with a.crm_id < b.crm_id; ``a`` and ``b`` are
+    structs of the members' other columns.
+    """
+    rest = [c for c in members.columns if c not in group]
+    listed = members.groupBy(*group).agg(F.collect_list(F.struct(*rest)).alias("m"))
+    if max_size is not None:
+        listed = listed.filter(F.size("m") <= max_size)
+    return (
+        listed.filter(F.size("m") >= 2)
+        .select(*group, "m", F.explode("m").alias("a"))
+        .select(*group, "a", F.explode("m").alias("b"))
+        .filter(F.col("a.crm_id") < F.col("b.crm_id"))
     )
 
 

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from jobs.identity import normalize as N
 from jobs.identity.conf import FuzzyConf, IdentityConf
-from jobs.identity.corroborate import never_link
+from jobs.identity.corroborate import never_link, pairs_within
 
 # Han characters only (Java and Rust regex engines both accept a literal range).
 _HAN_ONLY = "^[\u3400-\u9fff]+$"
@@ -208,32 +208,16 @@ def _all_present(parts: list[Column]) -> Column:
     return ok
 
 
-def candidate_pairs(
-    fp: DataFrame,
-    conf: IdentityConf,
-    extra: DataFrame,
-    materialise: Callable[[DataFrame, str], DataFrame] | None = None,
-) -> DataFrame:
+def candidate_pairs(fp: DataFrame, conf: IdentityConf, extra: DataFrame) -> DataFrame:
     """Pairs of records sharing a block of at most ``fuzzy.max_block_size`` records, plus
     ``extra`` pairs (one (x, y), x < y: records sharing a junk value).
-    ``materialise(df, name)`` cuts the lineage of the blocked records, which the pairing
-    reads twice.
 
     Output grain: one (x, y), x < y; shares_junk (the pair came from ``extra``).
     """
-    mat = materialise or (lambda df, _name: df)
-    size = F.count(F.lit(1)).over(Window.partitionBy("block"))
-    grp = mat(
-        block_keys(fp, conf)
-        .withColumn("n", size)
-        .filter((F.col("n") >= 2) & (F.col("n") <= conf.fuzzy.max_block_size))
-        .select("block", "crm_id"),
-        "fuzzy_blocks",
+    in_blocks = pairs_within(block_keys(fp, conf), ["block"], conf.fuzzy.max_block_size)
+    blocked = in_blocks.select(
+        F.col("a.crm_id").alias("x"), F.col("b.crm_id").alias("y"), F.lit(False).alias("j")
     )
-    a, b = grp.alias("a"), grp.alias("b")
-    blocked = a.join(
-        b, (F.col("a.block") == F.col("b.block")) & (F.col("a.crm_id") < F.col("b.crm_id"))
-    ).select(F.col("a.crm_id").alias("x"), F.col("b.crm_id").alias("y"), F.lit(False).alias("j"))
     both = blocked.unionByName(extra.select("x", "y", F.lit(True).alias("j")))
     return both.groupBy("x", "y").agg(F.max("j").alias("shares_junk"))
 
@@ -509,11 +493,11 @@ def compared_pairs(
     """:func:`compare` of the candidate pairs not already sharing a value node
     (``shared_pairs``: one (x, y), x < y). ``junk_pairs``: one (x, y), x < y, of records
     sharing a junk value. ``materialise(df, name)`` cuts the lineage of the profiles
-    (read by the blocking and by both sides of each pair) and of the blocked records.
+    (read by the blocking and by both sides of each pair).
     Output grain: one (x, y), x < y (:func:`compare`'s columns)."""
     mat = materialise or (lambda df, _name: df)
     fp = mat(fuzzy_profiles(latest, profiles, crm_ids), "fuzzy_profiles")
-    pairs = candidate_pairs(fp, conf, junk_pairs, mat).join(shared_pairs, ["x", "y"], "left_anti")
+    pairs = candidate_pairs(fp, conf, junk_pairs).join(shared_pairs, ["x", "y"], "left_anti")
     return compare(pairs, fp, conf)
 
 

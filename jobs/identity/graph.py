@@ -31,6 +31,7 @@ from jobs.identity.corroborate import (
     group_units,
     junk_candidate_pairs,
     never_link,
+    pairs_within,
 )
 from jobs.identity.fuzzy import compared_pairs, labelled_pairs, rule_edges
 from jobs.identity.scored import scored_pairs
@@ -546,7 +547,6 @@ def name_dob_city_edges(
     kept_crm_edges: DataFrame,
     conf: IdentityConf,
     profiles: DataFrame | None = None,
-    materialise: Callable[[DataFrame, str], DataFrame] | None = None,
 ) -> DataFrame:
     """Second pass: CRM records sharing no identifier but the same normalised name, birth
     date and city (latest version of each), in groups no larger than the configured size
@@ -557,12 +557,9 @@ def name_dob_city_edges(
     With ``profiles`` (:func:`jobs.identity.corroborate.crm_profiles`), pairs the
     never-link rules keep apart get no edge.
 
-    ``kept_crm_edges``: the first pass's kept edges. ``materialise(df, name)`` cuts the
-    lineage of the keyed records and of the grouped ones (each read several times).
-    Output grain: one edge between two CRM records, confidence from the conf
-    (``name_dob_city``: medium).
+    ``kept_crm_edges``: the first pass's kept edges. Output grain: one edge between two
+    CRM records, confidence from the conf (``name_dob_city``: medium).
     """
-    mat = materialise or (lambda df, _name: df)
     latest = latest_crm_versions(crm).filter(F.col("is_latest"))
     keyed = latest.select(
         F.col("crm_key").alias("crm_id"),
@@ -574,7 +571,6 @@ def name_dob_city_edges(
         (N.norm_name(F.col("name")).isNotNull() & F.col("birth_date").isNotNull()
          & N.norm_city(F.col("city")).isNotNull()).alias("ok"),
     ).filter(F.col("ok"))  # fmt: skip
-    keyed = mat(keyed, "name_dob_city_keyed")
     sp = conf.second_pass
     sizes = keyed.groupBy("nk").agg(F.count(F.lit(1)).alias("n"))
     rule = F.when(F.col("n") <= sp.max_group_size, F.lit("name_dob_city"))
@@ -600,10 +596,8 @@ def name_dob_city_edges(
         rule = rule.when(few, F.lit("name_dob_city_linked"))
         confidence = confidence.when(few, F.lit(sp.linked.confidence))
     labelled = sizes.select("nk", rule.alias("rule"), confidence.alias("confidence"))
-    grp = mat(keyed.join(labelled.filter(F.col("rule").isNotNull()), "nk"), "name_dob_city_groups")
-    a, b = grp.alias("a"), grp.alias("b")
-    pairs = a.join(b, (F.col("a.nk") == F.col("b.nk")) & (F.col("a.crm_id") < F.col("b.crm_id")))
-    pairs = pairs.select(
+    grp = keyed.join(labelled.filter(F.col("rule").isNotNull()), "nk")
+    pairs = pairs_within(grp, ["nk"]).select(
         F.col("a.crm_id").alias("x"),
         F.col("b.crm_id").alias("y"),
         F.greatest("a.seen", "b.seen").alias("seen"),
@@ -851,13 +845,13 @@ def build_graph(
     junk = blocked.filter(
         F.col("reason").isin("shared_by_many", "never_link", "never_link,shared_by_many")
     ).select("id_type", "key")
-    # Read by the corroborated and one-person rules and the fuzzy pass: computed once.
-    junk_cands = mat(junk_candidate_pairs(crm_ids, junk, conf), "junk_candidates")
+    # Read by the corroborated and one-person rules and the fuzzy pass.
+    junk_cands = junk_candidate_pairs(crm_ids, junk, conf)
     if conf.junk.corroborate.enabled:
         kept = kept.unionByName(corroborated_edges(profiles, crm_ids, junk_cands, conf, mat))
     if conf.second_pass.enabled:
         kept = mat(kept, "kept_first_pass")
-        second = mat(name_dob_city_edges(crm, kept, conf, profiles, mat), "name_dob_city")
+        second = mat(name_dob_city_edges(crm, kept, conf, profiles), "name_dob_city")
         if conf.fuzzy.enabled:
             # Pairs already sharing a value node or linked by name_dob_city need no edge.
             shared = shared_value_pairs(kept).unionByName(
@@ -865,8 +859,8 @@ def build_graph(
             )
             junk_pairs = junk_cands.select("x", "y").distinct()
             compared = compared_pairs(latest, profiles, crm_ids, shared, junk_pairs, conf, mat)
-            # Materialised: the rules read each level several times.
-            compared = mat(compared, "fuzzy_compared")
+            if conf.scored.enabled:
+                compared = mat(compared, "fuzzy_compared")
             labelled = labelled_pairs(compared, conf)
             second = second.unionByName(rule_edges(labelled))
             if conf.scored.enabled:
