@@ -153,8 +153,10 @@ def _shared_identifier_counts(pairs: DataFrame, crm_ids: DataFrame) -> DataFrame
     )
 
 
-def _candidate_pairs(crm_ids: DataFrame, junk: DataFrame, conf: IdentityConf) -> DataFrame:
-    """Pairs of records holding one junk value, in groups no larger than the cap.
+def junk_candidate_pairs(crm_ids: DataFrame, junk: DataFrame, conf: IdentityConf) -> DataFrame:
+    """Pairs of records holding one junk value, in groups no larger than the cap
+    (``junk.corroborate.max_group_size``). ``junk``: one (id_type, key) blocked only for
+    being shared by too many records or by records the never-link rules keep apart.
 
     Output grain: one (id_type, key, x, y) with x < y; first_seen/last_seen of the pair.
     """
@@ -164,18 +166,10 @@ def _candidate_pairs(crm_ids: DataFrame, junk: DataFrame, conf: IdentityConf) ->
         .groupBy("id_type", "key", "crm_id")
         .agg(F.min("seen").alias("first_seen"), F.max("seen").alias("last_seen"))
     )
-    sizes = holders.groupBy("id_type", "key").agg(F.count(F.lit(1)).alias("n"))
-    small = sizes.filter(F.col("n") <= conf.junk.corroborate.max_group_size)
-    grp = holders.join(small.select("id_type", "key"), ["id_type", "key"], "left_semi")
-    a, b = grp.alias("a"), grp.alias("b")
-    cond = (
-        (F.col("a.id_type") == F.col("b.id_type"))
-        & (F.col("a.key") == F.col("b.key"))
-        & (F.col("a.crm_id") < F.col("b.crm_id"))
-    )
-    return a.join(b, cond).select(
-        F.col("a.id_type").alias("id_type"),
-        F.col("a.key").alias("key"),
+    pairs = pairs_within(holders, ["id_type", "key"], conf.junk.corroborate.max_group_size)
+    return pairs.select(
+        "id_type",
+        "key",
         F.col("a.crm_id").alias("x"),
         F.col("b.crm_id").alias("y"),
         F.greatest("a.first_seen", "b.first_seen").alias("first_seen"),
@@ -188,20 +182,33 @@ def junk_value_pairs(crm_ids: DataFrame, junk: DataFrame, conf: IdentityConf) ->
 
     Output grain: one (x, y), x < y.
     """
-    return _candidate_pairs(crm_ids, junk, conf).select("x", "y").distinct()
+    return junk_candidate_pairs(crm_ids, junk, conf).select("x", "y").distinct()
 
 
 def corroborated_pairs(
-    profiles: DataFrame, crm_ids: DataFrame, junk: DataFrame, conf: IdentityConf
+    profiles: DataFrame,
+    crm_ids: DataFrame,
+    candidates: DataFrame,
+    conf: IdentityConf,
+    materialise: Callable[[DataFrame, str], DataFrame] | None = None,
 ) -> DataFrame:
     """Pairs of records sharing a junk value that corroborate each other and no
     never-link rule keeps apart.
 
-    ``profiles``: :func:`crm_profiles`. ``junk``: one (id_type, key) blocked only for
-    being shared by too many records or by records the never-link rules keep apart.
-    Output grain: one (id_type, key, x, y), x < y; evidence (birth_date/name/identifier).
+    ``profiles``: :func:`crm_profiles`. ``candidates``: :func:`junk_candidate_pairs`.
+    ``materialise(df, name)`` cuts the lineage of the corroborating pairs, which the
+    chain check reads twice. Output grain: one (id_type, key, x, y), x < y; evidence
+    (birth_date/name/identifier).
     """
-    pairs = _candidate_pairs(crm_ids, junk, conf)
+    mat = materialise or (lambda df, _name: df)
+    return _no_chains(mat(_corroborating(profiles, crm_ids, candidates, conf), "corroborating"))
+
+
+def _corroborating(
+    profiles: DataFrame, crm_ids: DataFrame, pairs: DataFrame, conf: IdentityConf
+) -> DataFrame:
+    """The ``pairs`` (:func:`junk_candidate_pairs`) that corroborate each other and no
+    never-link rule keeps apart, with evidence and both records' valid ID cards."""
     a, b = profiles.alias("a"), profiles.alias("b")
     shared = _shared_identifier_counts(pairs, crm_ids)
     joined = (
@@ -220,7 +227,7 @@ def corroborated_pairs(
         evidence.alias("evidence"), never_link(conf).alias("veto"),
         F.col("a.id_card").alias("x_id_card"), F.col("b.id_card").alias("y_id_card"),
     )  # fmt: skip
-    return _no_chains(out.filter(F.col("evidence").isNotNull() & ~F.col("veto")))
+    return out.filter(F.col("evidence").isNotNull() & ~F.col("veto"))
 
 
 def _no_chains(pairs: DataFrame) -> DataFrame:
@@ -229,17 +236,13 @@ def _no_chains(pairs: DataFrame) -> DataFrame:
 
     Input/output grain: one (id_type, key, x, y).
     """
-    ends = pairs.select(
-        "id_type", "key", F.col("x").alias("r"), F.col("x_id_card").alias("own"),
-        F.col("y_id_card").alias("other"),
-    ).unionByName(
-        pairs.select(
-            "id_type", "key", F.col("y").alias("r"), F.col("y_id_card").alias("own"),
-            F.col("x_id_card").alias("other"),
-        )
-    )  # fmt: skip
-    cards = ends.select("id_type", "key", "r", "own").unionByName(
-        ends.select("id_type", "key", "r", F.col("other").alias("own"))
+    # Each end of a pair with its own card and its partner's: one read of ``pairs``.
+    ends = F.array(*[
+        F.struct(F.col(r).alias("r"), F.col(f"{c}_id_card").alias("own"))
+        for r in ("x", "y") for c in ("x", "y")
+    ])  # fmt: skip
+    cards = pairs.select("id_type", "key", F.explode(ends).alias("e")).select(
+        "id_type", "key", F.col("e.r").alias("r"), F.col("e.own").alias("own")
     )
     chaining = (
         cards.filter(F.col("own").isNotNull())
@@ -259,7 +262,7 @@ def _no_chains(pairs: DataFrame) -> DataFrame:
 def corroborated_edges(
     profiles: DataFrame,
     crm_ids: DataFrame,
-    junk: DataFrame,
+    candidates: DataFrame,
     conf: IdentityConf,
     materialise: Callable[[DataFrame, str], DataFrame] | None = None,
 ) -> DataFrame:
@@ -268,18 +271,17 @@ def corroborated_edges(
 
     Output grain: one edge (crm x -> crm y) per junk identifier type, rule
     ``corroborated_<id_type>`` (confidence high) or ``one_person_<id_type>``; dated by
-    the pair's versions. ``materialise(df, name)`` cuts the lineage of the pairs, which
-    both rules read.
+    the pair's versions. ``candidates``: :func:`junk_candidate_pairs`.
+    ``materialise(df, name)``: see :func:`corroborated_pairs`.
     """
-    mat = materialise or (lambda df, _name: df)
-    pairs = mat(corroborated_pairs(profiles, crm_ids, junk, conf), "corroborated_pairs")
+    pairs = corroborated_pairs(profiles, crm_ids, candidates, conf, materialise)
     labelled = pairs.select(
         "id_type", "key", "x", "y", "first_seen", "last_seen",
         F.concat(F.lit("corroborated_"), F.col("id_type")).alias("rule"),
         F.lit("high").alias("confidence"),
     )  # fmt: skip
     if conf.junk.corroborate.one_person.enabled:
-        labelled = labelled.unionByName(one_person_pairs(profiles, crm_ids, junk, pairs, conf))
+        labelled = labelled.unionByName(one_person_pairs(profiles, candidates, pairs, conf))
     return (
         labelled.groupBy("x", "y", "rule", "confidence")
         .agg(F.min("first_seen").alias("first_seen"), F.max("last_seen").alias("last_seen"))
@@ -298,8 +300,7 @@ def corroborated_edges(
 
 def one_person_pairs(
     profiles: DataFrame,
-    crm_ids: DataFrame,
-    junk: DataFrame,
+    candidates: DataFrame,
     corroborated: DataFrame,
     conf: IdentityConf,
 ) -> DataFrame:
@@ -309,12 +310,13 @@ def one_person_pairs(
     (``ming.yu8468@126.com`` on four records of 何玉 and on one with no name or birth date).
     Two or more people among the corroborating holders, e.g. a family: no link.
 
-    ``corroborated``: :func:`corroborated_pairs`. Output grain: one (id_type, key, x, y),
+    ``candidates``: :func:`junk_candidate_pairs`; ``corroborated``:
+    :func:`corroborated_pairs`. Output grain: one (id_type, key, x, y),
     x < y: the uncorroborated record and the person's smallest crm_id; first_seen,
     last_seen, rule ``one_person_<id_type>``, confidence from the conf.
     """
     op = conf.junk.corroborate.one_person
-    cand = _candidate_pairs(crm_ids, junk, conf).filter(F.col("id_type").isin(*op.id_types))
+    cand = candidates.filter(F.col("id_type").isin(*op.id_types))
     holders = cand.select("id_type", "key", F.col("x").alias("crm_id"), "first_seen").unionByName(
         cand.select("id_type", "key", F.col("y").alias("crm_id"), "first_seen")
     ).groupBy("id_type", "key", "crm_id").agg(F.max("first_seen").alias("seen"))  # fmt: skip
@@ -361,6 +363,29 @@ def disagree(a: str = "a", b: str = "b") -> Column:
         F.coalesce(~names_compatible(a, b), F.lit(False))
         | F.coalesce((a_dob != b_dob) & ~swapped, F.lit(False))
         | F.coalesce(F.col(f"{a}.gender") != F.col(f"{b}.gender"), F.lit(False))
+    )
+
+
+def pairs_within(members: DataFrame, group: list[str], max_size: int | None = None) -> DataFrame:
+    """Every pair of members of one group, read once: the group's members gathered in a
+    list and exploded twice (groups are small), not a self-join that evaluates
+    ``members`` (and all it is computed from) twice. A list, not a set: on Sail a
+    distinct aggregate over millions of groups costs ten times more.
+
+    Input grain: one member of a group (the ``group`` columns, crm_id and any other
+    columns). Groups of more than ``max_size`` members (when given) make no pair.
+    Output grain: one (group, a, b) with a.crm_id < b.crm_id; ``a`` and ``b`` are
+    structs of the members' other columns.
+    """
+    rest = [c for c in members.columns if c not in group]
+    listed = members.groupBy(*group).agg(F.collect_list(F.struct(*rest)).alias("m"))
+    if max_size is not None:
+        listed = listed.filter(F.size("m") <= max_size)
+    return (
+        listed.filter(F.size("m") >= 2)
+        .select(*group, "m", F.explode("m").alias("a"))
+        .select(*group, "a", F.explode("m").alias("b"))
+        .filter(F.col("a.crm_id") < F.col("b.crm_id"))
     )
 
 

@@ -22,7 +22,7 @@ from pyspark.sql import functions as F
 
 from jobs.identity import normalize as N
 from jobs.identity.conf import FuzzyConf, IdentityConf
-from jobs.identity.corroborate import never_link
+from jobs.identity.corroborate import never_link, pairs_within
 
 # Han characters only (Java and Rust regex engines both accept a literal range).
 _HAN_ONLY = "^[\u3400-\u9fff]+$"
@@ -214,30 +214,36 @@ def candidate_pairs(fp: DataFrame, conf: IdentityConf, extra: DataFrame) -> Data
 
     Output grain: one (x, y), x < y; shares_junk (the pair came from ``extra``).
     """
-    keys = block_keys(fp, conf)
-    sizes = keys.groupBy("block").agg(F.count(F.lit(1)).alias("n"))
-    small = sizes.filter((F.col("n") >= 2) & (F.col("n") <= conf.fuzzy.max_block_size))
-    grp = keys.join(small.select("block"), "block", "left_semi")
-    a, b = grp.alias("a"), grp.alias("b")
-    blocked = a.join(
-        b, (F.col("a.block") == F.col("b.block")) & (F.col("a.crm_id") < F.col("b.crm_id"))
-    ).select(F.col("a.crm_id").alias("x"), F.col("b.crm_id").alias("y"), F.lit(False).alias("j"))
+    in_blocks = pairs_within(block_keys(fp, conf), ["block"], conf.fuzzy.max_block_size)
+    blocked = in_blocks.select(
+        F.col("a.crm_id").alias("x"), F.col("b.crm_id").alias("y"), F.lit(False).alias("j")
+    )
     both = blocked.unionByName(extra.select("x", "y", F.lit(True).alias("j")))
     return both.groupBy("x", "y").agg(F.max("j").alias("shares_junk"))
 
 
-def _one_edit(a: Column, b: Column) -> Column:
+def _one_edit(a: Column, b: Column, distance: Column | None = None) -> Column:
     """Different texts one substitution, insertion, deletion or adjacent transposition
     apart (Damerau: ``4562990`` / ``4562890``, ``8478623`` / ``8478632``).
 
     A transposition is ``a`` with two neighbours swapped equal to ``b``: two texts two
     substitutions apart that merely hold such a pair somewhere (``13000079190`` /
-    ``13000791900``) are not one edit apart.
+    ``13000791900``) are not one edit apart. ``distance``: ``levenshtein(a, b)`` when the
+    caller has it already. The swap is looked for only in texts of equal length two
+    edits apart (a CASE evaluates its branch for those rows only): a higher-order
+    function over every pair cost most of the comparisons' time.
     """
+    d = F.levenshtein(a, b) if distance is None else distance
+    maybe_swap = (F.length(a) == F.length(b)) & (d == 2)
+    transposed = F.when(maybe_swap, _one_swap(a, b)).otherwise(F.lit(False))
+    return F.coalesce((a != b) & ((d == 1) | transposed), F.lit(False))
+
+
+def _one_swap(a: Column, b: Column) -> Column:
+    """``a`` with two different neighbours swapped equals ``b``."""
     n = F.length(a)
-    pos = F.sequence(F.lit(1), F.greatest(n - 1, F.lit(1)))
-    swapped = F.exists(
-        pos,
+    return F.exists(
+        F.sequence(F.lit(1), F.greatest(n - 1, F.lit(1))),
         lambda i: (a.substr(i, F.lit(1)) != a.substr(i + 1, F.lit(1)))
         & (
             F.concat(
@@ -249,21 +255,85 @@ def _one_edit(a: Column, b: Column) -> Column:
             == b
         ),
     )
-    transposed = (n == F.length(b)) & (F.levenshtein(a, b) == 2) & swapped
-    return F.coalesce((a != b) & ((F.levenshtein(a, b) == 1) | transposed), F.lit(False))
+
+
+def _record_features(fp: DataFrame) -> DataFrame:
+    """``fp`` (:func:`fuzzy_profiles`) with what :func:`compare` derives from one record
+    computed once per record instead of once per pair: name_han and sorted_han (the name,
+    the sorted name, Han characters only), sorted_chars (the sorted name's characters
+    sorted), dob_text (``yyyyMMdd``). Grain: one crm_id."""
+    return fp.select(
+        "*",
+        F.col("name").rlike(_HAN_ONLY).alias("name_han"),
+        F.col("name_sorted").rlike(_HAN_ONLY).alias("sorted_han"),
+        _sorted_chars(F.col("name_sorted")).alias("sorted_chars"),
+        F.date_format(F.col("birth_date"), "yyyyMMdd").alias("dob_text"),
+    )
+
+
+# The texts compared for being one edit apart (:func:`_one_edit`).
+_TYPO_FIELDS = ("card", "phone", "id_raw", "dob_text")
+
+
+def _pair_distances(conf: IdentityConf) -> list[Column]:
+    """First stage of :func:`compare`, over a pair joined with :func:`_record_features` as
+    ``a`` and ``b``: each distance computed once (name_edits, name_shortest, han, and
+    ``<field>_edits`` of :data:`_TYPO_FIELDS` with both texts as ``a_<field>`` /
+    ``b_<field>``), and the levels that need nothing else."""
+    f = conf.fuzzy
+    n_a, n_b = F.col("a.name"), F.col("b.name")
+    a_dob, b_dob = F.col("a.birth_date"), F.col("b.birth_date")
+    dob_swapped = (
+        (F.year(a_dob) == F.year(b_dob))
+        & (F.month(a_dob) == F.dayofmonth(b_dob))
+        & (F.dayofmonth(a_dob) == F.month(b_dob))
+    )
+    typo_texts = [
+        F.col(f"{side}.{c}").alias(f"{side}_{c}") for c in _TYPO_FIELDS for side in ("a", "b")
+    ]
+
+    def valid(side: str) -> Column:
+        return F.coalesce(F.col(f"{side}.id_valid"), F.lit(False))
+
+    return [
+        "x",
+        "y",
+        "shares_junk",
+        F.greatest("a.seen", "b.seen").alias("seen"),
+        F.least(
+            F.levenshtein(n_a, n_b), F.levenshtein(F.col("a.name_sorted"), F.col("b.name_sorted"))
+        ).alias("name_edits"),
+        F.least(F.length(n_a), F.length(n_b)).alias("name_shortest"),
+        (F.col("a.name_han") & F.col("b.name_han")).alias("han"),
+        _name_same().alias("name_same"),
+        _token_close(f).alias("token_close"),
+        F.coalesce(a_dob == b_dob, F.lit(False)).alias("dob_same"),
+        dob_swapped.alias("dob_swapped"),
+        F.coalesce(F.col("a.city_key") == F.col("b.city_key"), F.lit(False)).alias("city_same"),
+        _city_close(f).alias("city_close"),
+        F.coalesce(F.col("a.province_key") == F.col("b.province_key"), F.lit(False)).alias(
+            "province_same"
+        ),
+        (valid("a") & valid("b")).alias("both_ids_valid"),
+        *[
+            F.levenshtein(F.col(f"a.{c}"), F.col(f"b.{c}")).alias(f"{c}_edits")
+            for c in _TYPO_FIELDS
+        ],
+        *typo_texts,
+        never_link(conf).alias("veto"),
+        *[
+            (F.col(f"a.{c}").isNull() | F.col(f"b.{c}").isNull()).alias(f"{c}_missing")
+            for c in ("name", "birth_date", "city_key", "province_key")
+        ],
+    ]
 
 
 def _name_close(conf: FuzzyConf, max_edits: int) -> Column:
     """Names (latin of at least ``name_min_length`` characters, or Han of at least
     ``han_min_length``) within ``max_edits`` character edits (Han: ``han_max_edits``),
-    tokens in either order."""
+    tokens in either order. Over :func:`_pair_distances`' columns."""
     c = conf.comparisons
-    n_a, n_b = F.col("a.name"), F.col("b.name")
-    edits = F.least(
-        F.levenshtein(n_a, n_b), F.levenshtein(F.col("a.name_sorted"), F.col("b.name_sorted"))
-    )
-    shortest = F.least(F.length(n_a), F.length(n_b))
-    han = n_a.rlike(_HAN_ONLY) & n_b.rlike(_HAN_ONLY)
+    edits, shortest, han = F.col("name_edits"), F.col("name_shortest"), F.col("han")
     latin_ok = ~han & (shortest >= c.name_min_length) & (edits <= max_edits)
     han_ok = han & (shortest >= c.han_min_length) & (edits <= min(max_edits, c.han_max_edits))
     return F.coalesce(latin_ok | han_ok, F.lit(False))
@@ -272,13 +342,12 @@ def _name_close(conf: FuzzyConf, max_edits: int) -> Column:
 def _name_same() -> Column:
     """Equal names however short, the same tokens in another order (``ashleigh quilliam``
     / ``quilliam ashleigh``, ``梅 王`` / ``王梅``) or a Han name's characters reordered
-    (``王成强`` / ``王强成``, ``梅 王`` / ``王梅``)."""
-    s_a, s_b = F.col("a.name_sorted"), F.col("b.name_sorted")
-    han = s_a.rlike(_HAN_ONLY) & s_b.rlike(_HAN_ONLY)
+    (``王成强`` / ``王强成``, ``梅 王`` / ``王梅``). Over :func:`_record_features` as a, b."""
+    han = F.col("a.sorted_han") & F.col("b.sorted_han")
     same = (
         (F.col("a.name") == F.col("b.name"))
-        | (s_a == s_b)
-        | (han & (_sorted_chars(s_a) == _sorted_chars(s_b)))
+        | (F.col("a.name_sorted") == F.col("b.name_sorted"))
+        | (han & (F.col("a.sorted_chars") == F.col("b.sorted_chars")))
     )
     return F.coalesce(same, F.lit(False))
 
@@ -298,16 +367,6 @@ def _token_close(conf: FuzzyConf) -> Column:
     return F.coalesce(multi & (F.least(*dists) <= c.token_max_edits), F.lit(False))
 
 
-def _dob_close() -> Column:
-    """Same birth date, day and month swapped, or one edit apart as ``yyyyMMdd`` text."""
-    a, b = F.col("a.birth_date"), F.col("b.birth_date")
-    swapped = (
-        (F.year(a) == F.year(b)) & (F.month(a) == F.dayofmonth(b)) & (F.dayofmonth(a) == F.month(b))
-    )
-    text_a, text_b = F.date_format(a, "yyyyMMdd"), F.date_format(b, "yyyyMMdd")
-    return F.coalesce((a == b) | swapped | _one_edit(text_a, text_b), F.lit(False))
-
-
 def _city_close(conf: FuzzyConf) -> Column:
     c = conf.comparisons
     a, b = F.col("a.city_key"), F.col("b.city_key")
@@ -317,23 +376,43 @@ def _city_close(conf: FuzzyConf) -> Column:
     return F.coalesce((a == b) | typo, F.lit(False))
 
 
-def _id_card_typo() -> Column:
-    """ID cards one edit apart of which at least one fails its checksum (two valid ones
-    are two people: never-link)."""
-    both_valid = F.coalesce(F.col("a.id_valid"), F.lit(False)) & F.coalesce(
-        F.col("b.id_valid"), F.lit(False)
-    )
-    return _one_edit(F.col("a.id_raw"), F.col("b.id_raw")) & ~both_valid
+def _typo(field: str) -> Column:
+    """The pair's ``field`` texts one edit apart (over :func:`_pair_distances`' columns)."""
+    return _one_edit(F.col(f"a_{field}"), F.col(f"b_{field}"), F.col(f"{field}_edits"))
 
 
-def _identifier_typo() -> Column:
-    """A member card or phone one edit apart (a family's shared phone is equal, not one
-    edit apart), or an ID card one edit apart of which at least one fails its checksum
-    (two valid ones are two people: never-link)."""
-    card = _one_edit(F.col("a.card"), F.col("b.card")) | _one_edit(
-        F.col("a.phone"), F.col("b.phone")
+def _levels(conf: IdentityConf) -> list[Column]:
+    """Second stage of :func:`compare`: the levels derived from :func:`_pair_distances`."""
+    c = conf.fuzzy.comparisons
+    # ID cards one edit apart of which at least one fails its checksum (two valid ones
+    # are two people: never-link).
+    id_card_typo = _typo("id_raw") & ~F.col("both_ids_valid")
+    # A member card or phone one edit apart (a family's shared phone is equal, not one
+    # edit apart), or such an ID card.
+    identifier_typo = _typo("card") | _typo("phone") | id_card_typo
+    dob_close = F.coalesce(
+        F.col("dob_same") | F.col("dob_swapped") | _typo("dob_text"), F.lit(False)
     )
-    return card | _id_card_typo()
+    return [
+        "x",
+        "y",
+        "seen",
+        _name_close(conf.fuzzy, c.name_close_edits).alias("name_close"),
+        (_name_close(conf.fuzzy, c.name_near_edits) | F.col("name_same")).alias("name_near"),
+        "token_close",
+        "name_same",
+        "dob_same",
+        dob_close.alias("dob_close"),
+        "city_same",
+        "city_close",
+        "province_same",
+        identifier_typo.alias("identifier_typo"),
+        id_card_typo.alias("id_card_typo"),
+        # or a shared junk value (held by too many records to link by itself)
+        (identifier_typo | F.col("shares_junk")).alias("identifier_close"),
+        "veto",
+        *[f"{c}_missing" for c in ("name", "birth_date", "city_key", "province_key")],
+    ]
 
 
 def compare(pairs: DataFrame, fp: DataFrame, conf: IdentityConf) -> DataFrame:
@@ -343,44 +422,21 @@ def compare(pairs: DataFrame, fp: DataFrame, conf: IdentityConf) -> DataFrame:
     seen (the later record's date), booleans name_same (:func:`_name_same`), name_close (within
     ``comparisons.name_close_edits``), name_near (within ``comparisons.name_near_edits``,
     or name_same),
-    token_close, dob_same, dob_close, city_same, city_close, province_same,
+    token_close, dob_same, dob_close (same, day and month swapped, or one edit apart as
+    ``yyyyMMdd``), city_same, city_close, province_same,
     identifier_typo, id_card_typo, identifier_close (a typo or a shared junk value), veto
     (never-link),
     and name/birth_date/city_key/province_key_missing (null on either side).
+
+    Two stages: every distance once per pair (:func:`_pair_distances`), then the levels
+    from them (:func:`_levels`).
     """
-    f = conf.fuzzy
-    a, b = fp.alias("a"), fp.alias("b")
-    return (
-        pairs.join(a, F.col("a.crm_id") == F.col("x"))
-        .join(b, F.col("b.crm_id") == F.col("y"))
-        .select(
-            "x",
-            "y",
-            F.greatest("a.seen", "b.seen").alias("seen"),
-            _name_close(f, f.comparisons.name_close_edits).alias("name_close"),
-            (_name_close(f, f.comparisons.name_near_edits) | _name_same()).alias("name_near"),
-            _token_close(f).alias("token_close"),
-            _name_same().alias("name_same"),
-            F.coalesce(F.col("a.birth_date") == F.col("b.birth_date"), F.lit(False)).alias(
-                "dob_same"
-            ),
-            _dob_close().alias("dob_close"),
-            F.coalesce(F.col("a.city_key") == F.col("b.city_key"), F.lit(False)).alias("city_same"),
-            _city_close(f).alias("city_close"),
-            F.coalesce(F.col("a.province_key") == F.col("b.province_key"), F.lit(False)).alias(
-                "province_same"
-            ),
-            _identifier_typo().alias("identifier_typo"),
-            _id_card_typo().alias("id_card_typo"),
-            # or a shared junk value (held by too many records to link by itself)
-            (_identifier_typo() | F.col("shares_junk")).alias("identifier_close"),
-            never_link(conf).alias("veto"),
-            *[
-                (F.col(f"a.{c}").isNull() | F.col(f"b.{c}").isNull()).alias(f"{c}_missing")
-                for c in ("name", "birth_date", "city_key", "province_key")
-            ],
-        )
+    records = _record_features(fp)
+    a, b = records.alias("a"), records.alias("b")
+    joined = pairs.join(a, F.col("a.crm_id") == F.col("x")).join(
+        b, F.col("b.crm_id") == F.col("y")
     )
+    return joined.select(*_pair_distances(conf)).select(*_levels(conf))
 
 
 def rule_conditions(conf: FuzzyConf) -> dict[str, Column]:
@@ -436,13 +492,12 @@ def compared_pairs(
 ) -> DataFrame:
     """:func:`compare` of the candidate pairs not already sharing a value node
     (``shared_pairs``: one (x, y), x < y). ``junk_pairs``: one (x, y), x < y, of records
-    sharing a junk value. Output grain: one (x, y), x < y (:func:`compare`'s columns).
-    ``materialise(df, name)`` writes the profiles and the candidate pairs once (each is
-    read three times: blocking and both sides of the comparison)."""
+    sharing a junk value. ``materialise(df, name)`` cuts the lineage of the profiles
+    (read by the blocking and by both sides of each pair).
+    Output grain: one (x, y), x < y (:func:`compare`'s columns)."""
     mat = materialise or (lambda df, _name: df)
     fp = mat(fuzzy_profiles(latest, profiles, crm_ids), "fuzzy_profiles")
-    pairs = mat(candidate_pairs(fp, conf, junk_pairs), "fuzzy_candidates")
-    pairs = pairs.join(shared_pairs, ["x", "y"], "left_anti")
+    pairs = candidate_pairs(fp, conf, junk_pairs).join(shared_pairs, ["x", "y"], "left_anti")
     return compare(pairs, fp, conf)
 
 

@@ -3,10 +3,7 @@
 On a JVM engine every execution costs 0.2-1 s whatever its rows, so a night on a small
 lake costs its number of queries. bench/count_queries.py counts them through the Spark
 Connect client (the embedded Sail engine); a first run and an incremental night of a
-small lake each stay within the budget (they took 72 and 90 before it was set at 40). It
-became 42 when the fuzzy pass's profiles, candidates and comparisons were materialised:
-planned inline, the comparisons were planned and computed several times over (identity on
-40 members: ~15% less time with the three writes than without).
+small lake each stay within the budget (they took 72 and 90 before it was set).
 """
 
 from __future__ import annotations
@@ -17,7 +14,7 @@ from bench.count_queries import counting
 from jobs.identity.job import resolve
 from tests.identity.conftest import crm_row, day, pos_row, web_row
 
-BUDGET = 42  # Spark executions (queries and commands) per identity run
+BUDGET = 40  # Spark executions (queries and commands) per identity run
 
 
 def _bronze(ctx, crm: list[dict], pos: list[dict], web: list[dict], append: bool) -> None:
