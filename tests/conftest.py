@@ -15,22 +15,21 @@ from jobs.config import PROJECT_ROOT, EngineConf, load_settings, with_paths
 # for the groups over ~30 s: the longest are sent first, so the two workers end together.
 # Groups not listed count as SLOW_DEFAULT_S when a test is marked slow, else as 0.
 # Measured on a fresh clone on 2026-11-30 (tests/group_seconds.py over `make test`'s JUnit
-# report, at a load of ~3-5; 2,730 worker-seconds in all): what matters is the order,
+# report, at a load of ~3-5; 2,240 worker-seconds in all): what matters is the order,
 # longest first.
 GROUP_SECONDS = {
-    "jvm": 665,
-    "tests/identity/test_incremental.py": 313,
-    "tests/objectstore/test_s3_pipeline.py": 244,
-    "tests/reliability/test_crash_safety.py": 208,
-    "tests/privacy/test_erasure.py": 193,
-    "tests/e2e/test_demo_history.py": 125,
-    "tests/identity/test_job.py": 104,
-    "tests/e2e/test_gold_e2e.py": 104,
-    "tests/dags/test_nightly_e2e.py": 75,
-    "tests/identity/test_scored.py": 73,
-    "tests/silver/test_backfill.py": 55,
-    "tests/ingest/test_go_live.py": 53,
-    "tests/test_sail_cluster.py": 90,
+    "jvm": 595,
+    "tests/reliability/test_crash_safety.py": 191,
+    "tests/identity/test_incremental.py": 177,
+    "tests/privacy/test_erasure.py": 170,
+    "tests/objectstore/test_s3_pipeline.py": 144,
+    "tests/e2e/test_demo_history.py": 118,
+    "tests/e2e/test_gold_e2e.py": 80,
+    "tests/dags/test_nightly_e2e.py": 67,
+    "tests/identity/test_job.py": 60,
+    "tests/ingest/test_go_live.py": 51,
+    "tests/silver/test_backfill.py": 42,
+    "tests/identity/test_scored.py": 41,
 }
 SLOW_DEFAULT_S = 30
 

@@ -40,6 +40,8 @@ def dates_as_text(df: DataFrame) -> DataFrame:
     mode (0.7.2) writes date values to CSV as empty fields (docs/scaling.md).
     """
     dates = [f.name for f in df.schema.fields if isinstance(f.dataType, DateType)]
+    if not dates:  # a Connect client refuses withColumns of nothing
+        return df
     return df.withColumns({name: F.col(name).cast("string") for name in dates})
 
 

@@ -43,3 +43,12 @@ def test_csv_files_hold_dates_as_iso_text(spark, tmp_path: Path):
     target = tmp_path / "out.csv"
     write_sorted_file(rows, "csv", target, tmp_path)
     assert target.read_text() == "m,d\na,2026-11-07\nb,\n"
+
+
+def test_csv_files_without_a_date_column(spark, tmp_path: Path):
+    """No date column, nothing to turn into text (a Connect client refuses an empty
+    ``withColumns``: `cdp sql` and `cdp eval-identity` files failed)."""
+    rows = spark.createDataFrame([("a", 2), ("b", 1)], "m string, n int")
+    target = tmp_path / "out.csv"
+    write_sorted_file(rows, "csv", target, tmp_path)
+    assert target.read_text() == "m,n\na,2\nb,1\n"
