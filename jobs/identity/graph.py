@@ -71,10 +71,6 @@ class Graph:
     refused_cap: DataFrame  # one fuzzy edge refused: cluster above fuzzy.max_cluster_records
 
 
-def _str_null() -> Column:
-    return F.lit(None).cast("string")
-
-
 def latest_crm_versions(crm: DataFrame) -> DataFrame:
     """Flag each CRM row version that is its record's latest.
 
@@ -236,11 +232,6 @@ def links_from_parts(parts: DataFrame) -> DataFrame:
     return parts.groupBy(F.col("src_key").alias("anon"), F.col("dst_key").alias("user")).agg(
         F.min("first_seen").alias("first_seen"), F.max("last_seen").alias("last_seen")
     )
-
-
-def link_events(web: DataFrame, conf: IdentityConf) -> DataFrame:
-    """Device-account pairs from login/signup events (grain: one (anon, user))."""
-    return links_from_parts(web_link_parts(web, conf))
 
 
 def web_identity_parts(web: DataFrame) -> DataFrame:
