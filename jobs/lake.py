@@ -1,7 +1,8 @@
 """Delta Lake I/O at the edges of the jobs: paths, reads and the few write modes.
 
 Only APIs that both Sail and Apache Spark 4 + delta-spark support are used:
-``format("delta")`` reads and writes, ``replaceWhere`` and SQL ``MERGE INTO``.
+``format("delta")`` reads and writes, ``replaceWhere`` and SQL ``MERGE INTO`` (built by
+one builder, :class:`Merge`, from :meth:`Lake.merge_into`).
 Maintenance that Sail lacks (OPTIMIZE, VACUUM) goes through delta-rs
 (``deltalake``), see jobs.maintenance.
 """
@@ -131,6 +132,23 @@ class Lake:
         write_delta(df, save)
         _fault_hook(name)
 
+    def merge_into(
+        self,
+        source: DataFrame,
+        name: str,
+        on: list[str],
+        *,
+        null_safe: bool = True,
+        target_filter: str | None = None,
+    ) -> Merge:
+        """A MERGE of ``source`` (alias ``s``) into the table ``name`` (alias ``t``) on the
+        key columns ``on``, built clause by clause and run by :meth:`Merge.execute`.
+
+        ``null_safe``: keys compared with ``<=>`` (a null key matches a null key) rather
+        than ``=``. ``target_filter`` (on ``t.``) limits the target rows the MERGE looks
+        at, e.g. to the partitions the source can touch."""
+        return Merge(self, source, name, on, null_safe, target_filter)
+
     def merge(
         self,
         df: DataFrame,
@@ -139,29 +157,34 @@ class Lake:
         update: bool = True,
         delete_unmatched_predicate: str | None = None,
     ) -> None:
-        """Upsert ``df`` into ``name`` on the key columns ``on`` with SQL MERGE INTO."""
+        """Upsert ``df`` into ``name`` on the key columns ``on`` (one commit); creates the
+        table when it does not exist. ``update=False`` inserts new keys only;
+        ``delete_unmatched_predicate`` deletes the target rows matching it that the
+        source lacks."""
         if not self.exists(name):
             self.overwrite(df, name)
             return
-        cond = " AND ".join(f"t.`{c}` <=> s.`{c}`" for c in on)
-        sql = f"MERGE INTO delta.`{_braces(self.path(name))}` AS t USING {{src}} AS s ON {cond} "
+        merge = self.merge_into(conform(df, name), name, on)
         if update:
-            sql += "WHEN MATCHED THEN UPDATE SET * "
-        sql += "WHEN NOT MATCHED THEN INSERT *"
+            merge.when_matched_update()
+        merge.when_not_matched_insert()
         if delete_unmatched_predicate:
-            pred = _braces(delete_unmatched_predicate)
-            sql += f" WHEN NOT MATCHED BY SOURCE AND ({pred}) THEN DELETE"
-        # The source travels with the statement: no temp view to create and drop (two
-        # more round trips, each a Spark action on a Connect server).
-        write_delta(conform(df, name), lambda src: self.spark.sql(sql, src=src))
-        _fault_hook(name)
+            merge.when_not_matched_by_source_delete(delete_unmatched_predicate)
+        merge.execute()
 
-    def apply_changes(self, changes: DataFrame, name: str) -> None:
+    def apply_changes(
+        self,
+        changes: DataFrame,
+        name: str,
+        target_filter: str | None = None,
+        null_safe: bool = True,
+    ) -> None:
         """Apply row changes to ``name`` in one MERGE commit on its declared keys.
 
         ``changes``: the table's columns plus ``_op`` (``upsert`` inserts or replaces
         the row of its key, ``delete`` removes it). Only the files holding a changed
-        row are rewritten. Creates the table from the upserts when it does not exist.
+        row are rewritten; ``target_filter`` and ``null_safe`` as in :meth:`merge_into`.
+        Creates the table from the upserts when it does not exist.
         """
         schema = table_schema(name)
         if not self.exists(name):
@@ -169,18 +192,15 @@ class Lake:
             return
         cols = schema.columns
         src = conform(changes, name, extra=True).select(*cols, "_op")
-        cond = " AND ".join(f"t.`{c}` <=> s.`{c}`" for c in schema.keys)
-        sets = ", ".join(f"`{c}` = s.`{c}`" for c in cols)
-        names = ", ".join(f"`{c}`" for c in cols)
-        values = ", ".join(f"s.`{c}`" for c in cols)
-        sql = (
-            f"MERGE INTO delta.`{_braces(self.path(name))}` AS t USING {{src}} AS s ON {cond} "
-            "WHEN MATCHED AND s._op = 'delete' THEN DELETE "
-            f"WHEN MATCHED THEN UPDATE SET {sets} "
-            f"WHEN NOT MATCHED AND s._op = 'upsert' THEN INSERT ({names}) VALUES ({values})"
+        (
+            self.merge_into(
+                src, name, schema.keys, null_safe=null_safe, target_filter=target_filter
+            )
+            .when_matched_delete("s._op = 'delete'")
+            .when_matched_update(cols)
+            .when_not_matched_insert(cols, "s._op = 'upsert'")
+            .execute()
         )
-        write_delta(src, lambda rows: self.spark.sql(sql, src=rows))
-        _fault_hook(name)
 
     def add_missing_columns(self, name: str) -> list[str]:
         """Give an existing table the declared columns it lacks (as null) in one commit.
@@ -215,6 +235,83 @@ class Lake:
         """Every Delta table under the root, as ``layer/table`` (found by its ``_delta_log``,
         listing two levels: no walk through data files, local or object store)."""
         return storage.delta_tables(self.root)
+
+
+class Merge:
+    """One ``MERGE INTO`` of a source into a Delta table, built clause by clause (after
+    delta-rs's ``TableMerger``) and committed once by :meth:`execute`: the one place
+    where MERGE statements are written. Clauses apply in the order they are added, as
+    in SQL. The source travels with the statement (``spark.sql(sql, src=df)``): no temp
+    view to create and drop, two round trips less on a Connect server.
+
+    Sail and Apache Spark + delta-spark both run it; a Sail cluster that cannot ship a
+    function to the writing stage gets the same MERGE again behind a shuffle
+    (:func:`write_delta`)."""
+
+    def __init__(
+        self,
+        lake: Lake,
+        source: DataFrame,
+        name: str,
+        on: list[str],
+        null_safe: bool = True,
+        target_filter: str | None = None,
+    ):
+        if not on:
+            raise ValueError(f"a MERGE into {name} needs key columns")
+        self.lake, self.source, self.name = lake, source, name
+        equal = "<=>" if null_safe else "="
+        self.condition = " AND ".join(f"t.`{c}` {equal} s.`{c}`" for c in on)
+        if target_filter:
+            self.condition += f" AND ({target_filter})"
+        self.clauses: list[str] = []
+
+    def _add(self, when: str, predicate: str | None, action: str) -> Merge:
+        self.clauses.append(f"{when}{f' AND ({predicate})' if predicate else ''} THEN {action}")
+        return self
+
+    def when_matched_update(
+        self, columns: list[str] | dict[str, str] | None = None, predicate: str | None = None
+    ) -> Merge:
+        """Update matched rows: every column (``None``), the listed columns from the
+        source, or ``{column: SQL expression}``."""
+        if columns is None:
+            return self._add("WHEN MATCHED", predicate, "UPDATE SET *")
+        sets = columns if isinstance(columns, dict) else {c: f"s.`{c}`" for c in columns}
+        assign = ", ".join(f"`{c}` = {expr}" for c, expr in sets.items())
+        return self._add("WHEN MATCHED", predicate, f"UPDATE SET {assign}")
+
+    def when_matched_delete(self, predicate: str | None = None) -> Merge:
+        return self._add("WHEN MATCHED", predicate, "DELETE")
+
+    def when_not_matched_insert(
+        self, columns: list[str] | None = None, predicate: str | None = None
+    ) -> Merge:
+        """Insert source rows without a match: every column (``None``) or those listed."""
+        if columns is None:
+            return self._add("WHEN NOT MATCHED", predicate, "INSERT *")
+        names = ", ".join(f"`{c}`" for c in columns)
+        values = ", ".join(f"s.`{c}`" for c in columns)
+        return self._add("WHEN NOT MATCHED", predicate, f"INSERT ({names}) VALUES ({values})")
+
+    def when_not_matched_by_source_delete(self, predicate: str | None = None) -> Merge:
+        return self._add("WHEN NOT MATCHED BY SOURCE", predicate, "DELETE")
+
+    def statement(self) -> str:
+        """The SQL, with ``{src}`` where the source goes."""
+        if not self.clauses:
+            raise ValueError(f"a MERGE into {self.name} needs at least one WHEN clause")
+        target = _braces(self.lake.path(self.name))
+        return (
+            f"MERGE INTO delta.`{target}` AS t USING {{src}} AS s "
+            f"ON {_braces(self.condition)} " + " ".join(_braces(c) for c in self.clauses)
+        )
+
+    def execute(self) -> None:
+        """Run the MERGE: one Delta commit."""
+        sql = self.statement()
+        write_delta(self.source, lambda src: self.lake.spark.sql(sql, src=src))
+        _fault_hook(self.name)
 
 
 def _braces(text: str) -> str:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-import uuid
 
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
@@ -32,7 +31,7 @@ from pyspark.sql import functions as F
 from jobs import lake_state, storage
 from jobs.context import RunContext
 from jobs.identity import normalize as N
-from jobs.lake import Lake, _fault_hook, parquet_materialiser, write_delta
+from jobs.lake import Lake, parquet_materialiser
 from jobs.privacy.pii import hmac_col
 from jobs.schemas import conform, table_schema
 from jobs.silver import state as S
@@ -282,51 +281,25 @@ def _deletes(keys: DataFrame, name: str) -> DataFrame:
     return keys.select(*cols).withColumn("_op", F.lit("delete"))
 
 
-def _upsert_clauses(name: str) -> list[str]:
-    cols = table_schema(name).columns
-    sets = ", ".join(f"`{c}` = s.`{c}`" for c in cols)
-    names = ", ".join(f"`{c}`" for c in cols)
-    values = ", ".join(f"s.`{c}`" for c in cols)
-    return [
-        "WHEN MATCHED AND s._op = 'delete' THEN DELETE",
-        f"WHEN MATCHED THEN UPDATE SET {sets}",
-        f"WHEN NOT MATCHED AND s._op = 'upsert' THEN INSERT ({names}) VALUES ({values})",
-    ]
+def upsert_rows(lake: Lake, src: DataFrame, name: str, target_filter: str | None) -> None:
+    """Apply ``src`` (the table's columns plus ``_op``, :func:`_upserts` and
+    :func:`_deletes`) to ``name`` in one MERGE on its declared keys (never null here, so
+    compared with ``=``). ``target_filter`` (on ``t.``) limits the target rows looked at
+    to the partitions the source can touch; MERGE rewrites only the files holding a
+    matched row and adds new files for the inserts."""
+    lake.apply_changes(src, name, target_filter=target_filter, null_safe=False)
 
 
-REKEY_CLAUSES = [
-    "WHEN MATCHED AND NOT (t.member_id <=> s.member_id) THEN UPDATE SET member_id = s.member_id"
-]
-
-
-def merge_rows(
-    lake: Lake,
-    src: DataFrame,
-    name: str,
-    on: list[str],
-    clauses: list[str],
-    target_filter: str | None = None,
-) -> None:
-    """One MERGE INTO commit of ``src`` into ``name``. ``target_filter`` (on ``t.``) limits
-    the target rows looked at to the partitions the source can touch; MERGE rewrites only
-    the files holding a matched row and adds new files for the inserts."""
-    view = f"_silver_src_{uuid.uuid4().hex[:12]}"
-    cond = " AND ".join(f"t.`{c}` = s.`{c}`" for c in on)
-    if target_filter:
-        cond += f" AND ({target_filter})"
-    sql = f"MERGE INTO delta.`{lake.path(name)}` AS t USING {view} AS s ON {cond} " + " ".join(
-        clauses
-    )
-
-    def merge(rows: DataFrame) -> None:
-        rows.createOrReplaceTempView(view)
-        try:
-            lake.spark.sql(sql)
-        finally:
-            lake.spark.catalog.dropTempView(view)
-
-    write_delta(src, merge)
-    _fault_hook(name)
+def rekey_rows(lake: Lake, src: DataFrame, name: str, target_filter: str | None) -> None:
+    """Give the rows of ``name`` matching ``src`` (``order_id``, ``channel``,
+    ``member_id``) the member of ``src`` where it differs (one MERGE commit)."""
+    (
+        lake.merge_into(src, name, ["order_id", "channel"], null_safe=False,
+                        target_filter=target_filter)
+        .when_matched_update({"member_id": "s.member_id"},
+                             "NOT (t.member_id <=> s.member_id)")
+        .execute()
+    )  # fmt: skip
 
 
 def _rows_in_table(lake: Lake, name: str) -> int:
@@ -524,7 +497,7 @@ def _incremental(
             _, old_dates, old_nulls = _count_and_values(old_web, "event_date")
             ev_dates, nulls = ev_dates + old_dates, nulls + old_nulls
         where = None if nulls else _date_in("t.event_date", ev_dates)
-        merge_rows(lake, src, EVENTS, ["event_id"], _upsert_clauses(EVENTS), where)
+        upsert_rows(lake, src, EVENTS, where)
         figures["web_events_written"] = n_events
         lap("web_events")
 
@@ -615,14 +588,12 @@ def _incremental(
         ]
         where = None if None in months else _str_in("t.order_month", months)
         figures["months_merged"] = len(months)
-        merge_rows(lake, src, ORDERS, ["order_id", "channel"], _upsert_clauses(ORDERS), where)
+        upsert_rows(lake, src, ORDERS, where)
         lsrc = line_src[0]
         for p in line_src[1:]:
             lsrc = lsrc.unionByName(p)
         lsrc = mat(lsrc, "lines_src")
-        merge_rows(
-            lake, lsrc, LINES, ["order_id", "channel", "line_no"], _upsert_clauses(LINES), where
-        )
+        upsert_rows(lake, lsrc, LINES, where)
         agg = src.agg(
             F.sum((F.col("_op") == "upsert").cast("long")).alias("up"),
             F.sum((F.col("_op") == "delete").cast("long")).alias("del"),
@@ -710,16 +681,14 @@ def _rekey(lake: Lake, xref: DataFrame, changed: DataFrame, mat) -> dict:
     n_orders, months, nulls = _count_and_values(rk, "order_month")
     if n_orders:
         where = None if nulls else _str_in("t.order_month", months)
-        merge_rows(lake, rk, ORDERS, ["order_id", "channel"], REKEY_CLAUSES, where)
+        rekey_rows(lake, rk, ORDERS, where)
         # A line's month is its own order_date's: the same as its order's but for an
         # order whose lines straddle a month end, so the lines' months are looked up (two
         # narrow columns) and the merge rewrites only those partitions.
         line_months = _line_months(lake, rk)
         if line_months != []:
             where = None if line_months is None else _str_in("t.order_month", line_months)
-            merge_rows(
-                lake, rk.drop("order_month"), LINES, ["order_id", "channel"], REKEY_CLAUSES, where
-            )
+            rekey_rows(lake, rk.drop("order_month"), LINES, where)
     return {"identities_changed": n_changed, "orders_rekeyed": n_orders}
 
 

@@ -252,21 +252,26 @@ def test_crash_mid_night_then_rerun_equals_full(spark, make_ctx, monkeypatch, af
     write_xref(spark, ctx, [("pos_card", "K1", "M1"), ("pos_card", "K2", "M1"),
                        ("web_anon", "a1", "M1")])  # fmt: skip
     calls = {"n": 0}
-    original = job.merge_rows
+    originals = {f: getattr(job, f) for f in ("upsert_rows", "rekey_rows")}
 
-    def failing(*a, **kw):
-        original(*a, **kw)
-        calls["n"] += 1
-        if calls["n"] == after:
-            raise Crash(f"after merge {after}")
+    def failing(original):
+        def merge(*a, **kw):
+            original(*a, **kw)
+            calls["n"] += 1
+            if calls["n"] == after:
+                raise Crash(f"after merge {after}")
 
-    monkeypatch.setattr(job, "merge_rows", failing)
+        return merge
+
+    for f, original in originals.items():
+        monkeypatch.setattr(job, f, failing(original))
     night = make_ctx(day(1))
     with pytest.raises(Crash):
         run(night)
     for name in TABLES:
         night.lake.read(name).count()
-    monkeypatch.setattr(job, "merge_rows", original)
+    for f, original in originals.items():
+        monkeypatch.setattr(job, f, original)
     assert run(night)["mode"] == "incremental"
     assert_equals_full_rebuild(night)
     assert _members(night, "silver/orders", "order_id") == {"o1": "M1", "o3": "M1", "w1": "M1"}
