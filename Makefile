@@ -43,7 +43,7 @@ setup: $(STAMP) $(JARS_STAMP)
 # (tests/jvm/test_parity.py; its JVM side alone takes ~24 minutes on 2 cores), its night 2 on
 # the standalone cluster and a night on a local-mode Connect server (tests/jvm/test_cluster.py).
 # `make test` runs night 1 of the scenario on a Connect server over a standalone cluster,
-# and on a Sail local-cluster server (tests/test_sail_cluster.py; night 2 here).
+# and on a Sail local-cluster server (tests/test_sail_cluster.py; the whole scenario here).
 test-jvm: setup
 	CDP_TEST_CLUSTER=1 CDP_TEST_SAIL_CLUSTER=1 $(UV) run --frozen pytest -q tests/jvm tests/objectstore/test_s3_jvm.py tests/test_sail_cluster.py
 
