@@ -14,6 +14,8 @@ For every step: wall time, rows in/out, rows per second, and peak RSS. Then a
 DuckDB reference of the same scope as our features + rfm steps (silver tables ->
 member features + RFM, written out) on the same Delta files, and our time over
 DuckDB's; both scopes and check figures are printed. Figures go to --out/results.json.
+With ``--baseline OLD.json`` each step is then compared with that earlier run
+(bench/compare.py: ratios, and exit status 1 when a step got more than 1.5x slower).
 """
 
 from __future__ import annotations
@@ -383,6 +385,12 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=2026)
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
     ap.add_argument("--skip-duckdb", action="store_true")
+    ap.add_argument(
+        "--baseline",
+        type=Path,
+        help="an earlier results.json of the same size: print each step's ratio to it and "
+        "exit 1 on a step over 1.5x (bench/compare.py)",
+    )
     args = ap.parse_args()
 
     from jobs.config import load_settings, with_paths
@@ -439,6 +447,10 @@ def main() -> int:
     from jobs import engine
 
     engine.stop()
+    if args.baseline:
+        from bench.compare import main as compare
+
+        return compare([str(args.baseline), str(out / "results.json")])
     return 0
 
 
