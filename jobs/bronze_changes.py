@@ -30,11 +30,9 @@ class TableSnapshot:
 
 def table_snapshot(lake: Lake, name: str, as_of: dt.date) -> TableSnapshot:
     """Digest of the data files of every business date <= as_of, from the Delta log."""
-    from deltalake import DeltaTable
-
     if not lake.exists(name):
         return TableSnapshot(version=-1)
-    t = DeltaTable(lake.path(name))
+    t = lake.delta_table(name)
     actions = t.get_add_actions(flatten=True)
     cols = set(actions.column_names)
     paths = actions.column("path").to_pylist()

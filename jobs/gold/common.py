@@ -26,8 +26,6 @@ def previous_as_of(ctx: RunContext, name: str) -> dt.date | None:
     Backfills compare with the date before them too, so a rerun of a past date
     reproduces the changes the nightly run of that date wrote.
     """
-    from deltalake import DeltaTable
-
     if not ctx.lake.exists(name):
         return None
     # From the Delta log (as_of_date is the partition column), not a scan: a scan of
@@ -36,7 +34,7 @@ def previous_as_of(ctx: RunContext, name: str) -> dt.date | None:
     # would not see it either.
     dates = [
         dt.date.fromisoformat(p["as_of_date"])
-        for p in DeltaTable(ctx.lake.path(name)).partitions()
+        for p in ctx.lake.delta_table(name).partitions()
         if p.get("as_of_date")
     ]
     earlier = [d for d in dates if d < ctx.as_of]

@@ -304,11 +304,9 @@ def rekey_rows(lake: Lake, src: DataFrame, name: str, target_filter: str | None)
 
 def _rows_in_table(lake: Lake, name: str) -> int:
     """Row count from the Delta log's file statistics (no data read)."""
-    from deltalake import DeltaTable
-
     if not lake.exists(name):
         return 0
-    actions = DeltaTable(lake.path(name)).get_add_actions(flatten=True)
+    actions = lake.delta_table(name).get_add_actions(flatten=True)
     if "num_records" not in actions.column_names:
         return 0
     return int(sum(v or 0 for v in actions.column("num_records").to_pylist()))
