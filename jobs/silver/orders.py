@@ -24,6 +24,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+from dataclasses import dataclass, field
 
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
@@ -428,6 +429,30 @@ def _read_earlier(lake: Lake, st, xref, xref_version, old_pos_dates, old_web_dat
     return old_pos, old_web, changed
 
 
+@dataclass
+class _NightSources:
+    """What an incremental night's stages gather for the order and line merges: row
+    changes (the table's columns plus ``_op``) and the dates whose months hold every
+    row they can match (the merges look at those partitions only)."""
+
+    orders: list[DataFrame] = field(default_factory=list)
+    lines: list[DataFrame] = field(default_factory=list)
+    month_dates: list[DataFrame] = field(default_factory=list)
+
+
+class _Laps:
+    """Seconds per named stage, each from the end of the previous one."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._t0 = time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name] = round(now - self._t0, 3)
+        self._t0 = now
+
+
 def _incremental(
     ctx: RunContext,
     st: S.SilverState,
@@ -436,181 +461,191 @@ def _incremental(
     xref_version: int,
     mat,
 ) -> dict:
-    """Merge in what changed since ``st``; see the module docstring."""
-    lake, d, key = ctx.lake, ctx.as_of, ctx.pii_key
-    start = time.perf_counter()
+    """Merge in what changed since ``st``; see the module docstring. Stages, in order:
+    read the earlier versions, web events, online orders, POS orders, the order and
+    line merges, the re-keying (their seconds in ``phase_seconds``)."""
+    lake, d = ctx.lake, ctx.as_of
+    lap = _Laps()
     xref = lake.read(S.XREF)
     t_pos = S.touched_dates(st.pos, pos_snap) or []
     t_web = S.touched_dates(st.web, web_snap) or []
-    old_pos_dates = [x for x in t_pos if x.isoformat() in st.pos.digests]
-    old_web_dates = [x for x in t_web if x.isoformat() in st.web.digests]
     figures: dict = {
         "touched_dates": {"pos_lines": len(t_pos), "web_events": len(t_web)},
         "rows_in": sum(pos_snap.rows.get(x.isoformat(), 0) for x in t_pos)
         + sum(web_snap.rows.get(x.isoformat(), 0) for x in t_web),
     }
-
     # Reads of earlier versions first (time travel): when a vacuum removed their files,
     # nothing is written yet and the caller rebuilds in full instead.
-    old_pos = old_web = changed = None
     try:
         old_pos, old_web, changed = _read_earlier(
-            lake, st, xref, xref_version, old_pos_dates, old_web_dates, mat
-        )
+            lake, st, xref, xref_version,
+            [x for x in t_pos if x.isoformat() in st.pos.digests],
+            [x for x in t_web if x.isoformat() in st.web.digests], mat,
+        )  # fmt: skip
     except Exception as exc:  # noqa: BLE001 - any failure here is before the first write
         raise _TimeTravelUnavailable(str(exc).splitlines()[0][:200]) from exc
-
-    t0 = start
-    secs: dict[str, float] = {}
-
-    def lap(name: str) -> None:
-        nonlocal t0
-        now_t = time.perf_counter()
-        secs[name] = round(now_t - t0, 3)
-        t0 = now_t
-
     lap("read_earlier")
-    order_src: list[DataFrame] = []
-    line_src: list[DataFrame] = []
-    # Dates whose months hold every row the order and line merges can match (the
-    # rows' dates now and before): the merges look at those partitions only.
-    month_dates: list[DataFrame] = []
-
-    # Web events of the touched dates: upsert what is there now, delete what went away.
+    sources = _NightSources()
     if t_web:
-        now = lake.read(S.WEB).filter(
-            F.col("_business_date").isin(*t_web) & (F.col("_business_date") <= F.lit(d))
-        )
-        events = mat(web_events_with_member(now, xref, small=True), "events")
-        parts = [_upserts(events, EVENTS)]
-        purchases = events.select("event_type", "order_id", "channel")
-        if old_web is not None:
-            gone = old_web.join(now.select("event_id"), "event_id", "left_anti")
-            parts.append(_deletes(gone.select("event_id"), EVENTS))
-            purchases = purchases.unionByName(old_web.select("event_type", "order_id", "channel"))
-        src = mat(parts[0] if len(parts) == 1 else parts[0].unionByName(parts[1]), "events_src")
-        # The partitions the merge can touch: the events' dates now and before.
-        n_events, ev_dates, nulls = _count_and_values(events, "event_date")
-        if old_web is not None:
-            _, old_dates, old_nulls = _count_and_values(old_web, "event_date")
-            ev_dates, nulls = ev_dates + old_dates, nulls + old_nulls
-        where = None if nulls else _date_in("t.event_date", ev_dates)
-        upsert_rows(lake, src, EVENTS, where)
-        figures["web_events_written"] = n_events
+        purchases = _merge_web_events(lake, d, xref, t_web, old_web, mat, figures)
         lap("web_events")
-
-        # Online orders with a purchase event among them, now or before: recomputed
-        # from all their purchase events (first one wins).
-        k_on = mat(
-            purchases.filter((F.col("event_type") == "purchase") & F.col("order_id").isNotNull())
-            .select("order_id", "channel")
-            .distinct(),
-            "online_keys",
-        )
-        all_purchases = mat(
-            lake.read(EVENTS)
-            .filter((F.col("event_type") == "purchase") & F.col("order_id").isNotNull())
-            .join(F.broadcast(k_on), ["order_id", "channel"], "left_semi"),
-            "purchases",
-        )
-        online = mat(
-            online_orders(attach_member(all_purchases, xref, WEB_KEYS, small=True)), "online"
-        )
-        # An online order's row sits in the month of its first purchase event, one of these.
-        month_dates.append(all_purchases.select(F.col("event_date").alias("d")))
-        if old_web is not None:
-            month_dates.append(
-                old_web.filter(F.col("event_type") == "purchase").select(
-                    F.col("event_date").alias("d")
-                )
-            )
-        gone_orders = k_on.join(online, ["order_id", "channel"], "left_anti")
-        order_src += [
-            _upserts(_month(online.drop("sku", "category")), ORDERS),
-            _deletes(gone_orders, ORDERS),
-        ]
-        line_src += [
-            _upserts(_month(online_order_lines(online)), LINES),
-            _deletes(gone_orders.withColumn("line_no", F.lit(1)), LINES),
-        ]
+        _online_orders(lake, xref, purchases, old_web, mat, sources)
         lap("online_orders")
-
-    # POS orders with a line in a touched date, now or before: recomputed from all
-    # their lines (an order's lines can sit in several dates' files).
     if t_pos:
-        bronze = lake.read(S.POS).filter(F.col("_business_date") <= F.lit(d))
-        ids = bronze.filter(F.col("_business_date").isin(*t_pos)).select("order_id")
-        if old_pos is not None:
-            ids = ids.unionByName(old_pos.select("order_id"))
-        affected = mat(ids.distinct(), "pos_ids")
-        extra = [
-            r[0]
-            for r in bronze.filter(~F.col("_business_date").isin(*t_pos))
-            .select("order_id", "_business_date")
-            .join(F.broadcast(affected), "order_id", "left_semi")
-            .select("_business_date")
-            .distinct()
-            .collect()
-        ]
-        src = bronze.filter(F.col("_business_date").isin(*(t_pos + extra))).join(
-            F.broadcast(affected), "order_id", "left_semi"
-        )
-        lines = mat(pos_lines_with_member(dedupe_pos_lines(src), xref, key, small=True), "pos")
-        p_orders = mat(_month(pos_orders(lines)), "pos_orders")
-        p_lines = _month(pos_order_lines(lines))
-        month_dates.append(lines.select(F.col("order_date").alias("d")))
-        if old_pos is not None:
-            month_dates.append(old_pos.select(F.col("order_date").alias("d")))
-        gone_orders = affected.join(p_orders, "order_id", "left_anti")
-        order_src += [
-            _upserts(p_orders, ORDERS),
-            _deletes(gone_orders.withColumn("channel", F.lit("store")), ORDERS),
-        ]
-        line_src.append(_upserts(p_lines, LINES))
-        if old_pos is not None:
-            gone_lines = old_pos.join(p_lines, ["order_id", "line_no"], "left_anti")
-            line_src.append(_deletes(gone_lines.withColumn("channel", F.lit("store")), LINES))
-        figures["extra_pos_dates"] = len(extra)
+        _pos_orders(ctx, xref, t_pos, old_pos, mat, sources, figures)
         lap("pos_recompute")
-
-    if order_src:
-        src = order_src[0]
-        for p in order_src[1:]:
-            src = src.unionByName(p)
-        src = mat(src, "orders_src")
-        md = month_dates[0]
-        for p in month_dates[1:]:
-            md = md.unionByName(p)
-        months = [
-            r[0] for r in md.select(F.date_format("d", "yyyy-MM").alias("m")).distinct().collect()
-        ]
-        where = None if None in months else _str_in("t.order_month", months)
-        figures["months_merged"] = len(months)
-        upsert_rows(lake, src, ORDERS, where)
-        lsrc = line_src[0]
-        for p in line_src[1:]:
-            lsrc = lsrc.unionByName(p)
-        lsrc = mat(lsrc, "lines_src")
-        upsert_rows(lake, lsrc, LINES, where)
-        agg = src.agg(
-            F.sum((F.col("_op") == "upsert").cast("long")).alias("up"),
-            F.sum((F.col("_op") == "delete").cast("long")).alias("del"),
-        ).collect()[0]
-        figures["orders_written"] = int(agg["up"] or 0)
-        figures["orders_deleted"] = int(agg["del"] or 0)
-        figures["order_lines_written"] = lsrc.count()
+    if sources.orders:
+        _merge_orders_and_lines(lake, sources, mat, figures)
         lap("merge_orders_lines")
-
     if changed is not None:
         figures.update(_rekey(lake, xref, changed, mat))
         lap("rekey")
-    figures["phase_seconds"] = secs
-    figures["rows_out"] = (
-        figures.get("orders_written", 0)
-        + figures.get("orders_deleted", 0)
-        + figures.get("orders_rekeyed", 0)
+    figures["phase_seconds"] = lap.seconds
+    figures["rows_out"] = sum(
+        figures.get(f, 0) for f in ("orders_written", "orders_deleted", "orders_rekeyed")
     )
     return figures
+
+
+def _merge_web_events(
+    lake: Lake, d, xref: DataFrame, t_web: list, old_web: DataFrame | None, mat, figures: dict
+) -> DataFrame:
+    """Web events of the touched dates: upsert what is there now, delete what went
+    away (one MERGE). Returns the purchase columns of the events now and before
+    (``event_type``, ``order_id``, ``channel``)."""
+    now = lake.read(S.WEB).filter(
+        F.col("_business_date").isin(*t_web) & (F.col("_business_date") <= F.lit(d))
+    )
+    events = mat(web_events_with_member(now, xref, small=True), "events")
+    parts = [_upserts(events, EVENTS)]
+    purchases = events.select("event_type", "order_id", "channel")
+    if old_web is not None:
+        gone = old_web.join(now.select("event_id"), "event_id", "left_anti")
+        parts.append(_deletes(gone.select("event_id"), EVENTS))
+        purchases = purchases.unionByName(old_web.select("event_type", "order_id", "channel"))
+    src = mat(parts[0] if len(parts) == 1 else parts[0].unionByName(parts[1]), "events_src")
+    # The partitions the merge can touch: the events' dates now and before.
+    n_events, ev_dates, nulls = _count_and_values(events, "event_date")
+    if old_web is not None:
+        _, old_dates, old_nulls = _count_and_values(old_web, "event_date")
+        ev_dates, nulls = ev_dates + old_dates, nulls + old_nulls
+    upsert_rows(lake, src, EVENTS, None if nulls else _date_in("t.event_date", ev_dates))
+    figures["web_events_written"] = n_events
+    return purchases
+
+
+def _online_orders(
+    lake: Lake,
+    xref: DataFrame,
+    purchases: DataFrame,
+    old_web: DataFrame | None,
+    mat,
+    sources: _NightSources,
+) -> None:
+    """Online orders with a purchase event among ``purchases``, now or before:
+    recomputed from all their purchase events (first one wins)."""
+    k_on = mat(
+        purchases.filter((F.col("event_type") == "purchase") & F.col("order_id").isNotNull())
+        .select("order_id", "channel")
+        .distinct(),
+        "online_keys",
+    )
+    all_purchases = mat(
+        lake.read(EVENTS)
+        .filter((F.col("event_type") == "purchase") & F.col("order_id").isNotNull())
+        .join(F.broadcast(k_on), ["order_id", "channel"], "left_semi"),
+        "purchases",
+    )
+    online = mat(online_orders(attach_member(all_purchases, xref, WEB_KEYS, small=True)), "online")
+    # An online order's row sits in the month of its first purchase event, one of these.
+    sources.month_dates.append(all_purchases.select(F.col("event_date").alias("d")))
+    if old_web is not None:
+        earlier = old_web.filter(F.col("event_type") == "purchase")
+        sources.month_dates.append(earlier.select(F.col("event_date").alias("d")))
+    gone_orders = k_on.join(online, ["order_id", "channel"], "left_anti")
+    sources.orders += [
+        _upserts(_month(online.drop("sku", "category")), ORDERS),
+        _deletes(gone_orders, ORDERS),
+    ]
+    sources.lines += [
+        _upserts(_month(online_order_lines(online)), LINES),
+        _deletes(gone_orders.withColumn("line_no", F.lit(1)), LINES),
+    ]
+
+
+def _pos_orders(
+    ctx: RunContext,
+    xref: DataFrame,
+    t_pos: list,
+    old_pos: DataFrame | None,
+    mat,
+    sources: _NightSources,
+    figures: dict,
+) -> None:
+    """POS orders with a line in a touched date, now or before: recomputed from all
+    their lines (an order's lines can sit in several dates' files)."""
+    bronze = ctx.lake.read(S.POS).filter(F.col("_business_date") <= F.lit(ctx.as_of))
+    ids = bronze.filter(F.col("_business_date").isin(*t_pos)).select("order_id")
+    if old_pos is not None:
+        ids = ids.unionByName(old_pos.select("order_id"))
+    affected = mat(ids.distinct(), "pos_ids")
+    extra = [
+        r[0]
+        for r in bronze.filter(~F.col("_business_date").isin(*t_pos))
+        .select("order_id", "_business_date")
+        .join(F.broadcast(affected), "order_id", "left_semi")
+        .select("_business_date")
+        .distinct()
+        .collect()
+    ]
+    src = bronze.filter(F.col("_business_date").isin(*(t_pos + extra))).join(
+        F.broadcast(affected), "order_id", "left_semi"
+    )
+    lines = pos_lines_with_member(dedupe_pos_lines(src), xref, ctx.pii_key, small=True)
+    lines = mat(lines, "pos")
+    p_orders = mat(_month(pos_orders(lines)), "pos_orders")
+    p_lines = _month(pos_order_lines(lines))
+    sources.month_dates.append(lines.select(F.col("order_date").alias("d")))
+    if old_pos is not None:
+        sources.month_dates.append(old_pos.select(F.col("order_date").alias("d")))
+    gone_orders = affected.join(p_orders, "order_id", "left_anti")
+    sources.orders += [
+        _upserts(p_orders, ORDERS),
+        _deletes(gone_orders.withColumn("channel", F.lit("store")), ORDERS),
+    ]
+    sources.lines.append(_upserts(p_lines, LINES))
+    if old_pos is not None:
+        gone_lines = old_pos.join(p_lines, ["order_id", "line_no"], "left_anti")
+        sources.lines.append(_deletes(gone_lines.withColumn("channel", F.lit("store")), LINES))
+    figures["extra_pos_dates"] = len(extra)
+
+
+def _union_all(frames: list[DataFrame]) -> DataFrame:
+    out = frames[0]
+    for frame in frames[1:]:
+        out = out.unionByName(frame)
+    return out
+
+
+def _merge_orders_and_lines(lake: Lake, sources: _NightSources, mat, figures: dict) -> None:
+    """The orders MERGE, then the lines MERGE, on the months the changes can touch."""
+    src = mat(_union_all(sources.orders), "orders_src")
+    dates = _union_all(sources.month_dates)
+    months = [
+        r[0] for r in dates.select(F.date_format("d", "yyyy-MM").alias("m")).distinct().collect()
+    ]
+    where = None if None in months else _str_in("t.order_month", months)
+    figures["months_merged"] = len(months)
+    upsert_rows(lake, src, ORDERS, where)
+    lines = mat(_union_all(sources.lines), "lines_src")
+    upsert_rows(lake, lines, LINES, where)
+    agg = src.agg(
+        F.sum((F.col("_op") == "upsert").cast("long")).alias("up"),
+        F.sum((F.col("_op") == "delete").cast("long")).alias("del"),
+    ).collect()[0]
+    figures["orders_written"] = int(agg["up"] or 0)
+    figures["orders_deleted"] = int(agg["del"] or 0)
+    figures["order_lines_written"] = lines.count()
 
 
 def _count_and_values(df: DataFrame, col: str) -> tuple[int, list, int]:
