@@ -3,8 +3,9 @@
 The suites in ``expectations/`` are the same ones that split rows into bronze
 and quarantine (jobs.ingest.rules compiles each expectation into a Spark
 predicate). Here every expectation of a suite is checked over the whole batch
-the ingestion steps staged in this run, in one aggregation per source (a night's
-step costs what its rows cost, not a Spark query per expectation); the results
+the ingestion steps staged in this run, in one aggregation per source and one Spark
+query for all sources (a night's step costs what its rows cost, not a query per
+expectation or per source); the results
 go to ``meta/quality_results`` and, as GX validation results, to a file Data
 Context under ``<work>/gx`` rendered as Data Docs HTML. The run fails when a
 source's quarantine rate crosses ``ingest.max_quarantine_rate``.
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+from functools import reduce
 from pathlib import Path
 
 from pyspark.sql import DataFrame
@@ -30,7 +32,7 @@ from jobs import storage
 from jobs.config import EXPECTATIONS_DIR
 from jobs.context import RunContext
 from jobs.ingest.job import staging_dir
-from jobs.ingest.rules import load_rules
+from jobs.ingest.rules import field_issue_checks, load_rules
 from jobs.quality.points import reconcile as reconcile_points
 from jobs.schemas import table_schema
 
@@ -85,33 +87,66 @@ def _suite(source: str):
     return suite
 
 
-def validate_batch(source: str, batch: DataFrame) -> list[dict]:
-    """Every expectation of ``expectations/<source>.json`` checked over ``batch`` at once.
+def _batch_sums(source: str, batch: DataFrame) -> DataFrame:
+    """One row of figures on ``batch`` (the run's checked rows of ``source``, grain: one row
+    read), columns prefixed ``<source>__``: ``rows``; ``e<i>``, the rows breaking expectation
+    i of the suite; ``f<j>``, the kept rows with optional-field issue j
+    (jobs.ingest.rules.field_issue_checks) nulled."""
+    kept = F.size("_reasons") == 0
+    sums = [F.count(F.lit(1)).alias(f"{source}__rows")]
+    sums += [
+        F.sum(F.expr(rule.violation_sql).cast("long")).alias(f"{source}__e{i}")
+        for i, rule in enumerate(load_rules(source))
+    ]
+    sums += [
+        F.sum((kept & F.expr(broken)).cast("long")).alias(f"{source}__f{j}")
+        for j, (_, _, broken) in enumerate(field_issue_checks(source))
+    ]
+    return batch.agg(*sums)
 
-    ``batch``: the run's staged text rows of one source (grain: one row read). Each
-    expectation is the Spark predicate jobs.ingest.rules compiles from the suite (true when
-    a row breaks it), summed in one aggregation: one pass over the batch however many
-    expectations the suite holds. Returns one dict per expectation, in suite order.
+
+def check_batches(batches: dict[str, DataFrame]) -> dict[str, tuple[list[dict], dict[str, int]]]:
+    """Every source's suite checked over its batch, all sources in one query.
+
+    ``batches``: source -> the run's checked rows (jobs.ingest). Each expectation is the
+    Spark predicate jobs.ingest.rules compiles from the suite (true when a row breaks it),
+    summed in one aggregation per source, the sources' one-row results joined: one Spark
+    query a run however many sources and expectations. Per source: one dict per
+    expectation in suite order, and the rows kept with an optional field nulled by rule.
     """
-    rules = load_rules(source)
-    sums = [
-        F.sum(F.expr(rule.violation_sql).cast("long")).alias(f"e{i}")
-        for i, rule in enumerate(rules)
-    ]
-    counts = batch.agg(F.count(F.lit(1)).alias("rows"), *sums).first()
-    rows = int(counts["rows"])
-    return [
-        {
-            "expectation_index": i,
-            "rule": rule.name,
-            "expectation_type": rule.type,
-            "column": rule.kwargs.get("column"),
-            "success": int(counts[f"e{i}"] or 0) == 0,
-            "element_count": rows,
-            "unexpected_count": int(counts[f"e{i}"] or 0),
-        }
-        for i, rule in enumerate(rules)
-    ]
+    sums = [_batch_sums(source, batch) for source, batch in batches.items()]
+    row = reduce(DataFrame.crossJoin, sums).first().asDict()
+    return {
+        source: (_expectation_results(source, row), _fields_nulled(source, row))
+        for source in batches
+    }
+
+
+def _expectation_results(source: str, row: dict) -> list[dict]:
+    rows = int(row[f"{source}__rows"])
+    results = []
+    for i, rule in enumerate(load_rules(source)):
+        bad = int(row[f"{source}__e{i}"] or 0)
+        results.append(
+            {
+                "expectation_index": i,
+                "rule": rule.name,
+                "expectation_type": rule.type,
+                "column": rule.kwargs.get("column"),
+                "success": bad == 0,
+                "element_count": rows,
+                "unexpected_count": bad,
+            }
+        )
+    return results
+
+
+def _fields_nulled(source: str, row: dict) -> dict[str, int]:
+    """Rows kept with an optional field nulled, by rule (rules that nulled none left out)."""
+    counts: dict[str, int] = {}
+    for j, (_, name, _) in enumerate(field_issue_checks(source)):
+        counts[name] = counts.get(name, 0) + int(row[f"{source}__f{j}"] or 0)
+    return {name: n for name, n in sorted(counts.items()) if n}
 
 
 def write_data_docs(ctx: RunContext, results: dict[str, list[dict]]) -> Path:
@@ -185,13 +220,6 @@ def _statistics(checked: list[dict]) -> dict:
     }
 
 
-def fields_nulled(batch) -> dict[str, int]:
-    """Rows kept with an optional field nulled, by rule, in a checked batch (jobs.ingest)."""
-    kept = batch.filter(F.size("_reasons") == 0).select(F.explode("_field_issues").alias("i"))
-    counts = kept.groupBy(F.col("i.rule").alias("rule")).count().collect()
-    return {r.rule: int(r["count"]) for r in sorted(counts, key=lambda r: r.rule)}
-
-
 def quarantine_rates(ctx: RunContext) -> tuple[dict, int, list[str]]:
     """Each source's quarantine rate in this run: (figures, rows received, sources too bad).
 
@@ -228,14 +256,15 @@ def run(ctx: RunContext) -> dict:
     sources = ctx.settings.ingest.sources
     limit = ctx.settings.ingest.max_quarantine_rate
     rows, figures, by_source = [], {}, {}
+    batches = {}
     for source in sources:
         checked = storage.join(staging_dir(ctx, source), "checked")
-        if not storage.exists(checked):
-            continue
-        batch = ctx.spark.read.format("delta").load(checked)
-        by_source[source] = validate_batch(source, batch)
-        rows += [{"source": source, **r} for r in by_source[source]]
-        nulled = fields_nulled(batch)
+        if storage.exists(checked):
+            batches[source] = ctx.spark.read.format("delta").load(checked)
+    checked_batches = check_batches(batches) if batches else {}
+    for source, (results, nulled) in checked_batches.items():
+        by_source[source] = results
+        rows += [{"source": source, **r} for r in results]
         if nulled:
             figures[f"fields_nulled_{source}"] = nulled
     if by_source:
