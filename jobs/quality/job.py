@@ -29,10 +29,12 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from jobs import storage
+from jobs.collect import collect_all
 from jobs.config import EXPECTATIONS_DIR
 from jobs.context import RunContext
 from jobs.ingest.job import staging_dir
 from jobs.ingest.rules import field_issue_checks, load_rules
+from jobs.quality.points import figures as points_figures
 from jobs.quality.points import reconcile as reconcile_points
 from jobs.schemas import table_schema
 
@@ -105,21 +107,21 @@ def _batch_sums(source: str, batch: DataFrame) -> DataFrame:
     return batch.agg(*sums)
 
 
-def check_batches(batches: dict[str, DataFrame]) -> dict[str, tuple[list[dict], dict[str, int]]]:
-    """Every source's suite checked over its batch, all sources in one query.
+def checks_query(batches: dict[str, DataFrame]) -> DataFrame:
+    """Every source's suite checked over its batch: one row for all sources.
 
     ``batches``: source -> the run's checked rows (jobs.ingest). Each expectation is the
     Spark predicate jobs.ingest.rules compiles from the suite (true when a row breaks it),
-    summed in one aggregation per source, the sources' one-row results joined: one Spark
-    query a run however many sources and expectations. Per source: one dict per
-    expectation in suite order, and the rows kept with an optional field nulled by rule.
+    summed in one aggregation per source, the sources' one-row results joined (read with
+    :func:`read_checks`): one pass over each batch however many expectations its suite holds.
     """
-    sums = [_batch_sums(source, batch) for source, batch in batches.items()]
-    row = reduce(DataFrame.crossJoin, sums).first().asDict()
-    return {
-        source: (_expectation_results(source, row), _fields_nulled(source, row))
-        for source in batches
-    }
+    return reduce(DataFrame.crossJoin, [_batch_sums(s, b) for s, b in batches.items()])
+
+
+def read_checks(row: dict, sources: list[str]) -> dict[str, tuple[list[dict], dict[str, int]]]:
+    """Per source of :func:`checks_query`'s row: one dict per expectation in suite order,
+    and the rows kept with an optional field nulled by rule."""
+    return {s: (_expectation_results(s, row), _fields_nulled(s, row)) for s in sources}
 
 
 def _expectation_results(source: str, row: dict) -> list[dict]:
@@ -220,36 +222,54 @@ def _statistics(checked: list[dict]) -> dict:
     }
 
 
-def quarantine_rates(ctx: RunContext) -> tuple[dict, int, list[str]]:
-    """Each source's quarantine rate in this run: (figures, rows received, sources too bad).
-
-    Rate = quarantined / (received - exact duplicates); a source fails when the
-    rate crosses ``max_quarantine_rate`` and it received ``min_rows_for_rate``
-    new rows (or none of them was usable).
-    """
-    conf = ctx.settings.ingest
+def manifest_sums(ctx: RunContext) -> DataFrame:
+    """Rows received, quarantined and exact duplicates per source in this run's files
+    (meta/ingest_manifest; one row per source)."""
     manifest = ctx.lake.read("meta/ingest_manifest").filter(F.col("run_id") == ctx.run_id)
-    sums = manifest.groupBy("source").agg(
+    return manifest.groupBy("source").agg(
         F.sum("rows_total").alias("total"),
         F.sum("rows_bad").alias("bad"),
         F.sum("rows_duplicate").alias("dups"),
     )
+
+
+def quarantine_rates(ctx: RunContext, sums: list[dict]) -> tuple[dict, int, list[str]]:
+    """Each source's quarantine rate in this run: (figures, rows received, sources too bad).
+
+    ``sums``: the rows of :func:`manifest_sums`. Rate = quarantined / (received - exact
+    duplicates); a source fails when the rate crosses ``max_quarantine_rate`` and it
+    received ``min_rows_for_rate`` new rows (or none of them was usable).
+    """
+    conf = ctx.settings.ingest
     figures, rows_in, too_bad = {}, 0, []
-    for r in sums.collect():
-        total, bad, dups = int(r.total or 0), int(r.bad or 0), int(r.dups or 0)
+    for r in sums:
+        total, bad, dups = int(r["total"] or 0), int(r["bad"] or 0), int(r["dups"] or 0)
         rows_in += total
         new = total - dups
         rate = bad / new if new else 0.0
-        figures[f"quarantine_rate_{r.source}"] = round(rate, 5)
+        figures[f"quarantine_rate_{r['source']}"] = round(rate, 5)
         enough = new >= conf.min_rows_for_rate or (bad == new and new > 0)
         if rate > conf.max_quarantine_rate and enough:
             dup_note = (
                 f", {dups} exact duplicates of rows already taken in not counted" if dups else ""
             )
             too_bad.append(
-                f"{r.source}: {bad} of {new} rows ({rate:.1%}) sent to quarantine{dup_note}"
+                f"{r['source']}: {bad} of {new} rows ({rate:.1%}) sent to quarantine{dup_note}"
             )
     return figures, rows_in, too_bad
+
+
+def _collect_figures(ctx: RunContext, batches: dict[str, DataFrame]) -> dict[str, list[dict]]:
+    """The run's suite checks, the manifest's sums and the points reconciliation (written
+    first, then counted) in one Spark query (jobs.collect); ``points`` is absent when the
+    reconciliation was not checked."""
+    parts = {"rates": manifest_sums(ctx)}
+    if batches:
+        parts["checks"] = checks_query(batches)
+    reconciliation = reconcile_points(ctx)  # POS points vs the loyalty ledger: listed, not fixed
+    if reconciliation is not None:
+        parts["points"] = reconciliation
+    return collect_all(parts)
 
 
 def run(ctx: RunContext) -> dict:
@@ -261,17 +281,18 @@ def run(ctx: RunContext) -> dict:
         checked = storage.join(staging_dir(ctx, source), "checked")
         if storage.exists(checked):
             batches[source] = ctx.spark.read.format("delta").load(checked)
-    checked_batches = check_batches(batches) if batches else {}
-    for source, (results, nulled) in checked_batches.items():
+    collected = _collect_figures(ctx, batches)
+    checks = read_checks(collected["checks"][0], list(batches)) if batches else {}
+    for source, (results, nulled) in checks.items():
         by_source[source] = results
         rows += [{"source": source, **r} for r in results]
         if nulled:
             figures[f"fields_nulled_{source}"] = nulled
     if by_source:
         write_data_docs(ctx, by_source)
-    rates, rows_in, too_bad = quarantine_rates(ctx)
+    rates, rows_in, too_bad = quarantine_rates(ctx, collected["rates"])
     figures.update(rates)
-    figures.update(reconcile_points(ctx))  # POS points vs the loyalty ledger: listed, not fixed
+    figures.update(points_figures(collected.get("points")))
     if rows:
         schema = table_schema("meta/quality_results").struct
         records = [

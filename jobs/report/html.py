@@ -30,9 +30,9 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from jobs import storage
+from jobs.collect import collect_all
 from jobs.context import RunContext
 from jobs.report import points as points_report
-from jobs.report.batch import collect_all
 from jobs.report.kpi_targets import figures as kpi_target_figures
 from jobs.report.kpi_targets import history_frame, history_query
 from jobs.sources import SOURCE_NAMES
@@ -491,7 +491,7 @@ def add_to_manifest(out_dir: Path, page: Path, asset: Path) -> bool:
 
 
 def _queries(ctx: RunContext) -> dict[str, DataFrame]:
-    """Every small aggregate the page draws, by name (collected in one query, jobs.report.batch)."""
+    """Every small aggregate the page draws, by name (collected in one query, jobs.collect)."""
     lake, as_of = ctx.lake, ctx.as_of
 
     def on_date(name: str) -> DataFrame:

@@ -61,7 +61,7 @@ def test_no_points_panels_without_a_ledger(make_ctx):
 
 
 def test_the_whole_page_is_one_query(make_ctx, spark):
-    """Charts, tables and the points section come from one Spark query (jobs.report.batch),
+    """Charts, tables and the points section come from one Spark query (jobs.collect),
     not a query per aggregate: on a JVM engine each costs ~0.5 CPU s whatever its rows."""
     import pytest
     from pyspark.sql.connect.session import SparkSession as ConnectSession

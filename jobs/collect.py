@@ -1,9 +1,10 @@
-"""Several small results of the report in one Spark query.
+"""Several small results in one Spark query (the report's charts, the quality step's figures).
 
 On a JVM engine each query costs 0.5-3 CPU seconds whatever its rows, and the report
 reads a dozen small aggregates (a few hundred rows at most each). Each one is folded into
 a single row, ``collect_list(struct(*))``, and those one-row results are joined, so the
 page costs one query; the values come back with their Spark types (dates, doubles).
+For results of a few thousand rows at most: they all travel in one row.
 Row order within a result is not kept: callers sort what they draw.
 """
 
