@@ -74,9 +74,19 @@ def _start_sail(conf: EngineConf) -> str:
     return f"sc://{host}:{port}"
 
 
+# PySpark's DataFrame debugging (on by default) records the Python call site of every
+# DataFrame and Column call for error messages: a walk up the stack and a failed
+# `import IPython` each time, ~0.2 ms a call on a quiet machine, and a night makes ~9,000
+# such calls (~2 s of a 40-member night on Sail; on the JVM also a py4j conf read per call).
+# Errors still name the failing query and Python's own traceback the line.
+DEBUGGING_CONF = "spark.python.sql.dataFrameDebugging.enabled"
+
+
 def _apply_conf(builder: SparkSession.Builder, conf: EngineConf) -> SparkSession.Builder:
-    return builder.config("spark.sql.session.timeZone", conf.timezone).config(
-        "spark.sql.shuffle.partitions", str(conf.shuffle_partitions)
+    return (
+        builder.config("spark.sql.session.timeZone", conf.timezone)
+        .config("spark.sql.shuffle.partitions", str(conf.shuffle_partitions))
+        .config(DEBUGGING_CONF, "false")
     )
 
 
@@ -184,6 +194,7 @@ def get_spark(conf: EngineConf | None = None) -> SparkSession:
             # Builder configs are not always applied to an existing remote session.
             session.conf.set("spark.sql.session.timeZone", conf.timezone)
             session.conf.set("spark.sql.shuffle.partitions", str(conf.shuffle_partitions))
+            session.conf.set(DEBUGGING_CONF, "false")
         _session, _session_key = session, key
         log.debug("spark session ready: %s", conf.kind)
         return session

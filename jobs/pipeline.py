@@ -33,7 +33,7 @@ class Step:
     target: str  # "module:function"
     after: tuple[str, ...] = ()
     # Libraries the step needs that take seconds to import (Great Expectations: 3-4 s on an
-    # idle machine, scipy and altair included): a run imports them in a background thread
+    # idle machine, scipy and altair included; scipy for the value models): a run imports them in a background thread
     # from its start, while the first steps wait on the engine (warm_imports).
     warm: tuple[str, ...] = ()
 
@@ -60,7 +60,7 @@ STEPS: tuple[Step, ...] = (
     Step("points_ledger", "jobs.silver.points_ledger:run", ("identity",)),
     Step("orders", "jobs.silver.orders:run", ("identity",)),
     Step("features", "jobs.gold.features:run", ("orders",)),
-    Step("value", "jobs.gold.value:run", ("orders",)),
+    Step("value", "jobs.gold.value:run", ("orders",), warm=("jobs.gold.value_model",)),
     Step("rfm", "jobs.gold.rfm:run", ("features",)),
     Step("points", "jobs.gold.points:run", ("points_ledger",)),
     Step("tags", "jobs.gold.tags:run", ("rfm", "value", "points")),

@@ -63,3 +63,14 @@ def test_spark_conf_from_the_configuration_overrides_the_local_defaults(tmp_path
     assert got["spark.sql.sources.parallelPartitionDiscovery.parallelism"] == "4"
     with pytest.raises(ValidationError):
         EngineConf(spark_conf=["spark.driver.memory=16g"])
+
+
+def test_dataframe_call_sites_are_not_recorded(spark):
+    # PySpark's DataFrame debugging walks the stack and tries `import IPython` on every
+    # DataFrame and Column call (~9,000 a night); the engine's sessions turn it off.
+    from pyspark.errors.utils import is_debugging_enabled
+
+    from jobs.engine import DEBUGGING_CONF
+
+    assert spark.conf.get(DEBUGGING_CONF) == "false"
+    assert is_debugging_enabled() is False

@@ -38,3 +38,17 @@ def test_warm_imports_loads_the_later_steps_libraries_in_a_thread(tmp_path, monk
 
 def test_the_quality_step_warms_great_expectations():
     assert "great_expectations" in pipeline.STEP_BY_NAME["quality"].warm
+
+
+def test_start_up_leaves_scipy_to_the_warm_thread():
+    # `cdp run` checks every conf file before the first step; scipy (~1 s to import, for
+    # the value models) is imported by the run's background thread, not on that path.
+    import subprocess
+
+    code = (
+        "import sys; from jobs.config import conf_checks; conf_checks(); "
+        "print(sorted(m for m in ('scipy', 'jobs.gold.value_model') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stderr
+    assert "jobs.gold.value_model" in pipeline.STEP_BY_NAME["value"].warm

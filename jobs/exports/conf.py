@@ -109,7 +109,19 @@ def view_schema() -> T.StructType:
 
 
 def validate_predicates(view: DataFrame, conf: SegmentsConf, path: Path | str) -> None:
-    """Analyse each ``where`` on ``view`` (no data is read): boolean, known columns, valid SQL."""
+    """Analyse each ``where`` on ``view`` (no data is read): boolean, known columns, valid SQL.
+
+    All segments in one analysis (one engine round trip); only when that fails, one by one
+    to name the segment at fault.
+    """
+    try:
+        schema = view.select(
+            *[F.expr(seg.where).alias(f"_p{i}") for i, seg in enumerate(conf.segments)]
+        ).schema
+    except Exception:  # noqa: BLE001 - the segment at fault is found below
+        schema = None
+    if schema is not None and all(isinstance(f.dataType, T.BooleanType) for f in schema.fields):
+        return
     for seg in conf.segments:
         try:
             dtype = view.select(F.expr(seg.where).alias("_p")).schema["_p"].dataType

@@ -108,7 +108,7 @@ def merge_map(changes: DataFrame, after: dt.date | None, until: dt.date) -> Data
     # A -> B then B -> C: follow a few links (merges of merges are rare and short).
     for _ in range(3):
         nxt = m.select(F.col("old_member_id").alias("_o2"), F.col("new_id").alias("_n2"))
-        m = m.join(nxt, m.new_id == nxt._o2, "left").select(
+        m = m.join(nxt, F.col("new_id") == F.col("_o2"), "left").select(
             "old_member_id", F.coalesce("_n2", "new_id").alias("new_id")
         )
     return m

@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
@@ -25,9 +25,11 @@ from pyspark.sql import types as T
 
 from jobs.config import StrictModel, load_model
 from jobs.context import RunContext
-from jobs.gold import value_model
 from jobs.gold.common import write_as_of
 from jobs.schemas import table_schema
+
+if TYPE_CHECKING:  # scipy (value_model) is imported when a model is fitted, not at start-up
+    from jobs.gold import value_model
 
 UNIT_DAYS = {"day": 1.0, "week": 7.0}
 
@@ -140,6 +142,8 @@ def fit_models(summary: pd.DataFrame, conf: ValueConf) -> dict[str, dict]:
     Input: the member summary (one row per buyer, sorted by member_id). Output: one
     gold/value_model row (as a dict, without as_of_date) per model.
     """
+    from jobs.gold import value_model  # scipy: ~1 s to import, warmed by `cdp run`
+
     x = summary["repeat_purchase_days"].to_numpy(dtype=float)
     t_x = summary["repeat_span_days"].to_numpy(dtype=float) / conf.unit_days
     big_t = summary["tenure_days"].to_numpy(dtype=float) / conf.unit_days
@@ -204,6 +208,8 @@ def score(summary: pd.DataFrame, models: dict[str, dict], conf: ValueConf) -> pd
 
     Grain unchanged (one row per buyer). A model without params leaves its columns null.
     """
+    from jobs.gold import value_model
+
     out = summary.copy()
     n = len(out)
     x = out["repeat_purchase_days"].to_numpy(dtype=float)

@@ -145,6 +145,17 @@ def reasons_column(source: str) -> Column:
 FIELD_ISSUE_TYPE = "array<struct<field:string,rule:string,value:string>>"
 
 
+def field_issue_checks(source: str) -> list[tuple[str, str, str]]:
+    """(field, rule name, SQL true when the row breaks it): one per entry ``_field_issues``
+    can hold, in file order."""
+    checks = []
+    for column, rules in field_rules(source).items():
+        for name in dict.fromkeys(r.name for r in rules):
+            broken = " OR ".join(r.violation_sql for r in rules if r.name == name)
+            checks.append((column, name, broken))
+    return checks
+
+
 def field_issues_column(source: str) -> Column:
     """``array<struct<field, rule, value>>``: each broken optional-field rule and the text it saw.
 
@@ -152,15 +163,13 @@ def field_issues_column(source: str) -> Column:
     text as received (trimmed); bronze holds the field nulled.
     """
     entries = []
-    for column, rules in field_rules(source).items():
-        for name in dict.fromkeys(r.name for r in rules):
-            broken = " OR ".join(r.violation_sql for r in rules if r.name == name)
-            issue = F.struct(
-                F.lit(column).alias("field"),
-                F.lit(name).alias("rule"),
-                F.col(column).cast("string").alias("value"),
-            )
-            entries.append(F.when(F.expr(broken), issue))
+    for column, name, broken in field_issue_checks(source):
+        issue = F.struct(
+            F.lit(column).alias("field"),
+            F.lit(name).alias("rule"),
+            F.col(column).cast("string").alias("value"),
+        )
+        entries.append(F.when(F.expr(broken), issue))
     if not entries:
         return F.array().cast(FIELD_ISSUE_TYPE)
     return F.array_compact(F.array(*entries)).cast(FIELD_ISSUE_TYPE)

@@ -3,8 +3,9 @@
 The suites in ``expectations/`` are the same ones that split rows into bronze
 and quarantine (jobs.ingest.rules compiles each expectation into a Spark
 predicate). Here every expectation of a suite is checked over the whole batch
-the ingestion steps staged in this run, in one aggregation per source (a night's
-step costs what its rows cost, not a Spark query per expectation); the results
+the ingestion steps staged in this run, in one aggregation per source and one Spark
+query for all sources (a night's step costs what its rows cost, not a query per
+expectation or per source); the results
 go to ``meta/quality_results`` and, as GX validation results, to a file Data
 Context under ``<work>/gx`` rendered as Data Docs HTML. The run fails when a
 source's quarantine rate crosses ``ingest.max_quarantine_rate``.
@@ -21,16 +22,19 @@ from __future__ import annotations
 
 import json
 import logging
+from functools import reduce
 from pathlib import Path
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from jobs import storage
+from jobs.collect import collect_all
 from jobs.config import EXPECTATIONS_DIR
 from jobs.context import RunContext
 from jobs.ingest.job import staging_dir
-from jobs.ingest.rules import load_rules
+from jobs.ingest.rules import field_issue_checks, load_rules
+from jobs.quality.points import figures as points_figures
 from jobs.quality.points import reconcile as reconcile_points
 from jobs.schemas import table_schema
 
@@ -85,33 +89,66 @@ def _suite(source: str):
     return suite
 
 
-def validate_batch(source: str, batch: DataFrame) -> list[dict]:
-    """Every expectation of ``expectations/<source>.json`` checked over ``batch`` at once.
+def _batch_sums(source: str, batch: DataFrame) -> DataFrame:
+    """One row of figures on ``batch`` (the run's checked rows of ``source``, grain: one row
+    read), columns prefixed ``<source>__``: ``rows``; ``e<i>``, the rows breaking expectation
+    i of the suite; ``f<j>``, the kept rows with optional-field issue j
+    (jobs.ingest.rules.field_issue_checks) nulled."""
+    kept = F.size("_reasons") == 0
+    sums = [F.count(F.lit(1)).alias(f"{source}__rows")]
+    sums += [
+        F.sum(F.expr(rule.violation_sql).cast("long")).alias(f"{source}__e{i}")
+        for i, rule in enumerate(load_rules(source))
+    ]
+    sums += [
+        F.sum((kept & F.expr(broken)).cast("long")).alias(f"{source}__f{j}")
+        for j, (_, _, broken) in enumerate(field_issue_checks(source))
+    ]
+    return batch.agg(*sums)
 
-    ``batch``: the run's staged text rows of one source (grain: one row read). Each
-    expectation is the Spark predicate jobs.ingest.rules compiles from the suite (true when
-    a row breaks it), summed in one aggregation: one pass over the batch however many
-    expectations the suite holds. Returns one dict per expectation, in suite order.
+
+def checks_query(batches: dict[str, DataFrame]) -> DataFrame:
+    """Every source's suite checked over its batch: one row for all sources.
+
+    ``batches``: source -> the run's checked rows (jobs.ingest). Each expectation is the
+    Spark predicate jobs.ingest.rules compiles from the suite (true when a row breaks it),
+    summed in one aggregation per source, the sources' one-row results joined (read with
+    :func:`read_checks`): one pass over each batch however many expectations its suite holds.
     """
-    rules = load_rules(source)
-    sums = [
-        F.sum(F.expr(rule.violation_sql).cast("long")).alias(f"e{i}")
-        for i, rule in enumerate(rules)
-    ]
-    counts = batch.agg(F.count(F.lit(1)).alias("rows"), *sums).first()
-    rows = int(counts["rows"])
-    return [
-        {
-            "expectation_index": i,
-            "rule": rule.name,
-            "expectation_type": rule.type,
-            "column": rule.kwargs.get("column"),
-            "success": int(counts[f"e{i}"] or 0) == 0,
-            "element_count": rows,
-            "unexpected_count": int(counts[f"e{i}"] or 0),
-        }
-        for i, rule in enumerate(rules)
-    ]
+    return reduce(DataFrame.crossJoin, [_batch_sums(s, b) for s, b in batches.items()])
+
+
+def read_checks(row: dict, sources: list[str]) -> dict[str, tuple[list[dict], dict[str, int]]]:
+    """Per source of :func:`checks_query`'s row: one dict per expectation in suite order,
+    and the rows kept with an optional field nulled by rule."""
+    return {s: (_expectation_results(s, row), _fields_nulled(s, row)) for s in sources}
+
+
+def _expectation_results(source: str, row: dict) -> list[dict]:
+    rows = int(row[f"{source}__rows"])
+    results = []
+    for i, rule in enumerate(load_rules(source)):
+        bad = int(row[f"{source}__e{i}"] or 0)
+        results.append(
+            {
+                "expectation_index": i,
+                "rule": rule.name,
+                "expectation_type": rule.type,
+                "column": rule.kwargs.get("column"),
+                "success": bad == 0,
+                "element_count": rows,
+                "unexpected_count": bad,
+            }
+        )
+    return results
+
+
+def _fields_nulled(source: str, row: dict) -> dict[str, int]:
+    """Rows kept with an optional field nulled, by rule (rules that nulled none left out)."""
+    counts: dict[str, int] = {}
+    for j, (_, name, _) in enumerate(field_issue_checks(source)):
+        counts[name] = counts.get(name, 0) + int(row[f"{source}__f{j}"] or 0)
+    return {name: n for name, n in sorted(counts.items()) if n}
 
 
 def write_data_docs(ctx: RunContext, results: dict[str, list[dict]]) -> Path:
@@ -185,64 +222,77 @@ def _statistics(checked: list[dict]) -> dict:
     }
 
 
-def fields_nulled(batch) -> dict[str, int]:
-    """Rows kept with an optional field nulled, by rule, in a checked batch (jobs.ingest)."""
-    kept = batch.filter(F.size("_reasons") == 0).select(F.explode("_field_issues").alias("i"))
-    counts = kept.groupBy(F.col("i.rule").alias("rule")).count().collect()
-    return {r.rule: int(r["count"]) for r in sorted(counts, key=lambda r: r.rule)}
-
-
-def quarantine_rates(ctx: RunContext) -> tuple[dict, int, list[str]]:
-    """Each source's quarantine rate in this run: (figures, rows received, sources too bad).
-
-    Rate = quarantined / (received - exact duplicates); a source fails when the
-    rate crosses ``max_quarantine_rate`` and it received ``min_rows_for_rate``
-    new rows (or none of them was usable).
-    """
-    conf = ctx.settings.ingest
+def manifest_sums(ctx: RunContext) -> DataFrame:
+    """Rows received, quarantined and exact duplicates per source in this run's files
+    (meta/ingest_manifest; one row per source)."""
     manifest = ctx.lake.read("meta/ingest_manifest").filter(F.col("run_id") == ctx.run_id)
-    sums = manifest.groupBy("source").agg(
+    return manifest.groupBy("source").agg(
         F.sum("rows_total").alias("total"),
         F.sum("rows_bad").alias("bad"),
         F.sum("rows_duplicate").alias("dups"),
     )
+
+
+def quarantine_rates(ctx: RunContext, sums: list[dict]) -> tuple[dict, int, list[str]]:
+    """Each source's quarantine rate in this run: (figures, rows received, sources too bad).
+
+    ``sums``: the rows of :func:`manifest_sums`. Rate = quarantined / (received - exact
+    duplicates); a source fails when the rate crosses ``max_quarantine_rate`` and it
+    received ``min_rows_for_rate`` new rows (or none of them was usable).
+    """
+    conf = ctx.settings.ingest
     figures, rows_in, too_bad = {}, 0, []
-    for r in sums.collect():
-        total, bad, dups = int(r.total or 0), int(r.bad or 0), int(r.dups or 0)
+    for r in sums:
+        total, bad, dups = int(r["total"] or 0), int(r["bad"] or 0), int(r["dups"] or 0)
         rows_in += total
         new = total - dups
         rate = bad / new if new else 0.0
-        figures[f"quarantine_rate_{r.source}"] = round(rate, 5)
+        figures[f"quarantine_rate_{r['source']}"] = round(rate, 5)
         enough = new >= conf.min_rows_for_rate or (bad == new and new > 0)
         if rate > conf.max_quarantine_rate and enough:
             dup_note = (
                 f", {dups} exact duplicates of rows already taken in not counted" if dups else ""
             )
             too_bad.append(
-                f"{r.source}: {bad} of {new} rows ({rate:.1%}) sent to quarantine{dup_note}"
+                f"{r['source']}: {bad} of {new} rows ({rate:.1%}) sent to quarantine{dup_note}"
             )
     return figures, rows_in, too_bad
+
+
+def _collect_figures(ctx: RunContext, batches: dict[str, DataFrame]) -> dict[str, list[dict]]:
+    """The run's suite checks, the manifest's sums and the points reconciliation (written
+    first, then counted) in one Spark query (jobs.collect); ``points`` is absent when the
+    reconciliation was not checked."""
+    parts = {"rates": manifest_sums(ctx)}
+    if batches:
+        parts["checks"] = checks_query(batches)
+    reconciliation = reconcile_points(ctx)  # POS points vs the loyalty ledger: listed, not fixed
+    if reconciliation is not None:
+        parts["points"] = reconciliation
+    return collect_all(parts)
 
 
 def run(ctx: RunContext) -> dict:
     sources = ctx.settings.ingest.sources
     limit = ctx.settings.ingest.max_quarantine_rate
     rows, figures, by_source = [], {}, {}
+    batches = {}
     for source in sources:
         checked = storage.join(staging_dir(ctx, source), "checked")
-        if not storage.exists(checked):
-            continue
-        batch = ctx.spark.read.format("delta").load(checked)
-        by_source[source] = validate_batch(source, batch)
-        rows += [{"source": source, **r} for r in by_source[source]]
-        nulled = fields_nulled(batch)
+        if storage.exists(checked):
+            batches[source] = ctx.spark.read.format("delta").load(checked)
+    collected = _collect_figures(ctx, batches)
+    checks = read_checks(collected["checks"][0], list(batches)) if batches else {}
+    for source, (results, nulled) in checks.items():
+        by_source[source] = results
+        rows += [{"source": source, **r} for r in results]
         if nulled:
             figures[f"fields_nulled_{source}"] = nulled
     if by_source:
         write_data_docs(ctx, by_source)
-    rates, rows_in, too_bad = quarantine_rates(ctx)
+    rates, rows_in, too_bad = quarantine_rates(ctx, collected["rates"])
     figures.update(rates)
-    figures.update(reconcile_points(ctx))  # POS points vs the loyalty ledger: listed, not fixed
+    figures.update(points_figures(collected.get("points")))
     if rows:
         schema = table_schema("meta/quality_results").struct
         records = [

@@ -30,6 +30,7 @@ from jobs.gold.points import load_points_conf
 POS = "bronze/pos_lines"
 LEDGER = "bronze/loyalty_ledger"
 TABLE = "meta/points_reconciliation"
+CHECKED = "(orders checked)"  # not an issue: the count of orders compared, in the same query
 
 
 def _total(col: str | Column) -> Column:
@@ -95,10 +96,15 @@ def differences(pos: DataFrame, ledger: DataFrame, as_of: dt.date) -> DataFrame:
     )
 
 
-def reconcile(ctx: RunContext) -> dict:
-    """Write D's differing orders to meta/points_reconciliation; return the quality figures."""
+def reconcile(ctx: RunContext) -> DataFrame | None:
+    """Write D's differing orders to meta/points_reconciliation.
+
+    Returns the query of its figures, collected by the quality step with its own (one
+    row per issue with its orders ``n``, and the orders compared under CHECKED; see
+    :func:`figures`), or None when there is no ledger or no POS to compare.
+    """
     if not ctx.lake.exists(LEDGER) or not ctx.lake.exists(POS):
-        return {"points_reconciliation": f"not checked: no {LEDGER} or {POS}"}
+        return None
     days = load_points_conf().reconciliation.days
     first = ctx.as_of - dt.timedelta(days=days - 1)
     pos = pos_points(ctx.lake.read(POS), first, ctx.as_of)
@@ -106,16 +112,20 @@ def reconcile(ctx: RunContext) -> dict:
     ledger = ctx.lake.read(LEDGER).join(pos.select("order_id"), "order_id", "left_semi")
     found = differences(pos, ledger_points(ledger), ctx.as_of)
     ctx.lake.replace_where(found, TABLE, f"as_of_date = '{ctx.as_of_str}'")
-    by_issue = {
-        r["issue"]: int(r["n"])
-        for r in ctx.lake.read(TABLE)
-        .filter(F.col("as_of_date") == F.lit(ctx.as_of))
-        .groupBy("issue")
-        .agg(F.count(F.lit(1)).alias("n"))
-        .collect()
-    }
+    written = ctx.lake.read(TABLE).filter(F.col("as_of_date") == F.lit(ctx.as_of))
+    issues = written.select("issue").unionByName(pos.select(F.lit(CHECKED).alias("issue")))
+    return issues.groupBy("issue").agg(F.count(F.lit(1)).alias("n"))
+
+
+def figures(rows: list[dict] | None) -> dict:
+    """The quality figures of the reconciliation from the rows of :func:`reconcile`'s query
+    (None: not checked)."""
+    if rows is None:
+        return {"points_reconciliation": f"not checked: no {LEDGER} or {POS}"}
+    by_issue = {r["issue"]: int(r["n"]) for r in rows}
+    checked = by_issue.pop(CHECKED, 0)
     return {
-        "points_orders_checked": pos.count(),
+        "points_orders_checked": checked,
         "points_orders_differ": sum(by_issue.values()),
         "points_orders_by_issue": by_issue,
     }

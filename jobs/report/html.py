@@ -30,9 +30,11 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from jobs import storage
+from jobs.collect import collect_all
 from jobs.context import RunContext
 from jobs.report import points as points_report
 from jobs.report.kpi_targets import figures as kpi_target_figures
+from jobs.report.kpi_targets import history_frame, history_query
 from jobs.sources import SOURCE_NAMES
 from jobs.sources import SOURCES as SOURCES_BY_NAME
 
@@ -121,10 +123,6 @@ def id_changes(changes: DataFrame, as_of: dt.date, days: int = 30) -> DataFrame:
 
 
 # ---- figures --------------------------------------------------------------------------
-
-
-def _rows(df: DataFrame) -> list[dict]:
-    return [r.asDict() for r in df.collect()]
 
 
 def _empty(title: str, why: str = "no data for this date"):
@@ -492,46 +490,60 @@ def add_to_manifest(out_dir: Path, page: Path, asset: Path) -> bool:
     return True
 
 
-def _figures(ctx: RunContext, quarantine_rows: list[dict], received: list[dict]) -> list:
-    """Every chart of the page, from small aggregates of the lake as of D."""
+def _queries(ctx: RunContext) -> dict[str, DataFrame]:
+    """Every small aggregate the page draws, by name (collected in one query, jobs.collect)."""
     lake, as_of = ctx.lake, ctx.as_of
 
     def on_date(name: str) -> DataFrame:
         return lake.read(name).where(F.col("as_of_date") == F.lit(as_of))
 
-    rfm = on_date("gold/member_rfm")
+    rfm, kpi = on_date("gold/member_rfm"), lake.read("gold/kpi_daily")
+    parts = {
+        f"quarantine_{source}": quarantine_by_rule(lake.read(f"quarantine/{source}"), source, as_of)
+        for source in SOURCES
+    }
+    parts.update(
+        received=received_by_source(lake.read("meta/ingest_manifest"), as_of),
+        rf=rf_matrix(rfm),
+        stages=count_by(on_date("gold/member_lifecycle"), "stage"),
+        transitions=count_by(on_date("gold/lifecycle_transitions"), "from_stage", "to_stage"),
+        tiers=count_by(rfm, "tier"),
+        kpi_trend=kpi_trend(kpi, as_of),
+        kpi_history=history_query(kpi, as_of),
+        links=identity_links(lake.read("silver/member_xref")),
+        id_changes=id_changes(lake.read("silver/member_id_changes"), as_of),
+        steps=lake.read("meta/runs")
+        .where(F.col("run_id") == F.lit(ctx.run_id))
+        .select("step", "status", "seconds", "rows_in", "rows_out", "started_at"),
+    )
+    parts.update(points_report.queries(lake, as_of))
+    return parts
+
+
+def _figures(ctx: RunContext, rows: dict[str, list[dict]]) -> list:
+    """Every chart of the page, from the small aggregates of :func:`_queries`."""
+    as_of = ctx.as_of
+    history = history_frame(rows["kpi_history"])
+    quarantine_rows = [r for source in SOURCES for r in rows[f"quarantine_{source}"]]
     return [
-        fig_rf_heatmap(_rows(rf_matrix(rfm))),
-        fig_bar(
-            _rows(count_by(on_date("gold/member_lifecycle"), "stage")),
-            "stage",
-            "Lifecycle stages",
-            STAGE_ORDER,
-        ),
-        fig_transitions(
-            _rows(count_by(on_date("gold/lifecycle_transitions"), "from_stage", "to_stage"))
-        ),
-        fig_tier_mix(_rows(count_by(rfm, "tier"))),
-        fig_kpis(_rows(kpi_trend(lake.read("gold/kpi_daily"), as_of))),
-        fig_quarantine(quarantine_rows, received),
-        fig_identity(
-            _rows(identity_links(lake.read("silver/member_xref"))),
-            _rows(id_changes(lake.read("silver/member_id_changes"), as_of)),
-        ),
-        *kpi_target_figures(lake.read("gold/kpi_daily"), as_of),
-        *points_report.figures(lake, as_of),  # none without a loyalty ledger
+        fig_rf_heatmap(rows["rf"]),
+        fig_bar(rows["stages"], "stage", "Lifecycle stages", STAGE_ORDER),
+        fig_transitions(rows["transitions"]),
+        fig_tier_mix(rows["tiers"]),
+        fig_kpis(rows["kpi_trend"]),
+        fig_quarantine(quarantine_rows, rows["received"]),
+        fig_identity(rows["links"], rows["id_changes"]),
+        *kpi_target_figures(history, as_of),
+        # none without a loyalty ledger
+        *points_report.figures(rows, history if ctx.lake.exists("gold/kpi_daily") else None),
     ]
 
 
-def _sections(ctx: RunContext, received: list[dict], out_dir: Path) -> str:
+def _sections(rows: dict[str, list[dict]], out_dir: Path) -> str:
     """The tables under the charts: steps of this run, rows received, segment exports."""
     sections = []
-    steps = _rows(
-        ctx.lake.read("meta/runs")
-        .where(F.col("run_id") == F.lit(ctx.run_id))
-        .select("step", "status", "seconds", "rows_in", "rows_out", "started_at")
-        .orderBy("started_at")
-    )
+    received = rows["received"]
+    steps = sorted(rows["steps"], key=lambda s: s["started_at"])
     if steps:
         rows = [
             [s["step"], s["status"], f"{s['seconds']:.1f}", s["rows_in"], s["rows_out"]]
@@ -550,7 +562,7 @@ def _sections(ctx: RunContext, received: list[dict], out_dir: Path) -> str:
             "<h2>Rows received and quarantined (business date)</h2>"
             + _table(["source", "received", "quarantined"], rows)
         )
-    points = points_report.summary(ctx.lake, ctx.as_of)
+    points = points_report.summary(rows)
     if points:
         sections.append("<h2>Points programme</h2>" + _table(["figure", "value"], points))
     manifest_path = out_dir / "manifest.json"
@@ -577,24 +589,19 @@ def run(ctx: RunContext) -> dict:
     """Build ``<exports>/<D>/report.html`` from the lake as of D (written atomically),
     the shared plotly.js beside the dates, and the page's entry in the day's manifest."""
     as_of = ctx.as_of
-    quarantine_rows: list[dict] = []
-    for source in SOURCES:
-        quarantine_rows += _rows(
-            quarantine_by_rule(ctx.lake.read(f"quarantine/{source}"), source, as_of)
-        )
-    received = _rows(received_by_source(ctx.lake.read("meta/ingest_manifest"), as_of))
-    figures = _figures(ctx, quarantine_rows, received)
+    rows = collect_all(_queries(ctx))  # one Spark query for the whole page
+    figures = _figures(ctx, rows)
     # A local folder as it is; an object store through a local copy of the date's folder
     # and the shared assets, uploaded when the block ends (jobs.storage.local_copy).
     with storage.local_copy(ctx.settings.paths.exports, [as_of.isoformat(), ASSETS]) as exports:
-        return _write_report(ctx, as_of, figures, received, exports)
+        return _write_report(ctx, as_of, figures, rows, exports)
 
 
 def _write_report(
-    ctx: RunContext, as_of: dt.date, figures: list, received: list[dict], exports: Path
+    ctx: RunContext, as_of: dt.date, figures: list, rows: dict[str, list[dict]], exports: Path
 ) -> dict:
     out_dir = exports / as_of.isoformat()
-    sections = _sections(ctx, received, out_dir)
+    sections = _sections(rows, out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     asset = plotly_asset(exports)
     data_docs = find_data_docs(ctx.settings.paths.work)

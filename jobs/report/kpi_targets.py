@@ -24,12 +24,23 @@ def _known(value) -> bool:
     return value is not None and not (isinstance(value, float) and math.isnan(value))
 
 
+def history_query(kpi: DataFrame, as_of: dt.date) -> DataFrame:
+    """gold/kpi_daily up to D, ``as_of_date`` and the seed KPI columns (a row per date)."""
+    cols = [c for c in SEED_KPIS if c in kpi.columns]
+    return kpi.where(F.col("as_of_date") <= F.lit(as_of)).select("as_of_date", *cols)
+
+
+def history_frame(rows: list[dict]) -> pd.DataFrame:
+    """The rows of :func:`history_query` as a frame sorted by date (every seed KPI column
+    when there is no row)."""
+    columns = list(rows[0]) if rows else ["as_of_date", *SEED_KPIS]
+    frame = pd.DataFrame(rows, columns=columns)
+    return frame.sort_values("as_of_date", ignore_index=True)
+
+
 def history_from_spark(kpi: DataFrame, as_of: dt.date) -> pd.DataFrame:
     """gold/kpi_daily up to D, the seed KPI columns (a row per date, sorted)."""
-    cols = [c for c in SEED_KPIS if c in kpi.columns]
-    rows = kpi.where(F.col("as_of_date") <= F.lit(as_of)).select("as_of_date", *cols).collect()
-    frame = pd.DataFrame([r.asDict() for r in rows], columns=["as_of_date", *cols])
-    return frame.sort_values("as_of_date", ignore_index=True)
+    return history_frame([r.asDict() for r in history_query(kpi, as_of).collect()])
 
 
 def history_from_lake(lake: Path | str, as_of: dt.date) -> pd.DataFrame:
@@ -160,6 +171,7 @@ def fig_kpi_targets(history: pd.DataFrame, as_of: dt.date, conf: KpisConf):
     return fig
 
 
-def figures(kpi: DataFrame, as_of: dt.date) -> list:
-    """The report's KPI-target figures from gold/kpi_daily (hooked into jobs/report/html.py)."""
-    return [fig_kpi_targets(history_from_spark(kpi, as_of), as_of, load_kpis())]
+def figures(history: pd.DataFrame, as_of: dt.date) -> list:
+    """The report's KPI-target figures from gold/kpi_daily's history (:func:`history_frame`;
+    hooked into jobs/report/html.py)."""
+    return [fig_kpi_targets(history, as_of, load_kpis())]

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from jobs.gold.kpis import load_kpis
 from jobs.lake import Lake
-from jobs.report.kpi_targets import TREND_RUNS, first_on_record, history_from_spark
+from jobs.report.kpi_targets import TREND_RUNS, first_on_record
 
 LEDGER, MEMBER_POINTS = "silver/points_ledger", "gold/member_points"
 RECONCILIATION = "meta/points_reconciliation"
@@ -121,44 +122,59 @@ def fig_redemption_rate(history, target: float | None):
     return fig
 
 
-def figures(lake: Lake, as_of: dt.date) -> list:
-    """The points panels of the report for D; none on a lake without a loyalty ledger."""
-    if not lake.exists(LEDGER):
-        return []
-    figs = [fig_monthly(_rows(monthly_points(lake.read(LEDGER), as_of)))]
+def queries(lake: Lake, as_of: dt.date) -> dict[str, DataFrame]:
+    """The small aggregates of the points panels and table for D, by name (none without a
+    loyalty ledger); the report collects them with its other figures in one query."""
+    parts: dict[str, DataFrame] = {}
+    if lake.exists(LEDGER):
+        parts["points_monthly"] = monthly_points(lake.read(LEDGER), as_of)
     if lake.exists(MEMBER_POINTS):
         on_d = lake.read(MEMBER_POINTS).where(F.col("as_of_date") == F.lit(as_of))
-        figs.insert(0, fig_balances(_rows(balance_buckets(on_d))))
-    if lake.exists("gold/kpi_daily"):
-        history = history_from_spark(lake.read("gold/kpi_daily"), as_of)
+        parts["points_balances"] = balance_buckets(on_d)
+        parts["points_totals"] = on_d.agg(
+            F.count(F.lit(1)).alias("members"),
+            F.sum("balance").alias("balance"),
+            F.sum("expiring_30d").alias("expiring"),
+            F.count(F.when(F.col("balance") < 0, F.lit(1))).alias("negative"),
+        )
+    if lake.exists(RECONCILIATION):
+        on_d = lake.read(RECONCILIATION).where(F.col("as_of_date") == F.lit(as_of))
+        parts["points_differ"] = on_d.agg(F.count(F.lit(1)).alias("orders"))
+    return parts
+
+
+def figures(rows: dict[str, list[dict]], history: pd.DataFrame | None) -> list:
+    """The points panels of the report for D; none on a lake without a loyalty ledger.
+
+    ``rows``: the results of :func:`queries`; ``history``: gold/kpi_daily up to D
+    (jobs.report.kpi_targets.history_frame), None when the lake has none.
+    """
+    if "points_monthly" not in rows:
+        return []
+    figs = [fig_monthly(rows["points_monthly"])]
+    if "points_balances" in rows:
+        figs.insert(0, fig_balances(rows["points_balances"]))
+    if history is not None:
         spec = load_kpis().targets["points_redemption_rate"]
         target = spec.resolve(first_on_record(history)["points_redemption_rate"])
         figs.append(fig_redemption_rate(history, target))
     return figs
 
 
-def summary(lake: Lake, as_of: dt.date) -> list[list]:
-    """[figure, value] rows of the points table under the charts (empty without a ledger)."""
-    if not lake.exists(MEMBER_POINTS):
+def summary(rows: dict[str, list[dict]]) -> list[list]:
+    """[figure, value] rows of the points table under the charts (empty without
+    gold/member_points); ``rows``: the results of :func:`queries`."""
+    if "points_totals" not in rows:
         return []
-    on_d = lake.read(MEMBER_POINTS).where(F.col("as_of_date") == F.lit(as_of))
-    totals = on_d.agg(
-        F.count(F.lit(1)).alias("members"),
-        F.sum("balance").alias("balance"),
-        F.sum("expiring_30d").alias("expiring"),
-        F.count(F.when(F.col("balance") < 0, F.lit(1))).alias("negative"),
-    ).first()
-    rows = [
+    totals = rows["points_totals"][0]
+    table = [
         ["members with points", totals["members"]],
         ["points held (balance)", totals["balance"]],
         ["points expiring in 30 days", totals["expiring"]],
         ["members with a negative balance", totals["negative"]],
     ]
-    if lake.exists(RECONCILIATION):
-        differ = lake.read(RECONCILIATION).where(F.col("as_of_date") == F.lit(as_of)).count()
-        rows.append(["POS orders whose points differ from the ledger", differ])
-    return rows
-
-
-def _rows(df: DataFrame) -> list[dict]:
-    return [r.asDict() for r in df.collect()]
+    if "points_differ" in rows:
+        table.append(
+            ["POS orders whose points differ from the ledger", rows["points_differ"][0]["orders"]]
+        )
+    return table

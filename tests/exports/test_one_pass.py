@@ -173,3 +173,31 @@ def test_segment_whose_channel_changed_exits_in_its_previous_columns(spark, tmp_
     exited = read("vip.exited.csv")
     assert exited[0][-1] == "crm_id" and [r[0] for r in exited[1:]] == ["B"]
     assert read("vip.entered.csv") == [read("vip.csv")[0]]  # nobody entered
+
+
+def test_segment_predicates_analysed_in_one_round_trip(spark):
+    """conf/segments.yaml's predicates are analysed together (at start-up and in the export
+    step); a bad one is still named."""
+    from pyspark.sql.connect.session import SparkSession as ConnectSession
+
+    from bench.count_queries import counting
+    from jobs.config import ConfigError
+    from jobs.exports.conf import load_segments, validate_predicates, view_schema
+
+    if not isinstance(spark, ConnectSession):
+        pytest.skip("counted through the Spark Connect client (the embedded engine)")
+    conf = load_segments()
+    assert len(conf.segments) > 2
+    view = spark.createDataFrame([], view_schema())
+    with counting() as counter:
+        validate_predicates(view, conf, "segments.yaml")
+    assert sum(n for k, n in counter.by_step.items() if k[2] == "analyze") == 1
+    bad = conf.model_copy(
+        update={
+            "segments": [*conf.segments[:2], conf.segments[2].model_copy(update={"where": "tier"})]
+        }
+    )
+    with pytest.raises(
+        ConfigError, match=f"segment {conf.segments[2].name!r}: `where` must be boolean"
+    ):
+        validate_predicates(view, bad, "segments.yaml")

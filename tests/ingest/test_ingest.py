@@ -368,3 +368,34 @@ def _crm_line(crm_id: str, birth: str = "") -> str:
     return (
         f"{crm_id},,,,,,某人,,{birth},,,2024-01-01 10:00:00,store,,Y,N,N,active,2026-11-01 09:00:00"
     )
+
+
+def test_manifest_of_new_files_appended_refused_entries_kept_once(make_ctx, settings, spark):
+    """New files' manifest rows are appended (one commit, no MERGE: several Spark jobs less
+    on a JVM engine); a path the manifest already holds (a refused entry found again) is
+    still upserted, one row per path."""
+    from bench.count_queries import counting
+
+    landing = settings.paths.landing
+    stray = landing / "pos" / "stray.csv"
+    write_pos(landing, D1, "S01", [sale("O1", 1, "2026-11-01 10:00:00")])
+    stray.parent.mkdir(parents=True, exist_ok=True)
+    stray.write_text("not in a day folder\n")
+    ingest(make_ctx(D1), "pos")
+    stray.unlink()
+    write_pos(landing, D2, "S01", [sale("O2", 1, "2026-11-02 10:00:00")])
+    with counting() as night:  # only a new file: appended (a MERGE before)
+        ingest(make_ctx(D2), "pos")
+    stray.write_text("back again\n")
+    write_pos(landing, D3, "S01", [sale("O3", 1, "2026-11-03 10:00:00")])
+    ingest(make_ctx(D3), "pos")  # the stray is known: upserted
+    manifest = make_ctx(D3).lake.read("meta/ingest_manifest")
+    assert _rows(manifest, "_source_file", "status") == [
+        ("pos/2026-11-01/pos_S01_20261101.csv", "ingested"),
+        ("pos/2026-11-02/pos_S01_20261102.csv", "ingested"),
+        ("pos/2026-11-03/pos_S01_20261103.csv", "ingested"),
+        ("pos/stray.csv", "refused"),
+    ]
+    if hasattr(spark, "client"):  # counted through the Spark Connect client
+        merges = [s for (*_, kind, s) in night.by_site if kind == "cmd:sql_command"]
+        assert not [s for s in merges if "write_manifest" in s], merges
