@@ -129,6 +129,16 @@ def pairs_sharing_a_value(kept: DataFrame, records: DataFrame) -> DataFrame:
     )
 
 
+def _keys_of(fp: DataFrame, records: DataFrame, conf: IdentityConf) -> DataFrame:
+    """The blocking keys ``records`` (one crm_id) hold today: one ``block``."""
+    return block_keys(fp.join(records, "crm_id", "left_semi"), conf).select("block").distinct()
+
+
+def _members(fp: DataFrame, keys: DataFrame, conf: IdentityConf) -> DataFrame:
+    """Every record's (crm_id, block) of the blocking keys ``keys`` (one block)."""
+    return block_keys(fp, conf).join(keys, "block", "left_semi")
+
+
 def crossing_members(
     blocks: DataFrame, seeds: DataFrame, seed_blocks_before: DataFrame, conf: IdentityConf
 ) -> DataFrame:
@@ -164,7 +174,8 @@ class SecondPass:
         self, inp: SecondPassInputs, conf: IdentityConf, mat: Materialise
     ) -> tuple[DataFrame, DataFrame | None]:
         """(second-pass edges, vetoed scored pairs), as jobs.identity.graph.full_second_pass."""
-        self.junk_pairs = mat(inp.junk_cands.select("x", "y").distinct(), "junk_pairs")
+        # Not materialised: a projection of the junk candidates, read by few queries.
+        self.junk_pairs = inp.junk_cands.select("x", "y").distinct()
         if self.previous is None or conf.scored.enabled or not conf.fuzzy.enabled:
             if self.previous is not None:
                 self.reason = "scored pass on or fuzzy pass off"
@@ -177,17 +188,21 @@ class SecondPass:
             self.skipped = True
             self.touched = seeds
             return before, None
+        before = mat(before, "second_before")  # read by both rules' parts
         crm_before, fp_before = self._before(prev, seeds)
         ndc, ndc_changed = self._name_dob_city(inp, crm_before, before, seeds, conf, mat)
         fp = mat(fuzzy_profiles(inp.latest, inp.profiles, inp.crm_ids), "fuzzy_profiles")
-        blocks = mat(block_keys(fp, conf), "fuzzy_blocks")
-        crossing = crossing_members(blocks, seeds, block_keys(fp_before, conf), conf)
-        touched = mat(
-            seeds.unionByName(_ends(ndc_changed)).unionByName(crossing).distinct(),
-            "second_touched",
-        )
+        near = seeds.unionByName(_ends(ndc_changed))
+        blocks_before = block_keys(fp_before, conf)
+        # Every record's blocking keys, computed again where needed rather than written
+        # (millions of rows): only the keys of a few records are ever kept.
+        near_keys = _keys_of(fp, near, conf).unionByName(blocks_before.select("block"))
+        near_blocks = mat(_members(fp, near_keys, conf), "fuzzy_blocks_near")
+        crossing = crossing_members(near_blocks, seeds, blocks_before, conf)
+        touched = mat(near.unionByName(crossing).distinct(), "second_touched")
         self.touched = touched
-        pairs = self._candidate_pairs(inp, blocks, touched, ndc, conf)
+        members = _members(fp, _keys_of(fp, touched, conf), conf)
+        pairs = mat(self._candidate_pairs(inp, members, touched, ndc, conf), "second_pairs")
         self.pairs = pairs
         new = rule_edges(labelled_pairs(compare(pairs, fp, conf), conf))
         fuzzy = before.filter(F.col("rule").startswith("fuzzy_"))
@@ -254,7 +269,7 @@ class SecondPass:
     def _candidate_pairs(
         self,
         inp: SecondPassInputs,
-        blocks: DataFrame,
+        members: DataFrame,
         touched: DataFrame,
         ndc: DataFrame,
         conf: IdentityConf,
@@ -263,10 +278,7 @@ class SecondPass:
         sharing a value node or linked by name_dob_city. Output grain: one (x, y), x < y;
         shares_junk."""
         assert self.junk_pairs is not None
-        mine = blocks.join(touched, "crm_id", "left_semi").select("block").distinct()
-        within = pairs_within(
-            blocks.join(mine, "block", "left_semi"), ["block"], conf.fuzzy.max_block_size
-        ).select(
+        within = pairs_within(members, ["block"], conf.fuzzy.max_block_size).select(
             F.col("a.crm_id").alias("x"), F.col("b.crm_id").alias("y"), F.lit(False).alias("j")
         )
         junk = self.junk_pairs.select("x", "y", F.lit(True).alias("j"))
