@@ -201,7 +201,11 @@ class SecondPass:
         crossing = crossing_members(near_blocks, seeds, blocks_before, conf)
         touched = mat(near.unionByName(crossing).distinct(), "second_touched")
         self.touched = touched
-        members = _members(fp, _keys_of(fp, touched, conf), conf)
+        # near_blocks holds every member of each key the near records hold: enough unless
+        # a block crossed the cap (its members' other keys are then read again).
+        members = near_blocks
+        if crossing.take(1):
+            members = _members(fp, _keys_of(fp, touched, conf), conf)
         pairs = mat(self._candidate_pairs(inp, members, touched, ndc, conf), "second_pairs")
         self.pairs = pairs
         new = rule_edges(labelled_pairs(compare(pairs, fp, conf), conf))
