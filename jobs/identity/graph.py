@@ -533,6 +533,22 @@ def shared_value_pairs(kept_edges: DataFrame) -> DataFrame:
     )
 
 
+def name_dob_city_keys(crm: DataFrame) -> DataFrame:
+    """The name + birth date + city key of each record's latest version, for records
+    holding all three. Input: CRM row versions. Output grain: one crm_id; seen, nk."""
+    latest = latest_crm_versions(crm).filter(F.col("is_latest"))
+    return latest.select(
+        F.col("crm_key").alias("crm_id"),
+        F.col("_business_date").alias("seen"),
+        F.concat_ws(
+            "|", N.norm_name(F.col("name")), F.col("birth_date").cast("string"),
+            N.norm_city(F.col("city")),
+        ).alias("nk"),
+        (N.norm_name(F.col("name")).isNotNull() & F.col("birth_date").isNotNull()
+         & N.norm_city(F.col("city")).isNotNull()).alias("ok"),
+    ).filter(F.col("ok")).drop("ok")  # fmt: skip
+
+
 def name_dob_city_edges(
     crm: DataFrame,
     kept_crm_edges: DataFrame,
@@ -551,17 +567,7 @@ def name_dob_city_edges(
     ``kept_crm_edges``: the first pass's kept edges. Output grain: one edge between two
     CRM records, confidence from the conf (``name_dob_city``: medium).
     """
-    latest = latest_crm_versions(crm).filter(F.col("is_latest"))
-    keyed = latest.select(
-        F.col("crm_key").alias("crm_id"),
-        F.col("_business_date").alias("seen"),
-        F.concat_ws(
-            "|", N.norm_name(F.col("name")), F.col("birth_date").cast("string"),
-            N.norm_city(F.col("city")),
-        ).alias("nk"),
-        (N.norm_name(F.col("name")).isNotNull() & F.col("birth_date").isNotNull()
-         & N.norm_city(F.col("city")).isNotNull()).alias("ok"),
-    ).filter(F.col("ok"))  # fmt: skip
+    keyed = name_dob_city_keys(crm)
     sp = conf.second_pass
     sizes = keyed.groupBy("nk").agg(F.count(F.lit(1)).alias("n"))
     rule = F.when(F.col("n") <= sp.max_group_size, F.lit("name_dob_city"))
@@ -771,6 +777,48 @@ def _is_second_pass_rule(rule: str) -> bool:
     return rule in SECOND_PASS_RULES or rule.startswith("fuzzy_")
 
 
+@dataclass
+class SecondPassInputs:
+    """What the second pass reads (see :func:`build_graph` for each one's grain)."""
+
+    crm: DataFrame  # one CRM row version, flagged (latest_crm_versions)
+    latest: DataFrame  # one CRM record's latest version
+    kept: DataFrame  # one kept first-pass edge (materialised), EDGE_COLUMNS
+    profiles: DataFrame  # one crm_id (jobs.identity.corroborate.crm_profiles)
+    crm_ids: DataFrame  # one (row version, identifier type) (crm_identifiers)
+    junk_cands: DataFrame  # one (id_type, key, x, y) (junk_candidate_pairs)
+
+
+def full_second_pass(
+    inp: SecondPassInputs, conf: IdentityConf, mat: Callable
+) -> tuple[DataFrame, DataFrame | None]:
+    """The second pass over every CRM record: name_dob_city(_linked) edges, the fuzzy
+    rules' edges over the candidate pairs and (``scored.enabled``) the scored pass.
+
+    Output: (second-pass edges, EDGE_COLUMNS; the scored pairs the never-link rules
+    vetoed, or None without the scored pass).
+    """
+    second = mat(name_dob_city_edges(inp.crm, inp.kept, conf, inp.profiles), "name_dob_city")
+    if not conf.fuzzy.enabled:
+        return second, None
+    # Pairs already sharing a value node or linked by name_dob_city need no edge.
+    shared = shared_value_pairs(inp.kept).unionByName(
+        second.select(F.col("src_key").alias("x"), F.col("dst_key").alias("y"))
+    )
+    junk_pairs = inp.junk_cands.select("x", "y").distinct()
+    compared = compared_pairs(
+        inp.latest, inp.profiles, inp.crm_ids, shared, junk_pairs, conf, mat
+    )
+    if conf.scored.enabled:
+        compared = mat(compared, "fuzzy_compared")
+    labelled = labelled_pairs(compared, conf)
+    second = second.unionByName(rule_edges(labelled))
+    if not conf.scored.enabled:
+        return second, None
+    linked, vetoed = scored_pairs(labelled, conf)
+    return second.unionByName(linked), vetoed
+
+
 def build_graph(
     spark: SparkSession,
     crm: DataFrame,
@@ -781,6 +829,7 @@ def build_graph(
     key: bytes,
     materialise: Callable[[DataFrame, str], DataFrame] | None = None,
     refuse_chains: Callable | None = None,
+    second_pass: Callable | None = None,
 ) -> Graph:
     """Identities, kept edges and blocked values (all dated <= D).
 
@@ -791,7 +840,8 @@ def build_graph(
     write and read back) cuts the lineage of the intermediate results used several
     times; without it plans grow with every reuse. ``refuse_chains`` replaces
     :func:`refuse_never_link_chains` (same arguments and result), e.g. by the incremental
-    check of jobs.identity.chains.
+    check of jobs.identity.chains; ``second_pass`` replaces :func:`full_second_pass`
+    (same arguments and result), e.g. by the incremental pass of jobs.identity.second.
     """
     mat = materialise or (lambda df, _name: df)
     crm_ids = mat(crm_identifiers(crm, key), "crm_ids")
@@ -840,29 +890,17 @@ def build_graph(
     junk_cands = junk_candidate_pairs(crm_ids, junk, conf)
     if conf.junk.corroborate.enabled:
         kept = kept.unionByName(corroborated_edges(profiles, crm_ids, junk_cands, conf, mat))
+    vetoed = None
     if conf.second_pass.enabled:
         kept = mat(kept, "kept_first_pass")
-        second = mat(name_dob_city_edges(crm, kept, conf, profiles), "name_dob_city")
-        if conf.fuzzy.enabled:
-            # Pairs already sharing a value node or linked by name_dob_city need no edge.
-            shared = shared_value_pairs(kept).unionByName(
-                second.select(F.col("src_key").alias("x"), F.col("dst_key").alias("y"))
-            )
-            junk_pairs = junk_cands.select("x", "y").distinct()
-            compared = compared_pairs(latest, profiles, crm_ids, shared, junk_pairs, conf, mat)
-            if conf.scored.enabled:
-                compared = mat(compared, "fuzzy_compared")
-            labelled = labelled_pairs(compared, conf)
-            second = second.unionByName(rule_edges(labelled))
-            if conf.scored.enabled:
-                linked, vetoed = scored_pairs(labelled, conf)
-                second = second.unionByName(linked)
+        inputs = SecondPassInputs(crm, latest, kept, profiles, crm_ids, junk_cands)
+        second, vetoed = (second_pass or full_second_pass)(inputs, conf, mat)
         kept = kept.unionByName(second)
     refused = refused_cap = spark.createDataFrame([], kept.select(*EDGE_COLUMNS).schema)
     if conf.never_link.split_chains or conf.second_pass.enabled:
         refuse = refuse_chains or refuse_never_link_chains
         kept, refused, refused_cap = refuse(mat(kept, "kept_all"), profiles, conf, mat)
-    if conf.second_pass.enabled and conf.fuzzy.enabled and conf.scored.enabled:
+    if vetoed is not None:
         refused = refused.unionByName(vetoed)  # scored above the threshold, never-link
 
     identities = source_identities(crm_ids, crm, orders, web_ids)

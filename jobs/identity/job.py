@@ -54,6 +54,7 @@ from jobs.identity.graph import (
     web_ids_from_parts,
     web_link_parts,
 )
+from jobs.identity.second import SECOND_TABLES, SecondPass, SecondPrevious, read_junk_pairs
 from jobs.identity.state import (
     LINK_PARTS,
     PART_TABLES,
@@ -352,6 +353,28 @@ def _chain_check(
     return ChainCheck(load_previous(lake, EDGES, crm.filter(on_dates).select("crm_key")))
 
 
+def _second_pass(
+    lake: Lake, st: IdentityState | None, chains: ChainCheck, crm: DataFrame, key: bytes
+) -> SecondPass:
+    """The second pass of this run: over the touched records only when the chain check
+    is incremental (same conditions: no CRM date re-sent or erased, the chain state at
+    its versions) and the junk pairs are at the version the last run left; over every
+    record otherwise. ``crm``: CRM row versions with ``crm_key``."""
+    prev = chains.previous
+    if st is None or prev is None:
+        return SecondPass(None, key, "no incremental chain check")
+    versions = {t: lake.version(t) for t in SECOND_TABLES if lake.exists(t)}
+    if versions != st.second_versions or not versions:
+        return SecondPass(None, key, "junk-pair state missing or changed")
+    previous = SecondPrevious(
+        edges=prev.edges,
+        junk_pairs=read_junk_pairs(lake),
+        new_crm=prev.crm_seeds,
+        crm_before=crm.filter(F.col("_business_date") <= F.lit(st.as_of)),
+    )
+    return SecondPass(previous, key, "ok")
+
+
 def resolve(ctx: RunContext, conf: IdentityConf | None = None) -> dict:
     """Compute everything; write the silver tables only when the breaker lets it."""
     conf = conf or load_identity_conf()
@@ -385,7 +408,8 @@ def resolve(ctx: RunContext, conf: IdentityConf | None = None) -> dict:
     t_parts = time.perf_counter() - t0
 
     chains = _chain_check(lake, st, snap, crm, mode)
-    g = build_graph(ctx.spark, crm, orders, links, web_ids, conf, key, mat, chains)
+    second = _second_pass(lake, st, chains, crm, key)
+    g = build_graph(ctx.spark, crm, orders, links, web_ids, conf, key, mat, chains, second)
     identities = mat(g.identities, "identities")
     # Not materialised: cheap plans over materialised results (kept edges less the
     # refused ones; a projection of the blocked values), each a Parquet write less.
@@ -511,6 +535,8 @@ def resolve(ctx: RunContext, conf: IdentityConf | None = None) -> dict:
     if chains.labels is not None:
         counted["chain_nodes_checked"] = chains.labels
         counted.update(chains.to_count(lake))
+    if conf.second_pass.enabled:
+        counted.update(second.to_count(lake))
     n = row_counts(counted)
     if n["collisions"]:
         raise NodeIdCollision(f"{n['collisions']} xxhash64 collisions among identity nodes")
@@ -542,6 +568,7 @@ def resolve(ctx: RunContext, conf: IdentityConf | None = None) -> dict:
         f"as_of_date = '{d.isoformat()}'",
     )
     chain_rows = chains.save(lake, n) if chains.labels is not None else {}
+    second_rows = second.save(lake, n) if conf.second_pass.enabled else {}
     rows_changed[XREF] = _apply(lake, xref_changes, XREF, n[XREF])
 
     figures = {
@@ -563,6 +590,8 @@ def resolve(ctx: RunContext, conf: IdentityConf | None = None) -> dict:
         "chain_check": "all" if chains.previous is None else "touched",
         "chain_nodes_checked": n.get("chain_nodes_checked"),
         "chain_rows_changed": chain_rows,
+        **(second.figures(n) if conf.second_pass.enabled else {}),
+        "second_rows_changed": second_rows,
         "cc_nodes": n["cc_nodes"],
         "parts_seconds": round(t_parts, 3),
         "graph_seconds": round(t_graph, 3),
@@ -581,6 +610,7 @@ def resolve(ctx: RunContext, conf: IdentityConf | None = None) -> dict:
             figures=figures,
             parts_versions={t: lake.version(t) for t in PART_TABLES},
             chain_versions={t: lake.version(t) for t in chain_rows},
+            second_versions={t: lake.version(t) for t in second_rows},
         ),
     )
     storage.remove_tree(base)

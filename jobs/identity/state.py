@@ -77,6 +77,8 @@ class IdentityState:
     # Versions of the chain-check state (jobs.identity.chains) this run left; empty when
     # it wrote none. Other versions make the next run check every component again.
     chain_versions: dict[str, int] = field(default_factory=dict)
+    # Versions of the second pass's state (jobs.identity.second) this run left.
+    second_versions: dict[str, int] = field(default_factory=dict)
 
 
 def load_state(lake: Lake) -> IdentityState | None:
@@ -97,6 +99,7 @@ def load_state(lake: Lake) -> IdentityState | None:
             figures=detail["figures"],
             parts_versions={k: int(v) for k, v in detail["parts_versions"].items()},
             chain_versions={k: int(v) for k, v in detail.get("chain_versions", {}).items()},
+            second_versions={k: int(v) for k, v in detail.get("second_versions", {}).items()},
         )
     except (KeyError, TypeError, ValueError):
         return None
@@ -116,6 +119,7 @@ def save_state(lake: Lake, st: IdentityState) -> None:
         "figures": st.figures,
         "parts_versions": st.parts_versions,
         "chain_versions": st.chain_versions,
+        "second_versions": st.second_versions,
     }
     write_state_row(lake, STATE_TABLE, st.as_of, st.run_id, detail)
 

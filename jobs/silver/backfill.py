@@ -44,6 +44,7 @@ SILVER_STATE = frozenset(
         "meta/identity_web_ids",
         "meta/identity_components",
         "meta/identity_refused",
+        "meta/identity_junk_pairs",
         "meta/silver_orders_state",
     }
 )

@@ -73,6 +73,31 @@ def snapshot(ctx) -> dict[str, list[tuple]]:
     return out
 
 
+# The second pass, touched incrementally (fuzzy.max_block_size 3 in both lakes): J2 (night
+# 1) and K2 (night 2, day and month of birth swapped) re-register J1 and K1 with a typo in
+# the name; L1-L3 are linked by typos until L4 (night 1) makes their blocks (birth date +
+# city, name prefixes) larger than 3: a full recompute compares them no more.
+def typo_rows(d: int) -> list[dict]:
+    person = {"birth_date": dt.date(1990, 1, 1), "city": "adelaide"}
+    if d == 0:
+        return [
+            crm_row("J1", 0, name="jonathan carbone", birth_date=dt.date(1980, 3, 4),
+                    city="melbourne", phone="13711110001"),
+            crm_row("K1", 0, name="maria gonzales", birth_date=dt.date(1975, 6, 11),
+                    city="brisbane", phone="13711110002"),
+            *[crm_row(f"L{i}", 0, name=f"peter {last}", phone=f"1374{i}000000{i}", **person)
+              for i, last in ((1, "jones"), (2, "jomes"), (3, "jonis"))],
+        ]  # fmt: skip
+    if d == 1:
+        return [
+            crm_row("J2", 1, name="jonathan carbne", birth_date=dt.date(1980, 3, 4),
+                    city="melbourne", phone="13711110003"),
+            crm_row("L4", 1, name="peter jonas", phone="13744000004", **person),
+        ]  # fmt: skip
+    return [crm_row("K2", 2, name="maria gonzalez", birth_date=dt.date(1975, 11, 6),
+                    city="brisbane", phone="13711110004")]  # fmt: skip
+
+
 # Bronze per night: (crm rows, pos rows, web rows) of that business date.
 def nights() -> list[tuple[list[dict], list[dict], list[dict]]]:
     n0 = (
@@ -84,6 +109,7 @@ def nights() -> list[tuple[list[dict], list[dict], list[dict]]]:
             crm_row("D", 0, phone="13700000004", email="d@x.com"),
             *[crm_row(f"H{i}", 0, email="family@x.com") for i in (1, 2, 3)],
             *chain_rows(0),
+            *typo_rows(0),
         ],
         [
             pos_row("o1", 0, member_card_no="KA", phone="13700000001"),
@@ -103,6 +129,7 @@ def nights() -> list[tuple[list[dict], list[dict], list[dict]]]:
             crm_row("F", 1, phone="13700000009"),
             crm_row("D", 1, phone="13700000005", email="d@x.com"),
             crm_row("H4", 1, email="FAMILY@x.com "),
+            *typo_rows(1),
         ],
         [
             pos_row("o4", 1, member_card_no="KB", phone="13700000001"),
@@ -113,7 +140,7 @@ def nights() -> list[tuple[list[dict], list[dict], list[dict]]]:
     )
     # Q's new version adds an e-mail: P-Q-R is checked again, Q-R refused again.
     n2 = (
-        [chain_rows(2, email="q@x.com")[1]],
+        [chain_rows(2, email="q@x.com")[1], *typo_rows(2)],
         [pos_row("o6", 2, member_card_no="KF", phone="13700000009")],
         [],
     )
@@ -136,7 +163,12 @@ def test_incremental_nights_equal_full_recompute(make_ctx, settings, tmp_path):
             update={"paths": settings.paths.model_copy(update={"lake": tmp_path / f"lake_{mode}"})}
         )
         lakes[mode] = s
-    confs = {"inc": IdentityConf(), "full": IdentityConf(incremental=False)}
+    base = IdentityConf()
+    small_blocks = {"fuzzy": base.fuzzy.model_copy(update={"max_block_size": 3})}
+    confs = {
+        "inc": base.model_copy(update=small_blocks),
+        "full": base.model_copy(update={**small_blocks, "incremental": False}),
+    }
     figs: dict[str, list[dict]] = {"inc": [], "full": []}
     for n, (crm, pos, web) in enumerate(nights()):
         for mode, s in lakes.items():
@@ -154,8 +186,9 @@ def test_incremental_nights_equal_full_recompute(make_ctx, settings, tmp_path):
     assert modes == ["full", "incremental", "incremental"]
     assert all(f["mode"] == "full" for f in figs["full"])
     # The scenario really merges, splits and re-reads only what changed: night 1 merges
-    # A and B, splits C from D and the H's from each other (the junk e-mail).
-    assert (figs["inc"][1]["merges"], figs["inc"][1]["splits"]) == (1, 3)
+    # A and B, splits C from D and the H's from each other (the junk e-mail), and L1-L3
+    # (their blocks grew above 3).
+    assert (figs["inc"][1]["merges"], figs["inc"][1]["splits"]) == (1, 5)
     assert figs["inc"][1]["blocked_values"] == 1
     assert figs["inc"][2]["touched_dates"] == {"pos_lines": 2, "web_events": 0}
     assert figs["inc"][2]["merges"] + figs["inc"][2]["splits"] == 0
@@ -166,6 +199,9 @@ def test_incremental_nights_equal_full_recompute(make_ctx, settings, tmp_path):
     for n in (1, 2):
         assert figs["inc"][n]["chain_nodes_checked"] < figs["full"][n]["chain_nodes_checked"]
     assert all(f["refused_merges"] == 1 for f in figs["inc"] + figs["full"])
+    # The second pass of nights 1 and 2 compares the touched records' pairs only.
+    assert [f["second_pass"] for f in figs["inc"]] == ["full", "incremental", "incremental"]
+    assert all(0 < figs["inc"][n]["second_pass_pairs"] for n in (1, 2))
 
     # A rerun of the last date on unchanged bronze: nothing read, nothing written.
     ctx = make_ctx(day(2), settings=lakes["inc"])
@@ -211,6 +247,9 @@ def test_incremental_nights_equal_full_recompute(make_ctx, settings, tmp_path):
     assert quiet["rows_changed"] == {t: 0 for t in kept}
     assert quiet["chain_nodes_checked"] == 0
     assert quiet["chain_rows_changed"] == {t: 0 for t in chain}
+    # ... and runs no second-pass comparison.
+    assert quiet["second_pass"] == "skipped" and quiet["second_pass_pairs"] == 0
+    assert quiet["second_rows_changed"] == {"meta/identity_junk_pairs": 0}
     assert {t: ctx.lake.version(t) for t in kept + chain} == versions
 
 

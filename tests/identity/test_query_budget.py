@@ -3,7 +3,10 @@
 On a JVM engine every execution costs 0.2-1 s whatever its rows, so a night on a small
 lake costs its number of queries. bench/count_queries.py counts them through the Spark
 Connect client (the embedded Sail engine); a first run and an incremental night of a
-small lake each stay within the budget (they took 72 and 90 before it was set).
+small lake each stay within the budget (they took 72 and 90 before it was set, 40 and 40
+after; 41 and 47 with the incremental second pass: the junk-pair state written, and on a
+night six small results materialised and two emptiness checks, in place of comparing
+every record's candidate pairs).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from bench.count_queries import counting
 from jobs.identity.job import resolve
 from tests.identity.conftest import crm_row, day, pos_row, web_row
 
-BUDGET = 40  # Spark executions (queries and commands) per identity run
+BUDGET = 48  # Spark executions (queries and commands) per identity run
 
 
 def _bronze(ctx, crm: list[dict], pos: list[dict], web: list[dict], append: bool) -> None:
