@@ -78,16 +78,30 @@ def _start_sail(conf: EngineConf) -> str:
 # DataFrame and Column call for error messages: a walk up the stack and a failed
 # `import IPython` each time, ~0.2 ms a call on a quiet machine, and a night makes ~9,000
 # such calls (~2 s of a 40-member night on Sail; on the JVM also a py4j conf read per call).
-# Errors still name the failing query and Python's own traceback the line.
+# Errors still name the failing query and Python's own traceback the line. A static
+# setting on a JVM: given at start to the local session and to the Connect servers we
+# start (SMALL_LAKE_CONF); a Connect session sets it when the server allows (Sail does).
 DEBUGGING_CONF = "spark.python.sql.dataFrameDebugging.enabled"
 
 
 def _apply_conf(builder: SparkSession.Builder, conf: EngineConf) -> SparkSession.Builder:
-    return (
-        builder.config("spark.sql.session.timeZone", conf.timezone)
-        .config("spark.sql.shuffle.partitions", str(conf.shuffle_partitions))
-        .config(DEBUGGING_CONF, "false")
+    return builder.config("spark.sql.session.timeZone", conf.timezone).config(
+        "spark.sql.shuffle.partitions", str(conf.shuffle_partitions)
     )
+
+
+def debugging_off(session: SparkSession) -> bool:
+    """Turn PySpark's DataFrame debugging off for a Connect session; False when the
+    server holds it as a static setting (a JVM Spark Connect server: set at its start,
+    as ``cdp engine serve-spark`` and our clusters do)."""
+    try:
+        session.conf.set(DEBUGGING_CONF, "false")
+    except Exception as exc:  # the error class depends on the client
+        if "CANNOT_MODIFY_STATIC_CONFIG" not in str(exc):
+            raise
+        log.debug("%s is static on this server: left as the server has it", DEBUGGING_CONF)
+        return False
+    return True
 
 
 JARS_DIR = PROJECT_ROOT / ".jars"
@@ -105,6 +119,8 @@ SMALL_LAKE_CONF = {
     # on a 3-file table at a load of ~25 on 2 cores, one VACUUM ran 7,000+ tasks in >10
     # minutes; local tables need a few.
     "spark.sql.sources.parallelPartitionDiscovery.parallelism": "4",
+    # No Python call site recorded per DataFrame call (DEBUGGING_CONF, above).
+    DEBUGGING_CONF: "false",
 }
 
 # Settings of a local JVM session on a small machine (2 cores, a few GB for the driver).
@@ -194,7 +210,7 @@ def get_spark(conf: EngineConf | None = None) -> SparkSession:
             # Builder configs are not always applied to an existing remote session.
             session.conf.set("spark.sql.session.timeZone", conf.timezone)
             session.conf.set("spark.sql.shuffle.partitions", str(conf.shuffle_partitions))
-            session.conf.set(DEBUGGING_CONF, "false")
+            debugging_off(session)
         _session, _session_key = session, key
         log.debug("spark session ready: %s", conf.kind)
         return session

@@ -74,3 +74,31 @@ def test_dataframe_call_sites_are_not_recorded(spark):
 
     assert spark.conf.get(DEBUGGING_CONF) == "false"
     assert is_debugging_enabled() is False
+
+
+def test_debugging_is_left_to_a_server_that_holds_it_static():
+    """A JVM Spark Connect server refuses the setting (static): the session goes on; any
+    other failure to set it is raised."""
+    from jobs.engine import DEBUGGING_CONF, SMALL_LAKE_CONF, debugging_off
+
+    class Conf:
+        def __init__(self, error: str | None):
+            self.error, self.values = error, {}
+
+        def set(self, key: str, value: str) -> None:
+            if self.error:
+                raise RuntimeError(self.error)
+            self.values[key] = value
+
+    class Session:
+        def __init__(self, error: str | None = None):
+            self.conf = Conf(error)
+
+    ok = Session()
+    assert debugging_off(ok) is True and ok.conf.values == {DEBUGGING_CONF: "false"}
+    static = "[CANNOT_MODIFY_STATIC_CONFIG] Cannot modify the value of the static Spark config"
+    assert debugging_off(Session(static)) is False
+    with pytest.raises(RuntimeError, match="connection refused"):
+        debugging_off(Session("connection refused"))
+    # The servers we start and the local JVM session get it at start.
+    assert SMALL_LAKE_CONF[DEBUGGING_CONF] == "false"
