@@ -14,22 +14,22 @@ from jobs.config import PROJECT_ROOT, EngineConf, load_settings, with_paths
 # Seconds a group takes in `make test` (pytest --durations=0 on 2 workers, setup included),
 # for the groups over ~30 s: the longest are sent first, so the two workers end together.
 # Groups not listed count as SLOW_DEFAULT_S when a test is marked slow, else as 0.
-# Measured on a fresh clone on 2026-11-30 (tests/group_seconds.py over `make test`'s JUnit
-# report, at a load of ~3-5; 2,240 worker-seconds in all): what matters is the order,
-# longest first.
+# Measured on a fresh clone on 2026-12-01 (tests/group_seconds.py over `make test`'s JUnit
+# report, the suite alone on the machine; 2,309 worker-seconds in all): what matters is
+# the order, longest first.
 GROUP_SECONDS = {
-    "jvm": 595,
-    "tests/reliability/test_crash_safety.py": 191,
-    "tests/identity/test_incremental.py": 177,
-    "tests/privacy/test_erasure.py": 170,
-    "tests/objectstore/test_s3_pipeline.py": 144,
-    "tests/e2e/test_demo_history.py": 118,
-    "tests/e2e/test_gold_e2e.py": 80,
-    "tests/dags/test_nightly_e2e.py": 67,
-    "tests/identity/test_job.py": 60,
-    "tests/ingest/test_go_live.py": 51,
-    "tests/silver/test_backfill.py": 42,
-    "tests/identity/test_scored.py": 41,
+    "jvm": 664,
+    "tests/reliability/test_crash_safety.py": 210,
+    "tests/privacy/test_erasure.py": 180,
+    "tests/objectstore/test_s3_pipeline.py": 161,
+    "tests/identity/test_incremental.py": 153,
+    "tests/e2e/test_demo_history.py": 97,
+    "tests/e2e/test_gold_e2e.py": 85,
+    "tests/dags/test_nightly_e2e.py": 73,
+    "tests/identity/test_job.py": 58,
+    "tests/ingest/test_go_live.py": 52,
+    "tests/identity/test_scored.py": 44,
+    "tests/silver/test_backfill.py": 43,
 }
 SLOW_DEFAULT_S = 30
 
