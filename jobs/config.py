@@ -86,6 +86,11 @@ class IngestConf(StrictModel):
     # Where landing files are parsed: auto = on the executors of a cluster engine
     # (connect, or spark with a non-local master), in this process otherwise.
     parse_on: Literal["auto", "driver", "executors"] = "auto"
+    # Great Expectations Data Docs (HTML of each run's checks, under <work>/gx): built by
+    # every run, or only by a run whose quality step fails (over max_quarantine_rate).
+    # Building them costs a run ~4-5 s of CPU (importing GX, rendering) whatever the
+    # night brings; meta/quality_results holds every run's checks either way.
+    data_docs: Literal["every_run", "on_failure"] = "every_run"
 
     @field_validator("sources")
     @classmethod
@@ -167,6 +172,8 @@ def load_settings(conf_dir: Path | None = None, env: dict[str, str] | None = Non
     if env.get("CDP_CONNECT_URL"):
         engine["connect_url"] = env["CDP_CONNECT_URL"]
     data["engine"] = engine
+    if env.get("CDP_DATA_DOCS"):
+        data["ingest"] = {**(data.get("ingest") or {}), "data_docs": env["CDP_DATA_DOCS"]}
     settings = load_model("pipeline.yaml", Settings, conf_dir, data)
     resolved = Paths(**{k: _location(v) for k, v in settings.paths.model_dump().items()})
     key_file = settings.privacy.key_file

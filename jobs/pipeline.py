@@ -15,7 +15,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -158,14 +158,15 @@ def _record(
         log.warning("could not record step %s in meta/runs: %s", step, exc)
 
 
-def warm_imports(steps: Iterable[Step]) -> threading.Thread | None:
-    """Import the ``warm`` libraries of ``steps`` in a daemon thread (None when none).
+def warm_imports(steps: Iterable[Step], skip: Collection[str] = ()) -> threading.Thread | None:
+    """Import the ``warm`` libraries of ``steps`` but ``skip`` in a daemon thread (None
+    when none).
 
     An import holds the interpreter lock only while it runs Python; the steps before
     mostly wait on the engine, so the import costs them little and the step needing the
     library no longer pays for it. A failed import is left to that step to report.
     """
-    modules = [module for step in steps for module in step.warm]
+    modules = [module for step in steps for module in step.warm if module not in skip]
     if not modules:
         return None
 
@@ -195,7 +196,9 @@ def run_pipeline(
     paths = ctx.settings.paths
     selected = list(STEPS) if steps is None else steps
     with lake_lock(paths.lake, ctx.run_id):
-        warm_imports(selected[1:])  # the first step could not wait for it anyway
+        # The first step could not wait for them anyway; GX only renders Data Docs.
+        skip = ["great_expectations"] if ctx.settings.ingest.data_docs == "on_failure" else []
+        warm_imports(selected[1:], skip)
         _remove_dead_runs_leftovers(ctx)
         try:
             # Decided once: no step of a run moves silver's date past the run's own D, and

@@ -34,6 +34,7 @@ def test_warm_imports_loads_the_later_steps_libraries_in_a_thread(tmp_path, monk
     thread.join(timeout=30)
     assert sys.modules["cdp_slow_lib"].LOADED  # a missing library before it did not stop it
     assert pipeline.warm_imports(steps[:1]) is None
+    assert pipeline.warm_imports(steps, skip=["cdp_no_such_lib", "cdp_slow_lib"]) is None
 
 
 def test_the_quality_step_warms_great_expectations():
@@ -52,3 +53,16 @@ def test_start_up_leaves_scipy_to_the_warm_thread():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stderr
     assert "jobs.gold.value_model" in pipeline.STEP_BY_NAME["value"].warm
+
+
+def test_a_run_without_data_docs_does_not_warm_great_expectations(tmp_path, monkeypatch):
+    """``ingest.data_docs: on_failure``: GX only renders Data Docs, so a run does not
+    import it ahead of the quality step."""
+    skipped = []
+    monkeypatch.setattr(pipeline, "warm_imports", lambda steps, skip=(): skipped.append(skip))
+    monkeypatch.setattr(pipeline, "run_step", lambda ctx, step, **_: {})
+    for docs, expected in (("on_failure", ["great_expectations"]), ("every_run", [])):
+        env = {"CDP_LAKE": str(tmp_path / docs), "CDP_DATA_DOCS": docs}
+        ctx = RunContext(settings=load_settings(env=env), spark=None, as_of=dt.date(2026, 11, 1))
+        pipeline.run_pipeline(ctx, [])
+        assert skipped.pop() == expected

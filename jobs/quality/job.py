@@ -7,7 +7,9 @@ the ingestion steps staged in this run, in one aggregation per source and one Sp
 query for all sources (a night's step costs what its rows cost, not a query per
 expectation or per source); the results
 go to ``meta/quality_results`` and, as GX validation results, to a file Data
-Context under ``<work>/gx`` rendered as Data Docs HTML. The run fails when a
+Context under ``<work>/gx`` rendered as Data Docs HTML (by every run, or with
+``ingest.data_docs: on_failure`` only by a failing one: a night that passes then never
+imports GX). The run fails when a
 source's quarantine rate crosses ``ingest.max_quarantine_rate``.
 
 The rate counts the rows of the run's files sent to quarantine, out of the rows
@@ -288,9 +290,10 @@ def run(ctx: RunContext) -> dict:
         rows += [{"source": source, **r} for r in results]
         if nulled:
             figures[f"fields_nulled_{source}"] = nulled
-    if by_source:
-        write_data_docs(ctx, by_source)
     rates, rows_in, too_bad = quarantine_rates(ctx, collected["rates"])
+    docs = None
+    if by_source and (ctx.settings.ingest.data_docs == "every_run" or too_bad):
+        docs = write_data_docs(ctx, by_source)
     figures.update(rates)
     figures.update(points_figures(collected.get("points")))
     if rows:
@@ -322,13 +325,13 @@ def run(ctx: RunContext) -> dict:
             "rows_in": rows_in,
             "expectations": len(rows),
             "failed_expectations": sum(not r["success"] for r in rows),
-            "data_docs": str(data_docs_index(ctx.settings.paths.work)) if rows else None,
+            "data_docs": str(docs) if docs else None,
         }
     )
     if too_bad:
         raise QualityThresholdExceeded(
             f"quarantine rate above {limit:.0%}: "
             + "; ".join(too_bad)
-            + f" (see {data_docs_index(ctx.settings.paths.work)})"
+            + (f" (see {docs})" if docs else " (see meta.quality_results)")
         )
     return figures

@@ -143,3 +143,44 @@ def test_all_sources_checked_in_one_query(make_ctx, settings, spark):
     reads = [site for (*_, kind, site), n in counter.by_site.items() for _ in range(n)
              if kind == "exec"]  # fmt: skip
     assert len(reads) == 1, reads
+
+
+def test_data_docs_on_failure_only_for_a_failing_run(make_ctx, settings):
+    """``ingest.data_docs: on_failure``: a passing run keeps its checks in
+    meta/quality_results and renders no Data Docs; a run over the threshold renders them
+    and its error points there."""
+    on_failure = settings.model_copy(
+        update={"ingest": settings.ingest.model_copy(update={"data_docs": "on_failure"})}
+    )
+    write_pos(settings.paths.landing, D1, "S01", [sale("O1", 1, "2026-11-01 10:00:00")])
+    ctx = make_ctx(D1, settings=on_failure)
+    ingest(ctx, "pos")
+    figures = quality_run(ctx)
+    assert figures["data_docs"] is None and figures["expectations"] > 0
+    assert not data_docs_index(settings.paths.work).exists()
+    results = ctx.lake.read("meta/quality_results").filter(f"run_id = '{ctx.run_id}'")
+    assert results.count() == figures["expectations"]
+
+    strict = on_failure.model_copy(
+        update={
+            "ingest": on_failure.ingest.model_copy(
+                update={"max_quarantine_rate": 0.1, "min_rows_for_rate": 1}
+            )
+        }
+    )
+    bad = "O2,1,S01,2026-11-02 10:00:00,SALE,,,,SKU1,生鲜,0,10.00,0,0.00,cash,,"
+    write_pos(settings.paths.landing, "2026-11-02", "S01", [bad])
+    ctx2 = make_ctx("2026-11-02", settings=strict)
+    ingest(ctx2, "pos")
+    with pytest.raises(QualityThresholdExceeded, match="data_docs/local_site/index.html"):
+        quality_run(ctx2)
+    assert data_docs_index(settings.paths.work).exists()
+
+
+def test_data_docs_setting_from_the_environment():
+    from jobs.config import ConfigError, load_settings
+
+    assert load_settings(env={}).ingest.data_docs == "every_run"
+    assert load_settings(env={"CDP_DATA_DOCS": "on_failure"}).ingest.data_docs == "on_failure"
+    with pytest.raises(ConfigError, match="data_docs"):
+        load_settings(env={"CDP_DATA_DOCS": "sometimes"})

@@ -34,6 +34,7 @@ from jobs.spark_cluster import (
     stop_cluster,
     stop_connect_server,
 )
+from tests.jvm.conf import TINY_DATA_CONF
 from tests.jvm.lakes import compare_exports, compare_lakes, member_ids
 from tests.jvm.scenario import Calendar, JvmSide, Scenario
 
@@ -55,10 +56,11 @@ OPT_IN = pytest.mark.skipif(
 
 END = dt.date(2026, 11, 7)
 PII_KEY = "00" * 32  # one key for every run, so hashed identities compare
-# A few rows per table: Delta's log in 2 tasks, not 50.
+# A few rows per table: Delta's log in 2 tasks, not 50; no code generation (tests/jvm/conf.py).
 SMALL_DATA = {
     "spark.databricks.delta.snapshotPartitions": "2",
     "spark.sql.sources.parallelPartitionDiscovery.parallelism": "4",
+    **TINY_DATA_CONF,
 }
 
 

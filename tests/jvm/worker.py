@@ -70,6 +70,7 @@ def serve() -> None:
 
     from jobs import engine
     from jobs.config import load_settings
+    from tests.jvm.conf import TINY_DATA_CONF
 
     logging.basicConfig(level="WARNING", format="%(levelname)s %(name)s: %(message)s")
     # Answers go to a copy of stdout; fd 1 itself becomes stderr, so neither a stray
@@ -77,7 +78,9 @@ def serve() -> None:
     answers = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)
     sys.stdout = sys.stderr
-    engine.get_spark(load_settings(env={"CDP_ENGINE": "spark"}).engine)
+    session = engine.get_spark(load_settings(env={"CDP_ENGINE": "spark"}).engine)
+    for key, value in TINY_DATA_CONF.items():  # runtime settings: kept by every command
+        session.conf.set(key, value)
     answers.write(json.dumps({"ready": True}) + "\n")
     for line in sys.stdin:
         answers.write(json.dumps(_run_request(json.loads(line))) + "\n")

@@ -23,6 +23,9 @@ def cdp_env(base: Path, **extra: str) -> dict[str, str]:
         CDP_EXPORTS=str(base / "exports"),
         CDP_WORK=str(base / "work"),
         CDP_PII_KEY=TEST_KEY,
+        # Data Docs only for a run failing its quality step: these runs test the lake, and
+        # rendering costs each ~4-5 s of CPU (tests/ingest/test_quality.py tests both).
+        CDP_DATA_DOCS="on_failure",
     )
     env.update(extra)
     return {k: v for k, v in env.items() if v is not None}
