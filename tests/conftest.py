@@ -15,21 +15,22 @@ from jobs.config import PROJECT_ROOT, EngineConf, load_settings, with_paths
 # for the groups over ~30 s: the longest are sent first, so the two workers end together.
 # Groups not listed count as SLOW_DEFAULT_S when a test is marked slow, else as 0.
 # Measured on a fresh clone on 2026-12-01 (tests/group_seconds.py over `make test`'s JUnit
-# report, the suite alone on the machine; 2,309 worker-seconds in all): what matters is
+# report, the suite alone on the machine; 2,161 worker-seconds in all): what matters is
 # the order, longest first.
 GROUP_SECONDS = {
-    "jvm": 664,
-    "tests/reliability/test_crash_safety.py": 210,
-    "tests/privacy/test_erasure.py": 180,
-    "tests/objectstore/test_s3_pipeline.py": 161,
-    "tests/identity/test_incremental.py": 153,
-    "tests/e2e/test_demo_history.py": 97,
-    "tests/e2e/test_gold_e2e.py": 85,
-    "tests/dags/test_nightly_e2e.py": 73,
-    "tests/identity/test_job.py": 58,
-    "tests/ingest/test_go_live.py": 52,
+    "jvm": 507,
+    "tests/objectstore/test_s3_pipeline.py": 163,
+    "tests/identity/test_incremental.py": 159,
+    "tests/privacy/test_erasure.py": 156,
+    "tests/reliability/test_crash_safety.py": 155,
+    "tests/e2e/test_demo_history.py": 115,
+    "tests/e2e/test_gold_e2e.py": 89,
+    "tests/dags/test_nightly_e2e.py": 82,
+    "tests/identity/test_job.py": 61,
+    "tests/silver/test_backfill.py": 54,
+    "tests/ingest/test_go_live.py": 48,
+    "tests/test_sail_cluster.py": 44,
     "tests/identity/test_scored.py": 44,
-    "tests/silver/test_backfill.py": 43,
 }
 SLOW_DEFAULT_S = 30
 
