@@ -34,7 +34,7 @@ from jobs.spark_cluster import (
     stop_cluster,
     stop_connect_server,
 )
-from tests.jvm.conf import TINY_DATA_CONF
+from tests.jvm.conf import TINY_SERVER_CONF
 from tests.jvm.lakes import compare_exports, compare_lakes, member_ids
 from tests.jvm.scenario import Calendar, JvmSide, Scenario
 
@@ -60,7 +60,7 @@ PII_KEY = "00" * 32  # one key for every run, so hashed identities compare
 SMALL_DATA = {
     "spark.databricks.delta.snapshotPartitions": "2",
     "spark.sql.sources.parallelPartitionDiscovery.parallelism": "4",
-    **TINY_DATA_CONF,
+    **TINY_SERVER_CONF,
 }
 
 

@@ -27,6 +27,7 @@ from typing import Any
 import psutil
 
 from jobs.config import PROJECT_ROOT
+from tests.jvm.conf import SHORT_JVM_OPTIONS
 
 CONNECT_FLAGS = ("SPARK_CONNECT_MODE_ENABLED", "SPARK_REMOTE")
 
@@ -96,6 +97,8 @@ class JvmWorker:
             for k, v in os.environ.items()
             if k not in CONNECT_FLAGS and not k.startswith("CDP_")
         }
+        # The session's JVM is launched by spark-submit: its options go there (conf.py).
+        env["PYSPARK_SUBMIT_ARGS"] = f'--driver-java-options "{SHORT_JVM_OPTIONS}" pyspark-shell'
         self._log = open(log, "w", encoding="utf-8")  # noqa: SIM115 - closed in stop()
         self.log_path = log
         self.proc = subprocess.Popen(
