@@ -15,20 +15,20 @@ from jobs.config import PROJECT_ROOT, EngineConf, load_settings, with_paths
 # for the groups over ~30 s: the longest are sent first, so the two workers end together.
 # Groups not listed count as SLOW_DEFAULT_S when a test is marked slow, else as 0.
 # Measured on a fresh clone on 2026-12-01 (tests/group_seconds.py over `make test`'s JUnit
-# report, the suite alone on the machine; 2,161 worker-seconds in all): what matters is
+# report, the suite alone on the machine; 2,104 worker-seconds in all): what matters is
 # the order, longest first.
 GROUP_SECONDS = {
-    "jvm": 507,
-    "tests/objectstore/test_s3_pipeline.py": 163,
-    "tests/identity/test_incremental.py": 159,
-    "tests/privacy/test_erasure.py": 156,
-    "tests/reliability/test_crash_safety.py": 155,
-    "tests/e2e/test_demo_history.py": 115,
-    "tests/e2e/test_gold_e2e.py": 89,
-    "tests/dags/test_nightly_e2e.py": 82,
-    "tests/identity/test_job.py": 61,
-    "tests/silver/test_backfill.py": 54,
-    "tests/ingest/test_go_live.py": 48,
+    "jvm": 465,
+    "tests/identity/test_incremental.py": 170,
+    "tests/reliability/test_crash_safety.py": 164,
+    "tests/privacy/test_erasure.py": 163,
+    "tests/objectstore/test_s3_pipeline.py": 158,
+    "tests/e2e/test_demo_history.py": 135,
+    "tests/e2e/test_gold_e2e.py": 113,
+    "tests/dags/test_nightly_e2e.py": 73,
+    "tests/identity/test_job.py": 64,
+    "tests/silver/test_backfill.py": 58,
+    "tests/ingest/test_go_live.py": 45,
     "tests/test_sail_cluster.py": 44,
     "tests/identity/test_scored.py": 44,
 }
