@@ -193,7 +193,9 @@ class SecondPass:
         ndc, ndc_changed = self._name_dob_city(inp, crm_before, before, seeds, conf, mat)
         fp = mat(fuzzy_profiles(inp.latest, inp.profiles, inp.crm_ids), "fuzzy_profiles")
         near = seeds.unionByName(_ends(ndc_changed))
-        blocks_before = block_keys(fp_before, conf)
+        # The seeds' keys as the last run saw them: a few rows, but a long plan (their
+        # versions, identifiers and profiles again), read by three queries.
+        blocks_before = mat(block_keys(fp_before, conf), "fuzzy_blocks_before")
         # Every record's blocking keys, computed again where needed rather than written
         # (millions of rows): only the keys of a few records are ever kept.
         near_keys = _keys_of(fp, near, conf).unionByName(blocks_before.select("block"))
