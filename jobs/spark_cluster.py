@@ -14,7 +14,8 @@ copied into ``.jars/``; nothing is downloaded at run time.
 
 Each daemon runs in its own process group, with a pid file and a log under a state
 folder, so ``stop_*`` (or a test fixture) ends it and every child it spawned
-(executors, Python workers). What executors need from the driver's machine is
+(executors, Python workers); one started with ``owner_pid`` is also stopped when that
+process dies, however it dies (jobs.spark_watchdog). What executors need from the driver's machine is
 passed explicitly: the Python of this venv and the project on ``PYTHONPATH`` (the
 ingest step's parsing runs there, see jobs.ingest.distributed). The lake, the
 landing zone and the work folder must be paths every node sees the same way.
@@ -213,7 +214,7 @@ def _wait(proc: subprocess.Popen, ready, name: str, log: Path, timeout_s: float)
         if proc.poll() is not None:
             raise SparkDaemonError(f"{name} exited with {proc.returncode}:\n{_log_tail(log)}")
         if time.monotonic() > deadline:
-            _kill_group(proc.pid)
+            kill_group(proc.pid)
             raise SparkDaemonError(f"{name} not ready after {timeout_s:.0f}s:\n{_log_tail(log)}")
         time.sleep(0.5)
 
@@ -225,9 +226,11 @@ def start_daemon(
     ready,
     timeout_s: float = 300,
     memory: str = "256m",
+    owner_pid: int | None = None,
 ) -> int:
     """Start ``argv`` in its own process group, logging to ``<state_dir>/<name>.log``;
-    wait for ``ready()`` and write ``<name>.pid``. Returns the pid."""
+    wait for ``ready()`` and write ``<name>.pid``. Returns the pid. With ``owner_pid``,
+    the group is also stopped when that process dies (jobs.spark_watchdog)."""
     state_dir.mkdir(parents=True, exist_ok=True)
     pid_file = _pid_file(state_dir, name)
     if pid_file.exists() and _alive(int(pid_file.read_text())):
@@ -244,6 +247,8 @@ def start_daemon(
             start_new_session=True,
         )
     pid_file.write_text(str(proc.pid))
+    if owner_pid is not None:
+        watch_group(owner_pid, proc.pid)
     try:
         _wait(proc, ready, name, log, timeout_s)
     except SparkDaemonError:
@@ -252,7 +257,18 @@ def start_daemon(
     return proc.pid
 
 
-def _kill_group(pid: int, grace_s: float = 20) -> None:
+def watch_group(owner_pid: int, pgid: int) -> subprocess.Popen:
+    """A detached jobs.spark_watchdog that stops group ``pgid`` once ``owner_pid`` dies."""
+    argv = [sys.executable, "-m", "jobs.spark_watchdog", "--owner", str(owner_pid),
+            "--group", str(pgid)]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    return subprocess.Popen(
+        argv, cwd="/", env=env, start_new_session=True, stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def kill_group(pid: int, grace_s: float = 20) -> None:
     """SIGTERM the process group of ``pid`` (the JVM and its children), SIGKILL after grace."""
     try:
         os.killpg(pid, signal.SIGTERM)
@@ -288,18 +304,24 @@ def stop_daemon(name: str, state_dir: Path) -> bool:
     pid = int(pid_file.read_text())
     running = _alive(pid)
     if running:
-        _kill_group(pid)
+        kill_group(pid)
     pid_file.unlink(missing_ok=True)
     return running
 
 
-def start_connect_server(opts: ServerOptions, state_dir: Path, timeout_s: float = 300) -> str:
-    """Start a Connect server (see :func:`connect_server_argv`); return its sc:// URL."""
+def start_connect_server(
+    opts: ServerOptions, state_dir: Path, timeout_s: float = 300, owner_pid: int | None = None
+) -> str:
+    """Start a Connect server (see :func:`connect_server_argv`); return its sc:// URL.
+    ``owner_pid``: stop it when that process dies (see :func:`start_daemon`)."""
     if _port_open(opts.port):
         raise SparkDaemonError(f"port {opts.port} is in use: choose another with --port")
     argv = connect_server_argv(opts)
     ready = lambda: _port_open(opts.port)  # noqa: E731
-    start_daemon("connect", argv, state_dir, ready, timeout_s, memory=opts.driver_memory)
+    start_daemon(
+        "connect", argv, state_dir, ready, timeout_s, memory=opts.driver_memory,
+        owner_pid=owner_pid,
+    )  # fmt: skip
     return f"sc://{HOST}:{opts.port}"
 
 
@@ -318,13 +340,18 @@ def start_cluster(
     worker_cores: int = 1,
     worker_memory: str = "1g",
     timeout_s: float = 300,
+    owner_pid: int | None = None,
 ) -> str:
     """Start a standalone master and ``workers`` workers (own JVMs and work folders);
-    return the master URL once every worker has registered."""
+    return the master URL once every worker has registered. ``owner_pid``: stop them
+    when that process dies (see :func:`start_daemon`)."""
     if _port_open(port):
         raise SparkDaemonError(f"port {port} is in use: choose another with --port")
     url = f"spark://{HOST}:{port}"
-    start_daemon("master", master_argv(port), state_dir, lambda: _port_open(port), timeout_s)
+    start_daemon(
+        "master", master_argv(port), state_dir, lambda: _port_open(port), timeout_s,
+        owner_pid=owner_pid,
+    )  # fmt: skip
     try:
         for i in range(1, workers + 1):
             name = f"worker-{i}"
@@ -332,7 +359,10 @@ def start_cluster(
             work.mkdir(parents=True, exist_ok=True)
             log = log_file(state_dir, name)
             argv = worker_argv(url, work, worker_cores, worker_memory)
-            start_daemon(name, argv, state_dir, lambda log=log: _registered(log), timeout_s)
+            start_daemon(
+                name, argv, state_dir, lambda log=log: _registered(log), timeout_s,
+                owner_pid=owner_pid,
+            )  # fmt: skip
     except SparkDaemonError:
         stop_cluster(state_dir)
         raise

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from jobs.spark_cluster import (
@@ -79,3 +82,46 @@ def test_a_daemon_that_dies_at_start_reports_its_log(tmp_path: Path):
     with pytest.raises(SparkDaemonError, match="boom"):
         start_daemon("bad", ["bash", "-c", "echo boom; exit 3"], tmp_path, lambda: False)
     assert not (tmp_path / "bad.pid").exists()
+
+
+def _group_gone(pgid: int, within_s: float) -> bool:
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        if subprocess.run(["pgrep", "-g", str(pgid)], capture_output=True).returncode == 1:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def _watchdogs(pgid: int) -> list[int]:
+    return [
+        p.pid
+        for p in psutil.process_iter(["cmdline"])
+        if "jobs.spark_watchdog" in (p.info["cmdline"] or []) and str(pgid) in p.info["cmdline"]
+    ]
+
+
+def test_a_daemon_whose_owner_is_killed_is_stopped_with_its_children(tmp_path: Path):
+    """A test fixture's JVMs must not outlive a killed pytest worker (SIGKILL: no
+    teardown runs): the watchdog stops the group once its owner is gone."""
+    owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+    script = "sleep 300 & echo ready > ready; wait"
+    ready = lambda: (tmp_path / "ready").exists()  # noqa: E731
+    pid = start_daemon("owned", ["bash", "-c", script], tmp_path, ready, owner_pid=owner.pid)
+    assert not _group_gone(pid, within_s=2.5), "stopped while its owner runs"
+    owner.kill()
+    owner.wait()
+    assert _group_gone(pid, within_s=30), "the daemon outlived its owner"
+    assert not _watchdogs(pid)
+
+
+def test_the_watchdog_leaves_when_the_daemon_is_stopped_normally(tmp_path: Path):
+    script = "sleep 300 & echo ready > ready; wait"
+    ready = lambda: (tmp_path / "ready").exists()  # noqa: E731
+    pid = start_daemon("owned", ["bash", "-c", script], tmp_path, ready, owner_pid=os.getpid())
+    assert _watchdogs(pid)
+    assert stop_daemon("owned", tmp_path) is True
+    deadline = time.monotonic() + 10
+    while _watchdogs(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _watchdogs(pid)

@@ -10,7 +10,8 @@
    merge and a split, compared again.
 2. Opt-in: the same server in ``local[2]`` mode runs one night.
 
-Every JVM is started and stopped by the fixtures; no process of theirs is left behind.
+Every JVM is started and stopped by the fixtures; no process of theirs is left behind,
+not even when the pytest worker is killed (a watchdog per daemon, jobs.spark_watchdog).
 """
 
 from __future__ import annotations
@@ -129,7 +130,7 @@ def connect_server(tmp_path):
         opts = ServerOptions(
             port=_free_port(), master=master, shuffle_partitions=4, extra_conf=SMALL_DATA
         )
-        return start_connect_server(opts, state)
+        return start_connect_server(opts, state, owner_pid=os.getpid())
 
     yield start
     stop_connect_server(state)
@@ -140,7 +141,10 @@ def connect_server(tmp_path):
 def cluster(tmp_path):
     """A standalone master and two workers (1 core, 1 GB each); yields the master URL."""
     state = tmp_path / "cluster"
-    url = start_cluster(state, workers=2, port=_free_port(), worker_memory="1g")
+    # Stopped here, or by a watchdog if this worker is killed before the teardown runs.
+    url = start_cluster(
+        state, workers=2, port=_free_port(), worker_memory="1g", owner_pid=os.getpid()
+    )
     yield url, state
     stop_cluster(state)
     assert not _left_behind(state), _left_behind(state)
