@@ -68,7 +68,11 @@ def golden_records(
         .join(bkeys, "phone_key", "left")
         .withColumn("phone_ok", F.when(F.col("blk").isNull(), F.col("phone_n")))
         .withColumn("email_n", N.norm_email(F.col("email")))
-        .withColumn("id_n", N.norm_id_card(F.col("id_card_no")))
+        # norm_id_card in two steps: the checksum reads a column, not a copy of the
+        # cleaning expression per digit (jobs.identity.graph.crm_identifiers).
+        .withColumn("id_c", N.clean_id_card(F.col("id_card_no")))
+        .withColumn("id_n", F.when(N.id_card_checksum_ok(F.col("id_c")), F.col("id_c")))
+        .drop("id_c")
         .withColumn("active", (F.col("status") == "active") & F.col("is_latest"))
     )
     crm_agg = v.groupBy("member_id").agg(
