@@ -84,13 +84,19 @@ def test_a_daemon_that_dies_at_start_reports_its_log(tmp_path: Path):
     assert not (tmp_path / "bad.pid").exists()
 
 
-def _group_gone(pgid: int, within_s: float) -> bool:
-    deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline:
-        if subprocess.run(["pgrep", "-g", str(pgid)], capture_output=True).returncode == 1:
-            return True
+def _within(seconds: float, done) -> bool:
+    """True once ``done()`` is, polling for at most ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not done():
+        if time.monotonic() > deadline:
+            return False
         time.sleep(0.2)
-    return False
+    return True
+
+
+def _group_gone(pgid: int, within_s: float) -> bool:
+    gone = lambda: subprocess.run(["pgrep", "-g", str(pgid)], capture_output=True).returncode == 1  # noqa: E731
+    return _within(within_s, gone)
 
 
 def _watchdogs(pgid: int) -> list[int]:
@@ -112,7 +118,7 @@ def test_a_daemon_whose_owner_is_killed_is_stopped_with_its_children(tmp_path: P
     owner.kill()
     owner.wait()
     assert _group_gone(pid, within_s=30), "the daemon outlived its owner"
-    assert not _watchdogs(pid)
+    assert _within(10, lambda: not _watchdogs(pid)), "the watchdog did not leave"
 
 
 def test_the_watchdog_leaves_when_the_daemon_is_stopped_normally(tmp_path: Path):
@@ -121,7 +127,4 @@ def test_the_watchdog_leaves_when_the_daemon_is_stopped_normally(tmp_path: Path)
     pid = start_daemon("owned", ["bash", "-c", script], tmp_path, ready, owner_pid=os.getpid())
     assert _watchdogs(pid)
     assert stop_daemon("owned", tmp_path) is True
-    deadline = time.monotonic() + 10
-    while _watchdogs(pid) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not _watchdogs(pid)
+    assert _within(10, lambda: not _watchdogs(pid)), "the watchdog did not leave"
