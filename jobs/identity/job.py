@@ -454,8 +454,10 @@ def resolve(ctx: RunContext, conf: IdentityConf | None = None) -> dict:
     history = lake.read("silver/member_id_history")
     used = previous.select("member_id").unionByName(history.select("member_id"))
     assigned, changes = assign_member_ids(clustered, prev_for_assign, used, d)
-    # Not materialised: both are read from ``clustered`` by a few queries (the xref, the
-    # counts, the change log when there are changes), each a Parquet write less.
+    # ``changes`` materialised: a few rows, but its plan joins the previous xref and every
+    # member id ever used, and the counts read it four times (all, and per change type).
+    # ``assigned`` is not: the xref below is its one reader.
+    changes = mat(changes, "changes")
 
     xref_cols = [
         "source",

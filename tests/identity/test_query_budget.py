@@ -6,7 +6,10 @@ Connect client (the embedded Sail engine); a first run and an incremental night 
 small lake each stay within the budget (they took 72 and 90 before it was set, 40 and 40
 after; 41 and 47 with the incremental second pass: the junk-pair state written, and on a
 night six small results materialised and two emptiness checks, in place of comparing
-every record's candidate pairs).
+every record's candidate pairs). 42 and 49 since the seeds' old blocking keys and the
+run's member id changes are written once each: long plans that several queries read,
+which cut a 100k-member night's identity step from 45.2 s to 41.1 s and this tiny
+night's from 7.3 s to 4.0 s on Sail, for two executions more).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from bench.count_queries import counting
 from jobs.identity.job import resolve
 from tests.identity.conftest import crm_row, day, pos_row, web_row
 
-BUDGET = 48  # Spark executions (queries and commands) per identity run
+BUDGET = 49  # Spark executions (queries and commands) per identity run
 
 
 def _bronze(ctx, crm: list[dict], pos: list[dict], web: list[dict], append: bool) -> None:
