@@ -41,6 +41,7 @@ from jobs.identity.graph import (
     refuse_in_components,
     without_edges,
 )
+from jobs.identity.setops import symmetric_difference
 from jobs.lake import Lake
 
 COMPONENTS = "meta/identity_components"
@@ -97,14 +98,11 @@ def touched_nodes(edges: DataFrame, prev: ChainPrevious, mat: Materialise) -> Da
     Output grain: one node id (``id``)."""
     # One query (the materialised result below) reads these: no Parquet round trip each.
     cur, old = _edge_ids(edges), _edge_ids(prev.edges)
-    changed = cur.subtract(old).unionByName(old.subtract(cur))
+    changed = symmetric_difference(cur, old)
     crm = prev.crm_seeds.select(node_id(F.lit("crm"), F.col("crm_key")).alias("id"))
-    seeds = (
-        changed.select(F.col("src").alias("id"))
-        .unionByName(changed.select(F.col("dst").alias("id")))
-        .unionByName(crm)
-        .distinct()
-    )
+    # Both ends from one read of ``changed`` (each read is a read of every edge).
+    ends = changed.select(F.explode(F.array("src", "dst")).alias("id"))
+    seeds = ends.unionByName(crm).distinct()
     touched = prev.components.join(seeds, "id", "left_semi").select("component").distinct()
     members = prev.components.join(touched, "component", "left_semi").select("id")
     return mat(members.unionByName(seeds).distinct(), "chain_nodes")

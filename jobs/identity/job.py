@@ -55,6 +55,7 @@ from jobs.identity.graph import (
     web_link_parts,
 )
 from jobs.identity.second import SECOND_TABLES, SecondPass, SecondPrevious, read_junk_pairs
+from jobs.identity.setops import symmetric_difference
 from jobs.identity.state import (
     LINK_PARTS,
     PART_TABLES,
@@ -315,7 +316,7 @@ def _golden_scope(
         .filter((F.col("as_of_date") == F.lit(st.as_of)) & (F.col("id_type") == "phone"))
         .select(F.col("value_hash").alias("key"))
     )
-    flipped = blocked_phones.subtract(was).unionByName(was.subtract(blocked_phones))
+    flipped = symmetric_difference(blocked_phones, was)
     crm_phone_key = hmac_col(N.norm_phone(F.col("phone")), key)
     flipped_crm = (
         crm.withColumn("key", crm_phone_key)

@@ -51,6 +51,7 @@ from jobs.identity.graph import (
     name_dob_city_edges,
     name_dob_city_keys,
 )
+from jobs.identity.setops import symmetric_difference
 from jobs.lake import Lake
 
 JUNK_PAIRS = "meta/identity_junk_pairs"
@@ -98,10 +99,6 @@ def _end_in(pairs: DataFrame, records: DataFrame, x: str, y: str, either: bool =
         .filter(hit if either else ~hit)
         .drop("_ix", "_iy")
     )
-
-
-def _symmetric_difference(a: DataFrame, b: DataFrame) -> DataFrame:
-    return a.subtract(b).unionByName(b.subtract(a))
 
 
 def _crm_out_edges(edges: DataFrame) -> DataFrame:
@@ -217,9 +214,9 @@ class SecondPass:
 
     def _seeds(self, inp: SecondPassInputs, prev: SecondPrevious) -> DataFrame:
         """Records with a new version, changed first-pass edges or a changed junk pair."""
-        edges = _symmetric_difference(_crm_out_edges(inp.kept), _crm_out_edges(prev.edges))
+        edges = symmetric_difference(_crm_out_edges(inp.kept), _crm_out_edges(prev.edges))
         assert self.junk_pairs is not None
-        junk = _symmetric_difference(self.junk_pairs, prev.junk_pairs)
+        junk = symmetric_difference(self.junk_pairs, prev.junk_pairs)
         return (
             prev.new_crm.select(F.col("crm_key").alias("crm_id"))
             .unionByName(edges.select(F.col("src_key").alias("crm_id")))
@@ -269,7 +266,7 @@ class SecondPass:
         replaced = _end_in(old, affected, "src_key", "dst_key")
         unchanged = _end_in(old, affected, "src_key", "dst_key", either=False)
         ndc = unchanged.select(*EDGE_COLUMNS).unionByName(fresh.select(*EDGE_COLUMNS))
-        changed = _symmetric_difference(_pairs_of(replaced), _pairs_of(fresh))
+        changed = symmetric_difference(_pairs_of(replaced), _pairs_of(fresh))
         return ndc, changed
 
     def _candidate_pairs(
@@ -308,7 +305,7 @@ class SecondPass:
             out["second_pairs"] = self.pairs
         if self.previous is not None and lake.exists(JUNK_PAIRS):
             prev = read_junk_pairs(lake)
-            out["second_junk_changed"] = _symmetric_difference(self.junk_pairs, prev)
+            out["second_junk_changed"] = symmetric_difference(self.junk_pairs, prev)
         return out
 
     def save(self, lake: Lake, counts: dict[str, int]) -> dict[str, int]:
