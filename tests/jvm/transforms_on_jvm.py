@@ -156,7 +156,19 @@ def check_ingest(spark) -> None:
     )
 
 
-CHECKS = [check_ingest]
+def check_symmetric_difference(spark) -> None:
+    """jobs.identity.setops against Spark's EXCEPT both ways (nulls equal, duplicates once)."""
+    from jobs.identity.setops import symmetric_difference
+
+    schema = "src long, dst long, rule string"
+    a = spark.createDataFrame([(1, 2, "p"), (1, 2, "p"), (3, 4, None), (5, 6, "c")], schema)
+    b = spark.createDataFrame([(3, 4, None), (5, 6, "e"), (8, 9, "c")], schema)
+    got = sorted(map(tuple, symmetric_difference(a, b).collect()), key=repr)
+    reference = sorted(map(tuple, a.subtract(b).unionByName(b.subtract(a)).collect()), key=repr)
+    assert got == reference and len(got) == 4, got
+
+
+CHECKS = [check_ingest, check_symmetric_difference]
 
 
 def main() -> int:
