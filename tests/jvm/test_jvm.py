@@ -13,4 +13,6 @@ SCRIPT = "import sys\nfrom tests.jvm.transforms_on_jvm import main\nsys.exit(mai
 def test_pure_transforms_run_on_plain_spark(jvm: JvmWorker) -> None:
     answer = jvm.run([], dict(os.environ), script=SCRIPT)
     assert answer["rc"] == 0, answer["output"][-3000:]
-    assert "FAILED" not in answer["output"] and "ok check_ingest" in answer["output"]
+    assert "FAILED" not in answer["output"], answer["output"]
+    assert "ok check_ingest" in answer["output"]
+    assert "ok check_symmetric_difference" in answer["output"]
