@@ -15,23 +15,23 @@ from jobs.config import PROJECT_ROOT, EngineConf, load_settings, with_paths
 # for the groups over ~30 s: the longest are sent first, so the two workers end together.
 # Groups not listed count as SLOW_DEFAULT_S when a test is marked slow, else as 0.
 # Measured on a fresh clone on 2026-12-01 (tests/group_seconds.py over `make test`'s JUnit
-# report, the suite alone on the machine; 1,275 worker-seconds in all, on a faster host
+# report, the suite alone on the machine; 1,185 worker-seconds in all, on a faster host
 # than the 2,104 of 2026-11-30): what matters is
 # the order, longest first.
 GROUP_SECONDS = {
-    "jvm": 260,
-    "tests/reliability/test_crash_safety.py": 96,
-    "tests/privacy/test_erasure.py": 94,
-    "tests/identity/test_incremental.py": 93,
-    "tests/e2e/test_demo_history.py": 87,
-    "tests/objectstore/test_s3_pipeline.py": 86,
-    "tests/e2e/test_gold_e2e.py": 62,
-    "tests/dags/test_nightly_e2e.py": 51,
-    "tests/identity/test_job.py": 43,
-    "tests/silver/test_backfill.py": 36,
-    "tests/ingest/test_go_live.py": 25,
-    "tests/identity/test_scored.py": 25,
-    "tests/test_sail_cluster.py": 21,
+    "jvm": 266,
+    "tests/privacy/test_erasure.py": 96,
+    "tests/reliability/test_crash_safety.py": 89,
+    "tests/identity/test_incremental.py": 82,
+    "tests/objectstore/test_s3_pipeline.py": 70,
+    "tests/e2e/test_demo_history.py": 68,
+    "tests/e2e/test_gold_e2e.py": 58,
+    "tests/dags/test_nightly_e2e.py": 57,
+    "tests/identity/test_job.py": 33,
+    "tests/ingest/test_go_live.py": 28,
+    "tests/silver/test_backfill.py": 27,
+    "tests/identity/test_scored.py": 24,
+    "tests/test_sail_cluster.py": 20,
 }
 SLOW_DEFAULT_S = 30
 
