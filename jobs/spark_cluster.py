@@ -24,7 +24,6 @@ landing zone and the work folder must be paths every node sees the same way.
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -34,6 +33,7 @@ from pathlib import Path
 
 from jobs.config import PROJECT_ROOT
 from jobs.engine import SMALL_LAKE_CONF
+from jobs.processes import alive, kill_group
 from jobs.storage import hadoop_s3a_conf
 
 JARS_DIR = PROJECT_ROOT / ".jars"
@@ -197,16 +197,6 @@ def _port_open(port: int) -> bool:
         return s.connect_ex((HOST, port)) == 0
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _wait(proc: subprocess.Popen, ready, name: str, log: Path, timeout_s: float) -> None:
     """Wait until ``ready()``; stop the daemon and raise with its log if it dies or hangs."""
     deadline = time.monotonic() + timeout_s
@@ -233,7 +223,7 @@ def start_daemon(
     the group is also stopped when that process dies (jobs.spark_watchdog)."""
     state_dir.mkdir(parents=True, exist_ok=True)
     pid_file = _pid_file(state_dir, name)
-    if pid_file.exists() and _alive(int(pid_file.read_text())):
+    if pid_file.exists() and alive(int(pid_file.read_text())):
         raise SparkDaemonError(f"{name} already runs (pid {pid_file.read_text().strip()})")
     log = log_file(state_dir, name)
     with log.open("wb") as out:
@@ -268,41 +258,13 @@ def watch_group(owner_pid: int, pgid: int) -> subprocess.Popen:
     )  # fmt: skip
 
 
-def kill_group(pid: int, grace_s: float = 20) -> None:
-    """SIGTERM the process group of ``pid`` (the JVM and its children), SIGKILL after grace."""
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pid, 0)
-        except ProcessLookupError:
-            break
-        try:  # reap it when it is our child
-            os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
-        time.sleep(0.2)
-    else:
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    try:
-        os.waitpid(pid, 0)
-    except ChildProcessError:
-        pass
-
-
 def stop_daemon(name: str, state_dir: Path) -> bool:
     """Stop the daemon ``name`` of ``state_dir``; False when none was running."""
     pid_file = _pid_file(state_dir, name)
     if not pid_file.exists():
         return False
     pid = int(pid_file.read_text())
-    running = _alive(pid)
+    running = alive(pid)
     if running:
         kill_group(pid)
     pid_file.unlink(missing_ok=True)

@@ -15,33 +15,13 @@ small detached Python process, then checks every ``--every`` seconds and
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
-
-def alive(pid: int) -> bool:
-    """True while ``pid`` runs (a zombie counts as gone)."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return False
-
-
-def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+from jobs.processes import alive, group_alive, kill_group
 
 
 def watch(owner: int, group: int, every_s: float = 1.0) -> str:
     """Wait until the owner or the group is gone; returns what happened."""
-    from jobs.spark_cluster import kill_group
-
     while group_alive(group):
         if not alive(owner):
             kill_group(group)
