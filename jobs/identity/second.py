@@ -78,10 +78,9 @@ def read_junk_pairs(lake: Lake) -> DataFrame:
 
 
 def _ends(pairs: DataFrame, x: str = "x", y: str = "y") -> DataFrame:
-    """Both ends of each pair as ``crm_id``."""
-    return pairs.select(F.col(x).alias("crm_id")).unionByName(
-        pairs.select(F.col(y).alias("crm_id"))
-    )
+    """Both ends of each pair as ``crm_id``, from one read of ``pairs`` (often a
+    symmetric difference: a read of two whole tables)."""
+    return pairs.select(F.explode(F.array(F.col(x), F.col(y))).alias("crm_id"))
 
 
 def _pairs_of(edges: DataFrame) -> DataFrame:
