@@ -149,7 +149,7 @@ def _keys(conf: FuzzyConf) -> list[tuple[str, Column, list[Column]]]:
     return out
 
 
-def block_keys(fp: DataFrame, conf: IdentityConf) -> DataFrame:
+def block_keys(fp: DataFrame, conf: IdentityConf, wanted: DataFrame | None = None) -> DataFrame:
     """Blocking keys of each record: birth date + city, phone prefix + city, the sorted
     name, city + the name's characters sorted, birth date or city + a name token's first
     letters, a member card with one character masked (+ a name token's initial or the
@@ -157,7 +157,8 @@ def block_keys(fp: DataFrame, conf: IdentityConf) -> DataFrame:
     initial), an ID card alone with one character masked or two neighbours in order.
     Input: :func:`fuzzy_profiles`.
 
-    Output grain: one (crm_id, block); a record sits in several blocks.
+    Output grain: one (crm_id, block); a record sits in several blocks. ``wanted`` (one
+    ``block``, broadcast: the keys of a night's touched records): only those blocks' rows.
     """
     single = [
         F.when(_all_present(parts), F.concat(F.lit(tag + "|"), key))
@@ -187,13 +188,14 @@ def block_keys(fp: DataFrame, conf: IdentityConf) -> DataFrame:
                     _tagged(f"{tag}|", F.lit("")))
         for tag, keys in (("mid", _masked), ("tid", _pair_sorted))
     ]  # fmt: skip
-    return (
-        fp.select(
-            "crm_id", F.explode(F.concat(F.array(*single), *masked, *id_alone)).alias("block")
-        )
-        .filter(F.col("block").isNotNull())
-        .distinct()
-    )
+    rows = fp.select(
+        "crm_id", F.explode(F.concat(F.array(*single), *masked, *id_alone)).alias("block")
+    ).filter(F.col("block").isNotNull())
+    if wanted is not None:
+        # Before the distinct: at 1M members every record's keys are ~60M rows, of which
+        # a night wants the blocks of a few thousand touched records.
+        rows = rows.join(F.broadcast(wanted), "block", "left_semi")
+    return rows.distinct()
 
 
 def _tagged(tag: str, suffix: Column) -> Callable[[Column], Column]:

@@ -220,23 +220,27 @@ def _touched_subgraph(
         prev_x.join(seeds.unionByName(near), "node", "left_semi").select("cluster_id").distinct(),
         "inc_clusters",
     )
-    # Not materialised: the xref's rows of the (few, materialised) touched clusters.
-    nodes = (
+    # Materialised, like the edges below: few rows, but each is read by the
+    # clustering, the node ids and the counts, and a read would scan the whole xref
+    # (or every edge) again.
+    nodes = mat(
         prev_x.join(clusters, "cluster_id", "left_semi")
         .select("node")
         .unionByName(seeds)
-        .distinct()
+        .distinct(),
+        "inc_nodes",
     )
     e = edges.withColumn("a", _node(F.col("src_source"), F.col("src_key"))).withColumn(
         "b", _node(F.col("dst_source"), F.col("dst_key"))
     )
-    sub = (
+    sub = mat(
         e.join(nodes.withColumnRenamed("node", "a"), "a", "left_semi")
         .unionByName(e.join(nodes.withColumnRenamed("node", "b"), "b", "left_semi"))
         .drop("a", "b")
-        .distinct()
+        .distinct(),
+        "inc_edges",
     )
-    return clusters, nodes, sub  # sub: semi-joins of materialised results, cheap to re-read
+    return clusters, nodes, sub
 
 
 def _update_parts(ctx: RunContext, conf: IdentityConf, snap: Snapshot, st, mode: str) -> dict:
@@ -412,9 +416,12 @@ def resolve(ctx: RunContext, conf: IdentityConf | None = None) -> dict:
     second = _second_pass(lake, st, chains, crm, key)
     g = build_graph(ctx.spark, crm, orders, links, web_ids, conf, key, mat, chains, second)
     identities = mat(g.identities, "identities")
-    # Not materialised: cheap plans over materialised results (kept edges less the
-    # refused ones; a projection of the blocked values), each a Parquet write less.
-    edges, blocked = g.edges, g.blocked
+    # Materialised: the kept edges less the refused ones are read by the night's diff,
+    # the touched subgraph, the comparison with silver/identity_edges and the counts; each
+    # read joined millions of edges again (at 1M members, 4.5M edges: 20 s a read).
+    edges = mat(g.edges, "edges")
+    # Not materialised: a projection of the materialised blocked values.
+    blocked = g.blocked
     t_graph = time.perf_counter() - t0
 
     previous = lake.read("silver/member_xref")
@@ -425,8 +432,10 @@ def resolve(ctx: RunContext, conf: IdentityConf | None = None) -> dict:
             identities, edges, previous, prev_edges, mat
         )
         ids_node = identities.withColumn("node", _node(F.col("source"), F.col("key")))
-        # Not materialised: a cheap semi-join of two materialised results.
-        cc_identities = ids_node.join(sub_nodes, "node", "left_semi").drop("node")
+        # Materialised: read by the node ids, the clustering and the counts, each a scan
+        # of every identity otherwise.
+        cc_identities = mat(ids_node.join(sub_nodes, "node", "left_semi").drop("node"),
+                            "inc_identities")  # fmt: skip
         cc_edges = sub_edges
         # Untouched clusters keep their rows; only the dates they were seen move on.
         seen = identities.select(

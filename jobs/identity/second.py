@@ -132,7 +132,7 @@ def _keys_of(fp: DataFrame, records: DataFrame, conf: IdentityConf) -> DataFrame
 
 def _members(fp: DataFrame, keys: DataFrame, conf: IdentityConf) -> DataFrame:
     """Every record's (crm_id, block) of the blocking keys ``keys`` (one block)."""
-    return block_keys(fp, conf).join(keys, "block", "left_semi")
+    return block_keys(fp, conf, wanted=keys.select("block").distinct())
 
 
 def crossing_members(

@@ -8,7 +8,8 @@ import os
 import pytest
 from pyspark.sql import functions as F
 
-from jobs.ingest.job import ingest
+from jobs.ingest import job as ingest_job
+from jobs.ingest.job import existing_with_keys, ingest
 from jobs.ingest.landing import LandingNotReady
 from tests.ingest.landing_fixtures import event, sale, write_crm, write_pos, write_web
 
@@ -288,7 +289,12 @@ def test_extra_column_is_rescued(make_ctx, settings):
     assert row.crm_id == "M1" and row._rescued == '{"wechat_openid":"oX12"}'
 
 
-def test_repeated_pos_lines_identical_or_conflicting(make_ctx, settings):
+@pytest.mark.parametrize("broadcast_max", [2_000_000, 0], ids=["keys-broadcast", "keys-joined"])
+def test_repeated_pos_lines_identical_or_conflicting(
+    make_ctx, settings, monkeypatch, broadcast_max
+):
+    # Both ways of finding yesterday's lines with the batch's keys give the same flags.
+    monkeypatch.setattr(ingest_job, "BROADCAST_KEYS_MAX_ROWS", broadcast_max)
     landing = settings.paths.landing
     write_pos(
         landing,
@@ -399,3 +405,18 @@ def test_manifest_of_new_files_appended_refused_entries_kept_once(make_ctx, sett
     if hasattr(spark, "client"):  # counted through the Spark Connect client
         merges = [s for (*_, kind, s) in night.by_site if kind == "cmd:sql_command"]
         assert not [s for s in merges if "write_manifest" in s], merges
+
+
+@pytest.mark.parametrize("batch_rows", [3, 10_000_000], ids=["broadcast", "joined"])
+def test_existing_rows_with_the_batch_keys_only(spark, batch_rows):
+    existing = spark.createDataFrame(
+        [("O1", 1, "a"), ("O1", 2, "b"), ("O2", 1, "c"), (None, 1, "d"), ("O1", 1, "e")],
+        "order_id string, line_no int, f string",
+    )
+    batch = spark.createDataFrame(
+        [("O1", 1), ("O1", 1), ("O2", 3), (None, 1)], "order_id string, line_no int"
+    )
+    kept = existing_with_keys(existing, batch, ["order_id", "line_no"], batch_rows)
+    # Both copies of (O1, 1) stay; (O1, 2) and (O2, 1) share a column, not the key; a null
+    # key repeats nothing (a join on it never matches).
+    assert _rows(kept, "order_id", "line_no", "f") == [("O1", 1, "a"), ("O1", 1, "e")]
