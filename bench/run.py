@@ -96,7 +96,7 @@ DETAIL = (
 
 def run_phase(name: str, settings, as_of: dt.date, rss: PeakRss) -> dict:
     from jobs.context import make_context
-    from jobs.pipeline import run_pipeline
+    from jobs.pipeline import StepFailed, run_pipeline
 
     ctx = make_context(settings, as_of)
     steps: list[dict] = []
@@ -124,7 +124,11 @@ def run_phase(name: str, settings, as_of: dt.date, rss: PeakRss) -> dict:
 
     rss.reset()
     t0 = time.perf_counter()
-    run_pipeline(ctx, on_step=on_step)
+    try:
+        run_pipeline(ctx, on_step=on_step)
+    except StepFailed as exc:
+        # What was measured up to the failure is kept (and written by the caller).
+        raise PhaseFailed(name, str(exc), {"as_of": as_of.isoformat(), "steps": steps}) from exc
     total = time.perf_counter() - t0
     peak = max((s["peak_rss_mb"] for s in steps), default=0)
     print(f"  {name:8} {'TOTAL':10} {total:8.2f}s peak={peak:,} MB", flush=True)
@@ -134,6 +138,14 @@ def run_phase(name: str, settings, as_of: dt.date, rss: PeakRss) -> dict:
         "peak_rss_mb": peak,
         "steps": steps,
     }
+
+
+class PhaseFailed(RuntimeError):
+    """A phase's step failed: ``partial`` holds the steps measured before it."""
+
+    def __init__(self, phase: str, error: str, partial: dict) -> None:
+        super().__init__(f"{phase}: {error}")
+        self.phase, self.error, self.partial = phase, error, partial
 
 
 # What each side of the RFM comparison computes; printed with the figures so the ratio
@@ -418,9 +430,20 @@ def main() -> int:
         "generate_seconds": round(gen_s, 1),
         "landing_summary": summary,
     }
-    results["a_full_first_run"] = run_phase("full", settings, end - dt.timedelta(days=1), rss)
-    results["b_nightly"] = run_phase("nightly", settings, end, rss)
-    results["c_rerun"] = run_phase("rerun", settings, end, rss)
+    phases = (
+        ("a_full_first_run", "full", end - dt.timedelta(days=1)),
+        ("b_nightly", "nightly", end),
+        ("c_rerun", "rerun", end),
+    )
+    for key, name, as_of in phases:
+        try:
+            results[key] = run_phase(name, settings, as_of, rss)
+        except PhaseFailed as failed:
+            # A failed step is a result too: keep what was measured and say where it stopped.
+            results[key] = {**failed.partial, "failed": failed.error}
+            (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+            print(f"{failed}\nPartial figures in {out / 'results.json'}", file=sys.stderr)
+            return 2
     a, b = results["a_full_first_run"]["seconds"], results["b_nightly"]["seconds"]
     results["nightly_over_full"] = round(b / a, 4) if a else None
     print(f"nightly / full = {results['nightly_over_full']}")

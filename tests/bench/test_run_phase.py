@@ -1,0 +1,29 @@
+"""bench/run.py keeps the steps measured before a failed step, and says which failed."""
+
+from __future__ import annotations
+
+import datetime as dt
+from types import SimpleNamespace
+
+import pytest
+
+from bench import run as bench_run
+from jobs.pipeline import StepFailed
+
+
+def test_a_failed_step_keeps_the_steps_measured_before_it(monkeypatch):
+    def pipeline(ctx, on_step):
+        on_step(SimpleNamespace(name="ingest_pos"), {"rows_in": 10, "rows_out": 9}, 2.0)
+        raise StepFailed("identity", RuntimeError("Resources exhausted"))
+
+    monkeypatch.setattr("jobs.pipeline.run_pipeline", pipeline)
+    monkeypatch.setattr("jobs.context.make_context", lambda settings, as_of: None)
+    rss = SimpleNamespace(peak=2**30, reset=lambda: None)
+    with pytest.raises(bench_run.PhaseFailed) as failed:
+        bench_run.run_phase("nightly", None, dt.date(2026, 11, 20), rss)
+    assert failed.value.phase == "nightly"
+    assert "identity" in failed.value.error and "Resources exhausted" in failed.value.error
+    steps = failed.value.partial["steps"]
+    assert [(s["step"], s["seconds"], s["rows_in"], s["peak_rss_mb"]) for s in steps] == [
+        ("ingest_pos", 2.0, 10, 1024)
+    ]
