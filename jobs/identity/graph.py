@@ -408,10 +408,13 @@ def blocked_values(
     conf: IdentityConf,
     key: bytes,
     extra_reasons: DataFrame | None = None,
+    materialise: Callable[[DataFrame, str], DataFrame] | None = None,
 ) -> DataFrame:
     """Identifier values that link nothing, with why.
 
     ``extra_reasons``: more (id_type, key, value, reason) rows, e.g. never-link conflicts.
+    ``materialise``: as in :func:`build_graph`; the (few) values found are then written
+    once, and only their own records and edges are counted (not every value's).
 
     Output grain: one (id_type, key); columns value (normalised raw, for the mask),
     n_crm_records, n_source_identities (distinct neighbours before blocking), reason
@@ -429,20 +432,21 @@ def blocked_values(
     invalid = crm_counts.filter(F.col("valid") == 0).select(
         "id_type", "key", "value", F.lit("invalid_checksum").alias("reason")
     )
+    denied = deny_list_keys(spark, conf, key)
+    # The deny-listed values the data holds (the list is short: broadcast, so the
+    # identifiers are only streamed past it).
     present = (
         crm_ids.select("id_type", "key")
         .unionByName(
             orders.select(F.lit("phone").alias("id_type"), F.col("phone_key").alias("key"))
         )
         .unionByName(orders.select(F.lit("card").alias("id_type"), F.col("card").alias("key")))
-        .filter(F.col("key").isNotNull())
+        .join(F.broadcast(denied.select("id_type", "key")), ["id_type", "key"], "left_semi")
         .distinct()
     )
     # Only deny-listed values the data holds are worth a row.
-    deny = (
-        deny_list_keys(spark, conf, key)
-        .join(present, ["id_type", "key"], "left_semi")
-        .select("id_type", "key", "value", F.lit("deny_list").alias("reason"))
+    deny = denied.join(present, ["id_type", "key"], "left_semi").select(
+        "id_type", "key", "value", F.lit("deny_list").alias("reason")
     )
     phones = orders.filter(F.col("phone_key").isNotNull())
     per_day = phones.groupBy("phone_key", "order_date").agg(
@@ -481,23 +485,36 @@ def blocked_values(
             F.col("src_source").alias("o_s"), F.col("src_key").alias("o_k"),
         )
     )  # fmt: skip
+    found = reasons.groupBy("id_type", "key").agg(
+        F.max("value").alias("value"),
+        F.concat_ws(",", F.array_sort(F.collect_set("reason"))).alias("reason"),
+    )
+    if materialise is not None:
+        found = materialise(found, "blocked_found")
+    # The counts of the values found only: at 1M members the edges' ends are millions of
+    # rows and the values found a few hundred (broadcast; each read of ``found`` is cheap
+    # once written).
+    wanted = found.select("id_type", "key")
+    if materialise is not None:
+        wanted = F.broadcast(wanted)
+    n_crm = (
+        crm_ids.join(wanted, ["id_type", "key"], "left_semi")
+        .groupBy("id_type", "key")
+        .agg(F.countDistinct("crm_id").alias("n_crm_records"))
+    )
     # distinct + count, not countDistinct over two columns: Sail 0.7 reserves gigabytes
     # for a multi-column distinct aggregate (7.5 GB at 20k members; fails in its pool).
     degree = (
         ends.withColumn("id_type", type_of_source)
         .filter(F.col("id_type").isNotNull() & F.col("o_s").isNotNull() & F.col("o_k").isNotNull())
         .select("id_type", F.col("k").alias("key"), "o_s", "o_k")
+        .join(wanted, ["id_type", "key"], "left_semi")
         .distinct()
         .groupBy("id_type", "key")
         .agg(F.count(F.lit(1)).alias("n_source_identities"))
     )
     return (
-        reasons.groupBy("id_type", "key")
-        .agg(
-            F.max("value").alias("value"),
-            F.concat_ws(",", F.array_sort(F.collect_set("reason"))).alias("reason"),
-        )
-        .join(crm_counts.select("id_type", "key", "n_crm_records"), ["id_type", "key"], "left")
+        found.join(n_crm, ["id_type", "key"], "left")
         .join(degree, ["id_type", "key"], "left")
         .select(
             "id_type",
@@ -852,7 +869,9 @@ def build_graph(
     latest = latest_crm_versions(crm).filter(F.col("is_latest"))
     profiles = mat(crm_profiles(latest, crm_ids), "crm_profiles")
     conflicts = conflicting_values(crm_ids, profiles, conf)
-    blocked = mat(blocked_values(spark, crm_ids, orders, raw, conf, key, conflicts), "blocked_raw")
+    blocked = mat(
+        blocked_values(spark, crm_ids, orders, raw, conf, key, conflicts, mat), "blocked_raw"
+    )
 
     type_of = F.lit(None).cast("string")
     for id_type, src in NODE_SOURCE.items():
