@@ -908,8 +908,9 @@ def build_graph(
     junk = blocked.filter(
         F.col("reason").isin("shared_by_many", "never_link", "never_link,shared_by_many")
     ).select("id_type", "key")
-    # Read by the corroborated and one-person rules and the fuzzy pass.
-    junk_cands = junk_candidate_pairs(crm_ids, junk, conf)
+    # Materialised: read by the corroborated and one-person rules, the fuzzy pass and
+    # the junk-pair state; each read grouped every valid identifier of every record.
+    junk_cands = mat(junk_candidate_pairs(crm_ids, junk, conf), "junk_candidates")
     if conf.junk.corroborate.enabled:
         kept = kept.unionByName(corroborated_edges(profiles, crm_ids, junk_cands, conf, mat))
     vetoed = None

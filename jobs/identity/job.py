@@ -37,7 +37,7 @@ from pyspark.sql import functions as F
 from jobs import lake_state, storage
 from jobs.context import RunContext
 from jobs.identity import normalize as N
-from jobs.identity.assign import assign_member_ids, check_circuit_breaker
+from jobs.identity.assign import assign_member_ids, check_circuit_breaker, new_member_id
 from jobs.identity.chains import CHAIN_TABLES, ChainCheck, load_previous
 from jobs.identity.components import connected_components
 from jobs.identity.conf import IdentityConf, load_identity_conf
@@ -446,7 +446,10 @@ def resolve(ctx: RunContext, conf: IdentityConf | None = None) -> dict:
             .drop("first_seen", "last_seen")
             .join(seen, ["source", "source_key"])
         )
-        prev_for_assign = previous.join(clusters, "cluster_id", "left_semi")
+        # Materialised: the id assignment reads the touched clusters' previous rows
+        # several times, each a scan of the whole xref otherwise.
+        prev_for_assign = mat(previous.join(clusters, "cluster_id", "left_semi"),
+                              "inc_previous")  # fmt: skip
     else:
         cc_identities, cc_edges, prev_for_assign = identities, edges, previous
 
@@ -463,6 +466,14 @@ def resolve(ctx: RunContext, conf: IdentityConf | None = None) -> dict:
 
     history = lake.read("silver/member_id_history")
     used = previous.select("member_id").unionByName(history.select("member_id"))
+    if untouched is not None:
+        # A new id is new_member_id(node) of a clustered node: only such ids can be taken.
+        # The night's few are broadcast, so every id ever used is streamed past them
+        # instead of grouped (twice) at each read.
+        plain = cc_identities.select(
+            new_member_id(_node(F.col("source"), F.col("key"))).alias("member_id")
+        )
+        used = used.join(F.broadcast(plain), "member_id", "left_semi")
     assigned, changes = assign_member_ids(clustered, prev_for_assign, used, d)
     # ``changes`` materialised: a few rows, but its plan joins the previous xref and every
     # member id ever used, and the counts read it four times (all, and per change type).

@@ -230,3 +230,32 @@ def test_split_after_crm_correction(make_ctx, write_bronze):
 
 # The circuit breaker (stops before writing, names a cluster, the operator accepts):
 # tests/identity/test_incremental.py::test_breaker_trip_on_an_incremental_night_then_full_recompute.
+
+
+def test_a_part_split_off_again_never_gets_a_retired_id(two_members_lake, make_ctx, write_bronze,
+                                                         tmp_path):  # fmt: skip
+    import hashlib
+
+    def new_id(seed: str) -> str:
+        return "M" + hashlib.sha256(seed.encode()).hexdigest()[:16].upper()
+
+    settings = copy_base(two_members_lake, tmp_path / "base")
+    b = xref_map(make_ctx(day(1), settings=settings))[("crm", "B")]
+    assert b == new_id("crm:B")  # B's id is the hash of its oldest node
+    # Day 2: a CRM update gives A and B one e-mail: B merges into A and is retired.
+    linked = [crm_row("A", 2, phone="13700000001", email="ab@x.com"),
+              crm_row("B", 2, phone="13700000002", member_card_no="KB", email="ab@x.com")]  # fmt: skip
+    ctx2 = make_ctx(day(2), settings=settings)
+    write_bronze(ctx2, TWO_MEMBERS + linked)
+    run(ctx2)
+    a = xref_map(ctx2)[("crm", "A")]
+    assert xref_map(ctx2)[("crm", "B")] == a != b
+    # Day 3: B's e-mail is corrected: B splits off on an incremental night. Its part's
+    # oldest node is crm:B again, whose plain id (b) was used: the new id is salted.
+    fixed = [crm_row("B", 3, phone="13700000002", member_card_no="KB", email="b@x.com")]
+    ctx3 = make_ctx(day(3), settings=settings)
+    write_bronze(ctx3, TWO_MEMBERS + linked + fixed)
+    figures = run(ctx3)
+    assert figures["mode"] == "incremental" and figures["splits"] == 1
+    assert xref_map(ctx3)[("crm", "B")] == new_id(f"crm:B@{day(3).isoformat()}")
+    assert xref_map(ctx3)[("crm", "A")] == a
