@@ -388,13 +388,14 @@ def ingest(ctx: RunContext, source: str) -> dict:
     files = [f.rel_path for f in todo]
     days = sorted({f.business_date.isoformat() for f in todo})
     where = f"{_in_list('_business_date', days)} AND {_in_list('_source_file', files)}"
-    if sum(s["rows"] for s in stats):
+    rows_in = sum(s["rows"] for s in stats)
+    if rows_in:
         # Materialise the checked rows once: bronze, quarantine, counts and the
         # quality step all read them.
         staged = ctx.spark.read.parquet(storage.join(stage, "raw"))
         earliest = ctx.settings.ingest.earliest_date
         checked = materialize(check_rows(staged, source, earliest), storage.join(stage, "checked"))
-        _write_rows(ctx, source, checked, where, stage, sum(s["rows"] for s in stats))
+        _write_rows(ctx, source, checked, where, stage, rows_in)
     elif ctx.lake.exists(table):
         # Only empty files: a re-sent empty file still removes its earlier rows.
         ctx.lake.replace_where(
@@ -405,7 +406,7 @@ def ingest(ctx: RunContext, source: str) -> dict:
     write_manifest(ctx, manifest_rows + refused, known)
     return {
         "files": len(todo),
-        "rows_in": sum(s["rows"] for s in stats),
+        "rows_in": rows_in,
         "rows_out": sum(r["rows_good"] for r in manifest_rows),
         "quarantined": sum(r["rows_bad"] for r in manifest_rows),
         "duplicates": sum(r["rows_duplicate"] for r in manifest_rows),
