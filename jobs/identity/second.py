@@ -117,7 +117,11 @@ def pairs_sharing_a_value(kept: DataFrame, records: DataFrame) -> DataFrame:
         F.col("src_key").alias("c"), "dst_source", "dst_key"
     )
     mine = ce.join(records.select(F.col("crm_id").alias("c")), "c", "left_semi")
-    joined = mine.alias("p").join(ce.alias("q"), ["dst_source", "dst_key"])
+    # The values the records hold are few (a night's): broadcast, every CRM edge is only
+    # streamed past them rather than joined whole.
+    values = F.broadcast(mine.select("dst_source", "dst_key").distinct())
+    theirs = ce.join(values, ["dst_source", "dst_key"], "left_semi")
+    joined = mine.alias("p").join(theirs.alias("q"), ["dst_source", "dst_key"])
     return (
         joined.filter(F.col("p.c") != F.col("q.c"))
         .select(F.least("p.c", "q.c").alias("x"), F.greatest("p.c", "q.c").alias("y"))
