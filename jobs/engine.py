@@ -19,6 +19,7 @@ import atexit
 import logging
 import os
 import threading
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +30,20 @@ from jobs.config import PROJECT_ROOT, EngineConf
 log = logging.getLogger(__name__)
 
 _lock = threading.Lock()
-_server: Any = None
-_session: SparkSession | None = None
+# Embedded Sail servers and their sessions, by join strategy (``engine.joins`` for every
+# step, ``hash`` for the steps of ``engine.hash_join_steps``), all for ``_session_key``.
+_servers: dict[str, Any] = {}
+_sessions: dict[str, SparkSession] = {}
 _session_key: tuple | None = None
+_session_conf: EngineConf | None = None  # the configuration ``_session_key`` is of
+# The SAIL_* variables the user had set before our first server: they win over ours.
+_user_sail_env: frozenset[str] | None = None
+PREFER_HASH_JOIN = "SAIL_OPTIMIZER__PREFER_HASH_JOIN"
 
 
-def sail_environment(conf: EngineConf) -> dict[str, str]:
-    """The SAIL_* variables for ``conf`` (read once, when the embedded server starts)."""
+def sail_environment(conf: EngineConf, joins: str | None = None) -> dict[str, str]:
+    """The SAIL_* variables of an embedded server for ``conf`` whose joins are ``joins``
+    (default ``conf.joins``); read when the server starts."""
     env = {}
     if conf.memory_limit_mb:
         # A fair pool shares the limit between the spilling operators of a query, so a
@@ -43,34 +51,43 @@ def sail_environment(conf: EngineConf) -> dict[str, str]:
         # distinct count peaks at 3.5 GB unbounded, 1.3 GB under a 1 GiB pool, as fast).
         env["SAIL_RUNTIME__MEMORY_POOL__TYPE"] = "fair"
         env["SAIL_RUNTIME__MEMORY_POOL__FAIR__MAX_SIZE"] = str(conf.memory_limit_mb * 2**20)
-        # A hash join cannot spill its build side: under a limit it fails ("Failed to
-        # allocate ... HashJoinInput") where a sort-merge join spills. Measured on an
-        # 8M x 8M join: 3.2 s / 0.6 GB peak sort-merge vs 2.9 s / 2.1 GB hash.
-        env["SAIL_OPTIMIZER__PREFER_HASH_JOIN"] = "false"
+    if (joins or conf.joins) == "sort_merge":
+        # A hash join cannot spill its build side: under a limit a huge one fails
+        # ("Failed to allocate ... HashJoinInput", a 1M-member first ingest) where a
+        # sort-merge join spills. Measured on an 8M x 8M join: 3.2 s / 0.6 GB peak
+        # sort-merge vs 2.9 s / 2.1 GB hash; but a semi-join of 51M rows with 100k keys:
+        # 20.6 s sort-merge, 9.2 s hash.
+        env[PREFER_HASH_JOIN] = "false"
     if conf.spill_dir:
         env["SAIL_RUNTIME__TEMPORARY_FILES__PATHS"] = f'["{Path(conf.spill_dir).resolve()}"]'
     return env
 
 
-def _start_sail(conf: EngineConf) -> str:
-    """Start the embedded Sail server once per process; return its sc:// URL."""
-    global _server
-    if _server is None:
+def _start_sail(conf: EngineConf, joins: str) -> str:
+    """Start the embedded Sail server whose joins are ``joins`` once per process; return
+    its sc:// URL. A server reads its SAIL_* variables when it starts, so each strategy
+    is a server of its own (each with the memory pool; steps run one at a time)."""
+    global _user_sail_env
+    if joins not in _servers:
+        if _user_sail_env is None:
+            _user_sail_env = frozenset(k for k in os.environ if k.startswith("SAIL_"))
+            atexit.register(stop)
         # Sail logs sessions at INFO and no-op persists at WARN on stderr; keep the
         # user's terminal for our own lines (RUST_LOG=warn or info to see them).
         os.environ.setdefault("RUST_LOG", "error")
-        # Variables set by the user win over the configuration.
-        for name, value in sail_environment(conf).items():
-            os.environ.setdefault(name, value)
+        # Hash joins are Sail's default; set explicitly, as a server started before may
+        # have left "false". Variables set by the user win over the configuration.
+        for name, value in {PREFER_HASH_JOIN: "true", **sail_environment(conf, joins)}.items():
+            if name not in _user_sail_env:
+                os.environ[name] = value
         if conf.spill_dir:
             Path(conf.spill_dir).mkdir(parents=True, exist_ok=True)
         from pysail.spark import SparkConnectServer
 
         server = SparkConnectServer(ip="127.0.0.1", port=0)
         server.start(background=True)
-        _server = server
-        atexit.register(stop)
-    host, port = _server.listening_address
+        _servers[joins] = server
+    host, port = _servers[joins].listening_address
     return f"sc://{host}:{port}"
 
 
@@ -182,13 +199,18 @@ def local_jvm_session(conf: EngineConf, delta: bool = True) -> SparkSession:
     return builder.getOrCreate()
 
 
-def get_spark(conf: EngineConf | None = None) -> SparkSession:
-    """The process's SparkSession for ``conf`` (created on first use, then reused)."""
-    global _session, _session_key
+def get_spark(conf: EngineConf | None = None, joins: str | None = None) -> SparkSession:
+    """The process's SparkSession for ``conf`` (created on first use, then reused).
+
+    ``joins`` (Sail only): ``hash`` or ``sort_merge`` for a session whose equi-joins run
+    that way (default ``conf.joins``); ignored by the other engines, which plan their own.
+    """
+    global _session_key, _session_conf
     if conf is None:
         from jobs.config import settings
 
         conf = settings().engine
+    strategy = (joins or conf.joins) if conf.kind == "sail" else "planned"
     key = (
         conf.kind,
         conf.connect_url,
@@ -198,36 +220,54 @@ def get_spark(conf: EngineConf | None = None) -> SparkSession:
         tuple(sorted(conf.spark_conf.items())),
     )
     with _lock:
-        if _session is not None and _session_key == key:
-            return _session
-        if _session is not None:
+        if _sessions and _session_key != key:
             stop()
+        if strategy in _sessions:
+            return _sessions[strategy]
         if conf.kind == "spark":
             session = local_jvm_session(conf, delta=True)
         else:
-            url = _start_sail(conf) if conf.kind == "sail" else conf.connect_url
-            session = _apply_conf(SparkSession.builder.remote(url), conf).getOrCreate()
+            url = _start_sail(conf, strategy) if conf.kind == "sail" else conf.connect_url
+            builder = _apply_conf(SparkSession.builder.remote(url), conf)
+            # getOrCreate would hand back the other server's session (the default one).
+            session = builder.create() if _sessions else builder.getOrCreate()
             # Builder configs are not always applied to an existing remote session.
             session.conf.set("spark.sql.session.timeZone", conf.timezone)
             session.conf.set("spark.sql.shuffle.partitions", str(conf.shuffle_partitions))
             debugging_off(session)
-        _session, _session_key = session, key
-        log.debug("spark session ready: %s", conf.kind)
+        _sessions[strategy], _session_key, _session_conf = session, key, conf
+        log.debug("spark session ready: %s (%s joins)", conf.kind, strategy)
         return session
 
 
+def step_spark(spark: SparkSession, step: str, hash_join_steps: Collection[str]) -> SparkSession:
+    """The session pipeline step ``step`` runs on, given the run's ``spark``: for a step of
+    ``hash_join_steps`` (``engine.hash_join_steps``) the hash-join session of the same
+    embedded Sail configuration; ``spark`` itself otherwise (other engines, sessions this
+    module did not make)."""
+    if step not in hash_join_steps:
+        return spark
+    with _lock:
+        ours = any(s is spark for s in _sessions.values())
+        conf = _session_conf
+    if not ours or conf is None or conf.kind != "sail":
+        return spark
+    return get_spark(conf, "hash")
+
+
 def stop() -> None:
-    """Stop the session and the embedded server (idempotent)."""
-    global _server, _session, _session_key
-    if _session is not None:
+    """Stop the sessions and the embedded servers (idempotent)."""
+    global _session_key, _session_conf
+    for session in _sessions.values():
         try:
-            _session.stop()
+            session.stop()
         except Exception:  # noqa: BLE001 - best effort at shutdown
             pass
-        _session, _session_key = None, None
-    if _server is not None:
+    _sessions.clear()
+    _session_key = _session_conf = None
+    for server in _servers.values():
         try:
-            _server.stop()
+            server.stop()
         except Exception:  # noqa: BLE001
             pass
-        _server = None
+    _servers.clear()

@@ -64,6 +64,10 @@ class Lake:
         self.spark = spark
         self.root = str(storage.normalise(root)).rstrip("/")
 
+    def on(self, spark: SparkSession) -> Lake:
+        """The same lake through another session (e.g. a step's own, jobs.engine.step_spark)."""
+        return Lake(spark, self.root)
+
     def path(self, name: str) -> str:
         return f"{self.root}/{name}"
 

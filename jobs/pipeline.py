@@ -9,6 +9,7 @@ are imported lazily so the DAG file and the CLI start fast.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import importlib
 import json
@@ -115,12 +116,27 @@ def run_step(ctx: RunContext, step: Step, silver_checked: bool = False) -> dict:
         return result
 
 
+def _on_step_session(ctx: RunContext, step: Step) -> RunContext:
+    """``ctx`` on the session ``step`` runs on (jobs.engine.step_spark): the same context
+    unless the step's joins differ from the run's."""
+    from jobs.engine import step_spark
+
+    spark = step_spark(ctx.spark, step.name, ctx.settings.engine.hash_join_steps)
+    if spark is ctx.spark:
+        return ctx
+    moved = dataclasses.replace(ctx, spark=spark)
+    # The same lake (a backfill's scratch silver included) and key, on that session.
+    moved.__dict__["lake"] = ctx.lake.on(spark)
+    moved.__dict__.update({k: v for k, v in ctx.__dict__.items() if k == "pii_key"})
+    return moved
+
+
 def _run_step_locked(ctx: RunContext, step: Step) -> dict:
     started = dt.datetime.now(dt.UTC)
     t0 = time.perf_counter()
     status, detail = "ok", {}
     try:
-        detail = step.load()(ctx) or {}
+        detail = step.load()(_on_step_session(ctx, step)) or {}
         return detail
     except Exception as exc:
         status = "failed"

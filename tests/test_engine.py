@@ -15,12 +15,64 @@ def test_memory_limit_becomes_a_fair_pool(tmp_path):
     env = sail_environment(EngineConf(memory_limit_mb=512, spill_dir=tmp_path / "spill"))
     assert env["SAIL_RUNTIME__MEMORY_POOL__TYPE"] == "fair"
     assert env["SAIL_RUNTIME__MEMORY_POOL__FAIR__MAX_SIZE"] == str(512 * 1024 * 1024)
-    assert env["SAIL_OPTIMIZER__PREFER_HASH_JOIN"] == "false"  # joins that can spill
     assert env["SAIL_RUNTIME__TEMPORARY_FILES__PATHS"] == f'["{tmp_path / "spill"}"]'
+    assert env["SAIL_OPTIMIZER__PREFER_HASH_JOIN"] == "false"  # joins that can spill
 
 
 def test_zero_means_unbounded():
-    assert sail_environment(EngineConf(memory_limit_mb=0)) == {}
+    assert sail_environment(EngineConf(memory_limit_mb=0, joins="hash")) == {}
+    assert sail_environment(EngineConf(memory_limit_mb=0)) == {
+        "SAIL_OPTIMIZER__PREFER_HASH_JOIN": "false"
+    }
+
+
+def test_join_settings_are_checked():
+    assert sail_environment(EngineConf(), joins="hash") == {
+        "SAIL_RUNTIME__MEMORY_POOL__TYPE": "fair",
+        "SAIL_RUNTIME__MEMORY_POOL__FAIR__MAX_SIZE": str(5120 * 1024 * 1024),
+    }
+    with pytest.raises(ValidationError, match="joins"):
+        EngineConf(joins="nested_loop")
+    with pytest.raises(ValidationError, match=r"unknown steps \['identiti'\]"):
+        EngineConf(hash_join_steps=["identiti"])
+
+
+def _join_operator(session, capsys) -> str:
+    small = session.range(10).withColumnRenamed("id", "k")
+    big = session.range(1000).withColumnRenamed("id", "k")
+    capsys.readouterr()
+    big.join(small, "k", "left_semi").explain()
+    plan = capsys.readouterr().out
+    return "sort-merge" if "SortMergeJoin" in plan else "hash" if "HashJoin" in plan else plan
+
+
+def test_a_hash_join_step_runs_on_a_server_of_its_own(spark, capsys, tmp_path):
+    """The steps of engine.hash_join_steps get a session whose joins are hash joins; the
+    others the run's (sort-merge under the memory pool). The step's context keeps the
+    run's lake, a backfill's scratch silver included, and key."""
+    from jobs import engine
+    from jobs.config import load_settings, with_paths
+    from jobs.context import RunContext
+    from jobs.pipeline import STEP_BY_NAME, _on_step_session
+    from jobs.silver.backfill import BackfillLake
+
+    hashed = engine.step_spark(spark, "identity", ["identity"])
+    assert engine.step_spark(spark, "orders", ["identity"]) is spark and hashed is not spark
+    assert engine.step_spark(spark, "identity", []) is spark
+    assert engine.step_spark(hashed, "identity", ["identity"]) is hashed
+    assert _join_operator(spark, capsys) == "sort-merge"
+    assert _join_operator(hashed, capsys) == "hash"
+
+    settings = with_paths(load_settings(env={}), lake=tmp_path / "lake")
+    ctx = RunContext(settings=settings, spark=spark, as_of=__import__("datetime").date(2026, 1, 2))
+    ctx.__dict__["pii_key"] = b"k" * 32
+    ctx.__dict__["lake"] = BackfillLake(ctx.lake, tmp_path / "scratch")
+    moved = _on_step_session(ctx, STEP_BY_NAME["identity"])
+    assert moved.spark is hashed and moved.lake.spark is hashed
+    assert isinstance(moved.lake, BackfillLake) and moved.lake.real.spark is hashed
+    assert moved.lake.scratch.root == ctx.lake.scratch.root and moved.lake.root == ctx.lake.root
+    assert moved.pii_key == ctx.pii_key and moved.run_id == ctx.run_id
+    assert _on_step_session(ctx, STEP_BY_NAME["orders"]) is ctx
 
 
 def test_negative_limit_is_a_config_error():

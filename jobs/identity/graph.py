@@ -426,12 +426,14 @@ def blocked_values(
         F.max("value").alias("value"),
         F.min(F.col("valid").cast("int")).alias("valid"),
     )
-    shared = crm_counts.filter(
-        (F.col("valid") == 1) & (F.col("n_crm_records") > j.max_crm_records_per_value)
-    ).select("id_type", "key", "value", F.lit("shared_by_many").alias("reason"))
-    invalid = crm_counts.filter(F.col("valid") == 0).select(
-        "id_type", "key", "value", F.lit("invalid_checksum").alias("reason")
-    )
+    # Both reasons from one read of the counts (each read groups every identifier).
+    crm_reason = F.when(
+        (F.col("valid") == 1) & (F.col("n_crm_records") > j.max_crm_records_per_value),
+        F.lit("shared_by_many"),
+    ).when(F.col("valid") == 0, F.lit("invalid_checksum"))
+    shared_or_invalid = crm_counts.select(
+        "id_type", "key", "value", crm_reason.alias("reason")
+    ).filter(F.col("reason").isNotNull())
     denied = deny_list_keys(spark, conf, key)
     # The deny-listed values the data holds (the list is short: broadcast, so the
     # identifiers are only streamed past it).
@@ -457,20 +459,18 @@ def blocked_values(
         .agg(F.countDistinct("card").alias("n_cards"), F.max("phone").alias("value"))
         .join(per_day.groupBy("phone_key").agg(F.max("n_orders").alias("max_day")), "phone_key")
     )
-    many_cards = phone_stats.filter(F.col("n_cards") > j.max_cards_per_phone).select(
+    # Both phone reasons from one read of the stats (a phone may have both).
+    phone_reasons = F.array(
+        F.when(F.col("n_cards") > j.max_cards_per_phone, F.lit("many_cards")),
+        F.when(F.col("max_day") > j.max_phone_orders_per_day, F.lit("many_orders_per_day")),
+    )
+    busy = phone_stats.select(
         F.lit("phone").alias("id_type"),
         F.col("phone_key").alias("key"),
         "value",
-        F.lit("many_cards").alias("reason"),
-    )
-    busy = phone_stats.filter(F.col("max_day") > j.max_phone_orders_per_day).select(
-        F.lit("phone").alias("id_type"),
-        F.col("phone_key").alias("key"),
-        "value",
-        F.lit("many_orders_per_day").alias("reason"),
-    )
-    reasons = shared.unionByName(invalid).unionByName(deny).unionByName(many_cards)
-    reasons = reasons.unionByName(busy)
+        F.explode(phone_reasons).alias("reason"),
+    ).filter(F.col("reason").isNotNull())
+    reasons = shared_or_invalid.unionByName(deny).unionByName(busy)
     if extra_reasons is not None:
         reasons = reasons.unionByName(extra_reasons.select("id_type", "key", "value", "reason"))
     type_of_source = F.lit(None).cast("string")
@@ -868,7 +868,7 @@ def build_graph(
     raw = mat(_raw_edges(crm_ids, orders, links), "raw_edges")
     latest = latest_crm_versions(crm).filter(F.col("is_latest"))
     profiles = mat(crm_profiles(latest, crm_ids), "crm_profiles")
-    conflicts = conflicting_values(crm_ids, profiles, conf)
+    conflicts = conflicting_values(crm_ids, profiles, conf, mat)
     blocked = mat(
         blocked_values(spark, crm_ids, orders, raw, conf, key, conflicts, mat), "blocked_raw"
     )

@@ -27,7 +27,7 @@ import dataclasses
 import datetime as dt
 from pathlib import Path
 
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, SparkSession
 
 from jobs import lake_state, storage
 from jobs.context import RunContext
@@ -82,6 +82,9 @@ class BackfillLake(Lake):
         super().__init__(real.spark, real.root)
         self.real = real
         self.scratch = Lake(real.spark, scratch)
+
+    def on(self, spark: SparkSession) -> Lake:
+        return BackfillLake(self.real.on(spark), self.scratch.root)
 
     def _reader(self, name: str) -> Lake:
         if follows_silver(name) and self.scratch.exists(name):
