@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import uuid
 from dataclasses import dataclass, field
@@ -34,6 +35,17 @@ class RunContext:
     @property
     def as_of_str(self) -> str:
         return self.as_of.isoformat()
+
+    def on(self, spark: SparkSession) -> RunContext:
+        """This context on another session (jobs.engine.step_spark): the same run, the
+        same lake (a backfill's scratch silver included) and key; ``self`` when
+        ``spark`` is its own session."""
+        if spark is self.spark:
+            return self
+        moved = dataclasses.replace(self, spark=spark)
+        moved.__dict__["lake"] = self.lake.on(spark)
+        moved.__dict__.update({k: v for k, v in self.__dict__.items() if k == "pii_key"})
+        return moved
 
 
 def make_context(

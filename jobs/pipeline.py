@@ -9,7 +9,6 @@ are imported lazily so the DAG file and the CLI start fast.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import importlib
 import json
@@ -121,14 +120,7 @@ def _on_step_session(ctx: RunContext, step: Step) -> RunContext:
     unless the step's joins differ from the run's."""
     from jobs.engine import step_spark
 
-    spark = step_spark(ctx.spark, step.name, ctx.settings.engine.hash_join_steps)
-    if spark is ctx.spark:
-        return ctx
-    moved = dataclasses.replace(ctx, spark=spark)
-    # The same lake (a backfill's scratch silver included) and key, on that session.
-    moved.__dict__["lake"] = ctx.lake.on(spark)
-    moved.__dict__.update({k: v for k, v in ctx.__dict__.items() if k == "pii_key"})
-    return moved
+    return ctx.on(step_spark(ctx.spark, step.name, ctx.settings.engine.hash_join_steps))
 
 
 def _run_step_locked(ctx: RunContext, step: Step) -> dict:

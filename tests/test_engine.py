@@ -35,6 +35,9 @@ def test_join_settings_are_checked():
         EngineConf(joins="nested_loop")
     with pytest.raises(ValidationError, match=r"unknown steps \['identiti'\]"):
         EngineConf(hash_join_steps=["identiti"])
+    assert EngineConf().hash_join_nights == ["orders"] and EngineConf(hash_join_nights=[])
+    with pytest.raises(ValidationError, match=r"steps \['features'\] have no hash-join night"):
+        EngineConf(hash_join_nights=["features"])
 
 
 def _join_operator(session, capsys) -> str:

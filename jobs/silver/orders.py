@@ -725,6 +725,15 @@ def _rekey(lake: Lake, xref: DataFrame, changed: DataFrame, mat) -> dict:
     return {"identities_changed": n_changed, "orders_rekeyed": n_orders}
 
 
+def _night_context(ctx: RunContext) -> RunContext:
+    """``ctx`` for an incremental night: on the hash-join session when ``orders`` is in
+    ``engine.hash_join_nights`` (a night's few keys against history: the re-keying
+    MERGEs' joins then build on the few source rows instead of sorting every order)."""
+    from jobs.engine import step_spark
+
+    return ctx.on(step_spark(ctx.spark, "orders", ctx.settings.engine.hash_join_nights))
+
+
 def run(ctx: RunContext) -> dict:
     """Pipeline step: bring the silver order and event tables up to ``ctx.as_of``."""
     t0 = time.perf_counter()
@@ -749,7 +758,9 @@ def run(ctx: RunContext) -> dict:
         if mode == "incremental":
             assert st is not None
             try:
-                figures = _incremental(ctx, st, pos_snap, web_snap, xref_version, mat)
+                figures = _incremental(
+                    _night_context(ctx), st, pos_snap, web_snap, xref_version, mat
+                )
             except _TimeTravelUnavailable as exc:
                 mode, why = "full", f"earlier version unreadable ({exc})"
                 log.warning("orders %s: %s, rebuilding in full", d, why)

@@ -13,8 +13,10 @@ from decimal import Decimal
 import pytest
 from pyspark.sql import functions as F
 
+from jobs.engine import step_spark
 from jobs.privacy.pii import hmac_py
 from jobs.schemas import conform, table_schema
+from jobs.silver import orders as orders_job
 from jobs.silver import state as S
 from jobs.silver.orders import WEB_KEYS, attach_member, build, run
 from tests.identity.conftest import day, pos_row, rows, web_row
@@ -81,6 +83,16 @@ def nights(request, spark, make_ctx, monkeypatch):
     identities are looked up by literal IN lists, or by a join (many changes)."""
     if request.param == "join":
         monkeypatch.setattr("jobs.silver.orders.MAX_IN_LIST", 0)
+    sessions: list[tuple[str, object]] = []  # (mode, the session the run's work went to)
+    for mode in ("_incremental", "_full"):
+        inner = getattr(orders_job, mode)
+
+        def recorded(ctx, *args, _inner=inner, _mode=mode):
+            sessions.append((_mode.strip("_"), ctx.spark))
+            assert ctx.lake.spark is ctx.spark
+            return _inner(ctx, *args)
+
+        monkeypatch.setattr(orders_job, mode, recorded)
     ctx0 = make_ctx(day(0))
     key = ctx0.pii_key
     phone = hmac_py("13700000001", key)
@@ -143,12 +155,19 @@ def nights(request, spark, make_ctx, monkeypatch):
 
     # Night 3: the same date again, nothing new.
     night(2)
-    return ctxs, figs
+    return ctxs, figs, sessions
 
 
-def test_nights_equal_full_rebuild(nights):
-    ctxs, figs = nights
+def test_nights_equal_full_rebuild(nights, spark):
+    ctxs, figs, sessions = nights
     assert [f["mode"] for f in figs] == ["full", "incremental", "incremental", "noop"]
+    # engine.hash_join_nights (default [orders]): the nights' joins are hash joins, the
+    # full run keeps the run's session (sort-merge joins, which spill).
+    hashed = step_spark(spark, "orders", ["orders"])
+    assert hashed is not spark
+    assert [mode for mode, _ in sessions] == ["full", "incremental", "incremental"]
+    assert [s is spark for _, s in sessions] == [True, False, False]
+    assert all(s is hashed for _, s in sessions[1:])
     # Night 1 read only day 1 (and day 0 for o1, whose lines sit in two dates' files).
     assert figs[1]["touched_dates"] == {"pos_lines": 1, "web_events": 1}
     assert figs[1]["extra_pos_dates"] == 1
