@@ -246,21 +246,16 @@ def category_aggregates(lines: DataFrame, as_of: dt.date, windows: FeatureWindow
                 F.when(known, F.struct(F.col("category").alias("c"), F.col("spend").alias("s")))
             )
         ).alias("_e"),
-        # Ascending sort of (-spend, category): the first is the top category, and it
-        # carries its own spend (no map lookup: element_at on a map of this shape gave
-        # null or another key's value on Sail 0.7.2 for ~1/3 of members at 100k).
-        F.get(
-            F.sort_array(
-                F.collect_list(
-                    F.when(
-                        known,
-                        F.struct((-F.col("spend")).alias("neg"), F.col("category").alias("c")),
-                    )
-                )
-            ),
-            0,  # get(), not [0]: null, not an error, when no line has a category
-        ).alias("_top"),
         _count_if(F.col("in_window") & known).alias(f"distinct_categories_{c}d"),
+    )
+    # The top category carries its own spend (no map lookup: element_at on a map of this
+    # shape gave null or another key's value on Sail 0.7.2 for ~1/3 of members at 100k).
+    # ``_e`` is sorted by category, so folding it with "a strictly larger spend replaces
+    # the kept entry" keeps the smallest name among ties; null when no line has a
+    # category. (A second sorted collect_list of (-spend, category) did the same: 1M
+    # members, 8.1 -> 7.2 s for this function.)
+    top = F.aggregate(
+        "_e", F.get(F.col("_e"), 0), lambda kept, e: F.when(e["s"] > kept["s"], e).otherwise(kept)
     )
     # Shares divide doubles: IEEE division is correctly rounded, so a ratio that is exactly
     # 0.6 compares equal to the literal 0.6 (decimal division would truncate to 6 places on
@@ -275,10 +270,8 @@ def category_aggregates(lines: DataFrame, as_of: dt.date, windows: FeatureWindow
                 F.transform("_e", lambda e: F.struct(e["c"], e["s"].cast("double") / total))
             ),
         ).alias(f"category_shares_{y}d"),
-        F.col("_top").getField("c").alias("top_category"),
-        F.when(total > 0, (-F.col("_top").getField("neg")).cast("double") / total).alias(
-            "top_category_share"
-        ),
+        top.getField("c").alias("top_category"),
+        F.when(total > 0, top.getField("s").cast("double") / total).alias("top_category_share"),
         f"distinct_categories_{c}d",
     )
 
