@@ -46,6 +46,7 @@ SILVER_STATE = frozenset(
         "meta/identity_refused",
         "meta/identity_junk_pairs",
         "meta/silver_orders_state",
+        "meta/points_ledger_state",
     }
 )
 # The state rows that say which date silver was last brought to.

@@ -47,7 +47,10 @@ RUN_SPECIFIC_COLUMNS = frozenset(
 #   meta/runs                 one row per step run: timings, start and finish times
 #   meta/identity_state       the incremental state's ``detail`` JSON: step timings, and
 #   meta/silver_orders_state  per-date digests made of each date's first/last _ingested_at
-RUN_LOG_TABLES = frozenset({"meta/runs", "meta/identity_state", "meta/silver_orders_state"})
+#   meta/points_ledger_state  the same digests for bronze/loyalty_ledger
+RUN_LOG_TABLES = frozenset(
+    {"meta/runs", "meta/identity_state", "meta/silver_orders_state", "meta/points_ledger_state"}
+)
 
 REL_TOL = 1e-9
 
