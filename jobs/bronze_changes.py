@@ -80,3 +80,9 @@ def touched_dates(prev: TableSnapshot, cur: TableSnapshot) -> list[dt.date] | No
     if ALL_DATES in keys:
         return None
     return [dt.date.fromisoformat(k) for k in keys]
+
+
+def dates_in(col: str, dates: list[dt.date]) -> str:
+    """A SQL predicate: ``col`` is one of ``dates`` (for MERGE and replaceWhere)."""
+    listed = ", ".join(f"DATE'{x.isoformat()}'" for x in sorted(set(dates)))
+    return f"{col} IN ({listed})"

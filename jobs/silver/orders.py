@@ -21,7 +21,6 @@ silver state stays. A missing state, a new PII key, an unreadable earlier versio
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import time
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from jobs import lake_state, storage
+from jobs.bronze_changes import dates_in
 from jobs.context import RunContext
 from jobs.identity import normalize as N
 from jobs.lake import Lake, parquet_materialiser
@@ -254,11 +254,6 @@ log = logging.getLogger(__name__)
 
 ORDERS, LINES, EVENTS = "silver/orders", "silver/order_lines", "silver/web_events"
 SILVER = (ORDERS, LINES, EVENTS)
-
-
-def _date_in(col: str, dates: list[dt.date]) -> str:
-    listed = ", ".join(f"DATE'{x.isoformat()}'" for x in sorted(set(dates)))
-    return f"{col} IN ({listed})"
 
 
 def _str_in(col: str, values: list[str]) -> str:
@@ -529,7 +524,7 @@ def _merge_web_events(
     if old_web is not None:
         _, old_dates, old_nulls = _count_and_values(old_web, "event_date")
         ev_dates, nulls = ev_dates + old_dates, nulls + old_nulls
-    upsert_rows(lake, src, EVENTS, None if nulls else _date_in("t.event_date", ev_dates))
+    upsert_rows(lake, src, EVENTS, None if nulls else dates_in("t.event_date", ev_dates))
     figures["web_events_written"] = n_events
     return purchases
 

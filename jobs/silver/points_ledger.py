@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from jobs.bronze_changes import TableSnapshot, table_snapshot, touched_dates
+from jobs.bronze_changes import TableSnapshot, dates_in, table_snapshot, touched_dates
 from jobs.context import RunContext
 from jobs.identity.normalize import norm_card, norm_text_id
 from jobs.lake import Lake, read_state_row, write_state_row
@@ -64,11 +64,6 @@ def resolve_members(ledger: DataFrame, xref: DataFrame) -> DataFrame:
     keyed = ledger.withColumns(
         {"crm_key": norm_text_id(F.col("crm_id")), "card_key": norm_card(F.col("member_card_no"))}
     )
-    return _resolve_keys(keyed, xref)
-
-
-def _resolve_keys(keyed: DataFrame, xref: DataFrame) -> DataFrame:
-    """:func:`resolve_members` of rows whose keys ``crm_key``, ``card_key`` are normalised."""
     found = []
     for column, source in MEMBER_KEYS:
         side = xref.filter((F.col("source") == source) & F.col("member_id").isNotNull()).select(
@@ -191,17 +186,15 @@ def choose_mode(
     return "incremental", f"{len(touched)} bronze dates touched"
 
 
-def _dates_in(dates: list[dt.date]) -> str:
-    listed = ", ".join(f"DATE'{x.isoformat()}'" for x in sorted(dates))
-    return f"_business_date IN ({listed})"
-
-
-def _incremental(ctx: RunContext, st: LedgerState, snap: TableSnapshot) -> dict:
-    """Replace the rows of the bronze dates touched since ``st`` (one commit)."""
+def _incremental(ctx: RunContext, touched: list[dt.date]) -> dict:
+    """Replace the rows of the ``touched`` bronze dates (one commit)."""
     lake = ctx.lake
-    touched = touched_dates(st.bronze, snap) or []
     bronze = lake.read(BRONZE).filter(F.col("_business_date").isin(*touched))
-    lake.replace_where(points_ledger(bronze, lake.read(XREF), ctx.as_of), TABLE, _dates_in(touched))
+    lake.replace_where(
+        points_ledger(bronze, lake.read(XREF), ctx.as_of),
+        TABLE,
+        dates_in("_business_date", touched),
+    )
     return {"touched_dates": len(touched)}
 
 
@@ -219,6 +212,6 @@ def run(ctx: RunContext) -> dict:
         lake.overwrite(points_ledger(lake.read(BRONZE), lake.read(XREF), ctx.as_of), TABLE)
     elif mode == "incremental":
         assert st is not None
-        detail.update(_incremental(ctx, st, snap))
+        detail.update(_incremental(ctx, touched_dates(st.bronze, snap) or []))
     save_state(lake, LedgerState(ctx.as_of, snap, xref_version), ctx.run_id)
     return {"rows_in": sum(snap.rows.values()), **figures(lake.read(TABLE)), **detail}
