@@ -13,7 +13,9 @@ so the process's memory is the whole pipeline's):
 For every step: wall time, rows in/out, rows per second, and peak RSS. Then a
 DuckDB reference of the same scope as our features + rfm steps (silver tables ->
 member features + RFM, written out) on the same Delta files, and our time over
-DuckDB's; both scopes and check figures are printed. Figures go to --out/results.json.
+DuckDB's; both scopes and check figures are printed. Figures go to --out/results.json,
+rewritten after every step (a phase still under way carries ``"running": true``), so a run
+stopped from outside keeps what it measured.
 With ``--baseline OLD.json`` each step is then compared with that earlier run
 (bench/compare.py: ratios, and exit status 1 when a step got more than 1.5x slower).
 """
@@ -27,6 +29,7 @@ import shutil
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -94,7 +97,15 @@ DETAIL = (
 )
 
 
-def run_phase(name: str, settings, as_of: dt.date, rss: PeakRss) -> dict:
+def run_phase(
+    name: str,
+    settings,
+    as_of: dt.date,
+    rss: PeakRss,
+    progress: Callable[[dict], None] = lambda partial: None,
+) -> dict:
+    """Run one phase; after every step ``progress`` gets the figures measured so far, so a
+    run killed from outside (a time limit, the OOM killer) still leaves them behind."""
     from jobs.context import make_context
     from jobs.pipeline import StepFailed, run_pipeline
 
@@ -121,6 +132,7 @@ def run_phase(name: str, settings, as_of: dt.date, rss: PeakRss) -> dict:
             flush=True,
         )
         rss.reset()
+        progress({"as_of": as_of.isoformat(), "steps": steps, "running": True})
 
     rss.reset()
     t0 = time.perf_counter()
@@ -435,9 +447,17 @@ def main() -> int:
         ("b_nightly", "nightly", end),
         ("c_rerun", "rerun", end),
     )
+    def save(key: str) -> Callable[[dict], None]:
+        def write(partial: dict) -> None:
+            (out / "results.json").write_text(
+                json.dumps({**results, key: partial}, indent=2, default=str)
+            )
+
+        return write
+
     for key, name, as_of in phases:
         try:
-            results[key] = run_phase(name, settings, as_of, rss)
+            results[key] = run_phase(name, settings, as_of, rss, progress=save(key))
         except PhaseFailed as failed:
             # A failed step is a result too: keep what was measured and say where it stopped.
             results[key] = {**failed.partial, "failed": failed.error}

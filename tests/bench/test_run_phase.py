@@ -27,3 +27,24 @@ def test_a_failed_step_keeps_the_steps_measured_before_it(monkeypatch):
     assert [(s["step"], s["seconds"], s["rows_in"], s["peak_rss_mb"]) for s in steps] == [
         ("ingest_pos", 2.0, 10, 1024)
     ]
+
+
+def test_every_step_is_saved_as_it_finishes(monkeypatch):
+    """A run killed mid-phase (time limit, OOM killer) leaves the steps it finished."""
+    saved: list[list[str]] = []
+
+    def pipeline(ctx, on_step):
+        on_step(SimpleNamespace(name="ingest_pos"), {"rows_in": 10, "rows_out": 9}, 2.0)
+        on_step(SimpleNamespace(name="ingest_web"), {"rows_in": 5, "rows_out": 5}, 1.0)
+
+    monkeypatch.setattr("jobs.pipeline.run_pipeline", pipeline)
+    monkeypatch.setattr("jobs.context.make_context", lambda settings, as_of: None)
+    rss = SimpleNamespace(peak=2**30, reset=lambda: None)
+
+    def progress(partial: dict) -> None:
+        assert partial["running"] is True and partial["as_of"] == "2026-11-20"
+        saved.append([step["step"] for step in partial["steps"]])
+
+    phase = bench_run.run_phase("full", None, dt.date(2026, 11, 20), rss, progress=progress)
+    assert saved == [["ingest_pos"], ["ingest_pos", "ingest_web"]]
+    assert "running" not in phase and [s["step"] for s in phase["steps"]] == saved[-1]
