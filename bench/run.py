@@ -447,6 +447,7 @@ def main() -> int:
         ("b_nightly", "nightly", end),
         ("c_rerun", "rerun", end),
     )
+
     def save(key: str) -> Callable[[dict], None]:
         def write(partial: dict) -> None:
             (out / "results.json").write_text(
