@@ -111,6 +111,14 @@ def run(
     until: Annotated[
         str | None, typer.Option("--until", help="stop after this step (same names)")
     ] = None,
+    recompute: Annotated[
+        bool,
+        typer.Option(
+            "--recompute",
+            help="run the gold and export steps even when their inputs did not change "
+            "since they last ran for this date (default: such a rerun skips them)",
+        ),
+    ] = False,
 ) -> None:
     """Run the whole nightly pipeline for one business date.
 
@@ -126,7 +134,7 @@ def run(
     chosen = select_steps(steps.split(",") if steps else None, until)
     if not allow_incomplete:
         _check_landing(settings, as_of, [s.name for s in chosen])
-    ctx = make_context(settings, as_of, allow_incomplete=allow_incomplete)
+    ctx = make_context(settings, as_of, allow_incomplete=allow_incomplete, recompute=recompute)
     validate_conf(ctx.spark)
     ctx.pii_key  # noqa: B018 - no PII key in a production config: refuse before any step
     typer.echo(f"cdp run {as_of} run_id={ctx.run_id} lake={settings.paths.lake}")
@@ -141,6 +149,8 @@ def run(
         )
         if result.get("refused"):  # landing entries never read: name them
             figures += f" ({', '.join(result.get('refused_paths', []))}: see meta/ingest_manifest)"
+        if result.get("skipped"):  # jobs.memo
+            figures += f" (skipped: {result['skipped']}, computed by run {result['computed_by']})"
         typer.echo(f"  [{step.name:<{STEP_WIDTH}}] {seconds:7.1f}s  {figures}")
 
     run_pipeline(ctx, chosen, on_step=on_step)

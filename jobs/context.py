@@ -21,6 +21,8 @@ class RunContext:
     as_of: dt.date
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
     allow_incomplete: bool = False
+    # Run every step even where jobs.memo would skip it (inputs unchanged).
+    recompute: bool = False
 
     @cached_property
     def lake(self) -> Lake:
@@ -49,7 +51,11 @@ class RunContext:
 
 
 def make_context(
-    settings: Settings, as_of: dt.date, run_id: str | None = None, allow_incomplete: bool = False
+    settings: Settings,
+    as_of: dt.date,
+    run_id: str | None = None,
+    allow_incomplete: bool = False,
+    recompute: bool = False,
 ) -> RunContext:
     """A context on the process's Spark session for ``settings.engine``."""
     from jobs.engine import get_spark
@@ -59,6 +65,7 @@ def make_context(
         spark=get_spark(settings.engine),
         as_of=as_of,
         allow_incomplete=allow_incomplete,
+        recompute=recompute,
     )
     if run_id:
         ctx.run_id = run_id

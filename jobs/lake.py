@@ -21,7 +21,7 @@ from pathlib import Path
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from jobs import storage
+from jobs import lineage, storage
 from jobs.schemas import conform, table_schema
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,13 @@ def write_delta(df: DataFrame, write: Callable[[DataFrame], None]) -> None:
         log.info("Delta write again behind a shuffle (%s)", str(exc).splitlines()[0])
         partitions = int(df.sparkSession.conf.get("spark.sql.shuffle.partitions"))
         write(df.repartition(partitions))
+
+
+def _committed(lake: Lake, name: str) -> None:
+    """After every commit of a Lake write: noted for the step's lineage, then the crash
+    tests' hook."""
+    lineage.note_write(lake.path(name))
+    _fault_hook(name)
 
 
 def _fault_hook(name: str) -> None:
@@ -71,17 +78,24 @@ class Lake:
     def path(self, name: str) -> str:
         return f"{self.root}/{name}"
 
+    def _noted(self, name: str) -> str:
+        """``name``'s path, noted as read by the step recording its lineage (jobs.lineage)."""
+        path = self.path(name)
+        lineage.note_read(path, lambda: lineage.table_version(path))
+        return path
+
     def delta_table(self, name: str):
         """The delta-rs handle of a table (metadata, history, maintenance)."""
         from deltalake import DeltaTable
 
-        return DeltaTable(self.path(name), storage_options=storage.delta_storage_options(self.root))
+        path = self._noted(name)
+        return DeltaTable(path, storage_options=storage.delta_storage_options(self.root))
 
     def exists(self, name: str) -> bool:
         from deltalake import DeltaTable
 
         return DeltaTable.is_deltatable(
-            self.path(name), storage_options=storage.delta_storage_options(self.root)
+            self._noted(name), storage_options=storage.delta_storage_options(self.root)
         )
 
     def read(self, name: str) -> DataFrame:
@@ -91,7 +105,8 @@ class Lake:
         return self.spark.read.format("delta").load(self.path(name))
 
     def read_version(self, name: str, version: int) -> DataFrame:
-        return self.spark.read.format("delta").option("versionAsOf", version).load(self.path(name))
+        path = self._noted(name)
+        return self.spark.read.format("delta").option("versionAsOf", version).load(path)
 
     def _writer(self, df: DataFrame, name: str, conform_schema: bool):
         out = conform(df, name) if conform_schema else df
@@ -109,14 +124,14 @@ class Lake:
             writer.option("overwriteSchema", "true").save(self.path(name))
 
         write_delta(df, save)
-        _fault_hook(name)
+        _committed(self, name)
 
     def append(self, df: DataFrame, name: str, conform_schema: bool = True) -> None:
         def save(rows: DataFrame) -> None:
             self._writer(rows, name, conform_schema).mode("append").save(self.path(name))
 
         write_delta(df, save)
-        _fault_hook(name)
+        _committed(self, name)
 
     def replace_where(
         self, df: DataFrame, name: str, predicate: str, conform_schema: bool = True
@@ -134,7 +149,7 @@ class Lake:
             writer.save(self.path(name))
 
         write_delta(df, save)
-        _fault_hook(name)
+        _committed(self, name)
 
     def merge_into(
         self,
@@ -230,6 +245,7 @@ class Lake:
             writer.save(self.path(name))
 
         write_delta(out, save)
+        _committed(self, name)
         return missing
 
     def version(self, name: str) -> int:
@@ -315,7 +331,7 @@ class Merge:
         """Run the MERGE: one Delta commit."""
         sql = self.statement()
         write_delta(self.source, lambda src: self.lake.spark.sql(sql, src=src))
-        _fault_hook(self.name)
+        _committed(self.lake, self.name)
 
 
 def _braces(text: str) -> str:

@@ -36,6 +36,10 @@ class Step:
     # idle machine, scipy and altair included; scipy for the value models): a run imports them in a background thread
     # from its start, while the first steps wait on the engine (warm_imports).
     warm: tuple[str, ...] = ()
+    # Skipped when nothing it read, wrote or depends on changed since it last ran for
+    # the same date (jobs.memo): a pure function of the tables it reads, the date, the
+    # code and the settings.
+    memo: bool = False
 
     def load(self) -> Callable[[RunContext], dict]:
         module, _, func = self.target.partition(":")
@@ -59,15 +63,15 @@ STEPS: tuple[Step, ...] = (
     Step("identity", "jobs.identity.job:run", ("quality",)),
     Step("points_ledger", "jobs.silver.points_ledger:run", ("identity",)),
     Step("orders", "jobs.silver.orders:run", ("identity",)),
-    Step("features", "jobs.gold.features:run", ("orders",)),
-    Step("value", "jobs.gold.value:run", ("orders",), warm=("jobs.gold.value_model",)),
-    Step("rfm", "jobs.gold.rfm:run", ("features",)),
-    Step("points", "jobs.gold.points:run", ("points_ledger",)),
-    Step("tags", "jobs.gold.tags:run", ("rfm", "value", "points")),
-    Step("lifecycle", "jobs.gold.lifecycle:run", ("features", "value")),
-    Step("kpis", "jobs.gold.kpis:run", ("rfm", "tags", "lifecycle", "value")),
-    Step("channels", "jobs.gold.channels:run", ("orders",)),
-    Step("exports", "jobs.exports.segments:run", ("kpis", "channels")),
+    Step("features", "jobs.gold.features:run", ("orders",), memo=True),
+    Step("value", "jobs.gold.value:run", ("orders",), warm=("jobs.gold.value_model",), memo=True),
+    Step("rfm", "jobs.gold.rfm:run", ("features",), memo=True),
+    Step("points", "jobs.gold.points:run", ("points_ledger",), memo=True),
+    Step("tags", "jobs.gold.tags:run", ("rfm", "value", "points"), memo=True),
+    Step("lifecycle", "jobs.gold.lifecycle:run", ("features", "value"), memo=True),
+    Step("kpis", "jobs.gold.kpis:run", ("rfm", "tags", "lifecycle", "value"), memo=True),
+    Step("channels", "jobs.gold.channels:run", ("orders",), memo=True),
+    Step("exports", "jobs.exports.segments:run", ("kpis", "channels"), memo=True),
     Step("report", "jobs.report.html:run", ("exports",), warm=("plotly.graph_objects",)),
 )
 
@@ -128,7 +132,7 @@ def _run_step_locked(ctx: RunContext, step: Step) -> dict:
     t0 = time.perf_counter()
     status, detail = "ok", {}
     try:
-        detail = step.load()(_on_step_session(ctx, step)) or {}
+        detail = _run_or_skip(ctx, step)
         return detail
     except Exception as exc:
         status = "failed"
@@ -138,6 +142,18 @@ def _run_step_locked(ctx: RunContext, step: Step) -> dict:
         seconds = time.perf_counter() - t0
         detail = {**detail, "seconds": round(seconds, 3)}
         _record(ctx, step.name, status, started, seconds, detail)
+
+
+def _run_or_skip(ctx: RunContext, step: Step) -> dict:
+    """The step's figures: run, or skipped by jobs.memo when it is marked ``memo``."""
+    from jobs import memo
+
+    def run() -> dict:
+        return step.load()(_on_step_session(ctx, step)) or {}
+
+    if step.memo and memo.applies(ctx):
+        return memo.run_memoised(ctx, step.name, run)
+    return run()
 
 
 def _record(

@@ -46,7 +46,7 @@ import pyarrow as pa
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from jobs import storage
+from jobs import lineage, storage
 from jobs.config import CONF_DIR
 from jobs.context import RunContext
 from jobs.exports.conf import (  # noqa: F401 - the conf's names, re-exported for callers
@@ -681,6 +681,21 @@ def export_contacts(spark: SparkSession, day: Path, segments: Iterable[Segment])
     return out
 
 
+def _note_files(root: Path, manifest: dict) -> None:
+    """For the step's lineage (jobs.memo): the export's files with the manifest's
+    digests, the manifest itself (present: the report step adds itself to it), and the
+    files of the previous export the entries and exits were computed against."""
+    day = root / manifest["as_of_date"]
+    lineage.note_file(day / "manifest.json", lineage.EXISTS)
+    for entry in manifest["files"]:
+        lineage.note_file(day / entry["path"], entry["sha256"])
+    if manifest["previous_export"]:
+        previous = root / manifest["previous_export"]
+        for entry in json.loads((previous / "manifest.json").read_text("utf-8"))["files"]:
+            if "sha256" in entry:
+                lineage.note_file(previous / entry["path"], entry["sha256"])
+
+
 def run(ctx: RunContext) -> dict:
     """Export every segment of conf/segments.yaml for ctx.as_of (see module docstring)."""
     lake, as_of = ctx.lake, ctx.as_of
@@ -731,6 +746,7 @@ def run(ctx: RunContext) -> dict:
             "meta/export_contacts",
             f"as_of_date = '{as_of.isoformat()}'",
         )
+        _note_files(Path(root), manifest)
     per_segment = {s["name"]: s["rows"] for s in manifest["segments"]}
     dropped = {r: sum(s["dropped"][r] for s in manifest["segments"]) for r in DROP_REASONS}
     return {

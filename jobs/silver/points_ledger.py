@@ -213,5 +213,6 @@ def run(ctx: RunContext) -> dict:
     elif mode == "incremental":
         assert st is not None
         detail.update(_incremental(ctx, touched_dates(st.bronze, snap) or []))
-    save_state(lake, LedgerState(ctx.as_of, snap, xref_version), ctx.run_id)
+    if mode != "noop":  # a rerun writes nothing: the state already says all this
+        save_state(lake, LedgerState(ctx.as_of, snap, xref_version), ctx.run_id)
     return {"rows_in": sum(snap.rows.values()), **figures(lake.read(TABLE)), **detail}
