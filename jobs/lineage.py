@@ -112,19 +112,23 @@ def table_version(path: str) -> int:
 _CODE_DIGEST: str | None = None
 
 
+def _hash_files(h, root: Path, folder: Path, pattern: str) -> None:
+    for p in sorted(folder.rglob(pattern)):
+        if p.is_file() and "__pycache__" not in p.parts:
+            h.update(str(p.relative_to(root) if p.is_relative_to(root) else p).encode())
+            h.update(p.read_bytes())
+
+
 def code_digest() -> str:
-    """The package's source, configuration files and schemas, and the engine's version:
-    a change to any of them (a deploy) makes every step run again."""
+    """The package's source, the schemas and the engine's libraries (what this process
+    runs: computed once)."""
     global _CODE_DIGEST
     if _CODE_DIGEST is None:
         from jobs.config import PROJECT_ROOT
 
         h = hashlib.sha256()
-        for folder, pattern in (("jobs", "*.py"), ("conf", "*"), ("schemas", "*")):
-            for p in sorted((PROJECT_ROOT / folder).rglob(pattern)):
-                if p.is_file() and "__pycache__" not in p.parts:
-                    h.update(str(p.relative_to(PROJECT_ROOT)).encode())
-                    h.update(p.read_bytes())
+        for folder, pattern in (("jobs", "*.py"), ("schemas", "*"), ("expectations", "*")):
+            _hash_files(h, PROJECT_ROOT, PROJECT_ROOT / folder, pattern)
         for package in ("pysail", "pyspark", "delta-spark", "deltalake"):
             try:
                 h.update(f"{package}={importlib.metadata.version(package)}".encode())
@@ -134,10 +138,20 @@ def code_digest() -> str:
     return _CODE_DIGEST
 
 
+def conf_digest() -> str:
+    """Every file of the configuration folder (``CDP_CONF_DIR`` or conf/), read now."""
+    from jobs.config import CONF_DIR, PROJECT_ROOT
+
+    h = hashlib.sha256()
+    _hash_files(h, PROJECT_ROOT, Path(CONF_DIR), "*")
+    return h.hexdigest()
+
+
 def run_digest(settings_json: str) -> str:
-    """The code and the run's settings in one digest (the PII key needs none: a lake
-    refuses any key but its own, jobs.privacy.pii)."""
-    text = json.dumps([code_digest(), settings_json])
+    """The code, the configuration and the run's settings in one digest: a change to any
+    of them (a deploy, an edited rule) makes every step run again. (The PII key needs
+    none: a lake refuses any key but its own, jobs.privacy.pii.)"""
+    text = json.dumps([code_digest(), conf_digest(), settings_json])
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
