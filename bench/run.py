@@ -63,6 +63,34 @@ class PeakRss:
         self._stop.set()
 
 
+def host_probe(rows: int = 20_000_000) -> dict:
+    """A fixed workload timed before the pipeline: the host's speed at the time of the run.
+
+    Bench runs of different sizes or days are compared through their steps' seconds, but a
+    shared host's speed drifts (the same 100k run took 1.6x longer on 2026-12-02 than on
+    2026-12-01, and so did DuckDB's reference). Each results.json keeps this probe, so two
+    runs' seconds can be put on one host speed (bench/scaling.py prints the factor). The
+    workload is one DuckDB query over generated rows (a hash aggregate, a sort), single
+    threaded like a step's share of the 2 cores; ``checksum`` proves the same work was done.
+    """
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute("SET threads = 1")
+    sql = f"""
+        WITH t AS (SELECT i % 100003 AS k, (i * 7919) % 1000 AS v FROM range({rows}) r(i))
+        SELECT sum(s * n) AS checksum FROM (
+            SELECT k, sum(v) AS s, count(*) AS n FROM t GROUP BY k ORDER BY s DESC, k)
+    """
+    best, checksum = float("inf"), None
+    for _ in range(3):
+        t0 = time.perf_counter()
+        checksum = con.execute(sql).fetchone()[0]
+        best = min(best, time.perf_counter() - t0)
+    con.close()
+    return {"seconds": round(best, 3), "rows": rows, "checksum": int(checksum)}
+
+
 def generate(
     out: Path, members: int, days: int, seed: int, end: dt.date
 ) -> tuple[Path, dict, float]:
@@ -436,9 +464,12 @@ def main() -> int:
         work=run_dir / "work",
     )
     rss = PeakRss()
+    probe = host_probe()
+    print(f"host probe: {probe['seconds']} s (bench/run.py host_probe)", flush=True)
     results: dict = {
         "members": args.members,
         "days": args.days,
+        "host_probe": probe,
         "generate_seconds": round(gen_s, 1),
         "landing_summary": summary,
     }

@@ -7,7 +7,10 @@
 The files are ordered by members. For each phase (full first run, night, rerun) and
 each step: its seconds at every size, and the growth from one size to the next as a
 multiple of the growth in members (1.00: linear; below: a fixed cost still shows;
-above: worse than linear, e.g. a shuffle that spills). A step a run did not reach (a
+above: worse than linear, e.g. a shuffle that spills), the larger run's seconds first
+divided by how much slower its host was (the ``host probe`` line: bench/run.py times one
+fixed DuckDB query before each run; the growth columns there give that ratio, 1.00 when a
+run has no probe). A step a run did not reach (a
 failed or stopped run, ``"running": true``) shows ``-``; the phase's own line says how
 far it got. Peak RSS (all processes) per phase closes each block.
 """
@@ -29,10 +32,12 @@ class Run:
 
     members: int
     phases: dict[str, dict]
+    probe: float | None = None  # bench/run.py host_probe seconds (None: not measured)
 
     @classmethod
     def load(cls, result: dict) -> Run:
-        return cls(int(result["members"]), {k: result[k] for k in PHASES if k in result})
+        probe = (result.get("host_probe") or {}).get("seconds")
+        return cls(int(result["members"]), {k: result[k] for k in PHASES if k in result}, probe)
 
     def seconds(self, phase: str, step: str) -> float | None:
         for s in self.phases.get(phase, {}).get("steps", []):
@@ -63,11 +68,21 @@ class Run:
         return "finished"
 
 
-def growth(small: float | None, large: float | None, members_ratio: float) -> float | None:
-    """``large / small`` over the members' ratio: 1.0 is linear growth."""
+def growth(
+    small: float | None, large: float | None, members_ratio: float, host_ratio: float = 1.0
+) -> float | None:
+    """``large / small`` over the members' ratio: 1.0 is linear growth. ``host_ratio``:
+    the larger run's host probe over the smaller's (its seconds are divided by it)."""
     if small is None or large is None or small <= 0:
         return None
-    return large / small / members_ratio
+    return large / host_ratio / small / members_ratio
+
+
+def host_ratio(small: Run, large: Run) -> float:
+    """How much slower the larger run's host was (1.0 when either has no probe)."""
+    if not small.probe or not large.probe:
+        return 1.0
+    return large.probe / small.probe
 
 
 def step_names(runs: list[Run], phase: str) -> list[str]:
@@ -91,13 +106,21 @@ def rows(runs: list[Run], phase: str) -> list[list[str]]:
     lines.append(("TOTAL", [r.total(phase) for r in runs]))
     for name, secs in lines:
         grow = [
-            growth(secs[i], secs[i + 1], runs[i + 1].members / runs[i].members)
+            growth(
+                secs[i],
+                secs[i + 1],
+                runs[i + 1].members / runs[i].members,
+                host_ratio(runs[i], runs[i + 1]),
+            )
             for i in range(len(runs) - 1)
         ]
         out.append([name, *(cell(s, ".1f") for s in secs), *(cell(g, ".2f") for g in grow)])
     out.append(
         ["peak RSS MB", *(cell(r.peak_mb(phase), "d") for r in runs), *[""] * (len(runs) - 1)]
     )
+    probes = [cell(r.probe, ".2f") for r in runs]
+    ratios = [cell(host_ratio(a, b), ".2f") for a, b in zip(runs, runs[1:], strict=False)]
+    out.append(["host probe s", *probes, *ratios])
     return out
 
 

@@ -7,10 +7,13 @@ import json
 from bench import scaling
 
 
-def _result(members: int, night: list[tuple[str, float]], **phase) -> dict:
+def _result(
+    members: int, night: list[tuple[str, float]], probe: float | None = None, **phase
+) -> dict:
     steps = [{"step": s, "seconds": t, "peak_rss_mb": 1000 + int(t)} for s, t in night]
     return {
         "members": members,
+        **({"host_probe": {"seconds": probe}} if probe else {}),
         "b_nightly": {"seconds": sum(t for _, t in night), "steps": steps, **phase},
     }
 
@@ -41,3 +44,11 @@ def test_a_stopped_run_shows_the_steps_it_reached(tmp_path, capsys):
     assert lines["ingest"] == ["ingest", "20.0", "150.0", "1.50"]
     assert lines["identity"] == ["identity", "40.0", "-", "-"]
     assert lines["TOTAL"] == ["TOTAL", "60.0", "-", "-"]  # an unfinished phase has no total
+
+
+def test_a_slower_host_is_taken_out_of_the_growth():
+    small = scaling.Run.load(_result(100_000, [("ingest", 2.0)], probe=1.0))
+    large = scaling.Run.load(_result(1_000_000, [("ingest", 40.0)], probe=2.0))
+    table = {row[0]: row for row in scaling.rows([small, large], "b_nightly")}
+    assert table["ingest"] == ["ingest", "2.0", "40.0", "1.00"]  # 20x the time on a 2x slower host
+    assert table["host probe s"] == ["host probe s", "1.00", "2.00", "2.00"]
