@@ -149,7 +149,7 @@ def run(
         )
         if result.get("refused"):  # landing entries never read: name them
             figures += f" ({', '.join(result.get('refused_paths', []))}: see meta/ingest_manifest)"
-        if result.get("skipped"):  # jobs.memo
+        if result.get("skipped") and result.get("computed_by"):  # jobs.memo
             figures += f" (skipped: {result['skipped']}, computed by run {result['computed_by']})"
         typer.echo(f"  [{step.name:<{STEP_WIDTH}}] {seconds:7.1f}s  {figures}")
 

@@ -32,6 +32,7 @@ from jobs.ingest.landing import Known, LandingFile, Refused, check_ready, scan
 from jobs.ingest.parse import parse_file
 from jobs.ingest.rules import null_invalid_fields, split
 from jobs.lake import write_delta
+from jobs.laps import Laps
 from jobs.privacy.suppression import apply_suppression
 from jobs.schemas import table_schema
 from jobs.sources import SOURCES, Source
@@ -251,6 +252,7 @@ def _write_with_conflicts(
     where: str,
     stage: str,
     batch_rows: int,
+    lap: Laps,
 ) -> DataFrame:
     """Write rows whose key may repeat (POS lines, ledger transactions).
 
@@ -270,6 +272,7 @@ def _write_with_conflicts(
         ),
         storage.join(stage, "flagged"),
     )
+    lap("dedup")
     ctx.lake.replace_where(flagged.filter(F.col("_dup_reason").isNull()), src.bronze_table, where)
     ctx.lake.replace_where(
         flagged.filter(F.col("_dup_reason") == dedup.duplicate_reason),
@@ -284,10 +287,18 @@ def _write_with_conflicts(
 
 
 def _write_rows(
-    ctx: RunContext, source: str, checked: DataFrame, where: str, stage: str, batch_rows: int
+    ctx: RunContext,
+    source: str,
+    checked: DataFrame,
+    where: str,
+    stage: str,
+    batch_rows: int,
+    lap: Laps | None = None,
 ) -> None:
     """Checked rows -> bronze (invalid optional fields nulled), duplicates and quarantine.
-    ``batch_rows``: the parsed rows of the batch (how its keys are looked up in bronze)."""
+    ``batch_rows``: the parsed rows of the batch (how its keys are looked up in bronze);
+    ``lap`` times the dedup and the writes."""
+    lap = lap or Laps()
     src = SOURCES[source]
     stamp = {"_ingested_at": F.current_timestamp(), "_run_id": F.lit(ctx.run_id)}
     good = null_invalid_fields(checked.filter(F.size("_reasons") == 0), source)
@@ -302,13 +313,16 @@ def _write_rows(
             web_dedup(bronze, existing.select("event_id", "_source_file")),
             storage.join(stage, "dedup"),
         )
+        lap("dedup")
         ctx.lake.replace_where(marked.filter(~F.col("_is_dup")), src.bronze_table, where)
         ctx.lake.replace_where(marked.filter("_is_dup"), src.dedup.duplicates_table, where)
     elif src.dedup.policy == "first_copy_conflicts":
-        bad = _write_with_conflicts(ctx, src, bronze, bad, where, stage, batch_rows)
+        bad = _write_with_conflicts(ctx, src, bronze, bad, where, stage, batch_rows, lap)
     else:
         ctx.lake.replace_where(bronze, src.bronze_table, where)
+    lap("write_bronze")
     ctx.lake.replace_where(bad.withColumns(stamp), src.quarantine_table, where)
+    lap("write_quarantine")
 
 
 def _manifest_rows(ctx: RunContext, source: str, todo: list[LandingFile], stats: list[dict],
@@ -384,7 +398,9 @@ def ingest(ctx: RunContext, source: str) -> dict:
         log.warning("%s: added column(s) %s to a table written before them", source, added)
     stage = staging_dir(ctx, source)
     storage.remove_tree(stage)
+    lap = Laps()
     stats = parse_staged(ctx, todo, storage.join(stage, "raw"))
+    lap("parse")
     files = [f.rel_path for f in todo]
     days = sorted({f.business_date.isoformat() for f in todo})
     where = f"{_in_list('_business_date', days)} AND {_in_list('_source_file', files)}"
@@ -395,7 +411,8 @@ def ingest(ctx: RunContext, source: str) -> dict:
         staged = ctx.spark.read.parquet(storage.join(stage, "raw"))
         earliest = ctx.settings.ingest.earliest_date
         checked = materialize(check_rows(staged, source, earliest), storage.join(stage, "checked"))
-        _write_rows(ctx, source, checked, where, stage, rows_in)
+        lap("check_rows")
+        _write_rows(ctx, source, checked, where, stage, rows_in, lap)
     elif ctx.lake.exists(table):
         # Only empty files: a re-sent empty file still removes its earlier rows.
         ctx.lake.replace_where(
@@ -403,8 +420,11 @@ def ingest(ctx: RunContext, source: str) -> dict:
         )
 
     manifest_rows = _manifest_rows(ctx, source, todo, stats, where)
+    lap("count_by_file")
     write_manifest(ctx, manifest_rows + refused, known)
+    lap("manifest")
     return {
+        "phase_seconds": lap.seconds,
         "files": len(todo),
         "rows_in": rows_in,
         "rows_out": sum(r["rows_good"] for r in manifest_rows),

@@ -33,6 +33,7 @@ from jobs.bronze_changes import dates_in
 from jobs.context import RunContext
 from jobs.identity import normalize as N
 from jobs.lake import Lake, parquet_materialiser
+from jobs.laps import Laps
 from jobs.privacy.pii import hmac_col
 from jobs.schemas import conform, table_schema
 from jobs.silver import state as S
@@ -435,19 +436,6 @@ class _NightSources:
     month_dates: list[DataFrame] = field(default_factory=list)
 
 
-class _Laps:
-    """Seconds per named stage, each from the end of the previous one."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-        self._t0 = time.perf_counter()
-
-    def __call__(self, name: str) -> None:
-        now = time.perf_counter()
-        self.seconds[name] = round(now - self._t0, 3)
-        self._t0 = now
-
-
 def _incremental(
     ctx: RunContext,
     st: S.SilverState,
@@ -460,7 +448,7 @@ def _incremental(
     read the earlier versions, web events, online orders, POS orders, the order and
     line merges, the re-keying (their seconds in ``phase_seconds``)."""
     lake, d = ctx.lake, ctx.as_of
-    lap = _Laps()
+    lap = Laps()
     xref = lake.read(S.XREF)
     t_pos = S.touched_dates(st.pos, pos_snap) or []
     t_web = S.touched_dates(st.web, web_snap) or []
