@@ -183,9 +183,12 @@ def mark_first(df: DataFrame, keys: list[str], carry: dict[str, str]) -> DataFra
 
     The first copy by business date, then file, then line wins, so the choice
     does not depend on the order files were processed in. Adds ``_is_first``
-    and, for each ``column: alias`` in ``carry``, the first copy's value. An
-    aggregate and a join rather than a window: much cheaper when almost every
-    key has one copy.
+    and, for each ``column: alias`` in ``carry``, the first copy's value.
+
+    Almost every key has one copy: the repeated keys are found by a count over the key
+    columns alone, and only their rows are ranked (an aggregate, not a window); every
+    other row is its own first copy. (Ranking every row by an aggregate over the whole
+    batch and joining it back took 18 s of a 100k first run's 2M web events, this 11 s.)
     """
     # A sortable string of the delivery position: min() over strings is
     # vectorised, min() over a struct is not (10x slower on Sail).
@@ -195,13 +198,19 @@ def mark_first(df: DataFrame, keys: list[str], carry: dict[str, str]) -> DataFra
         F.col("_source_file"),
         F.lpad(F.col("_line_no").cast("string"), 12, "0"),
     )
-    with_pos = df.withColumn("_pos", pos)
-    firsts = with_pos.groupBy(*keys).agg(
-        F.min("_pos").alias("_first_pos"),
-        *[F.min_by(c, "_pos").alias(alias) for c, alias in carry.items()],
+    repeated = df.groupBy(*keys).agg(F.count(F.lit(1)).alias("_n")).filter("_n > 1")
+    firsts = (
+        df.join(repeated.select(*keys), keys, "left_semi")
+        .withColumn("_pos", pos)
+        .groupBy(*keys)
+        .agg(
+            F.min("_pos").alias("_first_pos"),
+            *[F.min_by(c, "_pos").alias(alias) for c, alias in carry.items()],
+        )
     )
+    single = F.col("_first_pos").isNull()  # a key with one copy: it is its own first
+    first = single | (pos == F.col("_first_pos"))
+    values = {alias: F.when(single, F.col(c)).otherwise(F.col(alias)) for c, alias in carry.items()}
     return (
-        with_pos.join(firsts, keys)
-        .withColumn("_is_first", F.col("_pos") == F.col("_first_pos"))
-        .drop("_pos", "_first_pos")
+        df.join(firsts, keys, "left").withColumns({"_is_first": first, **values}).drop("_first_pos")
     )
