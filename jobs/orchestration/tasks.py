@@ -23,7 +23,9 @@ def run_pipeline_step(step: str, **context: Any) -> dict:
 
     Idempotent: every step replaces what it wrote for the date, so a retry or a
     cleared task re-runs cleanly. One pipeline ``run_id`` per DAG run (all tasks and
-    retries of a run record under it in meta/runs).
+    retries of a run record under it in meta/runs). A gold or export step whose inputs
+    did not change since it last ran for the date is skipped (jobs.memo) unless the DAG
+    run's conf says ``"recompute": true``.
     """
     from jobs.config import load_settings
     from jobs.context import make_context
@@ -35,7 +37,10 @@ def run_pipeline_step(step: str, **context: Any) -> dict:
     airflow_run_id = getattr(dag_run, "run_id", None) or str(context.get("run_id"))
     dag_id = getattr(dag_run, "dag_id", None) or "cdp_nightly"
     settings = load_settings()
-    ctx = make_context(settings, as_of, run_id=run_id_for(dag_id, airflow_run_id))
+    recompute = bool((getattr(dag_run, "conf", None) or {}).get("recompute"))
+    ctx = make_context(
+        settings, as_of, run_id=run_id_for(dag_id, airflow_run_id), recompute=recompute
+    )
     log.info(
         "step %s for business date %s (pipeline run_id %s, airflow run %s, lake %s)",
         step,

@@ -293,3 +293,27 @@ def test_sensor_of_an_optional_source_does_not_wait_for_a_system_the_chain_lacks
     assert "poke True" in poke()  # no loyalty/ folder at all: a chain without the system
     (tmp_path / "loyalty" / "2026-03-08").mkdir(parents=True)
     assert "poke False" in poke()  # once it delivers, its days are waited for
+
+
+@pytest.mark.parametrize("conf, recompute", [({}, False), ({"recompute": True}, True)])
+def test_a_dag_run_conf_can_ask_for_a_recompute(monkeypatch, conf, recompute):
+    """``"recompute": true`` in the DAG run's conf reaches the step's context (jobs.memo)."""
+    import types
+
+    import jobs.context
+    import jobs.pipeline
+    from jobs.orchestration.tasks import run_pipeline_step
+
+    seen = {}
+
+    def make_context(settings, as_of, run_id=None, allow_incomplete=False, recompute=False):
+        seen.update(as_of=as_of, recompute=recompute)
+        return types.SimpleNamespace(run_id=run_id)
+
+    monkeypatch.setattr(jobs.context, "make_context", make_context)
+    monkeypatch.setattr(jobs.pipeline, "run_step", lambda ctx, step: {"step": step.name})
+    run = types.SimpleNamespace(
+        conf={"business_date": "2026-11-20", **conf}, run_id="manual__x", dag_id="cdp_nightly"
+    )
+    assert run_pipeline_step("features", dag_run=run, logical_date=None) == {"step": "features"}
+    assert seen == {"as_of": dt.date(2026, 11, 20), "recompute": recompute}
