@@ -130,6 +130,10 @@ class IngestConf(StrictModel):
     # Building them costs a run ~4-5 s of CPU (importing GX, rendering) whatever the
     # night brings; meta/quality_results holds every run's checks either way.
     data_docs: Literal["every_run", "on_failure"] = "every_run"
+    # A step takes its new files in batches of whole days of at most this many landing
+    # bytes (0: one batch), so a first run over a long history needs the disk and memory
+    # of one batch (jobs.ingest.job.day_batches). 4 GiB: a 1M-member first run is one batch.
+    max_batch_bytes: int = Field(4 << 30, ge=0)
 
     @field_validator("sources")
     @classmethod

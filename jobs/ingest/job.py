@@ -398,8 +398,77 @@ def ingest(ctx: RunContext, source: str) -> dict:
         log.warning("%s: added column(s) %s to a table written before them", source, added)
     stage = staging_dir(ctx, source)
     storage.remove_tree(stage)
+    batches = day_batches(todo, ctx.settings.ingest.max_batch_bytes)
+    figures = [_ingest_batch(ctx, source, b, i, stage, known) for i, b in enumerate(batches)]
+    write_manifest(ctx, refused, known)
+    laps: dict[str, float] = {}
+    for f in figures:
+        for name, seconds in f["phase_seconds"].items():
+            laps[name] = round(laps.get(name, 0.0) + seconds, 3)
+    return {
+        "phase_seconds": laps,
+        "batches": len(batches),
+        "files": len(todo),
+        **{k: sum(f[k] for f in figures) for k in ("rows_in", "rows_out", "quarantined")},
+        "duplicates": sum(f["duplicates"] for f in figures),
+        "days": sorted({d for f in figures for d in f["days"]}),
+        "waiting": waiting,
+        **refused_summary,
+    }
+
+
+def day_batches(files: list[LandingFile], max_bytes: int) -> list[list[LandingFile]]:
+    """``files`` by business date, cut into batches of whole days of at most ``max_bytes``
+    of landing files (a day bigger than that is a batch of its own; 0: one batch).
+
+    Taken in date order, each batch's repeats are looked up in the bronze rows the
+    batches before it wrote, so the first delivery by date, file and line wins as in one
+    batch; each batch's staging, spill and memory are its own (a first run's 90 days at
+    5M members ran a 92 GB disk out in one batch: bench/results/5m-90d-272887e.json).
+    """
+    ordered = sorted(files, key=lambda f: (f.business_date, f.rel_path))
+    if max_bytes <= 0:
+        return [ordered] if ordered else []
+    by_day: dict[dt.date, list[LandingFile]] = {}
+    for f in ordered:
+        by_day.setdefault(f.business_date, []).append(f)
+    batches: list[list[LandingFile]] = []
+    size = 0
+    for day_files in by_day.values():
+        day_size = sum(f.size_bytes for f in day_files)
+        if not batches or size + day_size > max_bytes:
+            batches.append([])
+            size = 0
+        batches[-1].extend(day_files)
+        size += day_size
+    return batches
+
+
+def checked_paths(ctx: RunContext, source: str) -> list[str]:
+    """The run's checked rows of ``source``: one Delta folder per batch (the quality
+    step validates them all)."""
+    stage = staging_dir(ctx, source)
+    if not storage.exists(stage):
+        return []
+    names = sorted(n for n, folder in storage.list_dir(stage) if folder and n.startswith("checked"))
+    return [storage.join(stage, n) for n in names]
+
+
+def _ingest_batch(
+    ctx: RunContext,
+    source: str,
+    todo: list[LandingFile],
+    index: int,
+    stage: str,
+    known: Collection[str],
+) -> dict:
+    """Parse, check and write one batch of whole days, then its manifest rows (so a
+    crash keeps the batches before it: their files are known to the next run)."""
+    table = SOURCES[source].bronze_table
     lap = Laps()
-    stats = parse_staged(ctx, todo, storage.join(stage, "raw"))
+    raw = storage.join(stage, "raw")
+    storage.remove_tree(raw)
+    stats = parse_staged(ctx, todo, raw)
     lap("parse")
     files = [f.rel_path for f in todo]
     days = sorted({f.business_date.isoformat() for f in todo})
@@ -408,9 +477,10 @@ def ingest(ctx: RunContext, source: str) -> dict:
     if rows_in:
         # Materialise the checked rows once: bronze, quarantine, counts and the
         # quality step all read them.
-        staged = ctx.spark.read.parquet(storage.join(stage, "raw"))
+        staged = ctx.spark.read.parquet(raw)
         earliest = ctx.settings.ingest.earliest_date
-        checked = materialize(check_rows(staged, source, earliest), storage.join(stage, "checked"))
+        checked_at = storage.join(stage, f"checked-{index:04d}")
+        checked = materialize(check_rows(staged, source, earliest), checked_at)
         lap("check_rows")
         _write_rows(ctx, source, checked, where, stage, rows_in, lap)
     elif ctx.lake.exists(table):
@@ -418,21 +488,18 @@ def ingest(ctx: RunContext, source: str) -> dict:
         ctx.lake.replace_where(
             ctx.spark.createDataFrame([], table_schema(table).struct), table, where
         )
-
+    storage.remove_tree(raw)  # parsed text: the checked rows hold what is still needed
     manifest_rows = _manifest_rows(ctx, source, todo, stats, where)
     lap("count_by_file")
-    write_manifest(ctx, manifest_rows + refused, known)
+    write_manifest(ctx, manifest_rows, known)
     lap("manifest")
     return {
         "phase_seconds": lap.seconds,
-        "files": len(todo),
         "rows_in": rows_in,
         "rows_out": sum(r["rows_good"] for r in manifest_rows),
         "quarantined": sum(r["rows_bad"] for r in manifest_rows),
         "duplicates": sum(r["rows_duplicate"] for r in manifest_rows),
         "days": days,
-        "waiting": waiting,
-        **refused_summary,
     }
 
 

@@ -22,6 +22,7 @@ the loyalty ledger (jobs.quality.points, ``meta/points_reconciliation``).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from functools import reduce
@@ -34,7 +35,7 @@ from jobs import storage
 from jobs.collect import collect_all
 from jobs.config import EXPECTATIONS_DIR
 from jobs.context import RunContext
-from jobs.ingest.job import staging_dir
+from jobs.ingest.job import checked_paths, staging_dir
 from jobs.ingest.rules import field_issue_checks, load_rules
 from jobs.quality.points import figures as points_figures
 from jobs.quality.points import reconcile as reconcile_points
@@ -280,9 +281,10 @@ def run(ctx: RunContext) -> dict:
     rows, figures, by_source = [], {}, {}
     batches = {}
     for source in sources:
-        checked = storage.join(staging_dir(ctx, source), "checked")
-        if storage.exists(checked):
-            batches[source] = ctx.spark.read.format("delta").load(checked)
+        paths = checked_paths(ctx, source)  # one per ingest batch
+        if paths:
+            frames = [ctx.spark.read.format("delta").load(p) for p in paths]
+            batches[source] = functools.reduce(DataFrame.unionByName, frames)
     collected = _collect_figures(ctx, batches)
     checks = read_checks(collected["checks"][0], list(batches)) if batches else {}
     for source, (results, nulled) in checks.items():

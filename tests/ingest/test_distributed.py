@@ -13,7 +13,7 @@ from deltalake import DeltaTable
 from jobs.config import Settings
 from jobs.context import RunContext
 from jobs.ingest.distributed import parse_place
-from jobs.ingest.job import ingest
+from jobs.ingest.job import checked_paths, ingest
 from jobs.lake_state import staging_dir
 from tests.ingest.landing_fixtures import event, sale, write_crm, write_pos, write_web
 
@@ -89,9 +89,10 @@ def test_executors_and_driver_give_the_same_tables(spark, settings, landing, tmp
         s = _settings(settings, landing, tmp_path / parse_on, parse_on)
         ctx = RunContext(settings=s, spark=spark, as_of=END)
         results[parse_on] = {src: _figures(ingest(ctx, src)) for src in ("pos", "web", "crm")}
-        # The staged Parquet of every source was written (by the executors in one case).
-        staged = Path(staging_dir(s.paths.lake, ctx.run_id)) / "pos" / "raw"
-        assert list(staged.glob("*.parquet"))
+        # The staged rows were parsed, checked and kept for the quality step (the parsed
+        # Parquet itself is removed once its batch is checked).
+        assert [Path(p).name for p in checked_paths(ctx, "pos")] == ["checked-0000"]
+        assert not (Path(staging_dir(s.paths.lake, ctx.run_id)) / "pos" / "raw").exists()
     assert results["driver"] == results["executors"]
     assert all(results["driver"][src]["quarantined"] > 0 for src in ("pos", "web", "crm"))
     for table in TABLES:
