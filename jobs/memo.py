@@ -11,7 +11,8 @@ and date is looked up (delta-rs, no Spark job); when nothing in its lineage move
 step is not run: its row says ``skipped`` and repeats the figures, the lineage and
 ``computed_by`` (the run that computed them) of that row. Anything else (a new night's silver, a changed output, a deploy,
 ``--recompute`` or ``CDP_RECOMPUTE=1``) runs the step, and its row says why in
-``memo``. A backfill (silver in a scratch lake) always runs.
+``memo``. A backfill (silver in a scratch lake) always runs, and so do exports to an object
+store (their files are noted in the local copy they are written from, gone by the rerun).
 """
 
 from __future__ import annotations
