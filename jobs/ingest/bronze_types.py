@@ -88,13 +88,17 @@ def key_conflicts(batch: DataFrame, existing: DataFrame, dedup: Dedup) -> DataFr
     business date, file, line) wins; a row already in bronze wins over the batch.
     """
     keys = list(dedup.key)
-    prior = existing.groupBy(*keys).agg(
-        F.first("_content_hash").alias("_prior_hash"),
-        F.min("_source_file").alias("_prior_file"),
-    )
     carry = {"_content_hash": "_batch_first_hash", "_source_file": "_batch_first_file"}
     marked = mark_first(batch, keys, carry)
-    ranked = marked.join(prior, keys, "left")
+    if existing.take(1):
+        prior = existing.groupBy(*keys).agg(
+            F.first("_content_hash").alias("_prior_hash"),
+            F.min("_source_file").alias("_prior_file"),
+        )
+        ranked = marked.join(prior, keys, "left")
+    else:  # no key of the batch is in bronze yet (a first run, a new night): no join
+        none = F.lit(None).cast("string")
+        ranked = marked.withColumns({"_prior_hash": none, "_prior_file": none})
     first_hash = F.coalesce("_prior_hash", "_batch_first_hash")
     is_dup = F.col("_prior_hash").isNotNull() | ~F.col("_is_first")
     reason = F.when(
@@ -199,6 +203,11 @@ def mark_first(df: DataFrame, keys: list[str], carry: dict[str, str]) -> DataFra
         F.lpad(F.col("_line_no").cast("string"), 12, "0"),
     )
     repeated = df.groupBy(*keys).agg(F.count(F.lit(1)).alias("_n")).filter("_n > 1")
+    if not repeated.take(1):
+        # The usual batch: no key repeats, so no join at all (joining the batch back to an
+        # empty ranking still cost 3.6 s of a 100k first run's 0.9M POS lines).
+        own = {alias: F.col(c) for c, alias in carry.items()}
+        return df.withColumns({"_is_first": F.lit(True), **own})
     firsts = (
         df.join(repeated.select(*keys), keys, "left_semi")
         .withColumn("_pos", pos)

@@ -195,8 +195,13 @@ def web_dedup(bronze: DataFrame, existing_ids: DataFrame) -> DataFrame:
     file of the copy that stays in bronze/web_events).
     """
     marked = mark_first(bronze, ["event_id"], {"_source_file": "_first_source_file"})
-    existing = existing_ids.groupBy("event_id").agg(F.min("_source_file").alias("_existing_file"))
-    joined = marked.join(existing, "event_id", "left")
+    if existing_ids.take(1):
+        existing = existing_ids.groupBy("event_id").agg(
+            F.min("_source_file").alias("_existing_file")
+        )
+        joined = marked.join(existing, "event_id", "left")
+    else:  # no event of the batch is in bronze yet: no join
+        joined = marked.withColumn("_existing_file", F.lit(None).cast("string"))
     return joined.withColumn(
         "_is_dup", ~F.col("_is_first") | F.col("_existing_file").isNotNull()
     ).withColumn("first_source_file", F.coalesce("_existing_file", "_first_source_file"))
