@@ -414,8 +414,10 @@ def ingest(ctx: RunContext, source: str) -> dict:
         "phase_seconds": laps,
         "batches": len(batches),
         "files": len(todo),
-        **{k: sum(f[k] for f in figures) for k in ("rows_in", "rows_out", "quarantined",
-                                                     "duplicates")},  # fmt: skip
+        **{
+            k: sum(f[k] for f in figures)
+            for k in ("rows_in", "rows_out", "quarantined", "duplicates")
+        },  # fmt: skip
         "days": sorted({d for f in figures for d in f["days"]}),
         "waiting": waiting,
         **refused_summary,
