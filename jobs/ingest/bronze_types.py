@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from jobs.sources import Dedup
@@ -182,32 +182,33 @@ def type_loyalty(df: DataFrame) -> DataFrame:
     )
 
 
-def mark_first(df: DataFrame, keys: list[str], carry: dict[str, str]) -> DataFrame:
-    """Mark the first delivery of each key (grain kept: one row per delivered copy).
+# Up to this many repeated keys, the rows holding one are picked by a literal IN list (a
+# filter); above it, every row is joined to the ranking of the repeated keys.
+MAX_IN_LIST_KEYS = 20_000
 
-    The first copy by business date, then file, then line wins, so the choice
-    does not depend on the order files were processed in. Adds ``_is_first``
-    and, for each ``column: alias`` in ``carry``, the first copy's value.
 
-    Almost every key has one copy: the repeated keys are found by a count over the key
-    columns alone, and only their rows are ranked (an aggregate, not a window); every
-    other row is its own first copy. (Ranking every row by an aggregate over the whole
-    batch and joining it back took 18 s of a 100k first run's 2M web events, this 11 s.)
-    """
-    # A sortable string of the delivery position: min() over strings is
-    # vectorised, min() over a struct is not (10x slower on Sail).
-    pos = F.concat_ws(
+def _position() -> Column:
+    """A sortable string of a row's delivery position (business date, file, line): min()
+    over strings is vectorised, min() over a struct is not (10x slower on Sail)."""
+    return F.concat_ws(
         "|",
         F.col("_business_date").cast("string"),
         F.col("_source_file"),
         F.lpad(F.col("_line_no").cast("string"), 12, "0"),
     )
+
+
+def _own_first(df: DataFrame, carry: dict[str, str]) -> DataFrame:
+    """``df`` with every row its own first copy (no key repeats among these rows)."""
+    own = {alias: F.col(c) for c, alias in carry.items()}
+    return df.withColumns({"_is_first": F.lit(True), **own})
+
+
+def _ranked(df: DataFrame, keys: list[str], carry: dict[str, str]) -> DataFrame:
+    """``df`` with each key's first copy marked: rows ranked by an aggregate over the keys
+    that repeat, joined back (a key with one copy is its own first)."""
+    pos = _position()
     repeated = df.groupBy(*keys).agg(F.count(F.lit(1)).alias("_n")).filter("_n > 1")
-    if not repeated.take(1):
-        # The usual batch: no key repeats, so no join at all (joining the batch back to an
-        # empty ranking still cost 3.6 s of a 100k first run's 0.9M POS lines).
-        own = {alias: F.col(c) for c, alias in carry.items()}
-        return df.withColumns({"_is_first": F.lit(True), **own})
     firsts = (
         df.join(repeated.select(*keys), keys, "left_semi")
         .withColumn("_pos", pos)
@@ -217,9 +218,55 @@ def mark_first(df: DataFrame, keys: list[str], carry: dict[str, str]) -> DataFra
             *[F.min_by(c, "_pos").alias(alias) for c, alias in carry.items()],
         )
     )
-    single = F.col("_first_pos").isNull()  # a key with one copy: it is its own first
+    single = F.col("_first_pos").isNull()
     first = single | (pos == F.col("_first_pos"))
     values = {alias: F.when(single, F.col(c)).otherwise(F.col(alias)) for c, alias in carry.items()}
     return (
         df.join(firsts, keys, "left").withColumns({"_is_first": first, **values}).drop("_first_pos")
     )
+
+
+def _key_text(keys: list[str]) -> Column:
+    """The key columns as one string (a row routing aid: equal keys, equal text)."""
+    if len(keys) == 1:
+        return F.col(keys[0]).cast("string")
+    return F.concat_ws("\u001f", *[F.col(k).cast("string") for k in keys])
+
+
+def mark_first(df: DataFrame, keys: list[str], carry: dict[str, str]) -> DataFrame:
+    """Mark the first delivery of each key (grain kept: one row per delivered copy).
+
+    The first copy by business date, then file, then line wins, so the choice
+    does not depend on the order files were processed in. Adds ``_is_first``
+    and, for each ``column: alias`` in ``carry``, the first copy's value.
+
+    Almost every key has one copy. The repeated keys are found first by a count over the
+    key columns alone. None (the usual batch): every row is its own first, no join.
+    A few (a re-sent file, planted redeliveries): their rows are picked by an IN list and
+    ranked apart, every other row is its own first; joining the whole batch back to the
+    ranking instead cost 3.6 s of 5.7 s for a 100k first run's 2M web events, whose wide
+    rows each join copies. Many: every row is joined to the ranking.
+    """
+    repeated = df.groupBy(*keys).agg(F.count(F.lit(1)).alias("_n")).filter("_n > 1")
+    few = repeated.select(_key_text(keys).alias("k")).limit(MAX_IN_LIST_KEYS + 1).collect()
+    if not few:
+        return _own_first(df, carry)
+    if len(few) > MAX_IN_LIST_KEYS:
+        return _ranked(df, keys, carry)
+    # Text equal for equal keys: every copy of a repeated key is among the rows picked
+    # (a rare other row picked with them is ranked alone there, its own first). A key
+    # holding a null never equals another (as in the join): such a row is its own first.
+    whole = F.lit(True)
+    for k in keys:
+        whole = whole & F.col(k).isNotNull()
+    picked = whole & F.coalesce(_key_text(keys).isin(*[r["k"] for r in few]), F.lit(False))
+    rest = _own_first(df.filter(~picked), carry)
+    return rest.unionByName(_ranked_few(df.filter(picked), keys, carry))
+
+
+def _ranked_few(df: DataFrame, keys: list[str], carry: dict[str, str]) -> DataFrame:
+    """:func:`_ranked` for a few rows: a window over them, read once (positions are
+    unique within a batch: one file is read once)."""
+    by_position = Window.partitionBy(*keys).orderBy(_position())
+    values = {alias: F.first(c).over(by_position) for c, alias in carry.items()}
+    return df.withColumns({"_is_first": F.row_number().over(by_position) == 1, **values})

@@ -1,0 +1,74 @@
+"""mark_first, called as a transform: each of its three routes (no repeated key, a few
+picked by an IN list, many joined to a ranking) marks the same first copies as a plain
+Python reference."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+
+import pytest
+
+from jobs.ingest import bronze_types
+from jobs.ingest.bronze_types import mark_first
+
+COLUMNS = "order_id string, line_no int, _business_date date, _source_file string, _line_no long"
+
+
+def _deliveries(repeats: int, seed: int = 3) -> list[tuple]:
+    """40 keys (order_id, line_no); ``repeats`` of them delivered 2-3 times, in other
+    files and days; with repeats, one key with a null order_id delivered twice."""
+    rng = random.Random(seed)
+    rows = []
+    for k in range(40):
+        copies = rng.randint(2, 3) if k < repeats else 1
+        for c in range(copies):
+            day = dt.date(2026, 11, 1 + rng.randint(0, 3))
+            rows.append(
+                (f"O{k % 20}", k // 20, day, f"f{rng.randint(0, 2)}-{c}.csv", rng.randint(1, 9))
+            )
+    if repeats:
+        rows += [
+            (None, 1, dt.date(2026, 11, 2), "g.csv", 1),
+            (None, 1, dt.date(2026, 11, 1), "g.csv", 2),
+        ]
+    return rows
+
+
+def _reference(rows: list[tuple]) -> dict[tuple, tuple[bool, str]]:
+    """(is first, first copy's file) per delivered row, by (date, file, line) order; a key
+    holding a null is never repeated."""
+    first: dict[tuple, tuple] = {}
+    for row in rows:
+        key = row[:2]
+        if None in key:
+            continue
+        pos = (row[2], row[3], row[4])
+        if key not in first or pos < first[key][0]:
+            first[key] = (pos, row[3])
+    out = {}
+    for row in rows:
+        key, pos = row[:2], (row[2], row[3], row[4])
+        if None in key:
+            out[row] = (True, row[3])
+        else:
+            out[row] = (first[key][0] == pos, first[key][1])
+    return out
+
+
+@pytest.mark.parametrize("repeats,max_in_list", [(0, 20_000), (6, 20_000), (6, 3)])
+def test_mark_first_matches_a_python_reference(spark, monkeypatch, repeats, max_in_list):
+    monkeypatch.setattr(bronze_types, "MAX_IN_LIST_KEYS", max_in_list)
+    rows = _deliveries(repeats)
+    df = spark.createDataFrame(rows, COLUMNS)
+    marked = mark_first(df, ["order_id", "line_no"], {"_source_file": "first_file"})
+    got = {
+        (r.order_id, r.line_no, r._business_date, r._source_file, r._line_no): (
+            r._is_first,
+            r.first_file,
+        )
+        for r in marked.collect()
+    }
+    assert marked.count() == len(rows)
+    assert got == _reference(rows)
+    assert sum(first for first, _ in got.values()) == 40 + (2 if repeats else 0)
