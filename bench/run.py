@@ -115,6 +115,7 @@ DETAIL = (
     "phase_seconds",
     "parts_seconds",
     "graph_seconds",
+    "stage_seconds",
     "rows_changed",
     "golden_members",
     "cc_nodes",

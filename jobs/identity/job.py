@@ -73,6 +73,7 @@ from jobs.identity.state import (
 )
 from jobs.identity.sync import changed_members, members_of_keys, row_changes
 from jobs.lake import Lake, parquet_materialiser
+from jobs.laps import Laps, timed_materialiser
 from jobs.privacy.pii import hmac_col
 
 log = logging.getLogger(__name__)
@@ -404,8 +405,10 @@ def resolve(ctx: RunContext, conf: IdentityConf | None = None) -> dict:
                 "mode_reason": why, "seconds_total": round(time.perf_counter() - t0, 3)}  # fmt: skip
 
     base = lake_state.scratch_dir(ctx.settings.paths.lake, "identity", ctx.run_id)
-    mat = parquet_materialiser(base)
+    stages = Laps()
+    mat = timed_materialiser(parquet_materialiser(base), stages)
     touched = _update_parts(ctx, conf, snap, st, mode)
+    stages("parts")
     crm = lake.read("bronze/crm_members").filter(F.col("_business_date") <= F.lit(d))
     # Flagged once: graph, identities, second pass and golden records all need it.
     crm = mat(latest_crm_versions(crm), "crm_latest")
@@ -618,6 +621,7 @@ def resolve(ctx: RunContext, conf: IdentityConf | None = None) -> dict:
         **(second.figures(n) if conf.second_pass.enabled else {}),
         "second_rows_changed": second_rows,
         "cc_nodes": n["cc_nodes"],
+        "stage_seconds": stages.seconds,
         "parts_seconds": round(t_parts, 3),
         "graph_seconds": round(t_graph, 3),
         "seconds_total": round(time.perf_counter() - t0, 3),

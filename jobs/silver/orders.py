@@ -481,8 +481,7 @@ def _incremental(
         _merge_orders_and_lines(lake, sources, mat, figures)
         lap("merge_orders_lines")
     if changed is not None:
-        figures.update(_rekey(lake, xref, changed, mat))
-        lap("rekey")
+        figures.update(_rekey(lake, xref, changed, mat, lap))
     figures["phase_seconds"] = lap.seconds
     figures["rows_out"] = sum(
         figures.get(f, 0) for f in ("orders_written", "orders_deleted", "orders_rekeyed")
@@ -679,12 +678,14 @@ def _line_months(lake: Lake, orders: DataFrame) -> list[str] | None:
     return None if nulls else months
 
 
-def _rekey(lake: Lake, xref: DataFrame, changed: DataFrame, mat) -> dict:
+def _rekey(lake: Lake, xref: DataFrame, changed: DataFrame, mat, lap: Laps) -> dict:
     """Give the orders and their lines whose identity keys moved to another member (or
-    to none) the member of the current xref (MERGE updates)."""
+    to none) the member of the current xref (MERGE updates). ``lap`` times finding the
+    orders (``rekey_find``) and each table's MERGE (``rekey_orders``, ``rekey_lines``)."""
     few = changed.limit(MAX_IN_LIST + 1).collect()
     n_changed = len(few) if len(few) <= MAX_IN_LIST else changed.count()
     if n_changed == 0:
+        lap("rekey_find")
         return {"identities_changed": 0, "orders_rekeyed": 0}
     if n_changed > MAX_IN_LIST:
         few = None
@@ -695,9 +696,11 @@ def _rekey(lake: Lake, xref: DataFrame, changed: DataFrame, mat) -> dict:
     web = attach_member(cand.filter(F.col("channel") != "store"), xref, WEB_KEYS, small=True)
     rk = mat(pos.unionByName(web).select("order_id", "channel", "order_month", "member_id"), "rk")
     n_orders, months, nulls = _count_and_values(rk, "order_month")
+    lap("rekey_find")
     if n_orders:
         where = None if nulls else _str_in("t.order_month", months)
         rekey_rows(lake, rk, ORDERS, where)
+        lap("rekey_orders")
         # A line's month is its own order_date's: the same as its order's but for an
         # order whose lines straddle a month end, so the lines' months are looked up (two
         # narrow columns) and the merge rewrites only those partitions.
@@ -705,6 +708,7 @@ def _rekey(lake: Lake, xref: DataFrame, changed: DataFrame, mat) -> dict:
         if line_months != []:
             where = None if line_months is None else _str_in("t.order_month", line_months)
             rekey_rows(lake, rk.drop("order_month"), LINES, where)
+        lap("rekey_lines")
     return {"identities_changed": n_changed, "orders_rekeyed": n_orders}
 
 
