@@ -135,11 +135,22 @@ def reasons_column(source: str) -> Column:
     structural = _names([r for r in rules if r.structural])
     row = _names([r for r in rules if not r.structural and not r.field])
     fields = _names([r for r in rules if r.field])
-    return (
+    reasons = (
         F.when(F.size(structural) > 0, structural)
         .when(F.size(row) > 0, F.array_distinct(F.concat(row, fields)))
-        .otherwise(F.array().cast("array<string>"))
+        .otherwise(_no_reasons())
     )
+    return F.when(_any_broken([r for r in rules if not r.field]), reasons).otherwise(_no_reasons())
+
+
+def _no_reasons() -> Column:
+    return F.array().cast("array<string>")
+
+
+def _any_broken(rules: list[Rule]) -> Column:
+    """True when a row breaks any of ``rules``. Guards the per-row arrays: a CASE builds
+    them only for the rows it selects, and almost every row breaks nothing."""
+    return F.expr(" OR ".join(r.violation_sql for r in rules)) if rules else F.lit(False)
 
 
 FIELD_ISSUE_TYPE = "array<struct<field:string,rule:string,value:string>>"
@@ -170,9 +181,13 @@ def field_issues_column(source: str) -> Column:
             F.col(column).cast("string").alias("value"),
         )
         entries.append(F.when(F.expr(broken), issue))
+    empty = F.array().cast(FIELD_ISSUE_TYPE)
     if not entries:
-        return F.array().cast(FIELD_ISSUE_TYPE)
-    return F.array_compact(F.array(*entries)).cast(FIELD_ISSUE_TYPE)
+        return empty
+    broken = _any_broken([r for r in load_rules(source) if r.field])
+    return F.when(broken, F.array_compact(F.array(*entries)).cast(FIELD_ISSUE_TYPE)).otherwise(
+        empty
+    )
 
 
 def null_invalid_fields(df: DataFrame, source: str) -> DataFrame:
