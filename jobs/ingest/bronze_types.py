@@ -182,9 +182,11 @@ def type_loyalty(df: DataFrame) -> DataFrame:
     )
 
 
-# Up to this many repeated keys, the rows holding one are picked by a literal IN list (a
-# filter); above it, every row is joined to the ranking of the repeated keys.
-MAX_IN_LIST_KEYS = 20_000
+# Up to this many repeated keys, the rows holding one are picked by a literal IN list of
+# their hashes (a filter); above it, every row is joined to the ranking of the repeated
+# keys. Each literal costs the engine ~20 us each time the list is used (twice): 160k
+# repeated keys (1M members' first run) cost 3.5 s a use, the join 198 s in all.
+MAX_IN_LIST_KEYS = 1_000_000
 
 
 def _position() -> Column:
@@ -226,11 +228,10 @@ def _ranked(df: DataFrame, keys: list[str], carry: dict[str, str]) -> DataFrame:
     )
 
 
-def _key_text(keys: list[str]) -> Column:
-    """The key columns as one string (a row routing aid: equal keys, equal text)."""
-    if len(keys) == 1:
-        return F.col(keys[0]).cast("string")
-    return F.concat_ws("\u001f", *[F.col(k).cast("string") for k in keys])
+def _key_hash(keys: list[str]) -> Column:
+    """A 64-bit hash of the key columns: a routing aid (equal keys, equal hash; a rare
+    other key with the same hash is only routed along)."""
+    return F.xxhash64(*[F.col(k) for k in keys])
 
 
 def mark_first(df: DataFrame, keys: list[str], carry: dict[str, str]) -> DataFrame:
@@ -242,24 +243,26 @@ def mark_first(df: DataFrame, keys: list[str], carry: dict[str, str]) -> DataFra
 
     Almost every key has one copy. The repeated keys are found first by a count over the
     key columns alone. None (the usual batch): every row is its own first, no join.
-    A few (a re-sent file, planted redeliveries): their rows are picked by an IN list and
-    ranked apart, every other row is its own first; joining the whole batch back to the
-    ranking instead cost 3.6 s of 5.7 s for a 100k first run's 2M web events, whose wide
-    rows each join copies. Many: every row is joined to the ranking.
+    Up to MAX_IN_LIST_KEYS (a re-sent file, redeliveries): their rows are picked by an IN
+    list of key hashes and ranked apart by a window, every other row is its own first.
+    Joining the whole batch back to the ranking instead cost 3.6 s of 5.7 s for a 100k
+    first run's 2M web events (16k repeated keys), and 198 s at 1M: each joined wide row
+    is copied. More: every row is joined to the ranking.
     """
     repeated = df.groupBy(*keys).agg(F.count(F.lit(1)).alias("_n")).filter("_n > 1")
-    few = repeated.select(_key_text(keys).alias("k")).limit(MAX_IN_LIST_KEYS + 1).collect()
+    few = repeated.select(_key_hash(keys).alias("h")).limit(MAX_IN_LIST_KEYS + 1).collect()
     if not few:
         return _own_first(df, carry)
     if len(few) > MAX_IN_LIST_KEYS:
         return _ranked(df, keys, carry)
-    # Text equal for equal keys: every copy of a repeated key is among the rows picked
-    # (a rare other row picked with them is ranked alone there, its own first). A key
-    # holding a null never equals another (as in the join): such a row is its own first.
+    # Equal keys hash alike: every copy of a repeated key is among the rows picked (a rare
+    # other row picked with them is ranked alone there, its own first). A key holding a
+    # null never equals another (as in the join): such a row is its own first.
     whole = F.lit(True)
     for k in keys:
         whole = whole & F.col(k).isNotNull()
-    picked = whole & F.coalesce(_key_text(keys).isin(*[r["k"] for r in few]), F.lit(False))
+    hashes = sorted({r["h"] for r in few})
+    picked = whole & F.coalesce(_key_hash(keys).isin(*hashes), F.lit(False))
     rest = _own_first(df.filter(~picked), carry)
     return rest.unionByName(_ranked_few(df.filter(picked), keys, carry))
 
