@@ -12,6 +12,7 @@ from pyspark.sql import functions as F
 
 from jobs.config import load_settings, with_paths
 from jobs.context import RunContext
+from jobs.ingest import job as ingest_job
 from jobs.ingest.job import checked_paths, day_batches, ingest
 from jobs.ingest.landing import LandingFile
 from jobs.sources import SOURCES
@@ -64,6 +65,24 @@ def _rows(ctx: RunContext, name: str) -> list[tuple]:
     return sorted(tuple(repr(v) for v in r) for r in rows)
 
 
+def _tables() -> list[str]:
+    return sorted(
+        {t for src in SOURCES.values()
+         for t in (src.bronze_table, src.quarantine_table, src.dedup.duplicates_table) if t}
+        | {"meta/ingest_manifest"}
+    )  # fmt: skip
+
+
+def test_many_earlier_copies_are_read_as_a_query(spark, landing, tmp_path, monkeypatch):
+    """Above MAX_LOCAL_EXISTING the bronze rows sharing a key with a batch are not read
+    into a local frame but joined as a query: the same rows either way."""
+    one, _ = _ingest_all(spark, landing, tmp_path / "one", 0)
+    monkeypatch.setattr(ingest_job, "MAX_LOCAL_EXISTING", 0)
+    lazy, _ = _ingest_all(spark, landing, tmp_path / "lazy", 1)
+    for name in _tables():
+        assert _rows(one, name) == _rows(lazy, name), name
+
+
 def test_batches_give_the_rows_of_one_batch(spark, landing, tmp_path):
     from jobs.quality.job import run as quality
 
@@ -71,9 +90,7 @@ def test_batches_give_the_rows_of_one_batch(spark, landing, tmp_path):
     many, figures_many = _ingest_all(spark, landing, tmp_path / "many", 1)  # a day a batch
     assert {s: f["batches"] for s, f in figures_one.items()} == {s: 1 for s in SOURCES}
     assert all(f["batches"] == 5 for f in figures_many.values())
-    tables = {t for src in SOURCES.values()
-              for t in (src.bronze_table, src.quarantine_table, src.dedup.duplicates_table) if t}
-    for name in sorted(tables | {"meta/ingest_manifest"}):
+    for name in _tables():
         assert _rows(one, name) == _rows(many, name), name
     # The planted repeats cross days (re-sent files, redelivered events), so later batches
     # found their first copies in the bronze rows the earlier ones wrote.
