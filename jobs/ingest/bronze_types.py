@@ -76,8 +76,9 @@ def with_content_hash(rows: DataFrame, columns: Iterable[str]) -> DataFrame:
     return rows.withColumn("_content_hash", F.sha2(F.concat_ws("\u001f", *parts), 256))
 
 
-def key_conflicts(batch: DataFrame, existing: DataFrame, dedup: Dedup) -> DataFrame:
-    """Flag repeated keys (``dedup.key``) in a batch of typed rows.
+def flag_conflicts(batch: DataFrame, existing: DataFrame, dedup: Dedup) -> tuple[DataFrame, bool]:
+    """Flag repeated keys (``dedup.key``) in a batch of typed rows; with whether none
+    repeats (every row stays in bronze: the flags are constants).
 
     ``batch``: typed good rows with ``_content_hash`` (grain: one delivered row).
     ``existing``: (key columns, _content_hash, _source_file) already in bronze from
@@ -89,8 +90,9 @@ def key_conflicts(batch: DataFrame, existing: DataFrame, dedup: Dedup) -> DataFr
     """
     keys = list(dedup.key)
     carry = {"_content_hash": "_batch_first_hash", "_source_file": "_batch_first_file"}
-    marked = mark_first(batch, keys, carry)
-    if existing.take(1):
+    marked, all_first = first_copies(batch, keys, carry)
+    in_bronze = bool(existing.take(1))
+    if in_bronze:
         prior = existing.groupBy(*keys).agg(
             F.first("_content_hash").alias("_prior_hash"),
             F.min("_source_file").alias("_prior_file"),
@@ -108,9 +110,10 @@ def key_conflicts(batch: DataFrame, existing: DataFrame, dedup: Dedup) -> DataFr
         ),
     )
     first_file = F.coalesce("_prior_file", "_batch_first_file")
-    return ranked.withColumns({"_dup_reason": reason, "first_source_file": first_file}).drop(
+    flagged = ranked.withColumns({"_dup_reason": reason, "first_source_file": first_file}).drop(
         "_is_first", "_batch_first_hash", "_prior_hash", "_batch_first_file", "_prior_file"
     )
+    return flagged, all_first and not in_bronze
 
 
 def type_web(df: DataFrame) -> DataFrame:
@@ -234,8 +237,9 @@ def _key_hash(keys: list[str]) -> Column:
     return F.xxhash64(*[F.col(k) for k in keys])
 
 
-def mark_first(df: DataFrame, keys: list[str], carry: dict[str, str]) -> DataFrame:
-    """Mark the first delivery of each key (grain kept: one row per delivered copy).
+def first_copies(df: DataFrame, keys: list[str], carry: dict[str, str]) -> tuple[DataFrame, bool]:
+    """Mark the first delivery of each key (grain kept: one row per delivered copy);
+    with whether no key repeats (``_is_first`` is then true on every row).
 
     The first copy by business date, then file, then line wins, so the choice
     does not depend on the order files were processed in. Adds ``_is_first``
@@ -252,9 +256,9 @@ def mark_first(df: DataFrame, keys: list[str], carry: dict[str, str]) -> DataFra
     repeated = df.groupBy(*keys).agg(F.count(F.lit(1)).alias("_n")).filter("_n > 1")
     few = repeated.select(_key_hash(keys).alias("h")).limit(MAX_IN_LIST_KEYS + 1).collect()
     if not few:
-        return _own_first(df, carry)
+        return _own_first(df, carry), True
     if len(few) > MAX_IN_LIST_KEYS:
-        return _ranked(df, keys, carry)
+        return _ranked(df, keys, carry), False
     # Equal keys hash alike: every copy of a repeated key is among the rows picked (a rare
     # other row picked with them is ranked alone there, its own first). A key holding a
     # null never equals another (as in the join): such a row is its own first.
@@ -264,7 +268,7 @@ def mark_first(df: DataFrame, keys: list[str], carry: dict[str, str]) -> DataFra
     hashes = sorted({r["h"] for r in few})
     picked = whole & F.coalesce(_key_hash(keys).isin(*hashes), F.lit(False))
     rest = _own_first(df.filter(~picked), carry)
-    return rest.unionByName(_ranked_few(df.filter(picked), keys, carry))
+    return rest.unionByName(_ranked_few(df.filter(picked), keys, carry)), False
 
 
 def _ranked_few(df: DataFrame, keys: list[str], carry: dict[str, str]) -> DataFrame:

@@ -25,7 +25,7 @@ from pyspark.sql import functions as F
 
 from jobs import lake_state, storage
 from jobs.context import RunContext
-from jobs.ingest.bronze_types import key_conflicts, mark_first, with_content_hash
+from jobs.ingest.bronze_types import first_copies, flag_conflicts, with_content_hash
 from jobs.ingest.distributed import EXECUTOR_GROUP_BYTES, parse_on_executors, parse_place
 from jobs.ingest.expand import expand
 from jobs.ingest.landing import Known, LandingFile, Refused, check_ready, scan
@@ -203,24 +203,41 @@ def read_once(existing: DataFrame) -> DataFrame:
 
 
 def web_dedup(bronze: DataFrame, existing_ids: DataFrame) -> DataFrame:
-    """Mark good web rows as first deliveries or redelivered copies.
+    """:func:`web_copies`' rows."""
+    return web_copies(bronze, existing_ids)[0]
+
+
+def web_copies(bronze: DataFrame, existing_ids: DataFrame) -> tuple[DataFrame, bool]:
+    """Mark good web rows as first deliveries or redelivered copies; with whether none
+    is a copy (``_is_dup`` then false on every row).
 
     ``bronze``: typed good rows of this batch (grain: one delivered copy).
     ``existing_ids``: (event_id, _source_file) already in bronze/web_events from
     files outside this batch. Adds ``_is_dup`` and ``first_source_file`` (the
     file of the copy that stays in bronze/web_events).
     """
-    marked = mark_first(bronze, ["event_id"], {"_source_file": "_first_source_file"})
-    if existing_ids.take(1):
+    carry = {"_source_file": "_first_source_file"}
+    marked, all_first = first_copies(bronze, ["event_id"], carry)
+    in_bronze = bool(existing_ids.take(1))
+    if in_bronze:
         existing = existing_ids.groupBy("event_id").agg(
             F.min("_source_file").alias("_existing_file")
         )
         joined = marked.join(existing, "event_id", "left")
     else:  # no event of the batch is in bronze yet: no join
         joined = marked.withColumn("_existing_file", F.lit(None).cast("string"))
-    return joined.withColumn(
+    marked = joined.withColumn(
         "_is_dup", ~F.col("_is_first") | F.col("_existing_file").isNotNull()
     ).withColumn("first_source_file", F.coalesce("_existing_file", "_first_source_file"))
+    return marked, all_first and not in_bronze
+
+
+def materialize_unless(plain: bool, df: DataFrame, path: str) -> DataFrame:
+    """``df`` materialised at ``path`` for the writes that read it, unless ``plain``: a
+    batch in which nothing repeats has constant flags, so its bronze rows are written
+    straight from the checked rows (no second write and read of every row: 9M POS
+    lines at 1M members) and the other writes get none."""
+    return df if plain else materialize(df, path)
 
 
 def refused_manifest_rows(ctx: RunContext, refused: list[Refused]) -> list[dict]:
@@ -284,25 +301,20 @@ def _write_with_conflicts(
     dedup = src.dedup
     existing = ctx.lake.read(src.bronze_table).filter(f"NOT ({where})")
     existing = existing_with_keys(existing, bronze, list(dedup.key), batch_rows)
+    flagged, plain = flag_conflicts(
+        with_content_hash(bronze, dedup.content_columns),
+        read_once(existing.select(*dedup.key, "_content_hash", "_source_file")),
+        dedup,
+    )
     # Materialised: bronze, duplicates and quarantine all read the flags.
-    flagged = materialize(
-        key_conflicts(
-            with_content_hash(bronze, dedup.content_columns),
-            read_once(existing.select(*dedup.key, "_content_hash", "_source_file")),
-            dedup,
-        ),
-        storage.join(stage, "flagged"),
-    )
+    flagged = materialize_unless(plain, flagged, storage.join(stage, "flagged"))
     lap("dedup")
-    ctx.lake.replace_where(flagged.filter(F.col("_dup_reason").isNull()), src.bronze_table, where)
-    ctx.lake.replace_where(
-        flagged.filter(F.col("_dup_reason") == dedup.duplicate_reason),
-        dedup.duplicates_table,
-        where,
-    )
-    conflicts = flagged.filter(F.col("_dup_reason") == dedup.conflict_reason).withColumn(
-        "_reasons", F.array("_dup_reason")
-    )
+    stays = F.col("_dup_reason").isNull()
+    ctx.lake.replace_where(flagged if plain else flagged.filter(stays), src.bronze_table, where)
+    repeats = F.lit(False) if plain else F.col("_dup_reason") == dedup.duplicate_reason
+    ctx.lake.replace_where(flagged.filter(repeats), dedup.duplicates_table, where)
+    conflicting = F.lit(False) if plain else F.col("_dup_reason") == dedup.conflict_reason
+    conflicts = flagged.filter(conflicting).withColumn("_reasons", F.array("_dup_reason"))
     cols = [c for c in QUARANTINE_COLUMNS if c not in ("_ingested_at", "_run_id")]
     return bad.select(*cols).unionByName(conflicts.select(*cols))
 
@@ -330,13 +342,13 @@ def _write_rows(
     if src.dedup.policy == "first_copy":
         existing = ctx.lake.read(src.bronze_table).filter(f"NOT ({where})")
         existing = existing_with_keys(existing, bronze, list(src.dedup.key), batch_rows)
-        marked = materialize(
-            web_dedup(bronze, read_once(existing.select("event_id", "_source_file"))),
-            storage.join(stage, "dedup"),
-        )
+        marked, plain = web_copies(bronze, read_once(existing.select("event_id", "_source_file")))
+        marked = materialize_unless(plain, marked, storage.join(stage, "dedup"))
         lap("dedup")
-        ctx.lake.replace_where(marked.filter(~F.col("_is_dup")), src.bronze_table, where)
-        ctx.lake.replace_where(marked.filter("_is_dup"), src.dedup.duplicates_table, where)
+        firsts = marked if plain else marked.filter(~F.col("_is_dup"))
+        ctx.lake.replace_where(firsts, src.bronze_table, where)
+        copies = F.lit(False) if plain else F.col("_is_dup")
+        ctx.lake.replace_where(marked.filter(copies), src.dedup.duplicates_table, where)
     elif src.dedup.policy == "first_copy_conflicts":
         bad = _write_with_conflicts(ctx, src, bronze, bad, where, stage, batch_rows, lap)
     else:

@@ -1,4 +1,4 @@
-"""mark_first, called as a transform: each of its three routes (no repeated key, a few
+"""first_copies (the dedup's first-copy marking), called as a transform: each of its three routes (no repeated key, a few
 picked by an IN list, many joined to a ranking) marks the same first copies as a plain
 Python reference."""
 
@@ -10,7 +10,7 @@ import random
 import pytest
 
 from jobs.ingest import bronze_types
-from jobs.ingest.bronze_types import mark_first
+from jobs.ingest.bronze_types import first_copies
 
 COLUMNS = "order_id string, line_no int, _business_date date, _source_file string, _line_no long"
 
@@ -57,11 +57,12 @@ def _reference(rows: list[tuple]) -> dict[tuple, tuple[bool, str]]:
 
 
 @pytest.mark.parametrize("repeats,max_in_list", [(0, 20_000), (6, 20_000), (6, 3)])
-def test_mark_first_matches_a_python_reference(spark, monkeypatch, repeats, max_in_list):
+def test_first_copies_match_a_python_reference(spark, monkeypatch, repeats, max_in_list):
     monkeypatch.setattr(bronze_types, "MAX_IN_LIST_KEYS", max_in_list)
     rows = _deliveries(repeats)
     df = spark.createDataFrame(rows, COLUMNS)
-    marked = mark_first(df, ["order_id", "line_no"], {"_source_file": "first_file"})
+    marked, all_first = first_copies(df, ["order_id", "line_no"], {"_source_file": "first_file"})
+    assert all_first == (repeats == 0)
     got = {
         (r.order_id, r.line_no, r._business_date, r._source_file, r._line_no): (
             r._is_first,
