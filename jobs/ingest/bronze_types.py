@@ -76,14 +76,16 @@ def with_content_hash(rows: DataFrame, columns: Iterable[str]) -> DataFrame:
     return rows.withColumn("_content_hash", F.sha2(F.concat_ws("\u001f", *parts), 256))
 
 
-def flag_conflicts(batch: DataFrame, existing: DataFrame, dedup: Dedup) -> tuple[DataFrame, bool]:
+def flag_conflicts(
+    batch: DataFrame, existing: DataFrame | None, dedup: Dedup
+) -> tuple[DataFrame, bool]:
     """Flag repeated keys (``dedup.key``) in a batch of typed rows; with whether none
     repeats (every row stays in bronze: the flags are constants).
 
     ``batch``: typed good rows with ``_content_hash`` (grain: one delivered row).
     ``existing``: (key columns, _content_hash, _source_file) already in bronze from
-    files outside the batch. Adds ``_dup_reason``: null for the row that stays in
-    bronze, ``dedup.duplicate_reason`` for an identical repeat and
+    files outside the batch (None: there are none). Adds ``_dup_reason``: null for the
+    row that stays in bronze, ``dedup.duplicate_reason`` for an identical repeat and
     ``dedup.conflict_reason`` for a repeat with different content, and
     ``first_source_file``: the file of the row that stays. The first delivery (by
     business date, file, line) wins; a row already in bronze wins over the batch.
@@ -91,8 +93,7 @@ def flag_conflicts(batch: DataFrame, existing: DataFrame, dedup: Dedup) -> tuple
     keys = list(dedup.key)
     carry = {"_content_hash": "_batch_first_hash", "_source_file": "_batch_first_file"}
     marked, all_first = first_copies(batch, keys, carry)
-    in_bronze = bool(existing.take(1))
-    if in_bronze:
+    if existing is not None:
         prior = existing.groupBy(*keys).agg(
             F.first("_content_hash").alias("_prior_hash"),
             F.min("_source_file").alias("_prior_file"),
@@ -113,7 +114,7 @@ def flag_conflicts(batch: DataFrame, existing: DataFrame, dedup: Dedup) -> tuple
     flagged = ranked.withColumns({"_dup_reason": reason, "first_source_file": first_file}).drop(
         "_is_first", "_batch_first_hash", "_prior_hash", "_batch_first_file", "_prior_file"
     )
-    return flagged, all_first and not in_bronze
+    return flagged, all_first and existing is None
 
 
 def type_web(df: DataFrame) -> DataFrame:
@@ -209,11 +210,12 @@ def _own_first(df: DataFrame, carry: dict[str, str]) -> DataFrame:
     return df.withColumns({"_is_first": F.lit(True), **own})
 
 
-def _ranked(df: DataFrame, keys: list[str], carry: dict[str, str]) -> DataFrame:
-    """``df`` with each key's first copy marked: rows ranked by an aggregate over the keys
-    that repeat, joined back (a key with one copy is its own first)."""
+def _ranked(
+    df: DataFrame, repeated: DataFrame, keys: list[str], carry: dict[str, str]
+) -> DataFrame:
+    """``df`` with each key's first copy marked: the rows of the ``repeated`` keys ranked
+    by an aggregate, joined back (a key with one copy is its own first)."""
     pos = _position()
-    repeated = df.groupBy(*keys).agg(F.count(F.lit(1)).alias("_n")).filter("_n > 1")
     firsts = (
         df.join(repeated.select(*keys), keys, "left_semi")
         .withColumn("_pos", pos)
@@ -258,7 +260,7 @@ def first_copies(df: DataFrame, keys: list[str], carry: dict[str, str]) -> tuple
     if not few:
         return _own_first(df, carry), True
     if len(few) > MAX_IN_LIST_KEYS:
-        return _ranked(df, keys, carry), False
+        return _ranked(df, repeated, keys, carry), False
     # Equal keys hash alike: every copy of a repeated key is among the rows picked (a rare
     # other row picked with them is ranked alone there, its own first). A key holding a
     # null never equals another (as in the join): such a row is its own first.

@@ -191,35 +191,31 @@ def existing_with_keys(
 MAX_LOCAL_EXISTING = 50_000
 
 
-def read_once(existing: DataFrame) -> DataFrame:
+def read_once(existing: DataFrame) -> DataFrame | None:
     """``existing`` (the bronze rows holding a key of the batch, narrow columns) read
-    once: as a local frame when there are few (the dedup's check for none and its join
-    then cost no second scan of all of bronze: 1M members, a night's 236k web events
+    once: None when there are none, a local frame when there are few (the dedup's join
+    then costs no second scan of all of bronze: 1M members, a night's 236k web events
     against 20M), else the query itself."""
     rows = existing.limit(MAX_LOCAL_EXISTING + 1).collect()
+    if not rows:
+        return None
     if len(rows) > MAX_LOCAL_EXISTING:
         return existing
     return existing.sparkSession.createDataFrame(rows, existing.schema)
 
 
-def web_dedup(bronze: DataFrame, existing_ids: DataFrame) -> DataFrame:
-    """:func:`web_copies`' rows."""
-    return web_copies(bronze, existing_ids)[0]
-
-
-def web_copies(bronze: DataFrame, existing_ids: DataFrame) -> tuple[DataFrame, bool]:
+def web_copies(bronze: DataFrame, existing_ids: DataFrame | None) -> tuple[DataFrame, bool]:
     """Mark good web rows as first deliveries or redelivered copies; with whether none
     is a copy (``_is_dup`` then false on every row).
 
     ``bronze``: typed good rows of this batch (grain: one delivered copy).
     ``existing_ids``: (event_id, _source_file) already in bronze/web_events from
-    files outside this batch. Adds ``_is_dup`` and ``first_source_file`` (the
+    files outside this batch (None: there are none, :func:`read_once`). Adds ``_is_dup`` and ``first_source_file`` (the
     file of the copy that stays in bronze/web_events).
     """
     carry = {"_source_file": "_first_source_file"}
     marked, all_first = first_copies(bronze, ["event_id"], carry)
-    in_bronze = bool(existing_ids.take(1))
-    if in_bronze:
+    if existing_ids is not None:
         existing = existing_ids.groupBy("event_id").agg(
             F.min("_source_file").alias("_existing_file")
         )
@@ -229,7 +225,7 @@ def web_copies(bronze: DataFrame, existing_ids: DataFrame) -> tuple[DataFrame, b
     marked = joined.withColumn(
         "_is_dup", ~F.col("_is_first") | F.col("_existing_file").isNotNull()
     ).withColumn("first_source_file", F.coalesce("_existing_file", "_first_source_file"))
-    return marked, all_first and not in_bronze
+    return marked, all_first and existing_ids is None
 
 
 def materialize_unless(plain: bool, df: DataFrame, path: str) -> DataFrame:

@@ -13,7 +13,7 @@ import sys
 from pyspark.sql import functions as F
 
 from jobs.ingest.bronze_types import type_crm, type_pos, type_web
-from jobs.ingest.job import check_rows, web_dedup
+from jobs.ingest.job import check_rows, web_copies
 from jobs.ingest.parse import STAGED_SCHEMA, staged_row
 
 
@@ -123,7 +123,7 @@ def check_ingest(spark) -> None:
     assert sorted(sorted(r._reasons) for r in checked.collect()) == [[], [], ["invalid_json"]]
     typed = type_web(checked.filter(F.size("_reasons") == 0))
     empty = spark.createDataFrame([], "event_id string, _source_file string")
-    marked = web_dedup(typed, empty)
+    marked, _ = web_copies(typed, empty)
     firsts, dups = marked.filter(~F.col("_is_dup")), marked.filter("_is_dup")
     assert [r._line_no for r in firsts.collect()] == [1] and [
         r._line_no for r in dups.collect()
