@@ -15,9 +15,12 @@ import logging
 import os
 import re
 import signal
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -251,6 +254,20 @@ class Lake:
     def version(self, name: str) -> int:
         return self.delta_table(name).version()
 
+    def holds_rows(self, name: str) -> bool:
+        """Whether table ``name`` may hold a row, from its Delta log alone (no data read):
+        False when it does not exist or every file's statistics count no record; True
+        when a file has rows or lacks the statistics."""
+        if not self.exists(name):
+            return False
+        actions = self.delta_table(name).get_add_actions(flatten=True)
+        if actions.num_rows == 0:
+            return False
+        if "num_records" not in actions.column_names:
+            return True
+        counts = actions.column("num_records").to_pylist()
+        return any(n is None or n > 0 for n in counts)
+
     def tables(self) -> list[str]:
         """Every Delta table under the root, as ``layer/table`` (found by its ``_delta_log``,
         listing two levels: no walk through data files, local or object store)."""
@@ -339,18 +356,36 @@ def _braces(text: str) -> str:
     return text.replace("{", "{{").replace("}", "}}")
 
 
-def parquet_materialiser(base: str | Path) -> Callable[[DataFrame, str], DataFrame]:
+class ParquetScratch:
     """``mat(df, name)``: write an intermediate once as Parquet under ``base`` (a local
     folder or an object-store prefix) and read it back, so a plan used several times is
-    computed once (Sail caches nothing)."""
+    computed once (Sail caches nothing). :meth:`arrow` brings a table computed on the
+    driver into the engine the same way."""
 
-    def mat(df: DataFrame, name: str) -> DataFrame:
-        path = storage.join(base, name)
+    def __init__(self, base: str | Path) -> None:
+        self.base = base
+
+    def __call__(self, df: DataFrame, name: str) -> DataFrame:
+        path = storage.join(self.base, name)
         df.write.mode("overwrite").parquet(path)
         # The schema travels with the read: an empty result may leave no file to infer it.
         return df.sparkSession.read.schema(df.schema).parquet(path)
 
-    return mat
+    def arrow(self, spark: SparkSession, table: pa.Table, name: str) -> DataFrame:
+        """``table`` written with pyarrow as one Parquet file under ``base/name`` and read
+        by the engine: a driver's result of any size (``createDataFrame`` sends it inside
+        one message, which Spark Connect caps at 128 MiB). Each call gets its own folder,
+        so a name used twice never overwrites a table still being read."""
+        path = storage.join(self.base, name, uuid.uuid4().hex)
+        fs, inner = storage.filesystem(path)
+        storage.make_dirs(path)
+        pq.write_table(table, f"{inner}/part-0.parquet", filesystem=fs)
+        return spark.read.parquet(path)
+
+
+def parquet_materialiser(base: str | Path) -> ParquetScratch:
+    """A :class:`ParquetScratch` under ``base``."""
+    return ParquetScratch(base)
 
 
 def read_state_row(lake: Lake, name: str) -> tuple[dt.date, str, dict] | None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from pyspark.sql import DataFrame
+import pyarrow as pa
+from pyspark.sql import DataFrame, SparkSession
 
 
 class Laps:
@@ -22,16 +23,34 @@ class Laps:
         self._t0 = now
 
 
-def timed_materialiser(
-    materialise: Callable[[DataFrame, str], DataFrame], laps: Laps
-) -> Callable[[DataFrame, str], DataFrame]:
+class TimedMaterialiser:
     """``materialise`` that also times each intermediate by its name: the seconds since
     the previous one, i.e. computing it and whatever ran in between (Spark is lazy, so a
-    materialised intermediate is where the work happens)."""
+    materialised intermediate is where the work happens). Passes on ``arrow`` (a driver
+    table brought into the engine) when ``materialise`` has it."""
 
-    def mat(df: DataFrame, name: str) -> DataFrame:
-        out = materialise(df, name)
-        laps(name)
+    def __init__(self, materialise: Callable[[DataFrame, str], DataFrame], laps: Laps) -> None:
+        self.materialise, self.laps = materialise, laps
+        inner = getattr(materialise, "arrow", None)
+        if inner is not None:
+            self.arrow = self._timed(inner)
+
+    def __call__(self, df: DataFrame, name: str) -> DataFrame:
+        out = self.materialise(df, name)
+        self.laps(name)
         return out
 
-    return mat
+    def _timed(self, inner: Callable[..., DataFrame]) -> Callable[..., DataFrame]:
+        def arrow(spark: SparkSession, table: pa.Table, name: str) -> DataFrame:
+            out = inner(spark, table, name)
+            self.laps(name)
+            return out
+
+        return arrow
+
+
+def timed_materialiser(
+    materialise: Callable[[DataFrame, str], DataFrame], laps: Laps
+) -> TimedMaterialiser:
+    """A :class:`TimedMaterialiser` of ``materialise`` into ``laps``."""
+    return TimedMaterialiser(materialise, laps)

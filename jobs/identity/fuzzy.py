@@ -188,14 +188,15 @@ def block_keys(fp: DataFrame, conf: IdentityConf, wanted: DataFrame | None = Non
                     _tagged(f"{tag}|", F.lit("")))
         for tag, keys in (("mid", _masked), ("tid", _pair_sorted))
     ]  # fmt: skip
-    rows = fp.select(
-        "crm_id", F.explode(F.concat(F.array(*single), *masked, *id_alone)).alias("block")
-    ).filter(F.col("block").isNotNull())
+    # Each record's keys made distinct within its own row (``fp`` holds one row per
+    # record), not by a DISTINCT over every record's keys: at 1M members that is 48M rows
+    # to group, about a third of the blocking's time.
+    keys = F.array_distinct(F.concat(F.array(*single), *masked, *id_alone))
+    rows = fp.select("crm_id", F.explode(keys).alias("block")).filter(F.col("block").isNotNull())
     if wanted is not None:
-        # Before the distinct: at 1M members every record's keys are ~60M rows, of which
-        # a night wants the blocks of a few thousand touched records.
+        # A night wants the blocks of a few thousand touched records.
         rows = rows.join(F.broadcast(wanted), "block", "left_semi")
-    return rows.distinct()
+    return rows
 
 
 def _tagged(tag: str, suffix: Column) -> Callable[[Column], Column]:
@@ -216,7 +217,11 @@ def candidate_pairs(fp: DataFrame, conf: IdentityConf, extra: DataFrame) -> Data
 
     Output grain: one (x, y), x < y; shares_junk (the pair came from ``extra``).
     """
-    in_blocks = pairs_within(block_keys(fp, conf), ["block"], conf.fuzzy.max_block_size)
+    # Grouped by a 64-bit hash of the key, not its text: at 1M members 48M keys in 35M
+    # blocks, most of one record. Two keys sharing a hash (about one chance in 10^5 at
+    # that size) only make one bigger block; the comparisons still decide every pair.
+    hashed = block_keys(fp, conf).select("crm_id", F.xxhash64("block").alias("block"))
+    in_blocks = pairs_within(hashed, ["block"], conf.fuzzy.max_block_size)
     blocked = in_blocks.select(
         F.col("a.crm_id").alias("x"), F.col("b.crm_id").alias("y"), F.lit(False).alias("j")
     )

@@ -55,7 +55,7 @@ from jobs.identity.graph import (
     web_link_parts,
 )
 from jobs.identity.second import SECOND_TABLES, SecondPass, SecondPrevious, read_junk_pairs
-from jobs.identity.setops import symmetric_difference
+from jobs.identity.setops import added_or_removed, symmetric_difference
 from jobs.identity.state import (
     LINK_PARTS,
     PART_TABLES,
@@ -71,10 +71,17 @@ from jobs.identity.state import (
     touched_dates,
     write_parts,
 )
-from jobs.identity.sync import changed_members, members_of_keys, row_changes
+from jobs.identity.sync import (
+    changed_members,
+    changes_of,
+    members_of_keys,
+    row_changes,
+    row_diff,
+)
 from jobs.lake import Lake, parquet_materialiser
 from jobs.laps import Laps, timed_materialiser
 from jobs.privacy.pii import hmac_col
+from jobs.schemas import table_schema
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +177,12 @@ EDGE_ENDS = ["src_source", "src_key", "dst_source", "dst_key"]
 
 
 def _touched_subgraph(
-    identities: DataFrame, edges: DataFrame, previous: DataFrame, prev_edges: DataFrame, mat
+    identities: DataFrame,
+    edges: DataFrame,
+    changed: DataFrame,
+    previous: DataFrame,
+    prev_edges: DataFrame,
+    mat,
 ) -> tuple[DataFrame, DataFrame, DataFrame]:
     """The part of the graph that changed since the previous run.
 
@@ -184,11 +196,14 @@ def _touched_subgraph(
     text of every edge's two ends to compare them cost 10 s of the 2.5 s the comparison
     of the plain columns costs.
 
+    ``changed``: the edges added or removed since the previous run (EDGE_ENDS), from
+    the comparison with silver/identity_edges that also gives the table's row changes
+    (one comparison of every edge, not two).
+
     Output: (touched cluster ids, touched nodes (source, key), the current edges with an
     end among the touched nodes). Every current edge with one end touched has both ends
     touched: an unchanged edge joins two nodes of one previous cluster.
     """
-    changed = symmetric_difference(edges.select(*EDGE_ENDS), prev_edges.select(*EDGE_ENDS))
     prev_x = previous.withColumnRenamed("source_key", "key")
     changed_i = symmetric_difference(
         identities.select("source", "key", "blocked"), prev_x.select("source", "key", "blocked")
@@ -262,6 +277,13 @@ def _update_parts(ctx: RunContext, conf: IdentityConf, snap: Snapshot, st, mode:
         write_parts(lake, web_link_parts(web, conf), LINK_PARTS, web_dates)
         write_parts(lake, web_identity_parts(web), WEB_ID_PARTS, web_dates)
     return {t.split("/")[1]: ("all" if v is None else len(v)) for t, v in touched.items()}
+
+
+def _current(lake: Lake, name: str) -> DataFrame | None:
+    """Table ``name`` to compare this run's rows with; None when it holds no row (a
+    first run: every row is new, and grouping millions of rows to find that out cost
+    2-4 s a table at 1M members)."""
+    return lake.read(name) if lake.holds_rows(name) else None
 
 
 def _apply(lake: Lake, changes: DataFrame, name: str, n: int) -> int:
@@ -393,8 +415,10 @@ def resolve(ctx: RunContext, conf: IdentityConf | None = None) -> dict:
     t0 = time.perf_counter()
     st = load_state(lake)
     snap = bronze_snapshot(lake, d)
+    # Settings that change how, not what, is computed (the breaker, the switch, where
+    # the components are solved) leave the state valid.
     fingerprint = conf_fingerprint(
-        conf.model_dump_json(exclude={"circuit_breaker", "incremental"}), key
+        conf.model_dump_json(exclude={"circuit_breaker", "incremental", "components"}), key
     )
     mode, why = choose_mode(lake, conf, st, d, fingerprint, snap)
     log.info("identity %s: %s run (%s)", d, mode, why)
@@ -426,6 +450,9 @@ def resolve(ctx: RunContext, conf: IdentityConf | None = None) -> dict:
     # the touched subgraph, the comparison with silver/identity_edges and the counts; each
     # read joined millions of edges again (at 1M members, 4.5M edges: 20 s a read).
     edges = mat(g.edges, "edges")
+    # One comparison with silver/identity_edges: the night's seeds (edges added or
+    # removed) and the table's row changes both come from it.
+    edges_diff = mat(row_diff(edges, _current(lake, EDGES), EDGES), "edges_diff")
     # Not materialised: a projection of the materialised blocked values.
     blocked = g.blocked
     t_graph = time.perf_counter() - t0
@@ -434,8 +461,9 @@ def resolve(ctx: RunContext, conf: IdentityConf | None = None) -> dict:
     untouched = None
     if mode == "incremental":
         prev_edges = lake.read("silver/identity_edges")
+        changed = added_or_removed(edges_diff, list(table_schema(EDGES).keys)).select(*EDGE_ENDS)
         clusters, sub_nodes, sub_edges = _touched_subgraph(
-            identities, edges, previous, prev_edges, mat
+            identities, edges, changed, previous, prev_edges, mat
         )
         # Materialised: read by the node ids, the clustering and the counts, each a scan
         # of every identity otherwise.
@@ -500,7 +528,8 @@ def resolve(ctx: RunContext, conf: IdentityConf | None = None) -> dict:
         xref = xref.unionByName(untouched.select(*xref_cols))
     # Materialised: the rows are compared with the table this run then merges into.
     xref = mat(xref, "xref")
-    xref_changes = mat(row_changes(xref, previous, XREF, d), "xref_changes")
+    xref_changes = mat(row_changes(xref, _current(lake, XREF), XREF, d, materialise=mat),
+                       "xref_changes")  # fmt: skip
     phones = orders.filter(F.col("phone").isNotNull()).select("order_id", "phone", "order_ts",
                                                                "phone_key")  # fmt: skip
     blocked_phones = blocked.filter(F.col("id_type") == "phone").select(
@@ -532,10 +561,12 @@ def resolve(ctx: RunContext, conf: IdentityConf | None = None) -> dict:
         F.lit(d).alias("as_of_date"),
         reason.alias("reason"),
     )
+    # Each table's difference is materialised (its rows to write are read twice: counted,
+    # then merged; each a few joins of that small result, not a new comparison).
     table_changes = {
-        MEMBERS: mat(row_changes(members, lake.read(MEMBERS), MEMBERS, d, scope), "members_ch"),
-        PII: mat(row_changes(pii, lake.read(PII), PII, d, scope), "pii_ch"),
-        EDGES: mat(row_changes(edges, lake.read(EDGES), EDGES, d), "edges_ch"),
+        MEMBERS: row_changes(members, _current(lake, MEMBERS), MEMBERS, d, scope, mat),
+        PII: row_changes(pii, _current(lake, PII), PII, d, scope, mat),
+        EDGES: changes_of(edges_diff, EDGES, d),
         XREF: xref_changes,
     }
     # Every count the run needs, in one query (each action costs ~0.5 s on a JVM).

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import random
 
-from jobs.identity.components import connected_components, union_find_labels
+import numpy as np
+
+from jobs.identity.components import array_labels, connected_components, union_find_labels
 from jobs.lake import parquet_materialiser
 
 
@@ -15,6 +17,18 @@ def test_union_find_labels_each_node_with_its_smallest_node():
         1: 1, 2: 1, 3: 1, 7: 1, 4: 4, 5: 4, 10: 10, 11: 10, 12: 10,
     }  # fmt: skip
     assert union_find_labels([]) == {}
+
+
+def test_array_labels_match_the_union_find_with_signed_ids():
+    """Node ids are xxhash64 values: negative ones included, the smallest is the most
+    negative, as Spark orders longs."""
+    rng = random.Random(5)
+    ids = [rng.randrange(-(2**63), 2**63) for _ in range(400)]
+    edges = [(rng.choice(ids), rng.choice(ids)) for _ in range(300)] + [(ids[0], ids[0])]
+    src, dst = (np.array(side, dtype=np.int64) for side in zip(*edges, strict=True))
+    nodes, components = array_labels(src, dst)
+    assert dict(zip(nodes.tolist(), components.tolist(), strict=True)) == union_find_labels(edges)
+    assert [len(a) for a in array_labels(src[:0], dst[:0])] == [0, 0]
 
 
 def test_local_and_distributed_labels_agree(spark, tmp_path):
