@@ -160,7 +160,10 @@ def block_keys(fp: DataFrame, conf: IdentityConf, wanted: DataFrame | None = Non
     Output grain: one (crm_id, block); a record sits in several blocks. ``wanted`` (one
     ``block``, broadcast: the keys of a night's touched records): only those blocks' rows.
     """
-    single = _single_keys(conf.fuzzy)
+    single = [
+        F.when(_all_present(parts), F.concat(F.lit(tag + "|"), key))
+        for tag, key, parts in _keys(conf.fuzzy)
+    ]
     # A card or ID with one character masked, with a name token's initial or the year
     # of birth (member cards are issued in sequence: alone, each would block ten).
     suffixes = {
@@ -194,55 +197,6 @@ def block_keys(fp: DataFrame, conf: IdentityConf, wanted: DataFrame | None = Non
         # A night wants the blocks of a few thousand touched records.
         rows = rows.join(F.broadcast(wanted), "block", "left_semi")
     return rows
-
-
-def _single_keys(conf: FuzzyConf) -> list[Column]:
-    """The keys of :func:`_keys` as :func:`block_keys` writes them (null when a part is
-    missing)."""
-    return [
-        F.when(_all_present(parts), F.concat(F.lit(tag + "|"), key))
-        for tag, key, parts in _keys(conf)
-    ]
-
-
-def _pieces(c: Column, n: int) -> list[Column]:
-    """``c`` cut in ``n`` consecutive pieces (the last takes the rest)."""
-    size = F.floor(F.length(c) / n).cast("int")
-    return [c.substr(size * i + 1, size if i < n - 1 else F.lit(64)) for i in range(n)]
-
-
-def _shared_signs(conf: FuzzyConf) -> Column:
-    """Texts that two records have in common whenever they share a blocking key: the
-    single keys themselves, and for the masked and transposed keys of an identifier a
-    piece of it that the difference left alone. A masked key matches texts of one length
-    differing in one character, so the first or the second half is equal; a transposed
-    one texts differing in two neighbours, so one of three thirds is equal. An array,
-    nulls included."""
-    signs = _single_keys(conf)
-    for col, cuts in (("card", (2,)), ("id_raw", (2, 3))):
-        for n in cuts:
-            for i, piece in enumerate(_pieces(F.col(col), n)):
-                signs.append(F.concat(F.lit(f"{col}{n}.{i}|"), piece))
-    return F.array(*signs)
-
-
-def keys_near(fp: DataFrame, owners: DataFrame, conf: IdentityConf) -> DataFrame:
-    """Every record's (crm_id, block) of the blocking keys the ``owners`` hold: as
-    :func:`block_keys` with ``wanted`` their keys, but only the records that have a
-    :func:`_shared_signs` text in common with an owner are given all their keys (a
-    night's owners are a few thousand of 1M records; every key of every record is 48M
-    texts). Inputs: :func:`fuzzy_profiles` rows, ``owners`` too (today's or the last
-    run's). Output grain: one (crm_id, block)."""
-    signs = _shared_signs(conf.fuzzy)
-    wanted = block_keys(owners, conf).select("block").distinct()
-    owned = owners.select(F.explode(signs).alias("sign")).filter(F.col("sign").isNotNull())
-    near = (
-        fp.select("crm_id", F.explode(signs).alias("sign"))
-        .join(F.broadcast(owned.distinct()), "sign", "left_semi")
-        .select("crm_id")
-        .distinct()
-    )
-    return block_keys(fp.join(near, "crm_id", "left_semi"), conf, wanted=wanted)
 
 
 def _tagged(tag: str, suffix: Column) -> Callable[[Column], Column]:

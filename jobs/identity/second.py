@@ -40,14 +40,7 @@ from pyspark.sql import functions as F
 
 from jobs.identity.conf import IdentityConf
 from jobs.identity.corroborate import crm_profiles, pairs_within
-from jobs.identity.fuzzy import (
-    block_keys,
-    compare,
-    fuzzy_profiles,
-    keys_near,
-    labelled_pairs,
-    rule_edges,
-)
+from jobs.identity.fuzzy import block_keys, compare, fuzzy_profiles, labelled_pairs, rule_edges
 from jobs.identity.graph import (
     EDGE_COLUMNS,
     SecondPassInputs,
@@ -136,6 +129,16 @@ def pairs_sharing_a_value(kept: DataFrame, records: DataFrame) -> DataFrame:
     )
 
 
+def _keys_of(fp: DataFrame, records: DataFrame, conf: IdentityConf) -> DataFrame:
+    """The blocking keys ``records`` (one crm_id) hold today: one ``block``."""
+    return block_keys(fp.join(records, "crm_id", "left_semi"), conf).select("block").distinct()
+
+
+def _members(fp: DataFrame, keys: DataFrame, conf: IdentityConf) -> DataFrame:
+    """Every record's (crm_id, block) of the blocking keys ``keys`` (one block)."""
+    return block_keys(fp, conf, wanted=keys.select("block").distinct())
+
+
 def crossing_members(
     blocks: DataFrame, seeds: DataFrame, seed_blocks_before: DataFrame, conf: IdentityConf
 ) -> DataFrame:
@@ -190,14 +193,13 @@ class SecondPass:
         ndc, ndc_changed = self._name_dob_city(inp, crm_before, before, seeds, conf, mat)
         fp = mat(fuzzy_profiles(inp.latest, inp.profiles, inp.crm_ids), "fuzzy_profiles")
         near = seeds.unionByName(_ends(ndc_changed))
-        # The seeds' profiles as the last run saw them: a few rows, but a long plan (their
+        # The seeds' keys as the last run saw them: a few rows, but a long plan (their
         # versions, identifiers and profiles again), read by three queries.
-        fp_before = mat(fp_before, "fuzzy_profiles_before")
-        blocks_before = block_keys(fp_before, conf)
-        # Every member of the keys the near records hold today or held yesterday. Only
-        # the records with a text in common with them get all their keys computed.
-        owners = fp.join(near, "crm_id", "left_semi").unionByName(fp_before)
-        near_blocks = mat(keys_near(fp, owners, conf), "fuzzy_blocks_near")
+        blocks_before = mat(block_keys(fp_before, conf), "fuzzy_blocks_before")
+        # Every record's blocking keys, computed again where needed rather than written
+        # (millions of rows): only the keys of a few records are ever kept.
+        near_keys = _keys_of(fp, near, conf).unionByName(blocks_before.select("block"))
+        near_blocks = mat(_members(fp, near_keys, conf), "fuzzy_blocks_near")
         crossing = crossing_members(near_blocks, seeds, blocks_before, conf)
         touched = mat(near.unionByName(crossing).distinct(), "second_touched")
         self.touched = touched
@@ -205,7 +207,7 @@ class SecondPass:
         # a block crossed the cap (its members' other keys are then read again).
         members = near_blocks
         if crossing.take(1):
-            members = keys_near(fp, fp.join(touched, "crm_id", "left_semi"), conf)
+            members = _members(fp, _keys_of(fp, touched, conf), conf)
         pairs = mat(self._candidate_pairs(inp, members, touched, ndc, conf), "second_pairs")
         self.pairs = pairs
         new = rule_edges(labelled_pairs(compare(pairs, fp, conf), conf))
