@@ -11,7 +11,7 @@ A graph of at most ``local_max_edges`` edges (components.local_max_edges in
 conf/identity.yaml: at 1M members the whole graph) is instead fetched in one query as
 Arrow and solved on the driver with scipy (:func:`array_labels`): the same labels in one
 Spark action instead of two per round, and seconds instead of minutes (at 1M members the
-rounds took 25-30 s each). The distributed rounds remain for a graph above that limit.
+rounds took 20-30 s each). The distributed rounds remain for a graph above that limit.
 """
 
 from __future__ import annotations
