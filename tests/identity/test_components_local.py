@@ -7,8 +7,27 @@ import random
 
 import numpy as np
 
-from jobs.identity.components import array_labels, connected_components, union_find_labels
+from jobs.identity.components import array_labels, connected_components
 from jobs.lake import parquet_materialiser
+
+
+def union_find_labels(edges: list[tuple[int, int]]) -> dict[int, int]:
+    """Reference: every node of ``edges`` -> the smallest node of its component, by a
+    plain union-find (what the driver solved with before scipy)."""
+    parent: dict[int, int] = {}
+
+    def root(x: int) -> int:
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]  # path halving
+            x = parent[x]
+        return x
+
+    for a, b in edges:
+        ra, rb = root(a), root(b)
+        if ra != rb:  # the smaller root wins: a root is always its component's minimum
+            parent[max(ra, rb)] = min(ra, rb)
+    return {x: root(x) for x in parent}
 
 
 def test_union_find_labels_each_node_with_its_smallest_node():
