@@ -9,6 +9,7 @@ from __future__ import annotations
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from jobs.columns import sorted_distinct
 from jobs.exports.conf import MEMBER_PRIVATE, ReachConf
 from jobs.gold.channels import usable_email, usable_mobile
 from jobs.privacy.pii import sha256_col
@@ -40,7 +41,7 @@ def segment_view(
         "member_id",
         "left",
     )
-    tag_arrays = tags.groupBy("member_id").agg(F.array_sort(F.collect_set("tag")).alias("tags"))
+    tag_arrays = tags.groupBy("member_id").agg(sorted_distinct("tag").alias("tags"))
     view = view.join(tag_arrays, "member_id", "left").withColumn(
         "tags", F.coalesce(F.col("tags"), F.array().cast("array<string>"))
     )

@@ -21,6 +21,7 @@ import datetime as dt
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from jobs.columns import sorted_distinct
 from jobs.context import RunContext
 from jobs.gold.common import write_as_of
 from jobs.gold.conf import FeaturesConf, FeatureWindows, RfmConf, load_features, load_rfm
@@ -291,7 +292,7 @@ def view_aggregates(events: DataFrame, as_of: dt.date, days: int) -> DataFrame:
         .agg(
             F.countDistinct("event_id").alias(f"product_views_{days}d"),
             # collect_set skips null categories; sorted for a stable value
-            F.array_sort(F.collect_set("category")).alias(f"viewed_categories_{days}d"),
+            sorted_distinct("category").alias(f"viewed_categories_{days}d"),
         )
     )
 

@@ -19,6 +19,8 @@ import datetime as dt
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
+from jobs.columns import sorted_distinct
+
 
 class CircuitBreakerTripped(RuntimeError):
     """This run would change too many existing members; nothing was written."""
@@ -192,8 +194,8 @@ def check_circuit_breaker(
         .agg(
             F.count(F.lit(1)).alias("n_changes"),
             F.sum("n_identities").alias("n_identities"),
-            F.concat_ws(",", F.array_sort(F.collect_set("change_type"))).alias("types"),
-            F.concat_ws(",", F.slice(F.array_sort(F.collect_set("old_member_id")), 1, 5)).alias(
+            F.concat_ws(",", sorted_distinct("change_type")).alias("types"),
+            F.concat_ws(",", F.slice(sorted_distinct("old_member_id"), 1, 5)).alias(
                 "old_ids"
             ),
         )

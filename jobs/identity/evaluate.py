@@ -20,6 +20,7 @@ from pathlib import Path
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from jobs.columns import sorted_distinct
 from jobs.identity import normalize as N
 from jobs.privacy.pii import hmac_col
 
@@ -222,7 +223,7 @@ def _crossing_rules(ids: DataFrame, edges: DataFrame) -> DataFrame:
         direct.select("pred", "rule")
         .unionByName(via_value.select("pred", "rule"))
         .groupBy("pred")
-        .agg(F.concat_ws(",", F.array_sort(F.collect_set("rule"))).alias("rules"))
+        .agg(F.concat_ws(",", sorted_distinct("rule")).alias("rules"))
     )
 
 
@@ -247,7 +248,7 @@ def error_pairs(truth: DataFrame, xref: DataFrame, edges: DataFrame) -> DataFram
     direct = edges.groupBy(
         F.col("src_source").alias("source_a"), F.col("src_key").alias("source_key_a"),
         F.col("dst_source").alias("source_b"), F.col("dst_key").alias("source_key_b"),
-    ).agg(F.concat_ws(",", F.array_sort(F.collect_set("rule"))).alias("direct"))  # fmt: skip
+    ).agg(F.concat_ws(",", sorted_distinct("rule")).alias("direct"))  # fmt: skip
     flipped = direct.select(
         F.col("source_b").alias("source_a"), F.col("source_key_b").alias("source_key_a"),
         F.col("source_a").alias("source_b"), F.col("source_key_a").alias("source_key_b"),

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
+from jobs.columns import sorted_distinct
 from jobs.identity import normalize as N
 from jobs.identity.components import (
     LinkProfile,
@@ -487,7 +488,7 @@ def blocked_values(
     )  # fmt: skip
     found = reasons.groupBy("id_type", "key").agg(
         F.max("value").alias("value"),
-        F.concat_ws(",", F.array_sort(F.collect_set("reason"))).alias("reason"),
+        F.concat_ws(",", sorted_distinct("reason")).alias("reason"),
     )
     if materialise is not None:
         found = materialise(found, "blocked_found")

@@ -30,6 +30,7 @@ from pyspark.sql import functions as F
 
 from jobs import lake_state, storage
 from jobs.bronze_changes import dates_in
+from jobs.columns import sorted_distinct
 from jobs.context import RunContext
 from jobs.identity import normalize as N
 from jobs.lake import Lake, parquet_materialiser
@@ -130,7 +131,7 @@ def pos_orders(lines: DataFrame) -> DataFrame:
         F.sum("amount").cast(MONEY).alias("net_amount"),
         F.count(F.lit(1)).cast("int").alias("n_lines"),
         F.sum("qty").cast("long").alias("n_items"),
-        F.array_sort(F.collect_set("category")).alias("categories"),
+        sorted_distinct("category").alias("categories"),
         F.max("payment_method").alias("payment_method"),
         F.max("card_key").alias("card_key"),
         F.max("phone_key").alias("phone_key"),
@@ -166,10 +167,7 @@ def web_events_with_member(web: DataFrame, xref: DataFrame, small: bool = False)
     Input: bronze/web_events (one event), silver/member_xref. Output grain: one event,
     plus its identity keys ``user_key``, ``anon_key`` and ``member_id``.
     """
-    keyed = web.withColumn("user_key", N.norm_text_id(F.col("user_id"))).withColumn(
-        "anon_key", N.norm_text_id(F.col("anonymous_id"))
-    )
-    return attach_member(keyed, xref, WEB_KEYS, small)
+    return attach_member(keyed_events(web), xref, WEB_KEYS, small)
 
 
 def online_orders(events: DataFrame) -> DataFrame:
@@ -237,13 +235,35 @@ def _month(df: DataFrame) -> DataFrame:
     return df.withColumn("order_month", F.date_format("order_date", "yyyy-MM"))
 
 
+def keyed_events(web: DataFrame) -> DataFrame:
+    """Web events with their identity keys ``user_key`` and ``anon_key`` (grain: one
+    event; silver/web_events carries no member, :func:`attach_member` finds it)."""
+    return web.withColumn("user_key", N.norm_text_id(F.col("user_id"))).withColumn(
+        "anon_key", N.norm_text_id(F.col("anonymous_id"))
+    )
+
+
+def _purchase_events(events: DataFrame) -> DataFrame:
+    return events.filter((F.col("event_type") == "purchase") & F.col("order_id").isNotNull())
+
+
+def _as_is(df: DataFrame, name: str) -> DataFrame:
+    return df
+
+
 def build(
-    pos: DataFrame, web: DataFrame, xref: DataFrame, key: bytes
+    pos: DataFrame, web: DataFrame, xref: DataFrame, key: bytes, mat=_as_is
 ) -> tuple[DataFrame, DataFrame, DataFrame]:
-    """orders, order_lines and web_events (see each transform for grain and keys)."""
-    lines = pos_lines_with_member(dedupe_pos_lines(pos), xref, key)
-    events = web_events_with_member(web, xref)
-    online = online_orders(events)
+    """orders, order_lines and web_events (see each transform for grain and keys).
+
+    ``mat(df, name)`` may materialise the two results both order tables read: the POS
+    lines with their member and the online orders (else each write computes them again:
+    at 1M members the 9M lines' dedup and member joins, the 20M events' scan).
+    """
+    events = keyed_events(web)
+    purchases = attach_member(_purchase_events(events), xref, WEB_KEYS)
+    online = mat(online_orders(purchases), "online")
+    lines = mat(pos_lines_with_member(dedupe_pos_lines(pos), xref, key), "pos")
     orders = _month(pos_orders(lines).unionByName(online.drop("sku", "category")))
     order_lines = _month(pos_order_lines(lines).unionByName(online_order_lines(online)))
     return orders, order_lines, events
@@ -343,15 +363,16 @@ def choose_mode(
     return "incremental", f"{len(t_pos)} POS and {len(t_web)} web dates touched"
 
 
-def _full(ctx: RunContext, pos_snap: S.TableSnapshot, web_snap: S.TableSnapshot) -> dict:
-    """Rebuild the three tables from all bronze dated <= D."""
+def _full(ctx: RunContext, pos_snap: S.TableSnapshot, web_snap: S.TableSnapshot, mat) -> dict:
+    """Rebuild the three tables from all bronze dated <= D (``mat``: the step's scratch
+    materialiser, for the lines and online orders both order tables read)."""
     d, lake = ctx.as_of, ctx.lake
     pos = lake.read(S.POS).filter(F.col("_business_date") <= F.lit(d))
     web = lake.read(S.WEB).filter(F.col("_business_date") <= F.lit(d))
-    orders, lines, events = build(pos, web, lake.read(S.XREF), ctx.pii_key)
+    orders, lines, events = build(pos, web, lake.read(S.XREF), ctx.pii_key, mat)
+    lake.overwrite(events, EVENTS)
     lake.overwrite(orders, ORDERS)
     lake.overwrite(lines, LINES)
-    lake.overwrite(events, EVENTS)
     n_orders = _rows_in_table(lake, ORDERS)
     return {
         "rows_in": sum(pos_snap.rows.values()) + sum(web_snap.rows.values()),
@@ -752,7 +773,7 @@ def run(ctx: RunContext) -> dict:
                 mode, why = "full", f"earlier version unreadable ({exc})"
                 log.warning("orders %s: %s, rebuilding in full", d, why)
         if figures is None:
-            figures = _full(ctx, pos_snap, web_snap)
+            figures = _full(ctx, pos_snap, web_snap, mat)
         S.save_state(
             lake,
             S.SilverState(

@@ -1,0 +1,18 @@
+"""Column expressions shared by several jobs (pure; no I/O)."""
+
+from __future__ import annotations
+
+from pyspark.sql import Column
+from pyspark.sql import functions as F
+
+
+def sorted_distinct(column: str) -> Column:
+    """Aggregate: the distinct non-null values of ``column`` in a group, sorted; an
+    empty array when there are none. The same array as ``array_sort(collect_set(c))``.
+
+    Built from ``collect_list``: on Sail 0.7.2 ``collect_set`` is about 10x slower and
+    slows every other aggregate of its groupBy (1M POS lines into 476k orders: the
+    categories alone 1.50 s against 0.15 s, the whole order aggregate 2.1-3.4 s
+    against 0.56 s without them).
+    """
+    return F.array_sort(F.array_distinct(F.collect_list(column)))
