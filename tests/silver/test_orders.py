@@ -88,3 +88,20 @@ def test_orders_lines_and_events(spark, make_ctx, write_bronze):
     assert events == {"e1": "M1", "e1b": "M1", "e2": "M3", "e3": None}
     assert (figures["mode"], figures["rows_out"]) == ("full", 7)
     assert sum(o["member_id"] is not None for o in orders.values()) == 5
+
+
+def test_unique_pos_lines_windows_only_when_a_key_repeats(spark):
+    from jobs.silver.orders import dedupe_pos_lines, unique_pos_lines
+
+    schema = "order_id string, line_no int, _ingested_at timestamp, _source_file string, _line_no long"
+    at = dt.datetime(2026, 11, 2, 1, 0)
+    unique = spark.createDataFrame(
+        [("o1", 1, at, "f1", 1), ("o1", 2, at, "f1", 2), ("o2", 1, at, "f2", 1)], schema
+    )
+    assert unique_pos_lines(unique) is unique  # no repeat: no window, the rows as they are
+    repeated = unique.unionByName(
+        spark.createDataFrame([("o1", 2, at + dt.timedelta(hours=1), "f3", 7)], schema)
+    )
+    got = sorted(tuple(r) for r in unique_pos_lines(repeated).collect())
+    assert got == sorted(tuple(r) for r in dedupe_pos_lines(repeated).collect())
+    assert len(got) == 3 and ("o1", 2, at + dt.timedelta(hours=1), "f3", 7) in got
