@@ -20,12 +20,17 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from jobs import lake_state, storage
 from jobs.context import RunContext
-from jobs.ingest.bronze_types import first_copies, flag_conflicts, with_content_hash
+from jobs.ingest.bronze_types import (
+    first_copies,
+    flag_conflicts,
+    suspect_rows,
+    with_content_hash,
+)
 from jobs.ingest.distributed import EXECUTOR_GROUP_BYTES, parse_on_executors, parse_place
 from jobs.ingest.expand import expand
 from jobs.ingest.landing import Known, LandingFile, Refused, check_ready, scan
@@ -204,6 +209,37 @@ def read_once(existing: DataFrame) -> DataFrame | None:
     return existing.sparkSession.createDataFrame(rows, existing.schema)
 
 
+def split_flagged(
+    batch: DataFrame,
+    keys: list[str],
+    existing: DataFrame | None,
+    local: bool,
+    flag: Callable[[DataFrame], tuple[DataFrame, bool]],
+    stays: dict[str, Column],
+    path: str,
+) -> tuple[DataFrame, DataFrame | None]:
+    """(rows that stay in bronze, flagged repeats or None): ``flag`` (which adds the
+    flag columns, with whether every row stays) runs on the suspects of
+    :func:`suspect_rows` only, whose flags are materialised at ``path``; every other row
+    gets the flags ``stays`` of a row that stays. ``existing`` is ``local`` when
+    :func:`read_once` read it (else every row is flagged, as when the suspects' keys are
+    too many). Grain kept: one delivered row, in exactly one of the two.
+    """
+    split = suspect_rows(batch, keys, existing) if local else None
+    if split is None:
+        flagged, plain = flag(batch)
+        if plain:
+            return flagged, None
+        flagged = materialize(flagged, path)
+        return flagged, flagged
+    rest, suspects = split
+    rest = rest.withColumns(stays)
+    if suspects is None:
+        return rest, None
+    flagged = materialize(flag(suspects)[0], path)
+    return rest.unionByName(flagged.select(*rest.columns)), flagged
+
+
 def web_copies(bronze: DataFrame, existing_ids: DataFrame | None) -> tuple[DataFrame, bool]:
     """Mark good web rows as first deliveries or redelivered copies; with whether none
     is a copy (``_is_dup`` then false on every row).
@@ -226,14 +262,6 @@ def web_copies(bronze: DataFrame, existing_ids: DataFrame | None) -> tuple[DataF
         "_is_dup", ~F.col("_is_first") | F.col("_existing_file").isNotNull()
     ).withColumn("first_source_file", F.coalesce("_existing_file", "_first_source_file"))
     return marked, all_first and existing_ids is None
-
-
-def materialize_unless(plain: bool, df: DataFrame, path: str) -> DataFrame:
-    """``df`` materialised at ``path`` for the writes that read it, unless ``plain``: a
-    batch in which nothing repeats has constant flags, so its bronze rows are written
-    straight from the checked rows (no second write and read of every row: 9M POS
-    lines at 1M members) and the other writes get none."""
-    return df if plain else materialize(df, path)
 
 
 def refused_manifest_rows(ctx: RunContext, refused: list[Refused]) -> list[dict]:
@@ -297,20 +325,25 @@ def _write_with_conflicts(
     dedup = src.dedup
     existing = ctx.lake.read(src.bronze_table).filter(f"NOT ({where})")
     existing = existing_with_keys(existing, bronze, list(dedup.key), batch_rows)
-    flagged, plain = flag_conflicts(
-        with_content_hash(bronze, dedup.content_columns),
-        read_once(existing.select(*dedup.key, "_content_hash", "_source_file")),
-        dedup,
-    )
-    # Materialised: bronze, duplicates and quarantine all read the flags.
-    flagged = materialize_unless(plain, flagged, storage.join(stage, "flagged"))
+    existing = existing.select(*dedup.key, "_content_hash", "_source_file")
+    prior = read_once(existing)
+    stays = {"_dup_reason": F.lit(None).cast("string"), "first_source_file": F.col("_source_file")}
+    # Materialised (the suspects' flags): bronze, duplicates and quarantine all read them.
+    flagged, suspects = split_flagged(
+        with_content_hash(bronze, dedup.content_columns), list(dedup.key), prior,
+        prior is not existing, lambda rows: flag_conflicts(rows, prior, dedup), stays,
+        storage.join(stage, "flagged"),
+    )  # fmt: skip
     lap("dedup")
-    stays = F.col("_dup_reason").isNull()
-    ctx.lake.replace_where(flagged if plain else flagged.filter(stays), src.bronze_table, where)
-    repeats = F.lit(False) if plain else F.col("_dup_reason") == dedup.duplicate_reason
-    ctx.lake.replace_where(flagged.filter(repeats), dedup.duplicates_table, where)
-    conflicting = F.lit(False) if plain else F.col("_dup_reason") == dedup.conflict_reason
-    conflicts = flagged.filter(conflicting).withColumn("_reasons", F.array("_dup_reason"))
+    kept = flagged if suspects is None else flagged.filter(F.col("_dup_reason").isNull())
+    ctx.lake.replace_where(kept, src.bronze_table, where)
+    repeats = flagged.limit(0) if suspects is None else suspects
+    ctx.lake.replace_where(
+        repeats.filter(F.col("_dup_reason") == dedup.duplicate_reason), dedup.duplicates_table, where
+    )
+    conflicts = repeats.filter(F.col("_dup_reason") == dedup.conflict_reason).withColumn(
+        "_reasons", F.array("_dup_reason")
+    )
     cols = [c for c in QUARANTINE_COLUMNS if c not in ("_ingested_at", "_run_id")]
     return bad.select(*cols).unionByName(conflicts.select(*cols))
 
@@ -338,13 +371,18 @@ def _write_rows(
     if src.dedup.policy == "first_copy":
         existing = ctx.lake.read(src.bronze_table).filter(f"NOT ({where})")
         existing = existing_with_keys(existing, bronze, list(src.dedup.key), batch_rows)
-        marked, plain = web_copies(bronze, read_once(existing.select("event_id", "_source_file")))
-        marked = materialize_unless(plain, marked, storage.join(stage, "dedup"))
+        existing = existing.select("event_id", "_source_file")
+        ids = read_once(existing)
+        stays = {"_is_dup": F.lit(False), "first_source_file": F.col("_source_file")}
+        marked, repeats = split_flagged(
+            bronze, ["event_id"], ids, ids is not existing,
+            lambda rows: web_copies(rows, ids), stays, storage.join(stage, "dedup"),
+        )  # fmt: skip
         lap("dedup")
-        firsts = marked if plain else marked.filter(~F.col("_is_dup"))
+        firsts = marked if repeats is None else marked.filter(~F.col("_is_dup"))
         ctx.lake.replace_where(firsts, src.bronze_table, where)
-        copies = F.lit(False) if plain else F.col("_is_dup")
-        ctx.lake.replace_where(marked.filter(copies), src.dedup.duplicates_table, where)
+        copies = marked.limit(0) if repeats is None else repeats.filter(F.col("_is_dup"))
+        ctx.lake.replace_where(copies, src.dedup.duplicates_table, where)
     elif src.dedup.policy == "first_copy_conflicts":
         bad = _write_with_conflicts(ctx, src, bronze, bad, where, stage, batch_rows, lap)
     else:

@@ -8,11 +8,13 @@ import datetime as dt
 import random
 
 import pytest
+from pyspark.sql import functions as F
 
 from jobs.ingest import bronze_types
 from jobs.ingest.bronze_types import first_copies
 
 COLUMNS = "order_id string, line_no int, _business_date date, _source_file string, _line_no long"
+COLUMNS_NAMES = ["order_id", "line_no", "_business_date", "_source_file", "_line_no"]
 
 
 def _deliveries(repeats: int, seed: int = 3) -> list[tuple]:
@@ -73,3 +75,50 @@ def test_first_copies_match_a_python_reference(spark, monkeypatch, repeats, max_
     assert marked.count() == len(rows)
     assert got == _reference(rows)
     assert sum(first for first, _ in got.values()) == 40 + (2 if repeats else 0)
+
+
+@pytest.mark.parametrize(
+    "repeats,prior_keys,max_in_list", [(0, 0, 20_000), (0, 3, 20_000), (6, 3, 20_000), (6, 3, 4)]
+)
+def test_split_flagged_flags_as_flagging_every_row(
+    spark, monkeypatch, tmp_path, repeats, prior_keys, max_in_list
+):
+    """The suspects-only route (a key repeated in the batch or already in bronze) gives
+    every row the flags that flag_conflicts on the whole batch gives it; above the IN
+    list's size every row is flagged, and nothing is lost or doubled either way."""
+    from jobs.ingest.job import split_flagged
+    from jobs.sources import SOURCES
+
+    monkeypatch.setattr(bronze_types, "MAX_IN_LIST_KEYS", max_in_list)
+    dedup = SOURCES["pos"].dedup
+    keys = list(dedup.key)
+    rows = _deliveries(repeats)
+    batch = spark.createDataFrame(rows, COLUMNS).withColumn("_content_hash", F.col("_source_file"))
+    prior = None
+    if prior_keys:  # keys 1.. already in bronze, one with the content of a copy of the batch
+        prior_rows = [
+            (f"O{k}", 0, "f0-0.csv" if k == 1 else "x", "old.csv")
+            for k in range(1, prior_keys + 1)
+        ]
+        prior = spark.createDataFrame(
+            prior_rows, "order_id string, line_no int, _content_hash string, _source_file string"
+        )
+    stays = {"_dup_reason": F.lit(None).cast("string"), "first_source_file": F.col("_source_file")}
+    flag = lambda df: bronze_types.flag_conflicts(df, prior, dedup)  # noqa: E731
+    marked, suspects = split_flagged(batch, keys, prior, True, flag, stays, str(tmp_path / "f"))
+    want, _ = flag(batch)
+    columns = [*COLUMNS_NAMES, "_dup_reason", "first_source_file"]
+
+    def flags(df):
+        got = [tuple(r[c] for c in columns) for r in df.select(*columns).collect()]
+        return sorted(got, key=str)
+
+    assert flags(marked) == flags(want)
+    assert marked.count() == len(rows)
+    repeated = want.filter(F.col("_dup_reason").isNotNull())
+    if repeated.count():
+        assert suspects is not None
+        got = flags(suspects.filter(F.col("_dup_reason").isNotNull()))
+        assert got == flags(repeated)
+    else:
+        assert suspects is None or suspects.filter(F.col("_dup_reason").isNotNull()).count() == 0
