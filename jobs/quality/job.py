@@ -283,7 +283,7 @@ def run(ctx: RunContext) -> dict:
     for source in sources:
         paths = checked_paths(ctx, source)  # one per ingest batch
         if paths:
-            frames = [ctx.spark.read.format("delta").load(p) for p in paths]
+            frames = [ctx.spark.read.parquet(p) for p in paths]
             batches[source] = functools.reduce(DataFrame.unionByName, frames)
     collected = _collect_figures(ctx, batches)
     checks = read_checks(collected["checks"][0], list(batches)) if batches else {}
