@@ -29,22 +29,27 @@ from jobs.schemas import conform, table_schema
 
 log = logging.getLogger(__name__)
 
+# ``materialise(df, name)``: ``df`` computed once (e.g. into a scratch folder, see
+# :class:`ParquetScratch`) and read back, for a result several later queries read.
+Materialise = Callable[[DataFrame, str], DataFrame]
+
 # pysail 0.7.2 in cluster mode cannot ship a DataFusion built-in function (size, upper,
 # substr, sum, ...) to the stage that writes a Delta table: the write fails before it
 # commits anything (docs/scaling.md; pinned in tests/test_sail_cluster.py).
 _SAIL_CLUSTER_GAP = re.compile(r"Extended\w*Udf: no UDF found for")
 
 
-def write_delta(df: DataFrame, write: Callable[[DataFrame], None]) -> None:
-    """``write(df)``: a Delta write of ``df``. Where a Sail cluster cannot run one of the
-    plan's functions in the writing stage, the same write again behind a shuffle, which
-    gives those functions a stage of their own (the same rows; other engines never retry)."""
+def write_retrying(df: DataFrame, write: Callable[[DataFrame], None]) -> None:
+    """``write(df)``: a write of ``df`` (Delta or Parquet). Where a Sail cluster cannot
+    run one of the plan's functions in the writing stage, the same write again behind a
+    shuffle, which gives those functions a stage of their own (the same rows; other
+    engines never retry)."""
     try:
         write(df)
     except Exception as exc:  # the error class depends on the client (Connect or classic)
         if not _SAIL_CLUSTER_GAP.search(str(exc)):
             raise
-        log.info("Delta write again behind a shuffle (%s)", str(exc).splitlines()[0])
+        log.info("Write again behind a shuffle (%s)", str(exc).splitlines()[0])
         partitions = int(df.sparkSession.conf.get("spark.sql.shuffle.partitions"))
         write(df.repartition(partitions))
 
@@ -126,14 +131,14 @@ class Lake:
             writer = self._writer(rows, name, conform_schema).mode("overwrite")
             writer.option("overwriteSchema", "true").save(self.path(name))
 
-        write_delta(df, save)
+        write_retrying(df, save)
         _committed(self, name)
 
     def append(self, df: DataFrame, name: str, conform_schema: bool = True) -> None:
         def save(rows: DataFrame) -> None:
             self._writer(rows, name, conform_schema).mode("append").save(self.path(name))
 
-        write_delta(df, save)
+        write_retrying(df, save)
         _committed(self, name)
 
     def replace_where(
@@ -151,7 +156,7 @@ class Lake:
                 writer = writer.option("replaceWhere", predicate)
             writer.save(self.path(name))
 
-        write_delta(df, save)
+        write_retrying(df, save)
         _committed(self, name)
 
     def merge_into(
@@ -247,7 +252,7 @@ class Lake:
                 writer = writer.partitionBy(*schema.partition_by)
             writer.save(self.path(name))
 
-        write_delta(out, save)
+        write_retrying(out, save)
         _committed(self, name)
         return missing
 
@@ -283,7 +288,7 @@ class Merge:
 
     Sail and Apache Spark + delta-spark both run it; a Sail cluster that cannot ship a
     function to the writing stage gets the same MERGE again behind a shuffle
-    (:func:`write_delta`)."""
+    (:func:`write_retrying`)."""
 
     def __init__(
         self,
@@ -347,7 +352,7 @@ class Merge:
     def execute(self) -> None:
         """Run the MERGE: one Delta commit."""
         sql = self.statement()
-        write_delta(self.source, lambda src: self.lake.spark.sql(sql, src=src))
+        write_retrying(self.source, lambda src: self.lake.spark.sql(sql, src=src))
         _committed(self.lake, self.name)
 
 

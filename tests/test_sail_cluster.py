@@ -15,7 +15,7 @@
    no UDF found for ...`` (the same plan written as Parquet works), and a CSV write leaves
    date values empty. When an upgrade makes a pin fail, the limitation is gone: say so in
    docs/scaling.md, and the workaround may go.
-3. The first workaround on the embedded engine: ``jobs.lake.write_delta`` writes again
+3. The first workaround on the embedded engine: ``jobs.lake.write_retrying`` writes again
    behind a shuffle on that error only.
 
 No JVM: not in the ``jvm`` group. The server is stopped at the end; no process is left.
@@ -156,8 +156,8 @@ def test_csv_writes_leave_dates_empty(pins):
 
 
 def test_a_delta_write_sail_cannot_ship_is_written_again_behind_a_shuffle(spark, tmp_path):
-    """jobs.lake.write_delta, on the embedded engine: the cluster's error, then success."""
-    from jobs.lake import write_delta
+    """jobs.lake.write_retrying, on the embedded engine: the cluster's error, then success."""
+    from jobs.lake import write_retrying
 
     rows = spark.createDataFrame([("a",), ("b",)], "f string")
     attempts: list[DataFrame] = []
@@ -168,14 +168,14 @@ def test_a_delta_write_sail_cannot_ship_is_written_again_behind_a_shuffle(spark,
             raise RuntimeError("ExtendedScalarUdf: no UDF found for upper")
         df.write.format("delta").save(str(tmp_path / "t"))
 
-    write_delta(rows, write)
+    write_retrying(rows, write)
     assert len(attempts) == 2
     written = spark.read.format("delta").load(str(tmp_path / "t"))
     assert sorted(r.f for r in written.collect()) == ["a", "b"]
 
 
 def test_other_delta_write_errors_are_not_retried(spark):
-    from jobs.lake import write_delta
+    from jobs.lake import write_retrying
 
     attempts = []
 
@@ -184,5 +184,5 @@ def test_other_delta_write_errors_are_not_retried(spark):
         raise RuntimeError("[DELTA_FAILED_TO_MERGE_FIELDS] Failed to merge fields")
 
     with pytest.raises(RuntimeError, match="DELTA_FAILED_TO_MERGE_FIELDS"):
-        write_delta(spark.createDataFrame([("a",)], "f string"), write)
+        write_retrying(spark.createDataFrame([("a",)], "f string"), write)
     assert len(attempts) == 1

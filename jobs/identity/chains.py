@@ -25,7 +25,6 @@ node id of each component either way, so the state equals what a full check writ
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from pyspark.sql import DataFrame
@@ -42,13 +41,11 @@ from jobs.identity.graph import (
     without_edges,
 )
 from jobs.identity.setops import symmetric_difference
-from jobs.lake import Lake
+from jobs.lake import Lake, Materialise
 
 COMPONENTS = "meta/identity_components"
 REFUSED = "meta/identity_refused"
 CHAIN_TABLES = (COMPONENTS, REFUSED)
-
-Materialise = Callable[[DataFrame, str], DataFrame]
 
 
 @dataclass

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,9 +27,9 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from scipy.sparse import coo_array, csgraph
 
-log = logging.getLogger(__name__)
+from jobs.lake import Materialise
 
-Materialise = Callable[[DataFrame, str], DataFrame]
+log = logging.getLogger(__name__)
 
 
 class ComponentsDidNotConverge(RuntimeError):

@@ -32,7 +32,6 @@ chain state to trust) fall back to the full pass (figure ``second_pass_reason``)
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from pyspark.sql import DataFrame
@@ -52,13 +51,11 @@ from jobs.identity.graph import (
     name_dob_city_keys,
 )
 from jobs.identity.setops import symmetric_difference
-from jobs.lake import Lake
+from jobs.lake import Lake, Materialise
 
 JUNK_PAIRS = "meta/identity_junk_pairs"
 SECOND_TABLES = (JUNK_PAIRS,)
 NDC_RULES = ("name_dob_city", "name_dob_city_linked")
-
-Materialise = Callable[[DataFrame, str], DataFrame]
 
 
 @dataclass

@@ -29,7 +29,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from jobs.bronze_changes import ALL_DATES, table_snapshot
-from jobs.lake import Lake, read_state_row, write_delta, write_state_row
+from jobs.lake import Lake, read_state_row, write_retrying, write_state_row
 
 STATE_TABLE = "meta/identity_state"
 POS_PARTS = "restricted/identity_pos_orders"
@@ -141,7 +141,7 @@ def write_parts(lake: Lake, df: DataFrame, name: str, dates: list[str] | None) -
             w = w.option("replaceWhere", f"_business_date IN ({_date_list(dates)})")
         w.save(lake.path(name))
 
-    write_delta(df, save)
+    write_retrying(df, save)
 
 
 def bronze_for(lake: Lake, name: str, as_of: dt.date, dates: list[str] | None) -> DataFrame:

@@ -33,7 +33,7 @@ from jobs.bronze_changes import dates_in
 from jobs.columns import sorted_distinct
 from jobs.context import RunContext
 from jobs.identity import normalize as N
-from jobs.lake import Lake, parquet_materialiser
+from jobs.lake import Lake, Materialise, parquet_materialiser
 from jobs.laps import Laps
 from jobs.privacy.pii import hmac_col
 from jobs.schemas import conform, table_schema
@@ -179,13 +179,18 @@ def web_events_with_member(web: DataFrame, xref: DataFrame, small: bool = False)
     return attach_member(keyed_events(web), xref, WEB_KEYS, small)
 
 
+def _purchase_events(events: DataFrame) -> DataFrame:
+    """The events that make an online order: purchases with an order id."""
+    return events.filter((F.col("event_type") == "purchase") & F.col("order_id").isNotNull())
+
+
 def online_orders(events: DataFrame) -> DataFrame:
     """Online orders: one per (order_id, channel) of ``purchase`` events, the first event
     wins (a purchase sent twice with two event ids is still one order).
 
     Input: web events with member (one event). Output grain: one online order.
     """
-    p = events.filter((F.col("event_type") == "purchase") & F.col("order_id").isNotNull())
+    p = _purchase_events(events)
     w = Window.partitionBy("order_id", "channel").orderBy("event_ts", "event_id")
     p = p.withColumn("_rn", F.row_number().over(w)).filter("_rn = 1")
     amount = F.col("revenue").cast(MONEY)
@@ -252,22 +257,19 @@ def keyed_events(web: DataFrame) -> DataFrame:
     )
 
 
-def _purchase_events(events: DataFrame) -> DataFrame:
-    return events.filter((F.col("event_type") == "purchase") & F.col("order_id").isNotNull())
-
-
 def _as_is(df: DataFrame, name: str) -> DataFrame:
     return df
 
 
 def build(
-    pos: DataFrame, web: DataFrame, xref: DataFrame, key: bytes, mat=_as_is
+    pos: DataFrame, web: DataFrame, xref: DataFrame, key: bytes, mat: Materialise = _as_is
 ) -> tuple[DataFrame, DataFrame, DataFrame]:
     """orders, order_lines and web_events (see each transform for grain and keys).
 
     ``mat(df, name)`` may materialise the two results both order tables read: the POS
     lines with their member and the online orders (else each write computes them again:
-    at 1M members the 9M lines' dedup and member joins, the 20M events' scan).
+    at 1M members the 9M lines' dedup and member joins, the 20M events' scan). Runs one
+    small query at once (:func:`unique_pos_lines`: whether any POS line repeats).
     """
     events = keyed_events(web)
     purchases = attach_member(_purchase_events(events), xref, WEB_KEYS)
@@ -372,7 +374,9 @@ def choose_mode(
     return "incremental", f"{len(t_pos)} POS and {len(t_web)} web dates touched"
 
 
-def _full(ctx: RunContext, pos_snap: S.TableSnapshot, web_snap: S.TableSnapshot, mat) -> dict:
+def _full(
+    ctx: RunContext, pos_snap: S.TableSnapshot, web_snap: S.TableSnapshot, mat: Materialise
+) -> dict:
     """Rebuild the three tables from all bronze dated <= D (``mat``: the step's scratch
     materialiser, for the lines and online orders both order tables read)."""
     d, lake = ctx.as_of, ctx.lake
@@ -557,15 +561,13 @@ def _online_orders(
     """Online orders with a purchase event among ``purchases``, now or before:
     recomputed from all their purchase events (first one wins)."""
     k_on = mat(
-        purchases.filter((F.col("event_type") == "purchase") & F.col("order_id").isNotNull())
-        .select("order_id", "channel")
-        .distinct(),
+        _purchase_events(purchases).select("order_id", "channel").distinct(),
         "online_keys",
     )
     all_purchases = mat(
-        lake.read(EVENTS)
-        .filter((F.col("event_type") == "purchase") & F.col("order_id").isNotNull())
-        .join(F.broadcast(k_on), ["order_id", "channel"], "left_semi"),
+        _purchase_events(lake.read(EVENTS)).join(
+            F.broadcast(k_on), ["order_id", "channel"], "left_semi"
+        ),
         "purchases",
     )
     online = mat(online_orders(attach_member(all_purchases, xref, WEB_KEYS, small=True)), "online")
