@@ -77,7 +77,7 @@ def with_content_hash(rows: DataFrame, columns: Iterable[str]) -> DataFrame:
 
 
 def flag_conflicts(
-    batch: DataFrame, existing: DataFrame | None, dedup: Dedup
+    batch: DataFrame, existing: DataFrame | None, dedup: Dedup, few: bool = False
 ) -> tuple[DataFrame, bool]:
     """Flag repeated keys (``dedup.key``) in a batch of typed rows; with whether none
     repeats (every row stays in bronze: the flags are constants).
@@ -89,10 +89,11 @@ def flag_conflicts(
     ``dedup.conflict_reason`` for a repeat with different content, and
     ``first_source_file``: the file of the row that stays. The first delivery (by
     business date, file, line) wins; a row already in bronze wins over the batch.
+    ``few``: see :func:`first_copies`.
     """
     keys = list(dedup.key)
     carry = {"_content_hash": "_batch_first_hash", "_source_file": "_batch_first_file"}
-    marked, all_first = first_copies(batch, keys, carry)
+    marked, all_first = first_copies(batch, keys, carry, few)
     if existing is not None:
         prior = existing.groupBy(*keys).agg(
             F.first("_content_hash").alias("_prior_hash"),
@@ -239,7 +240,9 @@ def _key_hash(keys: list[str]) -> Column:
     return F.xxhash64(*[F.col(k) for k in keys])
 
 
-def first_copies(df: DataFrame, keys: list[str], carry: dict[str, str]) -> tuple[DataFrame, bool]:
+def first_copies(
+    df: DataFrame, keys: list[str], carry: dict[str, str], few: bool = False
+) -> tuple[DataFrame, bool]:
     """Mark the first delivery of each key (grain kept: one row per delivered copy);
     with whether no key repeats (``_is_first`` is then true on every row).
 
@@ -254,7 +257,13 @@ def first_copies(df: DataFrame, keys: list[str], carry: dict[str, str]) -> tuple
     Joining the whole batch back to the ranking instead cost 3.6 s of 5.7 s for a 100k
     first run's 2M web events (16k repeated keys), and 198 s at 1M: each joined wide row
     is copied. More: every row is joined to the ranking.
+
+    ``few``: ``df`` is a few rows, most of them repeats (the suspects of
+    :func:`suspect_hashes`): all are ranked by the window, with no count and no IN list
+    (at 1M members' first run, 175k repeated keys: 7 s of the two lists' uses).
     """
+    if few:
+        return _ranked_few(df, keys, carry), False
     repeated = df.groupBy(*keys).agg(F.count(F.lit(1)).alias("_n")).filter("_n > 1")
     few = repeated.select(_key_hash(keys).alias("h")).limit(MAX_IN_LIST_KEYS + 1).collect()
     if not few:
@@ -264,35 +273,42 @@ def first_copies(df: DataFrame, keys: list[str], carry: dict[str, str]) -> tuple
     # Equal keys hash alike: every copy of a repeated key is among the rows picked (a rare
     # other row picked with them is ranked alone there, its own first). A key holding a
     # null never equals another (as in the join): such a row is its own first.
-    whole = F.lit(True)
-    for k in keys:
-        whole = whole & F.col(k).isNotNull()
-    hashes = sorted({r["h"] for r in few})
-    picked = whole & F.coalesce(_key_hash(keys).isin(*hashes), F.lit(False))
+    picked = is_suspect(keys, {r["h"] for r in few})
     rest = _own_first(df.filter(~picked), carry)
     return rest.unionByName(_ranked_few(df.filter(picked), keys, carry)), False
 
 
 def _ranked_few(df: DataFrame, keys: list[str], carry: dict[str, str]) -> DataFrame:
     """:func:`_ranked` for a few rows: a window over them, read once (positions are
-    unique within a batch: one file is read once)."""
+    unique within a batch: one file is read once). A key holding a null never equals
+    another: such a row is its own first."""
     by_position = Window.partitionBy(*keys).orderBy(_position())
-    values = {alias: F.first(c).over(by_position) for c, alias in carry.items()}
-    return df.withColumns({"_is_first": F.row_number().over(by_position) == 1, **values})
+    whole = _whole(keys)
+    values = {
+        alias: F.when(whole, F.first(c).over(by_position)).otherwise(F.col(c))
+        for c, alias in carry.items()
+    }
+    first = ~whole | (F.row_number().over(by_position) == 1)
+    return df.withColumns({"_is_first": first, **values})
 
 
-def suspect_rows(
-    batch: DataFrame, keys: list[str], existing: DataFrame | None
-) -> tuple[DataFrame, DataFrame | None] | None:
-    """``batch`` cut into (rows no copy can touch, suspects): a suspect's key repeats
+def _whole(keys: list[str]) -> Column:
+    """True on a row whose key columns are all set."""
+    whole = F.lit(True)
+    for k in keys:
+        whole = whole & F.col(k).isNotNull()
+    return whole
+
+
+def suspect_hashes(batch: DataFrame, keys: list[str], existing: DataFrame | None) -> set[int] | None:
+    """The key hashes (:func:`_key_hash`) of ``batch``'s suspects: a key that repeats
     within the batch or is among ``existing``'s keys (rows already in bronze, few and
     local: :func:`jobs.ingest.job.read_once`). None when there are more than
-    MAX_IN_LIST_KEYS such keys (the caller flags every row); suspects None when there are
-    none.
+    MAX_IN_LIST_KEYS (the caller flags every row); empty when there are none.
 
     Only the suspects need flags (first copy or repeat, conflict): the other rows are
     their key's only copy, so each is its own first copy and stays in bronze. A first run
-    at 1M members holds 20M web events and 178k repeated keys: flagging the suspects
+    at 1M members holds 20M web events and 175k repeated keys: flagging the suspects
     alone keeps the flagged rows small enough to write once, instead of every row.
     Routing by a 64-bit hash of the key: every copy of a key has its hash, and a rare
     other row with the same hash is only flagged along (its own first copy there).
@@ -302,12 +318,9 @@ def suspect_rows(
     hashes = {r["h"] for r in rows}
     if existing is not None:
         hashes |= {r["h"] for r in existing.select(_key_hash(keys).alias("h")).collect()}
-    if len(hashes) > MAX_IN_LIST_KEYS:
-        return None
-    if not hashes:
-        return batch, None
-    whole = F.lit(True)
-    for k in keys:
-        whole = whole & F.col(k).isNotNull()
-    picked = whole & F.coalesce(_key_hash(keys).isin(*sorted(hashes)), F.lit(False))
-    return batch.filter(~picked), batch.filter(picked)
+    return None if len(hashes) > MAX_IN_LIST_KEYS else hashes
+
+
+def is_suspect(keys: list[str], hashes: set[int]) -> Column:
+    """True on a row whose key is whole and hashes to one of ``hashes``."""
+    return _whole(keys) & F.coalesce(_key_hash(keys).isin(*sorted(hashes)), F.lit(False))

@@ -58,13 +58,16 @@ def _reference(rows: list[tuple]) -> dict[tuple, tuple[bool, str]]:
     return out
 
 
-@pytest.mark.parametrize("repeats,max_in_list", [(0, 20_000), (6, 20_000), (6, 3)])
-def test_first_copies_match_a_python_reference(spark, monkeypatch, repeats, max_in_list):
+@pytest.mark.parametrize(
+    "repeats,max_in_list,few", [(0, 20_000, False), (6, 20_000, False), (6, 3, False), (6, 3, True)]
+)
+def test_first_copies_match_a_python_reference(spark, monkeypatch, repeats, max_in_list, few):
     monkeypatch.setattr(bronze_types, "MAX_IN_LIST_KEYS", max_in_list)
     rows = _deliveries(repeats)
     df = spark.createDataFrame(rows, COLUMNS)
-    marked, all_first = first_copies(df, ["order_id", "line_no"], {"_source_file": "first_file"})
-    assert all_first == (repeats == 0)
+    carry = {"_source_file": "first_file"}
+    marked, all_first = first_copies(df, ["order_id", "line_no"], carry, few)
+    assert all_first == (repeats == 0 and not few)
     got = {
         (r.order_id, r.line_no, r._business_date, r._source_file, r._line_no): (
             r._is_first,
@@ -104,9 +107,9 @@ def test_split_flagged_flags_as_flagging_every_row(
             prior_rows, "order_id string, line_no int, _content_hash string, _source_file string"
         )
     stays = {"_dup_reason": F.lit(None).cast("string"), "first_source_file": F.col("_source_file")}
-    flag = lambda df: bronze_types.flag_conflicts(df, prior, dedup)  # noqa: E731
+    flag = lambda df, few: bronze_types.flag_conflicts(df, prior, dedup, few)  # noqa: E731
     marked, suspects = split_flagged(batch, keys, prior, True, flag, stays, str(tmp_path / "f"))
-    want, _ = flag(batch)
+    want, _ = flag(batch, False)
     columns = [*COLUMNS_NAMES, "_dup_reason", "first_source_file"]
 
     def flags(df):
@@ -122,3 +125,23 @@ def test_split_flagged_flags_as_flagging_every_row(
         assert got == flags(repeated)
     else:
         assert suspects is None or suspects.filter(F.col("_dup_reason").isNotNull()).count() == 0
+
+
+def test_route_splits_once_and_never_reads_an_earlier_batch(spark, tmp_path):
+    """route: every row in exactly one part, ``_raw`` kept on the picked rows only, and a
+    batch with nothing picked does not read the picked rows a batch before it wrote."""
+    from jobs.ingest.job import route
+
+    rows = [(f"E{i}", i, f"raw {i}") for i in range(30)]
+    batch = spark.createDataFrame(rows, "event_id string, _line_no long, _raw string")
+    path = str(tmp_path / "routed")
+    rest, picked = route(batch, F.col("_line_no") % 7 == 0, path)
+    assert sorted(r._line_no for r in picked.collect()) == [0, 7, 14, 21, 28]
+    assert {r._raw for r in picked.collect()} == {f"raw {i}" for i in (0, 7, 14, 21, 28)}
+    got_rest = rest.collect()
+    assert sorted(r._line_no for r in got_rest) == [i for i in range(30) if i % 7]
+    assert {r._raw for r in got_rest} == {None}
+    assert rest.columns == batch.columns == picked.columns
+
+    rest, picked = route(batch, F.lit(False), path)  # the next batch: nothing picked
+    assert picked.count() == 0 and rest.count() == 30
