@@ -145,3 +145,16 @@ def test_route_splits_once_and_never_reads_an_earlier_batch(spark, tmp_path):
 
     rest, picked = route(batch, F.lit(False), path)  # the next batch: nothing picked
     assert picked.count() == 0 and rest.count() == 30
+
+
+def test_raw_where_needed_keeps_the_text_of_rows_that_can_reach_quarantine(spark):
+    """Web (first copy wins, no conflicts): only the bad rows keep ``_raw``. POS (repeats
+    with other content are quarantined): every row keeps it."""
+    from jobs.ingest.job import raw_where_needed
+
+    rows = [("good", []), ("bad", ["missing_event_id"])]
+    checked = spark.createDataFrame(rows, "_raw string, _reasons array<string>")
+    web = {r._reasons[0] if r._reasons else "ok": r._raw for r in raw_where_needed(checked, "web").collect()}  # fmt: skip
+    assert web == {"ok": None, "missing_event_id": "bad"}
+    pos = sorted(r._raw for r in raw_where_needed(checked, "pos").collect())
+    assert pos == ["bad", "good"]
