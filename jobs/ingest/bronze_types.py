@@ -250,8 +250,8 @@ def first_copies(
     does not depend on the order files were processed in. Adds ``_is_first``
     and, for each ``column: alias`` in ``carry``, the first copy's value.
 
-    Almost every key has one copy. The repeated keys are found first by a count over the
-    key columns alone. None (the usual batch): every row is its own first, no join.
+    Almost every key has one copy. The repeated keys are found first by a count over
+    their hashes (:func:`repeated_hashes`). None (the usual batch): every row is its own first, no join.
     Up to MAX_IN_LIST_KEYS (a re-sent file, redeliveries): their rows are picked by an IN
     list of key hashes and ranked apart by a window, every other row is its own first.
     Joining the whole batch back to the ranking instead cost 3.6 s of 5.7 s for a 100k
@@ -264,16 +264,16 @@ def first_copies(
     """
     if few:
         return _ranked_few(df, keys, carry), False
-    repeated = df.groupBy(*keys).agg(F.count(F.lit(1)).alias("_n")).filter("_n > 1")
-    few = repeated.select(_key_hash(keys).alias("h")).limit(MAX_IN_LIST_KEYS + 1).collect()
-    if not few:
+    hashes = repeated_hashes(df, keys)
+    if not hashes:
         return _own_first(df, carry), True
-    if len(few) > MAX_IN_LIST_KEYS:
+    if len(hashes) > MAX_IN_LIST_KEYS:
+        repeated = df.groupBy(*keys).agg(F.count(F.lit(1)).alias("_n")).filter("_n > 1")
         return _ranked(df, repeated, keys, carry), False
     # Equal keys hash alike: every copy of a repeated key is among the rows picked (a rare
     # other row picked with them is ranked alone there, its own first). A key holding a
     # null never equals another (as in the join): such a row is its own first.
-    picked = is_suspect(keys, {r["h"] for r in few})
+    picked = is_suspect(keys, hashes)
     rest = _own_first(df.filter(~picked), carry)
     return rest.unionByName(_ranked_few(df.filter(picked), keys, carry)), False
 
@@ -313,12 +313,25 @@ def suspect_hashes(batch: DataFrame, keys: list[str], existing: DataFrame | None
     Routing by a 64-bit hash of the key: every copy of a key has its hash, and a rare
     other row with the same hash is only flagged along (its own first copy there).
     """
-    repeated = batch.groupBy(*keys).agg(F.count(F.lit(1)).alias("_n")).filter("_n > 1")
-    rows = repeated.select(_key_hash(keys).alias("h")).limit(MAX_IN_LIST_KEYS + 1).collect()
-    hashes = {r["h"] for r in rows}
+    hashes = repeated_hashes(batch, keys)
     if existing is not None:
         hashes |= {r["h"] for r in existing.select(_key_hash(keys).alias("h")).collect()}
     return None if len(hashes) > MAX_IN_LIST_KEYS else hashes
+
+
+def repeated_hashes(df: DataFrame, keys: list[str]) -> set[int]:
+    """The key hashes (:func:`_key_hash`) that more than one row of ``df`` holds, at most
+    MAX_IN_LIST_KEYS + 1 of them: every repeated key's hash, and rarely one that two
+    different keys share (its rows are then only ranked along, each its own first).
+    Grouped by the 64-bit hash, not by the key columns: 1M members' 20M web events,
+    2.1 s against 7.2-8.2 s."""
+    repeated = (
+        df.groupBy(_key_hash(keys).alias("h"))
+        .agg(F.count(F.lit(1)).alias("_n"))
+        .filter("_n > 1")
+        .select("h")
+    )
+    return {r["h"] for r in repeated.limit(MAX_IN_LIST_KEYS + 1).collect()}
 
 
 def is_suspect(keys: list[str], hashes: set[int]) -> Column:
