@@ -318,16 +318,30 @@ def upsert_rows(lake: Lake, src: DataFrame, name: str, target_filter: str | None
     lake.apply_changes(src, name, target_filter=target_filter, null_safe=False)
 
 
-def rekey_rows(lake: Lake, src: DataFrame, name: str, target_filter: str | None) -> None:
+def rekey_rows(lake: Lake, src: DataFrame, name: str, months: list[str] | None) -> None:
     """Give the rows of ``name`` matching ``src`` (``order_id``, ``channel``,
-    ``member_id``) the member of ``src`` where it differs (one MERGE commit)."""
-    (
-        lake.merge_into(src, name, ["order_id", "channel"], null_safe=False,
-                        target_filter=target_filter)
-        .when_matched_update({"member_id": "s.member_id"},
-                             "NOT (t.member_id <=> s.member_id)")
-        .execute()
-    )  # fmt: skip
+    ``member_id``; one row per order) the member of ``src`` (one commit).
+
+    ``months``: the ``order_month`` partitions holding every matching row. They are
+    rewritten whole in one ``replaceWhere`` commit, each row with its member from a
+    broadcast join: on Sail 0.7.2 half the time of a MERGE, which rewrites the same
+    files (1M members, 230 orders in 4 months: orders 6.5 s against 12.6 s, lines
+    10.0 s against 21.4 s). None (a row without a month): one MERGE over the table."""
+    if months is None:
+        (
+            lake.merge_into(src, name, ["order_id", "channel"], null_safe=False)
+            .when_matched_update({"member_id": "s.member_id"},
+                                 "NOT (t.member_id <=> s.member_id)")
+            .execute()
+        )  # fmt: skip
+        return
+    keys = ["order_id", "channel"]
+    where = _str_in("order_month", months)
+    current = lake.read(name).filter(where)
+    fixes = src.select(*keys, F.col("member_id").alias("_rekeyed"), F.lit(True).alias("_hit"))
+    joined = current.join(F.broadcast(fixes.dropDuplicates(keys)), keys, "left")
+    member = F.when(F.col("_hit"), F.col("_rekeyed")).otherwise(F.col("member_id"))
+    lake.replace_where(joined.withColumn("member_id", member).select(*current.columns), name, where)
 
 
 def _rows_in_table(lake: Lake, name: str) -> int:
@@ -730,16 +744,14 @@ def _rekey(lake: Lake, xref: DataFrame, changed: DataFrame, mat, lap: Laps) -> d
     n_orders, months, nulls = _count_and_values(rk, "order_month")
     lap("rekey_find")
     if n_orders:
-        where = None if nulls else _str_in("t.order_month", months)
-        rekey_rows(lake, rk, ORDERS, where)
+        rekey_rows(lake, rk, ORDERS, None if nulls else months)
         lap("rekey_orders")
         # A line's month is its own order_date's: the same as its order's but for an
         # order whose lines straddle a month end, so the lines' months are looked up (two
-        # narrow columns) and the merge rewrites only those partitions.
+        # narrow columns) and only those partitions are rewritten.
         line_months = _line_months(lake, rk)
         if line_months != []:
-            where = None if line_months is None else _str_in("t.order_month", line_months)
-            rekey_rows(lake, rk.drop("order_month"), LINES, where)
+            rekey_rows(lake, rk.drop("order_month"), LINES, line_months)
         lap("rekey_lines")
     return {"identities_changed": n_changed, "orders_rekeyed": n_orders}
 
