@@ -205,13 +205,17 @@ class Lake:
         name: str,
         target_filter: str | None = None,
         null_safe: bool = True,
+        rows: int | None = None,
     ) -> None:
-        """Apply row changes to ``name`` in one MERGE commit on its declared keys.
+        """Apply row changes to ``name`` in one commit on its declared keys.
 
         ``changes``: the table's columns plus ``_op`` (``upsert`` inserts or replaces
-        the row of its key, ``delete`` removes it). Only the files holding a changed
-        row are rewritten; ``target_filter`` and ``null_safe`` as in :meth:`merge_into`.
-        Creates the table from the upserts when it does not exist.
+        the row of its key, ``delete`` removes it); ``rows``: how many (counted here
+        when None and it matters). A MERGE rewrites only the files holding a changed
+        row; an unpartitioned table whose files the changes touch nearly all is
+        rewritten whole instead (:meth:`_rewrite_pays`). ``target_filter`` and
+        ``null_safe`` as in :meth:`merge_into`. Creates the table from the upserts when
+        it does not exist.
         """
         schema = table_schema(name)
         if not self.exists(name):
@@ -219,6 +223,13 @@ class Lake:
             return
         cols = schema.columns
         src = conform(changes, name, extra=True).select(*cols, "_op")
+        if (
+            target_filter is None
+            and not schema.partition_by
+            and self._rewrite_pays(name, src, rows)
+        ):
+            self._rewrite_with(src, name, null_safe)
+            return
         (
             self.merge_into(
                 src, name, schema.keys, null_safe=null_safe, target_filter=target_filter
@@ -228,6 +239,40 @@ class Lake:
             .when_not_matched_insert(cols, "s._op = 'upsert'")
             .execute()
         )
+
+    def _rewrite_pays(self, name: str, src: DataFrame, rows: int | None) -> bool:
+        """Whether rewriting unpartitioned table ``name`` whole beats a MERGE of ``src``
+        (``rows`` rows; counted when None): when the changes are at least a quarter as
+        many as the table's files (spread over the keys, they then touch a fifth of the
+        files or more, 1 - e^-1/4).
+
+        A MERGE reads every row to find the matched ones and rewrites their files; on
+        Sail 0.7.2 it took 10-12 s on 1M members' 4.7M xref rows (5 files) whether 10
+        or 95k rows changed, where reading and writing the table whole took 2.3-3.0 s
+        (members, 1M rows: 3.9-5.3 s against 1.9-2.0 s; identity edges, 4.5M rows:
+        8.9-10.9 s against 2.3-3.3 s)."""
+        files = self.delta_table(name).get_add_actions(flatten=True).num_rows
+        if rows is None:
+            rows = src.count()
+        return rows * 4 >= files
+
+    def _rewrite_with(self, src: DataFrame, name: str, null_safe: bool) -> None:
+        """Table ``name`` rewritten in one commit: its rows whose key ``src`` does not
+        hold (keys compared as a MERGE's ``null_safe`` would), and ``src``'s upserts.
+        Undeclared columns the table holds keep their values (null on a new key), as a
+        MERGE's update of the declared columns does."""
+        schema = table_schema(name)
+        current = self.read(name)
+        kept = _by_keys(current, src.select(*schema.keys), schema.keys, null_safe, "left_anti")
+        upserts = src.filter(F.col("_op") == "upsert").drop("_op")
+        extras = [c for c in current.columns if c not in schema.columns]
+        if extras:
+            old = current.select(*schema.keys, *extras)
+            upserts = _by_keys(upserts, old, schema.keys, null_safe, "left").drop(
+                *[f"_r_{k}" for k in schema.keys]
+            )
+        rows = kept.unionByName(upserts, allowMissingColumns=True).select(*current.columns)
+        self.overwrite(rows, name, conform_schema=False)
 
     def add_missing_columns(self, name: str) -> list[str]:
         """Give an existing table the declared columns it lacks (as null) in one commit.
@@ -277,6 +322,21 @@ class Lake:
         """Every Delta table under the root, as ``layer/table`` (found by its ``_delta_log``,
         listing two levels: no walk through data files, local or object store)."""
         return storage.delta_tables(self.root)
+
+
+def _by_keys(
+    left: DataFrame, right: DataFrame, keys: list[str], null_safe: bool, how: str
+) -> DataFrame:
+    """``left`` joined ``how`` to ``right`` on ``keys``, compared with ``<=>`` (a null key
+    matches a null key) when ``null_safe``, else ``=``. The right side's keys come back
+    renamed ``_r_<key>``."""
+    renamed = right.withColumnsRenamed({k: f"_r_{k}" for k in keys})
+    condition = None
+    for k in keys:
+        left_key, right_key = F.col(k), F.col(f"_r_{k}")
+        same = left_key.eqNullSafe(right_key) if null_safe else left_key == right_key
+        condition = same if condition is None else condition & same
+    return left.join(renamed, condition, how)
 
 
 class Merge:

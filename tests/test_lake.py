@@ -90,3 +90,77 @@ def test_merge_statements_are_written_in_the_lake_module_only():
         if path.name != "lake.py" and pattern.search(path.read_text(encoding="utf-8"))
     ]
     assert offenders == []
+
+
+PII = "restricted/member_pii"
+
+
+def _pii(spark, rows: list[tuple], extra: bool = False):
+    """member_pii rows (member_id, name[, _op]); other declared columns null. ``extra``:
+    also an undeclared column ``note`` (as a table written by an older release holds)."""
+    from pyspark.sql import functions as F
+
+    from jobs.schemas import table_schema
+
+    schema = table_schema(PII)
+    ops = len(rows[0]) == 3
+    df = spark.createDataFrame(
+        rows, "member_id string, name string" + (", _op string" if ops else "")
+    )
+    cols = [F.col(c) if c in df.columns else F.lit(None).cast(t).alias(c)
+            for c, t in ((f.name, f.dataType) for f in schema.struct.fields)]  # fmt: skip
+    if extra:
+        cols.append(F.concat(F.lit("n-"), F.col("member_id")).alias("note"))
+    return df.select(*cols, *(["_op"] if ops else []))
+
+
+CHANGES = [("M2", "B", "upsert"), ("M3", None, "delete"), ("M9", "i", "upsert"),
+           ("M7", None, "delete")]  # fmt: skip
+AFTER = {"M1": ("a", "n-M1"), "M2": ("B", "n-M2"), "M4": ("d", "n-M4"), "M5": ("e", "n-M5"),
+         "M6": ("f", "n-M6"), "M9": ("i", None)}  # fmt: skip
+
+
+@pytest.mark.parametrize("rewrite", [True, False])
+def test_apply_changes_by_merge_or_by_rewrite_leaves_the_same_table(
+    spark, tmp_path, monkeypatch, rewrite
+):
+    """Upserts (a changed and a new key) and deletes (a present and an absent key) on a
+    table of three files holding an undeclared column: the same rows and columns by a
+    MERGE and by the whole-table rewrite, in one commit each."""
+    lake = Lake(spark, tmp_path / "lake")
+    for part in (
+        [("M1", "a"), ("M2", "b")],
+        [("M3", "c"), ("M4", "d")],
+        [("M5", "e"), ("M6", "f")],
+    ):
+        mode = "append" if lake.exists(PII) else "overwrite"
+        _pii(spark, part, extra=True).write.format("delta").mode(mode).save(lake.path(PII))
+    monkeypatch.setattr(Lake, "_rewrite_pays", lambda self, name, src, rows: rewrite)
+    before = lake.version(PII)
+    lake.apply_changes(_pii(spark, CHANGES), PII)
+    assert lake.version(PII) == before + 1
+    rows = {r.member_id: (r.name, r.note) for r in lake.read(PII).collect()}
+    assert rows == AFTER
+
+
+def test_the_rewrite_is_chosen_when_the_changes_touch_most_files(spark, tmp_path):
+    """Changes at least a quarter as many as the table's files: rewrite; one change
+    against eight files: MERGE. A count given by the caller is used as it is."""
+    lake = Lake(spark, tmp_path / "lake")
+    for i in range(8):
+        mode = "append" if lake.exists(PII) else "overwrite"
+        _pii(spark, [(f"M{i}", "x")]).write.format("delta").mode(mode).save(lake.path(PII))
+    one = _pii(spark, [("M1", "y", "upsert")])
+    two = _pii(spark, [("M1", "y", "upsert"), ("M2", None, "delete")])
+    assert not lake._rewrite_pays(PII, one, None)
+    assert lake._rewrite_pays(PII, two, None)
+    assert lake._rewrite_pays(PII, one, 2)
+
+
+def test_the_rewrite_matches_null_keys_as_the_merge_does(spark, tmp_path, monkeypatch):
+    """A null key is a key (``null_safe``): its row is replaced, not doubled."""
+    lake = Lake(spark, tmp_path / "lake")
+    _pii(spark, [("M1", "a"), (None, "n")]).write.format("delta").save(lake.path(PII))
+    monkeypatch.setattr(Lake, "_rewrite_pays", lambda self, name, src, rows: True)
+    lake.apply_changes(_pii(spark, [(None, "N", "upsert"), ("M1", None, "delete")]), PII)
+    assert [(r.member_id, r.name) for r in lake.read(PII).collect()] == [(None, "N")]

@@ -190,7 +190,7 @@ class ChainCheck:
         n_components = n["chain_components"]
         n_refused = n["chain_refused_new"] + n["chain_refused_gone"]
         if n_components:
-            lake.apply_changes(changes, COMPONENTS)
+            lake.apply_changes(changes, COMPONENTS, rows=n_components)
         if n_refused:
             lake.overwrite(refused, REFUSED)
         return {COMPONENTS: n_components, REFUSED: n_refused}

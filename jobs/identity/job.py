@@ -290,7 +290,7 @@ def _apply(lake: Lake, changes: DataFrame, name: str, n: int) -> int:
     """Merge the materialised row changes (``n`` rows) into ``name``; no commit when
     there are none. Returns the rows changed."""
     if n or not lake.exists(name):
-        lake.apply_changes(changes, name)
+        lake.apply_changes(changes, name, rows=n)
     return n
 
 

@@ -141,8 +141,8 @@ class BackfillLake(Lake):
     def merge(self, df: DataFrame, name: str, on: list[str], **kw) -> None:
         self._writer_for(name, copy=True).merge(df, name, on, **kw)
 
-    def apply_changes(self, changes: DataFrame, name: str) -> None:
-        self._writer_for(name, copy=True).apply_changes(changes, name)
+    def apply_changes(self, changes: DataFrame, name: str, **kw) -> None:
+        self._writer_for(name, copy=True).apply_changes(changes, name, **kw)
 
     def tables(self) -> list[str]:
         return self.real.tables()
