@@ -124,29 +124,52 @@ def _sorted_chars(c: Column) -> Column:
     return F.array_join(F.array_sort(F.split(c, "")), "")
 
 
-def _keys(conf: FuzzyConf) -> list[tuple[str, Column, list[Column]]]:
-    """(tag, key, parts that must all be present) of each single blocking key."""
+def _keys(conf: FuzzyConf) -> list[tuple[str, Column, Column]]:
+    """(tag, key, when it is made) of each single blocking key."""
     b = conf.blocking
     dob, city = F.col("birth_date").cast("string"), F.col("city_key")
     phone_prefix = F.substring(F.col("phone"), 1, b.phone_prefix_length)
-    out: list[tuple[str, Column, list[Column]]] = [
-        ("dc", F.concat_ws("|", dob, city), [dob, city]),
-        ("pc", F.concat_ws("|", phone_prefix, city), [F.col("phone"), city]),
-        ("n", F.col("name_sorted"), [F.col("name_sorted")]),
+    out: list[tuple[str, Column, Column]] = [
+        ("dc", F.concat_ws("|", dob, city), _all_present([dob, city])),
+        ("pc", F.concat_ws("|", phone_prefix, city), _all_present([F.col("phone"), city])),
+        ("n", F.col("name_sorted"), _all_present([F.col("name_sorted")])),
         # city + the name's characters sorted: ``梅 王`` / ``王梅``, ``周瑞浩`` / ``周浩瑞``
         ("cn", F.concat_ws("|", city, _sorted_chars(F.col("name_sorted"))),
-         [city, F.col("name_sorted")]),
-    ]
-    for side in ("first", "last"):
-        prefix = F.substring(F.col(side), 1, b.name_prefix_length)
-        out.append((f"d{side}", F.concat_ws("|", dob, prefix), [dob, F.col(side)]))
-        out.append((f"c{side}", F.concat_ws("|", city, prefix), [city, F.col(side)]))
+         _all_present([city, F.col("name_sorted")])),
+    ]  # fmt: skip
+    # A name token's keys are tagged without its side (first or last token), and the last
+    # token's key is made only where it differs from the first's: a one-token name (most
+    # Han names) sits in one block, not in two with the same members, and a swapped name
+    # (``quilliam ashleigh`` / ``ashleigh quilliam``) shares a block.
+    prefix = {side: F.substring(F.col(side), 1, b.name_prefix_length) for side in _SIDES}
+    for side in _SIDES:
+        once = _token_key_needed(side, prefix)
+        out.append(("dt", F.concat_ws("|", dob, prefix[side]), once & _all_present([dob])))
+        out.append(("ct", F.concat_ws("|", city, prefix[side]), once & _all_present([city])))
+    initial = _initials()
     for id_col in ("card", "id_raw"):
         # Member cards are issued in sequence: a card alone would block ten neighbours.
-        for side in ("first", "last"):
-            key = F.concat_ws("|", _sorted_chars(F.col(id_col)), F.substring(F.col(side), 1, 1))
-            out.append((f"s{id_col}{side}", key, [F.col(id_col), F.col(side)]))
+        for side in _SIDES:
+            key = F.concat_ws("|", _sorted_chars(F.col(id_col)), initial[side])
+            present = _all_present([F.col(id_col)])
+            out.append((f"s{id_col}", key, _token_key_needed(side, initial) & present))
     return out
+
+
+_SIDES = ("first", "last")
+
+
+def _initials() -> dict[str, Column]:
+    return {side: F.substring(F.col(side), 1, 1) for side in _SIDES}
+
+
+def _token_key_needed(side: str, part: dict[str, Column]) -> Column:
+    """Whether a key made of ``part[side]`` (a name token's prefix) is made: the token is
+    there and, for the last token, its prefix differs from the first token's."""
+    there = F.col(side).isNotNull()
+    if side == "first":
+        return there
+    return there & (F.col("first").isNull() | (part["last"] != part["first"]))
 
 
 def block_keys(fp: DataFrame, conf: IdentityConf, wanted: DataFrame | None = None) -> DataFrame:
@@ -160,26 +183,20 @@ def block_keys(fp: DataFrame, conf: IdentityConf, wanted: DataFrame | None = Non
     Output grain: one (crm_id, block); a record sits in several blocks. ``wanted`` (one
     ``block``, broadcast: the keys of a night's touched records): only those blocks' rows.
     """
-    single = [
-        F.when(_all_present(parts), F.concat(F.lit(tag + "|"), key))
-        for tag, key, parts in _keys(conf.fuzzy)
-    ]
+    single = [F.when(when, F.concat(F.lit(tag + "|"), key)) for tag, key, when in _keys(conf.fuzzy)]
     # A card or ID with one character masked, with a name token's initial or the year
     # of birth (member cards are issued in sequence: alone, each would block ten).
-    suffixes = {
-        "first": F.substring(F.col("first"), 1, 1),
-        "last": F.substring(F.col("last"), 1, 1),
-        "year": F.year("birth_date").cast("string"),
-    }
+    # (The two tokens' initials share a tag, the last token's made where it differs.)
+    initial = _initials()
+    suffixes = [("t", initial[side], _token_key_needed(side, initial)) for side in _SIDES]
+    suffixes.append(("year", F.year("birth_date").cast("string"), F.col("birth_date").isNotNull()))
     masked = [
         F.transform(
-            F.coalesce(
-                F.when(suffix.isNotNull(), _masked(F.col(c))), F.array().cast("array<string>")
-            ),
+            F.coalesce(F.when(needed, _masked(F.col(c))), F.array().cast("array<string>")),
             _tagged(f"m{c}{tag}|", suffix),
         )
         for c in ("card",)
-        for tag, suffix in suffixes.items()
+        for tag, suffix, needed in suffixes
     ]
     # An ID card alone (region and birth date inside make neighbours rare), one character
     # masked or two neighbours put in order: a record with no name or birth date too.

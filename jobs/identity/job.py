@@ -158,7 +158,7 @@ def choose_mode(
     if d < st.as_of:
         return "full", f"backfill (last run {st.as_of})"
     if st.fingerprint != fingerprint:
-        return "full", "configuration or key changed"
+        return "full", "configuration, key or rules version changed"
     if not all(lake.exists(t) for t in (*PART_TABLES, "silver/member_xref")):
         return "full", "state tables missing"
     if not lake.exists("silver/identity_edges"):

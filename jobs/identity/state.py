@@ -55,9 +55,19 @@ def touched_dates(prev: Snapshot, cur: Snapshot, table: str) -> list[str] | None
     return None if ALL_DATES in dates else dates
 
 
+# Raised when a change to the rules' code (not to conf/identity.yaml) changes what
+# identity computes, e.g. which pairs a blocking key makes candidates: a state written
+# by the older code then no longer matches, and the next run recomputes fully instead of
+# keeping yesterday's edges between the records a night does not touch.
+# 2: name-token blocking keys tagged without their side (first / last token).
+RULES_VERSION = 2
+
+
 def conf_fingerprint(conf_json: str, key: bytes) -> str:
-    """Changes when the identity configuration (bar the breaker) or the PII key changes."""
-    h = hashlib.sha256(conf_json.encode("utf-8"))
+    """Changes when the identity configuration (bar the breaker), the PII key or
+    :data:`RULES_VERSION` changes."""
+    h = hashlib.sha256(f"rules {RULES_VERSION}\n".encode())
+    h.update(conf_json.encode("utf-8"))
     h.update(hashlib.sha256(key).digest())
     return h.hexdigest()
 

@@ -69,3 +69,53 @@ def test_one_edit_means_one_substitution_insertion_deletion_or_swap(spark):
     df = spark.createDataFrame(cases, "a string, b string, want boolean")
     got = df.select("a", "b", "want", _one_edit(F.col("a"), F.col("b")).alias("got"))
     assert [(r.a, r.b) for r in got.collect() if r.got != r.want] == []
+
+
+def _block_rows(spark, records: list[tuple]) -> dict[str, list[str]]:
+    """block_keys of profiles (crm_id, name tokens, birth date, city, card), as
+    {crm_id: sorted blocks}."""
+    import datetime as dt
+
+    from jobs.identity.conf import load_identity_conf
+    from jobs.identity.fuzzy import block_keys
+
+    schema = (
+        "crm_id string, first string, last string, name_sorted string, birth_date date, "
+        "city_key string, phone string, card string, id_raw string"
+    )
+    fp = spark.createDataFrame(
+        [(c, f, last, n, dt.date(1980, 1, 2), city, None, card, None)
+         for c, f, last, n, city, card in records],
+        schema,
+    )  # fmt: skip
+    out: dict[str, list[str]] = {}
+    for r in block_keys(fp, load_identity_conf()).collect():
+        out.setdefault(r.crm_id, []).append(r.block)
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def test_name_token_blocks_are_one_per_prefix_whichever_side(spark):
+    """A one-token name sits in one birth-date + token block and one city + token block
+    (not in a 'first' and a 'last' block with the same members); a swapped Latin name
+    shares its token blocks with the unswapped one."""
+    blocks = _block_rows(
+        spark,
+        [
+            ("H1", "王伟", "王伟", "王伟", "上海", "88001234"),
+            ("G1", "ashleigh", "quilliam", "ashleigh quilliam", "perth", None),
+            ("G2", "quilliam", "ashleigh", "ashleigh quilliam", "sydney", None),
+        ],
+    )
+    for crm_id, keys in blocks.items():
+        assert len(keys) == len(set(keys)), crm_id
+
+    def tagged(crm_id: str, tag: str) -> list[str]:
+        return [b for b in blocks[crm_id] if b.startswith(tag + "|")]
+
+    assert tagged("H1", "dt") == ["dt|1980-01-02|王伟"]
+    assert tagged("H1", "ct") == ["ct|上海|王伟"]
+    assert len(tagged("H1", "scard")) == 1
+    assert len(tagged("H1", "mcardt")) == len("88001234")
+    # Different cities: the swapped names meet in the birth date + token blocks.
+    assert tagged("G1", "dt") == tagged("G2", "dt") == ["dt|1980-01-02|as", "dt|1980-01-02|qu"]
+    assert set(tagged("G1", "ct")).isdisjoint(tagged("G2", "ct"))
