@@ -16,3 +16,14 @@ def sorted_distinct(column: str) -> Column:
     against 0.56 s without them).
     """
     return F.array_sort(F.array_distinct(F.collect_list(column)))
+
+
+def any_true(condition: Column) -> Column:
+    """Aggregate: whether ``condition`` holds on some row of the group (null when it is
+    null on every row), as ``max`` over a boolean.
+
+    ``bool_or``, not ``max``: on Sail 0.7.2 ``max`` over a boolean is about 10x slower
+    than over any other type (15M rows into 1M groups: 4.3 s against 0.45 s for
+    ``bool_or``, ``max`` of an int or of a string).
+    """
+    return F.bool_or(condition)

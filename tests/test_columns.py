@@ -6,7 +6,7 @@ import random
 
 from pyspark.sql import functions as F
 
-from jobs.columns import sorted_distinct
+from jobs.columns import any_true, sorted_distinct
 
 
 def test_sorted_distinct_is_the_sorted_set_of_non_null_values(spark):
@@ -37,3 +37,13 @@ def test_sorted_distinct_equals_sorted_collect_set(spark):
         sorted_distinct("v").alias("ours"), F.array_sort(F.collect_set("v")).alias("theirs")
     )
     assert all(r["ours"] == r["theirs"] for r in both.collect())
+
+
+def test_any_true_is_max_over_a_boolean(spark):
+    rows = [("a", True), ("a", False), ("b", False), ("b", None), ("c", None), ("d", True)]
+    df = spark.createDataFrame(rows, "g string, b boolean")
+    got = {
+        r.g: (r.any, r.mx)
+        for r in df.groupBy("g").agg(any_true(F.col("b")).alias("any"), F.max("b").alias("mx")).collect()
+    }
+    assert got == {"a": (True, True), "b": (False, False), "c": (None, None), "d": (True, True)}

@@ -21,7 +21,7 @@ import datetime as dt
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from jobs.columns import sorted_distinct
+from jobs.columns import any_true, sorted_distinct
 from jobs.context import RunContext
 from jobs.gold.common import write_as_of
 from jobs.gold.conf import FeaturesConf, FeatureWindows, RfmConf, load_features, load_rfm
@@ -234,7 +234,7 @@ def category_aggregates(lines: DataFrame, as_of: dt.date, windows: FeatureWindow
         .groupBy("member_id", "category")
         .agg(
             F.sum(F.coalesce(F.col("net_amount"), F.lit(0)).cast(MONEY)).alias("spend"),
-            F.max(F.col("order_date") >= _since(as_of, c)).alias("in_window"),
+            any_true(F.col("order_date") >= _since(as_of, c)).alias("in_window"),
         )
     )
     known = F.col("category").isNotNull()

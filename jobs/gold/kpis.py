@@ -17,6 +17,7 @@ from pydantic import Field, model_validator
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from jobs.columns import any_true
 from jobs.config import StrictModel, load_model
 from jobs.context import RunContext
 from jobs.gold.common import read_as_of
@@ -194,9 +195,9 @@ def activity_kpis(
         .filter(_between("day", as_of, back, 0))
         .groupBy("member_id")
         .agg(
-            F.max(_between("day", as_of, a - 1, 0)).alias("mau"),
-            F.max(_between("day", as_of, 2 * r - 1, r)).alias("base"),
-            F.max(_between("day", as_of, r - 1, 0)).alias("now"),
+            any_true(_between("day", as_of, a - 1, 0)).alias("mau"),
+            any_true(_between("day", as_of, 2 * r - 1, r)).alias("base"),
+            any_true(_between("day", as_of, r - 1, 0)).alias("now"),
         )
         .join(features.select("member_id"), "member_id", "left_semi")
     )

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from jobs.columns import any_true
 from jobs.identity import normalize as N
 from jobs.identity.conf import FuzzyConf, IdentityConf
 from jobs.identity.corroborate import never_link, pairs_within
@@ -63,7 +64,7 @@ def fuzzy_profiles(latest: DataFrame, profiles: DataFrame, crm_ids: DataFrame) -
             F.max(value["card"]).alias("card"),
             F.max(value["id_card"]).alias("id_raw"),
             F.max(value["phone"]).alias("phone"),
-            F.max(F.when(F.col("id_type") == "id_card", F.col("valid"))).alias("id_valid"),
+            any_true(F.when(F.col("id_type") == "id_card", F.col("valid"))).alias("id_valid"),
         )
     )
     tokens = _tokens(F.col("name"))
@@ -243,7 +244,7 @@ def candidate_pairs(fp: DataFrame, conf: IdentityConf, extra: DataFrame) -> Data
         F.col("a.crm_id").alias("x"), F.col("b.crm_id").alias("y"), F.lit(False).alias("j")
     )
     both = blocked.unionByName(extra.select("x", "y", F.lit(True).alias("j")))
-    return both.groupBy("x", "y").agg(F.max("j").alias("shares_junk"))
+    return both.groupBy("x", "y").agg(any_true(F.col("j")).alias("shares_junk"))
 
 
 def _one_edit(a: Column, b: Column, distance: Column | None = None) -> Column:

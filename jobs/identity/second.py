@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from jobs.columns import any_true
 from jobs.identity.conf import IdentityConf
 from jobs.identity.corroborate import crm_profiles, pairs_within
 from jobs.identity.fuzzy import block_keys, compare, fuzzy_profiles, labelled_pairs, rule_edges
@@ -289,7 +290,7 @@ class SecondPass:
         shared = pairs_sharing_a_value(inp.kept, touched).unionByName(_pairs_of(ndc))
         return (
             both.groupBy("x", "y")
-            .agg(F.max("j").alias("shares_junk"))
+            .agg(any_true(F.col("j")).alias("shares_junk"))
             .join(shared, ["x", "y"], "left_anti")
         )
 

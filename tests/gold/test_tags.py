@@ -160,3 +160,26 @@ def test_tag_changes_against_previous_date(make_ctx, silver, run_gold):
         # not high_value: the only buyer ranks first, and rank 1 of 1 scores 1 (CONTRACT 4)
     }
     assert figures["tags"]["entered"] == 1 and figures["tags"]["exited"] == 1
+
+
+@pytest.mark.parametrize("first", ["lover:{top_category}", "lover:生鲜"])
+def test_a_tag_two_rules_give_is_named_by_the_first_rule(spark, tmp_path, first):
+    from jobs.gold.tags import tags
+
+    second = "lover:生鲜" if first == "lover:{top_category}" else "lover:{top_category}"
+    (tmp_path / "tags.yaml").write_text(
+        f"tags:\n  - name: '{first}'\n    when: frequency_30d > 0\n"
+        f"  - name: '{second}'\n    when: frequency_30d > 0\n",
+        encoding="utf-8",
+    )
+    conf = load_tags(spark, tmp_path)
+    tag_in = spark.createDataFrame(
+        [("M1", D, "生鲜", 2), ("M2", D, "美妆", 1), ("M3", D, "生鲜", 0)],
+        "member_id string, as_of_date date, top_category string, frequency_30d long",
+    )
+    got = {(r.member_id, r.tag, r.rule) for r in tags(tag_in, conf).collect()}
+    assert got == {
+        ("M1", "lover:生鲜", first),
+        ("M2", "lover:美妆", "lover:{top_category}"),
+        ("M2", "lover:生鲜", "lover:生鲜"),
+    }
