@@ -79,8 +79,13 @@ class EngineConf(StrictModel):
     # Sail only: steps that run on a second embedded server whose joins are hash joins
     # (their joins hold a night's few keys against history: 1M-member identity night
     # 242 -> 144 s; the points ledger's rebuild, 5.1M transactions joined to the xref:
-    # 7.5 -> 4.4 s, peak 1.9 -> 1.2 GB). Names of jobs.pipeline steps.
-    hash_join_steps: list[str] = ["identity", "points_ledger"]
+    # 7.5 -> 4.4 s, peak 1.9 -> 1.2 GB; the gold steps and exports, members against
+    # their aggregates: 56.6-61.0 -> 49.9-52.2 s, peak 3.3 -> 3.5-3.6 GB). Names of
+    # jobs.pipeline steps.
+    hash_join_steps: list[str] = [
+        "identity", "points_ledger", "features", "value", "rfm", "points", "tags",
+        "lifecycle", "kpis", "channels", "exports",
+    ]  # fmt: skip
     # Sail only: steps whose incremental nights run on the hash-join server while their
     # full runs keep ``joins`` (a full run joins all of history on both sides). Steps of
     # HASH_JOIN_NIGHT_STEPS only: 1M-member orders night, re-keying 250 orders 58.8 ->
