@@ -73,6 +73,7 @@ from jobs.exports.view import contact_points, segment_view
 from jobs.gold.value_view import with_value
 from jobs.identity.conf import load_identity_conf
 from jobs.lake import _fault_hook
+from jobs.laps import Laps
 
 log = logging.getLogger(__name__)
 
@@ -550,13 +551,16 @@ def write_export(
     run_id: str,
     prior: DataFrame | None = None,
     cap: FrequencyCap | None = None,
+    laps: Laps | None = None,
 ) -> dict:
     """Write every segment's files and the manifest for ``as_of``, then publish them.
 
     Segments are taken by priority (then file order); with ``cap`` a member is in at
     most ``cap.max_exports`` exports over the window, counting ``prior`` (member_id ->
     n_prior, from :func:`prior_contacts`) and the segments of D before (:func:`capped_rows`).
+    ``laps``: where the seconds of each stage go (a new :class:`jobs.laps.Laps` if None).
     """
+    laps = laps if laps is not None else Laps()
     root.mkdir(parents=True, exist_ok=True)
     for name in remove_dead_run_folders(root):
         log.warning("removed exports/%s, left by a run that died", name)
@@ -568,10 +572,11 @@ def write_export(
     ordered = by_priority(segments)
     try:
         out = _run_queries(
-            spark, view, contacts, changes, ordered, prev, as_of, scratch, prior, cap
+            spark, view, contacts, changes, ordered, prev, as_of, scratch, prior, cap, laps
         )
         files, seg_entries = _cut_files(out, ordered, prev, tmp)
         shutil.rmtree(scratch)
+        laps("files")
         manifest = {
             "as_of_date": as_of.isoformat(),
             "run_id": run_id,
@@ -612,6 +617,7 @@ def _run_queries(
     scratch: Path,
     prior: DataFrame | None,
     cap: FrequencyCap | None,
+    laps: Laps,
 ) -> _EngineOutput:
     """Every segment's rows, counts and files in a fixed number of engine queries.
 
@@ -622,11 +628,15 @@ def _run_queries(
     from pyspark.sql.pandas.types import to_arrow_schema
 
     view = materialise(spark, view, scratch / "_view")
+    laps("view")
     contacts = materialise(spark, contacts, scratch / "_contacts")
+    laps("contacts")
     cand = materialise(spark, all_candidates(view, contacts, ordered, as_of), scratch / "_cand")
+    laps("candidates")
     reached = materialise(
         spark, reached_rows(cand, merge_map(changes, None, as_of), prior, cap), scratch / "_rows"
     )
+    laps("reached")
     prev_ids = None
     if prev:
         prev_ids = materialise(spark, merge_map(changes, prev[0], as_of), scratch / "_prev")
@@ -636,9 +646,12 @@ def _run_queries(
         (r[SEGMENT_KEY], r["measure"]): r["n"]
         for r in segment_counts(cand, reached, entered, exited).collect()
     }
+    laps("counts")
     audiences = scratch / "_audiences"
     _write_partitioned(current.select(*ALL_COLUMNS, SEGMENT_KEY), "parquet", audiences, SEGMENT_KEY)
+    laps("audiences")
     csv_folders = write_csv_parts(current, entered, exited, ordered, scratch)
+    laps("csv")
     return _EngineOutput(counts, audiences, csv_folders, to_arrow_schema(current.schema))
 
 
@@ -699,6 +712,7 @@ def _note_files(root: Path, manifest: dict) -> None:
 def run(ctx: RunContext) -> dict:
     """Export every segment of conf/segments.yaml for ctx.as_of (see module docstring)."""
     lake, as_of = ctx.lake, ctx.as_of
+    laps = Laps()
     segments = load_segments()
     cap = segments.reach.frequency_cap
 
@@ -739,6 +753,7 @@ def run(ctx: RunContext) -> dict:
             ctx.run_id,
             prior=prior,
             cap=cap,
+            laps=laps,
         )
         # What was sent to whom on D, for the cap of the next days (a rerun replaces it).
         lake.replace_where(
@@ -746,6 +761,7 @@ def run(ctx: RunContext) -> dict:
             "meta/export_contacts",
             f"as_of_date = '{as_of.isoformat()}'",
         )
+        laps("contacts_log")
         _note_files(Path(root), manifest)
     per_segment = {s["name"]: s["rows"] for s in manifest["segments"]}
     dropped = {r: sum(s["dropped"][r] for s in manifest["segments"]) for r in DROP_REASONS}
@@ -755,4 +771,5 @@ def run(ctx: RunContext) -> dict:
         "segments": per_segment,
         "dropped": dropped,
         "path": storage.join(exports, as_of.isoformat()),
+        "stage_seconds": laps.seconds,
     }
