@@ -69,7 +69,7 @@ from jobs.exports.files import (
     sha256_file,
 )
 from jobs.exports.files import sorted_file_from_parts as _single_file
-from jobs.exports.view import contact_points, segment_view
+from jobs.exports.view import columns_read, contact_points, segment_view
 from jobs.gold.value_view import with_value
 from jobs.identity.conf import load_identity_conf
 from jobs.lake import _fault_hook
@@ -729,6 +729,7 @@ def run(ctx: RunContext) -> dict:
         on_date("gold/member_channels"),
     )
     validate_predicates(view, segments, CONF_DIR / SEGMENTS_FILE)
+    view = view.select(*columns_read(view, segments.segments))
     deny = load_identity_conf().junk.deny_list
     contacts = contact_points(
         members, lake.read("restricted/member_pii"), segments.reach, deny.phone, deny.email

@@ -96,7 +96,11 @@ def touched_nodes(edges: DataFrame, prev: ChainPrevious, mat: Materialise) -> Da
     # Compared on their plain columns, hashed after: at 1M members hashing every edge's
     # two ends before the comparison cost 10 s more than the comparison itself.
     cols = ["src_source", "src_key", "dst_source", "dst_key", "rule", "confidence"]
-    changed = _edge_ids(symmetric_difference(edges.select(*cols), prev.edges.select(*cols)))
+    # Materialised before hashing: the same query with the difference inlined took
+    # 9.5 s at 1M members (a night), against 2.6 s for the difference alone and 0.2 s for
+    # the rest.
+    diff = mat(symmetric_difference(edges.select(*cols), prev.edges.select(*cols)), "chain_diff")
+    changed = _edge_ids(diff)
     crm = prev.crm_seeds.select(node_id(F.lit("crm"), F.col("crm_key")).alias("id"))
     # Both ends from one read of ``changed`` (each read is a read of every edge).
     ends = changed.select(F.explode(F.array("src", "dst")).alias("id"))

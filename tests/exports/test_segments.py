@@ -421,3 +421,25 @@ def test_export_killed_mid_write_is_cleaned_by_the_next_run(lake_d, tmp_path):
     assert "left by a run that died" in rerun.stderr
     assert sorted(p.name for p in root.iterdir()) == [D.isoformat()]
     assert (root / D.isoformat() / "_SUCCESS").exists()
+
+
+def test_columns_read_keeps_what_candidates_and_predicates_name(spark):
+    """The export materialises only the view's columns it reads: the candidates' own and
+    every column a predicate names (back-quoted or not, any case); a word inside a quoted
+    string may keep a column, a column no predicate names is dropped."""
+    from jobs.exports.view import CANDIDATE_COLUMNS, columns_read
+
+    names = [*CANDIDATE_COLUMNS, "frequency_90d", "Tags", "m_score", "city", "weird col", "unused"]
+    view = spark.createDataFrame([], ", ".join(f"`{n}` string" for n in names))
+    segs = [
+        Segment(name="a", channel="sms", where="FREQUENCY_90D >= 1 AND array_contains(tags, 'x')"),
+        Segment(name="b", channel="email", where="`weird col` = 'city'"),
+    ]
+    assert columns_read(view, segs) == [
+        *CANDIDATE_COLUMNS,
+        "frequency_90d",
+        "Tags",
+        "city",
+        "weird col",
+    ]
+    assert columns_read(view, segs[:1]) == [*CANDIDATE_COLUMNS, "frequency_90d", "Tags"]

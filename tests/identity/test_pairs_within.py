@@ -51,3 +51,37 @@ def test_one_edit_with_the_distance_given_agrees_with_computing_it(spark):
         ("8478623", "8478632"), ("4562990", "4562890"), ("ab", "ba"), ("abc", "abcd"),
         ("aab", "aba"),
     }  # fmt: skip
+
+
+def test_pairs_with_touched_are_the_block_pairs_with_a_touched_end(spark):
+    """The night's candidate pairs from the touched records' blocks only: the same pairs
+    as every pair of the blocks (pairs_within, under the cap) filtered to a touched end,
+    computed independently here in Python."""
+    import itertools
+
+    from jobs.identity.second import pairs_with_touched
+
+    blocks = {
+        "b1": ["a", "b", "c", "d"],  # a touched: a-b, a-c, a-d (not b-c, b-d, c-d)
+        "b2": ["a", "b"],  # a-b again (one pair)
+        "b3": ["c", "e"],  # no touched end: none
+        "b4": ["a", "e", "f", "g", "h", "i"],  # over the cap: none
+        "b5": ["e", "f", "j"],  # two touched: e-f, e-j, f-j
+        "b6": ["j"],  # alone
+    }
+    touched = {"a", "j", "f"}
+    cap = 4
+    rows = [(crm_id, block) for block, ids in blocks.items() for crm_id in ids]
+    members = spark.createDataFrame(rows, "crm_id string, block string")
+    got = pairs_with_touched(
+        members, spark.createDataFrame([(t,) for t in touched], "crm_id string"), cap
+    )
+    want = {
+        (min(x, y), max(x, y))
+        for ids in blocks.values()
+        if len(ids) <= cap
+        for x, y in itertools.combinations(ids, 2)
+        if x in touched or y in touched
+    }
+    assert {tuple(r) for r in got.collect()} == want
+    assert want == {("a", "b"), ("a", "c"), ("a", "d"), ("e", "f"), ("e", "j"), ("f", "j")}
