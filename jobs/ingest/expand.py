@@ -25,10 +25,14 @@ def expand(staged: DataFrame, source: str) -> DataFrame:
     spec = input_spec(source)
     meta = [c for c in staged.columns if c not in ("_fields",)]
     if spec.format == "csv":
-        parts = F.split(F.col("_fields"), FIELD_SEP)
+        # split_part (a plain delimiter), not split (a regular expression) and an item:
+        # at 1M members, 2.04M POS lines' 17 columns took 1.7 s against 3.0 s.
+        sep = F.lit(FIELD_SEP)
+        parts = [
+            F.split_part(F.col("_fields"), sep, F.lit(i + 1)) for i in range(len(spec.columns))
+        ]
         cols = [
-            F.when(parts.getItem(i) != "", parts.getItem(i)).alias(c)
-            for i, c in enumerate(spec.columns)
+            F.when(part != "", part).alias(c) for part, c in zip(parts, spec.columns, strict=True)
         ]
     else:
         schema = ", ".join(f"`{c}` string" for c in spec.columns)
