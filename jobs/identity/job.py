@@ -488,6 +488,12 @@ def resolve(ctx: RunContext, conf: IdentityConf | None = None) -> dict:
 
     # Collisions are counted with the run's other figures, before anything is written.
     nodes = node_ids(cc_identities, cc_edges)
+    if untouched is None:
+        # Written once on a full run: the labels, the clustering and the counts each read
+        # every node (4.7M identities and both ends of 4.5M edges, made distinct); at 1M
+        # members clustering took 14.4 s with the nodes inlined, 3.0 + 6.4 s so, and the
+        # counts of nodes and collisions 3.2 -> 0.2 s. A night's touched subgraph is small.
+        nodes = mat(nodes, "cc_nodes")
     e = cc_edges.select(
         F.xxhash64(_node(F.col("src_source"), F.col("src_key"))).alias("src"),
         F.xxhash64(_node(F.col("dst_source"), F.col("dst_key"))).alias("dst"),
