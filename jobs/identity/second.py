@@ -285,7 +285,7 @@ class SecondPass:
         affected = members.unionByName(seed_ids).distinct()
         # The groups' rows materialised, each a few thousand: name_dob_city_edges reads
         # them several times, and with the semi-joins inlined it took 7.5 s at 1M members
-        # (a night) against 0.6 s for the three subsets and 0.4 s for the edges.
+        # (a night) against 0.5 s for the two subsets and 0.5 s for the edges.
         crm_ids = members.select(F.col("crm_id").alias("crm_key"))
         crm = mat(inp.crm.join(crm_ids, "crm_key", "left_semi"), "ndc_crm")
         kept_ids = members.select(F.col("crm_id").alias("src_key"))
