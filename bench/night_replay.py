@@ -30,6 +30,8 @@ from deltalake import DeltaTable
 
 # Left as they are: the night's ingested data and what the ingest wrote about it.
 KEPT = ("bronze/", "quarantine/", "meta/ingest_manifest", "meta/quality_results", "_cdp")
+# --ingest: only the lake's own state is kept; every table is cut, bronze included.
+INGEST_KEPT = ("_cdp",)
 
 
 def delta_tables(root: Path) -> Iterator[str]:
@@ -65,15 +67,18 @@ def cut_log(table: Path, version: int) -> None:
         last.unlink()
 
 
-def replay_copy(src: Path, dst: Path, at: dt.datetime) -> dict[str, int | None]:
+def replay_copy(
+    src: Path, dst: Path, at: dt.datetime, kept: tuple[str, ...] = KEPT
+) -> dict[str, int | None]:
     """Make ``dst`` (replaced) from ``src`` as described above; returns each cut table's
-    version in the copy (None: left out, created after ``at``)."""
+    version in the copy (None: left out, created after ``at``). ``kept``: the tables left
+    as they are (with ``INGEST_KEPT`` bronze is cut too, to replay the night's ingest)."""
     shutil.rmtree(dst, ignore_errors=True)
     _link_tree(src, dst)
     at_ms = at.timestamp() * 1000
     versions: dict[str, int | None] = {}
     for name in sorted(delta_tables(dst)):
-        if name.startswith(KEPT):
+        if name.startswith(kept):
             continue
         path = dst / name
         table = DeltaTable(str(path))
@@ -95,8 +100,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("copy", type=Path)
     parser.add_argument("--at", required=True, type=dt.datetime.fromisoformat,
                         help="ISO time with its zone: keep what was committed by then")  # fmt: skip
+    parser.add_argument("--ingest", action="store_true",
+                        help="cut bronze, quarantine and the ingest manifest too (replay ingest)")  # fmt: skip
     args = parser.parse_args(argv)
-    for name, version in replay_copy(args.lake, args.copy, args.at).items():
+    kept = INGEST_KEPT if args.ingest else KEPT
+    for name, version in replay_copy(args.lake, args.copy, args.at, kept).items():
         print(f"{name}: {'left out' if version is None else f'v{version}'}")
 
 

@@ -27,6 +27,7 @@ from jobs.config import StrictModel, load_model
 from jobs.context import RunContext
 from jobs.gold.common import write_as_of
 from jobs.schemas import table_schema
+from jobs.silver.state import one_row_per_key
 
 if TYPE_CHECKING:  # scipy (value_model) is imported when a model is fitted, not at start-up
     from jobs.gold import value_model
@@ -76,9 +77,11 @@ def load_value(conf_dir: Path | None = None) -> ValueConf:
 # ---- Spark: one summary row per buyer -------------------------------------------------
 
 
-def purchase_days(orders: DataFrame, as_of: dt.date) -> DataFrame:
+def purchase_days(orders: DataFrame, as_of: dt.date, unique: bool = False) -> DataFrame:
     """A member's purchases per day: silver/orders -> one row per (member_id, order_date),
-    day_value = summed net_amount of the day's distinct purchases dated on or before D.
+    day_value = summed net_amount of the day's distinct purchases dated on or before D
+    (exact copies of an order count once; none are looked for when ``unique``:
+    jobs.silver.state.one_row_per_key).
 
     Money stays decimal (exact sums) until the mean: a sum of doubles depends on the order
     rows arrive in, and a rerun of D must fit on the same bits.
@@ -89,7 +92,7 @@ def purchase_days(orders: DataFrame, as_of: dt.date) -> DataFrame:
         & (F.col("order_date") <= F.lit(as_of))
     ).select("order_id", "channel", "member_id", "order_date", "net_amount")
     return (
-        purchases.distinct()  # one row per order key
+        (purchases if unique else purchases.distinct())  # one row per order key
         .groupBy("member_id", "order_date")
         .agg(F.sum(F.coalesce("net_amount", F.lit(0))).alias("day_value"))
     )
@@ -288,7 +291,9 @@ def write_models(ctx: RunContext, models: DataFrame) -> None:
 
 def run(ctx: RunContext) -> dict:
     conf = load_value()
-    summary_df = member_summary(purchase_days(ctx.lake.read("silver/orders"), ctx.as_of), ctx.as_of)
+    unique = one_row_per_key(ctx.lake, "silver/orders")
+    days = purchase_days(ctx.lake.read("silver/orders"), ctx.as_of, unique)
+    summary_df = member_summary(days, ctx.as_of)
     summary = summary_df.toPandas().sort_values("member_id", kind="stable", ignore_index=True)
     models = fit_models(summary, conf)
     scored = score(summary, models, conf)

@@ -357,6 +357,7 @@ def _write_with_conflicts(
     existing = existing_with_keys(existing, bronze, list(dedup.key), batch_rows)
     existing = existing.select(*dedup.key, "_content_hash", "_source_file")
     prior = read_once(existing)
+    lap("dedup_bronze")  # the bronze rows sharing a key with the batch, read
     stays = {"_dup_reason": F.lit(None).cast("string"), "first_source_file": F.col("_source_file")}
     # Materialised (the suspects' flags): bronze, duplicates and quarantine all read them.
     flagged, suspects = split_flagged(
@@ -405,6 +406,7 @@ def _write_rows(
         existing = existing_with_keys(existing, bronze, list(src.dedup.key), batch_rows)
         existing = existing.select("event_id", "_source_file")
         ids = read_once(existing)
+        lap("dedup_bronze")
         stays = {"_is_dup": F.lit(False), "first_source_file": F.col("_source_file")}
         marked, repeats = split_flagged(
             bronze, ["event_id"], ids, ids is not existing,

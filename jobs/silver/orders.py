@@ -805,6 +805,7 @@ def run(ctx: RunContext) -> dict:
                 web=web_snap,
                 xref_version=xref_version,
                 fingerprint=S.key_fingerprint(ctx.pii_key),
+                written={t: lake.version(t) for t in (ORDERS, LINES)},
             ),
             ctx.run_id,
         )

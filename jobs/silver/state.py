@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from jobs.bronze_changes import TableSnapshot, table_snapshot, touched_dates  # noqa: F401
 from jobs.lake import Lake, read_state_row, write_state_row
@@ -44,6 +44,9 @@ class SilverState:
     xref_version: int
     fingerprint: str
     format: int = FORMAT
+    # The versions of silver/orders and silver/order_lines the step's run committed (or
+    # found unchanged): see one_row_per_key.
+    written: dict[str, int] = field(default_factory=dict)
 
 
 def load_state(lake: Lake) -> SilverState | None:
@@ -60,6 +63,7 @@ def load_state(lake: Lake) -> SilverState | None:
             xref_version=int(d["xref_version"]),
             fingerprint=d["fingerprint"],
             format=int(d.get("format", 0)),
+            written={str(k): int(v) for k, v in (d.get("written") or {}).items()},
         )
     except (KeyError, TypeError, ValueError):
         return None
@@ -73,5 +77,17 @@ def save_state(lake: Lake, st: SilverState, run_id: str) -> None:
         "xref_version": st.xref_version,
         "fingerprint": st.fingerprint,
         "format": st.format,
+        "written": st.written,
     }
     write_state_row(lake, STATE_TABLE, st.as_of, run_id, detail)
+
+
+def one_row_per_key(lake: Lake, table: str) -> bool:
+    """Whether ``table`` (silver/orders or silver/order_lines) is at the version the
+    ``orders`` step last left it: one row per key then holds by construction (a full
+    build ranks every repeat away, a night merges on the keys; tests/silver checks it
+    after every night), so a reader need not deduplicate it again. False without the
+    step's state or after another writer's commit: the reader then does (1M members: a
+    DISTINCT of 4.7M orders and 6.3M lines, 3 s of the features step)."""
+    st = load_state(lake)
+    return st is not None and table in st.written and lake.version(table) == st.written[table]

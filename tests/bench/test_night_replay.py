@@ -47,3 +47,24 @@ def test_copy_cuts_non_bronze_tables_at_the_moment_and_keeps_bronze(tmp_path):
     assert sorted(
         DeltaTable(str(lake / "silver" / "orders")).to_pyarrow_table()["v"].to_pylist()
     ) == [1, 2, 3]
+
+
+def test_ingest_copy_cuts_bronze_too(tmp_path):
+    """With INGEST_KEPT (``--ingest``) bronze goes back to the moment as well: the night's
+    files are new again to the ingest steps."""
+    from bench.night_replay import INGEST_KEPT
+
+    lake = tmp_path / "lake"
+    _write(lake / "bronze" / "pos_lines", [1])
+    _write(lake / "meta" / "ingest_manifest", [1])
+    at = dt.datetime.now(dt.UTC)
+    time.sleep(0.05)
+    _write(lake / "bronze" / "pos_lines", [2])
+    _write(lake / "meta" / "ingest_manifest", [2])
+
+    versions = replay_copy(lake, tmp_path / "copy", at, INGEST_KEPT)
+
+    assert versions == {"bronze/pos_lines": 0, "meta/ingest_manifest": 0}
+    copy = tmp_path / "copy"
+    assert DeltaTable(str(copy / "bronze" / "pos_lines")).to_pyarrow_table()["v"].to_pylist() == [1]
+    assert DeltaTable(str(lake / "bronze" / "pos_lines")).version() == 1

@@ -119,3 +119,28 @@ def test_name_token_blocks_are_one_per_prefix_whichever_side(spark):
     # Different cities: the swapped names meet in the birth date + token blocks.
     assert tagged("G1", "dt") == tagged("G2", "dt") == ["dt|1980-01-02|as", "dt|1980-01-02|qu"]
     assert set(tagged("G1", "ct")).isdisjoint(tagged("G2", "ct"))
+
+
+def test_masked_card_blocks_carry_each_suffix(spark):
+    """A card's masked texts (one character masked at each position) are each keyed with
+    every name token's initial (one tag for both sides) and with the birth year; a record
+    without a birth date or a name token gets none of those keys."""
+    card = "4562990"
+    masked = [card[:i] + "_" + card[i + 1 :] for i in range(len(card))]
+    blocks = _block_rows(
+        spark,
+        [
+            ("G1", "ashleigh", "quilliam", "ashleigh quilliam", "perth", card),
+            ("G2", "amy", "adams", "adams amy", "perth", card),
+            ("G3", None, None, None, "perth", card),
+        ],
+    )
+
+    def tagged(crm_id: str, tag: str) -> set[str]:
+        return {b for b in blocks.get(crm_id, []) if b.startswith(tag + "|")}
+
+    assert tagged("G1", "mcardt") == {f"mcardt|{m}{i}" for m in masked for i in "aq"}
+    assert tagged("G2", "mcardt") == {f"mcardt|{m}a" for m in masked}
+    assert tagged("G3", "mcardt") == set()
+    for crm_id in ("G1", "G2", "G3"):
+        assert tagged(crm_id, "mcardyear") == {f"mcardyear|{m}1980" for m in masked}
