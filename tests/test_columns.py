@@ -47,3 +47,20 @@ def test_any_true_is_max_over_a_boolean(spark):
         for r in df.groupBy("g").agg(any_true(F.col("b")).alias("any"), F.max("b").alias("mx")).collect()
     }
     assert got == {"a": (True, True), "b": (False, False), "c": (None, None), "d": (True, True)}
+
+
+def test_let_gives_the_body_of_the_value(spark):
+    """``let(value, body)`` equals ``body`` written with ``value`` in each place, for
+    arrays, nulls and empty arrays (the median of sorted gaps is built this way)."""
+    from jobs.columns import let
+
+    df = spark.createDataFrame(
+        [(1, [3, 1, 2]), (2, None), (3, []), (4, [5])], "k int, a array<int>"
+    )
+
+    def body(a):
+        return F.when(F.size(a) > 0, F.element_at(F.array_sort(a), 1) * 10 + F.element_at(a, 1))
+
+    got = df.select("k", let(F.col("a"), body).alias("once"), body(F.col("a")).alias("inline"))
+    rows = {r.k: (r.once, r.inline) for r in got.collect()}
+    assert rows == {1: (13, 13), 2: (None, None), 3: (None, None), 4: (55, 55)}
