@@ -160,3 +160,11 @@ def bronze_for(lake: Lake, name: str, as_of: dt.date, dates: list[str] | None) -
     if dates is not None:
         df = df.filter(F.col("_business_date").isin(*[dt.date.fromisoformat(d) for d in dates]))
     return df
+
+
+def xref_as_written(lake: Lake) -> bool:
+    """Whether silver/member_xref is at the version the identity step last left it: one
+    row per (source, source_key) then holds by construction, so a reader need not drop
+    exact copies again. False without the step's state or after another commit."""
+    st = load_state(lake)
+    return st is not None and lake.version("silver/member_xref") == st.xref_version
