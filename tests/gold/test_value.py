@@ -190,3 +190,41 @@ def test_refit_of_the_same_data_is_identical_and_replaces_only_d(make_ctx, write
     dates = {r["as_of_date"] for r in ctx.lake.read("gold/member_value").collect()}
     assert dates == {D, D - dt.timedelta(days=1)}
     assert not math.isnan(first[0]["bg_nbd"]["log_likelihood"])
+
+
+@pytest.mark.parametrize("tenure_shift", [0, 1 << 21])
+def test_scoring_once_per_distinct_history_equals_scoring_every_buyer(tenure_shift):
+    """score() evaluates BG/NBD once per distinct (x, t_x, T) and spreads the result:
+    every buyer gets what the model gives for its own history, with repeated histories,
+    and with day counts too large for the packed key (the 2-D fallback)."""
+    import pandas as pd
+
+    from jobs.gold import value_model
+
+    rng = np.random.default_rng(3)
+    n = 400
+    repeat = rng.integers(0, 4, n)
+    span = np.where(repeat > 0, rng.integers(0, 60, n), 0)
+    tenure = span + rng.integers(0, 30, n) + tenure_shift
+    summary = pd.DataFrame(
+        {
+            "member_id": [f"M{i:04d}" for i in range(n)],
+            "repeat_purchase_days": repeat,
+            "repeat_span_days": span,
+            "tenure_days": tenure,
+            "repeat_value_mean": np.where(repeat > 0, rng.uniform(10, 200, n), np.nan),
+        }
+    )
+    conf = value.load_value()
+    params = {"r": 1.2, "alpha": 3.0, "a": 0.05, "b": 0.9}
+    models = {
+        "bg_nbd": {"params": params},
+        "gamma_gamma": {"params": {"p": 0.45, "q": 2.6, "gamma": 2000.0}},
+    }
+    got = value.score(summary, models, conf)
+    x = repeat.astype(float)
+    t_x, big_t = span / conf.unit_days, tenure / conf.unit_days
+    assert len(np.unique(np.column_stack([x, t_x, big_t]), axis=0)) < n  # histories repeat
+    np.testing.assert_array_equal(got["p_alive"], value_model.p_alive(params, x, t_x, big_t))
+    want_90 = value_model.expected_purchases(params, 90 / conf.unit_days, x, t_x, big_t)
+    np.testing.assert_allclose(got["expected_purchases_90d"], want_90, rtol=1e-12)
