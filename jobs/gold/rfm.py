@@ -27,12 +27,17 @@ def _score(order: Column) -> Column:
 
 
 def segment_expr(r: Column, fm: Column, conf: RfmConf) -> Column:
-    """Segment name of the (r_score, fm_score) cell of the conf grid."""
-    pairs: list[Column] = []
+    """Segment name of the (r_score, fm_score) cell of the conf grid (null off the grid).
+
+    A CASE over the cells, not a lookup in a map literal: Sail 0.7.2 builds the map again
+    for every row (1M members, 656k buyers: 2.3 s of the 3.3 s rfm step)."""
+    cell = r * 10 + fm
+    expr: Column | None = None
     for r_score, row in sorted(conf.segments.items()):
         for fm_score, name in enumerate(row, start=1):
-            pairs += [F.lit(r_score * 10 + fm_score), F.lit(name)]
-    return F.element_at(F.create_map(*pairs), r * 10 + fm)
+            hit = cell == F.lit(r_score * 10 + fm_score)
+            expr = F.when(hit, F.lit(name)) if expr is None else expr.when(hit, F.lit(name))
+    return F.lit(None).cast("string") if expr is None else expr
 
 
 def rfm(features: DataFrame, conf: RfmConf, windows: FeatureWindows | None = None) -> DataFrame:
