@@ -318,6 +318,29 @@ class Lake:
         counts = actions.column("num_records").to_pylist()
         return any(n is None or n > 0 for n in counts)
 
+    def share_of_files_in_ranges(self, name: str, ranges: dict[str, tuple]) -> float:
+        """The share of ``name``'s files whose statistics let a row fall within every
+        ``column: (low, high)`` of ``ranges`` (a file without the statistics counts as
+        one that may): what a filter on those ranges would still read, from the Delta
+        log alone. 1.0 for a table without files."""
+        actions = self.delta_table(name).get_add_actions(flatten=True)
+        if actions.num_rows == 0:
+            return 1.0
+        may = [True] * actions.num_rows
+        for column, (low, high) in ranges.items():
+            lows, highs = f"min.{column}", f"max.{column}"
+            if lows not in actions.column_names or highs not in actions.column_names:
+                continue
+            for i, (lo, hi) in enumerate(
+                zip(actions.column(lows).to_pylist(), actions.column(highs).to_pylist(), strict=True)
+            ):
+                try:
+                    if lo is not None and hi is not None and (hi < low or lo > high):
+                        may[i] = False
+                except TypeError:  # statistics of another type: the file may hold rows
+                    continue
+        return sum(may) / len(may)
+
     def tables(self) -> list[str]:
         """Every Delta table under the root, as ``layer/table`` (found by its ``_delta_log``,
         listing two levels: no walk through data files, local or object store)."""

@@ -164,3 +164,18 @@ def test_the_rewrite_matches_null_keys_as_the_merge_does(spark, tmp_path, monkey
     monkeypatch.setattr(Lake, "_rewrite_pays", lambda self, name, src, rows: True)
     lake.apply_changes(_pii(spark, [(None, "N", "upsert"), ("M1", None, "delete")]), PII)
     assert [(r.member_id, r.name) for r in lake.read(PII).collect()] == [(None, "N")]
+
+
+def test_share_of_files_in_ranges_from_the_log_statistics(spark, tmp_path):
+    """Two files of order ids of two days: a range within one day's reads half the
+    files, a range over both all of them; a column without statistics skips nothing."""
+    lake = Lake(spark, tmp_path / "lake")
+    name = "bronze/pos_lines_test"
+    for day in ("20261101", "20261102"):
+        rows = spark.createDataFrame([(f"{day}{i:04d}", i) for i in range(3)], "order_id string, n int")
+        mode = "append" if lake.exists(name) else "overwrite"
+        rows.coalesce(1).write.format("delta").mode(mode).save(lake.path(name))
+    assert lake.share_of_files_in_ranges(name, {"order_id": ("202611010000", "202611010002")}) == 0.5
+    assert lake.share_of_files_in_ranges(name, {"order_id": ("202611010001", "202611020001")}) == 1.0
+    assert lake.share_of_files_in_ranges(name, {"order_id": ("2027", "2028")}) == 0.0
+    assert lake.share_of_files_in_ranges(name, {"nothing": (1, 2)}) == 1.0

@@ -176,24 +176,76 @@ BROADCAST_KEYS_MAX_ROWS = 2_000_000
 
 
 def existing_with_keys(
-    existing: DataFrame, batch: DataFrame, keys: list[str], batch_rows: int
+    existing: DataFrame,
+    batch: DataFrame,
+    keys: list[str],
+    batch_rows: int,
+    files_read: Callable[[dict[str, tuple]], float] | None = None,
 ) -> DataFrame:
     """The rows of ``existing`` holding a key some row of ``batch`` holds: the only ones
     that can repeat a key of the batch. Grain kept (one existing row).
 
     A night's batch is small and bronze is all of history (at 1M members, 105k POS lines
     against 8.9M): its keys are broadcast, so bronze is only streamed past them instead
-    of grouped by key whole.
+    of grouped by key whole. ``files_read(ranges)``: the share of bronze's files a filter
+    on the batch's key ranges would still read (:meth:`jobs.lake.Lake.share_of_files_in_ranges`);
+    the filter is added when it skips at least half of them (:func:`key_ranges`).
     """
     wanted = batch.select(*keys).distinct()
     if batch_rows <= BROADCAST_KEYS_MAX_ROWS:
         wanted = F.broadcast(wanted)
+        if files_read is not None:
+            ranges = key_ranges(batch, keys)
+            if ranges is None:
+                return existing.limit(0)  # no whole key in the batch: nothing can repeat
+            if files_read(ranges) <= MAX_SHARE_READ:
+                existing = existing.filter(in_ranges(ranges))
     return existing.join(wanted, keys, "left_semi")
+
+
+# The key-range filter is added when the Delta statistics say it reads at most this share
+# of bronze's files: where keys grow with time (POS order ids start with their date) a
+# night's range skips every other day's files (1M members, a day's 95k POS line keys
+# against 8.9M bronze lines: 1.1-2.2 -> 0.05-0.08 s). Random keys (web event ids) span
+# every file; a filter on them skipped nothing and cost 3 s of string comparisons.
+MAX_SHARE_READ = 0.5
+
+
+def key_ranges(batch: DataFrame, keys: list[str]) -> dict[str, tuple] | None:
+    """Each key column's [min, max] over the batch; None when a column holds no value
+    (no row of the batch has a whole key: a key with a null never matches)."""
+    bounds = batch.agg(
+        *[F.min(k).alias(f"lo{i}") for i, k in enumerate(keys)],
+        *[F.max(k).alias(f"hi{i}") for i, k in enumerate(keys)],
+    ).first()
+    ranges = {}
+    for i, k in enumerate(keys):
+        lo, hi = (None, None) if bounds is None else (bounds[f"lo{i}"], bounds[f"hi{i}"])
+        if lo is None or hi is None:
+            return None
+        ranges[k] = (lo, hi)
+    return ranges
+
+
+def in_ranges(ranges: dict[str, tuple]) -> Column:
+    """Every column within its [low, high] (nulls are outside)."""
+    condition = F.lit(True)
+    for column, (low, high) in ranges.items():
+        condition = condition & F.col(column).between(F.lit(low), F.lit(high))
+    return condition
 
 
 # Up to this many bronze rows sharing a key with the batch are read once into a local
 # frame: a night's redeliveries, whose dedup then neither scans bronze again nor joins.
 MAX_LOCAL_EXISTING = 50_000
+
+
+def _files_read(ctx: RunContext, table: str) -> Callable[[dict[str, tuple]], float] | None:
+    """:meth:`jobs.lake.Lake.share_of_files_in_ranges` of bronze ``table`` (None before
+    it exists: nothing to skip)."""
+    if not ctx.lake.exists(table):
+        return None
+    return lambda ranges: ctx.lake.share_of_files_in_ranges(table, ranges)
 
 
 def read_once(existing: DataFrame) -> DataFrame | None:
@@ -354,7 +406,9 @@ def _write_with_conflicts(
     """
     dedup = src.dedup
     existing = ctx.lake.read(src.bronze_table).filter(f"NOT ({where})")
-    existing = existing_with_keys(existing, bronze, list(dedup.key), batch_rows)
+    existing = existing_with_keys(
+        existing, bronze, list(dedup.key), batch_rows, _files_read(ctx, src.bronze_table)
+    )
     existing = existing.select(*dedup.key, "_content_hash", "_source_file")
     prior = read_once(existing)
     lap("dedup_bronze")  # the bronze rows sharing a key with the batch, read
@@ -403,7 +457,9 @@ def _write_rows(
     bad, _ = apply_suppression(ctx, source, bad)  # their bad rows hold PII in _raw too
     if src.dedup.policy == "first_copy":
         existing = ctx.lake.read(src.bronze_table).filter(f"NOT ({where})")
-        existing = existing_with_keys(existing, bronze, list(src.dedup.key), batch_rows)
+        existing = existing_with_keys(
+            existing, bronze, list(src.dedup.key), batch_rows, _files_read(ctx, src.bronze_table)
+        )
         existing = existing.select("event_id", "_source_file")
         ids = read_once(existing)
         lap("dedup_bronze")

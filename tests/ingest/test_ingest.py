@@ -407,16 +407,43 @@ def test_manifest_of_new_files_appended_refused_entries_kept_once(make_ctx, sett
         assert not [s for s in merges if "write_manifest" in s], merges
 
 
-@pytest.mark.parametrize("batch_rows", [3, 10_000_000], ids=["broadcast", "joined"])
-def test_existing_rows_with_the_batch_keys_only(spark, batch_rows):
+@pytest.mark.parametrize(
+    ("batch_rows", "share_read"),
+    [(3, None), (3, 0.1), (3, 1.0), (10_000_000, 0.1)],
+    ids=["broadcast", "broadcast-ranged", "broadcast-ranges-skip-nothing", "joined"],
+)
+def test_existing_rows_with_the_batch_keys_only(spark, batch_rows, share_read):
     existing = spark.createDataFrame(
-        [("O1", 1, "a"), ("O1", 2, "b"), ("O2", 1, "c"), (None, 1, "d"), ("O1", 1, "e")],
+        [("O1", 1, "a"), ("O1", 2, "b"), ("O2", 1, "c"), (None, 1, "d"), ("O1", 1, "e"),
+         ("O0", 1, "f"), ("O3", 1, "g")],
         "order_id string, line_no int, f string",
-    )
+    )  # fmt: skip
     batch = spark.createDataFrame(
         [("O1", 1), ("O1", 1), ("O2", 3), (None, 1)], "order_id string, line_no int"
     )
-    kept = existing_with_keys(existing, batch, ["order_id", "line_no"], batch_rows)
+    asked: list[dict] = []
+
+    def files_read(ranges: dict) -> float:
+        asked.append(ranges)
+        assert share_read is not None
+        return share_read
+
+    kept = existing_with_keys(
+        existing, batch, ["order_id", "line_no"], batch_rows,
+        None if share_read is None else files_read,
+    )  # fmt: skip
+    # The batch's key ranges are asked for on a broadcast batch only.
+    if share_read is not None and batch_rows == 3:
+        assert asked == [{"order_id": ("O1", "O2"), "line_no": (1, 3)}]
+    else:
+        assert asked == []
     # Both copies of (O1, 1) stay; (O1, 2) and (O2, 1) share a column, not the key; a null
     # key repeats nothing (a join on it never matches).
     assert _rows(kept, "order_id", "line_no", "f") == [("O1", 1, "a"), ("O1", 1, "e")]
+
+
+def test_a_batch_without_a_whole_key_repeats_nothing(spark):
+    existing = spark.createDataFrame([("O1", 1)], "order_id string, line_no int")
+    batch = spark.createDataFrame([("O1", None)], "order_id string, line_no int")
+    kept = existing_with_keys(existing, batch, ["order_id", "line_no"], 1, lambda ranges: 0.0)
+    assert kept.count() == 0
