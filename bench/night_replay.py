@@ -12,6 +12,9 @@ committed at or before ``--at`` (e.g. the full run's last ``meta/runs`` commit):
 table created after ``--at`` is left out. Data files are hard links (no copy, never
 written to); each table's log is a copy of its own.
 
+With ``--ingest`` bronze, quarantine and the ingest manifest are cut at ``--at`` too, so
+the night's files are new again to ``--steps ingest_pos,ingest_web,...``.
+
 How docs/scaling.md's "derived columns computed again for each reader" were found: the
 night's identity step run again on such a copy with one intermediate written at a time.
 """
