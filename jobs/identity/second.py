@@ -210,7 +210,7 @@ class SecondPass:
             self.touched = seeds
             return before, None
         before = mat(before, "second_before")  # read by both rules' parts
-        crm_before, fp_before = self._before(prev, seeds)
+        crm_before, fp_before = self._before(prev, seeds, mat)
         ndc, ndc_changed = self._name_dob_city(inp, crm_before, before, seeds, conf, mat)
         fp = mat(fuzzy_profiles(inp.latest, inp.profiles, inp.crm_ids), "fuzzy_profiles")
         near = seeds.unionByName(_ends(ndc_changed))
@@ -251,11 +251,19 @@ class SecondPass:
             .distinct()
         )
 
-    def _before(self, prev: SecondPrevious, seeds: DataFrame) -> tuple[DataFrame, DataFrame]:
-        """The seeds' latest versions and fuzzy profiles as the last run saw them."""
+    def _before(
+        self, prev: SecondPrevious, seeds: DataFrame, mat: Materialise
+    ) -> tuple[DataFrame, DataFrame]:
+        """The seeds' latest versions and fuzzy profiles as the last run saw them.
+
+        The seeds' versions are written once (a few thousand rows): their identifiers,
+        profiles and latest flags each read them, and inlined each read picked them out
+        of every CRM version again (1M members: the keys of the night's seeds as the
+        last run saw them, ``fuzzy_blocks_before``, took 2.7 s)."""
         crm = prev.crm_before.join(
             seeds.select(F.col("crm_id").alias("crm_key")), "crm_key", "left_semi"
         ).drop("crm_key", "is_latest")
+        crm = mat(crm, "second_crm_before")
         flagged = latest_crm_versions(crm)
         ids = crm_identifiers(flagged, self.key)
         latest = flagged.filter(F.col("is_latest"))
