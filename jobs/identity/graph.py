@@ -940,15 +940,11 @@ def build_graph(
         kept = mat(kept, "kept_first_pass")
         inputs = SecondPassInputs(crm, latest, kept, profiles, crm_ids, junk_cands)
         second, vetoed = (second_pass or full_second_pass)(inputs, conf, mat)
-        # Only the second pass's edges are written (a few hundred thousand at 1M members):
-        # the first pass's are already, and a union of the two written parts reads as
-        # fast as one, where writing all 4.5M edges again took 3.3 s of a night.
-        kept = kept.unionByName(mat(second, "second_edges"))
+        kept = kept.unionByName(second)
     refused = refused_cap = spark.createDataFrame([], kept.select(*EDGE_COLUMNS).schema)
     if conf.never_link.split_chains or conf.second_pass.enabled:
         refuse = refuse_chains or refuse_never_link_chains
-        written = kept if conf.second_pass.enabled else mat(kept, "kept_all")
-        kept, refused, refused_cap = refuse(written, profiles, conf, mat)
+        kept, refused, refused_cap = refuse(mat(kept, "kept_all"), profiles, conf, mat)
     if vetoed is not None:
         refused = refused.unionByName(vetoed)  # scored above the threshold, never-link
 
