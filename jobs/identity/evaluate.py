@@ -343,7 +343,7 @@ def pairs_report(
 
 def default_pairs_out(settings) -> Path:
     """Where ``cdp eval-identity`` writes the pairs unless told: under the work folder."""
-    return Path(settings.work) / "eval_identity" / "pairs.csv"
+    return Path(settings.paths.work) / "eval_identity" / "pairs.csv"
 
 
 def evaluate_cli(

@@ -136,3 +136,12 @@ def test_false_and_missed_pairs_are_listed_with_their_rule(spark, make_ctx, tmp_
     printed = capsys.readouterr().out
     assert f"false_pairs=3 missed_pairs=4 (all in {out}; first 2)" in printed
     assert "crm:C1 (P1, M1) ~ crm:C2 (P2, M1)  rule=fuzzy_agreements" in printed
+
+
+def test_pairs_go_under_the_work_folder_unless_told(settings):
+    """`cdp eval-identity` without --pairs-out writes under the settings' work folder (it
+    once read a `work` attribute the settings do not have and failed after the scores)."""
+    from jobs.identity.evaluate import default_pairs_out
+
+    out = default_pairs_out(settings)
+    assert out == settings.paths.work / "eval_identity" / "pairs.csv"
