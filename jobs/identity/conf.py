@@ -80,10 +80,22 @@ class LinkedGroupsConf(StrictModel):
     max_records: int = Field(8, ge=2)
 
 
+class LoneRecordsConf(StrictModel):
+    """A record holding only a name and a city links to the one person of its rare name
+    in that city (rule name_city_lone, jobs/identity/lone.py)."""
+
+    enabled: bool = True
+    confidence: Literal["high", "medium", "low"] = "low"
+    # A name borne by more CRM records than this in the whole lake (any city) is too
+    # common for name + city to tell who a record is.
+    max_name_records: int = Field(8, ge=2)
+
+
 class SecondPassConf(StrictModel):
     enabled: bool = True
     max_group_size: int = Field(3, ge=2)
     linked: LinkedGroupsConf = LinkedGroupsConf()
+    lone: LoneRecordsConf = LoneRecordsConf()
 
 
 Confidence = Literal["high", "medium", "low"]

@@ -35,6 +35,7 @@ from jobs.identity.corroborate import (
     pairs_within,
 )
 from jobs.identity.fuzzy import compared_pairs, labelled_pairs, rule_edges
+from jobs.identity.lone import LONE_RULE, lone_edges
 from jobs.identity.scored import scored_pairs
 from jobs.privacy.pii import hmac_col, mask_email, mask_id_card, mask_phone
 
@@ -668,7 +669,7 @@ def node_id(source: Column, key: Column) -> Column:
 
 
 # Second-pass rules besides fuzzy_*: under the fuzzy cluster cap (max_cluster_records).
-SECOND_PASS_RULES = ("name_dob_city", "name_dob_city_linked", "scored")
+SECOND_PASS_RULES = ("name_dob_city", "name_dob_city_linked", LONE_RULE, "scored")
 
 
 def _second_pass(rule: Column) -> Column:
@@ -940,6 +941,12 @@ def build_graph(
         kept = mat(kept, "kept_first_pass")
         inputs = SecondPassInputs(crm, latest, kept, profiles, crm_ids, junk_cands)
         second, vetoed = (second_pass or full_second_pass)(inputs, conf, mat)
+        if conf.second_pass.lone.enabled:
+            # Computed whole on every run (few records): a night's pass may hand back
+            # yesterday's edges of the rule, which today's replace. Not written apart:
+            # read once, by the write of all kept edges below.
+            second = second.filter(F.col("rule") != LONE_RULE)
+            second = second.unionByName(lone_edges(latest, kept, second, profiles, conf))
         kept = kept.unionByName(second)
     refused = refused_cap = spark.createDataFrame([], kept.select(*EDGE_COLUMNS).schema)
     if conf.never_link.split_chains or conf.second_pass.enabled:

@@ -1,0 +1,142 @@
+"""Rule ``name_city_lone`` (jobs/identity/lone.py): a record holding only a name and a
+city links to the one person of its rare name in that city, and the look-alikes it must
+leave apart: a common name, a group of two people, a record that disagrees, a record
+holding its own phone, a name held in another city only. Resolved once for the module
+through the identity job on real Delta tables; then a night that brings a lone record
+(incremental second pass) against a full recompute of the same lake.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+import pytest
+
+from jobs.identity.conf import IdentityConf
+from jobs.identity.job import resolve, run
+from jobs.identity.lone import LONE_RULE
+from jobs.schemas import table_schema
+from tests.identity.conftest import crm_row, day, rows, xref_map
+from tests.identity.test_incremental import put_day, snapshot
+
+
+def _person(prefix: str, name: str, city: str, phone: str, **kw) -> list[dict]:
+    """Two records of one person sharing a phone (linked by the first pass)."""
+    return [crm_row(f"{prefix}{i}", name=name, city=city, phone=phone, **kw) for i in (1, 2)]
+
+
+def _records() -> list[dict]:
+    dob = day(-11000)
+    common = [
+        crm_row(f"W{i}", name="王伟", city="南京", phone=f"13{i * 37813719 % 10**9:09d}",
+                birth_date=day(-9000 - 400 * i))
+        for i in range(1, 10)
+    ]  # fmt: skip
+    return [
+        # One person (reordered name in the lone record, 市 dropped): links.
+        *_person("A", "晏玉珍", "青岛市", "13335990964", birth_date=dob, gender="F"),
+        crm_row("A9", name="玉珍 晏", city="青岛", member_card_no="VIP00000009"),
+        # The placeholder phone is no identifier: still lone, links.
+        *_person("P", "张利", "西安市", "18575863841", birth_date=dob),
+        crm_row("P9", name="张利", city="西安市", phone="13800000000"),
+        # A name nine records bear: too common, no link.
+        *common,
+        crm_row("W0", name="王伟", city="南京"),
+        # Two people with one rare name in one city (birth dates differ): no link.
+        *_person("B", "林小燕", "苏州", "13611112222", birth_date=day(-12000)),
+        *_person("C", "林小燕", "苏州", "13633334444", birth_date=day(-13000)),
+        crm_row("B9", name="林小燕", city="苏州"),
+        # A lone record whose gender disagrees with the person's: no link.
+        *_person("G", "赵静怡", "西安", "13744445555", birth_date=dob, gender="F"),
+        crm_row("G9", name="赵静怡", city="西安", gender="M"),
+        # A record holding a phone of its own is not lone: no link.
+        *_person("H", "钱多多", "杭州", "13755556666", birth_date=dob),
+        crm_row("H9", name="钱多多", city="杭州", phone="13799998888"),
+        # The name is held in another city only: no link.
+        *_person("K", "孙晓燕", "北京", "13866667777", birth_date=dob),
+        crm_row("K9", name="孙晓燕", city="上海"),
+    ]
+
+
+@pytest.fixture(scope="module")
+def resolved(spark, tmp_path_factory):
+    """The records above resolved on day(0): (member of each crm_id, crm-crm edge rules)."""
+    from jobs.config import load_settings, with_paths
+    from jobs.context import RunContext
+
+    root = tmp_path_factory.mktemp("lone")
+    s = with_paths(load_settings(env={}), lake=root / "lake", work=root / "work")
+    (root / "pii.key").write_text(secrets.token_hex(32))
+    s = s.model_copy(
+        update={"privacy": s.privacy.model_copy(update={"key_file": root / "pii.key"})}
+    )
+    ctx = RunContext(settings=s, spark=spark, as_of=day(0))
+    _write(ctx, _records())
+    run(ctx)
+    member = {k: v for (source, k), v in xref_map(ctx).items() if source == "crm"}
+    rules = {(e["src_key"], e["dst_key"]): e["rule"] for e in rows(ctx, "silver/identity_edges")
+             if e["src_source"] == "crm" and e["dst_source"] == "crm"}  # fmt: skip
+    return member, rules
+
+
+def _write(ctx, crm: list[dict]) -> None:
+    for name, table_rows in (("bronze/crm_members", crm), ("bronze/pos_lines", []),
+                             ("bronze/web_events", [])):  # fmt: skip
+        schema = table_schema(name)
+        data = [tuple(r.get(c) for c in schema.columns) for r in table_rows]
+        ctx.lake.overwrite(ctx.spark.createDataFrame(data, schema.struct), name)
+
+
+def test_a_lone_record_links_to_the_one_person_of_its_rare_name(resolved):
+    member, rules = resolved
+    assert member["A1"] == member["A2"] == member["A9"]
+    assert rules[("A1", "A9")] == LONE_RULE
+    assert member["P1"] == member["P9"]
+    assert rules[("P1", "P9")] == LONE_RULE
+
+
+def test_look_alikes_stay_apart(resolved):
+    member, rules = resolved
+    assert member["W0"] not in {member[f"W{i}"] for i in range(1, 10)}
+    assert member["B9"] not in {member["B1"], member["C1"]}
+    assert member["B1"] != member["C1"]
+    assert member["G9"] != member["G1"]
+    assert member["H9"] != member["H1"]
+    assert member["K9"] != member["K1"]
+    lone_edges = {pair for pair, rule in rules.items() if rule == LONE_RULE}
+    assert lone_edges == {("A1", "A9"), ("P1", "P9")}
+
+
+def test_a_night_bringing_a_lone_record_equals_a_full_recompute(make_ctx, settings, tmp_path):
+    """Day 0: the person; day 1: its lone record arrives (linked); day 2: a look-alike
+    with another birth date makes the group two people (the lone edge goes). Each night
+    incremental in one lake and a full recompute in another: the same tables."""
+    person = _person("A", "晏玉珍", "青岛市", "13335990964", birth_date=day(-11000))
+    nights = [
+        person,
+        [crm_row("A9", 1, name="晏玉珍", city="青岛")],
+        [crm_row("Z1", 2, name="晏玉珍", city="青岛", birth_date=day(-9000), phone="13900001111")],
+    ]
+    confs = {"inc": IdentityConf(), "full": IdentityConf(incremental=False)}
+    lakes = {
+        mode: settings.model_copy(
+            update={"paths": settings.paths.model_copy(update={"lake": tmp_path / mode})}
+        )
+        for mode in confs
+    }
+    linked, modes = [], []
+    for n, crm in enumerate(nights):
+        for mode, s in lakes.items():
+            ctx = make_ctx(day(n), settings=s)
+            for name, day_rows in (("bronze/crm_members", crm), ("bronze/pos_lines", []),
+                                   ("bronze/web_events", [])):  # fmt: skip
+                put_day(ctx, name, day_rows, n)
+            figures = resolve(ctx, confs[mode])
+            if mode == "inc":
+                modes.append(figures["mode"])
+        inc, full = (make_ctx(day(n), settings=lakes[m]) for m in ("inc", "full"))
+        assert snapshot(inc) == snapshot(full), f"night {n}"
+        linked.append({(e["src_key"], e["dst_key"]) for e in rows(inc, "silver/identity_edges")
+                       if e["rule"] == LONE_RULE})  # fmt: skip
+    assert modes == ["full", "incremental", "incremental"]
+    assert linked == [set(), {("A1", "A9")}, set()]
