@@ -24,8 +24,10 @@ class OnePersonConf(StrictModel):
 
     enabled: bool = True
     confidence: Literal["high", "medium", "low"] = "medium"
-    # Not phones by default: a family shares one.
-    id_types: list[Literal["phone", "email", "id_card", "card"]] = ["email", "id_card", "card"]
+    # A family's phone links no one: two people among the holders, or one that disagrees.
+    id_types: list[Literal["phone", "email", "id_card", "card"]] = [
+        "phone", "email", "id_card", "card",
+    ]  # fmt: skip
 
 
 class CorroborateConf(StrictModel):
@@ -81,13 +83,14 @@ class LinkedGroupsConf(StrictModel):
 
 
 class LoneRecordsConf(StrictModel):
-    """A record holding only a name and a city links to the one person of its rare name
-    in that city (rule name_city_lone, jobs/identity/lone.py)."""
+    """A record holding a name and a place (city, else birth date, else province) and
+    nothing else links to the one person of its rare name there (rule lone_rare_name,
+    jobs/identity/lone.py)."""
 
     enabled: bool = True
     confidence: Literal["high", "medium", "low"] = "low"
     # A name borne by more CRM records than this in the whole lake (any city) is too
-    # common for name + city to tell who a record is.
+    # common for a name and a place to tell who a record is.
     max_name_records: int = Field(8, ge=2)
 
 

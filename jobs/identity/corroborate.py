@@ -271,7 +271,7 @@ def corroborated_edges(
 
     Output grain: one edge (crm x -> crm y) per junk identifier type, rule
     ``corroborated_<id_type>`` (confidence high) or ``one_person_<id_type>``; dated by
-    the pair's versions. ``candidates``: :func:`junk_candidate_pairs`.
+    the pair's versions; and (one_person) the :func:`one_person_value_edges`. ``candidates``: :func:`junk_candidate_pairs`.
     ``materialise(df, name)``: see :func:`corroborated_pairs`.
     """
     pairs = corroborated_pairs(profiles, crm_ids, candidates, conf, materialise)
@@ -280,9 +280,12 @@ def corroborated_edges(
         F.concat(F.lit("corroborated_"), F.col("id_type")).alias("rule"),
         F.lit("high").alias("confidence"),
     )  # fmt: skip
+    value_edges = None
     if conf.junk.corroborate.one_person.enabled:
-        labelled = labelled.unionByName(one_person_pairs(profiles, candidates, pairs, conf))
-    return (
+        one_person = one_person_pairs(profiles, candidates, pairs, conf)
+        labelled = labelled.unionByName(one_person)
+        value_edges = one_person_value_edges(candidates, pairs, one_person, conf)
+    edges = (
         labelled.groupBy("x", "y", "rule", "confidence")
         .agg(F.min("first_seen").alias("first_seen"), F.max("last_seen").alias("last_seen"))
         .select(
@@ -296,6 +299,7 @@ def corroborated_edges(
             "last_seen",
         )
     )
+    return edges if value_edges is None else edges.unionByName(value_edges)
 
 
 def one_person_pairs(
@@ -317,21 +321,9 @@ def one_person_pairs(
     """
     op = conf.junk.corroborate.one_person
     cand = candidates.filter(F.col("id_type").isin(*op.id_types))
-    holders = cand.select("id_type", "key", F.col("x").alias("crm_id"), "first_seen").unionByName(
-        cand.select("id_type", "key", F.col("y").alias("crm_id"), "first_seen")
-    ).groupBy("id_type", "key", "crm_id").agg(F.max("first_seen").alias("seen"))  # fmt: skip
-    group = F.concat_ws("|", "id_type", "key").alias("nk")
-    ends = corroborated.select("id_type", "key", F.col("x").alias("crm_id")).unionByName(
-        corroborated.select("id_type", "key", F.col("y").alias("crm_id"))
-    ).distinct()  # fmt: skip
-    members = ends.select("id_type", "key", group, "crm_id")
-    units = group_units(members.select("nk", "crm_id"), corroborated.select("x", "y"))
-    person = (
-        members.join(units.filter(F.col("units") == 1), "nk")
-        .groupBy("id_type", "key")
-        .agg(F.min("crm_id").alias("y"), F.count(F.lit(1)).alias("n"))
-        .filter(F.col("n") >= 2)
-    )
+    holders = _holders(cand)
+    ends = _pair_ends(corroborated)
+    person = _value_person(ends, corroborated)
     lone = (
         holders.join(ends, ["id_type", "key", "crm_id"], "left_anti")
         .join(person.select("id_type", "key", "y"), ["id_type", "key"])
@@ -339,7 +331,7 @@ def one_person_pairs(
     )
     a, b = profiles.alias("a"), profiles.alias("b")
     checks = (
-        lone.join(members.withColumnRenamed("crm_id", "m"), ["id_type", "key"])
+        lone.join(ends.withColumnRenamed("crm_id", "m"), ["id_type", "key"])
         .join(a, F.col("a.crm_id") == F.col("x"))
         .join(b, F.col("b.crm_id") == F.col("m"))
         .groupBy("id_type", "key", "x", "y", "seen")
@@ -352,6 +344,81 @@ def one_person_pairs(
         F.concat(F.lit("one_person_"), F.col("id_type")).alias("rule"),
         F.lit(op.confidence).alias("confidence"),
     )  # fmt: skip
+
+
+def _holders(candidates: DataFrame) -> DataFrame:
+    """Each junk value's holders (:func:`junk_candidate_pairs`' ends). Output grain: one
+    (id_type, key, crm_id); seen (the latest date of a pair it is in)."""
+    return candidates.select("id_type", "key", F.col("x").alias("crm_id"), "first_seen").unionByName(
+        candidates.select("id_type", "key", F.col("y").alias("crm_id"), "first_seen")
+    ).groupBy("id_type", "key", "crm_id").agg(F.max("first_seen").alias("seen"))  # fmt: skip
+
+
+def _pair_ends(pairs: DataFrame) -> DataFrame:
+    """The records of ``pairs`` (one (id_type, key, x, y)). Grain: one (id_type, key, crm_id)."""
+    return pairs.select("id_type", "key", F.col("x").alias("crm_id")).unionByName(
+        pairs.select("id_type", "key", F.col("y").alias("crm_id"))
+    ).distinct()  # fmt: skip
+
+
+def _value_person(ends: DataFrame, corroborated: DataFrame) -> DataFrame:
+    """Junk values whose corroborating holders (``ends``: :func:`_pair_ends` of
+    ``corroborated``) are one person: linked to each other, at least two. Output grain:
+    one (id_type, key); y (the person's smallest crm_id), n (its records)."""
+    members = ends.select(
+        "id_type", "key", F.concat_ws("|", "id_type", "key").alias("nk"), "crm_id"
+    )
+    units = group_units(members.select("nk", "crm_id"), corroborated.select("x", "y"))
+    return (
+        members.join(units.filter(F.col("units") == 1), "nk")
+        .groupBy("id_type", "key")
+        .agg(F.min("crm_id").alias("y"), F.count(F.lit(1)).alias("n"))
+        .filter(F.col("n") >= 2)
+    )
+
+
+# The identifier types whose value node also stands for the till's side (a phone keyed
+# at the till, a member card swiped): jobs.identity.graph.NODE_SOURCE.
+TILL_NODES = {"phone": "pos_phone", "card": "pos_card"}
+
+
+def one_person_value_edges(
+    candidates: DataFrame, corroborated: DataFrame, one_person: DataFrame, conf: IdentityConf
+) -> DataFrame:
+    """A junk phone or member card every CRM holder of which is one person's record (it
+    corroborates the others, or links as :func:`one_person_pairs`): the value is that
+    person's, and the till's orders keyed with it are too (13592304770 on five records of
+    赵亮 and on his orders with no card). One edge from the value's node to the person's
+    smallest record; a value with a holder left apart (a family's phone) gets none.
+
+    Inputs: :func:`junk_candidate_pairs`, :func:`corroborated_pairs`,
+    :func:`one_person_pairs`. Output grain: one edge (pos_phone or pos_card node ->
+    crm y), rule ``one_person_value``, confidence from ``one_person``, dated by the
+    latest pair of the value's holders.
+    """
+    types = [t for t in conf.junk.corroborate.one_person.id_types if t in TILL_NODES]
+    cand = candidates.filter(F.col("id_type").isin(*types))
+    holders = _holders(cand)
+    ends = _pair_ends(corroborated.filter(F.col("id_type").isin(*types)))
+    linked = ends.unionByName(_pair_ends(one_person.select("id_type", "key", "x", "y")))
+    left_apart = holders.join(linked, ["id_type", "key", "crm_id"], "left_anti")
+    person = _value_person(ends, corroborated).join(
+        left_apart.select("id_type", "key"), ["id_type", "key"], "left_anti"
+    )
+    seen = holders.groupBy("id_type", "key").agg(F.max("seen").alias("seen"))
+    node = F.lit(None).cast("string")
+    for id_type, source in TILL_NODES.items():
+        node = F.when(F.col("id_type") == id_type, source).otherwise(node)
+    return person.join(seen, ["id_type", "key"]).select(
+        node.alias("src_source"),
+        F.col("key").alias("src_key"),
+        F.lit("crm").alias("dst_source"),
+        F.col("y").alias("dst_key"),
+        F.lit("one_person_value").alias("rule"),
+        F.lit(conf.junk.corroborate.one_person.confidence).alias("confidence"),
+        F.col("seen").alias("first_seen"),
+        F.col("seen").alias("last_seen"),
+    )
 
 
 def disagree(a: str = "a", b: str = "b") -> Column:

@@ -133,7 +133,9 @@ def _keys(conf: FuzzyConf) -> list[tuple[str, Column, Column]]:
     out: list[tuple[str, Column, Column]] = [
         ("dc", F.concat_ws("|", dob, city), _all_present([dob, city])),
         ("pc", F.concat_ws("|", phone_prefix, city), _all_present([F.col("phone"), city])),
-        ("n", F.col("name_sorted"), _all_present([F.col("name_sorted")])),
+        # the name's characters sorted, no city: ``敏丹 郑`` / ``郑敏丹`` with only a
+        # province (a common name's block is over the size cap and makes no pairs)
+        ("n", _sorted_chars(F.col("name_sorted")), _all_present([F.col("name_sorted")])),
         # city + the name's characters sorted: ``梅 王`` / ``王梅``, ``周瑞浩`` / ``周浩瑞``
         ("cn", F.concat_ws("|", city, _sorted_chars(F.col("name_sorted"))),
          _all_present([city, F.col("name_sorted")])),
@@ -269,15 +271,17 @@ def _one_swap(a: Column, b: Column) -> Column:
     n = F.length(a)
     return F.exists(
         F.sequence(F.lit(1), F.greatest(n - 1, F.lit(1))),
-        lambda i: (a.substr(i, F.lit(1)) != a.substr(i + 1, F.lit(1)))
-        & (
-            F.concat(
-                a.substr(F.lit(1), i - 1),
-                a.substr(i + 1, F.lit(1)),
-                a.substr(i, F.lit(1)),
-                a.substr(i + 2, n),
+        lambda i: (
+            (a.substr(i, F.lit(1)) != a.substr(i + 1, F.lit(1)))
+            & (
+                F.concat(
+                    a.substr(F.lit(1), i - 1),
+                    a.substr(i + 1, F.lit(1)),
+                    a.substr(i, F.lit(1)),
+                    a.substr(i + 2, n),
+                )
+                == b
             )
-            == b
         ),
     )
 
@@ -458,9 +462,7 @@ def compare(pairs: DataFrame, fp: DataFrame, conf: IdentityConf) -> DataFrame:
     """
     records = _record_features(fp)
     a, b = records.alias("a"), records.alias("b")
-    joined = pairs.join(a, F.col("a.crm_id") == F.col("x")).join(
-        b, F.col("b.crm_id") == F.col("y")
-    )
+    joined = pairs.join(a, F.col("a.crm_id") == F.col("x")).join(b, F.col("b.crm_id") == F.col("y"))
     return joined.select(*_pair_distances(conf)).select(*_levels(conf))
 
 
@@ -556,4 +558,3 @@ def rule_edges(labelled: DataFrame) -> DataFrame:
     """Edges of the pairs a fuzzy rule matches and no never-link rule keeps apart.
     Input: :func:`labelled_pairs`."""
     return pair_edges(labelled.filter(~F.col("veto") & F.col("rule").isNotNull()))
-

@@ -943,10 +943,11 @@ def build_graph(
         second, vetoed = (second_pass or full_second_pass)(inputs, conf, mat)
         if conf.second_pass.lone.enabled:
             # Computed whole on every run (few records): a night's pass may hand back
-            # yesterday's edges of the rule, which today's replace. Not written apart:
+            # yesterday's edges of the rule, which today's replace. Their few rows are
             # read once, by the write of all kept edges below.
             second = second.filter(F.col("rule") != LONE_RULE)
-            second = second.unionByName(lone_edges(latest, kept, second, profiles, conf))
+            lone = lone_edges(latest, kept, second, profiles, conf, mat)
+            second = second.unionByName(lone)
         kept = kept.unionByName(second)
     refused = refused_cap = spark.createDataFrame([], kept.select(*EDGE_COLUMNS).schema)
     if conf.never_link.split_chains or conf.second_pass.enabled:

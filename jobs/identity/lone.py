@@ -1,101 +1,138 @@
-"""A record holding nothing but a name and a city (rule ``name_city_lone``, issue 16).
+"""A record holding a name and little else (rule ``lone_rare_name``, issue 16).
 
-Some CRM records carry a name and a city and nothing else a rule can compare: no birth
-date, no phone, e-mail or ID card (a member card of their own at most; a placeholder or
-junk value counts as none), and nothing links them to another record yet. Name + city alone is no evidence where the name is common
-(every 王伟 of a city), but a name borne by a handful of records in the whole lake, all of
-them in that city one person by everything they hold, is that person's: the weight of a
-rare value, as a probabilistic linker's term frequencies give it.
+Some CRM records carry a name and one of a city, a birth date or a province, and nothing
+else a rule can compare: no phone, e-mail or ID card (a member card of their own at
+most; a placeholder or junk value counts as none), and nothing links them to another
+record yet. A name and a place is no evidence where the name is common (every 王伟 of
+a city), but a name borne by a handful of records in the whole lake, all of them that
+one person, is that person's: the weight of a rare value, as a probabilistic linker's
+term frequencies give it.
 
-A *lone* record links to the person of its name + city group when
+A *lone* record links to the person of its *group*: the records of its name (the
+characters sorted: tokens in either order) that share its city, or where it has no city
+its birth date, or where it has neither its province. It links when
 
-* the name (its characters sorted: tokens in either order) is held by at most
-  ``second_pass.lone.max_name_records`` CRM records in the whole lake, any city;
-* the group (same name, same city) holds at least one record that is not lone, and no
-  two of its records disagree (name no typo of the other, birth date, gender) or are
-  kept apart by a never-link rule;
+* the name is held by at most ``second_pass.lone.max_name_records`` CRM records in the
+  whole lake, any place;
+* the group's other records are one person: linked to each other already (a shared
+  value or an edge of either pass), at least one of them;
+* no two records of the group disagree (name no typo of the other, birth date, gender,
+  city) or are kept apart by a never-link rule;
 
-one edge to the group's smallest non-lone record, confidence from the conf; as a
-second-pass edge it is under the fuzzy cluster cap and the never-link chain split.
+one edge to the group's smallest record that is not lone, confidence from the conf; as
+a second-pass edge it is under the fuzzy cluster cap and the never-link chain split.
 It reads the latest CRM versions, their profiles and both passes' other edges, all
 whole on every run (full or incremental): a night computes the same edges as a full run.
 """
 
 from __future__ import annotations
 
-from pyspark.sql import DataFrame
+from collections.abc import Callable
+
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from jobs.identity import normalize as N
 from jobs.identity.conf import IdentityConf
 from jobs.identity.corroborate import disagree, never_link, pairs_within
 
-LONE_RULE = "name_city_lone"
+LONE_RULE = "lone_rare_name"
 # First-pass edges from a CRM record to a value only one person holds (a member card is
 # each registration's own, a web user id links to the web only).
 IDENTIFIER_RULES = ("crm_phone", "crm_email", "crm_id_card")
 
 
-def name_key(name_sorted: F.Column) -> F.Column:
+def name_key(name_sorted: Column) -> Column:
     """A name's characters sorted (``王梅`` = ``梅 王``, ``ashleigh quilliam`` =
     ``quilliam ashleigh``): the name part of the group key."""
     return F.array_join(F.array_sort(F.split(name_sorted, "")), "")
 
 
+def _places(latest: DataFrame) -> dict[str, Column]:
+    """A record's places, tagged (city, birth date, province), in the order a lone
+    record's group is chosen."""
+    return {
+        "city": N.norm_city(F.col("city")),
+        "dob": F.col("birth_date").cast("string"),
+        "province": N.norm_city(F.col("province")),
+    }
+
+
 def lone_records(latest: DataFrame, kept: DataFrame, second: DataFrame) -> DataFrame:
-    """CRM records whose latest version has a name and a city but no birth date, no kept
-    first-pass edge to a phone, e-mail or ID card, and no link to another CRM record yet
-    (no CRM-to-CRM edge of either pass in ``kept`` or ``second``, no value node shared
-    with another record). Output grain: one crm_id."""
+    """CRM records whose latest version has a name and a city, birth date or province
+    but no kept first-pass edge to a phone, e-mail or ID card, and no link to another
+    CRM record yet (no CRM-to-CRM edge of either pass in ``kept`` or ``second``, no value
+    node shared with another record). Output grain: one crm_id."""
     crm_edges = kept.filter(F.col("src_source") == "crm")
     holding = crm_edges.filter(F.col("rule").isin(*IDENTIFIER_RULES)).select(
         F.col("src_key").alias("crm_id")
     )
-    candidates = latest.filter(
-        F.col("birth_date").isNull()
-        & N.norm_name(F.col("name")).isNotNull()
-        & N.norm_city(F.col("city")).isNotNull()
-    ).select(F.col("crm_key").alias("crm_id"))
-    lone = candidates.join(holding, "crm_id", "left_anti")
-    return lone.join(_linked(crm_edges, second, lone), "crm_id", "left_anti")
-
-
-def _linked(crm_edges: DataFrame, second: DataFrame, records: DataFrame) -> DataFrame:
-    """Those of ``records`` (one crm_id) already linked to another CRM record: an end of
-    a CRM-to-CRM edge, or holding a value node another record holds. One crm_id (may
-    repeat). The values are those of a few records: broadcast, every CRM edge is only
-    streamed past them."""
-    pairs = crm_edges.unionByName(second.select(*crm_edges.columns)).filter(
-        F.col("dst_source") == "crm"
+    somewhere = F.lit(False)
+    for place in _places(latest).values():
+        somewhere = somewhere | place.isNotNull()
+    candidates = latest.filter(N.norm_name(F.col("name")).isNotNull() & somewhere).select(
+        F.col("crm_key").alias("crm_id")
     )
-    ends = pairs.select(F.col("src_key").alias("crm_id")).unionByName(
-        pairs.select(F.col("dst_key").alias("crm_id"))
+    lone = candidates.join(holding, "crm_id", "left_anti")
+    pairs = _crm_pairs(crm_edges, second, lone)
+    ends = pairs.select(F.col("x").alias("crm_id")).unionByName(
+        pairs.select(F.col("y").alias("crm_id"))
+    )
+    return lone.join(ends, "crm_id", "left_anti")
+
+
+def _crm_pairs(crm_edges: DataFrame, second: DataFrame, records: DataFrame) -> DataFrame:
+    """Pairs of CRM records linked to each other, one of them among ``records`` (one
+    crm_id; few, broadcast): a CRM-to-CRM edge of either pass or a value node both hold.
+    Grain: one (x, y), x < y (may repeat)."""
+    wanted = F.broadcast(records.select("crm_id").distinct())
+    edges = crm_edges.unionByName(second.select(*crm_edges.columns))
+    direct = edges.filter(F.col("dst_source") == "crm").select(
+        F.least("src_key", "dst_key").alias("x"), F.greatest("src_key", "dst_key").alias("y")
+    )
+    direct = direct.join(wanted.withColumnRenamed("crm_id", "x"), "x", "left_semi").unionByName(
+        direct.join(wanted.withColumnRenamed("crm_id", "y"), "y", "left_semi")
     )
     values = crm_edges.filter(F.col("dst_source") != "crm").select(
         F.col("src_key").alias("crm_id"), "dst_source", "dst_key"
     )
-    theirs = values.join(records, "crm_id", "left_semi")
-    wanted = F.broadcast(theirs.select("dst_source", "dst_key").distinct())
-    shared = (
-        values.join(wanted, ["dst_source", "dst_key"], "left_semi")
-        .groupBy("dst_source", "dst_key")
-        .agg(F.count(F.lit(1)).alias("n"))
-        .filter(F.col("n") > 1)
+    theirs = values.join(wanted, "crm_id", "left_semi")
+    holders = values.join(
+        F.broadcast(theirs.select("dst_source", "dst_key").distinct()),
+        ["dst_source", "dst_key"],
+        "left_semi",
     )
-    sharing = theirs.join(shared, ["dst_source", "dst_key"], "left_semi").select("crm_id")
-    return ends.unionByName(sharing)
+    shared = (
+        theirs.alias("p")
+        .join(holders.alias("q"), ["dst_source", "dst_key"])
+        .filter(F.col("p.crm_id") != F.col("q.crm_id"))
+        .select(
+            F.least("p.crm_id", "q.crm_id").alias("x"),
+            F.greatest("p.crm_id", "q.crm_id").alias("y"),
+        )
+    )
+    return direct.unionByName(shared)
 
 
-def name_city_groups(
+def lone_groups(
     latest: DataFrame, profiles: DataFrame, lone: DataFrame, max_name_records: int
 ) -> DataFrame:
-    """Every record of a rare name some lone record bears (at most ``max_name_records``
-    records in the lake), with its group's city. Output grain: one crm_id; nk (name key),
+    """The group rows of every rare name some lone record bears (at most
+    ``max_name_records`` records in the lake): a lone record in the group of its first
+    place (city, else birth date, else province), any other record in one group per
+    place it has. Output grain: one (crm_id, place); nk (name key), place (tag|value),
     city, seen, lone, and the profile's name, name_sorted, birth_date, gender, id_card."""
+    places = _places(latest)
+    tagged = [
+        F.when(value.isNotNull(), F.concat(F.lit(tag + "|"), value))
+        for tag, value in places.items()
+    ]
     keyed = latest.select(
         F.col("crm_key").alias("crm_id"),
         F.col("_business_date").alias("seen"),
-        N.norm_city(F.col("city")).alias("city"),
+        places["city"].alias("city"),
+        F.coalesce(*tagged).alias("first_place"),
+        F.array(*tagged).alias("all_places"),
     ).join(profiles, "crm_id")
     keyed = keyed.withColumn("nk", name_key(F.col("name_sorted"))).filter(
         F.col("nk").isNotNull() & (F.length("nk") > 0)
@@ -106,14 +143,67 @@ def name_city_groups(
         holders.groupBy("nk")
         .agg(F.count(F.lit(1)).alias("n"))
         .filter(F.col("n") <= max_name_records)
-        .select("nk")
     )
     marked = lone.select("crm_id", F.lit(True).alias("lone"))
-    return (
-        holders.join(rare, "nk", "left_semi")
-        .filter(F.col("city").isNotNull())
+    rows = (
+        holders.join(rare.select("nk"), "nk", "left_semi")
         .join(marked, "crm_id", "left")
         .withColumn("lone", F.coalesce("lone", F.lit(False)))
+    )
+    place = F.when(F.col("lone"), F.array("first_place")).otherwise(F.col("all_places"))
+    return (
+        rows.withColumn("place", F.explode(place))
+        .filter(F.col("place").isNotNull())
+        .drop("first_place", "all_places")
+    )
+
+
+def _name_components(groups: DataFrame, links: DataFrame) -> DataFrame:
+    """Which person each record of the groups' names is, by the links among the records
+    of one name (any place): connected components, so that a chain (a-b by a phone,
+    b-c by an e-mail) is one person. The links are few (the records of a few rare
+    names): solved on the driver. Output grain: one crm_id of ``groups``; comp (the
+    smallest crm_id of its component)."""
+    names = groups.select("nk", "crm_id").distinct()
+    both_ends = links.join(names.withColumnRenamed("crm_id", "x"), "x").join(
+        names.withColumnRenamed("crm_id", "y").withColumnRenamed("nk", "nk_y"), "y"
+    )
+    pairs = both_ends.filter(F.col("nk") == F.col("nk_y")).select("x", "y").distinct()
+    parent: dict[str, str] = {}
+
+    def root(node: str) -> str:
+        while parent.setdefault(node, node) != node:
+            parent[node] = parent[parent[node]]
+            node = parent[node]
+        return node
+
+    for row in pairs.collect():
+        a, b = root(row["x"]), root(row["y"])
+        parent[max(a, b)] = min(a, b)
+    spark = groups.sparkSession
+    comps = spark.createDataFrame(
+        [(node, root(node)) for node in parent], "crm_id string, comp string"
+    )
+    return names.join(comps, "crm_id", "left").select(
+        "crm_id", F.coalesce("comp", "crm_id").alias("comp")
+    )
+
+
+def _group_people(groups: DataFrame, links: DataFrame) -> DataFrame:
+    """Groups whose records that are not lone are one person (one component of
+    :func:`_name_components`, at least one record). Output grain: one (nk, place); y
+    (the person's smallest crm_id), y_seen (its date)."""
+    others = groups.filter(~F.col("lone")).join(_name_components(groups, links), "crm_id")
+    return (
+        others.groupBy("nk", "place")
+        .agg(
+            F.min("crm_id").alias("y"),
+            F.min_by("seen", "crm_id").alias("y_seen"),
+            F.min("comp").alias("first_comp"),
+            F.max("comp").alias("last_comp"),
+        )
+        .filter(F.col("first_comp") == F.col("last_comp"))
+        .select("nk", "place", "y", "y_seen")
     )
 
 
@@ -123,27 +213,30 @@ def lone_edges(
     second: DataFrame,
     profiles: DataFrame,
     conf: IdentityConf,
+    materialise: Callable[[DataFrame, str], DataFrame] | None = None,
 ) -> DataFrame:
-    """Edges of rule ``name_city_lone`` (see the module). Inputs: ``latest`` one CRM
+    """Edges of rule ``lone_rare_name`` (see the module). Inputs: ``latest`` one CRM
     record's latest version; ``kept`` the first pass's kept edges (EDGE_COLUMNS);
-    ``second`` the second pass's other edges; ``profiles`` :func:`jobs.identity.corroborate.crm_profiles`. Output grain: one edge
-    (crm x -> crm y), x < y, dated by the later of the two records' latest versions."""
+    ``second`` the second pass's other edges; ``profiles``
+    :func:`jobs.identity.corroborate.crm_profiles`. ``materialise(df, name)``: the lone
+    records and their names' group rows (a few) are written once, so that every later
+    join reads them as small tables. Output grain: one edge (crm x -> crm y), x < y,
+    dated by the later of the two records' latest versions."""
+    mat = materialise or (lambda df, _name: df)
     lone_conf = conf.second_pass.lone
-    groups = name_city_groups(
-        latest, profiles, lone_records(latest, kept, second), lone_conf.max_name_records
+    lone = mat(lone_records(latest, kept, second), "lone_records")
+    groups = mat(lone_groups(latest, profiles, lone, lone_conf.max_name_records), "lone_groups")
+    pairs = pairs_within(groups, ["nk", "place"])
+    cities_differ = F.coalesce(F.col("a.city") != F.col("b.city"), F.lit(False))
+    bad = (disagree() | never_link(conf) | cities_differ).cast("int")
+    checked = pairs.select("nk", "place", bad.alias("bad"))
+    agreeing = checked.groupBy("nk", "place").agg(F.max("bad").alias("bad")).filter("bad = 0")
+    crm_edges = kept.filter(F.col("src_source") == "crm")
+    links = _crm_pairs(crm_edges, second, groups.filter(~F.col("lone")))
+    person = _group_people(groups, links).join(
+        agreeing.select("nk", "place"), ["nk", "place"], "left_semi"
     )
-    pairs = pairs_within(groups, ["nk", "city"])
-    bad = (disagree() | never_link(conf)).cast("int")
-    checked = pairs.select("nk", "city", "a", "b", bad.alias("bad"))
-    # Groups whose records all agree, with their smallest record that is not lone.
-    agreeing = checked.groupBy("nk", "city").agg(F.max("bad").alias("bad")).filter("bad = 0")
-    person = (
-        groups.filter(~F.col("lone"))
-        .groupBy("nk", "city")
-        .agg(F.min("crm_id").alias("y"), F.min_by("seen", "crm_id").alias("y_seen"))
-        .join(agreeing.select("nk", "city"), ["nk", "city"], "left_semi")
-    )
-    joined = groups.filter(F.col("lone")).join(person, ["nk", "city"])
+    joined = groups.filter(F.col("lone")).join(person, ["nk", "place"])
     return joined.select(
         F.lit("crm").alias("src_source"),
         F.least("crm_id", "y").alias("src_key"),

@@ -1,6 +1,7 @@
-"""Rule ``name_city_lone`` (jobs/identity/lone.py): a record holding only a name and a
-city links to the one person of its rare name in that city, and the look-alikes it must
-leave apart: a common name, a group of two people, a record that disagrees, a record
+"""Rule ``lone_rare_name`` (jobs/identity/lone.py): a record holding only a name and a
+city (or a birth date, or a province) links to the one person of its rare name there,
+and the look-alikes it must leave apart: a common name, a group of two people (who
+disagree, or who are not linked to each other), a record that disagrees, a record
 holding its own phone, a name held in another city only. Resolved once for the module
 through the identity job on real Delta tables; then a night that brings a lone record
 (incremental second pass) against a full recompute of the same lake.
@@ -55,6 +56,16 @@ def _records() -> list[dict]:
         # The name is held in another city only: no link.
         *_person("K", "孙晓燕", "北京", "13866667777", birth_date=dob),
         crm_row("K9", name="孙晓燕", city="上海"),
+        # No city: the name reordered and the birth date (the group of that date): links.
+        *_person("D", "何璐敏", "杭州", "13830545329", birth_date=dob, gender="F"),
+        crm_row("D9", name="何敏璐", birth_date=dob, gender="F"),
+        # Nothing but the name and the province: links.
+        *_person("R", "王梅", "武汉市", "18965140124", birth_date=dob, province="湖北省"),
+        crm_row("R9", name="王梅", province="湖北省"),
+        # Two records agreeing on everything but holding two phones: two people, no link.
+        crm_row("U1", name="林晓", city="成都", phone="13911112222"),
+        crm_row("U2", name="林晓", city="成都", phone="13933334444"),
+        crm_row("U9", name="林晓", city="成都"),
     ]
 
 
@@ -93,6 +104,8 @@ def test_a_lone_record_links_to_the_one_person_of_its_rare_name(resolved):
     assert rules[("A1", "A9")] == LONE_RULE
     assert member["P1"] == member["P9"]
     assert rules[("P1", "P9")] == LONE_RULE
+    assert member["D1"] == member["D9"]
+    assert member["R1"] == member["R9"]
 
 
 def test_look_alikes_stay_apart(resolved):
@@ -103,8 +116,9 @@ def test_look_alikes_stay_apart(resolved):
     assert member["G9"] != member["G1"]
     assert member["H9"] != member["H1"]
     assert member["K9"] != member["K1"]
+    assert member["U9"] not in {member["U1"], member["U2"]}
     lone_edges = {pair for pair, rule in rules.items() if rule == LONE_RULE}
-    assert lone_edges == {("A1", "A9"), ("P1", "P9")}
+    assert lone_edges == {("A1", "A9"), ("P1", "P9"), ("D1", "D9"), ("R1", "R9")}
 
 
 def test_a_night_bringing_a_lone_record_equals_a_full_recompute(make_ctx, settings, tmp_path):
