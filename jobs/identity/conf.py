@@ -51,6 +51,9 @@ class NeverLinkConf(StrictModel):
     # same characters reordered, not within one edit) and whose birth dates differ (not
     # day/month swapped) is a family's: it links nothing by itself.
     shared_phone_different_name_and_birth_date: bool = True
+    # ... or whose birth dates conflict (no typo or swap of each other), whatever the
+    # names: a parent and a child of one name. Nor does such a name corroborate a pair.
+    shared_phone_conflicting_birth_dates: bool = True
     # After clustering, a component holding such a pair is clustered again strongest
     # edge first, refusing each edge that would join the pair (a chain A-B, B-C).
     split_chains: bool = True

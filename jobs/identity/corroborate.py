@@ -97,6 +97,16 @@ def names_and_birth_dates_differ(a: str = "a", b: str = "b") -> Column:
     return F.coalesce(~names_compatible(a, b), F.lit(False)) & ~dob_agrees
 
 
+def birth_dates_conflict(a: str = "a", b: str = "b") -> Column:
+    """Birth dates on both records that are no typo of each other: different, not day
+    and month swapped, more than one edit apart as ``yyyyMMdd`` (2005-09-11 / 1987-06-30,
+    a parent and a child; not 1987-06-30 / 1987-06-20)."""
+    a_dob, b_dob = F.col(f"{a}.birth_date"), F.col(f"{b}.birth_date")
+    swapped = (F.month(a_dob) == F.dayofmonth(b_dob)) & (F.dayofmonth(a_dob) == F.month(b_dob))
+    edits = F.levenshtein(F.date_format(a_dob, "yyyyMMdd"), F.date_format(b_dob, "yyyyMMdd"))
+    return F.coalesce((a_dob != b_dob) & ~swapped & (edits > 1), F.lit(False))
+
+
 def names_compatible(a: str = "a", b: str = "b") -> Column:
     """The same name, the same characters in another order (``曾东涛`` / ``曾涛东``,
     ``ashleigh quilliam`` / ``quilliam ashleigh``) or within one edit (names of at least
@@ -220,7 +230,8 @@ def _corroborating(
     evidence = (
         F.when(F.coalesce(F.col("n_shared"), F.lit(0)) >= 2, "identifier")
         .when(same_dob, "birth_date")
-        .when(names_close(conf), "name")
+        # A name shared by a parent and a child corroborates nothing.
+        .when(names_close(conf) & ~birth_dates_conflict(), "name")
     )
     out = joined.select(
         "id_type", "key", "x", "y", "first_seen", "last_seen",
@@ -531,6 +542,8 @@ def conflicting_values(
     veto = never_link(conf)
     if conf.never_link.shared_phone_different_name_and_birth_date:
         veto = veto | ((F.col("id_type") == "phone") & names_and_birth_dates_differ())
+    if conf.never_link.shared_phone_conflicting_birth_dates:
+        veto = veto | ((F.col("id_type") == "phone") & birth_dates_conflict())
     return (
         pairs.join(a, F.col("a.crm_id") == F.col("x"))
         .join(b, F.col("b.crm_id") == F.col("y"))

@@ -6,6 +6,8 @@ look-alikes each fix must leave apart:
 * ``one_person_value``: a phone only one person's records hold (five registrations,
   more than the junk limit), keyed at the till with no card: the orders are that
   person's (seed 2: 赵亮, 9 pairs);
+* a phone two people of one name share, born 18 years apart (seed 1: a false pair):
+  apart, while a birth date typo on one person's two records still links;
 * a name with its tokens reordered (``敏丹 郑`` / ``郑敏丹``) and a phone one digit off,
   with a province but no city: the fuzzy pass blocks by the name's characters alone
   (seed 3).
@@ -15,6 +17,7 @@ One lake, resolved once for the module through the identity job on real Delta ta
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import hmac
 
@@ -71,6 +74,20 @@ def _name_chars_block() -> list[dict]:
 PHONES = ("13592304770", "13912345670", "15994022539")  # 赵亮's, the family's, 曾小红's
 
 
+def _parent_and_child() -> list[dict]:
+    """Two people of one name sharing a phone (seed 1: 孙玉梅, 2005 and 1987), and one
+    person whose two records' birth dates are one edit apart."""
+    return [
+        crm_row("S1", phone="17739290323", name="孙玉梅", city="广州", birth_date=day(-7700)),
+        crm_row("S2", phone="17739290323", name="孙玉梅", city="广州", gender="F",
+                birth_date=day(-14300)),
+        crm_row("T1", phone="17739290999", name="孙玉兰", city="广州",
+                birth_date=dt.date(1987, 6, 30)),
+        crm_row("T2", phone="17739290999", name="孙玉兰", city="广州",
+                birth_date=dt.date(1987, 6, 20)),
+    ]  # fmt: skip
+
+
 def _orders() -> list[dict]:
     """An order keyed with each phone and no card."""
     return [pos_row(f"O{i}", phone=phone) for i, phone in enumerate(PHONES, 1)]
@@ -92,7 +109,10 @@ def resolved(spark, tmp_path_factory):
         update={"privacy": s.privacy.model_copy(update={"key_file": root / "pii.key"})}
     )
     ctx = RunContext(settings=s, spark=spark, as_of=day(0))
-    crm = _one_person_phone() + _family_phone() + _person_at_the_till() + _name_chars_block()
+    crm = (
+        _one_person_phone() + _family_phone() + _person_at_the_till() + _name_chars_block()
+        + _parent_and_child()
+    )  # fmt: skip
     write_bronze_tables(ctx, crm=crm, pos=_orders())
     run(ctx)
     till = {p: hmac.new(ctx.pii_key, p.encode(), hashlib.sha256).hexdigest() for p in PHONES}
@@ -144,3 +164,9 @@ def test_a_reordered_name_with_a_phone_typo_and_only_a_province_links(resolved):
     assert _crm_member(xref, "N4") != _crm_member(xref, "N1")
     rules = {(e["src_key"], e["dst_key"]): e["rule"] for e in edges if e["dst_source"] == "crm"}
     assert {rules.get(("N1", "N3")), rules.get(("N2", "N3"))} & {"fuzzy_identifier_token"}
+
+
+def test_a_parent_and_child_of_one_name_sharing_a_phone_stay_apart(resolved):
+    xref, _, _ = resolved
+    assert _crm_member(xref, "S1") != _crm_member(xref, "S2")
+    assert _crm_member(xref, "T1") == _crm_member(xref, "T2")  # a birth date typo
