@@ -230,8 +230,7 @@ def _corroborating(
     evidence = (
         F.when(F.coalesce(F.col("n_shared"), F.lit(0)) >= 2, "identifier")
         .when(same_dob, "birth_date")
-        # A name shared by a parent and a child corroborates nothing.
-        .when(names_close(conf) & ~birth_dates_conflict(), "name")
+        .when(names_close(conf) & ~_family_phone(conf), "name")
     )
     out = joined.select(
         "id_type", "key", "x", "y", "first_seen", "last_seen",
@@ -239,6 +238,29 @@ def _corroborating(
         F.col("a.id_card").alias("x_id_card"), F.col("b.id_card").alias("y_id_card"),
     )  # fmt: skip
     return out.filter(F.col("evidence").isNotNull() & ~F.col("veto"))
+
+
+def _family_phone(conf: IdentityConf) -> Column:
+    """A phone shared by a pair whose birth dates conflict: a parent and a child, even of
+    one name (``never_link.shared_phone_conflicting_birth_dates``); their name
+    corroborates nothing."""
+    if not conf.never_link.shared_phone_conflicting_birth_dates:
+        return F.lit(False)
+    return (F.col("id_type") == "phone") & birth_dates_conflict()
+
+
+def second_pass_junk_pairs(
+    candidates: DataFrame, profiles: DataFrame, conf: IdentityConf
+) -> DataFrame:
+    """:func:`junk_candidate_pairs` less the pairs of a family phone (their birth dates
+    conflict: :func:`_family_phone`): for the fuzzy pass, a value shared is evidence
+    (``identifier_close``), and a parent and a child of one name share a name token too.
+    Grain: one (id_type, key, x, y), x < y."""
+    a, b = profiles.alias("a"), profiles.alias("b")
+    joined = candidates.join(a, F.col("a.crm_id") == F.col("x")).join(
+        b, F.col("b.crm_id") == F.col("y")
+    )
+    return joined.filter(~_family_phone(conf)).select(*[F.col(c) for c in candidates.columns])
 
 
 def _no_chains(pairs: DataFrame) -> DataFrame:
@@ -542,8 +564,7 @@ def conflicting_values(
     veto = never_link(conf)
     if conf.never_link.shared_phone_different_name_and_birth_date:
         veto = veto | ((F.col("id_type") == "phone") & names_and_birth_dates_differ())
-    if conf.never_link.shared_phone_conflicting_birth_dates:
-        veto = veto | ((F.col("id_type") == "phone") & birth_dates_conflict())
+    veto = veto | _family_phone(conf)
     return (
         pairs.join(a, F.col("a.crm_id") == F.col("x"))
         .join(b, F.col("b.crm_id") == F.col("y"))

@@ -33,6 +33,7 @@ from jobs.identity.corroborate import (
     junk_candidate_pairs,
     never_link,
     pairs_within,
+    second_pass_junk_pairs,
 )
 from jobs.identity.fuzzy import compared_pairs, labelled_pairs, rule_edges
 from jobs.identity.lone import LONE_RULE, lone_edges
@@ -827,7 +828,7 @@ class SecondPassInputs:
     kept: DataFrame  # one kept first-pass edge (materialised), EDGE_COLUMNS
     profiles: DataFrame  # one crm_id (jobs.identity.corroborate.crm_profiles)
     crm_ids: DataFrame  # one (row version, identifier type) (crm_identifiers)
-    junk_cands: DataFrame  # one (id_type, key, x, y) (junk_candidate_pairs)
+    junk_cands: DataFrame  # one (id_type, key, x, y) (second_pass_junk_pairs)
 
 
 def full_second_pass(
@@ -939,14 +940,16 @@ def build_graph(
     vetoed = None
     if conf.second_pass.enabled:
         kept = mat(kept, "kept_first_pass")
-        inputs = SecondPassInputs(crm, latest, kept, profiles, crm_ids, junk_cands)
+        second_junk = second_pass_junk_pairs(junk_cands, profiles, conf)
+        inputs = SecondPassInputs(crm, latest, kept, profiles, crm_ids, second_junk)
         second, vetoed = (second_pass or full_second_pass)(inputs, conf, mat)
         if conf.second_pass.lone.enabled:
             # Computed whole on every run (few records): a night's pass may hand back
             # yesterday's edges of the rule, which today's replace. Their few rows are
             # read once, by the write of all kept edges below.
             second = second.filter(F.col("rule") != LONE_RULE)
-            lone = lone_edges(latest, kept, second, profiles, conf, mat)
+            placeholders = blocked.filter(F.col("reason").contains("deny_list"))
+            lone = lone_edges(latest, kept, second, profiles, conf, crm_ids, placeholders, mat)
             second = second.unionByName(lone)
         kept = kept.unionByName(second)
     refused = refused_cap = spark.createDataFrame([], kept.select(*EDGE_COLUMNS).schema)

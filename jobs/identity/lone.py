@@ -2,7 +2,7 @@
 
 Some CRM records carry a name and one of a city, a birth date or a province, and nothing
 else a rule can compare: no phone, e-mail or ID card (a member card of their own at
-most; a placeholder or junk value counts as none), and nothing links them to another
+most; a deny-listed placeholder counts as none), and nothing links them to another
 record yet. A name and a place is no evidence where the name is common (every 王伟 of
 a city), but a name borne by a handful of records in the whole lake, all of them that
 one person, is that person's: the weight of a rare value, as a probabilistic linker's
@@ -37,9 +37,9 @@ from jobs.identity.conf import IdentityConf
 from jobs.identity.corroborate import disagree, never_link, pairs_within
 
 LONE_RULE = "lone_rare_name"
-# First-pass edges from a CRM record to a value only one person holds (a member card is
-# each registration's own, a web user id links to the web only).
-IDENTIFIER_RULES = ("crm_phone", "crm_email", "crm_id_card")
+# The identifiers that tell who a record is (a member card is each registration's own,
+# a web user id links to the web only).
+IDENTIFIER_TYPES = ("phone", "email", "id_card")
 
 
 def name_key(name_sorted: Column) -> Column:
@@ -58,14 +58,26 @@ def _places(latest: DataFrame) -> dict[str, Column]:
     }
 
 
-def lone_records(latest: DataFrame, kept: DataFrame, second: DataFrame) -> DataFrame:
+def lone_records(
+    latest: DataFrame,
+    kept: DataFrame,
+    second: DataFrame,
+    crm_ids: DataFrame,
+    placeholders: DataFrame,
+) -> DataFrame:
     """CRM records whose latest version has a name and a city, birth date or province
-    but no kept first-pass edge to a phone, e-mail or ID card, and no link to another
-    CRM record yet (no CRM-to-CRM edge of either pass in ``kept`` or ``second``, no value
-    node shared with another record). Output grain: one crm_id."""
-    crm_edges = kept.filter(F.col("src_source") == "crm")
-    holding = crm_edges.filter(F.col("rule").isin(*IDENTIFIER_RULES)).select(
-        F.col("src_key").alias("crm_id")
+    but no phone, e-mail or ID card (a deny-listed placeholder counts as none; a value
+    shared with other people, such as a family's phone, does count), and no link to
+    another CRM record yet (no CRM-to-CRM edge of either pass in ``kept`` or ``second``,
+    no value node shared with another record). ``crm_ids``:
+    :func:`jobs.identity.graph.crm_identifiers`; ``placeholders``: one deny-listed
+    (id_type, key). Output grain: one crm_id."""
+    holding = (
+        crm_ids.filter(
+            F.col("valid") & F.col("is_latest") & F.col("id_type").isin(*IDENTIFIER_TYPES)
+        )
+        .join(F.broadcast(placeholders.select("id_type", "key")), ["id_type", "key"], "left_anti")
+        .select("crm_id")
     )
     somewhere = F.lit(False)
     for place in _places(latest).values():
@@ -74,6 +86,7 @@ def lone_records(latest: DataFrame, kept: DataFrame, second: DataFrame) -> DataF
         F.col("crm_key").alias("crm_id")
     )
     lone = candidates.join(holding, "crm_id", "left_anti")
+    crm_edges = kept.filter(F.col("src_source") == "crm")
     pairs = _crm_pairs(crm_edges, second, lone)
     ends = pairs.select(F.col("x").alias("crm_id")).unionByName(
         pairs.select(F.col("y").alias("crm_id"))
@@ -213,18 +226,21 @@ def lone_edges(
     second: DataFrame,
     profiles: DataFrame,
     conf: IdentityConf,
+    crm_ids: DataFrame,
+    placeholders: DataFrame,
     materialise: Callable[[DataFrame, str], DataFrame] | None = None,
 ) -> DataFrame:
     """Edges of rule ``lone_rare_name`` (see the module). Inputs: ``latest`` one CRM
     record's latest version; ``kept`` the first pass's kept edges (EDGE_COLUMNS);
     ``second`` the second pass's other edges; ``profiles``
-    :func:`jobs.identity.corroborate.crm_profiles`. ``materialise(df, name)``: the lone
+    :func:`jobs.identity.corroborate.crm_profiles`; ``crm_ids`` and ``placeholders`` as
+    in :func:`lone_records`. ``materialise(df, name)``: the lone
     records and their names' group rows (a few) are written once, so that every later
     join reads them as small tables. Output grain: one edge (crm x -> crm y), x < y,
     dated by the later of the two records' latest versions."""
     mat = materialise or (lambda df, _name: df)
     lone_conf = conf.second_pass.lone
-    lone = mat(lone_records(latest, kept, second), "lone_records")
+    lone = mat(lone_records(latest, kept, second, crm_ids, placeholders), "lone_records")
     groups = mat(lone_groups(latest, profiles, lone, lone_conf.max_name_records), "lone_groups")
     pairs = pairs_within(groups, ["nk", "place"])
     cities_differ = F.coalesce(F.col("a.city") != F.col("b.city"), F.lit(False))

@@ -62,6 +62,17 @@ def _records() -> list[dict]:
         # Nothing but the name and the province: links.
         *_person("R", "王梅", "武汉市", "18965140124", birth_date=dob, province="湖北省"),
         crm_row("R9", name="王梅", province="湖北省"),
+        # A phone of a family (another person holds it too) is an identifier: not lone.
+        crm_row("Q1", name="王桂芳", city="北京", phone="15163852762", gender="F"),
+        crm_row("Q9", name="王桂芳", city="北京市", birth_date=dob, phone="13934092475"),
+        crm_row(
+            "Q8",
+            name="王博成",
+            city="北京市",
+            birth_date=day(-11500),
+            gender="M",
+            phone="0086 139 3409 2475",
+        ),
         # Two records agreeing on everything but holding two phones: two people, no link.
         crm_row("U1", name="林晓", city="成都", phone="13911112222"),
         crm_row("U2", name="林晓", city="成都", phone="13933334444"),
@@ -117,6 +128,7 @@ def test_look_alikes_stay_apart(resolved):
     assert member["H9"] != member["H1"]
     assert member["K9"] != member["K1"]
     assert member["U9"] not in {member["U1"], member["U2"]}
+    assert member["Q9"] != member["Q1"]
     lone_edges = {pair for pair, rule in rules.items() if rule == LONE_RULE}
     assert lone_edges == {("A1", "A9"), ("P1", "P9"), ("D1", "D9"), ("R1", "R9")}
 
