@@ -64,6 +64,7 @@ def lone_records(
     second: DataFrame,
     crm_ids: DataFrame,
     placeholders: DataFrame,
+    materialise: Callable[[DataFrame, str], DataFrame] | None = None,
 ) -> DataFrame:
     """CRM records whose latest version has a name and a city, birth date or province
     but no phone, e-mail or ID card (a deny-listed placeholder counts as none; a value
@@ -71,7 +72,8 @@ def lone_records(
     another CRM record yet (no CRM-to-CRM edge of either pass in ``kept`` or ``second``,
     no value node shared with another record). ``crm_ids``:
     :func:`jobs.identity.graph.crm_identifiers`; ``placeholders``: one deny-listed
-    (id_type, key). Output grain: one crm_id."""
+    (id_type, key); ``materialise`` as in :func:`lone_edges`. Output grain: one crm_id."""
+    mat = materialise or (lambda df, _name: df)
     holding = (
         crm_ids.filter(
             F.col("valid") & F.col("is_latest") & F.col("id_type").isin(*IDENTIFIER_TYPES)
@@ -85,12 +87,11 @@ def lone_records(
     candidates = latest.filter(N.norm_name(F.col("name")).isNotNull() & somewhere).select(
         F.col("crm_key").alias("crm_id")
     )
-    lone = candidates.join(holding, "crm_id", "left_anti")
+    # Written once: read by each side of the links' search below and by the result.
+    lone = mat(candidates.join(holding, "crm_id", "left_anti"), "lone_candidates")
     crm_edges = kept.filter(F.col("src_source") == "crm")
     pairs = _crm_pairs(crm_edges, second, lone)
-    ends = pairs.select(F.col("x").alias("crm_id")).unionByName(
-        pairs.select(F.col("y").alias("crm_id"))
-    )
+    ends = pairs.select(F.explode(F.array("x", "y")).alias("crm_id"))
     return lone.join(ends, "crm_id", "left_anti")
 
 
@@ -103,8 +104,11 @@ def _crm_pairs(crm_edges: DataFrame, second: DataFrame, records: DataFrame) -> D
     direct = edges.filter(F.col("dst_source") == "crm").select(
         F.least("src_key", "dst_key").alias("x"), F.greatest("src_key", "dst_key").alias("y")
     )
-    direct = direct.join(wanted.withColumnRenamed("crm_id", "x"), "x", "left_semi").unionByName(
-        direct.join(wanted.withColumnRenamed("crm_id", "y"), "y", "left_semi")
+    # Each edge read once: its two ends side by side, kept if either is wanted.
+    direct = (
+        direct.select("x", "y", F.explode(F.array("x", "y")).alias("crm_id"))
+        .join(wanted, "crm_id", "left_semi")
+        .select("x", "y")
     )
     values = crm_edges.filter(F.col("dst_source") != "crm").select(
         F.col("src_key").alias("crm_id"), "dst_source", "dst_key"
@@ -240,7 +244,7 @@ def lone_edges(
     dated by the later of the two records' latest versions."""
     mat = materialise or (lambda df, _name: df)
     lone_conf = conf.second_pass.lone
-    lone = mat(lone_records(latest, kept, second, crm_ids, placeholders), "lone_records")
+    lone = mat(lone_records(latest, kept, second, crm_ids, placeholders, mat), "lone_records")
     groups = mat(lone_groups(latest, profiles, lone, lone_conf.max_name_records), "lone_groups")
     pairs = pairs_within(groups, ["nk", "place"])
     cities_differ = F.coalesce(F.col("a.city") != F.col("b.city"), F.lit(False))
