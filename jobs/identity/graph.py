@@ -945,9 +945,12 @@ def build_graph(
         second, vetoed = (second_pass or full_second_pass)(inputs, conf, mat)
         if conf.second_pass.lone.enabled:
             # Computed whole on every run (few records): a night's pass may hand back
-            # yesterday's edges of the rule, which today's replace. Their few rows are
-            # read once, by the write of all kept edges below.
-            second = second.filter(F.col("rule") != LONE_RULE)
+            # yesterday's edges of the rule, which today's replace. The pass's other
+            # edges are written first: the rule reads them twice, then the write of all
+            # kept edges below; inlined, the fuzzy rules' expressions sat three times in
+            # one plan (the local JVM's optimizer ran out of heap on it,
+            # tests/jvm/test_parity.py).
+            second = mat(second.filter(F.col("rule") != LONE_RULE), "second_edges")
             placeholders = blocked.filter(F.col("reason").contains("deny_list"))
             lone = lone_edges(latest, kept, second, profiles, conf, crm_ids, placeholders, mat)
             second = second.unionByName(lone)

@@ -30,7 +30,9 @@ profiles and name_dob_city keys: a 1M night's old blocking keys 2.6 -> 0.6 + 0.2
 their names' group rows once each (a few rows that every later join of the rule reads;
 inlined in the write of all kept edges, the rule cost a 1M night's identity step 55 s)
 and fetches the links among the records of those names, to tell their people apart on
-the driver.
+the driver. 55 and 67 since the second pass's edges are written before that rule reads
+them (inlined, the fuzzy rules' expressions sat three times in one plan, and the local
+JVM's optimizer ran out of heap on it).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from bench.count_queries import counting
 from jobs.identity.job import resolve
 from tests.identity.conftest import crm_row, day, pos_row, web_row
 
-BUDGET = 66  # Spark executions (queries and commands) per identity run
+BUDGET = 67  # Spark executions (queries and commands) per identity run
 
 
 def _bronze(ctx, crm: list[dict], pos: list[dict], web: list[dict], append: bool) -> None:
