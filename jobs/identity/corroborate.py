@@ -86,13 +86,18 @@ def never_link(conf: IdentityConf, a: str = "a", b: str = "b") -> Column:
     return veto
 
 
+def day_month_swapped(a_dob: Column, b_dob: Column) -> Column:
+    """Day and month of one birth date are month and day of the other (03-04 / 04-03)."""
+    return (F.month(a_dob) == F.dayofmonth(b_dob)) & (F.dayofmonth(a_dob) == F.month(b_dob))
+
+
 def names_and_birth_dates_differ(a: str = "a", b: str = "b") -> Column:
     """Names that are no typo of each other (:func:`names_compatible`; both present) and
     birth dates that do not agree (different and not day/month swapped, or missing on
     either side): two people, e.g. a family sharing a phone (汪秀芳 / 汪阳明, one birth
     date blank)."""
     a_dob, b_dob = F.col(f"{a}.birth_date"), F.col(f"{b}.birth_date")
-    swapped = (F.month(a_dob) == F.dayofmonth(b_dob)) & (F.dayofmonth(a_dob) == F.month(b_dob))
+    swapped = day_month_swapped(a_dob, b_dob)
     dob_agrees = F.coalesce((a_dob == b_dob) | swapped, F.lit(False))
     return F.coalesce(~names_compatible(a, b), F.lit(False)) & ~dob_agrees
 
@@ -102,7 +107,7 @@ def birth_dates_conflict(a: str = "a", b: str = "b") -> Column:
     and month swapped, more than one edit apart as ``yyyyMMdd`` (2005-09-11 / 1987-06-30,
     a parent and a child; not 1987-06-30 / 1987-06-20)."""
     a_dob, b_dob = F.col(f"{a}.birth_date"), F.col(f"{b}.birth_date")
-    swapped = (F.month(a_dob) == F.dayofmonth(b_dob)) & (F.dayofmonth(a_dob) == F.month(b_dob))
+    swapped = day_month_swapped(a_dob, b_dob)
     edits = F.levenshtein(F.date_format(a_dob, "yyyyMMdd"), F.date_format(b_dob, "yyyyMMdd"))
     return F.coalesce((a_dob != b_dob) & ~swapped & (edits > 1), F.lit(False))
 
@@ -458,7 +463,7 @@ def disagree(a: str = "a", b: str = "b") -> Column:
     """A name (no typo of the other: :func:`names_compatible`), birth date (different and
     not day/month swapped) or gender present on both records that differs."""
     a_dob, b_dob = F.col(f"{a}.birth_date"), F.col(f"{b}.birth_date")
-    swapped = (F.month(a_dob) == F.dayofmonth(b_dob)) & (F.dayofmonth(a_dob) == F.month(b_dob))
+    swapped = day_month_swapped(a_dob, b_dob)
     return (
         F.coalesce(~names_compatible(a, b), F.lit(False))
         | F.coalesce((a_dob != b_dob) & ~swapped, F.lit(False))

@@ -104,3 +104,27 @@ def xref_map(ctx) -> dict[tuple[str, str], str | None]:
 
 def rows(ctx, name: str) -> list[dict]:
     return [r.asDict() for r in ctx.lake.read(name).collect()]
+
+
+def fresh_lake_ctx(spark, root, as_of: dt.date):
+    """A run context on a new lake under ``root`` (lake, work, a PII key file of its own),
+    for a module that resolves its records once."""
+    import secrets
+
+    from jobs.config import load_settings, with_paths
+    from jobs.context import RunContext
+
+    s = with_paths(load_settings(env={}), lake=root / "lake", work=root / "work")
+    (root / "pii.key").write_text(secrets.token_hex(32))
+    s = s.model_copy(
+        update={"privacy": s.privacy.model_copy(update={"key_file": root / "pii.key"})}
+    )
+    return RunContext(settings=s, spark=spark, as_of=as_of)
+
+
+def crm_members_and_rules(ctx) -> tuple[dict[str, str], dict[tuple[str, str], str]]:
+    """(member of each crm_id, rule of each crm-crm edge) of a resolved lake."""
+    member = {k: v for (source, k), v in xref_map(ctx).items() if source == "crm"}
+    rules = {(e["src_key"], e["dst_key"]): e["rule"] for e in rows(ctx, "silver/identity_edges")
+             if e["src_source"] == "crm" and e["dst_source"] == "crm"}  # fmt: skip
+    return member, rules

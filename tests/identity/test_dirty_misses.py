@@ -13,12 +13,16 @@ One lake, resolved once for the module (the rules are independent of each other)
 
 from __future__ import annotations
 
-import secrets
-
 import pytest
 
 from jobs.identity.job import run
-from tests.identity.conftest import crm_row, day, rows, xref_map
+from tests.identity.conftest import (
+    crm_members_and_rules,
+    crm_row,
+    day,
+    fresh_lake_ctx,
+    write_bronze_tables,
+)
 
 VALID_ID = "340104197503038870"  # valid checksum
 TYPO_ID = "340104197503038780"  # two neighbours swapped: fails it (ingest nulls the field)
@@ -86,28 +90,11 @@ def _one_person_records() -> list[dict]:
 @pytest.fixture(scope="module")
 def resolved(spark, tmp_path_factory):
     """The records above resolved on day(0): (member of each crm_id, crm-crm edge rules)."""
-    from jobs.config import load_settings, with_paths
-    from jobs.context import RunContext
-    from jobs.schemas import table_schema
-
-    root = tmp_path_factory.mktemp("dirty_misses")
-    s = with_paths(load_settings(env={}), lake=root / "lake", work=root / "work")
-    (root / "pii.key").write_text(secrets.token_hex(32))
-    s = s.model_copy(
-        update={"privacy": s.privacy.model_copy(update={"key_file": root / "pii.key"})}
-    )
-    ctx = RunContext(settings=s, spark=spark, as_of=day(0))
+    ctx = fresh_lake_ctx(spark, tmp_path_factory.mktemp("dirty_misses"), day(0))
     crm = _id_card_typo_records() + _name_dob_city_records() + _one_person_records()
-    for name, table_rows in (("bronze/crm_members", crm), ("bronze/pos_lines", []),
-                             ("bronze/web_events", [])):  # fmt: skip
-        schema = table_schema(name)
-        data = [tuple(r.get(c) for c in schema.columns) for r in table_rows]
-        ctx.lake.overwrite(spark.createDataFrame(data, schema.struct), name)
+    write_bronze_tables(ctx, crm=crm)
     run(ctx)
-    member = {k: v for (source, k), v in xref_map(ctx).items() if source == "crm"}
-    rules = {(e["src_key"], e["dst_key"]): e["rule"] for e in rows(ctx, "silver/identity_edges")
-             if e["src_source"] == "crm" and e["dst_source"] == "crm"}  # fmt: skip
-    return member, rules
+    return crm_members_and_rules(ctx)
 
 
 def test_id_card_typo_links_a_record_with_no_name_or_birth_date(resolved):

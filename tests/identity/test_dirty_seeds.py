@@ -24,7 +24,15 @@ import hmac
 import pytest
 
 from jobs.identity.job import run
-from tests.identity.conftest import crm_row, day, pos_row, rows, write_bronze_tables, xref_map
+from tests.identity.conftest import (
+    crm_row,
+    day,
+    fresh_lake_ctx,
+    pos_row,
+    rows,
+    write_bronze_tables,
+    xref_map,
+)
 
 DOB = day(-12500)
 OTHER_DOB = day(-9800)
@@ -97,18 +105,7 @@ def _orders() -> list[dict]:
 def resolved(spark, tmp_path_factory):
     """The records above resolved on day(0): (xref map, edges as dicts, the till phones'
     identity keys)."""
-    import secrets
-
-    from jobs.config import load_settings, with_paths
-    from jobs.context import RunContext
-
-    root = tmp_path_factory.mktemp("dirty_seeds")
-    s = with_paths(load_settings(env={}), lake=root / "lake", work=root / "work")
-    (root / "pii.key").write_text(secrets.token_hex(32))
-    s = s.model_copy(
-        update={"privacy": s.privacy.model_copy(update={"key_file": root / "pii.key"})}
-    )
-    ctx = RunContext(settings=s, spark=spark, as_of=day(0))
+    ctx = fresh_lake_ctx(spark, tmp_path_factory.mktemp("dirty_seeds"), day(0))
     crm = (
         _one_person_phone() + _family_phone() + _person_at_the_till() + _name_chars_block()
         + _parent_and_child()

@@ -9,15 +9,19 @@ through the identity job on real Delta tables; then a night that brings a lone r
 
 from __future__ import annotations
 
-import secrets
-
 import pytest
 
 from jobs.identity.conf import IdentityConf
 from jobs.identity.job import resolve, run
 from jobs.identity.lone import LONE_RULE
-from jobs.schemas import table_schema
-from tests.identity.conftest import crm_row, day, rows, xref_map
+from tests.identity.conftest import (
+    crm_members_and_rules,
+    crm_row,
+    day,
+    fresh_lake_ctx,
+    rows,
+    write_bronze_tables,
+)
 from tests.identity.test_incremental import put_day, snapshot
 
 
@@ -83,30 +87,10 @@ def _records() -> list[dict]:
 @pytest.fixture(scope="module")
 def resolved(spark, tmp_path_factory):
     """The records above resolved on day(0): (member of each crm_id, crm-crm edge rules)."""
-    from jobs.config import load_settings, with_paths
-    from jobs.context import RunContext
-
-    root = tmp_path_factory.mktemp("lone")
-    s = with_paths(load_settings(env={}), lake=root / "lake", work=root / "work")
-    (root / "pii.key").write_text(secrets.token_hex(32))
-    s = s.model_copy(
-        update={"privacy": s.privacy.model_copy(update={"key_file": root / "pii.key"})}
-    )
-    ctx = RunContext(settings=s, spark=spark, as_of=day(0))
-    _write(ctx, _records())
+    ctx = fresh_lake_ctx(spark, tmp_path_factory.mktemp("lone"), day(0))
+    write_bronze_tables(ctx, crm=_records())
     run(ctx)
-    member = {k: v for (source, k), v in xref_map(ctx).items() if source == "crm"}
-    rules = {(e["src_key"], e["dst_key"]): e["rule"] for e in rows(ctx, "silver/identity_edges")
-             if e["src_source"] == "crm" and e["dst_source"] == "crm"}  # fmt: skip
-    return member, rules
-
-
-def _write(ctx, crm: list[dict]) -> None:
-    for name, table_rows in (("bronze/crm_members", crm), ("bronze/pos_lines", []),
-                             ("bronze/web_events", [])):  # fmt: skip
-        schema = table_schema(name)
-        data = [tuple(r.get(c) for c in schema.columns) for r in table_rows]
-        ctx.lake.overwrite(ctx.spark.createDataFrame(data, schema.struct), name)
+    return crm_members_and_rules(ctx)
 
 
 def test_a_lone_record_links_to_the_one_person_of_its_rare_name(resolved):
