@@ -16,7 +16,7 @@ import os
 import re
 import signal
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pyarrow as pa
@@ -456,14 +456,21 @@ class ParquetScratch:
     def __call__(self, df: DataFrame, name: str) -> DataFrame:
         path = storage.join(self.base, name)
         df.write.mode("overwrite").parquet(path)
-        if any(n.endswith(".parquet") for n, folder in storage.list_dir(path) if not folder):
-            # Read under the files' own schema: under the one given, Sail 0.7.2 panicked
-            # hashing two dictionary-encoded columns at once ("Trying to access an element
-            # at index 1 from a StringArray of length 1": the identity step's node ids on
-            # a lake of two CRM records sharing a phone, tests/identity/test_lone.py).
-            return df.sparkSession.read.parquet(path)
-        # An empty result may leave no file to infer the schema from: it travels along.
-        return df.sparkSession.read.schema(df.schema).parquet(path)
+        return _read_back(path, df)
+
+    def slices(self, parts: Iterable[DataFrame], name: str) -> DataFrame:
+        """Each of ``parts`` (same columns) written in turn under ``base/name``, one
+        query each, and read back as one table: a big intermediate computed in slices,
+        so that no query holds the memory of all of it (jobs.identity.fuzzy). One
+        folder, not a union of several: Sail 0.7.2 panicked reading such a union."""
+        path = storage.join(self.base, name)
+        first: DataFrame | None = None
+        for part in parts:
+            part.write.mode("append" if first is not None else "overwrite").parquet(path)
+            first = first if first is not None else part
+        if first is None:
+            raise ValueError(f"{name}: no slice to write")
+        return _read_back(path, first)
 
     def arrow(self, spark: SparkSession, table: pa.Table, name: str) -> DataFrame:
         """``table`` written with pyarrow as one Parquet file under ``base/name`` and read
@@ -475,6 +482,18 @@ class ParquetScratch:
         storage.make_dirs(path)
         pq.write_table(table, f"{inner}/part-0.parquet", filesystem=fs)
         return spark.read.parquet(path)
+
+
+def _read_back(path: str, written: DataFrame) -> DataFrame:
+    """The Parquet folder ``path`` that ``written`` (or slices of its columns) went to."""
+    if any(n.endswith(".parquet") for n, folder in storage.list_dir(path) if not folder):
+        # Read under the files' own schema: under the one given, Sail 0.7.2 panicked
+        # hashing two dictionary-encoded columns at once ("Trying to access an element
+        # at index 1 from a StringArray of length 1": the identity step's node ids on
+        # a lake of two CRM records sharing a phone, tests/identity/test_lone.py).
+        return written.sparkSession.read.parquet(path)
+    # An empty result may leave no file to infer the schema from: it travels along.
+    return written.sparkSession.read.schema(written.schema).parquet(path)
 
 
 def parquet_materialiser(base: str | Path) -> ParquetScratch:

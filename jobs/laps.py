@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
@@ -27,13 +27,17 @@ class TimedMaterialiser:
     """``materialise`` that also times each intermediate by its name: the seconds since
     the previous one, i.e. computing it and whatever ran in between (Spark is lazy, so a
     materialised intermediate is where the work happens). Passes on ``arrow`` (a driver
-    table brought into the engine) when ``materialise`` has it."""
+    table brought into the engine) and ``slices`` (an intermediate written in parts)
+    when ``materialise`` has them."""
 
     def __init__(self, materialise: Callable[[DataFrame, str], DataFrame], laps: Laps) -> None:
         self.materialise, self.laps = materialise, laps
         inner = getattr(materialise, "arrow", None)
         if inner is not None:
             self.arrow = self._timed(inner)
+        slices = getattr(materialise, "slices", None)
+        if slices is not None:
+            self.slices = self._timed_slices(slices)
 
     def __call__(self, df: DataFrame, name: str) -> DataFrame:
         out = self.materialise(df, name)
@@ -47,6 +51,16 @@ class TimedMaterialiser:
             return out
 
         return arrow
+
+    def _timed_slices(
+        self, inner: Callable[[Iterable[DataFrame], str], DataFrame]
+    ) -> Callable[[Iterable[DataFrame], str], DataFrame]:
+        def slices(parts: Iterable[DataFrame], name: str) -> DataFrame:
+            out = inner(parts, name)
+            self.laps(name)
+            return out
+
+        return slices
 
 
 def timed_materialiser(

@@ -183,6 +183,9 @@ class FuzzyConf(StrictModel):
     max_block_size: int = Field(50, ge=2)
     # Second-pass (fuzzy) edges join at most this many CRM records into one cluster.
     max_cluster_records: int = Field(8, ge=1)
+    # A full run compares the candidate pairs in slices of at most this many, one query
+    # each (0: all in one query): a query's memory grows with the pairs it compares.
+    compare_slice_pairs: int = Field(4_000_000, ge=0)
     blocking: FuzzyBlocking = FuzzyBlocking()
     comparisons: FuzzyComparisons = FuzzyComparisons()
     rules: FuzzyRules = FuzzyRules()
