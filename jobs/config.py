@@ -69,7 +69,7 @@ class EngineConf(StrictModel):
     spark_conf: dict[str, str] = {}
     # Sail only: the query memory pool in MiB (0 = unbounded). Above it, sorts,
     # aggregations and repartitions spill to disk instead of growing the process.
-    memory_limit_mb: int = Field(5120, ge=0)
+    memory_limit_mb: int = Field(3072, ge=0)
     spill_dir: Path | None = None  # Sail spill files (default: the system temp folder)
     # Sail only: how equi-joins run. ``sort_merge``: both sides sorted, which spills
     # under the pool but sorts millions of rows to match a few thousand. ``hash``: a hash

@@ -29,7 +29,7 @@ def test_zero_means_unbounded():
 def test_join_settings_are_checked():
     assert sail_environment(EngineConf(), joins="hash") == {
         "SAIL_RUNTIME__MEMORY_POOL__TYPE": "fair",
-        "SAIL_RUNTIME__MEMORY_POOL__FAIR__MAX_SIZE": str(5120 * 1024 * 1024),
+        "SAIL_RUNTIME__MEMORY_POOL__FAIR__MAX_SIZE": str(3072 * 1024 * 1024),
     }
     with pytest.raises(ValidationError, match="joins"):
         EngineConf(joins="nested_loop")
