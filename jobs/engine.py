@@ -45,13 +45,15 @@ def sail_environment(conf: EngineConf, joins: str | None = None) -> dict[str, st
     """The SAIL_* variables of an embedded server for ``conf`` whose joins are ``joins``
     (default ``conf.joins``); read when the server starts."""
     env = {}
-    if conf.memory_limit_mb:
+    strategy = joins or conf.joins
+    pool_mb = conf.hash_join_memory_limit_mb if strategy == "hash" else conf.memory_limit_mb
+    if pool_mb:
         # A fair pool shares the limit between the spilling operators of a query, so a
         # big aggregation spills instead of taking the machine (measured: a 20M-row
         # distinct count peaks at 3.5 GB unbounded, 1.3 GB under a 1 GiB pool, as fast).
         env["SAIL_RUNTIME__MEMORY_POOL__TYPE"] = "fair"
-        env["SAIL_RUNTIME__MEMORY_POOL__FAIR__MAX_SIZE"] = str(conf.memory_limit_mb * 2**20)
-    if (joins or conf.joins) == "sort_merge":
+        env["SAIL_RUNTIME__MEMORY_POOL__FAIR__MAX_SIZE"] = str(pool_mb * 2**20)
+    if strategy == "sort_merge":
         # A hash join cannot spill its build side: under a limit a huge one fails
         # ("Failed to allocate ... HashJoinInput", a 1M-member first ingest) where a
         # sort-merge join spills. Measured on an 8M x 8M join: 3.2 s / 0.6 GB peak

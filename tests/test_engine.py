@@ -20,16 +20,30 @@ def test_memory_limit_becomes_a_fair_pool(tmp_path):
 
 
 def test_zero_means_unbounded():
-    assert sail_environment(EngineConf(memory_limit_mb=0, joins="hash")) == {}
+    conf = EngineConf(memory_limit_mb=0, hash_join_memory_limit_mb=0, joins="hash")
+    assert sail_environment(conf) == {}
     assert sail_environment(EngineConf(memory_limit_mb=0)) == {
         "SAIL_OPTIMIZER__PREFER_HASH_JOIN": "false"
     }
 
 
+def test_each_server_gets_its_pool():
+    """The default (sort-merge) server and the hash-join server have pools of their own."""
+    conf = EngineConf(memory_limit_mb=1024, hash_join_memory_limit_mb=2048)
+    assert sail_environment(conf)["SAIL_RUNTIME__MEMORY_POOL__FAIR__MAX_SIZE"] == str(2**30)
+    hashed = sail_environment(conf, joins="hash")
+    assert hashed["SAIL_RUNTIME__MEMORY_POOL__FAIR__MAX_SIZE"] == str(2 * 2**30)
+    # joins: hash for every step: the default server is a hash-join server too.
+    both = sail_environment(conf.model_copy(update={"joins": "hash"}))
+    assert both["SAIL_RUNTIME__MEMORY_POOL__FAIR__MAX_SIZE"] == str(2 * 2**30)
+    unbounded = sail_environment(EngineConf(hash_join_memory_limit_mb=0), joins="hash")
+    assert "SAIL_RUNTIME__MEMORY_POOL__FAIR__MAX_SIZE" not in unbounded
+
+
 def test_join_settings_are_checked():
     assert sail_environment(EngineConf(), joins="hash") == {
         "SAIL_RUNTIME__MEMORY_POOL__TYPE": "fair",
-        "SAIL_RUNTIME__MEMORY_POOL__FAIR__MAX_SIZE": str(3072 * 1024 * 1024),
+        "SAIL_RUNTIME__MEMORY_POOL__FAIR__MAX_SIZE": str(5120 * 1024 * 1024),
     }
     with pytest.raises(ValidationError, match="joins"):
         EngineConf(joins="nested_loop")
