@@ -4,7 +4,7 @@ or in swapped order, no shared identifier; never-link rules still veto."""
 from __future__ import annotations
 
 from jobs.identity.job import run
-from tests.identity.conftest import crm_row, day, rows, xref_map
+from tests.identity.conftest import check_compare_in_slices, crm_row, day, rows, xref_map
 
 ID_A = "110105198001011238"
 ID_B = "110105199002022347"
@@ -146,73 +146,10 @@ def test_masked_card_blocks_carry_each_suffix(spark):
         assert tagged(crm_id, "mcardyear") == {f"mcardyear|{m}1980" for m in masked}
 
 
-def _profiles(spark):
-    """Fuzzy profiles (jobs.identity.fuzzy.fuzzy_profiles' columns) of six records that
-    agree and disagree in several ways, and every pair of them."""
-    import datetime as dt
-
-    schema = (
-        "crm_id string, name string, name_sorted string, birth_date date, gender string, "
-        "id_card string, seen date, first string, last string, n_tokens int, "
-        "city_key string, province_key string, card string, id_raw string, phone string, "
-        "id_valid boolean"
-    )
-    dob, seen = dt.date(1980, 3, 4), dt.date(2026, 11, 1)
-    people = [
-        ("F1", "maria carbone", dob, "sydney", "4562990", "13700000001"),
-        ("F2", "maria carbne", dob, "sydney", "4562890", None),
-        ("F3", "maria carbone", dt.date(1980, 4, 3), "perth", None, "13700000002"),
-        ("G1", "ashleigh quilliam", dob, "melbourne", None, None),
-        ("G2", "quilliam ashleigh", None, "melbourne", "88001234", None),
-        ("H1", "张三丰", dob, "上海", None, "13700000001"),
-    ]
-    fp = spark.createDataFrame(
-        [(c, n, " ".join(sorted(n.split())), b, None, None, seen, n.split()[0], n.split()[-1],
-          len(n.split()), city, None, card, None, phone, None)
-         for c, n, b, city, card, phone in people],
-        schema,
-    )  # fmt: skip
-    ids = [p[0] for p in people]
-    pairs = spark.createDataFrame(
-        [(x, y, x == "F1" and y == "H1") for x in ids for y in ids if x < y],
-        "x string, y string, shares_junk boolean",
-    )
-    return fp, pairs
-
-
 def test_comparisons_in_slices_equal_one_query(spark, tmp_path):
     """The candidate pairs compared in slices (fuzzy.compare_slice_pairs, one query each,
     written to one folder) give the very rows of one query over all of them."""
-    from jobs.identity.conf import load_identity_conf
-    from jobs.identity.fuzzy import compare, compare_in_slices
-    from jobs.lake import ParquetScratch
-
-    class Counting(ParquetScratch):
-        def slices(self, parts, name):
-            self.written = 0
-
-            def counted():
-                for part in parts:
-                    self.written += 1
-                    yield part
-
-            return super().slices(counted(), name)
-
-    fp, pairs = _profiles(spark)
-    conf = load_identity_conf()
-    whole = sorted(tuple(r) for r in compare(pairs, fp, conf).collect())
-    assert len(whole) == 15
-    fuzzy = conf.fuzzy.model_copy(update={"compare_slice_pairs": 4})
-    mat = Counting(str(tmp_path / "scratch"))
-    sliced = compare_in_slices(pairs, fp, conf.model_copy(update={"fuzzy": fuzzy}), mat)
-    assert mat.written == 4  # 15 pairs, at most 4 a slice
-    assert sorted(tuple(r) for r in sliced.collect()) == whole
-    # 0: one query, as with a materialiser that cannot append.
-    fuzzy = conf.fuzzy.model_copy(update={"compare_slice_pairs": 0})
-    mat = Counting(str(tmp_path / "scratch2"))
-    one = compare_in_slices(pairs, fp, conf.model_copy(update={"fuzzy": fuzzy}), mat)
-    assert not hasattr(mat, "written")
-    assert sorted(tuple(r) for r in one.collect()) == whole
+    check_compare_in_slices(spark, tmp_path)
 
 
 def test_scratch_slices_need_one_part(spark, tmp_path):

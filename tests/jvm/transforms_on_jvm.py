@@ -168,7 +168,18 @@ def check_symmetric_difference(spark) -> None:
     assert got == reference and len(got) == 4, got
 
 
-CHECKS = [check_ingest, check_symmetric_difference]
+def check_compare_in_slices(spark) -> None:
+    """The fuzzy comparisons written in slices to one Parquet folder (append) equal one
+    query's (tests/identity/conftest.py)."""
+    import tempfile
+
+    from tests.identity.conftest import check_compare_in_slices as check
+
+    with tempfile.TemporaryDirectory() as base:
+        check(spark, base)
+
+
+CHECKS = [check_ingest, check_symmetric_difference, check_compare_in_slices]
 
 
 def main() -> int:
