@@ -603,6 +603,7 @@ def resolve(ctx: RunContext, conf: IdentityConf | None = None) -> dict:
     if conf.second_pass.enabled:
         counted.update(second.to_count(lake))
     n = row_counts(counted)
+    stages("counts")
     if n["collisions"]:
         raise NodeIdCollision(f"{n['collisions']} xxhash64 collisions among identity nodes")
     br = conf.circuit_breaker
@@ -624,17 +625,24 @@ def resolve(ctx: RunContext, conf: IdentityConf | None = None) -> dict:
             ["old_member_id", "new_member_id", "as_of_date"],
         )
         lake.merge(history_rows, HISTORY, ["member_id"], update=False)
+    stages("write_id_changes")
     rows_changed = {}
+    # The writes are timed too (``write_<table>``): on a night they are whole-table
+    # commits whatever the rows changed (Lake.apply_changes).
     for name in (MEMBERS, PII, EDGES):
         rows_changed[name] = _apply(lake, table_changes[name], name, n[name])
+        stages(f"write_{name.rsplit('/', 1)[-1]}")
     lake.replace_where(
         blocked.withColumn("as_of_date", F.lit(d)),
         "silver/blocked_identifiers",
         f"as_of_date = '{d.isoformat()}'",
     )
+    stages("write_blocked_identifiers")
     chain_rows = chains.save(lake, n) if chains.labels is not None else {}
     second_rows = second.save(lake, n) if conf.second_pass.enabled else {}
+    stages("write_pass_states")
     rows_changed[XREF] = _apply(lake, xref_changes, XREF, n[XREF])
+    stages("write_member_xref")
 
     figures = {
         **{f: n[f] for f in ("rows_in", "rows_out", "members", "edges", "blocked_values")},
