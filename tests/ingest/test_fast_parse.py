@@ -63,6 +63,8 @@ CSV_CASES = {
     "gb18030": (PLAIN.decode().encode("gb18030"), True),
     "no final newline": (PLAIN[:-1], True),
     "header only": ((POS_HEADER + "\n").encode(), True),
+    "header and a blank line": ((POS_HEADER + "\n\n").encode(), True),
+    "header and a blank CRLF line": ((POS_HEADER + "\r\n\r\n").encode(), True),
     "upper-case padded header": (
         PLAIN.replace(b"order_id,line_no", b" ORDER_ID , Line_No"),
         True,
@@ -113,6 +115,25 @@ def test_csv_cases_parse_the_same_both_ways(tmp_path, case):
     fast_taken, fast_rows, slow_rows = both(_pos(tmp_path, body), "pos")
     assert fast_rows == slow_rows
     assert fast_taken is expect_fast
+
+
+@pytest.mark.parametrize("piece_bytes", [1, 60])
+def test_csv_cases_parse_the_same_in_pieces(tmp_path, monkeypatch, piece_bytes):
+    """A file's lines are split in pieces (fast_parse.PIECE_BYTES, 32 MB): cut after
+    every line, or anywhere, every case gives the row-by-row parser's rows, and the same
+    files take the fast path."""
+    import jobs.ingest.fast_parse as fast_parse
+
+    monkeypatch.setattr(fast_parse, "PIECE_BYTES", piece_bytes)
+    for case, (body, expect_fast) in sorted(CSV_CASES.items()):
+        folder = tmp_path / case.replace(" ", "_")
+        folder.mkdir()
+        fast_taken, fast_rows, slow_rows = both(_pos(folder, body), "pos")
+        assert fast_rows == slow_rows, case
+        assert fast_taken is expect_fast, case
+    body = (POS_HEADER + "\n" + "\n".join(SALE.format(n=n) for n in range(50)) + "\n").encode()
+    fast_taken, fast_rows, slow_rows = both(_pos(tmp_path, body.replace(b"\n", b"\r\n")), "pos")
+    assert fast_taken and fast_rows == slow_rows and len(fast_rows) == 50
 
 
 def test_crm_identifiers_are_canonicalised_the_same_way(tmp_path):
