@@ -429,6 +429,26 @@ def resolve(ctx: RunContext, conf: IdentityConf | None = None) -> dict:
                 "mode_reason": why, "seconds_total": round(time.perf_counter() - t0, 3)}  # fmt: skip
 
     base = lake_state.scratch_dir(ctx.settings.paths.lake, "identity", ctx.run_id)
+    try:
+        return _resolve_with_scratch(ctx, conf, st, snap, (mode, why), fingerprint, t0, base)
+    finally:
+        # Removed whatever happens: a failed run left 3.5 GB at 5M members (CRM rows too).
+        storage.remove_tree(base)
+
+
+def _resolve_with_scratch(
+    ctx: RunContext,
+    conf: IdentityConf,
+    st: IdentityState | None,
+    snap: Snapshot,
+    mode_why: tuple[str, str],
+    fingerprint: str,
+    t0: float,
+    base: str,
+) -> dict:
+    """:func:`resolve` past its choice of mode, its intermediates under ``base``."""
+    mode, why = mode_why
+    d, lake, key = ctx.as_of, ctx.lake, ctx.pii_key
     stages = Laps()
     mat = timed_materialiser(parquet_materialiser(base), stages)
     touched = _update_parts(ctx, conf, snap, st, mode)
@@ -687,7 +707,6 @@ def resolve(ctx: RunContext, conf: IdentityConf | None = None) -> dict:
             second_versions={t: lake.version(t) for t in second_rows},
         ),
     )
-    storage.remove_tree(base)
     log.info("identity %s: %s", d, figures)
     return figures
 

@@ -259,3 +259,24 @@ def test_a_part_split_off_again_never_gets_a_retired_id(two_members_lake, make_c
     assert figures["mode"] == "incremental" and figures["splits"] == 1
     assert xref_map(ctx3)[("crm", "B")] == new_id(f"crm:B@{day(3).isoformat()}")
     assert xref_map(ctx3)[("crm", "A")] == a
+
+
+def test_a_failed_run_leaves_no_intermediates(make_ctx, write_bronze, monkeypatch):
+    """The step's intermediates (CRM rows among them) are removed when it fails too, not
+    only when it ends well (a failed 5M-member run left 3.5 GB of them); nothing is
+    written to silver."""
+    import jobs.identity.job as job
+    from jobs import lake_state, storage
+
+    ctx = make_ctx(day(0))
+    write_bronze(ctx, crm=[crm_row("A", phone="13700000001"), crm_row("B", phone="13700000001")])
+
+    def counts_fail(counted):
+        raise RuntimeError("engine gone")
+
+    monkeypatch.setattr(job, "row_counts", counts_fail)
+    base = lake_state.scratch_dir(ctx.settings.paths.lake, "identity", ctx.run_id)
+    with pytest.raises(RuntimeError, match="engine gone"):
+        run(ctx)
+    assert not storage.exists(base)
+    assert not ctx.lake.exists("silver/member_xref")
