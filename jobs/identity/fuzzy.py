@@ -521,19 +521,23 @@ def compared_pairs(
     """:func:`compare` of the candidate pairs not already sharing a value node
     (``shared_pairs``: one (x, y), x < y). ``junk_pairs``: one (x, y), x < y, of records
     sharing a junk value. ``materialise(df, name)`` cuts the lineage of the profiles
-    (read by the blocking and by both sides of each pair) and writes the pairs, then
-    their comparisons (``fuzzy_compared``, :func:`compare_in_slices`).
+    (read by the blocking and by both sides of each pair) and writes the candidate
+    pairs and the shared pairs, then the comparisons (``fuzzy_compared``,
+    :func:`compare_in_slices`).
     Output grain: one (x, y), x < y (:func:`compare`'s columns)."""
     if materialise is None:
         fp = fuzzy_profiles(latest, profiles, crm_ids)
         pairs = candidate_pairs(fp, conf, junk_pairs).join(shared_pairs, ["x", "y"], "left_anti")
         return compare(pairs, fp, conf)
     fp = materialise(fuzzy_profiles(latest, profiles, crm_ids), "fuzzy_profiles")
-    pairs = candidate_pairs(fp, conf, junk_pairs).join(shared_pairs, ["x", "y"], "left_anti")
-    # Written on their own: made in the same query as their comparisons, the blocks' pair
-    # lists and the comparisons' joins held memory together (at 1M members the query
-    # peaked at 7.4 GB of RSS, the pairs alone at 3.2 GB).
-    return compare_in_slices(materialise(pairs, "fuzzy_pairs"), fp, conf, materialise)
+    # Each written on its own, and the shared pairs dropped slice by slice: in one query
+    # with the comparisons, the blocks' pair lists and the comparisons' joins held memory
+    # together (1M members: 7.4 GB of RSS); with the anti-join of all candidate pairs
+    # and the self-join of the shared values, a 5M-member full run failed to allocate a
+    # hash join's input in a 5 GiB and an 8 GiB pool.
+    candidates = materialise(candidate_pairs(fp, conf, junk_pairs), "fuzzy_pairs")
+    shared = materialise(shared_pairs, "fuzzy_shared")
+    return compare_in_slices(candidates, shared, fp, conf, materialise)
 
 
 def pair_slices(pairs: DataFrame, slices: int) -> Iterator[DataFrame]:
@@ -543,10 +547,11 @@ def pair_slices(pairs: DataFrame, slices: int) -> Iterator[DataFrame]:
 
 
 def compare_in_slices(
-    pairs: DataFrame, fp: DataFrame, conf: IdentityConf, materialise: Callable
+    pairs: DataFrame, shared: DataFrame, fp: DataFrame, conf: IdentityConf, materialise: Callable
 ) -> DataFrame:
-    """:func:`compare` of ``pairs`` (materialised) written as ``fuzzy_compared``: in one
-    query, or in slices of at most ``fuzzy.compare_slice_pairs`` pairs, one query each,
+    """:func:`compare` of ``pairs`` not in ``shared`` (both one (x, y), materialised)
+    written as ``fuzzy_compared``: in one query, or in slices of at most
+    ``fuzzy.compare_slice_pairs`` pairs (both cut by the same hash of x), one query each,
     appended to one folder when ``materialise`` can (``slices``, jobs.lake.ParquetScratch).
 
     A query's memory grows with the pairs it compares, not with what it keeps: at 1M
@@ -558,9 +563,15 @@ def compare_in_slices(
     limit = conf.fuzzy.compare_slice_pairs
     slices = math.ceil(pairs.count() / limit) if write_slices is not None and limit else 1
     if slices <= 1:
-        return materialise(compare(pairs, fp, conf), "fuzzy_compared")
-    parts = (compare(part, fp, conf) for part in pair_slices(pairs, slices))
+        return materialise(compare(_not_in(pairs, shared), fp, conf), "fuzzy_compared")
+    cut = zip(pair_slices(pairs, slices), pair_slices(shared, slices), strict=True)
+    parts = (compare(_not_in(part, shared_part), fp, conf) for part, shared_part in cut)
     return write_slices(parts, "fuzzy_compared")
+
+
+def _not_in(pairs: DataFrame, others: DataFrame) -> DataFrame:
+    """``pairs`` less those in ``others`` (both one (x, y))."""
+    return pairs.join(others.select("x", "y"), ["x", "y"], "left_anti")
 
 
 def labelled_pairs(compared: DataFrame, conf: IdentityConf) -> DataFrame:

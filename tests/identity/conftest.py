@@ -166,9 +166,10 @@ def fuzzy_profiles_and_pairs(spark):
 
 def check_compare_in_slices(spark, base) -> None:
     """:func:`jobs.identity.fuzzy.compare_in_slices` of :func:`fuzzy_profiles_and_pairs`
-    in slices of at most 4 pairs (written to one folder under ``base``) gives the rows of
-    one query over all 15; limit 0 compares them in one query. On any engine (the JVM's
-    too: tests/jvm/transforms_on_jvm.py)."""
+    less two pairs already sharing a value, in slices of at most 4 pairs (written to one
+    folder under ``base``), gives the rows of one query over the other 13; limit 0
+    compares them in one query. On any engine (the JVM's too:
+    tests/jvm/transforms_on_jvm.py)."""
     from pathlib import Path
 
     from jobs.identity.conf import load_identity_conf
@@ -187,16 +188,18 @@ def check_compare_in_slices(spark, base) -> None:
             return super().slices(counted(), name)
 
     fp, pairs = fuzzy_profiles_and_pairs(spark)
+    shared = spark.createDataFrame([("F1", "F2"), ("G1", "G2")], "x string, y string")
     conf = load_identity_conf()
-    whole = sorted(tuple(r) for r in compare(pairs, fp, conf).collect())
-    assert len(whole) == 15
+    kept = pairs.join(shared, ["x", "y"], "left_anti")
+    whole = sorted(tuple(r) for r in compare(kept, fp, conf).collect())
+    assert len(whole) == 13 and not {("F1", "F2"), ("G1", "G2")} & {r[:2] for r in whole}
     fuzzy = conf.fuzzy.model_copy(update={"compare_slice_pairs": 4})
     mat = Counting(str(Path(base) / "scratch"))
-    sliced = compare_in_slices(pairs, fp, conf.model_copy(update={"fuzzy": fuzzy}), mat)
-    assert mat.written == 4  # 15 pairs, at most 4 a slice
+    sliced = compare_in_slices(pairs, shared, fp, conf.model_copy(update={"fuzzy": fuzzy}), mat)
+    assert mat.written == 4  # 15 candidate pairs, at most 4 a slice
     assert sorted(tuple(r) for r in sliced.collect()) == whole
     fuzzy = conf.fuzzy.model_copy(update={"compare_slice_pairs": 0})
     mat = Counting(str(Path(base) / "scratch2"))
-    one = compare_in_slices(pairs, fp, conf.model_copy(update={"fuzzy": fuzzy}), mat)
+    one = compare_in_slices(pairs, shared, fp, conf.model_copy(update={"fuzzy": fuzzy}), mat)
     assert not hasattr(mat, "written")
     assert sorted(tuple(r) for r in one.collect()) == whole
