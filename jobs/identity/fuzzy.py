@@ -516,7 +516,7 @@ def compared_pairs(
     shared_pairs: DataFrame,
     junk_pairs: DataFrame,
     conf: IdentityConf,
-    materialise: Callable[[DataFrame, str], DataFrame] | None = None,
+    materialise: Callable[[DataFrame, str], DataFrame],
 ) -> DataFrame:
     """:func:`compare` of the candidate pairs not already sharing a value node
     (``shared_pairs``: one (x, y), x < y). ``junk_pairs``: one (x, y), x < y, of records
@@ -525,16 +525,12 @@ def compared_pairs(
     pairs and the shared pairs, then the comparisons (``fuzzy_compared``,
     :func:`compare_in_slices`).
     Output grain: one (x, y), x < y (:func:`compare`'s columns)."""
-    if materialise is None:
-        fp = fuzzy_profiles(latest, profiles, crm_ids)
-        pairs = candidate_pairs(fp, conf, junk_pairs).join(shared_pairs, ["x", "y"], "left_anti")
-        return compare(pairs, fp, conf)
     fp = materialise(fuzzy_profiles(latest, profiles, crm_ids), "fuzzy_profiles")
     # Each written on its own, and the shared pairs dropped slice by slice: in one query
     # with the comparisons, the blocks' pair lists and the comparisons' joins held memory
-    # together (1M members: 7.4 GB of RSS); with the anti-join of all candidate pairs
-    # and the self-join of the shared values, a 5M-member full run failed to allocate a
-    # hash join's input in a 5 GiB and an 8 GiB pool.
+    # together (1M members: 7.4 GB of RSS); with the anti-join of all candidate pairs in
+    # it, a 5M-member full run failed to allocate a hash join's input there under a
+    # 5 GiB and an 8 GiB pool (96.7M candidate pairs, 410k shared).
     candidates = materialise(candidate_pairs(fp, conf, junk_pairs), "fuzzy_pairs")
     shared = materialise(shared_pairs, "fuzzy_shared")
     return compare_in_slices(candidates, shared, fp, conf, materialise)

@@ -165,33 +165,23 @@ class ParsedFile:
         self.parse_errors, self.rescued = {}, {}
 
     def to_arrow(self) -> pa.Table:
-        """The file's staged rows (grain: one parsed row), in STAGED_SCHEMA."""
-        if self.arrays is None:
-            return self._rows_to_arrow()
-        n = self.n_rows
-        constant = {
-            "_source_file": pa.repeat(pa.scalar(self.rel_path, pa.string()), n),
-            "_business_date": pa.repeat(pa.scalar(self.business_date, pa.string()), n),
-        }
-        columns = {**self.arrays, **constant}
+        """The file's staged rows (grain: one parsed row), in STAGED_SCHEMA: the fast
+        path's arrays, or the rows added one by one (chunks, then the lists)."""
+        if self.arrays is not None:
+            columns = dict(self.arrays)
+        else:
+            self._flush()
+            rows = pa.concat_tables(self.chunks)
+            self.chunks = [rows]
+            columns = {name: rows.column(name) for name in rows.column_names}
+        n = len(columns["_line_no"])
+        for name, value in (("_file_error", self.file_error), ("_source_file", self.rel_path),
+                            ("_business_date", self.business_date)):  # fmt: skip
+            columns[name] = pa.repeat(pa.scalar(value, pa.string()), n)
         return pa.Table.from_arrays(
             [columns.get(f.name, pa.nulls(n, f.type)) for f in STAGED_SCHEMA],
             schema=STAGED_SCHEMA,
         )
-
-    def _rows_to_arrow(self) -> pa.Table:
-        """The rows added one by one (chunks, then the lists) as staged rows."""
-        self._flush()
-        rows = pa.concat_tables(self.chunks)
-        self.chunks = [rows]
-        n = rows.num_rows
-        constant = {
-            "_file_error": pa.repeat(pa.scalar(self.file_error, pa.string()), n),
-            "_source_file": pa.repeat(pa.scalar(self.rel_path, pa.string()), n),
-            "_business_date": pa.repeat(pa.scalar(self.business_date, pa.string()), n),
-        }
-        columns = {**{name: rows.column(name) for name in rows.column_names}, **constant}
-        return pa.Table.from_arrays([columns[f.name] for f in STAGED_SCHEMA], schema=STAGED_SCHEMA)
 
 
 _IDENTIFIERS = frozenset(IDENTIFIER_COLUMNS)
