@@ -136,7 +136,7 @@ class ChainCheck:
                 .drop("src_id")
             )  # fmt: skip
         labels, conflicting = conflicting_components(sub, profiles, conf, mat)
-        refused, by_cap = refuse_in_components(sub, labels, conflicting, profiles, conf)
+        refused, by_cap = refuse_in_components(sub, labels, conflicting, profiles, conf, mat)
         self.labels = labels  # the caller counts the checked nodes with its other figures
         flagged = (
             refused.join(by_cap.select(*EDGE_KEYS), EDGE_KEYS, "left_anti")

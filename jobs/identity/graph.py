@@ -739,7 +739,7 @@ def refuse_never_link_chains(
     edges, the edges refused by the cap), all EDGE_COLUMNS.
     """
     labels, conflicting = conflicting_components(edges, profiles, conf, mat)
-    refused, by_cap = refuse_in_components(edges, labels, conflicting, profiles, conf)
+    refused, by_cap = refuse_in_components(edges, labels, conflicting, profiles, conf, mat)
     return without_edges(edges, refused), refused, by_cap
 
 
@@ -757,39 +757,76 @@ def refuse_in_components(
     conflicting: DataFrame,
     profiles: DataFrame,
     conf: IdentityConf,
+    mat: Callable,
 ) -> tuple[DataFrame, DataFrame]:
     """The edges refused inside the ``conflicting`` components (one ``component``) of
-    ``labels`` (one node id -> component): clustered again on the driver strongest first.
+    ``labels`` (one node id -> component): clustered again on the driver strongest first,
+    whole components at a time, at most never_link.max_split_edges edges a batch.
 
-    Output: (all refused edges, those refused by the fuzzy cap), EDGE_COLUMNS.
+    Output: (all refused edges, those refused by the cap), EDGE_COLUMNS.
     """
-    in_conflict = labels.join(conflicting, "component", "left_semi").select(
-        F.col("id").alias("src_id")
+    in_conflict = labels.join(conflicting, "component", "left_semi")
+    suspect = edges.withColumn("id", node_id(F.col("src_source"), F.col("src_key"))).join(
+        in_conflict, "id"
     )
-    suspect = edges.withColumn("src_id", node_id(F.col("src_source"), F.col("src_key"))).join(
-        in_conflict, "src_id", "left_semi"
-    )
-    limit = conf.never_link.max_split_edges
-    rows = (
-        suspect.orderBy("rule", "src_source", "src_key", "dst_source", "dst_key")
-        .limit(limit + 1)
-        .collect()
-    )
-    if len(rows) > limit:
-        raise ValueError(
-            f"never-link split: components holding a never-link pair or above the fuzzy "
-            f"cluster cap have more than {limit} "
-            "edges (never_link.max_split_edges in conf/identity.yaml)"
+    crm = profiles.withColumn("id", node_id(F.lit("crm"), F.col("crm_id"))).join(in_conflict, "id")
+    sizes = {r["component"]: r["count"] for r in suspect.groupBy("component").count().collect()}
+    batches = split_batches(sizes, conf.never_link.max_split_edges)
+    if len(batches) > 1:
+        # Each batch is one filtered read of the suspect edges written once.
+        spark = edges.sparkSession
+        key = spark.createDataFrame(
+            [(c, b) for b, comps in enumerate(batches) for c in comps], "component long, batch int"
         )
-    crm_ids = {f"crm:{r['src_key']}" for r in rows if r["src_source"] == "crm"} | {
-        f"crm:{r['dst_key']}" for r in rows if r["dst_source"] == "crm"
-    }
+        suspect = mat(suspect.join(key, "component"), "never_link_suspect")
+        crm = mat(crm.join(key, "component"), "never_link_profiles")
+    refused: list[tuple] = []
+    by_cap: list[tuple] = []
+    for b in range(len(batches)):
+        if len(batches) > 1:
+            never, cap = _refuse_batch(
+                suspect.filter(F.col("batch") == b), crm.filter(F.col("batch") == b), conf
+            )
+        else:
+            never, cap = _refuse_batch(suspect, crm, conf)
+        refused += never + cap
+        by_cap += cap
+    schema = edges.select(*EDGE_COLUMNS).schema
+    spark = edges.sparkSession
+    return spark.createDataFrame(refused, schema), spark.createDataFrame(by_cap, schema)
+
+
+def split_batches(sizes: dict[int, int], limit: int) -> list[list[int]]:
+    """Components (component -> edge count) in batches of at most ``limit`` edges, in
+    component order; a component above ``limit`` fails (it cannot be split in parts)."""
+    batches: list[list[int]] = []
+    total = limit + 1
+    for component in sorted(sizes):
+        n = sizes[component]
+        if n > limit:
+            raise ValueError(
+                f"never-link split: one component to split holds {n} edges, more than "
+                f"{limit} (never_link.max_split_edges in conf/identity.yaml)"
+            )
+        if total + n > limit:
+            batches.append([])
+            total = 0
+        batches[-1].append(component)
+        total += n
+    return batches
+
+
+def _refuse_batch(
+    suspect: DataFrame, crm: DataFrame, conf: IdentityConf
+) -> tuple[list[tuple], list[tuple]]:
+    """One batch of whole components: its edges (EDGE_COLUMNS) and CRM profiles
+    collected, clustered strongest first. Output: (edges refused by the never-link
+    rules, edges refused by the cap), as tuples of EDGE_COLUMNS."""
+    rows = suspect.orderBy("rule", "src_source", "src_key", "dst_source", "dst_key").collect()
     profile = {
         f"crm:{p['crm_id']}": LinkProfile(p["id_card"], p["gender"], p["birth_date"])
-        for p in profiles.filter(F.concat(F.lit("crm:"), F.col("crm_id")).isin(*crm_ids))
-        .select("crm_id", "id_card", "gender", "birth_date")
-        .collect()
-    } if crm_ids else {}  # fmt: skip
+        for p in crm.select("crm_id", "id_card", "gender", "birth_date").collect()
+    }
     triples = [
         (f"{r['src_source']}:{r['src_key']}", f"{r['dst_source']}:{r['dst_key']}",
          r["confidence"]) for r in rows
@@ -804,14 +841,11 @@ def refuse_in_components(
         max_records=conf.fuzzy.max_cluster_records,
         capped=[i for i, r in enumerate(rows) if _is_second_pass_rule(r["rule"])],
     )
-    schema = edges.select(*EDGE_COLUMNS).schema
-    spark = edges.sparkSession
-    by_never_link = [tuple(rows[i][c] for c in EDGE_COLUMNS) for i in out.never_link]
-    by_cap = spark.createDataFrame(
-        [tuple(rows[i][c] for c in EDGE_COLUMNS) for i in out.cap], schema
-    )
-    refused = spark.createDataFrame(by_never_link, schema).unionByName(by_cap)
-    return refused, by_cap
+
+    def as_tuples(indices: list[int]) -> list[tuple]:
+        return [tuple(rows[i][c] for c in EDGE_COLUMNS) for i in indices]
+
+    return as_tuples(out.never_link), as_tuples(out.cap)
 
 
 def _is_second_pass_rule(rule: str) -> bool:

@@ -52,3 +52,68 @@ def test_chain_across_two_rules_is_split_and_reported(make_ctx, write_bronze):
     assert figures["refused_merges"] == 1
     kept = {(e["src_key"], e["dst_key"], e["rule"]) for e in rows(ctx, "silver/identity_edges")}
     assert ("B", "C", "name_dob_city") not in kept
+
+
+EDGE_SCHEMA = (
+    "src_source string, src_key string, dst_source string, dst_key string, rule string, "
+    "confidence string, first_seen date, last_seen date"
+)
+
+
+def chain_edges(spark, groups: int):
+    """``groups`` components, each A -phone- B (high) and B - C (name_dob_city, medium)
+    with A and C holding different valid ID cards, and one component with no conflict."""
+    edges, profiles = [], []
+    for g in range(groups):
+        a, b, c = f"A{g}", f"B{g}", f"C{g}"
+        edges += [("crm", a, "pos_phone", f"p{g}", "crm_phone", "high"),
+                  ("crm", b, "pos_phone", f"p{g}", "crm_phone", "high"),
+                  ("crm", b, "crm", c, "name_dob_city", "medium")]  # fmt: skip
+        profiles += [(a, f"id{g}a", None, None), (b, None, None, None), (c, f"id{g}c", None, None)]
+    edges += [("crm", "G", "pos_phone", "pg", "crm_phone", "high"),
+              ("crm", "H", "pos_phone", "pg", "crm_phone", "high")]  # fmt: skip
+    profiles += [("G", None, None, None), ("H", None, None, None)]
+    seen = day(0)
+    return (
+        spark.createDataFrame([(*e, seen, seen) for e in edges], EDGE_SCHEMA),
+        spark.createDataFrame(profiles, "crm_id string, id_card string, gender string, "
+                              "birth_date date"),
+    )  # fmt: skip
+
+
+def with_split_limit(limit: int):
+    from jobs.identity.conf import load_identity_conf
+
+    conf = load_identity_conf()
+    never = conf.never_link.model_copy(update={"max_split_edges": limit})
+    return conf.model_copy(update={"never_link": never})
+
+
+def test_components_to_split_go_to_the_driver_in_batches_with_the_same_refusals(spark, tmp_path):
+    from jobs.identity.graph import refuse_never_link_chains
+    from jobs.lake import parquet_materialiser
+
+    edges, profiles = chain_edges(spark, groups=4)
+    refused = {}
+    for limit in (200_000, 3, 7):  # one batch; one component a batch; two a batch
+        mat = parquet_materialiser(tmp_path / str(limit))
+        kept, out, by_cap = refuse_never_link_chains(edges, profiles, with_split_limit(limit), mat)
+        refused[limit] = sorted((r["src_key"], r["dst_key"]) for r in out.collect())
+        assert kept.count() == edges.count() - len(refused[limit])
+        assert by_cap.count() == 0
+    assert refused[200_000] == [(f"B{g}", f"C{g}") for g in range(4)]
+    assert refused[3] == refused[200_000] and refused[7] == refused[200_000]
+
+
+def test_a_component_above_the_split_limit_fails_with_its_size(spark, tmp_path):
+    import pytest
+
+    from jobs.identity.graph import refuse_never_link_chains, split_batches
+    from jobs.lake import parquet_materialiser
+
+    assert split_batches({5: 2, 1: 3, 9: 1}, 4) == [[1], [5, 9]]
+    edges, profiles = chain_edges(spark, groups=1)
+    with pytest.raises(ValueError, match="holds 3 edges, more than 2"):
+        refuse_never_link_chains(
+            edges, profiles, with_split_limit(2), parquet_materialiser(tmp_path)
+        )
