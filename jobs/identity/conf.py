@@ -57,7 +57,7 @@ class NeverLinkConf(StrictModel):
     # After clustering, a component holding such a pair is clustered again strongest
     # edge first, refusing each edge that would join the pair (a chain A-B, B-C).
     split_chains: bool = True
-    # The components split this way hold at most this many edges (else a clear error).
+    # Edges a batch of those components sends to the driver (one bigger component: error).
     max_split_edges: int = Field(200_000, ge=1)
 
 
