@@ -39,6 +39,12 @@ _session_conf: EngineConf | None = None  # the configuration ``_session_key`` is
 # The SAIL_* variables the user had set before our first server: they win over ours.
 _user_sail_env: frozenset[str] | None = None
 PREFER_HASH_JOIN = "SAIL_OPTIMIZER__PREFER_HASH_JOIN"
+# Sail drops a session idle for 900 s by default. A run's sessions live on two servers (a
+# step of ``hash_join_steps`` runs on the other): at 5M members the identity step ran
+# 23 minutes on the hash-join server, and the run's own session was gone when the step
+# was recorded ("session ... is not running"). Ours live as long as the process.
+SESSION_TIMEOUT = "SAIL_SPARK__SESSION_TIMEOUT_SECS"
+SESSION_TIMEOUT_SECS = 30 * 24 * 3600
 
 
 def sail_environment(conf: EngineConf, joins: str | None = None) -> dict[str, str]:
@@ -79,7 +85,8 @@ def _start_sail(conf: EngineConf, joins: str) -> str:
         os.environ.setdefault("RUST_LOG", "error")
         # Hash joins are Sail's default; set explicitly, as a server started before may
         # have left "false". Variables set by the user win over the configuration.
-        for name, value in {PREFER_HASH_JOIN: "true", **sail_environment(conf, joins)}.items():
+        fixed = {PREFER_HASH_JOIN: "true", SESSION_TIMEOUT: str(SESSION_TIMEOUT_SECS)}
+        for name, value in {**fixed, **sail_environment(conf, joins)}.items():
             if name not in _user_sail_env:
                 os.environ[name] = value
         if conf.spill_dir:

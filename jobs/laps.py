@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable
 
 import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
+
+log = logging.getLogger(__name__)
 
 
 class Laps:
@@ -20,6 +23,8 @@ class Laps:
     def __call__(self, name: str) -> None:
         now = time.perf_counter()
         self.seconds[name] = round(self.seconds.get(name, 0.0) + now - self._t0, 3)
+        # Each stage as it ends (CDP_LOG_LEVEL=INFO): where a long step is, or failed.
+        log.info("stage %s: %.1f s", name, now - self._t0)
         self._t0 = now
 
 

@@ -92,6 +92,19 @@ def test_a_hash_join_step_runs_on_a_server_of_its_own(spark, capsys, tmp_path):
     assert _on_step_session(ctx, STEP_BY_NAME["orders"]) is ctx
 
 
+def test_sessions_outlive_a_long_step_on_the_other_server(spark):
+    """Sail drops a session idle for 15 minutes by default; a 5M-member identity step ran
+    23 minutes on the hash-join server while the run's session waited on the other."""
+    import os
+
+    from jobs import engine
+
+    hashed = engine.step_spark(spark, "identity", ["identity"])
+    assert hashed is not spark
+    assert int(os.environ[engine.SESSION_TIMEOUT]) >= 7 * 24 * 3600
+    assert spark.range(3).count() == 3 and hashed.range(2).count() == 2
+
+
 def test_negative_limit_is_a_config_error():
     with pytest.raises(ValidationError, match="memory_limit_mb"):
         EngineConf(memory_limit_mb=-1)

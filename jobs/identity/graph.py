@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, Row, SparkSession, Window
 from pyspark.sql import functions as F
 
 from jobs.columns import sorted_distinct
@@ -770,27 +770,44 @@ def refuse_in_components(
         in_conflict, "id"
     )
     crm = profiles.withColumn("id", node_id(F.lit("crm"), F.col("crm_id"))).join(in_conflict, "id")
+    limit = conf.never_link.max_split_edges
+    rows = _sorted_rows(suspect, limit + 1)
+    if not rows:
+        return _edge_frames(edges, [], [])
+    if len(rows) <= limit:  # the usual night: one batch, one collect of the edges
+        never, cap = _refuse_batch(rows, crm, conf)
+        return _edge_frames(edges, never + cap, cap)
     sizes = {r["component"]: r["count"] for r in suspect.groupBy("component").count().collect()}
-    batches = split_batches(sizes, conf.never_link.max_split_edges)
-    if len(batches) > 1:
-        # Each batch is one filtered read of the suspect edges written once.
-        spark = edges.sparkSession
-        key = spark.createDataFrame(
-            [(c, b) for b, comps in enumerate(batches) for c in comps], "component long, batch int"
-        )
-        suspect = mat(suspect.join(key, "component"), "never_link_suspect")
-        crm = mat(crm.join(key, "component"), "never_link_profiles")
+    batches = split_batches(sizes, limit)
+    # Each batch is one filtered read of the suspect edges written once.
+    key = edges.sparkSession.createDataFrame(
+        [(c, b) for b, comps in enumerate(batches) for c in comps], "component long, batch int"
+    )
+    suspect = mat(suspect.join(key, "component"), "never_link_suspect")
+    crm = mat(crm.join(key, "component"), "never_link_profiles")
     refused: list[tuple] = []
     by_cap: list[tuple] = []
     for b in range(len(batches)):
-        if len(batches) > 1:
-            never, cap = _refuse_batch(
-                suspect.filter(F.col("batch") == b), crm.filter(F.col("batch") == b), conf
-            )
-        else:
-            never, cap = _refuse_batch(suspect, crm, conf)
+        in_batch = F.col("batch") == b
+        never, cap = _refuse_batch(
+            _sorted_rows(suspect.filter(in_batch)), crm.filter(in_batch), conf
+        )
         refused += never + cap
         by_cap += cap
+    return _edge_frames(edges, refused, by_cap)
+
+
+def _sorted_rows(suspect: DataFrame, limit: int | None = None) -> list[Row]:
+    """The ``suspect`` edges collected in the order the split clusters them (at most
+    ``limit``)."""
+    ordered = suspect.orderBy("rule", "src_source", "src_key", "dst_source", "dst_key")
+    return (ordered if limit is None else ordered.limit(limit)).collect()
+
+
+def _edge_frames(
+    edges: DataFrame, refused: list[tuple], by_cap: list[tuple]
+) -> tuple[DataFrame, DataFrame]:
+    """(refused, by_cap) tuples as DataFrames of ``edges``' EDGE_COLUMNS."""
     schema = edges.select(*EDGE_COLUMNS).schema
     spark = edges.sparkSession
     return spark.createDataFrame(refused, schema), spark.createDataFrame(by_cap, schema)
@@ -817,12 +834,11 @@ def split_batches(sizes: dict[int, int], limit: int) -> list[list[int]]:
 
 
 def _refuse_batch(
-    suspect: DataFrame, crm: DataFrame, conf: IdentityConf
+    rows: list[Row], crm: DataFrame, conf: IdentityConf
 ) -> tuple[list[tuple], list[tuple]]:
-    """One batch of whole components: its edges (EDGE_COLUMNS) and CRM profiles
-    collected, clustered strongest first. Output: (edges refused by the never-link
-    rules, edges refused by the cap), as tuples of EDGE_COLUMNS."""
-    rows = suspect.orderBy("rule", "src_source", "src_key", "dst_source", "dst_key").collect()
+    """One batch of whole components: its edges (``rows``, :func:`_sorted_rows`) and CRM
+    profiles (collected here), clustered strongest first. Output: (edges refused by the
+    never-link rules, edges refused by the cap), as tuples of EDGE_COLUMNS."""
     profile = {
         f"crm:{p['crm_id']}": LinkProfile(p["id_card"], p["gender"], p["birth_date"])
         for p in crm.select("crm_id", "id_card", "gender", "birth_date").collect()
