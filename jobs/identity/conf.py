@@ -273,7 +273,7 @@ class BreakerConf(StrictModel):
 class ComponentsConf(StrictModel):
     max_rounds: int = Field(60, ge=1)
     # A graph of at most this many edges is solved on the driver in one query (0: never).
-    local_max_edges: int = Field(20_000_000, ge=0)
+    local_max_edges: int = Field(30_000_000, ge=0)
 
 
 class IdentityConf(StrictModel):

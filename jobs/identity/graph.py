@@ -777,20 +777,22 @@ def refuse_in_components(
     if len(rows) <= limit:  # the usual night: one batch, one collect of the edges
         never, cap = _refuse_batch(rows, crm, conf)
         return _edge_frames(edges, never + cap, cap)
+    # More than one batch: the suspect edges written once (each batch reads them), their
+    # components counted and packed into batches.
+    suspect = mat(suspect, "never_link_suspect")
     sizes = {r["component"]: r["count"] for r in suspect.groupBy("component").count().collect()}
     batches = split_batches(sizes, limit)
-    # Each batch is one filtered read of the suspect edges written once.
     key = edges.sparkSession.createDataFrame(
         [(c, b) for b, comps in enumerate(batches) for c in comps], "component long, batch int"
     )
-    suspect = mat(suspect.join(key, "component"), "never_link_suspect")
+    batched = suspect.join(key, "component")
     crm = mat(crm.join(key, "component"), "never_link_profiles")
     refused: list[tuple] = []
     by_cap: list[tuple] = []
     for b in range(len(batches)):
         in_batch = F.col("batch") == b
         never, cap = _refuse_batch(
-            _sorted_rows(suspect.filter(in_batch)), crm.filter(in_batch), conf
+            _sorted_rows(batched.filter(in_batch)), crm.filter(in_batch), conf
         )
         refused += never + cap
         by_cap += cap
