@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -449,11 +450,23 @@ def _invoke(args: list[str]) -> int:
         show() if show else typer.echo(f"cdp: {exc.format_message()}", err=True)
         return exc.exit_code
     except Exception as exc:  # noqa: BLE001 - one line for the user, not a traceback
-        cause = getattr(exc, "cause", None) or exc
-        msg = str(exc).splitlines()[0] if str(exc) else type(cause).__name__
-        typer.echo(f"cdp: {msg}", err=True)
+        typer.echo(f"cdp: {one_line_reason(exc)}", err=True)
         return 1
     return code if isinstance(code, int) else 0
+
+
+def one_line_reason(exc: BaseException) -> str:
+    """The first line of ``exc``'s message, with a gRPC error's ``details`` (the engine's
+    own reason, which the first line of such an error leaves out)."""
+    cause = getattr(exc, "cause", None) or exc
+    text = str(exc)
+    if not text:
+        return type(cause).__name__
+    first = text.splitlines()[0]
+    details = re.search(r'details = "(.*?)"\s*(?:\n\s*debug_error_string|$)', text, re.S)
+    if details and details.group(1).strip() not in first:
+        return f"{first.removesuffix(':').rstrip()} {' '.join(details.group(1).split())}"
+    return first
 
 
 if __name__ == "__main__":

@@ -204,3 +204,25 @@ def test_demo_env_file_puts_the_venv_on_the_path(tmp_path):
     airflow, cdp, version = proc.stdout.split("\n")[:3]
     assert Path(airflow).parent == Path(sys.executable).parent == Path(cdp).parent
     assert version.startswith("cdp ")
+
+
+def test_a_failed_engine_call_names_the_engines_reason_on_one_line():
+    """The 5M value step failed as 'step value failed: <_InactiveRpcError of RPC that
+    terminated with:' and nothing else; the gRPC details carry the reason."""
+    from jobs.pipeline import StepFailed
+
+    rpc = RuntimeError(
+        "<_InactiveRpcError of RPC that terminated with:\n"
+        "\tstatus = StatusCode.RESOURCE_EXHAUSTED\n"
+        '\tdetails = "CLIENT: Sent message larger than max (365621235 vs. \n134217728)"\n'
+        '\tdebug_error_string = "RESOURCE_EXHAUSTED:CLIENT: Sent message larger"\n>'
+    )
+    reason = cli.one_line_reason(StepFailed("value", rpc))
+    assert reason == (
+        "step value failed: <_InactiveRpcError of RPC that terminated with "
+        "CLIENT: Sent message larger than max (365621235 vs. 134217728)"
+    )
+    assert cli.one_line_reason(StepFailed("rfm", ValueError("bad\nmore"))) == (
+        "step rfm failed: bad"
+    )
+    assert cli.one_line_reason(ValueError()) == "ValueError"

@@ -18,14 +18,18 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from pydantic import Field, model_validator
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
+from pyspark.sql.pandas.types import to_arrow_schema
 
+from jobs import lake_state, storage
 from jobs.config import StrictModel, load_model
 from jobs.context import RunContext
 from jobs.gold.common import write_as_of
+from jobs.lake import parquet_materialiser
 from jobs.schemas import table_schema
 from jobs.silver.state import one_row_per_key
 
@@ -272,18 +276,29 @@ def score(summary: pd.DataFrame, models: dict[str, dict], conf: ValueConf) -> pd
 # ---- I/O ------------------------------------------------------------------------------
 
 
-def _to_spark(spark: SparkSession, rows: pd.DataFrame, name: str) -> DataFrame:
-    """A pandas frame as a DataFrame of ``name``'s schema: NaN as null, dates as dates.
-
-    Plain Python values, so classic Spark (no Arrow) and Spark Connect read them alike.
-    """
+def _to_arrow(rows: pd.DataFrame, name: str) -> pa.Table:
+    """A pandas frame as an Arrow table of ``name``'s schema: NaN as null, dates as dates."""
     schema = table_schema(name).struct
     frame = rows.reindex(columns=[f.name for f in schema.fields])
     for field in schema.fields:
         if isinstance(field.dataType, T.DateType):
             frame[field.name] = pd.to_datetime(frame[field.name]).dt.date
-    frame = frame.astype(object).where(frame.notna(), None)
-    return spark.createDataFrame(frame, schema)
+    return pa.Table.from_pandas(frame, schema=to_arrow_schema(schema), preserve_index=False)
+
+
+def write_scored(ctx: RunContext, scored: pd.DataFrame) -> None:
+    """Replace D's rows of gold/member_value with ``scored`` (one member a row).
+
+    The rows reach the engine as a Parquet file in the run's scratch folder, not inside
+    a ``createDataFrame`` message: Spark Connect caps a message at 128 MiB, and 5.2M
+    members made one of 366 MB. The folder is removed once the table is written."""
+    name = "gold/member_value"
+    base = lake_state.scratch_dir(ctx.settings.paths.lake, "value", ctx.run_id)
+    try:
+        df = parquet_materialiser(base).arrow(ctx.spark, _to_arrow(scored, name), "scored")
+        write_as_of(ctx, df, name)
+    finally:
+        storage.remove_tree(base)
 
 
 def model_frame(spark: SparkSession, models: dict[str, dict], as_of: dt.date) -> DataFrame:
@@ -324,7 +339,7 @@ def run(ctx: RunContext) -> dict:
     models = fit_models(summary, conf)
     scored = score(summary, models, conf)
     write_models(ctx, model_frame(ctx.spark, models, ctx.as_of))
-    write_as_of(ctx, _to_spark(ctx.spark, scored, "gold/member_value"), "gold/member_value")
+    write_scored(ctx, scored)
     return {
         "rows_out": len(scored),
         **{f"{name}_params": m["params"] for name, m in models.items()},

@@ -19,6 +19,7 @@ import yaml
 from pyspark.sql import functions as F
 from scipy import special
 
+from jobs import lake_state, storage
 from jobs.config import CONF_DIR
 from jobs.gold import value
 from tests.gold.conftest import D, order
@@ -171,6 +172,9 @@ def test_too_few_members_writes_no_fit_and_null_predictions(make_ctx, write_tabl
         assert m["params"] is None and m["converged"] is False
         assert "fewer than" in m["note"]
     assert figures["rows_out"] == 1
+    # The scored rows reached the engine through a scratch Parquet file, now removed.
+    scratch = lake_state.scratch_dir(ctx.settings.paths.lake, "value", ctx.run_id)
+    assert not storage.exists(scratch)
     row = got["A"]
     assert (row["repeat_purchase_days"], row["repeat_span_days"], row["tenure_days"]) == (1, 28, 30)
     assert row["repeat_value_mean"] == 20.0
