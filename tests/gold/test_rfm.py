@@ -121,3 +121,49 @@ def test_segment_grid_must_be_complete(tmp_path):
     )
     with pytest.raises(ConfigError, match=r"rfm.yaml: segments"):
         load_model("rfm.yaml", RfmConf, tmp_path)
+
+
+def _window_scores(rows: list[tuple], index: int, descending: bool) -> dict[str, int]:
+    """The contract's scores computed the way SQL's RANK() OVER (ORDER BY v) does, nulls
+    first ascending and last descending; frequency-0 members score 1."""
+    ranked = [r for r in rows if r[2] >= 1]
+    n = len(ranked)
+
+    def key(value):  # the sort key of RANK's order, nulls placed as SQL places them
+        if value is None:
+            return (0,) if not descending else (1,)
+        return (1, value) if not descending else (0, -value)
+
+    out = {}
+    for r in rows:
+        if r[2] < 1:
+            out[r[0]] = 1
+            continue
+        before = sum(1 for o in ranked if key(o[index]) < key(r[index]))
+        out[r[0]] = min(5, 1 + (5 * before) // n)
+    return out
+
+
+def test_scores_from_distinct_values_equal_sql_rank_scores(spark):
+    """with_scores ranks distinct values (a running sum of their counts) instead of
+    sorting every member: the same scores as RANK over the members, ties, nulls and
+    frequency-0 members included."""
+    from jobs.gold.rfm import with_scores
+
+    rows = [
+        ("A", 3, 1, 10.0), ("B", 3, 1, 10.0), ("C", 40, 2, None), ("D", 1, 5, 99.5),
+        ("E", 200, 1, 0.0), ("F", 3, 3, 10.0), ("G", 7, 0, 0.0), ("H", 40, 2, 50.0),
+        ("I", 9, 9, None), ("J", 1, 1, 99.5), ("K", 500, 0, None),
+    ]  # fmt: skip
+    df = spark.createDataFrame(
+        rows, "member_id string, recency_days int, frequency long, monetary double"
+    )
+    got = {r["member_id"]: r for r in with_scores(df).collect()}
+    assert set(got) == {r[0] for r in rows}
+    for index, descending, name in (
+        (1, True, "r_score"),
+        (2, False, "f_score"),
+        (3, False, "m_score"),
+    ):
+        want = _window_scores(rows, index, descending)
+        assert {m: got[m][name] for m in got} == want, name
