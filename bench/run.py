@@ -429,6 +429,10 @@ def ours_check(lake: Path, as_of: dt.date) -> dict:
     }
 
 
+# The engine settings each results.json records (jobs.config.EngineConf).
+ENGINE_FIGURES = {"kind", "memory_limit_mb", "hash_join_memory_limit_mb", "joins", "hash_join_steps"}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -446,7 +450,7 @@ def main() -> int:
     )
     args = ap.parse_args()
 
-    from jobs.config import load_settings, with_paths
+    from jobs.config import CONF_DIR, load_settings, with_paths
 
     out = args.out.absolute()
     out.mkdir(parents=True, exist_ok=True)
@@ -473,6 +477,10 @@ def main() -> int:
         "host_probe": probe,
         "generate_seconds": round(gen_s, 1),
         "landing_summary": summary,
+        # What the figures ran under: 5M needs a bigger hash-join pool than the default
+        # (CDP_CONF_DIR=<a copy of conf/ with engine.hash_join_memory_limit_mb: 8192>).
+        "conf_dir": str(CONF_DIR),
+        "engine": settings.engine.model_dump(include=ENGINE_FIGURES),
     }
     phases = (
         ("a_full_first_run", "full", end - dt.timedelta(days=1)),
