@@ -533,7 +533,10 @@ def _resolve_with_scratch(
             new_member_id(_node(F.col("source"), F.col("key"))).alias("member_id")
         )
         used = used.join(F.broadcast(plain), "member_id", "left_semi")
-    assigned, changes = assign_member_ids(clustered, prev_for_assign, used, d)
+    # A full run writes the assignment's big intermediates once; a night's are small.
+    assigned, changes = assign_member_ids(
+        clustered, prev_for_assign, used, d, mat if untouched is None else None
+    )
     # ``changes`` materialised: a few rows, but its plan joins the previous xref and every
     # member id ever used, and the counts read it four times (all, and per change type).
     # ``assigned`` is not: the xref below is its one reader.
