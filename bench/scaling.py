@@ -141,12 +141,13 @@ def render(runs: list[Run], markdown: bool = False) -> str:
             continue
         table = [header(runs), *rows(runs, phase)]
         status = "; ".join(f"{_size(r.members)} {r.status(phase)}" for r in runs)
-        text.append(f"{label} ({status})")
-        if markdown:
+        if markdown:  # a blank line before the table, or it renders as the caption's text
+            text.extend([f"{label} ({status}):", ""])
             text.append("| " + " | ".join(table[0]) + " |")
             text.append("|" + "|".join(["---"] + ["---:"] * (len(table[0]) - 1)) + "|")
             text.extend("| " + " | ".join(row) + " |" for row in table[1:])
         else:
+            text.append(f"{label} ({status})")
             widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
             text.extend(
                 "  ".join(c.ljust(w) if i == 0 else c.rjust(w)

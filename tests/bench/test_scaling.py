@@ -52,3 +52,16 @@ def test_a_slower_host_is_taken_out_of_the_growth():
     table = {row[0]: row for row in scaling.rows([small, large], "b_nightly")}
     assert table["ingest"] == ["ingest", "2.0", "40.0", "1.00"]  # 20x the time on a 2x slower host
     assert table["host probe s"] == ["host probe s", "1.00", "2.00", "2.00"]
+
+
+def test_markdown_tables_stand_apart_from_their_captions():
+    small = scaling.Run.load(_result(100_000, [("ingest", 2.0)]))
+    large = scaling.Run.load(_result(1_000_000, [("ingest", 20.0)]))
+    lines = scaling.render([small, large], markdown=True).splitlines()
+    assert lines[:4] == [
+        "night (100k finished; 1M finished):",
+        "",
+        "| step | 100k s | 1M s | 1M/100k growth |",
+        "|---|---:|---:|---:|",
+    ]
+    assert "| ingest | 2.0 | 20.0 | 1.00 |" in lines
