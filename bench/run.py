@@ -5,8 +5,8 @@
     python bench/run.py --members 20000 --days 30 --out bench/out/small
 
 Generates (once, cached under --out, in a process of its own) a landing zone of N
-members over D days, then measures, each in this one process (the embedded engine runs in-process,
-so the process's memory is the whole pipeline's):
+members over D days, then measures, each in this one process (the embedded engine runs
+in-process, so the process's memory is the whole pipeline's):
   (a) the full first run for day D-1 (days 1..D-1 of history),
   (b) one ordinary nightly run for day D (one new day),
   (c) a rerun of day D.

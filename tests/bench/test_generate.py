@@ -1,4 +1,4 @@
-"""bench/run.py generates the landing zone in a process of its own, once per --out."""
+"""bench/run.py generates the landing zone (in a spawned process) once per --out, then reuses it."""
 
 from __future__ import annotations
 
