@@ -3,6 +3,9 @@ sided_difference against a plain Python reference."""
 
 from __future__ import annotations
 
+import datetime as dt
+from decimal import Decimal
+
 from jobs.identity.setops import NEW, added_or_removed, sided_difference, symmetric_difference
 
 SCHEMA = "src long, dst long, rule string"
@@ -60,3 +63,37 @@ def test_sided_difference_and_the_keys_added_or_removed(spark):
         ("b", 1, True),
         ("e", 9, False),
     }
+
+
+def test_nulls_in_different_columns_and_repeated_rows_stay_apart(spark):
+    """The digests hash each column with its null flag: ("a", null) is not (null, "a"),
+    and a row repeated on one side comes out once."""
+    schema = "x string, y string"
+    a = spark.createDataFrame([("a", None), ("a", None), (None, None), ("", None)], schema)
+    b = spark.createDataFrame([(None, "a"), (None, None), (None, "")], schema)
+    got = _rows(sided_difference(a, b))
+    assert got == sorted(
+        [("a", None, True), ("", None, True), (None, "a", False), (None, "", False)], key=repr
+    )
+    assert _rows(symmetric_difference(a, b)) == _rows(a.subtract(b).unionByName(b.subtract(a)))
+
+
+def test_every_column_type_the_tables_hold(spark):
+    """Dates, timestamps, decimals, doubles, booleans and arrays are compared by value."""
+    schema = "d date, t timestamp, m decimal(12,2), f double, b boolean, tags array<string>, n int"
+    row = (dt.date(2026, 1, 2), dt.datetime(2026, 1, 2, 3, 4, 5), Decimal("1.50"), 0.25,
+           True, ["x", "y"], 1)  # fmt: skip
+    others = [
+        (dt.date(2026, 1, 3), *row[1:]),
+        (row[0], dt.datetime(2026, 1, 2, 3, 4, 6), *row[2:]),
+        (*row[:2], Decimal("1.51"), *row[3:]),
+        (*row[:3], 0.5, *row[4:]),
+        (*row[:4], False, *row[5:]),
+        (*row[:5], ["y", "x"], row[6]),
+        (*row[:6], None),
+    ]
+    a = spark.createDataFrame([row, *others], schema)
+    b = spark.createDataFrame([row], schema)
+    got = sided_difference(a, b).collect()
+    assert len(got) == len(others) and all(r[NEW] for r in got)
+    assert symmetric_difference(b, b).count() == 0
