@@ -32,7 +32,10 @@ inlined in the write of all kept edges, the rule cost a 1M night's identity step
 and fetches the links among the records of those names, to tell their people apart on
 the driver. 55 and 67 since the second pass's edges are written before that rule reads
 them (inlined, the fuzzy rules' expressions sat three times in one plan, and the local
-JVM's optimizer ran out of heap on it).
+JVM's optimizer ran out of heap on it). 55 and 68 since a night writes its comparison of
+every identity with the previous xref once (added, removed, (un)blocked, or only seen on
+other dates), so the xref's rows are compared only where they can differ (a 1M night's
+xref comparison 3.4 -> 1.0 s, the same rows written).
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ from bench.count_queries import counting
 from jobs.identity.job import resolve
 from tests.identity.conftest import crm_row, day, pos_row, web_row
 
-BUDGET = 67  # Spark executions (queries and commands) per identity run
+BUDGET = 68  # Spark executions (queries and commands) per identity run
 
 
 def _bronze(ctx, crm: list[dict], pos: list[dict], web: list[dict], append: bool) -> None:
