@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from jobs import lineage, storage
@@ -274,8 +274,9 @@ class Lake:
         rows = kept.unionByName(upserts, allowMissingColumns=True).select(*current.columns)
         self.overwrite(rows, name, conform_schema=False)
 
-    def add_missing_columns(self, name: str) -> list[str]:
-        """Give an existing table the declared columns it lacks (as null) in one commit.
+    def add_missing_columns(self, name: str, fill: dict[str, Column] | None = None) -> list[str]:
+        """Give an existing table the declared columns it lacks in one commit: null, or
+        computed from the row by ``fill`` (column -> expression).
 
         Sail cannot evolve a schema on write, so a column added to schemas/ after a
         lake was created would fail every later write to the table. Rows, extra
@@ -288,7 +289,7 @@ class Lake:
         missing = [c for c in schema.columns if c not in current.columns]
         if not missing:
             return []
-        nulls = {c: F.lit(None) for c in missing}
+        nulls = {c: (fill or {}).get(c, F.lit(None)) for c in missing}
         out = conform(current.withColumns(nulls), name, extra=True)
 
         def save(rows: DataFrame) -> None:
@@ -317,6 +318,17 @@ class Lake:
             return True
         counts = actions.column("num_records").to_pylist()
         return any(n is None or n > 0 for n in counts)
+
+    def never_null(self, name: str, column: str) -> bool:
+        """Whether the Delta log's statistics show ``column`` without a null in every file
+        of ``name`` (False when a file has no such statistics; True for no file)."""
+        actions = self.delta_table(name).get_add_actions(flatten=True)
+        if actions.num_rows == 0:
+            return True
+        counts = f"null_count.{column}"
+        if counts not in actions.column_names:
+            return False
+        return all(n == 0 for n in actions.column(counts).to_pylist())
 
     def share_of_files_in_ranges(self, name: str, ranges: dict[str, tuple]) -> float:
         """The share of ``name``'s files whose statistics let a row fall within every

@@ -235,6 +235,58 @@ def in_ranges(ranges: dict[str, tuple]) -> Column:
     return condition
 
 
+def lookup_key_column(src: Source) -> dict[str, Column]:
+    """{the source's dedup lookup key: xxhash64 of its key} ({} without one)."""
+    dedup = src.dedup
+    return {dedup.lookup_key: F.xxhash64(*dedup.key)} if dedup.lookup_key else {}
+
+
+# Up to this many bronze rows whose lookup key is one of the batch's are fetched by it;
+# more (a whole history re-sent) and the plain lookup by the key's text runs instead.
+MAX_KEY_HITS = 200_000
+
+
+def earlier_deliveries(
+    ctx: RunContext, src: Source, batch: DataFrame, where: str, batch_rows: int
+) -> DataFrame:
+    """The bronze rows outside this batch's files (``where``) holding a key of ``batch``
+    (:func:`existing_with_keys`; grain: one bronze row).
+
+    With a lookup key (``Dedup.lookup_key``, never null in bronze by its statistics) the
+    batch's keys are first found in that one long column with their business dates, a
+    few rows; only those dates are then read for the rows themselves. At 1M members a
+    night's 236k web events against 20M in bronze: 6.1-6.4 s looked up by the event_id
+    text, 2.3-2.4 s so. Otherwise, or when the hits are many, by the key's text."""
+    table, lookup = src.bronze_table, src.dedup.lookup_key
+    keys = list(src.dedup.key)
+    existing = ctx.lake.read(table).filter(f"NOT ({where})")
+
+    def plain() -> DataFrame:
+        return existing_with_keys(existing, batch, keys, batch_rows, _files_read(ctx, table))
+
+    if (
+        lookup is None
+        or batch_rows > BROADCAST_KEYS_MAX_ROWS
+        or not ctx.lake.exists(table)
+        or not ctx.lake.never_null(table, lookup)
+    ):
+        return plain()
+    wanted = F.broadcast(batch.select(lookup).distinct())
+    hits = existing.join(wanted, lookup, "left_semi").select(lookup, "_business_date")
+    found = hits.limit(MAX_KEY_HITS + 1).collect()
+    if len(found) > MAX_KEY_HITS:
+        return plain()
+    if not found:
+        return existing.limit(0)
+    dates = sorted({r["_business_date"] for r in found})
+    hit_keys = ctx.spark.createDataFrame([(r[lookup],) for r in found], f"{lookup} long")
+    candidates = existing.filter(F.col("_business_date").isin(*dates)).join(
+        F.broadcast(hit_keys.distinct()), lookup, "left_semi"
+    )
+    # Equal lookup keys are not yet equal keys: the key itself decides.
+    return candidates.join(F.broadcast(batch.select(*keys).distinct()), keys, "left_semi")
+
+
 # Up to this many bronze rows sharing a key with the batch are read once into a local
 # frame: a night's redeliveries, whose dedup then neither scans bronze again nor joins.
 MAX_LOCAL_EXISTING = 50_000
@@ -456,10 +508,8 @@ def _write_rows(
     bronze, _ = apply_suppression(ctx, source, bronze)  # erased people (cdp forget)
     bad, _ = apply_suppression(ctx, source, bad)  # their bad rows hold PII in _raw too
     if src.dedup.policy == "first_copy":
-        existing = ctx.lake.read(src.bronze_table).filter(f"NOT ({where})")
-        existing = existing_with_keys(
-            existing, bronze, list(src.dedup.key), batch_rows, _files_read(ctx, src.bronze_table)
-        )
+        bronze = bronze.withColumns(lookup_key_column(src))
+        existing = earlier_deliveries(ctx, src, bronze, where, batch_rows)
         existing = existing.select("event_id", "_source_file")
         ids = read_once(existing)
         lap("dedup_bronze")
@@ -550,7 +600,8 @@ def ingest(ctx: RunContext, source: str) -> dict:
         return {"files": 0, "rows_in": 0, "rows_out": 0, "quarantined": 0, "duplicates": 0,
                 "waiting": waiting, **refused_summary}  # fmt: skip
 
-    added = ctx.lake.add_missing_columns(table)  # a lake from before a column
+    # A lake from before a column: nulls, or the dedup's lookup key computed from its key.
+    added = ctx.lake.add_missing_columns(table, lookup_key_column(SOURCES[source]))
     if added:
         log.warning("%s: added column(s) %s to a table written before them", source, added)
     stage = staging_dir(ctx, source)

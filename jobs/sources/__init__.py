@@ -33,6 +33,9 @@ class Dedup:
     ``first_copy_conflicts``: as ``first_copy`` for identical copies (``duplicate_reason``);
     a copy with other content (over ``content_columns``) is quarantined as
     ``conflict_reason`` (POS lines, ledger transactions).
+    ``lookup_key``: a ``long`` column of bronze holding xxhash64 of the (one-column)
+    ``key``: a batch's earlier deliveries are looked up in it, one narrow column, rather
+    than in the key's text (jobs.ingest.job.earlier_deliveries).
     """
 
     policy: DedupPolicy = "keep_all"
@@ -41,6 +44,7 @@ class Dedup:
     content_columns: tuple[str, ...] = ()
     duplicate_reason: str = "duplicate"
     conflict_reason: str = "conflict"
+    lookup_key: str | None = None
 
 
 @dataclass(frozen=True, eq=False)

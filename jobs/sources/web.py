@@ -9,7 +9,10 @@ SOURCE = Source(
     typer="jobs.ingest.bronze_types:type_web",
     generator="jobs.generate.web:generate_web_day",
     dedup=Dedup(
-        policy="first_copy", key=("event_id",), duplicates_table="bronze/web_event_duplicates"
+        policy="first_copy",
+        key=("event_id",),
+        duplicates_table="bronze/web_event_duplicates",
+        lookup_key="_event_key",
     ),
     identity_columns={"web_user": "user_id", "web_anon": "anonymous_id"},
     pii_columns={"web_user": "user_id", "web_anon": "anonymous_id"},
