@@ -3,10 +3,11 @@
 Most nights every CSV file is well formed: one record per physical line, no quoting,
 the expected columns. Such a file does not need the row-by-row parser: its lines are
 split and trimmed column-wise with pyarrow compute, giving the very same staged rows
-(``_line_no``, ``_raw``, ``_fields``) at C speed. :func:`csv_columns` returns None the
-moment a file is anything but plain (quotes, a lone CR, a blank line inside, a wrong
-field count, extra or missing columns, an over-long line): the row-by-row parser then
-takes the whole file, so every case it handles stays exactly as it is.
+(``_line_no``, ``_raw``, ``_fields``) at C speed; a blank line or one with the wrong
+number of fields is looked at alone, as the row-by-row parser would. :func:`csv_columns`
+returns None the moment a file is anything else (quotes, a lone CR, extra or missing
+columns, an over-long line): the row-by-row parser then takes the whole file, so every
+case it handles stays exactly as it is.
 
 JSON lines are checked line by line with orjson either way; :func:`jsonl_lines` keeps
 the rows, broken ones included, as Arrow arrays instead of Python lists.
@@ -35,12 +36,17 @@ def csv_columns(
     identifiers: frozenset[str],
     field_sep: str,
     max_raw_chars: int,
-) -> tuple[pa.Array, pa.ChunkedArray, pa.ChunkedArray] | None:
-    """(``_line_no``, ``_raw``, ``_fields``) of a plain CSV export, or None.
+) -> dict[str, pa.Array | pa.ChunkedArray] | None:
+    """The staged columns (``_line_no``, ``_raw``, ``_fields`` and, when a line has the
+    wrong number of fields, ``_parse_error``) of a CSV export without quotes, or None.
 
     ``data``: the file as UTF-8 bytes (BOM removed). ``columns``: the source's columns
     in staged order; ``identifiers``: those whose non-ASCII values are canonicalised
-    (NFKC) as the row-by-row parser does. Grain of the arrays: one data line of the file.
+    (NFKC) as the row-by-row parser does. Grain of the arrays: one data line of the file
+    (a blank line is no row). Without a quote every physical line is one record, so a
+    line with the wrong number of fields is a ``wrong_field_count`` row here as there,
+    and the rest of its file still goes column-wise (at 1M members, 106 of 200 POS
+    files and every CRM file held one such line among thousands).
     """
     if b'"' in data or field_sep.encode() in data or b"\x00" in data:
         return None
@@ -51,27 +57,41 @@ def csv_columns(
     header = _header(first.rstrip(b"\r").decode("utf-8"), columns, required)
     if header is None:
         return None
-    raws, fields = [], []
+    parts: list[dict[str, pa.Array]] = []
+    next_line = 2  # the header is line 1
     for piece in _pieces(data, len(data) if header_end < 0 else header_end + 1):
-        if not piece:  # the body is one line break (no rows), or a blank line follows
-            if raws:
-                return None
-            continue
-        columns_of_piece = _piece_columns(piece, header, columns, identifiers, field_sep,
-                                          max_raw_chars)  # fmt: skip
-        if columns_of_piece is None:
+        rows = _piece_rows(piece, next_line, header, columns, identifiers, field_sep,
+                           max_raw_chars)  # fmt: skip
+        if rows is None:
             return None
-        raws.append(columns_of_piece[0])
-        fields.append(columns_of_piece[1])
-    rows = sum(len(r) for r in raws)
-    line_no = pa.array(np.arange(2, rows + 2, dtype=np.int64))
-    return line_no, pa.chunked_array(raws, pa.string()), pa.chunked_array(fields, pa.string())
+        part, lines = rows
+        parts.append(part)
+        next_line += lines
+    return _concat_parts(parts)
+
+
+def _concat_parts(parts: list[dict[str, pa.Array]]) -> dict[str, pa.Array | pa.ChunkedArray]:
+    """The pieces' columns one after the other (``_parse_error`` only when a row has one)."""
+    out: dict[str, pa.Array | pa.ChunkedArray] = {
+        "_line_no": pa.array(
+            np.concatenate([p["_line_no"] for p in parts]) if parts else [], pa.int64()
+        )
+    }
+    for name in ("_raw", "_fields"):
+        out[name] = pa.chunked_array([p[name] for p in parts], pa.string())
+    if any("_parse_error" in p for p in parts):
+        out["_parse_error"] = pa.chunked_array(
+            [p.get("_parse_error", pa.nulls(len(p["_raw"]), pa.string())) for p in parts],
+            pa.string(),
+        )
+    return out
 
 
 def _pieces(data: bytes, start: int) -> Iterator[bytes]:
     """``data[start:]`` in pieces of about PIECE_BYTES, each cut at a line end, without
     that line break (LF or CRLF), LFs inside for CRLFs; the file's last line break is
-    dropped."""
+    dropped. Each piece holds one line more than its line breaks (an empty piece: one
+    blank line)."""
     while start < len(data):
         cut = data.find(b"\n", start + PIECE_BYTES)
         end = len(data) if cut < 0 else cut
@@ -84,22 +104,54 @@ def _pieces(data: bytes, start: int) -> Iterator[bytes]:
         start = len(data) if cut < 0 else cut + 1
 
 
-def _piece_columns(
+def _piece_rows(
     piece: bytes,
+    first_line: int,
     header: list[str],
     columns: tuple[str, ...],
     identifiers: frozenset[str],
     field_sep: str,
     max_raw_chars: int,
-) -> tuple[pa.Array, pa.Array] | None:
-    """(``_raw``, ``_fields``) of the lines of one piece (:func:`_pieces`), or None when
-    one of them is not plain."""
-    raw = _lines(piece)
-    values = pc.split_pattern(raw, ",")
-    if not _plain_lines(raw, values, len(header), max_raw_chars):
+) -> tuple[dict[str, np.ndarray | pa.Array], int] | None:
+    """(staged columns of one piece's rows, the piece's number of lines), its lines
+    numbered from ``first_line``; None when a line is over ``max_raw_chars`` (the
+    row-by-row parser truncates it)."""
+    raw = _lines(piece) if piece else pa.array([""], pa.string())
+    lengths = pc.utf8_length(raw)
+    if pc.max(lengths).as_py() > max_raw_chars:
         return None
-    cells = _cells(values.flatten(), header, columns, identifiers)
-    return raw, pc.binary_join(_staged_rows(cells, header, columns, len(raw)), field_sep)
+    values = pc.split_pattern(raw, ",")
+    plain = pc.and_(pc.equal(pc.list_value_length(values), len(header)), pc.greater(lengths, 0))
+    plain_rows = plain.to_numpy(zero_copy_only=False)
+    errors = _broken_lines(raw, np.flatnonzero(~plain_rows))
+    cells = _cells(values.filter(plain).flatten(), header, columns, identifiers)
+    staged = _staged_rows(cells, header, columns, int(plain_rows.sum()))
+    fields = pc.binary_join(staged, field_sep)
+    kept_rows = plain_rows.copy()
+    kept_rows[list(errors)] = True  # blank lines are no rows
+    kept = np.flatnonzero(kept_rows)
+    part: dict[str, np.ndarray | pa.Array] = {"_line_no": kept + first_line}
+    if errors:
+        rank = np.cumsum(plain_rows) - 1
+        fields = fields.take(pa.array(rank[kept], mask=~plain_rows[kept]))
+        part["_parse_error"] = pa.array([errors.get(i) for i in kept.tolist()], pa.string())
+    part["_raw"] = raw if len(kept) == len(raw) else raw.take(pa.array(kept))
+    part["_fields"] = fields
+    return part, len(raw)
+
+
+def _broken_lines(raw: pa.Array, at: np.ndarray) -> dict[int, str]:
+    """{line: ``wrong_field_count``} of the lines ``at`` (not of the header's width, or
+    empty) that are rows: a line of blank fields only is no row, as in the row-by-row
+    parser (few lines: each is looked at in Python)."""
+    if not len(at):
+        return {}
+    texts = raw.take(pa.array(at)).to_pylist()
+    return {
+        int(i): "wrong_field_count"
+        for i, text in zip(at, texts, strict=True)
+        if any(f.strip() for f in text.split(","))
+    }
 
 
 def _cells(
@@ -166,15 +218,6 @@ def _header(line: str, columns: tuple[str, ...], required: tuple[str, ...]) -> l
     if not set(required).issubset(header):
         return None
     return header
-
-
-def _plain_lines(raw: pa.Array, values: pa.Array, width: int, max_raw_chars: int) -> bool:
-    """Every line non-empty, of ``width`` fields and at most ``max_raw_chars`` long."""
-    lengths = pc.utf8_length(raw)
-    if pc.min(lengths).as_py() == 0 or pc.max(lengths).as_py() > max_raw_chars:
-        return False
-    counts = pc.list_value_length(values)
-    return pc.min(counts).as_py() == width and pc.max(counts).as_py() == width
 
 
 def jsonl_lines(data: bytes, known: frozenset[str], max_raw_chars: int) -> dict | None:

@@ -305,7 +305,7 @@ def parse_csv(pf: ParsedFile, data: bytes, fast: bool = True) -> None:
             MAX_RAW_CHARS,
         )
         if columns is not None:
-            pf.arrays = dict(zip(("_line_no", "_raw", "_fields"), columns, strict=True))
+            pf.arrays = columns
             return
     header: list[str] | None = None
     for line_no, raw, fields in _records(text):

@@ -92,10 +92,32 @@ CSV_CASES = {
     ),
     "quoted field": (PLAIN.replace(b"SKU1", b'"SKU,1"'), False),
     "quoted newline": (PLAIN.replace(b"SKU1", b'"SKU\n1"'), False),
-    "blank line inside": (PLAIN.replace(b"\nO1,", b"\n\nO1,"), False),
-    "blank lines at the end": (PLAIN + b"\n\n", False),
+    "blank line inside": (PLAIN.replace(b"\nO1,", b"\n\nO1,"), True),
+    "blank lines at the end": (PLAIN + b"\n\n", True),
+    "blank CRLF lines inside and at the end": (
+        PLAIN.replace(b"\nO1,", b"\n\n\nO1,").replace(b"\n", b"\r\n") + b"\r\n",
+        True,
+    ),
+    "a line of blank fields, short": (PLAIN.replace(b"\nO1,", " , ,\u3000\t\nO1,".encode()), True),
+    "a line of spaces": (PLAIN.replace(b"\nO1,", b"\n   \nO1,"), True),
+    "a line of empty fields at the header's width": (
+        PLAIN.replace(b"\nO1,", b"\n" + b"," * (POS_HEADER.count(",")) + b"\nO1,"),
+        True,
+    ),
     "lone CR": (PLAIN.replace(b"\nO1,", b"\rO1,"), False),
-    "wrong field count": (PLAIN.replace(b",cash,", b",cash,x,"), False),
+    "wrong field count": (PLAIN.replace(b",cash,", b",cash,x,"), True),
+    "too few fields": (PLAIN.replace(b",cash,", b",cash", 1), True),
+    "every line of another delimiter": (PLAIN.replace(b",", b";"), False),
+    "every data line of another delimiter": (
+        PLAIN.split(b"\n", 1)[0] + b"\n" + PLAIN.split(b"\n", 1)[1].replace(b",", b";"),
+        True,
+    ),
+    "wrong field count, a blank line and full-width digits": (
+        PLAIN.replace(b",cash,", b",cash,x,", 1)
+        .replace(b"\nO2,", b"\n\nO2,")
+        .replace(b"13800130002", "１３８００１３０００２".encode()),
+        True,
+    ),
     "unit separator": (PLAIN.replace(b"SKU1", b"SKU\x1f1"), False),
     "extra column": (
         PLAIN.replace(b"points_redeemed\n", b"points_redeemed,note\n").replace(b",,\n", b",,hi\n"),
