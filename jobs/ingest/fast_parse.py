@@ -1,11 +1,12 @@
 """Column-wise parsing of landing files (the fast path of jobs.ingest.parse).
 
-Most nights every CSV file is well formed: one record per physical line, no quoting,
-the expected columns. Such a file does not need the row-by-row parser: its lines are
-split and trimmed column-wise with pyarrow compute, giving the very same staged rows
-(``_line_no``, ``_raw``, ``_fields``) at C speed; a blank line or one with the wrong
-number of fields is looked at alone, as the row-by-row parser would. :func:`csv_columns`
-returns None the moment a file is anything else (quotes, a lone CR, extra or missing
+Most nights every CSV file is well formed: one record per physical line,
+the expected columns, no quotes or every field of a line quoted. Such a file does not
+need the row-by-row parser: its lines are split and trimmed column-wise with pyarrow
+compute, giving the very same staged rows (``_line_no``, ``_raw``, ``_fields``) at C
+speed; a blank line or one with the wrong number of fields is looked at alone, as the
+row-by-row parser would. :func:`csv_columns` returns None the moment a file is anything
+else (a quote inside a field or around part of a line, a lone CR, extra or missing
 columns, an over-long line): the row-by-row parser then takes the whole file, so every
 case it handles stays exactly as it is.
 
@@ -38,17 +39,18 @@ def csv_columns(
     max_raw_chars: int,
 ) -> dict[str, pa.Array | pa.ChunkedArray] | None:
     """The staged columns (``_line_no``, ``_raw``, ``_fields`` and, when a line has the
-    wrong number of fields, ``_parse_error``) of a CSV export without quotes, or None.
+    wrong number of fields, ``_parse_error``) of a CSV export, or None.
 
     ``data``: the file as UTF-8 bytes (BOM removed). ``columns``: the source's columns
     in staged order; ``identifiers``: those whose non-ASCII values are canonicalised
     (NFKC) as the row-by-row parser does. Grain of the arrays: one data line of the file
-    (a blank line is no row). Without a quote every physical line is one record, so a
-    line with the wrong number of fields is a ``wrong_field_count`` row here as there,
-    and the rest of its file still goes column-wise (at 1M members, 106 of 200 POS
-    files and every CRM file held one such line among thousands).
+    (a blank line is no row). When a line's quotes, if any, enclose its every field
+    (:func:`_line_fields`), every physical line is one record, so a line with the wrong
+    number of fields is a ``wrong_field_count`` row here as there, and the rest of its
+    file still goes column-wise (at 1M members, 106 of 200 POS files and every CRM file
+    held one such line among thousands; one store quotes every field).
     """
-    if b'"' in data or field_sep.encode() in data or b"\x00" in data:
+    if field_sep.encode() in data or b"\x00" in data:
         return None
     if data.count(b"\r") != data.count(b"\r\n"):
         return None  # a lone CR ends a record for the csv module
@@ -120,10 +122,12 @@ def _piece_rows(
     lengths = pc.utf8_length(raw)
     if pc.max(lengths).as_py() > max_raw_chars:
         return None
-    values = pc.split_pattern(raw, ",")
+    values = _line_fields(raw, piece)
+    if values is None:
+        return None
     plain = pc.and_(pc.equal(pc.list_value_length(values), len(header)), pc.greater(lengths, 0))
     plain_rows = plain.to_numpy(zero_copy_only=False)
-    errors = _broken_lines(raw, np.flatnonzero(~plain_rows))
+    errors = _broken_lines(values, np.flatnonzero(~plain_rows))
     cells = _cells(values.filter(plain).flatten(), header, columns, identifiers)
     staged = _staged_rows(cells, header, columns, int(plain_rows.sum()))
     fields = pc.binary_join(staged, field_sep)
@@ -140,17 +144,43 @@ def _piece_rows(
     return part, len(raw)
 
 
-def _broken_lines(raw: pa.Array, at: np.ndarray) -> dict[int, str]:
+def _line_fields(raw: pa.Array, piece: bytes) -> pa.Array | None:
+    """Each line's fields as the csv module reads them: split at the commas, or, for a
+    line holding a quote, each field quoted (``"a","b,c",""``) with no quote inside;
+    None when a line holds quotes otherwise (a quote inside a field, a quoted line
+    break, a field partly quoted: the row-by-row parser takes the file)."""
+    split = pc.split_pattern(raw, ",")
+    if b'"' not in piece:
+        return split
+    quotes = pc.count_substring(raw, '"')
+    inner = pc.utf8_slice_codeunits(raw, 1, -1)
+    quoted = pc.split_pattern(inner, '","')
+    # Quoted whole: a quote first and last, and only the quotes of the '","' between
+    # fields inside (each of the n fields then holds none).
+    separators = pc.multiply(pc.subtract(pc.list_value_length(quoted), 1), 2)
+    whole = pc.and_(
+        pc.and_(pc.starts_with(raw, '"'), pc.ends_with(raw, '"')),
+        pc.and_(
+            pc.greater_equal(pc.utf8_length(raw), 2), pc.equal(pc.subtract(quotes, 2), separators)
+        ),
+    )
+    has_quote = pc.greater(quotes, 0)
+    if not pc.all(pc.or_(pc.invert(has_quote), whole)).as_py():
+        return None
+    return pc.if_else(has_quote, quoted, split)
+
+
+def _broken_lines(values: pa.Array, at: np.ndarray) -> dict[int, str]:
     """{line: ``wrong_field_count``} of the lines ``at`` (not of the header's width, or
     empty) that are rows: a line of blank fields only is no row, as in the row-by-row
-    parser (few lines: each is looked at in Python)."""
+    parser (few lines: each is looked at in Python). ``values``: each line's fields."""
     if not len(at):
         return {}
-    texts = raw.take(pa.array(at)).to_pylist()
+    fields = values.take(pa.array(at)).to_pylist()
     return {
         int(i): "wrong_field_count"
-        for i, text in zip(at, texts, strict=True)
-        if any(f.strip() for f in text.split(","))
+        for i, line in zip(at, fields, strict=True)
+        if any(f.strip() for f in line)
     }
 
 
@@ -211,7 +241,13 @@ def _header(line: str, columns: tuple[str, ...], required: tuple[str, ...]) -> l
     """The header's column names, or None unless it names only known columns, once each."""
     if not line.strip():
         return None
-    header = [name.strip().lstrip("\ufeff").lower() for name in line.split(",")]
+    names = line.split(",")
+    if '"' in line:
+        fields = _line_fields(pa.array([line], pa.string()), line.encode())
+        if fields is None:
+            return None
+        names = fields[0].as_py()
+    header = [name.strip().lstrip("\ufeff").lower() for name in names]
     known = set(columns)
     if len(set(header)) != len(header) or not known.issuperset(header):
         return None

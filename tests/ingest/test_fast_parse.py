@@ -41,11 +41,11 @@ def test_a_generated_zone_parses_the_same_both_ways(tmp_path):
                 fast_taken, fast_rows, slow_rows = both(path, source)
                 assert fast_rows == slow_rows, path
                 taken.setdefault(source, []).append(fast_taken)
-    # The generator plants mess in some files; the plain ones go the fast way.
-    assert sum(taken["pos"]) >= len(taken["pos"]) // 2, taken["pos"]
+    # The generator plants mess in some files (broken lines, a store quoting every field,
+    # GB18030, a BOM): without a quote inside a field, every CSV file goes the fast way.
+    assert all(taken["pos"]) and all(taken["crm"]) and all(taken["loyalty"]), taken
     # Every JSON file that can be read at all (one is a truncated gzip) goes the fast way.
-    assert sum(taken["web"]) >= len(taken["web"]) - 1 and any(taken["crm"]), taken
-    assert any(taken["loyalty"]), taken
+    assert sum(taken["web"]) >= len(taken["web"]) - 1, taken
 
 
 def _pos(tmp_path: Path, body: bytes) -> Path:
@@ -55,6 +55,13 @@ def _pos(tmp_path: Path, body: bytes) -> Path:
 
 
 PLAIN = (POS_HEADER + "\n" + "\n".join(SALE.format(n=n) for n in range(3)) + "\n").encode()
+QUOTED = (
+    b"\n".join(
+        b",".join(b'"' + field + b'"' for field in line.split(b","))
+        for line in PLAIN[:-1].split(b"\n")
+    )
+    + b"\n"
+)
 
 CSV_CASES = {
     "plain": (PLAIN, True),
@@ -91,6 +98,25 @@ CSV_CASES = {
         True,
     ),
     "quoted field": (PLAIN.replace(b"SKU1", b'"SKU,1"'), False),
+    "every field quoted": (QUOTED, True),
+    "every field quoted, CRLF and BOM": (b"\xef\xbb\xbf" + QUOTED.replace(b"\n", b"\r\n"), True),
+    "quoted header, plain rows": (
+        QUOTED.split(b"\n", 1)[0] + b"\n" + PLAIN.split(b"\n", 1)[1],
+        True,
+    ),
+    "quoted commas, spaces, empty fields and full-width digits": (
+        QUOTED.replace(b'"SKU1"', b'" SKU,1 "')
+        .replace(b'"cash"', b'""')
+        .replace(b"13800130001", "１３８００１３０００１".encode()),
+        True,
+    ),
+    "quoted line of the wrong width, quoted blank line": (
+        QUOTED.replace(b'"cash",', b'"cash","x",', 1).replace(b'\n"O2"', b'\n""," "\n"O2"'),
+        True,
+    ),
+    "a doubled quote in a quoted field": (QUOTED.replace(b'"SKU1"', b'"SKU""1"'), False),
+    "a space after a closing quote": (QUOTED.replace(b'"SKU1",', b'"SKU1" ,'), False),
+    "a quote inside a plain field": (PLAIN.replace(b"SKU1", b'SK"U1'), False),
     "quoted newline": (PLAIN.replace(b"SKU1", b'"SKU\n1"'), False),
     "blank line inside": (PLAIN.replace(b"\nO1,", b"\n\nO1,"), True),
     "blank lines at the end": (PLAIN + b"\n\n", True),
