@@ -97,7 +97,19 @@ CSV_CASES = {
         + b"\n",
         True,
     ),
-    "quoted field": (PLAIN.replace(b"SKU1", b'"SKU,1"'), False),
+    "quoted field": (PLAIN.replace(b"SKU1", b'"SKU,1"'), True),
+    "some fields quoted, one of them across lines": (
+        PLAIN.replace(b"SKU1", b'"SKU,1"').replace(b"cash", b'"ca\nsh"', 1),
+        False,
+    ),
+    "some fields quoted, the header's too": (
+        PLAIN.replace(b"order_id,line_no", b'"order_id",line_no').replace(b"SKU1", b'"S ""K"" U"'),
+        True,
+    ),
+    "some fields quoted, a line of the wrong width": (
+        PLAIN.replace(b"SKU1", b'"SKU,1"').replace(b",cash,", b',"cash","x",', 1),
+        True,
+    ),
     "every field quoted": (QUOTED, True),
     "every field quoted, CRLF and BOM": (b"\xef\xbb\xbf" + QUOTED.replace(b"\n", b"\r\n"), True),
     "quoted header, plain rows": (
@@ -114,9 +126,10 @@ CSV_CASES = {
         QUOTED.replace(b'"cash",', b'"cash","x",', 1).replace(b'\n"O2"', b'\n""," "\n"O2"'),
         True,
     ),
-    "a doubled quote in a quoted field": (QUOTED.replace(b'"SKU1"', b'"SKU""1"'), False),
-    "a space after a closing quote": (QUOTED.replace(b'"SKU1",', b'"SKU1" ,'), False),
-    "a quote inside a plain field": (PLAIN.replace(b"SKU1", b'SK"U1'), False),
+    "a doubled quote in a quoted field": (QUOTED.replace(b'"SKU1"', b'"SKU""1"'), True),
+    "a space after a closing quote": (QUOTED.replace(b'"SKU1",', b'"SKU1" ,'), True),
+    "a quote inside a plain field": (PLAIN.replace(b"SKU1", b'SK"U1'), True),
+    "text after a closing quote": (QUOTED.replace(b'"SKU1",', b'"SKU"1,'), True),
     "quoted newline": (PLAIN.replace(b"SKU1", b'"SKU\n1"'), False),
     "blank line inside": (PLAIN.replace(b"\nO1,", b"\n\nO1,"), True),
     "blank lines at the end": (PLAIN + b"\n\n", True),
@@ -157,8 +170,17 @@ CSV_CASES = {
 }
 
 
+@pytest.fixture()
+def any_share_quoted(monkeypatch):
+    """Every line may need the csv module (the cases are files of a few lines; the share
+    rule has its own test)."""
+    import jobs.ingest.fast_parse as fast_parse
+
+    monkeypatch.setattr(fast_parse, "MAX_CSV_SHARE", 1.0)
+
+
 @pytest.mark.parametrize("case", sorted(CSV_CASES))
-def test_csv_cases_parse_the_same_both_ways(tmp_path, case):
+def test_csv_cases_parse_the_same_both_ways(tmp_path, case, any_share_quoted):
     body, expect_fast = CSV_CASES[case]
     fast_taken, fast_rows, slow_rows = both(_pos(tmp_path, body), "pos")
     assert fast_rows == slow_rows
@@ -166,7 +188,7 @@ def test_csv_cases_parse_the_same_both_ways(tmp_path, case):
 
 
 @pytest.mark.parametrize("piece_bytes", [1, 60])
-def test_csv_cases_parse_the_same_in_pieces(tmp_path, monkeypatch, piece_bytes):
+def test_csv_cases_parse_the_same_in_pieces(tmp_path, monkeypatch, piece_bytes, any_share_quoted):
     """A file's lines are split in pieces (fast_parse.PIECE_BYTES, 32 MB): cut after
     every line, or anywhere, every case gives the row-by-row parser's rows, and the same
     files take the fast path."""
@@ -182,6 +204,21 @@ def test_csv_cases_parse_the_same_in_pieces(tmp_path, monkeypatch, piece_bytes):
     body = (POS_HEADER + "\n" + "\n".join(SALE.format(n=n) for n in range(50)) + "\n").encode()
     fast_taken, fast_rows, slow_rows = both(_pos(tmp_path, body.replace(b"\n", b"\r\n")), "pos")
     assert fast_taken and fast_rows == slow_rows and len(fast_rows) == 50
+
+
+@pytest.mark.parametrize("every, expect_fast", [(1, False), (4, False), (10, True), (50, True)])
+def test_files_quoting_a_field_on_many_lines_go_row_by_row(tmp_path, every, expect_fast):
+    """A line quoting a field on its own is read by the csv module alone: on more than
+    MAX_CSV_SHARE (1/8) of the lines the row-by-row parser is faster and takes the file.
+    The rows are the same either way."""
+    sales = [SALE.format(n=n) for n in range(400)]
+    for n in range(0, 400, every):
+        sales[n] = sales[n].replace("SKU1", '"SKU,1"')
+    body = (POS_HEADER + "\n" + "\n".join(sales) + "\n").encode()
+    fast_taken, fast_rows, slow_rows = both(_pos(tmp_path, body), "pos")
+    assert fast_rows == slow_rows and len(fast_rows) == 400
+    assert fast_taken is expect_fast
+    assert sum(r["_fields"].count("SKU,1") for r in fast_rows) == len(range(0, 400, every))
 
 
 def test_crm_identifiers_are_canonicalised_the_same_way(tmp_path):
