@@ -32,7 +32,7 @@ PIECE_BYTES = 32 << 20
 # Up to this share of a piece's lines may need the csv module itself (a field quoted on
 # its own). 200k POS lines, best of 5: one line in 200 so quoted 0.55 s against the
 # row-by-row parser's 1.23 s, one in 20 0.71 s against 1.30 s; every line so took the
-# fast path 2.65 s against 1.17 s (the csv module's records made into Arrow cell by cell).
+# fast path (a csv reader per line then) 2.65 s against 1.17 s.
 MAX_CSV_SHARE = 0.125
 
 
