@@ -173,16 +173,13 @@ def _line_fields(raw: pa.Array, piece: bytes) -> pa.Array | None:
         return pc.split_pattern(raw, ",")
     quotes = pc.count_substring(raw, '"')
     has_quote = pc.greater(quotes, 0)
-    ends = pc.and_(pc.starts_with(raw, '"'), pc.ends_with(raw, '"'))
-    if pc.sum(pc.and_(has_quote, pc.invert(ends))).as_py() > len(raw) * MAX_CSV_SHARE:
-        return None  # the row-by-row parser is faster (a field quoted on most lines)
     inner = pc.utf8_slice_codeunits(raw, 1, -1)
     quoted = pc.split_pattern(inner, '","')
     # Quoted whole: a quote first and last, and only the quotes of the '","' between
     # fields inside (each of the n fields then holds none).
     separators = pc.multiply(pc.subtract(pc.list_value_length(quoted), 1), 2)
     whole = pc.and_(
-        ends,
+        pc.and_(pc.starts_with(raw, '"'), pc.ends_with(raw, '"')),
         pc.and_(
             pc.greater_equal(pc.utf8_length(raw), 2), pc.equal(pc.subtract(quotes, 2), separators)
         ),
