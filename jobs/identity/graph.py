@@ -701,12 +701,7 @@ def conflicting_components(
     labels = mat(labels, "never_link_labels")
     crm = profiles.withColumn("id", node_id(F.lit("crm"), F.col("crm_id"))).join(labels, "id")
     rules = conf.never_link
-    stats = crm.groupBy("component").agg(
-        F.countDistinct("id_card").alias("n_ids"),
-        F.countDistinct("gender").alias("n_genders"),
-        F.countDistinct("birth_date").alias("n_dates"),
-        F.countDistinct("id").alias("n_records"),
-    )
+    stats = crm.groupBy("component").agg(*_component_stats())
     fuzzy_components = (
         e.filter("second_pass")
         .join(labels.withColumnRenamed("id", "src"), "src")
@@ -719,10 +714,24 @@ def conflicting_components(
         F.col("n_records") > conf.fuzzy.max_cluster_records
     )
     if rules.split_chains and rules.different_valid_id_cards:
-        conflict = conflict | (F.col("n_ids") > 1)
+        conflict = conflict | F.col("several_ids")
     if rules.split_chains and rules.different_gender_and_birth_date:
-        conflict = conflict | ((F.col("n_genders") > 1) & (F.col("n_dates") > 1))
+        conflict = conflict | (F.col("several_genders") & F.col("several_dates"))
     return labels, stats.filter(conflict).select("component")
+
+
+def _component_stats() -> list[Column]:
+    """What :func:`conflicting_components` asks of a component's CRM records (one row
+    per record: ``profiles`` holds one per crm_id, ``labels`` one per node): whether they
+    hold several valid ID cards, genders, birth dates (nulls aside), and how many they
+    are. "Several" is a smallest value below the largest: four COUNT(DISTINCT)s in one
+    aggregate took 15 s of a 1M full run on Sail 0.7.2 (each a grouping of its own),
+    where plain MIN and MAX are one pass."""
+    several = [
+        F.coalesce(F.min(column) < F.max(column), F.lit(False)).alias(f"several_{name}")
+        for name, column in (("ids", "id_card"), ("genders", "gender"), ("dates", "birth_date"))
+    ]
+    return [*several, F.count(F.lit(1)).alias("n_records")]
 
 
 def refuse_never_link_chains(

@@ -3,6 +3,10 @@ another, A and C with different valid ID cards -> the weaker edge is refused."""
 
 from __future__ import annotations
 
+from itertools import pairwise
+
+from pyspark.sql import functions as F
+
 from jobs.identity.components import LinkProfile, refuse_never_link_merges
 from jobs.identity.job import run
 from tests.identity.conftest import crm_row, day, rows, xref_map
@@ -117,3 +121,59 @@ def test_a_component_above_the_split_limit_fails_with_its_size(spark, tmp_path):
         refuse_never_link_chains(
             edges, profiles, with_split_limit(2), parquet_materialiser(tmp_path)
         )
+
+
+def _expected_conflicts(groups: dict[str, list[tuple]], second_pass: set[str], conf) -> set[str]:
+    """Reference: the groups whose CRM records hold several distinct non-null ID cards,
+    or several genders and several birth dates, or more than the fuzzy cap with a
+    second-pass edge (counted with Python sets, not the step's aggregates)."""
+    out = set()
+    for name, records in groups.items():
+        ids, genders, dates = ({r[i] for r in records if r[i] is not None} for i in (1, 2, 3))
+        capped = name in second_pass and len(records) > conf.fuzzy.max_cluster_records
+        if len(ids) > 1 or (len(genders) > 1 and len(dates) > 1) or capped:
+            out.add(name)
+    return out
+
+
+def test_conflicting_components_are_those_the_never_link_rules_and_the_cap_name(spark, tmp_path):
+    """Each group of CRM records is one component (a chain of edges); nulls never count
+    as a value of their own, and one value twice is not two."""
+    from jobs.identity.conf import load_identity_conf
+    from jobs.identity.graph import conflicting_components, node_id
+    from jobs.lake import parquet_materialiser
+
+    conf = load_identity_conf()
+    d1, d2 = day(-9000), day(-8000)
+    many = conf.fuzzy.max_cluster_records + 1
+    groups = {
+        "one_id_and_nulls": [("a1", "id1", None, None), ("a2", None, None, None)],
+        "same_id_twice": [("b1", "id1", "M", d1), ("b2", "id1", "M", d1)],
+        "two_ids": [("c1", "id1", None, None), ("c2", "id2", None, None)],
+        "genders_only": [("d1", None, "M", d1), ("d2", None, "F", d1)],
+        "genders_and_dates": [("e1", None, "M", d1), ("e2", None, "F", d2)],
+        "gender_null_dates": [("f1", None, "M", d1), ("f2", None, None, d2)],
+        "big_fuzzy": [(f"g{i}", None, None, None) for i in range(many)],
+        "big_plain": [(f"h{i}", None, None, None) for i in range(many)],
+    }
+    second_pass = {"big_fuzzy"}
+    edges, profiles = [], []
+    for name, records in groups.items():
+        rule = "fuzzy_name_dob" if name in second_pass else "crm_phone"
+        for (a, *_), (b, *_) in pairwise(records):
+            edges.append(("crm", a, "crm", b, rule, "medium", day(0), day(0)))
+        profiles += records
+    edge_df = spark.createDataFrame(edges, EDGE_SCHEMA)
+    profile_df = spark.createDataFrame(
+        profiles, "crm_id string, id_card string, gender string, birth_date date"
+    )
+    labels, conflicting = conflicting_components(
+        edge_df, profile_df, conf, parquet_materialiser(tmp_path)
+    )
+    component_of = {r["id"]: r["component"] for r in labels.collect()}
+    ids = profile_df.select("crm_id", node_id(F.lit("crm"), F.col("crm_id")).alias("id"))
+    group_of_record = {r[0]: name for name, records in groups.items() for r in records}
+    group_of = {component_of[r["id"]]: group_of_record[r["crm_id"]] for r in ids.collect()}
+    found = {group_of[r["component"]] for r in conflicting.collect()}
+    assert found == _expected_conflicts(groups, second_pass, conf)
+    assert found == {"two_ids", "genders_and_dates", "big_fuzzy"}
