@@ -162,7 +162,7 @@ def connected_components(
     local = _local_labels(edges, local_max_edges, materialise)
     if local is not None:
         stats.rounds = 1
-        return _label_nodes(nodes, local), _timed(stats, t0)
+        return label_nodes(nodes, local), _timed(stats, t0)
     cur = materialise(_canonical(edges), "cc_r0")
     for r in range(1, max_rounds + 1):
         cur = materialise(small_star(large_star(cur)), f"cc_r{r}")
@@ -174,10 +174,10 @@ def connected_components(
             break
     else:
         raise ComponentsDidNotConverge(f"no convergence after {max_rounds} rounds")
-    return _label_nodes(nodes, cur), _timed(stats, t0)
+    return label_nodes(nodes, cur), _timed(stats, t0)
 
 
-def _label_nodes(nodes: DataFrame, stars: DataFrame) -> DataFrame:
+def label_nodes(nodes: DataFrame, stars: DataFrame) -> DataFrame:
     """Every node with its component; ``stars``: one non-root node (src) -> its root
     (dst); a node in no star is its own component. Output grain: one node (id, component)."""
     labels = stars.select(F.col("src").alias("id"), F.col("dst").alias("component"))

@@ -64,3 +64,45 @@ def test_only_components_touched_by_a_changed_edge_or_crm_record_are_checked(spa
     }
     assert ch == {("crm:C", "delete"), ("email:e1", "delete"), ("crm:D", "upsert"),
                   ("email:e2", "upsert")}  # fmt: skip
+
+
+def test_a_full_check_labels_the_graph_after_refusal_as_clustering_it_again(spark, tmp_path):
+    """The full check's labels, reused after refusal, equal the components of the kept
+    edges clustered from scratch: a split component gets one label per part (its
+    smallest node), the untouched ones keep theirs, a node with no edge is its own."""
+    from jobs.identity.chains import ChainCheck
+    from jobs.identity.components import connected_components
+    from jobs.identity.conf import load_identity_conf
+    from jobs.lake import parquet_materialiser
+    from tests.identity.test_never_link import chain_edges
+
+    conf = load_identity_conf()
+    all_edges, profiles = chain_edges(spark, groups=3)  # three components split, one not
+    mat = parquet_materialiser(tmp_path)
+    check = ChainCheck(None)
+    kept, refused, _ = check(all_edges.select(*EDGE_COLUMNS), profiles, conf, mat)
+    assert refused.count() == 3
+    ends = [F.concat(F.col(f"{s}_source"), F.lit(":"), F.col(f"{s}_key")) for s in ("src", "dst")]
+    nodes = (
+        all_edges.select(ends[0].alias("node"))
+        .unionByName(all_edges.select(ends[1].alias("node")))
+        .unionByName(spark.createDataFrame([("crm:alone",)], "node string"))
+        .distinct()
+        .withColumn("id", F.xxhash64("node"))
+    )
+    reused = check.labels_after_refusal(nodes, kept, mat, conf)
+    assert reused is not None
+    hashed = kept.select(F.xxhash64(ends[0]).alias("src"), F.xxhash64(ends[1]).alias("dst"))
+    fresh, _ = connected_components(nodes, hashed, mat, local_max_edges=1000)
+    got = {(r["id"], r["component"]) for r in reused[0].collect()}
+    assert got == {(r["id"], r["component"]) for r in fresh.collect()}
+    assert len({c for _, c in got}) == 3 * 2 + 1 + 1  # each split in two, G-H, alone
+
+
+def test_labels_after_refusal_are_not_reused_from_a_partial_check(spark):
+    from jobs.identity.chains import ChainCheck
+
+    check = ChainCheck(None)
+    assert check.labels_after_refusal(None, None, None, None) is None  # nothing checked yet
+    check.labels, check.refused, check.scope = object(), object(), object()
+    assert check.labels_after_refusal(None, None, None, None) is None
