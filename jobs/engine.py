@@ -264,6 +264,20 @@ def step_spark(spark: SparkSession, step: str, hash_join_steps: Collection[str])
     return get_spark(conf, "hash")
 
 
+def parquet_options(spark: SparkSession) -> dict[str, str]:
+    """Options for a Parquet write (intermediates, staged rows) on ``spark``.
+
+    On the embedded Sail servers: ``compression`` ``zstd``. Sail 0.7.2 writes ZSTD either
+    way, but a write that names it took 1.1-1.6 s where the default took 1.8-3.3 s (the
+    1M identity intermediates of 3.9-4.7M rows, files 2-5% smaller too); Sail ignores
+    the session's ``spark.sql.parquet.compression.codec``. Other engines keep their
+    default. Delta writes are not concerned (Sail's Delta writer ignores the option)."""
+    with _lock:
+        ours = any(s is spark for s in _sessions.values())
+        conf = _session_conf
+    return {"compression": "zstd"} if ours and conf is not None and conf.kind == "sail" else {}
+
+
 def stop() -> None:
     """Stop the sessions and the embedded servers (idempotent)."""
     global _session_key, _session_conf

@@ -25,6 +25,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from jobs import lineage, storage
+from jobs.engine import parquet_options
 from jobs.schemas import conform, table_schema
 
 log = logging.getLogger(__name__)
@@ -467,7 +468,7 @@ class ParquetScratch:
 
     def __call__(self, df: DataFrame, name: str) -> DataFrame:
         path = storage.join(self.base, name)
-        df.write.mode("overwrite").parquet(path)
+        df.write.mode("overwrite").options(**parquet_options(df.sparkSession)).parquet(path)
         return _read_back(path, df)
 
     def slices(self, parts: Iterable[DataFrame], name: str) -> DataFrame:
@@ -478,7 +479,8 @@ class ParquetScratch:
         path = storage.join(self.base, name)
         first: DataFrame | None = None
         for part in parts:
-            part.write.mode("append" if first is not None else "overwrite").parquet(path)
+            mode = "append" if first is not None else "overwrite"
+            part.write.mode(mode).options(**parquet_options(part.sparkSession)).parquet(path)
             first = first if first is not None else part
         if first is None:
             raise ValueError(f"{name}: no slice to write")

@@ -25,6 +25,7 @@ from pyspark.sql import functions as F
 
 from jobs import lake_state, storage
 from jobs.context import RunContext
+from jobs.engine import parquet_options
 from jobs.ingest.bronze_types import (
     first_copies,
     flag_conflicts,
@@ -138,7 +139,8 @@ def materialize(df: DataFrame, path: str) -> DataFrame:
     not): intermediate results several writes read, computed once. Parquet, not a staging
     Delta table: the checked rows of a 100k first run's 2M web events took 7.2 s to write
     as Parquet and 11.3 s as Delta on Sail 0.7.2."""
-    write_retrying(df, lambda rows: rows.write.mode("overwrite").parquet(path))
+    options = parquet_options(df.sparkSession)
+    write_retrying(df, lambda rows: rows.write.mode("overwrite").options(**options).parquet(path))
     return df.sparkSession.read.schema(df.schema).parquet(path)
 
 
@@ -357,11 +359,12 @@ def route(batch: DataFrame, picked: Column, path: str) -> tuple[DataFrame, DataF
         routed = routed.withColumn("_raw", F.when(F.col("_picked"), F.col("_raw")))
     routed = routed.withColumn("route", F.when(F.col("_picked"), "picked").otherwise("rest"))
     storage.remove_tree(path)  # an earlier batch's folders must not be read as this one's
+    spark = batch.sparkSession
+    options = parquet_options(spark)
     write_retrying(
         routed.drop("_picked"),
-        lambda rows: rows.write.mode("overwrite").partitionBy("route").parquet(path),
+        lambda rows: rows.write.mode("overwrite").options(**options).partitionBy("route").parquet(path),
     )
-    spark = batch.sparkSession
 
     def part(name: str) -> DataFrame:
         folder = storage.join(path, f"route={name}")
