@@ -21,6 +21,10 @@ components are the previous components of the seeds; their nodes and the seeds s
 subgraph closed under the current edges (an unchanged edge joins two nodes of one
 previous component), which alone is clustered and checked. The labels are the smallest
 node id of each component either way, so the state equals what a full check writes.
+
+A full run clusters the graph once more after refusal (jobs.identity.job); it takes the
+full check's labels but in the components that lost an edge
+(:meth:`ChainCheck.labels_after_refusal`).
 """
 
 from __future__ import annotations
