@@ -18,11 +18,12 @@ groups changed size across a cap. The *touched* records are
 
 the name + birth date + city groups holding a touched record today or yesterday are
 recomputed whole, and the ends of a name_dob_city pair that changed are touched for the
-fuzzy pass too, as is every member of a blocking key whose size crossed
-``fuzzy.max_block_size`` (yesterday's size: today's, less the touched records' keys
-today, plus their keys yesterday). The fuzzy pass then compares the candidate pairs with
-a touched end only; every other pair keeps yesterday's edge. Yesterday's second-pass
-edges are the pre-refusal edges the chain check keeps (silver/identity_edges plus
+fuzzy pass too. The fuzzy pass then compares the candidate pairs with a touched end,
+and every pair of a blocking key that shrank under ``fuzzy.max_block_size`` since
+yesterday (yesterday's size: today's, less the touched records' keys today, plus their
+keys yesterday); every other pair keeps yesterday's edge. A key that grew over the cap
+and held a pair linked yesterday makes its members touched (``SecondPass._blocks``).
+Yesterday's second-pass edges are the pre-refusal edges the chain check keeps (silver/identity_edges plus
 meta/identity_refused), so the result is exactly a full recompute's.
 
 A night that touches no record runs no comparison and takes yesterday's edges. The
@@ -39,7 +40,7 @@ from pyspark.sql import functions as F
 
 from jobs.columns import any_true
 from jobs.identity.conf import IdentityConf
-from jobs.identity.corroborate import crm_profiles
+from jobs.identity.corroborate import crm_profiles, pairs_within
 from jobs.identity.fuzzy import block_keys, compare, fuzzy_profiles, labelled_pairs, rule_edges
 from jobs.identity.graph import (
     EDGE_COLUMNS,
@@ -137,21 +138,48 @@ def _members(fp: DataFrame, keys: DataFrame, conf: IdentityConf) -> DataFrame:
     return block_keys(fp, conf, wanted=keys.select("block").distinct())
 
 
-def crossing_members(
+def crossed_blocks(
     blocks: DataFrame, seeds: DataFrame, seed_blocks_before: DataFrame, conf: IdentityConf
 ) -> DataFrame:
-    """Members of a blocking key holding a seed today or yesterday whose size crossed
+    """The blocking keys holding a seed today or yesterday whose size crossed
     fuzzy.max_block_size since yesterday (yesterday's members: today's less the seeds'
     keys today plus their keys yesterday). Inputs: ``blocks`` one (crm_id, block) of
-    today; ``seeds`` one crm_id; ``seed_blocks_before`` the seeds' (crm_id, block) as
-    the last run saw them. Output grain: one crm_id (may repeat)."""
+    today, every member of each block it holds; ``seeds`` one crm_id;
+    ``seed_blocks_before`` the seeds' (crm_id, block) as the last run saw them.
+    Output grain: one block; ``grew`` (over the cap today, under it yesterday)."""
     now = blocks.join(seeds, "crm_id", "left_semi").select("block", F.lit(-1).alias("d"))
     then = seed_blocks_before.select("block", F.lit(1).alias("d"))
     delta = now.unionByName(then).groupBy("block").agg(F.sum("d").alias("d"))
     sizes = blocks.join(delta, "block").groupBy("block", "d").agg(F.count(F.lit(1)).alias("n"))
     limit = conf.fuzzy.max_block_size
     crossed = sizes.filter((F.col("n") <= limit) != (F.col("n") + F.col("d") <= limit))
-    return blocks.join(crossed.select("block"), "block", "left_semi").select("crm_id")
+    return crossed.select("block", (F.col("n") > limit).alias("grew"))
+
+
+def lost_edges(
+    fuzzy: DataFrame, blocks: DataFrame, crossed: DataFrame, touched: DataFrame
+) -> DataFrame:
+    """Yesterday's fuzzy edges between two untouched records of a block that grew over
+    the cap: such a pair may have lost its only small block (whether it shares another
+    needs every record's keys). Inputs: ``fuzzy`` yesterday's fuzzy edges; ``blocks``
+    and ``crossed`` as :func:`crossed_blocks`; ``touched`` one crm_id.
+    Output grain: one (src_key, dst_key, block)."""
+    grown = blocks.join(crossed.filter(F.col("grew")).select("block"), "block", "left_semi")
+    pairs = fuzzy.select("src_key", "dst_key")
+    in_grown = pairs.join(grown.select("block", F.col("crm_id").alias("src_key")), "src_key").join(
+        grown.select("block", F.col("crm_id").alias("dst_key")), ["dst_key", "block"]
+    )
+    return _end_in(in_grown, touched, "src_key", "dst_key", either=False)
+
+
+def shrunk_pairs(blocks: DataFrame, crossed: DataFrame) -> DataFrame:
+    """Every pair of records sharing a block that shrank under the cap since yesterday:
+    each is a candidate now, whether or not either end was touched. Inputs as
+    :func:`crossed_blocks`. Output grain: one (x, y), x < y (may repeat)."""
+    shrunk = blocks.join(crossed.filter(~F.col("grew")).select("block"), "block", "left_semi")
+    return pairs_within(shrunk, ["block"]).select(
+        F.col("a.crm_id").alias("x"), F.col("b.crm_id").alias("y")
+    )
 
 
 def pairs_with_touched(blocks: DataFrame, touched: DataFrame, max_size: int) -> DataFrame:
@@ -190,6 +218,7 @@ class SecondPass:
         self.touched: DataFrame | None = None  # one crm_id the fuzzy pass compares
         self.pairs: DataFrame | None = None  # one (x, y) compared (incremental only)
         self.skipped = False
+        self.crossing = "none"  # how blocks that crossed the cap were handled
 
     def __call__(
         self, inp: SecondPassInputs, conf: IdentityConf, mat: Materialise
@@ -214,30 +243,66 @@ class SecondPass:
         ndc, ndc_changed = self._name_dob_city(inp, crm_before, before, seeds, conf, mat)
         fp = mat(fuzzy_profiles(inp.latest, inp.profiles, inp.crm_ids), "fuzzy_profiles")
         near = seeds.unionByName(_ends(ndc_changed))
-        # The seeds' keys as the last run saw them: a few rows, but a long plan (their
-        # versions, identifiers and profiles again), read by three queries.
-        blocks_before = mat(block_keys(fp_before, conf), "fuzzy_blocks_before")
-        # Every record's blocking keys, computed again where needed rather than written
-        # (millions of rows): only the keys of a few records are ever kept.
-        near_keys = _keys_of(fp, near, conf).unionByName(blocks_before.select("block"))
-        near_blocks = mat(_members(fp, near_keys, conf), "fuzzy_blocks_near")
-        crossing = crossing_members(near_blocks, seeds, blocks_before, conf)
-        touched = mat(near.unionByName(crossing).distinct(), "second_touched")
+        fuzzy = before.filter(F.col("rule").startswith("fuzzy_"))
+        members, touched, regrouped = self._blocks(fp, fp_before, near, seeds, fuzzy, conf, mat)
         self.touched = touched
-        # near_blocks holds every member of each key the near records hold: enough unless
-        # a block crossed the cap (its members' other keys are then read again).
-        members = near_blocks
-        if crossing.take(1):
-            keys = _keys_of(fp, touched, conf)
-            members = mat(_members(fp, keys, conf), "fuzzy_blocks_crossing")
-        pairs = mat(self._candidate_pairs(inp, members, touched, ndc, conf), "second_pairs")
+        pairs = self._candidate_pairs(inp, members, touched, regrouped, ndc, conf)
+        pairs = mat(pairs, "second_pairs")
         self.pairs = pairs
         # Not materialised as the full pass's are: a night's few pairs (1M members: the
         # same 3.6 s either way, for a query more).
         new = rule_edges(labelled_pairs(compare(pairs, fp, conf), conf))
-        fuzzy = before.filter(F.col("rule").startswith("fuzzy_"))
-        old = _end_in(fuzzy, touched, "src_key", "dst_key", either=False).select(*EDGE_COLUMNS)
-        return ndc.unionByName(old).unionByName(new.select(*EDGE_COLUMNS)), None
+        old = _end_in(fuzzy, touched, "src_key", "dst_key", either=False)
+        if regrouped is not None:  # compared again: their edges are among the new
+            again = regrouped.select(F.col("x").alias("src_key"), F.col("y").alias("dst_key"))
+            old = old.join(again, ["src_key", "dst_key"], "left_anti")
+        edges = ndc.unionByName(old.select(*EDGE_COLUMNS)).unionByName(new.select(*EDGE_COLUMNS))
+        return edges, None
+
+    def _blocks(
+        self,
+        fp: DataFrame,
+        fp_before: DataFrame,
+        near: DataFrame,
+        seeds: DataFrame,
+        fuzzy_before: DataFrame,
+        conf: IdentityConf,
+        mat: Materialise,
+    ) -> tuple[DataFrame, DataFrame, DataFrame | None]:
+        """(members, touched, regrouped): every (crm_id, block) of the blocks the touched
+        records hold, the touched records (one crm_id: ``near``, the seeds and the ends
+        of a changed name_dob_city pair) and the pairs of untouched records compared
+        again (one (x, y), or None).
+
+        Every record's blocking keys are made once, for the blocks ``near`` holds today
+        or the seeds held yesterday (millions of rows, computed again where needed
+        rather than written: only the keys of a few records are ever kept). A block that
+        crossed the cap since yesterday changes which of its pairs are candidates. One
+        that shrank under it makes each of its pairs one (``regrouped``); one that grew
+        over it unmakes them, which matters only for a pair linked yesterday that may
+        share no other small block: then, alone, the block's members are touched and
+        every record's keys are made a second time for their blocks
+        (``fuzzy_blocks_crossing``, figure ``second_pass_crossing`` = touched)."""
+        # The seeds' keys as the last run saw them: a few rows, but a long plan (their
+        # versions, identifiers and profiles again), read by three queries.
+        blocks_before = mat(block_keys(fp_before, conf), "fuzzy_blocks_before")
+        near_keys = _keys_of(fp, near, conf).unionByName(blocks_before.select("block"))
+        near_blocks = mat(_members(fp, near_keys, conf), "fuzzy_blocks_near")
+        crossed = mat(crossed_blocks(near_blocks, seeds, blocks_before, conf), "fuzzy_crossed")
+        touched = mat(near.distinct(), "second_touched")
+        if not crossed.take(1):
+            self.crossing = "none"
+            return near_blocks, touched, None
+        if not lost_edges(fuzzy_before, near_blocks, crossed, touched).take(1):
+            self.crossing = "regrouped"
+            regrouped = mat(shrunk_pairs(near_blocks, crossed).distinct(), "second_regrouped")
+            return near_blocks, touched, regrouped
+        self.crossing = "touched"
+        crossing = near_blocks.join(crossed.select("block"), "block", "left_semi")
+        touched = near.unionByName(crossing.select("crm_id")).distinct()
+        touched = mat(touched, "second_touched_crossing")
+        members = mat(_members(fp, _keys_of(fp, touched, conf), conf), "fuzzy_blocks_crossing")
+        return members, touched, None
 
     def _seeds(self, inp: SecondPassInputs, prev: SecondPrevious) -> DataFrame:
         """Records with a new version, changed first-pass edges or a changed junk pair."""
@@ -312,17 +377,24 @@ class SecondPass:
         inp: SecondPassInputs,
         members: DataFrame,
         touched: DataFrame,
+        regrouped: DataFrame | None,
         ndc: DataFrame,
         conf: IdentityConf,
     ) -> DataFrame:
-        """jobs.identity.fuzzy.candidate_pairs with a touched end, less the pairs
-        sharing a value node or linked by name_dob_city. Output grain: one (x, y), x < y;
-        shares_junk."""
+        """jobs.identity.fuzzy.candidate_pairs with a touched end, and the ``regrouped``
+        pairs (one (x, y), or None), less the pairs sharing a value node or linked by
+        name_dob_city. Output grain: one (x, y), x < y; shares_junk."""
         assert self.junk_pairs is not None
         within = pairs_with_touched(members, touched, conf.fuzzy.max_block_size)
-        junk = _end_in(self.junk_pairs.select("x", "y", F.lit(True).alias("j")), touched, "x", "y")
+        all_junk = self.junk_pairs.select("x", "y", F.lit(True).alias("j"))
+        junk = _end_in(all_junk, touched, "x", "y")
+        records = touched.select("crm_id")
+        if regrouped is not None:
+            within = within.unionByName(regrouped.select("x", "y"))
+            junk = junk.unionByName(all_junk.join(regrouped, ["x", "y"], "left_semi"))
+            records = records.unionByName(_ends(regrouped)).distinct()
         both = within.withColumn("j", F.lit(False)).unionByName(junk)
-        shared = pairs_sharing_a_value(inp.kept, touched).unionByName(_pairs_of(ndc))
+        shared = pairs_sharing_a_value(inp.kept, records).unionByName(_pairs_of(ndc))
         return (
             both.groupBy("x", "y")
             .agg(any_true(F.col("j")).alias("shares_junk"))
@@ -365,4 +437,5 @@ class SecondPass:
             "second_pass_reason": self.reason,
             "second_pass_records": counts.get("second_touched", 0),
             "second_pass_pairs": counts.get("second_pairs", 0),
+            "second_pass_crossing": self.crossing,
         }

@@ -253,6 +253,52 @@ def test_incremental_nights_equal_full_recompute(make_ctx, settings, tmp_path):
     assert {t: ctx.lake.version(t) for t in kept + chain} == versions
 
 
+# Blocks crossing fuzzy.max_block_size (3) either way: L1-L3 are linked by typos; L4
+# (night 1) joins every block they share, which grows over the cap and held their edges,
+# so their blocks are read again (``touched``); L4's next version (night 2) leaves them,
+# the blocks shrink under the cap and L1-L3, untouched, are compared again
+# (``regrouped``) and linked as before.
+def crossing_rows(d: int) -> list[dict]:
+    person = {"birth_date": dt.date(1990, 1, 1), "city": "adelaide"}
+    if d == 0:
+        return [crm_row(f"L{i}", 0, name=f"peter {last}", phone=f"1374{i}000000{i}", **person)
+                for i, last in ((1, "jones"), (2, "jomes"), (3, "jonis"))]  # fmt: skip
+    if d == 1:
+        return [crm_row("L4", 1, name="peter jonas", phone="13744000004", **person)]
+    return [crm_row("L4", 2, name="quentin zhao", phone="13744000004",
+                    birth_date=dt.date(1970, 7, 7), city="darwin")]  # fmt: skip
+
+
+def test_blocks_crossing_the_cap_either_way_equal_full_recompute(make_ctx, settings, tmp_path):
+    base = IdentityConf()
+    small_blocks = {"fuzzy": base.fuzzy.model_copy(update={"max_block_size": 3})}
+    confs = {
+        "inc": base.model_copy(update=small_blocks),
+        "full": base.model_copy(update={**small_blocks, "incremental": False}),
+    }
+    lakes = {
+        mode: settings.model_copy(
+            update={"paths": settings.paths.model_copy(update={"lake": tmp_path / mode})}
+        )
+        for mode in confs
+    }
+    crossing, linked = [], []
+    for n in range(3):
+        for mode, s in lakes.items():
+            ctx = make_ctx(day(n), settings=s)
+            put_day(ctx, "bronze/crm_members", crossing_rows(n), n)
+            figures = resolve(ctx, confs[mode])
+            if mode == "inc":
+                crossing.append(figures.get("second_pass_crossing"))
+                xref = ctx.lake.read("silver/member_xref").filter("source = 'crm'").collect()
+                members = {r.source_key: r.member_id for r in xref}
+                linked.append(len({members[f"L{i}"] for i in (1, 2, 3)}) == 1)
+        inc, full = (make_ctx(day(n), settings=lakes[m]) for m in ("inc", "full"))
+        assert snapshot(inc) == snapshot(full), f"night {n}"
+    assert crossing == [None, "touched", "regrouped"]
+    assert linked == [True, False, True]
+
+
 def test_breaker_trip_on_an_incremental_night_then_full_recompute(make_ctx, monkeypatch):
     """The circuit breaker stops a night that would change too many member ids before it
     writes a member, and names a cluster; the operator accepts the changes. A tripped
