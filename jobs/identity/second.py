@@ -288,7 +288,9 @@ class SecondPass:
         blocks_before = mat(block_keys(fp_before, conf), "fuzzy_blocks_before")
         near_keys = _keys_of(fp, near, conf).unionByName(blocks_before.select("block"))
         near_blocks = mat(_members(fp, near_keys, conf), "fuzzy_blocks_near")
-        crossed = mat(crossed_blocks(near_blocks, seeds, blocks_before, conf), "fuzzy_crossed")
+        # Not materialised: a grouping of the near blocks' rows, read again only when a
+        # block crossed the cap (one execution fewer on every other night).
+        crossed = crossed_blocks(near_blocks, seeds, blocks_before, conf)
         touched = mat(near.distinct(), "second_touched")
         if not crossed.take(1):
             self.crossing = "none"
