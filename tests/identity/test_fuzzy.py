@@ -72,8 +72,8 @@ def test_one_edit_means_one_substitution_insertion_deletion_or_swap(spark):
 
 
 def _block_rows(spark, records: list[tuple]) -> dict[str, list[str]]:
-    """block_keys of profiles (crm_id, name tokens, birth date, city, card), as
-    {crm_id: sorted blocks}."""
+    """block_keys of profiles (crm_id, name tokens, birth date, city, card and
+    optionally an ID card), as {crm_id: sorted blocks}."""
     import datetime as dt
 
     from jobs.identity.conf import load_identity_conf
@@ -84,8 +84,8 @@ def _block_rows(spark, records: list[tuple]) -> dict[str, list[str]]:
         "city_key string, phone string, card string, id_raw string"
     )
     fp = spark.createDataFrame(
-        [(c, f, last, n, dt.date(1980, 1, 2), city, None, card, None)
-         for c, f, last, n, city, card in records],
+        [(c, f, last, n, dt.date(1980, 1, 2), city, None, card, rest[0] if rest else None)
+         for c, f, last, n, city, card, *rest in records],
         schema,
     )  # fmt: skip
     out: dict[str, list[str]] = {}
@@ -144,6 +144,40 @@ def test_masked_card_blocks_carry_each_suffix(spark):
     assert tagged("G3", "mcardt") == set()
     for crm_id in ("G1", "G2", "G3"):
         assert tagged(crm_id, "mcardyear") == {f"mcardyear|{m}1980" for m in masked}
+
+
+def test_id_card_blocks_once_each_and_none_without_an_id(spark):
+    """An ID card alone gives one key per masked character and one per distinct
+    neighbour pair put in order (an ID of one repeated digit: a single such key); a
+    record without an ID or card gets no ID or card key at all."""
+    id_a, id_b = "110105198001011238", "1" * 18
+    blocks = _block_rows(
+        spark,
+        [
+            ("I1", "amy", "adams", "adams amy", "perth", None, id_a),
+            ("I2", "amy", "adams", "adams amy", "perth", None, id_b),
+            ("I3", "amy", "adams", "adams amy", "perth", None, None),
+        ],
+    )
+
+    def tagged(crm_id: str, tag: str) -> list[str]:
+        return [b for b in blocks[crm_id] if b.startswith(tag + "|")]
+
+    def pair_sorted(text: str) -> set[str]:
+        return {text[:i] + "".join(sorted(text[i : i + 2])) + text[i + 2 :]
+                for i in range(len(text) - 1)}  # fmt: skip
+
+    assert sorted(tagged("I1", "mid")) == sorted(
+        f"mid|{id_a[:i]}_{id_a[i + 1 :]}" for i in range(18)
+    )
+    assert sorted(tagged("I1", "tid")) == sorted(f"tid|{t}" for t in pair_sorted(id_a))
+    assert tagged("I2", "tid") == [f"tid|{id_b}"]
+    assert len(tagged("I2", "mid")) == 18
+    assert tagged("I1", "sid_raw") == [f"sid_raw|{''.join(sorted(id_a))}|a"]
+    assert not [b for b in blocks["I3"] if b.split("|")[0] in ("mid", "tid", "sid_raw")]
+    assert not [b for b in blocks["I3"] if "card" in b.split("|")[0]]
+    for crm_id, keys in blocks.items():
+        assert len(keys) == len(set(keys)), crm_id
 
 
 def test_comparisons_in_slices_equal_one_query(spark, tmp_path):
