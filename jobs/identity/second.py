@@ -23,8 +23,9 @@ and every pair of a blocking key that shrank under ``fuzzy.max_block_size`` sinc
 yesterday (yesterday's size: today's, less the touched records' keys today, plus their
 keys yesterday); every other pair keeps yesterday's edge. A key that grew over the cap
 and held a pair linked yesterday makes its members touched (``SecondPass._blocks``).
-Yesterday's second-pass edges are the pre-refusal edges the chain check keeps (silver/identity_edges plus
-meta/identity_refused), so the result is exactly a full recompute's.
+Yesterday's second-pass edges are the pre-refusal edges the chain check keeps
+(silver/identity_edges plus meta/identity_refused), so the result is exactly a full
+recompute's.
 
 A night that touches no record runs no comparison and takes yesterday's edges. The
 scored pass, a missing or foreign junk-pair state, a re-sent or erased CRM date (no
