@@ -192,6 +192,7 @@ def block_keys(fp: DataFrame, conf: IdentityConf, wanted: DataFrame | None = Non
 
     Output grain: one (crm_id, block); a record sits in several blocks. ``wanted`` (one
     ``block``, broadcast: the keys of a night's touched records): only those blocks' rows.
+    ``fp`` is read once per key family: give a written frame, not a long plan.
     """
     sorted_texts = [_sorted_chars(F.col(c)).alias(alias) for c, alias in _SORTED.items()]
     fp = fp.select("*", *sorted_texts)
