@@ -256,12 +256,17 @@ def step_spark(spark: SparkSession, step: str, hash_join_steps: Collection[str])
     module did not make)."""
     if step not in hash_join_steps:
         return spark
+    conf = _embedded_sail_conf(spark)
+    return spark if conf is None else get_spark(conf, "hash")
+
+
+def _embedded_sail_conf(spark: SparkSession) -> EngineConf | None:
+    """The configuration of ``spark`` when it is a session of our embedded Sail servers;
+    None for other engines and for sessions this module did not make."""
     with _lock:
         ours = any(s is spark for s in _sessions.values())
         conf = _session_conf
-    if not ours or conf is None or conf.kind != "sail":
-        return spark
-    return get_spark(conf, "hash")
+    return conf if ours and conf is not None and conf.kind == "sail" else None
 
 
 def parquet_options(spark: SparkSession) -> dict[str, str]:
@@ -272,10 +277,7 @@ def parquet_options(spark: SparkSession) -> dict[str, str]:
     1M identity intermediates of 3.9-4.7M rows, files 2-5% smaller too); Sail ignores
     the session's ``spark.sql.parquet.compression.codec``. Other engines keep their
     default. Delta writes are not concerned (Sail's Delta writer ignores the option)."""
-    with _lock:
-        ours = any(s is spark for s in _sessions.values())
-        conf = _session_conf
-    return {"compression": "zstd"} if ours and conf is not None and conf.kind == "sail" else {}
+    return {"compression": "zstd"} if _embedded_sail_conf(spark) is not None else {}
 
 
 def stop() -> None:
