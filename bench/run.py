@@ -200,15 +200,15 @@ class PhaseFailed(RuntimeError):
 # What each side of the RFM comparison computes; printed with the figures so the ratio
 # is read for what it is.
 OURS_SCOPE = (
-    "features + rfm steps of the nightly run: silver/orders (all history), order_lines "
-    "(365 d), members, web_events (7 d) + member_xref -> gold/member_features (every member: windows "
-    "7/30/90/365, returns, gross/discount, night, store/online, median gap, category "
+    "features + rfm steps of the nightly run: silver/orders (all history, their lines' "
+    "totals), members, web_events (7 d) + member_xref -> gold/member_features (every "
+    "member: windows 7/30/90/365, returns, gross/discount, night, store/online, median gap, category "
     "shares, views, age, tier) and gold/member_rfm (scores, cell, segment), Delta writes "
     "of D's partition and the steps' read-back figures"
 )
 DUCK_SCOPE = (
-    "DuckDB, same Delta files and date: silver/orders, order_lines, members, web_events "
-    "+ member_xref -> the same member features and RFM scores/segments/tiers, written to Parquet"
+    "DuckDB, same Delta files and date: silver/orders (with their lines' totals), members, "
+    "web_events + member_xref -> the same member features and RFM scores/segments/tiers, written to Parquet"
 )
 
 
@@ -299,12 +299,15 @@ def duckdb_rfm(lake: Path, as_of: dt.date, out: Path) -> tuple[float, dict]:
         count(*) FILTER (WHERE p AND order_date >= {since[365]}
                          AND {night}) AS night_365d
       FROM o GROUP BY member_id),
+    lt AS (
+      SELECT DISTINCT order_id, channel, member_id, line_totals
+      FROM read_parquet($orders, hive_partitioning = {hive("silver/orders")})
+      WHERE member_id IS NOT NULL AND order_date <= {d}),
     l AS (
-      SELECT DISTINCT order_id, channel, line_no, member_id, order_date,
-             category, coalesce(net_amount, 0) AS amt
-      FROM read_parquet($lines, hive_partitioning = {hive("silver/order_lines")})
-      WHERE member_id IS NOT NULL AND coalesce(is_purchase, false)
-        AND order_date BETWEEN {since[365]} AND {d}),
+      SELECT member_id, t.order_date AS order_date, t.category AS category,
+             coalesce(t.net_amount, 0) AS amt
+      FROM (SELECT member_id, unnest(line_totals) AS t FROM lt)
+      WHERE coalesce(t.is_purchase, false) AND t.order_date BETWEEN {since[365]} AND {d}),
     bc AS (
       SELECT member_id, category, sum(amt) AS spend,
              bool_or(order_date >= {since[90]}) AS in_90d
@@ -390,7 +393,6 @@ def duckdb_rfm(lake: Path, as_of: dt.date, out: Path) -> tuple[float, dict]:
         sql,
         {
             "orders": files("silver/orders"),
-            "lines": files("silver/order_lines"),
             "events": files("silver/web_events"),
             "xref": files("silver/member_xref"),
             "members": files("silver/members"),

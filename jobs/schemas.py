@@ -29,10 +29,11 @@ _SIMPLE: dict[str, T.DataType] = {
 
 
 def _top_level_split(text: str, sep: str) -> list[str]:
-    """``text`` split at each ``sep`` outside angle brackets."""
+    """``text`` split at each ``sep`` outside angle brackets and parentheses (the comma
+    of a ``decimal(p,s)`` field inside a struct)."""
     parts, depth, start = [], 0, 0
     for i, ch in enumerate(text):
-        depth += (ch == "<") - (ch == ">")
+        depth += (ch in "<(") - (ch in ">)")
         if ch == sep and depth == 0:
             parts.append(text[start:i])
             start = i + 1

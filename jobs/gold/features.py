@@ -1,10 +1,10 @@
 """gold/member_features: everything the RFM, tag and lifecycle rules need, once per D.
 
 One pass over the member's orders with conditional aggregates (every window and
-the purchase dates for the median gap in the same aggregation), one over purchase
-lines of the last 365 days (category shares) and one over the last 7 days of web
-events, each reading only the columns and partitions it needs. Nothing dated after
-D is read.
+the purchase dates for the median gap in the same aggregation), one over their purchase
+lines of the last 365 days as the orders sum them (``line_totals``: category shares) and
+one over the last 7 days of web events, each reading only the columns and partitions it
+needs. Nothing dated after D is read.
 
 Why no pre-aggregated member x day table: profiled at 100k members x 90 days,
 member orders (336k) are only 6% more rows than member-days (318k) and purchase
@@ -80,7 +80,7 @@ def aov_trend_expr(trend_days: int = 90) -> Column:
     return F.when(known & (F.col(f"spend_prev_{t}d") != 0), recent / before)
 
 
-# Columns of silver/orders and silver/order_lines the features use (narrow scans).
+# Columns of silver/orders the order figures use (narrow scans).
 ORDER_COLUMNS = (
     "order_id",
     "channel",
@@ -92,16 +92,6 @@ ORDER_COLUMNS = (
     "order_date",
     "gross_amount",
     "discount_amount",
-    "net_amount",
-)
-LINE_COLUMNS = (
-    "order_id",
-    "channel",
-    "line_no",
-    "member_id",
-    "is_purchase",
-    "order_date",
-    "category",
     "net_amount",
 )
 VIEW_KEYS = tuple(column for column, _ in WEB_KEYS)  # the identity keys of a web event
@@ -230,13 +220,26 @@ def _median(gaps: Column) -> Column:
     )
 
 
-def category_aggregates(
-    lines: DataFrame, as_of: dt.date, windows: FeatureWindows, unique: bool = False
-) -> DataFrame:
+def line_totals_of(orders: DataFrame, unique: bool = False) -> DataFrame:
+    """The members' order lines as the category figures read them: silver/orders'
+    ``line_totals`` (one order, exact copies counted once unless ``unique``) exploded.
+
+    Output grain: one (order, category, line date, line is a purchase) of an order with a
+    member; columns member_id, category, order_date, is_purchase, net_amount (the sum of
+    those lines' amounts). A line carries no member (its order's is the one), so the
+    orders' sums are read instead of silver/order_lines: the same figures, and a member
+    merge rewrites no line.
+    """
+    orders = orders.filter(F.col("member_id").isNotNull())
+    kept = _one_per_key(orders.select("order_id", "channel", "member_id", "line_totals"), unique)
+    return kept.select("member_id", F.inline("line_totals"))
+
+
+def category_aggregates(lines: DataFrame, as_of: dt.date, windows: FeatureWindows) -> DataFrame:
     """Per-member category mix of purchase lines.
 
-    Input: silver/order_lines (grain: one line, keys order_id + channel + line_no; exact
-    copies count once unless ``unique``, as in :func:`order_aggregates`).
+    Input: :func:`line_totals_of` (grain: one order's lines of one category, date and
+    purchase flag, with their member).
     Output grain: one member_id with a purchase line in the year window (365 days by
     default): spend (every line), shares by category, top category (largest spend, ties
     to the smallest name) and the number of distinct categories bought in the categories
@@ -244,22 +247,14 @@ def category_aggregates(
     it has no share and is never the top category, so its spend only lowers the shares.
     """
     y, c = windows.year, windows.categories
-    purchases = _one_per_key(
-        lines.filter(
-            F.col("member_id").isNotNull()
-            & F.coalesce(F.col("is_purchase"), F.lit(False))
-            & (F.col("order_date") <= F.lit(as_of))
-            & (F.col("order_date") >= _since(as_of, y))
-        )
-        .select(*LINE_COLUMNS),
-        unique,
+    purchases = lines.filter(
+        F.coalesce(F.col("is_purchase"), F.lit(False))
+        & (F.col("order_date") <= F.lit(as_of))
+        & (F.col("order_date") >= _since(as_of, y))
     )
-    by_cat = (
-        purchases.groupBy("member_id", "category")
-        .agg(
-            F.sum(F.coalesce(F.col("net_amount"), F.lit(0)).cast(MONEY)).alias("spend"),
-            any_true(F.col("order_date") >= _since(as_of, c)).alias("in_window"),
-        )
+    by_cat = purchases.groupBy("member_id", "category").agg(
+        F.sum(F.coalesce(F.col("net_amount"), F.lit(0)).cast(MONEY)).alias("spend"),
+        any_true(F.col("order_date") >= _since(as_of, c)).alias("in_window"),
     )
     known = F.col("category").isNotNull()
     agg = by_cat.groupBy("member_id").agg(
@@ -394,7 +389,6 @@ def _derived(j: DataFrame, as_of: dt.date, win: FeatureWindows, rfm_conf: RfmCon
 
 def features(
     orders: DataFrame,
-    lines: DataFrame,
     members: DataFrame,
     events: DataFrame,
     as_of: dt.date,
@@ -404,15 +398,18 @@ def features(
 ) -> DataFrame:
     """gold/member_features as of D.
 
-    Inputs: silver/orders (one order), silver/order_lines (one line), silver/members
+    Inputs: silver/orders (one order, its lines summed in ``line_totals``), silver/members
     (one member, key member_id), silver/web_events with ``member_id`` attached (one event).
-    ``unique``: the order tables hold no exact copies (:func:`_one_per_key`).
+    ``unique``: silver/orders holds no exact copies (:func:`_one_per_key`).
     Output grain: one member x as_of_date, keys (member_id, as_of_date): every member
     first seen on or before D (or with an order on or before D), buyers or not.
     """
     d = F.lit(as_of)
     oa = order_aggregates(orders, as_of, conf, unique)
-    ca = category_aggregates(lines, as_of, conf.windows, unique)
+    # A line dated <= D belongs to an order dated <= D (an order's date is its first
+    # line's); no earlier bound holds for a line, whose order may start before it.
+    dated = orders.filter(F.col("order_date") <= d)
+    ca = category_aggregates(line_totals_of(dated, unique), as_of, conf.windows)
     va = view_aggregates(events, as_of, conf.windows.views)
     # silver/members has one row per member_id; distinct() drops exact copies only and
     # is 30x faster than dropDuplicates(["member_id"]) on Sail (3.7 s vs 0.1 s at 100k).
@@ -437,11 +434,6 @@ def run(ctx: RunContext) -> dict:
     orders = ctx.lake.read("silver/orders").filter(F.col("order_month") <= month)
     conf = load_features()
     win = conf.windows
-    # Lines only matter for the year window: prune months outside it early.
-    first_month = (as_of - dt.timedelta(days=win.year - 1)).strftime("%Y-%m")
-    lines = ctx.lake.read("silver/order_lines").filter(
-        (F.col("order_month") <= month) & (F.col("order_month") >= first_month)
-    )
     views = ctx.lake.read("silver/web_events").filter(
         (F.col("event_date") <= F.lit(as_of))
         & (F.col("event_date") >= F.lit(as_of - dt.timedelta(days=win.views - 1)))
@@ -453,8 +445,8 @@ def run(ctx: RunContext) -> dict:
     views = views.select("event_id", "event_type", "event_date", "category", *VIEW_KEYS)
     events = attach_member(views, ctx.lake.read("silver/member_xref"), WEB_KEYS, small=True)
     members = ctx.lake.read("silver/members")
-    unique = all(one_row_per_key(ctx.lake, t) for t in ("silver/orders", "silver/order_lines"))
-    df = features(orders, lines, members, events, as_of, conf, load_rfm(), unique)
+    unique = one_row_per_key(ctx.lake, "silver/orders")
+    df = features(orders, members, events, as_of, conf, load_rfm(), unique)
     write_as_of(ctx, df, "gold/member_features")
     out = ctx.lake.read("gold/member_features").filter(F.col("as_of_date") == F.lit(as_of))
     row = out.agg(

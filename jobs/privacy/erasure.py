@@ -407,6 +407,10 @@ def erase_everywhere(
 
     # Every other table that carries a member id (silver, gold, restricted, meta).
     members = sorted(person.member_ids)
+    # Order lines hold no member, only their order's key: they go first, found through
+    # the person's orders (which the loop below removes: a rerun after a crash between
+    # the two still finds the lines).
+    erase(ORDER_LINES, _order_lines_of(lake, members))
     xref_keys = {
         "crm": person.get("crm_id"),
         "web_user": users,
@@ -445,6 +449,22 @@ def erase_everywhere(
         if conds:
             erase(name, lambda df, conds=conds: _any(df, conds))
     return removed
+
+
+ORDER_LINES, ORDERS = "silver/order_lines", "silver/orders"
+
+
+def _order_lines_of(lake, members: list[str]) -> Callable[[DataFrame], Column]:
+    """True for the silver/order_lines rows of an order of ``members`` in silver/orders
+    (matched on order_id and channel)."""
+    keys: list[str] = []
+    if members and lake.exists(ORDERS):
+        orders = lake.read(ORDERS).where(F.col("member_id").isin(members))
+        pairs = orders.select(F.concat_ws("\x1f", "order_id", "channel").alias("k")).distinct()
+        keys = sorted(r["k"] for r in pairs.collect())
+    return lambda df: (
+        F.concat_ws("\x1f", "order_id", "channel").isin(keys) if keys else F.lit(False)
+    )
 
 
 def _any(df: DataFrame, conds: list[Callable[[DataFrame], Column]]) -> Column:

@@ -11,8 +11,10 @@ before the change) are recomputed from all their lines and merged in, the events
 those dates are merged in, and the orders whose identity now belongs to another member
 (silver/member_xref diffed against the version the last run used) are re-keyed with a
 MERGE on the identity keys kept on each row (card_key, phone_key = HMAC, user_key,
-anon_key). Events carry no member, so a merge never rewrites their history. Every write is a MERGE computed from bronze and the current xref, and the
-state is written last, so a run that dies half-way is redone by the next one.
+anon_key). Events and order lines carry no member (an event's is found through the
+xref, a line's is its order's), so a merge never rewrites their history. Every write
+is a MERGE computed from bronze and the current xref, and the state is written last,
+so a run that dies half-way is redone by the next one.
 A backfill (D before the last run) rebuilds the three tables in full as of D; the
 pipeline runs it on a scratch copy of silver (jobs.silver.backfill), so the current
 silver state stays. A missing state, a new PII key, an unreadable earlier version or
@@ -25,7 +27,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from jobs import lake_state, storage
@@ -41,6 +43,7 @@ from jobs.silver import state as S
 from jobs.silver.conf import load_silver_conf
 
 MONEY = "decimal(14,2)"
+LINE_TOTAL = "decimal(18,2)"  # an order's lines of one category and date, summed
 
 
 def _xref_of(xref: DataFrame, source: str, alias: str) -> DataFrame:
@@ -116,14 +119,96 @@ def pos_lines_with_member(
     return pos.join(per_order, "order_id", "left")
 
 
+LINE_TOTAL_KEYS = ("category", "order_date", "is_purchase")
+
+
+def line_item(category: Column, order_date: Column, is_purchase: Column, net: Column) -> Column:
+    """One line as :func:`line_totals` sums it (a null amount counts 0, as in the member
+    features)."""
+    return F.struct(
+        category.alias("category"),
+        order_date.alias("order_date"),
+        is_purchase.alias("is_purchase"),
+        F.coalesce(net, F.lit(0)).cast(LINE_TOTAL).alias("net_amount"),
+    )
+
+
+def line_totals(items: Column) -> Column:
+    """``items`` (an order's :func:`line_item` structs) summed by (category, line date,
+    line is a purchase): the column ``line_totals`` of silver/orders, sorted by those
+    (a null last in each).
+
+    The member features read it instead of the lines (a line carries no member: it is
+    its order's, and a member merge then never rewrites the lines). A few items an
+    order, so summed inside the row, with no shuffle: the distinct keys, each with the
+    sum of the items holding it (null-safe: a line without a category is its own key).
+    """
+    keys = F.array_distinct(
+        F.transform(items, lambda x: F.struct(*[x[k].alias(k) for k in LINE_TOTAL_KEYS]))
+    )
+
+    def total(key: Column) -> Column:
+        same = F.filter(items, lambda x: _all([x[k].eqNullSafe(key[k]) for k in LINE_TOTAL_KEYS]))
+        zero = F.lit(0).cast(LINE_TOTAL)
+        return F.aggregate(same, zero, lambda acc, x: (acc + x["net_amount"]).cast(LINE_TOTAL))
+
+    totals = F.transform(
+        keys,
+        lambda key: F.struct(
+            *[key[k].alias(k) for k in LINE_TOTAL_KEYS], total(key).alias("net_amount")
+        ),
+    )
+    return _sorted_by_keys(totals)
+
+
+def _sorted_by_keys(totals: Column) -> Column:
+    """``totals`` sorted by (category, order_date, is_purchase), a null after every value.
+
+    Sorted on a prefix without nulls (whether null, then the value or a stand-in):
+    engines order a struct's null fields differently (Sail 0.7.2 puts them last, Spark
+    first), and the table must be the same on both."""
+    stand_in = {
+        "category": F.lit(""),
+        "order_date": F.lit("1970-01-01").cast("date"),
+        "is_purchase": F.lit(False),
+    }
+
+    def prefix(t: Column) -> list[Column]:
+        out = []
+        for i, k in enumerate(LINE_TOTAL_KEYS):
+            out += [t[k].isNull().alias(f"n{i}"), F.coalesce(t[k], stand_in[k]).alias(f"v{i}")]
+        return out
+
+    keyed = F.transform(totals, lambda t: F.struct(*prefix(t), t.alias("total")))
+    return F.transform(F.array_sort(keyed), lambda x: x["total"])
+
+
+def _all(conditions: list[Column]) -> Column:
+    out = conditions[0]
+    for c in conditions[1:]:
+        out = out & c
+    return out
+
+
 def pos_orders(lines: DataFrame) -> DataFrame:
     """POS orders at order grain (keys order_id, channel='store').
 
     Input: POS lines with member (one line). SALE/RETURN from the lines; gross is the
     list value sum(qty * unit_price), discount sum(discount), net sum(amount) (for a
-    RETURN the money given back).
+    RETURN the money given back); ``line_totals`` the lines' amounts by category, date
+    and purchase flag (:func:`line_totals`).
     """
     gross = (F.col("qty") * F.col("unit_price")).cast(MONEY)
+    # The line's item is made before the aggregation: inside it, Spark 4 would read
+    # ``order_date`` and ``txn_type`` as the aliases of this aggregation's own columns
+    # (a lateral alias, refused inside an aggregate function).
+    item = line_item(
+        F.col("category"),
+        F.col("order_date"),
+        F.col("txn_type") == "SALE",
+        F.col("amount").cast(MONEY),
+    )
+    lines = lines.withColumn("_line_item", item)
     return lines.groupBy("order_id").agg(
         F.lit("pos").alias("source"),
         F.lit("store").alias("channel"),
@@ -141,6 +226,7 @@ def pos_orders(lines: DataFrame) -> DataFrame:
         F.count(F.lit(1)).cast("int").alias("n_lines"),
         F.sum("qty").cast("long").alias("n_items"),
         sorted_distinct("category").alias("categories"),
+        line_totals(F.collect_list("_line_item")).alias("line_totals"),
         F.max("payment_method").alias("payment_method"),
         F.max("card_key").alias("card_key"),
         F.max("phone_key").alias("phone_key"),
@@ -158,7 +244,6 @@ def pos_order_lines(lines: DataFrame) -> DataFrame:
         F.lit(False).alias("is_online"),
         "txn_type",
         (F.col("txn_type") == "SALE").alias("is_purchase"),
-        "member_id",
         "order_ts",
         "order_date",
         "sku",
@@ -214,6 +299,9 @@ def online_orders(events: DataFrame) -> DataFrame:
         F.when(F.col("category").isNotNull(), F.array("category"))
         .otherwise(F.array().cast("array<string>"))
         .alias("categories"),
+        F.array(line_item(F.col("category"), F.col("event_date"), F.lit(True), amount)).alias(
+            "line_totals"
+        ),
         F.lit(None).cast("string").alias("payment_method"),
         F.lit(None).cast("string").alias("card_key"),
         F.lit(None).cast("string").alias("phone_key"),
@@ -233,7 +321,6 @@ def online_order_lines(orders: DataFrame) -> DataFrame:
         "is_online",
         "txn_type",
         "is_purchase",
-        "member_id",
         "order_ts",
         "order_date",
         "sku",
@@ -319,8 +406,8 @@ def upsert_rows(lake: Lake, src: DataFrame, name: str, target_filter: str | None
 
 
 def rekey_rows(lake: Lake, src: DataFrame, name: str, months: list[str] | None) -> None:
-    """Give the rows of ``name`` matching ``src`` (``order_id``, ``channel``,
-    ``member_id``; one row per order) the member of ``src`` (one commit).
+    """Give the rows of ``name`` (silver/orders) matching ``src`` (``order_id``,
+    ``channel``, ``member_id``; one row per order) the member of ``src`` (one commit).
 
     ``months``: the ``order_month`` partitions holding every matching row. They are
     rewritten whole in one ``replaceWhere`` commit, each row with its member from a
@@ -721,20 +808,11 @@ def _rows_with_keys(
     )
 
 
-def _line_months(lake: Lake, orders: DataFrame) -> list[str] | None:
-    """The order_month partitions of silver/order_lines holding a line of ``orders``
-    (order_id, channel); None (no pruning) when such a line has no month."""
-    lines = lake.read(LINES).select("order_id", "channel", "order_month")
-    hit = lines.join(F.broadcast(orders.select("order_id", "channel")), ["order_id", "channel"],
-                     "left_semi")  # fmt: skip
-    _, months, nulls = _count_and_values(hit, "order_month")
-    return None if nulls else months
-
-
 def _rekey(lake: Lake, xref: DataFrame, changed: DataFrame, mat, lap: Laps) -> dict:
-    """Give the orders and their lines whose identity keys moved to another member (or
-    to none) the member of the current xref (MERGE updates). ``lap`` times finding the
-    orders (``rekey_find``) and each table's MERGE (``rekey_orders``, ``rekey_lines``)."""
+    """Give the orders whose identity keys moved to another member (or to none) the
+    member of the current xref. Their lines carry no member (theirs is the order's), so
+    they are not rewritten. ``lap`` times finding the orders (``rekey_find``) and their
+    rewrite (``rekey_orders``)."""
     few = changed.limit(MAX_IN_LIST + 1).collect()
     n_changed = len(few) if len(few) <= MAX_IN_LIST else changed.count()
     if n_changed == 0:
@@ -753,13 +831,6 @@ def _rekey(lake: Lake, xref: DataFrame, changed: DataFrame, mat, lap: Laps) -> d
     if n_orders:
         rekey_rows(lake, rk, ORDERS, None if nulls else months)
         lap("rekey_orders")
-        # A line's month is its own order_date's: the same as its order's but for an
-        # order whose lines straddle a month end, so the lines' months are looked up (two
-        # narrow columns) and only those partitions are rewritten.
-        line_months = _line_months(lake, rk)
-        if line_months != []:
-            rekey_rows(lake, rk.drop("order_month"), LINES, line_months)
-        lap("rekey_lines")
     return {"identities_changed": n_changed, "orders_rekeyed": n_orders}
 
 

@@ -29,7 +29,8 @@ STATE_TABLE = "meta/silver_orders_state"
 POS = "bronze/pos_lines"
 WEB = "bronze/web_events"
 XREF = "silver/member_xref"
-FORMAT = 1  # bump when the silver tables' layout changes: the next run rebuilds in full
+FORMAT = 2  # bump when the silver tables' layout changes: the next run rebuilds in full
+# 2: order lines without member_id, orders with line_totals (2026-12-07).
 
 
 def key_fingerprint(key: bytes) -> str:

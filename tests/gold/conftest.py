@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
+from decimal import Decimal
 
 import pytest
 from pyspark.sql import functions as F
@@ -95,7 +96,6 @@ def line_of(o: dict, line_no: int = 1, category: str | None = None, amount: floa
         "is_online": o["is_online"],
         "txn_type": o["txn_type"],
         "is_purchase": o["is_purchase"],
-        "member_id": o["member_id"],
         "order_ts": o["order_ts"],
         "order_date": o["order_date"],
         "order_month": o["order_month"],
@@ -106,6 +106,19 @@ def line_of(o: dict, line_no: int = 1, category: str | None = None, amount: floa
         "discount_amount": "0" if amount is not None else o["discount_amount"],
         "net_amount": o["net_amount"] if amount is None else str(amount),
     }
+
+
+def with_line_totals(o: dict, lines: list[dict]) -> dict:
+    """Order ``o`` with ``line_totals`` summed from its ``lines`` (those of its order_id
+    and channel), as the orders step sums them: by (category, date, purchase flag), a
+    null amount counting 0."""
+    totals: dict[tuple, Decimal] = {}
+    for line in lines:
+        if (line["order_id"], line["channel"]) == (o["order_id"], o["channel"]):
+            key = (line["category"], dt.date.fromisoformat(line["order_date"]),
+                   line["is_purchase"])  # fmt: skip
+            totals[key] = totals.get(key, Decimal(0)) + Decimal(line["net_amount"] or 0)
+    return {**o, "line_totals": [(*key, total) for key, total in totals.items()]}
 
 
 def member(member_id: str, first_seen_offset: int = -400, **kw) -> dict:
@@ -144,13 +157,9 @@ def silver(write_table) -> Callable:
     """
 
     def _silver(ctx, orders=(), members=(), lines=None, events=()) -> None:
-        orders = list(orders)
-        write_table(ctx, "silver/orders", orders)
-        write_table(
-            ctx,
-            "silver/order_lines",
-            list(lines) if lines is not None else [line_of(o) for o in orders],
-        )
+        lines = list(lines) if lines is not None else [line_of(o) for o in orders]
+        write_table(ctx, "silver/orders", [with_line_totals(o, lines) for o in orders])
+        write_table(ctx, "silver/order_lines", lines)
         write_table(ctx, "silver/members", list(members))
         # Events are stored with identity keys; their members come from the xref.
         stored, xref = [], {}

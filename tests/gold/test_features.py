@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from decimal import Decimal
 
 import pytest
@@ -268,7 +269,6 @@ def test_windows_come_from_conf(make_ctx, silver):
     evts = attach_member(read("silver/web_events"), read("silver/member_xref"), WEB_KEYS)
     df = features(
         read("silver/orders"),
-        read("silver/order_lines"),
         read("silver/members"),
         evts,
         D,
@@ -302,3 +302,19 @@ def test_bad_windows_rejected_at_load(tmp_path, windows, message):
 def test_shipped_windows_are_the_contract_defaults():
     assert load_features().windows == FeatureWindows()
     assert FeatureWindows().rolling == [7, 30, 90, 365] and FeatureWindows().views == 7
+
+
+def test_a_line_counts_by_its_own_date(make_ctx, silver, run_gold):
+    """An order dated D-365 (out of the year window) whose second line is dated D-364:
+    that line's spend is in the category figures, the order in no order figure. The
+    lines are read through the orders' line_totals, so no order may be left out by its
+    own date alone."""
+    ctx = make_ctx(D)
+    o = order("o1", "A", -365, 50.0)
+    inside = {**line_of(o, 2, "美妆", 20.0), "order_date": day(-364)}
+    silver(ctx, orders=[o], members=[member("A")], lines=[line_of(o, 1, "生鲜", 30.0), inside])
+    run_gold(ctx, "features")
+    a = rows_by_member(ctx, "gold/member_features")["A"]
+    assert a["frequency_365d"] == 0 and a["first_purchase_date"] == dt.date.fromisoformat(day(-365))
+    assert a["category_spend_365d"] == Decimal("20.00")
+    assert a["category_shares_365d"] == {"美妆": 1.0}

@@ -65,6 +65,7 @@ ALICE_ROWS = {
     "silver/members": 1,
     "silver/member_id_history": 1,
     "silver/orders": 2,
+    "silver/order_lines": 3,  # through her orders
     "silver/web_events": 1,
     "restricted/member_pii": 1,
     "gold/member_lifecycle": 4,  # two dates, the member and its retired id
@@ -238,6 +239,13 @@ def build_downstream(ctx, key: bytes, exports: Path) -> None:
         )
     ]
     put(ctx, "silver/orders", orders)
+    # Lines carry no member: Alice's are found through her orders.
+    lines = [("O-A1", 1), ("O-A1", 2), ("O-A2", 1), ("O-B1", 1), ("O-Z1", 1)]
+    put(ctx, "silver/order_lines", [
+        dict(order_id=o, line_no=n, channel="store", order_date=d1, order_month="2026-11",
+             net_amount=Decimal("9.50"))
+        for o, n in lines
+    ])  # fmt: skip
     put(
         ctx,
         "silver/web_events",
@@ -425,7 +433,7 @@ def test_forget_by_phone_removes_every_trace(lake_with_alice, settings, make_ctx
     # The receipt: counts, no personal data.
     assert not [s for s in ALICE_SECRETS if s in receipt_text]
     doc = json.loads(receipt_text)
-    assert doc["request_id"].startswith("erase-") and doc["rows_removed_total"] == 24
+    assert doc["request_id"].startswith("erase-") and doc["rows_removed_total"] == 27
 
     # The suppression list holds keyed hashes of her identifiers only.
     key = ctx.pii_key
@@ -510,9 +518,9 @@ def test_interrupted_forget_is_resumed_with_exact_counts(
     receipt = forget(make_ctx(D2), phone="13800138000", recompute=False)
     assert receipt["resumed"] is True
     assert [a["outcome"] for a in receipt["attempts"]] == ["interrupted", "completed"]
-    assert receipt["rows_removed"] == ALICE_ROWS and receipt["rows_removed_total"] == 24
+    assert receipt["rows_removed"] == ALICE_ROWS and receipt["rows_removed_total"] == 27
     first, second = (a["rows_removed"] for a in receipt["attempts"])
-    assert first >= ALICE_ROWS["silver/member_xref"] and second > 0 and first + second == 24
+    assert first >= ALICE_ROWS["silver/member_xref"] and second > 0 and first + second == 27
     assert receipt["members_erased"] == 2
     assert not pending.exists()
     for root in (settings.paths.lake, settings.paths.exports, settings.paths.work):

@@ -93,7 +93,9 @@ def test_orders_lines_and_events(spark, make_ctx, write_bronze):
 def test_unique_pos_lines_windows_only_when_a_key_repeats(spark):
     from jobs.silver.orders import dedupe_pos_lines, unique_pos_lines
 
-    schema = "order_id string, line_no int, _ingested_at timestamp, _source_file string, _line_no long"
+    schema = (
+        "order_id string, line_no int, _ingested_at timestamp, _source_file string, _line_no long"
+    )
     at = dt.datetime(2026, 11, 2, 1, 0)
     unique = spark.createDataFrame(
         [("o1", 1, at, "f1", 1), ("o1", 2, at, "f1", 2), ("o2", 1, at, "f2", 1)], schema
@@ -105,3 +107,49 @@ def test_unique_pos_lines_windows_only_when_a_key_repeats(spark):
     got = sorted(tuple(r) for r in unique_pos_lines(repeated).collect())
     assert got == sorted(tuple(r) for r in dedupe_pos_lines(repeated).collect())
     assert len(got) == 3 and ("o1", 2, at + dt.timedelta(hours=1), "f3", 7) in got
+
+
+def test_line_totals_sum_each_category_date_and_purchase_flag(spark):
+    """pos_orders' ``line_totals`` against a Python reference: lines of one order summed
+    by (category, line date, purchase flag), null-safe (a line without a category is
+    its own entry), a null amount counting 0, sorted; the total equals the lines' sum."""
+    from jobs.silver.orders import pos_orders
+
+    d0, d1 = dt.date(2026, 11, 1), dt.date(2026, 11, 2)
+    lines = [  # order_id, category, order_date, txn_type, amount
+        ("o1", "美妆", d0, "SALE", "10.00"),
+        ("o1", "美妆", d0, "SALE", "2.50"),  # same key: summed
+        ("o1", None, d0, "SALE", "4.00"),
+        ("o1", None, d0, "SALE", None),  # counts 0
+        ("o1", "美妆", d1, "SALE", "1.00"),  # a line of the next day (the order straddles)
+        ("o1", "美妆", d0, "RETURN", "3.00"),  # a line of another type in the same order
+        ("o2", "生鲜", d1, "RETURN", "7.00"),
+    ]
+    schema = (
+        "order_id string, category string, order_date date, txn_type string, "
+        "amount decimal(14,2), qty int, unit_price decimal(14,2), discount decimal(14,2), "
+        "ref_order_id string, member_id string, store_id string, order_ts timestamp, "
+        "payment_method string, card_key string, phone_key string"
+    )
+    data = [
+        (o, c, d, t, None if a is None else Decimal(a), 1, Decimal(0), None, None, None, None,
+         dt.datetime(2026, 11, 1, 9), None, None, None)
+        for o, c, d, t, a in lines
+    ]  # fmt: skip
+    got = {
+        r["order_id"]: r["line_totals"]
+        for r in pos_orders(spark.createDataFrame(data, schema)).collect()
+    }
+    want: dict[str, dict] = {}
+    for o, c, d, t, a in lines:
+        key = (c, d, t == "SALE")
+        want.setdefault(o, {})[key] = want.get(o, {}).get(key, Decimal(0)) + Decimal(a or 0)
+    for order_id, totals in want.items():
+        entries = [
+            (e["category"], e["order_date"], e["is_purchase"], e["net_amount"])
+            for e in got[order_id]
+        ]
+        assert {e[:3]: e[3] for e in entries} == totals
+        assert len(entries) == len(totals)  # one entry per key
+        assert entries == sorted(entries, key=lambda e: (e[0] is None, e[0] or "", e[1], e[2]))
+    assert got["o1"][-1]["category"] is None and got["o1"][-1]["net_amount"] == Decimal("4.00")
