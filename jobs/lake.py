@@ -117,19 +117,34 @@ class Lake:
         path = self._noted(name)
         return self.spark.read.format("delta").option("versionAsOf", version).load(path)
 
-    def _writer(self, df: DataFrame, name: str, conform_schema: bool):
+    def _writer(self, df: DataFrame, name: str, conform_schema: bool, whole: bool = False):
+        """A Delta writer of ``df`` (conformed to the declared schema) into ``name``,
+        partitioned as declared when it creates the table, or replaces it (``whole``)."""
         out = conform(df, name) if conform_schema else df
-        schema = table_schema(name) if conform_schema else None
         writer = out.write.format("delta")
-        if schema is not None and schema.partition_by and not self.exists(name):
-            writer = writer.partitionBy(*schema.partition_by)
+        if whole or not self.exists(name):
+            columns = self.partition_columns(name, conform_schema)
+            if columns:
+                writer = writer.partitionBy(*columns)
         return writer
 
+    def partition_columns(self, name: str, declared: bool = True) -> list[str]:
+        """The table's partition columns: as declared in schemas/ (``declared``), else as
+        the existing table has them (none for a new one)."""
+        if declared:
+            return list(table_schema(name).partition_by)
+        if not self.exists(name):
+            return []
+        return list(self.delta_table(name).metadata().partition_columns)
+
     def overwrite(self, df: DataFrame, name: str, conform_schema: bool = True) -> None:
-        """Replace the whole table (one Delta commit: readers see old or new, never half)."""
+        """Replace the whole table (one Delta commit: readers see old or new, never half),
+        partitioned as declared (or as it was: an overwrite with its schema replaced and
+        no partition columns named leaves a Delta table unpartitioned, and every later
+        MERGE then rewrites all of it)."""
 
         def save(rows: DataFrame) -> None:
-            writer = self._writer(rows, name, conform_schema).mode("overwrite")
+            writer = self._writer(rows, name, conform_schema, whole=True).mode("overwrite")
             writer.option("overwriteSchema", "true").save(self.path(name))
 
         write_retrying(df, save)

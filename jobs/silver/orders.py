@@ -165,8 +165,9 @@ def _sorted_by_keys(totals: Column) -> Column:
     """``totals`` sorted by (category, order_date, is_purchase), a null after every value.
 
     Sorted on a prefix without nulls (whether null, then the value or a stand-in):
-    engines order a struct's null fields differently (Sail 0.7.2 puts them last, Spark
-    first), and the table must be the same on both."""
+    engines order a struct's null fields differently (Sail 0.7.2 put a null category
+    after the others; Spark's ascending struct order puts nulls first), and the table
+    must be the same on both."""
     stand_in = {
         "category": F.lit(""),
         "order_date": F.lit("1970-01-01").cast("date"),
