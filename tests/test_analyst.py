@@ -278,6 +278,8 @@ def test_readme_analyst_examples_run_on_any_lake_without_fixed_dates(spark, sett
         "gold/kpi_daily",
         "silver/web_events",
         "silver/member_xref",
+        "silver/orders",
+        "silver/order_lines",
     ):  # empty tables with the declared schemas
         spark.createDataFrame([], table_schema(name).struct).write.format("delta").save(
             str(lake / name)
