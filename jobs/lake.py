@@ -130,12 +130,16 @@ class Lake:
 
     def partition_columns(self, name: str, declared: bool = True) -> list[str]:
         """The table's partition columns: as declared in schemas/ (``declared``), else as
-        the existing table has them (none for a new one)."""
+        the existing table has them (none for a new one). The writer's own look at the
+        table's layout is no input of the step: not noted in its lineage."""
+        from deltalake import DeltaTable
+
         if declared:
             return list(table_schema(name).partition_by)
-        if not self.exists(name):
+        path, options = self.path(name), storage.delta_storage_options(self.root)
+        if not DeltaTable.is_deltatable(path, storage_options=options):
             return []
-        return list(self.delta_table(name).metadata().partition_columns)
+        return list(DeltaTable(path, storage_options=options).metadata().partition_columns)
 
     def overwrite(self, df: DataFrame, name: str, conform_schema: bool = True) -> None:
         """Replace the whole table (one Delta commit: readers see old or new, never half),
