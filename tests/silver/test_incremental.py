@@ -246,6 +246,11 @@ def test_backfill_then_catch_up_lost_history_and_switch_off(
     S.save_state(ctx.lake, st, "x")
     figs = run(make_ctx(day(1)))
     assert figs["mode"] == "full" and "unreadable" in figs["mode_reason"]
+    # That rebuild of existing tables keeps their partitioning (an overwrite that named
+    # none left them flat, and every later night's MERGE rewrote them whole).
+    for name in TABLES:
+        declared = list(table_schema(name).partition_by)
+        assert ctx.lake.delta_table(name).metadata().partition_columns == declared, name
     # A compaction rewrites bronze files, not rows: nothing to do.
     from deltalake import DeltaTable
 
