@@ -457,14 +457,16 @@ ORDER_LINES, ORDERS = "silver/order_lines", "silver/orders"
 def _order_lines_of(lake, members: list[str]) -> Callable[[DataFrame], Column]:
     """True for the silver/order_lines rows of an order of ``members`` in silver/orders
     (matched on order_id and channel)."""
-    keys: list[str] = []
+    keys: set[str] = set()
     if members and lake.exists(ORDERS):
         orders = lake.read(ORDERS).where(F.col("member_id").isin(members))
-        pairs = orders.select(F.concat_ws("\x1f", "order_id", "channel").alias("k")).distinct()
-        keys = sorted(r["k"] for r in pairs.collect())
-    return lambda df: (
-        F.concat_ws("\x1f", "order_id", "channel").isin(keys) if keys else F.lit(False)
-    )
+        keys = _values(orders.select(_order_key().alias("k")), "k", limit=1_000_000)
+    return lambda df: _order_key().isin(sorted(keys)) if keys else F.lit(False)
+
+
+def _order_key() -> Column:
+    """An order's key (order_id, channel) as one text."""
+    return F.concat_ws("\x1f", "order_id", "channel")
 
 
 def _any(df: DataFrame, conds: list[Callable[[DataFrame], Column]]) -> Column:
