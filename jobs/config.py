@@ -69,8 +69,9 @@ class EngineConf(StrictModel):
     spark_conf: dict[str, str] = {}
     # Sail only: the query memory pool in MiB (0 = unbounded) of the server whose joins
     # are ``joins``. Above it, sorts, aggregations and repartitions spill to disk instead
-    # of growing the process.
-    memory_limit_mb: int = Field(3072, ge=0)
+    # of growing the process (2 GiB: a 1M full run's orders step peaked at 6.0-6.4 GB
+    # under 3 GiB, 3.9-4.9 GB under 2 GiB, the run as fast; docs/scaling.md).
+    memory_limit_mb: int = Field(2048, ge=0)
     # Sail only: the same for the server whose joins are hash joins (the steps of
     # ``hash_join_steps``): a hash join's build side cannot spill, and its nights' big
     # diffs and groupings ran 15 s slower at 1M under 3 GiB than under 5 GiB.
