@@ -812,8 +812,12 @@ def _rows_with_keys(
 def _rekey(lake: Lake, xref: DataFrame, changed: DataFrame, mat, lap: Laps) -> dict:
     """Give the orders whose identity keys moved to another member (or to none) the
     member of the current xref. Their lines carry no member (theirs is the order's), so
-    they are not rewritten. ``lap`` times finding the orders (``rekey_find``) and their
-    rewrite (``rekey_orders``)."""
+    they are not rewritten. Only orders whose member really changes are rewritten: an
+    order found by a moved phone whose card, first in priority, kept its member, and the
+    night's own orders (already written with the current xref), keep theirs; with none
+    left, the table gets no commit (a rerun after a crash past this rewrite finds none).
+    ``lap`` times finding the orders (``rekey_find``) and their rewrite
+    (``rekey_orders``)."""
     few = changed.limit(MAX_IN_LIST + 1).collect()
     n_changed = len(few) if len(few) <= MAX_IN_LIST else changed.count()
     if n_changed == 0:
@@ -822,11 +826,14 @@ def _rekey(lake: Lake, xref: DataFrame, changed: DataFrame, mat, lap: Laps) -> d
     if n_changed > MAX_IN_LIST:
         few = None
     key_cols = [c for c, _ in POS_KEYS + WEB_KEYS]
-    orders = lake.read(ORDERS).select("order_id", "channel", "order_month", *key_cols)
+    orders = lake.read(ORDERS).select(
+        "order_id", "channel", "order_month", F.col("member_id").alias("_was"), *key_cols
+    )
     cand = mat(_rows_with_keys(orders, POS_KEYS + WEB_KEYS, changed, few), "rekey_cand")
     pos = attach_member(cand.filter(F.col("channel") == "store"), xref, POS_KEYS, small=True)
     web = attach_member(cand.filter(F.col("channel") != "store"), xref, WEB_KEYS, small=True)
-    rk = mat(pos.unionByName(web).select("order_id", "channel", "order_month", "member_id"), "rk")
+    moved = pos.unionByName(web).filter(~F.col("member_id").eqNullSafe(F.col("_was")))
+    rk = mat(moved.select("order_id", "channel", "order_month", "member_id"), "rk")
     n_orders, months, nulls = _count_and_values(rk, "order_month")
     lap("rekey_find")
     if n_orders:

@@ -273,6 +273,52 @@ def test_backfill_then_catch_up_lost_history_and_switch_off(
     assert_equals_full_rebuild(make_ctx(day(1)))
 
 
+def test_only_orders_whose_member_changes_are_rekeyed(spark, make_ctx, monkeypatch):
+    """A night moves a phone to another member, but the one order holding it is found by
+    its card first: its member stays, and the re-keying writes nothing (the table gets
+    no commit from it). The next night the card moves: that order is rewritten."""
+    import jobs.silver.orders as job
+
+    calls: list[int] = []
+    original = job.rekey_rows
+
+    def counted(lake, src, *args, **kwargs):
+        calls.append(src.count())
+        return original(lake, src, *args, **kwargs)
+
+    monkeypatch.setattr(job, "rekey_rows", counted)
+    ctx = make_ctx(day(0))
+    phone = hmac_py("13700000001", ctx.pii_key)
+    _put(spark, ctx, "bronze/pos_lines", 0,
+         [pos_row("o1", 0, 1, member_card_no="K1", phone="137-0000-0001")])  # fmt: skip
+    _put(spark, ctx, "bronze/web_events", 0, [web_row("e1", "a1", 0)])
+    write_xref(spark, ctx, [("pos_card", "K1", "M1"), ("pos_phone", phone, "M2"),
+                            ("web_anon", "a1", None)])  # fmt: skip
+    assert run(ctx)["mode"] == "full"
+    assert _members(ctx, "silver/orders", "order_id") == {"o1": "M1"}
+
+    night = make_ctx(day(1))
+    _put(spark, night, "bronze/pos_lines", 1, [pos_row("o2", 1, 1, member_card_no="K2")])
+    write_xref(spark, night, [("pos_card", "K1", "M1"), ("pos_phone", phone, "M3"),
+                              ("pos_card", "K2", "M3"), ("web_anon", "a1", None)])  # fmt: skip
+    before = night.lake.version("silver/orders")
+    figs = run(night)
+    assert figs["mode"] == "incremental" and figs["identities_changed"] == 1
+    assert figs["orders_rekeyed"] == 0 and calls == []
+    assert night.lake.version("silver/orders") == before + 1  # the night's order, merged
+    assert _members(night, "silver/orders", "order_id") == {"o1": "M1", "o2": "M3"}
+    assert_equals_full_rebuild(night)
+
+    night = make_ctx(day(2))
+    _put(spark, night, "bronze/pos_lines", 2, [pos_row("o3", 2, 1, member_card_no="K2")])
+    write_xref(spark, night, [("pos_card", "K1", "M3"), ("pos_phone", phone, "M3"),
+                              ("pos_card", "K2", "M3"), ("web_anon", "a1", None)])  # fmt: skip
+    figs = run(night)
+    assert figs["orders_rekeyed"] == 1 and calls == [1]
+    assert _members(night, "silver/orders", "order_id") == {"o1": "M3", "o2": "M3", "o3": "M3"}
+    assert_equals_full_rebuild(night)
+
+
 class Crash(RuntimeError):
     pass
 
@@ -284,19 +330,22 @@ def test_crash_mid_night_then_rerun_equals_full(spark, make_ctx, monkeypatch, af
     clean."""
     import jobs.silver.orders as job
 
-    ctx = make_ctx(day(0))
-    _put(spark, ctx, "bronze/pos_lines", 0, [pos_row("o1", 0, 1, member_card_no="K1"),
-                                             pos_row("o2", 0, 1, member_card_no="K2")])  # fmt: skip
-    _put(spark, ctx, "bronze/web_events", 0, [web_row("e1", "a1", 0)])
+    ctx = make_ctx(day(1))
+    _put(spark, ctx, "bronze/pos_lines", 0, [pos_row("o2", 0, 1, member_card_no="K2")])
+    _put(spark, ctx, "bronze/pos_lines", 1, [pos_row("o1", 1, 1, member_card_no="K1"),
+                                             pos_row("o4", 1, 1, member_card_no="K4")])  # fmt: skip
+    _put(spark, ctx, "bronze/web_events", 1, [web_row("e1", "a1", 1)])
     write_xref(spark, ctx, [("pos_card", "K1", "M1"), ("pos_card", "K2", "M2"),
-                       ("web_anon", "a1", None)])  # fmt: skip
+                            ("pos_card", "K4", "M4"), ("web_anon", "a1", None)])  # fmt: skip
     assert run(ctx)["mode"] == "full"
-    _put(spark, ctx, "bronze/pos_lines", 0, [pos_row("o1", 0, 1, member_card_no="K1")])
-    _put(spark, ctx, "bronze/pos_lines", 1, [pos_row("o3", 1, 1, member_card_no="K2")])
-    _put(spark, ctx, "bronze/web_events", 1, [web_row("e2", "a1", 1, event_type="purchase",
+    # The night: day 1 re-sent without o4, a new day 2, and K2 merged into M1: o2, on
+    # day 0 (not read again), is re-keyed M2 -> M1.
+    _put(spark, ctx, "bronze/pos_lines", 1, [pos_row("o1", 1, 1, member_card_no="K1")])
+    _put(spark, ctx, "bronze/pos_lines", 2, [pos_row("o3", 2, 1, member_card_no="K2")])
+    _put(spark, ctx, "bronze/web_events", 2, [web_row("e2", "a1", 2, event_type="purchase",
                                                       order_id="w1", revenue=Decimal("1.00"))])  # fmt: skip
     write_xref(spark, ctx, [("pos_card", "K1", "M1"), ("pos_card", "K2", "M1"),
-                       ("web_anon", "a1", "M1")])  # fmt: skip
+                            ("pos_card", "K4", "M4"), ("web_anon", "a1", "M1")])  # fmt: skip
     calls = {"n": 0}
     originals = {f: getattr(job, f) for f in ("upsert_rows", "rekey_rows")}
 
@@ -311,13 +360,17 @@ def test_crash_mid_night_then_rerun_equals_full(spark, make_ctx, monkeypatch, af
 
     for f, original in originals.items():
         monkeypatch.setattr(job, f, failing(original))
-    night = make_ctx(day(1))
+    night = make_ctx(day(2))
     with pytest.raises(Crash):
         run(night)
     for name in TABLES:
         night.lake.read(name).count()
     for f, original in originals.items():
         monkeypatch.setattr(job, f, original)
-    assert run(night)["mode"] == "incremental"
+    figs = run(night)
+    assert figs["mode"] == "incremental"
+    # Crashed after the re-keying: the rerun finds o2 already re-keyed and writes nothing.
+    assert figs["orders_rekeyed"] == (0 if after == 4 else 1)
     assert_equals_full_rebuild(night)
-    assert _members(night, "silver/orders", "order_id") == {"o1": "M1", "o3": "M1", "w1": "M1"}
+    members = {"o1": "M1", "o2": "M1", "o3": "M1", "w1": "M1"}
+    assert _members(night, "silver/orders", "order_id") == members
