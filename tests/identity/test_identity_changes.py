@@ -50,3 +50,7 @@ def test_seeds_and_identities_seen_on_other_dates(spark):
     assert {(r.source, r.key) for r in moved.collect()} == expected_moved == {
         ("pos_phone", "seen_again"), ("web_user", "first_seen_earlier"),
     }  # fmt: skip
+    # Each moved identity carries its dates as they are now (the xref row's new dates).
+    assert {(r.source, r.key): (r.first_seen, r.last_seen) for r in moved.collect()} == {
+        k: after[k][1:] for k in expected_moved
+    }
