@@ -61,6 +61,8 @@ class EngineConf(StrictModel):
     kind: Literal["sail", "connect", "spark"] = "sail"
     connect_url: str = "sc://localhost:15002"
     timezone: str = "Asia/Shanghai"
+    # JVM engines only: Sail 0.7.2 ignores spark.sql.shuffle.partitions (its partitions are
+    # SAIL_EXECUTION__DEFAULT_PARALLELISM, by default the cores; docs/scaling.md).
     shuffle_partitions: int = Field(8, ge=1)
     spark_master: str = "local[2]"
     # JVM engines only: Spark settings over the small-machine defaults of a local JVM
