@@ -436,10 +436,17 @@ def blocked_values(
     (comma-separated when several hold).
     """
     j = conf.junk
-    crm_counts = crm_ids.groupBy("id_type", "key").agg(
-        F.countDistinct("crm_id").alias("n_crm_records"),
-        F.max("value").alias("value"),
-        F.min(F.col("valid").cast("int")).alias("valid"),
+    # Per record first (a record's versions repeat its values), then per value: a count,
+    # not a distinct count (1M members, 3.9M identifiers: 1.96-2.21 s against 2.27-2.87 s).
+    crm_counts = (
+        crm_ids.groupBy("id_type", "key", "crm_id")
+        .agg(F.max("value").alias("value"), F.min(F.col("valid").cast("int")).alias("valid"))
+        .groupBy("id_type", "key")
+        .agg(
+            F.count(F.lit(1)).alias("n_crm_records"),
+            F.max("value").alias("value"),
+            F.min("valid").alias("valid"),
+        )
     )
     # Both reasons from one read of the counts (each read groups every identifier).
     crm_reason = F.when(

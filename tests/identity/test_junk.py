@@ -84,3 +84,36 @@ def test_shared_value_links_only_corroborating_records(make_ctx, write_bronze):
     assert corroborated == {("R1", "R2"), ("R1", "R3"), ("R2", "R3"), ("W1", "W3")}
     assert not [e for e in edges if e["rule"] == "corroborated_email"]
     assert all(e["confidence"] == "high" for e in edges if e["rule"].startswith("corroborated_"))
+
+
+def test_a_records_versions_count_once_towards_shared_by_many(spark):
+    """A value is shared_by_many when more than junk.max_crm_records_per_value (3)
+    *records* hold it, however many versions each has: three records with four versions
+    of one phone are not junk, four records are. Against counts made in Python."""
+    from jobs.identity.conf import IdentityConf
+    from jobs.identity.graph import blocked_values
+
+    conf = IdentityConf()
+    limit = conf.junk.max_crm_records_per_value
+    holders = {"three": limit, "four": limit + 1}
+    ids = [
+        (f"{phone}-{r}", v == 3, day(v), "phone", phone, True, f"k-{phone}")
+        for phone, n in holders.items()
+        for r in range(n)
+        for v in range(4)
+    ]
+    crm_ids = spark.createDataFrame(
+        ids,
+        "crm_id string, is_latest boolean, seen date, id_type string, value string, "
+        "valid boolean, key string",
+    )
+    orders = spark.createDataFrame(
+        [], "order_id string, order_date date, card string, phone string, phone_key string"
+    )
+    edges = spark.createDataFrame(
+        [], "src_source string, src_key string, dst_source string, dst_key string"
+    )
+    blocked = blocked_values(spark, crm_ids, orders, edges, conf, b"k" * 32).collect()
+    expected = {f"k-{p}": n for p, n in holders.items() if n > limit}
+    assert {r.key: r.n_crm_records for r in blocked} == expected == {"k-four": limit + 1}
+    assert {r.reason for r in blocked} == {"shared_by_many"}
