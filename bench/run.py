@@ -34,7 +34,10 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+import deltalake
+import numpy as np
 import psutil
+import pyarrow as pa
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -225,6 +228,20 @@ def _segment_sql(conf_dir: Path) -> str:
     return "CASE " + " ".join(cells) + " END"
 
 
+def deleted_positions(table: deltalake.DeltaTable) -> pa.Table:
+    """(filename, file_row_number) of the rows deletion vectors mark deleted in delta-rs
+    ``table``'s version, file names as :meth:`DeltaTable.file_uris` gives them."""
+    names: list[str] = []
+    rows: list[int] = []
+    if "deletionVectors" in (table.protocol().reader_features or []):
+        vectors = pa.table(table.deletion_vectors().read_all())
+        for uri, keep in zip(vectors["filepath"].to_pylist(), vectors["selection_vector"].to_pylist(), strict=True):
+            gone = np.flatnonzero(~np.asarray(keep, dtype=bool)).tolist()
+            names += [uri.removeprefix("file://")] * len(gone)
+            rows += gone
+    return pa.table({"filename": pa.array(names, pa.string()), "file_row_number": pa.array(rows, pa.int64())})
+
+
 def duckdb_rfm(lake: Path, as_of: dt.date, out: Path) -> tuple[float, dict]:
     """Silver -> member features + RFM in DuckDB over the same Delta files.
 
@@ -244,7 +261,20 @@ def duckdb_rfm(lake: Path, as_of: dt.date, out: Path) -> tuple[float, dict]:
         """Partition values come from the file paths (Delta keeps them out of the files)."""
         return "true" if DeltaTable(str(lake / table)).metadata().partition_columns else "false"
 
+    def live(table: str, files_param: str) -> str:
+        """``table``'s rows as a FROM item: its files, less the rows its deletion vectors
+        mark deleted (a re-keyed order's copy from before; jobs.lake.DELETION_VECTORS),
+        by file name and row number, a small table registered for it."""
+        scan = f"read_parquet(${files_param}, hive_partitioning = {hive(table)}"
+        gone = deleted_positions(DeltaTable(str(lake / table)))
+        if gone.num_rows == 0:
+            return scan + ")"
+        name = "deleted_" + table.replace("/", "_")
+        con.register(name, gone)
+        return f"{scan}, filename = true, file_row_number = true) ANTI JOIN {name} USING (filename, file_row_number)"
+
     con = duckdb.connect()
+    orders = live("silver/orders", "orders")
     con.execute("SET TimeZone = 'Asia/Shanghai'")  # store-local hours, as the pipeline
     con.execute("SET enable_progress_bar = false")
     d = f"DATE '{as_of.isoformat()}'"
@@ -272,7 +302,7 @@ def duckdb_rfm(lake: Path, as_of: dt.date, out: Path) -> tuple[float, dict]:
              txn_type = 'RETURN' AND NOT coalesce(is_purchase, false) AS r,
              order_ts, order_date, gross_amount, discount_amount,
              coalesce(net_amount, 0) AS amt
-      FROM read_parquet($orders, hive_partitioning = {hive("silver/orders")})
+      FROM {orders}
       WHERE member_id IS NOT NULL AND order_date <= {d}),
     g AS (
       SELECT member_id,
@@ -301,7 +331,7 @@ def duckdb_rfm(lake: Path, as_of: dt.date, out: Path) -> tuple[float, dict]:
       FROM o GROUP BY member_id),
     lt AS (
       SELECT DISTINCT order_id, channel, member_id, line_totals
-      FROM read_parquet($orders, hive_partitioning = {hive("silver/orders")})
+      FROM {orders}
       WHERE member_id IS NOT NULL AND order_date <= {d}),
     l AS (
       SELECT member_id, t.order_date AS order_date, t.category AS category,

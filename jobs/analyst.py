@@ -248,15 +248,16 @@ def describe_table(settings: Settings, name: str) -> dict:
     """Columns and types, partition columns, version and row count (from file statistics)."""
     from deltalake import DeltaTable
 
+    from jobs.lake import live_rows
+
     table = DeltaTable(str(table_path(settings, name)))
     actions = table.get_add_actions(flatten=True)
-    counts = actions.column("num_records").to_pylist() if actions.num_rows else []
     return {
         "table": name,
         "location": str(table_path(settings, name)),
         "version": table.version(),
         "partitioned_by": list(table.metadata().partition_columns),
-        "rows": sum(c or 0 for c in counts),
+        "rows": live_rows(table),  # less the rows deletion vectors mark deleted
         "files": actions.num_rows,
         "columns": [(f.name, _type_name(f.type), f.nullable) for f in table.schema().fields],
     }

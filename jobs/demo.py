@@ -94,15 +94,17 @@ def ready_dates(landing: Path) -> list[dt.date]:
 
 
 def table_counts(lake: Path) -> list[tuple[str, int]]:
-    """Every Delta table under ``lake`` with its row count (delta-rs: no Spark needed)."""
+    """Every Delta table under ``lake`` with its row count (delta-rs, from the Delta log:
+    no Spark needed, deletion vectors counted)."""
     from deltalake import DeltaTable
 
+    from jobs.lake import live_rows
     from jobs.maintenance import lake_tables
 
     out = []
     for name in lake_tables(lake):
         try:
-            rows = DeltaTable(str(lake / name)).to_pyarrow_dataset().count_rows()
+            rows = live_rows(DeltaTable(str(lake / name)))
         except Exception:  # noqa: BLE001 - a table delta-rs cannot read is shown, not fatal
             rows = -1
         out.append((name, rows))

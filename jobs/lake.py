@@ -18,6 +18,7 @@ import signal
 import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -27,6 +28,9 @@ from pyspark.sql import functions as F
 from jobs import lineage, storage
 from jobs.engine import parquet_options
 from jobs.schemas import conform, table_schema
+
+if TYPE_CHECKING:
+    from deltalake import DeltaTable
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +59,29 @@ def write_retrying(df: DataFrame, write: Callable[[DataFrame], None]) -> None:
         write(df.repartition(partitions))
 
 
+# The Delta table property that has MERGE, UPDATE and DELETE mark the rows they replace
+# in a deletion vector (a bitmap of row positions beside the data file) instead of
+# rewriting every file holding one. Set on the tables schemas/ declares with
+# ``deletion_vectors: true``. On Sail 0.7.2, a 1M-member night's re-keying of 67 orders
+# went from 7.6 s (their four months rewritten) to 2.2 s (docs/scaling.md "Deletion
+# vectors on the orders"). Readers need Delta's deletionVectors feature (reader 3).
+DELETION_VECTORS = "delta.enableDeletionVectors"
+
+
+def wants_deletion_vectors(name: str) -> bool:
+    """Whether schemas/ declares table ``name`` with deletion vectors (False for a table
+    it does not declare)."""
+    try:
+        return table_schema(name).deletion_vectors
+    except KeyError:
+        return False
+
+
 def _committed(lake: Lake, name: str) -> None:
-    """After every commit of a Lake write: noted for the step's lineage, then the crash
-    tests' hook."""
+    """After every commit of a Lake write: deletion vectors switched on where declared
+    and not yet on (an engine that ignored the writer's option), noted for the step's
+    lineage, then the crash tests' hook."""
+    lake.enable_deletion_vectors(name)
     lineage.note_write(lake.path(name))
     _fault_hook(name)
 
@@ -122,11 +146,43 @@ class Lake:
         partitioned as declared when it creates the table, or replaces it (``whole``)."""
         out = conform(df, name) if conform_schema else df
         writer = out.write.format("delta")
-        if whole or not self.exists(name):
+        creates = not self.exists(name)
+        if whole or creates:
             columns = self.partition_columns(name, conform_schema)
             if columns:
                 writer = writer.partitionBy(*columns)
+        if creates and wants_deletion_vectors(name):
+            # Sail sets the property (and the protocol it needs) on the table it creates.
+            writer = writer.option(DELETION_VECTORS, "true")
         return writer
+
+    def has_deletion_vectors(self, name: str) -> bool:
+        """Whether table ``name``'s MERGEs write deletion vectors (its property is set).
+        A look at the table's layout, not an input of the step: not noted in its lineage."""
+        from deltalake import DeltaTable
+
+        path, options = self.path(name), storage.delta_storage_options(self.root)
+        if not DeltaTable.is_deltatable(path, storage_options=options):
+            return False
+        config = DeltaTable(path, storage_options=options).metadata().configuration
+        return config.get(DELETION_VECTORS) == "true"
+
+    def enable_deletion_vectors(self, name: str) -> bool:
+        """Switch deletion vectors on for a table schemas/ declares with them, when its
+        log does not have them yet (a lake written before, or an engine that ignored the
+        writer's option): one metadata commit through delta-rs, which raises the table's
+        protocol to reader 3 / writer 7 (delta-rs 1.6 names ``variantType`` among its
+        features too). Whether it committed."""
+        from deltalake import DeltaTable
+
+        if not wants_deletion_vectors(name) or self.has_deletion_vectors(name):
+            return False
+        path, options = self.path(name), storage.delta_storage_options(self.root)
+        DeltaTable(path, storage_options=options).alter.set_table_properties(
+            {DELETION_VECTORS: "true"}
+        )
+        log.info("%s: deletion vectors switched on", name)
+        return True
 
     def partition_columns(self, name: str, declared: bool = True) -> list[str]:
         """The table's partition columns: as declared in schemas/ (``declared``), else as
@@ -465,7 +521,9 @@ class Merge:
         )
 
     def execute(self) -> None:
-        """Run the MERGE: one Delta commit."""
+        """Run the MERGE: one Delta commit (after the metadata commit that switches a
+        declared table's deletion vectors on, the first time only)."""
+        self.lake.enable_deletion_vectors(self.name)
         sql = self.statement()
         write_retrying(self.source, lambda src: self.lake.spark.sql(sql, src=src))
         _committed(self.lake, self.name)
@@ -560,3 +618,49 @@ def write_state_row(lake: Lake, name: str, as_of: dt.date, run_id: str, detail: 
         "as_of_date date, run_id string, detail string",
     )
     lake.overwrite(df, name, conform_schema=False)
+
+
+def deleted_rows(table: DeltaTable) -> int:
+    """The rows of delta-rs ``table``'s version that deletion vectors mark deleted (read
+    from the deletion vector files, no data file); 0 for a table without the feature."""
+    import pyarrow.compute as pc
+
+    if "deletionVectors" not in (table.protocol().reader_features or []):
+        return 0
+    vectors = pa.table(table.deletion_vectors().read_all()).column("selection_vector")
+    if len(vectors) == 0:
+        return 0
+    return int(pc.sum(pc.invert(pc.list_flatten(vectors))).as_py() or 0)
+
+
+def live_rows(table: DeltaTable) -> int:
+    """The rows of delta-rs ``table``'s version from its Delta log: the files' record
+    counts (their statistics; a file without them counts none) less the rows deletion
+    vectors mark deleted, which the statistics still count."""
+    actions = table.get_add_actions(flatten=True)
+    if actions.num_rows == 0 or "num_records" not in actions.column_names:
+        return 0
+    counts = actions.column("num_records").to_pylist()
+    return sum(c or 0 for c in counts) - deleted_rows(table)
+
+
+def delta_arrow(
+    path: str,
+    columns: list[str] | None = None,
+    version: int | None = None,
+    storage_options: dict[str, str] | None = None,
+) -> pa.Table:
+    """The rows of the Delta table at ``path`` (at ``version``, default the latest) as
+    Arrow, typed as the table declares. Deletion vectors are applied: delta-rs's own
+    reader (DataFusion) instead of its pyarrow dataset, which refuses a table with them."""
+    from deltalake import DeltaTable, QueryBuilder
+
+    table = DeltaTable(path, version=version, storage_options=storage_options)
+    schema = pa.schema(table.schema().to_arrow())
+    if columns is not None:
+        schema = pa.schema([schema.field(c) for c in columns])
+    if "deletionVectors" not in (table.protocol().reader_features or []):
+        return table.to_pyarrow_table(columns=columns)
+    select = ", ".join('"' + c.replace('"', '""') + '"' for c in schema.names)
+    reader = QueryBuilder().register("t", table).execute(f"SELECT {select} FROM t")
+    return pa.table(reader.read_all()).cast(schema)

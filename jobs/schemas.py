@@ -71,6 +71,9 @@ class TableSchema:
     keys: tuple[str, ...]
     partition_by: tuple[str, ...]
     struct: T.StructType
+    # MERGE, UPDATE and DELETE mark the rows they replace in a deletion vector instead of
+    # rewriting every file holding one (jobs.lake.DELETION_VECTORS).
+    deletion_vectors: bool = False
 
     @property
     def columns(self) -> list[str]:
@@ -99,6 +102,7 @@ def table_schema(name: str) -> TableSchema:
         keys=tuple(entry.get("keys", [])),
         partition_by=tuple(entry.get("partition_by", [])),
         struct=T.StructType(fields),
+        deletion_vectors=bool(entry.get("deletion_vectors", False)),
     )
 
 

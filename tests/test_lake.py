@@ -220,3 +220,77 @@ def test_an_overwrite_keeps_the_declared_partitioning(spark, tmp_path):
     lake.overwrite(spark.createDataFrame([(1, "a")], "k int, v string"), "meta/t",
                    conform_schema=False)  # fmt: skip
     assert lake.partition_columns("meta/t", declared=False) == []
+
+
+def _order(spark, order_id: str, member: str | None):
+    """One silver/orders row (the columns a test does not need left null)."""
+    from jobs.schemas import table_schema
+
+    schema = table_schema("silver/orders")
+    values = {"order_id": order_id, "channel": "store", "member_id": member,
+              "order_month": "2026-06", "order_date": dt.date(2026, 6, 1)}  # fmt: skip
+    return spark.createDataFrame([tuple(values.get(c) for c in schema.columns)], schema.struct)
+
+
+def test_tables_declared_with_deletion_vectors_get_them(spark, tmp_path):
+    """silver/orders (``deletion_vectors: true`` in schemas/silver.yaml) is created with
+    them; a table that is not declared so is not; a declared table written before (no
+    property in its log) gets them at its next MERGE, which then marks the row it
+    replaces instead of rewriting its file."""
+    from jobs.lake import deleted_rows, live_rows, wants_deletion_vectors
+
+    lake = Lake(spark, tmp_path / "lake")
+    assert wants_deletion_vectors("silver/orders") and not wants_deletion_vectors("meta/t")
+    lake.overwrite(_order(spark, "o1", "M1").unionByName(_order(spark, "o2", "M2")),
+                   "silver/orders")  # fmt: skip
+    assert lake.has_deletion_vectors("silver/orders")
+    assert "deletionVectors" in lake.delta_table("silver/orders").protocol().reader_features
+    _table(spark, tmp_path, [(1, "a")])
+    assert not lake.has_deletion_vectors("meta/t")
+
+    old = Lake(spark, tmp_path / "old")  # as a lake written before the declaration
+    _order(spark, "o1", "M1").unionByName(_order(spark, "o2", "M2")).write.format(
+        "delta"
+    ).save(old.path("silver/orders"))
+    assert not old.has_deletion_vectors("silver/orders")
+    files = set(old.delta_table("silver/orders").file_uris())
+    (
+        old.merge_into(_order(spark, "o1", "M9"), "silver/orders", ["order_id", "channel"])
+        .when_matched_update(["member_id"])
+        .execute()
+    )  # fmt: skip
+    table = old.delta_table("silver/orders")
+    assert old.has_deletion_vectors("silver/orders")
+    assert files <= set(table.file_uris())  # the row's file kept, its old row marked
+    assert deleted_rows(table) == 1 and live_rows(table) == 2
+    got = {r["order_id"]: r["member_id"] for r in old.read("silver/orders").collect()}
+    assert got == {"o1": "M9", "o2": "M2"}
+
+
+def test_delta_arrow_reads_a_table_with_deletion_vectors(spark, tmp_path):
+    """delta-rs's pyarrow dataset refuses a table with deletion vectors; delta_arrow
+    reads it with the deleted rows left out, typed as the table declares."""
+    import pyarrow as pa
+    from deltalake import DeltaTable
+
+    from jobs.lake import delta_arrow
+
+    lake = Lake(spark, tmp_path / "lake")
+    lake.overwrite(_order(spark, "o1", "M1").unionByName(_order(spark, "o2", "M2")),
+                   "silver/orders")  # fmt: skip
+    (
+        lake.merge_into(_order(spark, "o1", "M9"), "silver/orders", ["order_id", "channel"])
+        .when_matched_update(["member_id"])
+        .execute()
+    )  # fmt: skip
+    path = lake.path("silver/orders")
+    with pytest.raises(Exception, match="deletionVectors"):
+        DeltaTable(path).to_pyarrow_table()
+    data = delta_arrow(path)
+    pairs = zip(data["order_id"].to_pylist(), data["member_id"].to_pylist(), strict=True)
+    assert sorted(pairs) == [
+        ("o1", "M9"), ("o2", "M2")]  # fmt: skip
+    assert data.schema.field("order_date").type == pa.date32()
+    assert delta_arrow(path, ["member_id"], version=0).column_names == ["member_id"]
+    assert sorted(delta_arrow(path, ["member_id"], version=0)["member_id"].to_pylist()) == [
+        "M1", "M2"]  # fmt: skip

@@ -274,8 +274,12 @@ def erase_rows(
     """Remove the rows of table ``name`` for which ``flag(df)`` is true; return how many.
 
     One Delta commit: only the partitions that hold such rows are rewritten
-    (``replaceWhere`` on the partition values), an unpartitioned table as a whole.
-    ``journal``: the request's record, told before the commit (rows, version) and after.
+    (``replaceWhere`` on the partition values), an unpartitioned table as a whole, and
+    so is a table with deletion vectors: rows a MERGE replaced stay in its files, only
+    marked deleted, in any partition (an order's copy from before its member changed),
+    and a whole rewrite leaves none of them in a file of the new version (the erasure's
+    vacuum then deletes the old files). ``journal``: the request's record, told before
+    the commit (rows, version) and after.
     """
     lake = ctx.lake
     if not lake.exists(name):
@@ -288,7 +292,7 @@ def erase_rows(
     if journal is not None:
         journal.before_write("table", name, n, lake.version(name))
     parts = lake.delta_table(name).metadata().partition_columns
-    if parts:
+    if parts and not lake.has_deletion_vectors(name):
         values = [tuple(r) for r in hits.select(*parts).distinct().collect()]
         predicate = " OR ".join(
             "("

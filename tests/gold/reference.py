@@ -19,13 +19,13 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from jobs.lake import delta_arrow
+
 CONF = Path(__file__).resolve().parents[2] / "conf"
 
 
 def read_delta(lake: str | Path, name: str) -> pd.DataFrame:
-    from deltalake import DeltaTable
-
-    return DeltaTable(f"{lake}/{name}").to_pandas()
+    return delta_arrow(f"{lake}/{name}").to_pandas()
 
 
 def _cents(v) -> int:

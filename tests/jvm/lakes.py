@@ -20,6 +20,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from deltalake import DeltaTable
 
+from jobs.lake import delta_arrow
+
 # Columns that say *when* or *in which run* something was written, not what: the two
 # engines run the same scenario at different moments under different run ids.
 #   run_id, _run_id      the pipeline run that wrote the row (a fresh id per `cdp run`)
@@ -104,7 +106,7 @@ def rows_of(data: pa.Table) -> tuple[list[str], list[Row]]:
 
 def table_rows(lake: Path, name: str) -> tuple[list[str], list[Row]]:
     """(compared columns, normalised rows) of one Delta table of ``lake``."""
-    return rows_of(DeltaTable(str(Path(lake) / name)).to_pyarrow_table())
+    return rows_of(delta_arrow(str(Path(lake) / name)))
 
 
 def _unmatched(first: list[Row], second: list[Row]) -> tuple[list[Row], list[Row]]:
@@ -219,6 +221,6 @@ def compare_exports(first: Path, second: Path) -> list[str]:
 def compared_rows(lake: Path) -> dict[str, int]:
     """Rows per compared table of a lake (the scope a comparison covered)."""
     return {
-        name: DeltaTable(str(Path(lake) / name)).to_pyarrow_table().num_rows
+        name: delta_arrow(str(Path(lake) / name)).num_rows
         for name in sorted(lake_tables(lake) - RUN_LOG_TABLES)
     }

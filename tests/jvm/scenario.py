@@ -25,9 +25,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from deltalake import DeltaTable
-
 from jobs.config import PROJECT_ROOT
+from jobs.lake import delta_arrow
 from tests.jvm.lakes import compare_exports, compare_lakes
 from tests.jvm.worker import JvmWorker
 from tests.reliability.cli import cdp_env
@@ -218,7 +217,7 @@ def csv_rows(path: Path) -> list[list[str]]:
 
 
 def table_rows(lake: Path, name: str) -> list[dict]:
-    return DeltaTable(str(lake / name)).to_pyarrow_table().to_pylist()
+    return delta_arrow(str(lake / name)).to_pylist()
 
 
 class Scenario:

@@ -19,6 +19,7 @@ from deltalake import DeltaTable
 
 from jobs import storage
 from jobs.config import PROJECT_ROOT
+from jobs.lake import delta_arrow
 from jobs.lock import lake_lock
 from tests.objectstore.conftest import list_keys
 from tests.reliability.cli import cdp_env, run_cdp
@@ -31,9 +32,9 @@ RUN_COLUMNS = {"_run_id", "run_id", "_ingested_at", "ingested_at", "added_at", "
 def _rows(root: str, name: str) -> list[str]:
     """A table's rows as sorted JSON lines, without the run's own columns. A map's entries
     have no order (two runs on one folder may write them in different orders): sorted."""
-    table = DeltaTable(
+    table = delta_arrow(
         storage.join(root, name), storage_options=storage.delta_storage_options(root)
-    ).to_pyarrow_table()
+    )
     table = table.select([c for c in table.column_names if c not in RUN_COLUMNS])
     maps = [f.name for f in table.schema if pa.types.is_map(f.type)]
     rows = [{**r, **{c: sorted(r[c]) for c in maps if r[c] is not None}} for r in table.to_pylist()]

@@ -451,6 +451,30 @@ def test_forget_by_phone_removes_every_trace(lake_with_alice, settings, make_ctx
     assert not any(h == hmac_py(BOB["phone"], key) for _, h in listed)
 
 
+def test_rows_a_merge_replaced_are_erased_from_their_files(lake_with_alice, settings, make_ctx):
+    """silver/orders has deletion vectors: a MERGE that replaces a row leaves the old one
+    in its file, only marked deleted. Alice's two orders moved to another month (a
+    re-sent file with corrected dates) stay, marked, in the month where she has no row
+    left; after the erasure no file of the lake holds them."""
+    from jobs.lake import deleted_rows
+
+    lake = lake_with_alice.lake
+    moved = (
+        lake.read("silver/orders")
+        .where(F.col("member_id") == ALICE["member"])
+        .withColumn("order_month", F.lit("2026-10"))
+        .withColumn("_op", F.lit("upsert"))
+    )
+    lake.apply_changes(moved, "silver/orders")
+    assert deleted_rows(lake.delta_table("silver/orders")) == 2
+    assert {r.order_month for r in lake.read("silver/orders").collect()} == {"2026-10", "2026-11"}
+
+    forget(make_ctx(D2), phone="+86 138-0013-8000", recompute=False)
+
+    assert leaks_in_files(settings.paths.lake, ALICE_SECRETS) == []
+    assert sorted(r.order_id for r in lake.read("silver/orders").collect()) == ["O-B1", "O-Z1"]
+
+
 def test_resent_files_do_not_bring_her_back(lake_with_alice, settings, make_ctx):
     forget(make_ctx(D2), member=ALICE["member"], recompute=False)
     # The exporters send every file of both days again, each with one more row of Bob's.

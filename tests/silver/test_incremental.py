@@ -14,6 +14,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from jobs.engine import step_spark
+from jobs.lake import deleted_rows, live_rows
 from jobs.privacy.pii import hmac_py
 from jobs.schemas import conform, table_schema
 from jobs.silver import orders as orders_job
@@ -313,10 +314,17 @@ def test_only_orders_whose_member_changes_are_rekeyed(spark, make_ctx, monkeypat
     _put(spark, night, "bronze/pos_lines", 2, [pos_row("o3", 2, 1, member_card_no="K2")])
     write_xref(spark, night, [("pos_card", "K1", "M3"), ("pos_phone", phone, "M3"),
                               ("pos_card", "K2", "M3"), ("web_anon", "a1", None)])  # fmt: skip
+    files_before = set(night.lake.delta_table("silver/orders").file_uris())
     figs = run(night)
     assert figs["orders_rekeyed"] == 1 and calls == [1]
     assert _members(night, "silver/orders", "order_id") == {"o1": "M3", "o2": "M3", "o3": "M3"}
     assert_equals_full_rebuild(night)
+    # With deletion vectors (schemas/silver.yaml) the re-keying rewrote no file: o1's old
+    # row stays in its file, marked deleted, and its new row sits in a file of its own.
+    orders = night.lake.delta_table("silver/orders")
+    assert night.lake.has_deletion_vectors("silver/orders")
+    assert files_before <= set(orders.file_uris())
+    assert deleted_rows(orders) == 1 and live_rows(orders) == 3
 
 
 class Crash(RuntimeError):
