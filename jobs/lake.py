@@ -146,7 +146,7 @@ class Lake:
         partitioned as declared when it creates the table, or replaces it (``whole``)."""
         out = conform(df, name) if conform_schema else df
         writer = out.write.format("delta")
-        creates = not self.exists(name)
+        creates = not self._is_table(name)
         if whole or creates:
             columns = self.partition_columns(name, conform_schema)
             if columns:
@@ -156,15 +156,23 @@ class Lake:
             writer = writer.option(DELETION_VECTORS, "true")
         return writer
 
+    def _is_table(self, name: str) -> bool:
+        """Whether table ``name`` exists: the writers' own look, not an input of the step
+        (not noted in its lineage, as :meth:`exists` is)."""
+        from deltalake import DeltaTable
+
+        options = storage.delta_storage_options(self.root)
+        return DeltaTable.is_deltatable(self.path(name), storage_options=options)
+
     def has_deletion_vectors(self, name: str) -> bool:
         """Whether table ``name``'s MERGEs write deletion vectors (its property is set).
         A look at the table's layout, not an input of the step: not noted in its lineage."""
         from deltalake import DeltaTable
 
-        path, options = self.path(name), storage.delta_storage_options(self.root)
-        if not DeltaTable.is_deltatable(path, storage_options=options):
+        if not self._is_table(name):
             return False
-        config = DeltaTable(path, storage_options=options).metadata().configuration
+        options = storage.delta_storage_options(self.root)
+        config = DeltaTable(self.path(name), storage_options=options).metadata().configuration
         return config.get(DELETION_VECTORS) == "true"
 
     def enable_deletion_vectors(self, name: str) -> bool:
