@@ -69,7 +69,7 @@ def _ledger(ctx) -> dict[str, tuple]:
     }
 
 
-def test_nights_equal_a_rebuild_and_touch_only_what_changed(spark, make_ctx):
+def test_nights_equal_a_rebuild_and_touch_only_what_changed(spark, make_ctx, monkeypatch):
     ctx = make_ctx(day(0))
     _put(spark, ctx, 0, [_row("T1", 0, crm="C1"), _row("T2", 0, card="K2"),
                          _row("T3", 0, crm="C3")])  # fmt: skip
@@ -107,13 +107,32 @@ def test_nights_equal_a_rebuild_and_touch_only_what_changed(spark, make_ctx):
         "T5": ("M2", "pos_card", 10, day(2)),
     }
 
-    # Night 3: M2 merged into M1 and C3's CRM record arrives: the members move, rebuilt.
+    # Night 3: M2 merged into M1 and C3's CRM record arrives: the rows of those two
+    # identities take their new members in place (deletion vectors: the other rows'
+    # files are kept), the others keep theirs and their dates.
     ctx = make_ctx(day(3))
     write_xref(spark, ctx, [("crm", "C1", "M1"), ("pos_card", "K2", "M1"), ("crm", "C3", "M3")])
+    files = set(ctx.lake.delta_table(job.TABLE).file_uris())
     merged = _night(ctx)
-    assert merged["mode"] == "full" and merged["mode_reason"].startswith("member_xref changed")
+    assert merged["mode"] == "incremental" and merged["mode_reason"].endswith("member_xref changed")
+    assert merged["identities_changed"] == 2 and merged["rows_rekeyed"] == 2
+    assert _ledger(ctx) == {
+        "T1": ("M1", "crm", 15, day(2)),
+        "T3": ("M3", "crm", 10, day(3)),
+        "T4": ("M1", "crm", 10, day(1)),
+        "T5": ("M1", "pos_card", 10, day(3)),
+    }
+    assert files <= set(ctx.lake.delta_table(job.TABLE).file_uris())
+
+    # More moved identities than are re-keyed in place: rebuilt, the same rows.
+    ctx = make_ctx(day(4))
+    write_xref(spark, ctx, [("crm", "C1", "M9"), ("pos_card", "K2", "M1"), ("crm", "C3", "M3")])
+    with monkeypatch.context() as patch:
+        patch.setattr(job, "MAX_REKEYED_IDENTITIES", 0)
+        many = _night(ctx)
+    assert many["mode"] == "full" and many["mode_reason"].startswith("over 0 identities")
     assert {k: v[:2] for k, v in _ledger(ctx).items()} == {
-        "T1": ("M1", "crm"), "T3": ("M3", "crm"), "T4": ("M1", "crm"), "T5": ("M1", "pos_card"),
+        "T1": ("M9", "crm"), "T3": ("M3", "crm"), "T4": ("M9", "crm"), "T5": ("M1", "pos_card"),
     }  # fmt: skip
 
     # A date before the last run's is rebuilt whole as of that date.
