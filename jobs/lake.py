@@ -64,7 +64,8 @@ def write_retrying(df: DataFrame, write: Callable[[DataFrame], None]) -> None:
 # rewriting every file holding one. Set on the tables schemas/ declares with
 # ``deletion_vectors: true``. On Sail 0.7.2, a 1M-member night's re-keying of 67 orders
 # went from 7.6 s (their four months rewritten) to 2.2 s (docs/scaling.md "Deletion
-# vectors on the orders"). Readers need Delta's deletionVectors feature (reader 3).
+# vectors on the orders and the points ledger"). Readers need Delta's deletionVectors
+# feature (reader 3).
 DELETION_VECTORS = "delta.enableDeletionVectors"
 
 
