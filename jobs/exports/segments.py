@@ -641,7 +641,9 @@ def _run_queries(
     if prev:
         prev_ids = materialise(spark, merge_map(changes, prev[0], as_of), scratch / "_prev")
     current = reached.where(~F.col("capped")).drop("capped")
-    entered, exited = changes_since(current, previous_rows(spark, prev, ordered, prev_ids))
+    entered, exited = _changes_once(
+        spark, current, previous_rows(spark, prev, ordered, prev_ids), scratch
+    )
     counts = {
         (r[SEGMENT_KEY], r["measure"]): r["n"]
         for r in segment_counts(cand, reached, entered, exited).collect()
@@ -653,6 +655,31 @@ def _run_queries(
     csv_folders = write_csv_parts(current, entered, exited, ordered, scratch)
     laps("csv")
     return _EngineOutput(counts, audiences, csv_folders, to_arrow_schema(current.schema))
+
+
+def _changes_once(
+    spark: SparkSession,
+    current: DataFrame,
+    previous: dict[tuple[str, ...], DataFrame],
+    scratch: Path,
+) -> tuple[DataFrame, dict[tuple[str, ...], DataFrame]]:
+    """:func:`changes_since` with the previous export's rows (read from its files and
+    re-keyed), the entered and the exited rows each written once in ``scratch``: the
+    counts and the CSV write both read them, and each computed them again (a 1M night:
+    counts 1.6 s and CSVs 2.9 s, against 0.1 s and 0.6 s on a first run, which has no
+    previous export)."""
+    if not previous:
+        return changes_since(current, previous)
+    previous = {
+        layout: materialise(spark, rows, scratch / f"_previous{i}")
+        for i, (layout, rows) in enumerate(previous.items())
+    }
+    entered, exited = changes_since(current, previous)
+    exited = {
+        layout: materialise(spark, rows, scratch / f"_exited{i}")
+        for i, (layout, rows) in enumerate(exited.items())
+    }
+    return materialise(spark, entered, scratch / "_entered"), exited
 
 
 def _cut_files(

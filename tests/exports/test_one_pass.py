@@ -145,10 +145,11 @@ def test_write_export_actions_do_not_grow_with_segments(spark, tmp_path, count_e
         assert len(manifest["files"]) == 4 * len(segments)
         capped = sum(s["dropped"]["capped"] for s in manifest["segments"])
         assert capped > 0 and sum(s["dropped"]["merged"] for s in manifest["segments"]) > 0
-    # 3 segments or 6: the same 10 queries (2 inputs, candidates, reached rows, the merge
-    # map since the previous export, one collect, one Parquet write, a CSV write per channel).
+    # 3 segments or 6: the same 17 queries (2 inputs, candidates, reached rows, the merge
+    # map since the previous export, the previous export's rows and the exited rows per
+    # channel, the entered rows, one collect, one Parquet write, a CSV write per channel).
     assert executions[2] == executions[1], executions
-    assert executions[1] <= 10, executions
+    assert executions[1] <= 17, executions
 
 
 def test_segment_whose_channel_changed_exits_in_its_previous_columns(spark, tmp_path):
