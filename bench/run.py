@@ -235,11 +235,14 @@ def deleted_positions(table: deltalake.DeltaTable) -> pa.Table:
     rows: list[int] = []
     if "deletionVectors" in (table.protocol().reader_features or []):
         vectors = pa.table(table.deletion_vectors().read_all())
-        for uri, keep in zip(vectors["filepath"].to_pylist(), vectors["selection_vector"].to_pylist(), strict=True):
+        paths, keeps = vectors["filepath"].to_pylist(), vectors["selection_vector"].to_pylist()
+        for uri, keep in zip(paths, keeps, strict=True):
             gone = np.flatnonzero(~np.asarray(keep, dtype=bool)).tolist()
             names += [uri.removeprefix("file://")] * len(gone)
             rows += gone
-    return pa.table({"filename": pa.array(names, pa.string()), "file_row_number": pa.array(rows, pa.int64())})
+    return pa.table(
+        {"filename": pa.array(names, pa.string()), "file_row_number": pa.array(rows, pa.int64())}
+    )
 
 
 def duckdb_rfm(lake: Path, as_of: dt.date, out: Path) -> tuple[float, dict]:
@@ -271,7 +274,8 @@ def duckdb_rfm(lake: Path, as_of: dt.date, out: Path) -> tuple[float, dict]:
             return scan + ")"
         name = "deleted_" + table.replace("/", "_")
         con.register(name, gone)
-        return f"{scan}, filename = true, file_row_number = true) ANTI JOIN {name} USING (filename, file_row_number)"
+        numbered = f"{scan}, filename = true, file_row_number = true)"
+        return f"{numbered} ANTI JOIN {name} USING (filename, file_row_number)"
 
     con = duckdb.connect()
     orders = live("silver/orders", "orders")

@@ -216,7 +216,9 @@ def changed_identities(old: DataFrame, new: DataFrame) -> DataFrame:
     return joined.filter(~F.col("_old").eqNullSafe(F.col("_new"))).select("source", "source_key")
 
 
-def rekeyed_rows(ledger: DataFrame, changed: DataFrame, xref: DataFrame, as_of: object) -> DataFrame:
+def rekeyed_rows(
+    ledger: DataFrame, changed: DataFrame, xref: DataFrame, as_of: object
+) -> DataFrame:
     """The rows of ``ledger`` (silver/points_ledger) holding an identity of ``changed``
     whose member or match is another through ``xref``: ``txn_id`` with the new
     ``member_id``, ``matched_by`` and ``as_of_date``. ``changed``: a few rows, broadcast."""
@@ -256,7 +258,8 @@ def _moved(lake: Lake, st: LedgerState) -> DataFrame | None:
         changed = changed_identities(lake.read_version(XREF, st.xref_version), lake.read(XREF))
         rows = changed.limit(MAX_REKEYED_IDENTITIES + 1).collect()
     except Exception as exc:  # noqa: BLE001 - before the first write: rebuild instead
-        raise _RebuildInstead(f"earlier member_xref unreadable ({str(exc).splitlines()[0][:200]})") from exc
+        first_line = str(exc).splitlines()[0][:200]
+        raise _RebuildInstead(f"earlier member_xref unreadable ({first_line})") from exc
     if len(rows) > MAX_REKEYED_IDENTITIES:
         raise _RebuildInstead(f"over {MAX_REKEYED_IDENTITIES} identities changed member")
     return lake.spark.createDataFrame(rows, "source string, source_key string")
