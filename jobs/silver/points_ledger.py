@@ -248,11 +248,11 @@ class _RebuildInstead(RuntimeError):
     """The night's member changes are re-keyed by a rebuild (too many, or unreadable)."""
 
 
-def _moved(lake: Lake, st: LedgerState) -> DataFrame | None:
+def _moved(lake: Lake, st: LedgerState, xref_version: int) -> list | None:
     """The identities whose member changed since the last run (None: the same xref), a
-    small table read before anything is written; :class:`_RebuildInstead` when there are
+    few rows read before anything is written; :class:`_RebuildInstead` when there are
     too many or the last run's xref version cannot be read."""
-    if lake.version(XREF) == st.xref_version:
+    if xref_version == st.xref_version:
         return None
     try:
         changed = changed_identities(lake.read_version(XREF, st.xref_version), lake.read(XREF))
@@ -262,14 +262,16 @@ def _moved(lake: Lake, st: LedgerState) -> DataFrame | None:
         raise _RebuildInstead(f"earlier member_xref unreadable ({first_line})") from exc
     if len(rows) > MAX_REKEYED_IDENTITIES:
         raise _RebuildInstead(f"over {MAX_REKEYED_IDENTITIES} identities changed member")
-    return lake.spark.createDataFrame(rows, "source string, source_key string")
+    return rows
 
 
-def _incremental(ctx: RunContext, st: LedgerState, touched: list[dt.date]) -> dict:
+def _incremental(
+    ctx: RunContext, st: LedgerState, touched: list[dt.date], xref_version: int
+) -> dict:
     """Replace the rows of the ``touched`` bronze dates (one commit), then give the rows
     of the identities whose member changed their new member (one MERGE)."""
     lake = ctx.lake
-    moved = _moved(lake, st)
+    moved = _moved(lake, st, xref_version)
     xref = lake.read(XREF)
     if touched:
         bronze = lake.read(BRONZE).filter(F.col("_business_date").isin(*touched))
@@ -279,8 +281,9 @@ def _incremental(ctx: RunContext, st: LedgerState, touched: list[dt.date]) -> di
     figures = {"touched_dates": len(touched), "identities_changed": 0, "rows_rekeyed": 0}
     if moved is None:
         return figures
-    fixes = rekeyed_rows(lake.read(TABLE), moved, xref, ctx.as_of).collect()
-    figures.update(identities_changed=moved.count(), rows_rekeyed=len(fixes))
+    changed = lake.spark.createDataFrame(moved, "source string, source_key string")
+    fixes = rekeyed_rows(lake.read(TABLE), changed, xref, ctx.as_of).collect()
+    figures.update(identities_changed=len(moved), rows_rekeyed=len(fixes))
     if fixes:
         source = lake.spark.createDataFrame(
             fixes, "txn_id string, member_id string, matched_by string, as_of_date date"
@@ -303,15 +306,16 @@ def run(ctx: RunContext) -> dict:
     st = load_state(lake)
     mode, why = choose_mode(ctx, st, snap, xref_version)
     detail: dict = {"mode": mode, "mode_reason": why}
-    if mode == "full":
-        lake.overwrite(points_ledger(lake.read(BRONZE), lake.read(XREF), ctx.as_of), TABLE)
-    elif mode == "incremental":
+    if mode == "incremental":
         assert st is not None
         try:
-            detail.update(_incremental(ctx, st, touched_dates(st.bronze, snap) or []))
+            touched = touched_dates(st.bronze, snap) or []
+            detail.update(_incremental(ctx, st, touched, xref_version))
         except _RebuildInstead as exc:
-            detail.update(mode="full", mode_reason=str(exc))
-            lake.overwrite(points_ledger(lake.read(BRONZE), lake.read(XREF), ctx.as_of), TABLE)
+            mode = "full"
+            detail.update(mode=mode, mode_reason=str(exc))
+    if mode == "full":
+        lake.overwrite(points_ledger(lake.read(BRONZE), lake.read(XREF), ctx.as_of), TABLE)
     if mode != "noop":  # a rerun writes nothing: the state already says all this
         save_state(lake, LedgerState(ctx.as_of, snap, xref_version), ctx.run_id)
     return {"rows_in": sum(snap.rows.values()), **figures(lake.read(TABLE)), **detail}
