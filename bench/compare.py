@@ -9,7 +9,10 @@ new ones and their ratio. A step is flagged as a regression when it takes more t
 are noise on a shared machine); the exit status is 1 when any step is flagged, so a
 script or a scheduled job can stop on it. Both runs should come from the same machine
 at a similar load (each result file says its own); ratios, not seconds, are what carry
-over between machines. (Identity took 15x its earlier time for a week in 2026-11
+over between machines. Where both runs counted CPU seconds (``cpu_seconds``, results
+since 2026-12-07), the CPU ratio is shown too, and the new run's ``other``: the CPU
+seconds the rest of the host used while the step ran (a step whose wall time grew with
+its CPU time unchanged and ``other`` high waited for a busy host, not on slower code). (Identity took 15x its earlier time for a week in 2026-11
 before anyone ran the two files side by side.)
 """
 
@@ -32,6 +35,15 @@ class StepTime:
     step: str
     baseline: float | None
     new: float | None
+    baseline_cpu: float | None = None
+    new_cpu: float | None = None
+    new_other_cpu: float | None = None
+
+    @property
+    def cpu_ratio(self) -> float | None:
+        if self.baseline_cpu is None or self.new_cpu is None or self.baseline_cpu <= 0:
+            return None
+        return self.new_cpu / self.baseline_cpu
 
     @property
     def ratio(self) -> float | None:
@@ -46,12 +58,13 @@ class StepTime:
         return ratio > max_ratio and self.new - self.baseline >= min_seconds
 
 
-def _steps(result: dict, phase: str) -> dict[str, float]:
-    """Seconds per step of one phase, with the phase's total as ``(total)``."""
+def _steps(result: dict, phase: str, key: str = "seconds") -> dict[str, float]:
+    """``key`` (seconds, cpu_seconds, other_cpu_seconds) per step of one phase, with the
+    phase's total as ``(total)``; steps without it are left out."""
     run = result.get(phase) or {}
-    out = {s["step"]: float(s["seconds"]) for s in run.get("steps", [])}
-    if "seconds" in run:
-        out["(total)"] = float(run["seconds"])
+    out = {s["step"]: float(s[key]) for s in run.get("steps", []) if key in s}
+    if key in run:
+        out["(total)"] = float(run[key])
     return out
 
 
@@ -60,8 +73,11 @@ def compare(baseline: dict, new: dict) -> list[StepTime]:
     rows = []
     for phase, label in PHASES.items():
         old, cur = _steps(baseline, phase), _steps(new, phase)
+        old_cpu, cur_cpu = _steps(baseline, phase, "cpu_seconds"), _steps(new, phase, "cpu_seconds")
+        other = _steps(new, phase, "other_cpu_seconds")
         for step in [*cur, *(s for s in old if s not in cur)]:
-            rows.append(StepTime(label, step, old.get(step), cur.get(step)))
+            rows.append(StepTime(label, step, old.get(step), cur.get(step),
+                                 old_cpu.get(step), cur_cpu.get(step), other.get(step)))  # fmt: skip
     return rows
 
 
@@ -69,12 +85,16 @@ def render(rows: list[StepTime], max_ratio: float, min_seconds: float) -> str:
     def secs(value: float | None) -> str:
         return "-" if value is None else f"{value:.1f}"
 
-    lines = [f"{'phase':<6} {'step':<16} {'baseline s':>10} {'new s':>8} {'ratio':>6}"]
+    def times(value: float | None) -> str:
+        return "-" if value is None else f"{value:.2f}"
+
+    lines = [f"{'phase':<6} {'step':<16} {'baseline s':>10} {'new s':>8} {'ratio':>6} "
+             f"{'cpu ratio':>9} {'other cpu s':>11}"]  # fmt: skip
     for r in rows:
-        ratio = "-" if r.ratio is None else f"{r.ratio:.2f}"
         flag = "  REGRESSION" if r.regressed(max_ratio, min_seconds) else ""
         lines.append(
-            f"{r.phase:<6} {r.step:<16} {secs(r.baseline):>10} {secs(r.new):>8} {ratio:>6}{flag}"
+            f"{r.phase:<6} {r.step:<16} {secs(r.baseline):>10} {secs(r.new):>8} "
+            f"{times(r.ratio):>6} {times(r.cpu_ratio):>9} {secs(r.new_other_cpu):>11}{flag}"
         )
     return "\n".join(lines)
 

@@ -43,26 +43,75 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
+def _cpu(times) -> float:
+    """User + system seconds of a psutil ``cpu_times()``."""
+    return times.user + times.system
+
+
+def _host_busy() -> float:
+    """CPU seconds the whole host has spent busy since boot (every core, every process)."""
+    times = psutil.cpu_times()
+    return sum(times) - times.idle - getattr(times, "iowait", 0.0)
+
+
 class PeakRss:
-    """Sample this process's RSS every 50 ms; ``peak`` is the maximum seen since ``reset``."""
+    """Sample this process's RSS every 50 ms; ``peak`` is the maximum seen since ``reset``.
+
+    Since ``reset`` it also counts CPU seconds (:meth:`cpu_seconds`): this process's and
+    its children's (the parse workers, sampled while they live), and what the rest of the
+    host used meanwhile (``other``). A shared host's load moves a step's wall time by
+    10-25% between identical runs; its own CPU seconds move less, and ``other`` says how
+    busy the host was, so two runs' steps are compared knowing both.
+    """
 
     def __init__(self) -> None:
         self.proc = psutil.Process()
         self.peak = 0
+        self._children: dict[int, tuple[float, float]] = {}  # pid: (at reset or 0, last seen)
+        self._lock = threading.Lock()
+        self.reset()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._thread.start()
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            rss = self.proc.memory_info().rss + sum(
-                c.memory_info().rss for c in self.proc.children(recursive=True)
-            )
+            rss = self.proc.memory_info().rss
+            for child in self.proc.children(recursive=True):
+                try:
+                    rss += child.memory_info().rss
+                    used = _cpu(child.cpu_times())
+                except psutil.Error:  # gone between the listing and the look
+                    continue
+                with self._lock:
+                    # A child started during the step counts from its start.
+                    first, _ = self._children.get(child.pid, (0.0, used))
+                    self._children[child.pid] = (first, used)
             self.peak = max(self.peak, rss)
             time.sleep(0.05)
 
     def reset(self) -> None:
         self.peak = self.proc.memory_info().rss
+        with self._lock:
+            # A child living on from the step before counts from its CPU time now.
+            self._children = {}
+            for child in self.proc.children(recursive=True):
+                try:
+                    used = _cpu(child.cpu_times())
+                except psutil.Error:
+                    continue
+                self._children[child.pid] = (used, used)
+        self._own_cpu = _cpu(self.proc.cpu_times())
+        self._host_cpu = _host_busy()
+
+    def cpu_seconds(self) -> tuple[float, float]:
+        """(ours, other): CPU seconds since ``reset`` of this process and its children,
+        and of every other process on the host."""
+        with self._lock:
+            children = sum(last - first for first, last in self._children.values())
+        ours = _cpu(self.proc.cpu_times()) - self._own_cpu + children
+        other = max(0.0, _host_busy() - self._host_cpu - ours)
+        return round(ours, 1), round(other, 1)
 
     def stop(self) -> None:
         self._stop.set()
@@ -163,12 +212,14 @@ def run_phase(
                 "rows_out": rows_out,
                 "rows_per_s": round(rows_in / seconds) if seconds > 0 else None,
                 "peak_rss_mb": round(rss.peak / 2**20),
+                **dict(zip(("cpu_seconds", "other_cpu_seconds"), rss.cpu_seconds(), strict=True)),
                 "detail": {k: result[k] for k in DETAIL if k in result},
             }
         )
         print(
             f"  {name:8} {step.name:10} {seconds:8.2f}s in={rows_in:>11,} out={rows_out:>11,} "
-            f"rows/s={steps[-1]['rows_per_s'] or 0:>10,} peak={steps[-1]['peak_rss_mb']:>6,} MB",
+            f"rows/s={steps[-1]['rows_per_s'] or 0:>10,} peak={steps[-1]['peak_rss_mb']:>6,} MB "
+            f"cpu={steps[-1]['cpu_seconds']:.1f}s other={steps[-1]['other_cpu_seconds']:.1f}s",
             flush=True,
         )
         rss.reset()
@@ -183,11 +234,14 @@ def run_phase(
         raise PhaseFailed(name, str(exc), {"as_of": as_of.isoformat(), "steps": steps}) from exc
     total = time.perf_counter() - t0
     peak = max((s["peak_rss_mb"] for s in steps), default=0)
-    print(f"  {name:8} {'TOTAL':10} {total:8.2f}s peak={peak:,} MB", flush=True)
+    cpu = {key: round(sum(s[key] for s in steps), 1) for key in ("cpu_seconds", "other_cpu_seconds")}
+    print(f"  {name:8} {'TOTAL':10} {total:8.2f}s peak={peak:,} MB cpu={cpu['cpu_seconds']}s "
+          f"other={cpu['other_cpu_seconds']}s", flush=True)  # fmt: skip
     return {
         "as_of": as_of.isoformat(),
         "seconds": round(total, 2),
         "peak_rss_mb": peak,
+        **cpu,
         "steps": steps,
     }
 

@@ -50,3 +50,18 @@ def test_small_steps_and_small_ratios_pass(tmp_path):
     new = _write(tmp_path / "new.json", _result(14.0, 3.0, 8.0))
     assert main([old, new]) == 0
     assert main([old, new, "--min-seconds", "1"]) == 1
+
+
+def test_cpu_ratio_and_the_hosts_other_cpu_where_both_runs_counted_them(tmp_path, capsys):
+    old, new = _result(10.0, 4.0, 8.0), _result(15.0, 4.0, 8.0)
+    old["a_full_first_run"]["steps"][1] |= {"cpu_seconds": 18.0, "other_cpu_seconds": 0.5}
+    new["a_full_first_run"]["steps"][1] |= {"cpu_seconds": 18.9, "other_cpu_seconds": 9.8}
+    rows = {(r.phase, r.step): r for r in compare(old, new)}
+    identity = rows[("full", "identity")]
+    assert identity.ratio == 1.5 and identity.new_other_cpu == 9.8
+    assert abs(identity.cpu_ratio - 1.05) < 1e-9
+    # A run from before the CPU figures: no CPU ratio, no error.
+    assert rows[("full", "orders")].cpu_ratio is None
+    assert main([_write(tmp_path / "o.json", old), _write(tmp_path / "n.json", new)]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if "identity" in x and "full" in x)
+    assert line.split()[-3:] == ["1.50", "1.05", "9.8"]

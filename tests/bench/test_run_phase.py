@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import multiprocessing
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -18,7 +20,7 @@ def test_a_failed_step_keeps_the_steps_measured_before_it(monkeypatch):
 
     monkeypatch.setattr("jobs.pipeline.run_pipeline", pipeline)
     monkeypatch.setattr("jobs.context.make_context", lambda settings, as_of: None)
-    rss = SimpleNamespace(peak=2**30, reset=lambda: None)
+    rss = SimpleNamespace(peak=2**30, reset=lambda: None, cpu_seconds=lambda: (3.0, 0.5))
     with pytest.raises(bench_run.PhaseFailed) as failed:
         bench_run.run_phase("nightly", None, dt.date(2026, 11, 20), rss)
     assert failed.value.phase == "nightly"
@@ -39,7 +41,7 @@ def test_every_step_is_saved_as_it_finishes(monkeypatch):
 
     monkeypatch.setattr("jobs.pipeline.run_pipeline", pipeline)
     monkeypatch.setattr("jobs.context.make_context", lambda settings, as_of: None)
-    rss = SimpleNamespace(peak=2**30, reset=lambda: None)
+    rss = SimpleNamespace(peak=2**30, reset=lambda: None, cpu_seconds=lambda: (3.0, 0.5))
 
     def progress(partial: dict) -> None:
         assert partial["running"] is True and partial["as_of"] == "2026-11-20"
@@ -48,3 +50,31 @@ def test_every_step_is_saved_as_it_finishes(monkeypatch):
     phase = bench_run.run_phase("full", None, dt.date(2026, 11, 20), rss, progress=progress)
     assert saved == [["ingest_pos"], ["ingest_pos", "ingest_web"]]
     assert "running" not in phase and [s["step"] for s in phase["steps"]] == saved[-1]
+    assert [(s["cpu_seconds"], s["other_cpu_seconds"]) for s in phase["steps"]] == [(3.0, 0.5)] * 2
+    assert (phase["cpu_seconds"], phase["other_cpu_seconds"]) == (6.0, 1.0)
+
+
+def _burn(seconds: float, done) -> None:
+    """Spin for ``seconds`` of CPU, send what this process used, live on a little."""
+    start = time.process_time()
+    while time.process_time() - start < seconds:
+        pass
+    done.send(time.process_time())
+    time.sleep(0.5)  # seen by the sampler once more before it exits
+
+
+def test_the_meter_counts_the_cpu_of_children_started_during_a_step():
+    meter = bench_run.PeakRss()
+    try:
+        meter.reset()
+        receive, send = multiprocessing.get_context("spawn").Pipe(duplex=False)
+        child = multiprocessing.get_context("spawn").Process(target=_burn, args=(0.6, send))
+        child.start()
+        used = receive.recv()
+        child.join()
+        ours, other = meter.cpu_seconds()
+    finally:
+        meter.stop()
+    # The child's CPU, its start-up included, is ours; this process mostly waited.
+    assert ours >= used - 0.1
+    assert other >= 0
