@@ -451,6 +451,8 @@ def _invoke(args: list[str]) -> int:
         return exc.exit_code
     except Exception as exc:  # noqa: BLE001 - one line for the user, not a traceback
         typer.echo(f"cdp: {one_line_reason(exc)}", err=True)
+        if getattr(exc, "hint", None):  # what to change, e.g. a memory pool to raise
+            typer.echo(f"cdp: {exc.hint}", err=True)
         return 1
     return code if isinstance(code, int) else 0
 

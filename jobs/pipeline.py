@@ -13,6 +13,7 @@ import datetime as dt
 import importlib
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING
 from jobs.sources import SOURCES
 
 if TYPE_CHECKING:  # the Airflow DAG files import this module: keep pyspark out of it
+    from jobs.config import EngineConf
     from jobs.context import RunContext
 
 log = logging.getLogger(__name__)
@@ -78,11 +80,41 @@ STEPS: tuple[Step, ...] = (
 STEP_BY_NAME = {s.name: s for s in STEPS}
 
 
+# Sail's words when a query needs more than its server's memory pool (DataFusion's fair pool).
+POOL_EXHAUSTED = re.compile(r"Failed to allocate .*memory pool: fair\(pool_size: ([^)]+)\)", re.S)
+
+
+def pool_hint(step: str, cause: BaseException, engine: EngineConf) -> str | None:
+    """What to change when ``step`` failed because a query outgrew an embedded Sail
+    server's memory pool, or None for any other failure. The steps of
+    ``engine.hash_join_steps`` run on the hash-join server (its pool:
+    ``hash_join_memory_limit_mb``), the others on the one of ``memory_limit_mb``, but for
+    the incremental nights of ``engine.hash_join_nights``, which run on the former."""
+    found = POOL_EXHAUSTED.search(str(cause))
+    if not found:
+        return None
+    if step in engine.hash_join_steps:
+        setting = "engine.hash_join_memory_limit_mb"
+    elif step in engine.hash_join_nights:
+        setting = ("engine.memory_limit_mb (a full run) or engine.hash_join_memory_limit_mb "
+                   "(an incremental night)")  # fmt: skip
+    else:
+        setting = "engine.memory_limit_mb"
+    return (
+        f"a query of step {step} needed more than its engine's memory pool "
+        f"({found.group(1)}): raise {setting} in conf/pipeline.yaml (0: no bound; a bigger "
+        f"pool holds more in memory, a smaller one spills more to engine.spill_dir); what "
+        f"each size of lake took: docs/scaling.md, \"Memory on one machine\""
+    )
+
+
 class StepFailed(RuntimeError):
-    def __init__(self, step: str, cause: BaseException):
-        super().__init__(f"step {step} failed: {cause}")
+    def __init__(self, step: str, cause: BaseException, hint: str | None = None):
+        message = f"step {step} failed: {cause}"
+        super().__init__(f"{message}\n{hint}" if hint else message)
         self.step = step
         self.cause = cause
+        self.hint = hint
 
 
 def select_steps(only: Iterable[str] | None = None, until: str | None = None) -> list[Step]:
@@ -137,6 +169,10 @@ def _run_step_locked(ctx: RunContext, step: Step) -> dict:
     except Exception as exc:
         status = "failed"
         detail = {"error": f"{type(exc).__name__}: {exc}"}
+        hint = pool_hint(step.name, exc, ctx.settings.engine)
+        if hint:  # in meta/runs and the task's log too (an Airflow task calls run_step)
+            detail["hint"] = hint
+            log.error("%s", hint)
         raise
     finally:
         seconds = time.perf_counter() - t0
@@ -234,7 +270,8 @@ def run_pipeline(
                 try:
                     results[step.name] = run_step(step_ctx, step, silver_checked=True)
                 except Exception as exc:
-                    raise StepFailed(step.name, exc) from exc
+                    hint = pool_hint(step.name, exc, ctx.settings.engine)
+                    raise StepFailed(step.name, exc, hint) from exc
                 if on_step:
                     on_step(step, results[step.name], time.perf_counter() - t0)
         finally:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import sys
 
+import pytest
+
 import jobs.pipeline as pipeline
 from jobs.config import load_settings
 from jobs.context import RunContext
@@ -66,3 +68,74 @@ def test_a_run_without_data_docs_does_not_warm_great_expectations(tmp_path, monk
         ctx = RunContext(settings=load_settings(env=env), spark=None, as_of=dt.date(2026, 11, 1))
         pipeline.run_pipeline(ctx, [])
         assert skipped.pop() == expected
+
+
+# The 5M full run's orders step under the 2 GiB pool (2026-12-07), as Sail put it.
+POOL_ERROR = (
+    "Failed to allocate additional 564.9 KB for FinalHashAggregateStream[0] with 0.0 B "
+    "already allocated for this reservation - 80.7 KB remain available for the total "
+    "memory pool: fair(pool_size: 2.0 GB)"
+)
+
+
+def test_a_step_out_of_its_engine_pool_names_the_setting_to_raise():
+    from jobs.config import EngineConf
+    from jobs.pipeline import pool_hint
+
+    engine = EngineConf()
+    orders = pool_hint("orders", RuntimeError(POOL_ERROR), engine)
+    assert orders is not None and "(2.0 GB)" in orders
+    assert "raise engine.memory_limit_mb (a full run) or engine.hash_join_memory_limit_mb" in orders
+    identity = pool_hint("identity", RuntimeError(POOL_ERROR), engine)
+    assert identity is not None and "raise engine.hash_join_memory_limit_mb in" in identity
+    plain = pool_hint("ingest_pos", RuntimeError(POOL_ERROR), engine)
+    assert plain is not None and "raise engine.memory_limit_mb in" in plain
+    # Any other failure: no hint.
+    assert pool_hint("orders", RuntimeError("Resources exhausted: disk full"), engine) is None
+
+
+def test_run_pipeline_and_the_cli_say_which_pool_to_raise(make_ctx, monkeypatch, capsys):
+    from jobs import cli
+    from jobs.pipeline import STEP_BY_NAME, StepFailed, run_pipeline
+
+    def out_of_pool(ctx, step, silver_checked=False):
+        raise RuntimeError(POOL_ERROR)
+
+    monkeypatch.setattr(pipeline, "run_step", out_of_pool)
+    ctx = make_ctx(dt.date(2026, 11, 20))
+    with pytest.raises(StepFailed) as failed:
+        run_pipeline(ctx, [STEP_BY_NAME["orders"]])
+    hint = failed.value.hint
+    assert hint is not None and "engine.memory_limit_mb" in hint
+    assert str(failed.value).endswith(hint)
+
+    def app(*args, **kwargs):
+        raise failed.value
+
+    monkeypatch.setattr(cli, "app", app)
+    assert cli._invoke(["run"]) == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("cdp: step orders failed: Failed to allocate")
+    assert lines[1] == f"cdp: {hint}"
+
+
+def _out_of_pool_step(ctx):
+    raise RuntimeError(POOL_ERROR)
+
+
+def test_an_airflow_task_out_of_its_pool_records_the_hint_in_meta_runs(make_ctx):
+    """An Airflow task calls run_step, not run_pipeline: the hint goes to meta/runs."""
+    import json
+
+    from pyspark.sql import functions as F
+
+    from jobs.pipeline import Step, run_step
+
+    ctx = make_ctx(dt.date(2026, 11, 20))
+    step = Step("orders", f"{__name__}:_out_of_pool_step")
+    with pytest.raises(RuntimeError, match="Failed to allocate"):
+        run_step(ctx, step)
+    runs = ctx.lake.read("meta/runs").filter(F.col("run_id") == ctx.run_id).collect()
+    assert [r.status for r in runs] == ["failed"]
+    detail = json.loads(runs[0].detail)
+    assert "engine.memory_limit_mb" in detail["hint"] and "(2.0 GB)" in detail["hint"]
