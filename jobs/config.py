@@ -78,6 +78,13 @@ class EngineConf(StrictModel):
     # ``hash_join_steps``): a hash join's build side cannot spill, and its nights' big
     # diffs and groupings ran 15 s slower at 1M under 3 GiB than under 5 GiB.
     hash_join_memory_limit_mb: int = Field(5120, ge=0)
+    # Sail only: a step whose query outgrew its server's pool ("Failed to allocate ...")
+    # runs once more, at once, on servers whose two pools are this many MiB: 0 (default)
+    # takes half the memory the host has available at that moment, -1 turns the second
+    # try off. Steps are crash-safe (a step stopped half-way reruns from what it left),
+    # so the second try gives what a first run on the bigger pool gives. Measured: a 5M
+    # full run's orders step fails under 2 GiB and passes under 6 GiB (docs/scaling.md).
+    retry_memory_limit_mb: int = Field(0, ge=-1)
     spill_dir: Path | None = None  # Sail spill files (default: the system temp folder)
     # Sail only: how equi-joins run. ``sort_merge``: both sides sorted, which spills
     # under the pool but sorts millions of rows to match a few thousand. ``hash``: a hash

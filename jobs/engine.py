@@ -30,15 +30,20 @@ from jobs.config import PROJECT_ROOT, EngineConf
 log = logging.getLogger(__name__)
 
 _lock = threading.Lock()
-# Embedded Sail servers and their sessions, by join strategy (``engine.joins`` for every
-# step, ``hash`` for the steps of ``engine.hash_join_steps``), all for ``_session_key``.
-_servers: dict[str, Any] = {}
-_sessions: dict[str, SparkSession] = {}
+# Embedded Sail servers and their sessions, by slot: the join strategy (``engine.joins``
+# for every step, ``hash`` for the steps of ``engine.hash_join_steps``) and the two pool
+# sizes (those of the configuration; bigger ones for a step rerun after its query outgrew
+# its pool, bigger_pool_spark), all for ``_session_key``. Other engines: one slot.
+Slot = tuple[str, tuple[int, int] | None]
+_servers: dict[Slot, Any] = {}
+_sessions: dict[Slot, SparkSession] = {}
+_slot_confs: dict[Slot, EngineConf] = {}  # the configuration each slot's session is of
 _session_key: tuple | None = None
-_session_conf: EngineConf | None = None  # the configuration ``_session_key`` is of
 # The SAIL_* variables the user had set before our first server: they win over ours.
 _user_sail_env: frozenset[str] | None = None
 PREFER_HASH_JOIN = "SAIL_OPTIMIZER__PREFER_HASH_JOIN"
+POOL_SIZE_VARIABLE = "SAIL_RUNTIME__MEMORY_POOL__FAIR__MAX_SIZE"
+POOL_VARIABLES = frozenset({"SAIL_RUNTIME__MEMORY_POOL__TYPE", POOL_SIZE_VARIABLE})
 # Sail drops a session idle for 900 s by default. A run's sessions live on two servers (a
 # step of ``hash_join_steps`` runs on the other): at 5M members the identity step ran
 # 23 minutes on the hash-join server, and the run's own session was gone when the step
@@ -57,8 +62,8 @@ def sail_environment(conf: EngineConf, joins: str | None = None) -> dict[str, st
         # A fair pool shares the limit between the spilling operators of a query, so a
         # big aggregation spills instead of taking the machine (measured: a 20M-row
         # distinct count peaks at 3.5 GB unbounded, 1.3 GB under a 1 GiB pool, as fast).
-        env["SAIL_RUNTIME__MEMORY_POOL__TYPE"] = "fair"
-        env["SAIL_RUNTIME__MEMORY_POOL__FAIR__MAX_SIZE"] = str(pool_mb * 2**20)
+        env["SAIL_RUNTIME__MEMORY_POOL__TYPE"] = "fair"  # one of POOL_VARIABLES
+        env[POOL_SIZE_VARIABLE] = str(pool_mb * 2**20)
     if strategy == "sort_merge":
         # A hash join cannot spill its build side: under a limit a huge one fails
         # ("Failed to allocate ... HashJoinInput", a 1M-member first ingest) where a
@@ -71,12 +76,13 @@ def sail_environment(conf: EngineConf, joins: str | None = None) -> dict[str, st
     return env
 
 
-def _start_sail(conf: EngineConf, joins: str) -> str:
-    """Start the embedded Sail server whose joins are ``joins`` once per process; return
-    its sc:// URL. A server reads its SAIL_* variables when it starts, so each strategy
-    is a server of its own (each with the memory pool; steps run one at a time)."""
+def _start_sail(conf: EngineConf, joins: str, slot: Slot) -> str:
+    """Start the embedded Sail server of ``slot`` (joins ``joins``, the pools of
+    ``conf``) once per process; return its sc:// URL. A server reads its SAIL_* variables
+    when it starts, so each strategy is a server of its own (each with its memory pool;
+    steps run one at a time)."""
     global _user_sail_env
-    if joins not in _servers:
+    if slot not in _servers:
         if _user_sail_env is None:
             _user_sail_env = frozenset(k for k in os.environ if k.startswith("SAIL_"))
             atexit.register(stop)
@@ -86,7 +92,10 @@ def _start_sail(conf: EngineConf, joins: str) -> str:
         # Hash joins are Sail's default; set explicitly, as a server started before may
         # have left "false". Variables set by the user win over the configuration.
         fixed = {PREFER_HASH_JOIN: "true", SESSION_TIMEOUT: str(SESSION_TIMEOUT_SECS)}
-        for name, value in {**fixed, **sail_environment(conf, joins)}.items():
+        wanted = {**fixed, **sail_environment(conf, joins)}
+        for name in POOL_VARIABLES - wanted.keys() - _user_sail_env:
+            os.environ.pop(name, None)  # an unbounded pool: none of an earlier server's
+        for name, value in wanted.items():
             if name not in _user_sail_env:
                 os.environ[name] = value
         if conf.spill_dir:
@@ -95,8 +104,8 @@ def _start_sail(conf: EngineConf, joins: str) -> str:
 
         server = SparkConnectServer(ip="127.0.0.1", port=0)
         server.start(background=True)
-        _servers[joins] = server
-    host, port = _servers[joins].listening_address
+        _servers[slot] = server
+    host, port = _servers[slot].listening_address
     return f"sc://{host}:{port}"
 
 
@@ -213,13 +222,20 @@ def get_spark(conf: EngineConf | None = None, joins: str | None = None) -> Spark
 
     ``joins`` (Sail only): ``hash`` or ``sort_merge`` for a session whose equi-joins run
     that way (default ``conf.joins``); ignored by the other engines, which plan their own.
+    On Sail each pair of pool sizes (``memory_limit_mb``, ``hash_join_memory_limit_mb``)
+    has servers of its own; a change of any other setting stops every session first.
     """
-    global _session_key, _session_conf
+    global _session_key
     if conf is None:
         from jobs.config import settings
 
         conf = settings().engine
-    strategy = (joins or conf.joins) if conf.kind == "sail" else "planned"
+    sail = conf.kind == "sail"
+    strategy = (joins or conf.joins) if sail else "planned"
+    slot: Slot = (
+        strategy,
+        (conf.memory_limit_mb, conf.hash_join_memory_limit_mb) if sail else None,
+    )
     key = (
         conf.kind,
         conf.connect_url,
@@ -231,12 +247,12 @@ def get_spark(conf: EngineConf | None = None, joins: str | None = None) -> Spark
     with _lock:
         if _sessions and _session_key != key:
             stop()
-        if strategy in _sessions:
-            return _sessions[strategy]
+        if slot in _sessions:
+            return _sessions[slot]
         if conf.kind == "spark":
             session = local_jvm_session(conf, delta=True)
         else:
-            url = _start_sail(conf, strategy) if conf.kind == "sail" else conf.connect_url
+            url = _start_sail(conf, strategy, slot) if sail else conf.connect_url
             builder = _apply_conf(SparkSession.builder.remote(url), conf)
             # getOrCreate would hand back the other server's session (the default one).
             session = builder.create() if _sessions else builder.getOrCreate()
@@ -244,7 +260,7 @@ def get_spark(conf: EngineConf | None = None, joins: str | None = None) -> Spark
             session.conf.set("spark.sql.session.timeZone", conf.timezone)
             session.conf.set("spark.sql.shuffle.partitions", str(conf.shuffle_partitions))
             debugging_off(session)
-        _sessions[strategy], _session_key, _session_conf = session, key, conf
+        _sessions[slot], _slot_confs[slot], _session_key = session, conf, key
         log.debug("spark session ready: %s (%s joins)", conf.kind, strategy)
         return session
 
@@ -261,12 +277,50 @@ def step_spark(spark: SparkSession, step: str, hash_join_steps: Collection[str])
 
 
 def _embedded_sail_conf(spark: SparkSession) -> EngineConf | None:
-    """The configuration of ``spark`` when it is a session of our embedded Sail servers;
-    None for other engines and for sessions this module did not make."""
+    """The configuration of ``spark`` when it is a session of our embedded Sail servers
+    (with the pools of its server); None for other engines and for sessions this module
+    did not make."""
+    slot = _slot_of(spark)
+    return None if slot is None or slot[1] is None else _slot_confs[slot]
+
+
+def _slot_of(spark: SparkSession) -> Slot | None:
     with _lock:
-        ours = any(s is spark for s in _sessions.values())
-        conf = _session_conf
-    return conf if ours and conf is not None and conf.kind == "sail" else None
+        return next((slot for slot, session in _sessions.items() if session is spark), None)
+
+
+def bigger_pool_spark(spark: SparkSession, pool_mb: int) -> SparkSession | None:
+    """A session like ``spark`` (the same joins and settings) on embedded Sail servers
+    whose two pools are at least ``pool_mb`` MiB, for a step rerun after a query outgrew
+    its pool; None when ``spark`` is not one of our embedded Sail sessions, when its pools
+    are that big already or unbounded, or when the user's own SAIL_* variables set the
+    pool (they win over ours). Give its servers back with :func:`release_pools`."""
+    conf = _embedded_sail_conf(spark)
+    slot = _slot_of(spark)
+    if conf is None or slot is None or POOL_SIZE_VARIABLE in (_user_sail_env or ()):
+        return None
+    pools = (conf.memory_limit_mb, conf.hash_join_memory_limit_mb)
+    if 0 in pools or min(pools) >= pool_mb:
+        return None
+    bigger = conf.model_copy(
+        update={
+            "memory_limit_mb": max(pool_mb, pools[0]),
+            "hash_join_memory_limit_mb": max(pool_mb, pools[1]),
+        }
+    )
+    return get_spark(bigger, slot[0])
+
+
+def release_pools(spark: SparkSession, keep: SparkSession) -> None:
+    """Stop the sessions and servers of ``spark``'s pool sizes (a bigger_pool_spark
+    session: its server and the other strategy's one its step may have started), unless
+    they are ``keep``'s."""
+    slot, kept = _slot_of(spark), _slot_of(keep)
+    if slot is None or slot[1] is None or (kept is not None and kept[1] == slot[1]):
+        return
+    with _lock:
+        for other in [s for s in _sessions if s[1] == slot[1]]:
+            _stop_slot(other)
 
 
 def parquet_options(spark: SparkSession) -> dict[str, str]:
@@ -282,17 +336,18 @@ def parquet_options(spark: SparkSession) -> dict[str, str]:
 
 def stop() -> None:
     """Stop the sessions and the embedded servers (idempotent)."""
-    global _session_key, _session_conf
-    for session in _sessions.values():
+    global _session_key
+    for slot in list(_sessions) + [s for s in _servers if s not in _sessions]:
+        _stop_slot(slot)
+    _session_key = None
+
+
+def _stop_slot(slot: Slot) -> None:
+    session, server = _sessions.pop(slot, None), _servers.pop(slot, None)
+    _slot_confs.pop(slot, None)
+    for thing in (session, server):
         try:
-            session.stop()
+            if thing is not None:
+                thing.stop()
         except Exception:  # noqa: BLE001 - best effort at shutdown
             pass
-    _sessions.clear()
-    _session_key = _session_conf = None
-    for server in _servers.values():
-        try:
-            server.stop()
-        except Exception:  # noqa: BLE001
-            pass
-    _servers.clear()

@@ -108,6 +108,31 @@ def pool_hint(step: str, cause: BaseException, engine: EngineConf) -> str | None
     )
 
 
+POOL_UNITS = {"B": 2**-20, "KB": 2**-10, "MB": 1, "GB": 2**10, "TB": 2**20}
+
+
+def pool_mib(size: str) -> float | None:
+    """MiB of a pool size as Sail prints it (DataFusion's ``2.0 GB``, 1024-based), or None."""
+    number, _, unit = size.strip().partition(" ")
+    try:
+        return float(number) * POOL_UNITS[unit.upper()]
+    except (ValueError, KeyError):
+        return None
+
+
+def retry_pool_mb(engine: EngineConf, cause: BaseException, available_mb: float) -> int | None:
+    """The pool (MiB) a step reruns on after ``cause``, or None for no second try: not a
+    pool failure, ``engine.retry_memory_limit_mb`` -1, or a pool no bigger than the one
+    that failed. ``available_mb``: the host's available memory, half of which the default
+    (0) takes, in steps of 256 MiB."""
+    found = POOL_EXHAUSTED.search(str(cause))
+    if not found or engine.retry_memory_limit_mb == -1:
+        return None
+    size = engine.retry_memory_limit_mb or int(available_mb / 2 // 256 * 256)
+    failed = pool_mib(found.group(1))
+    return size if failed is not None and size > failed else None
+
+
 class StepFailed(RuntimeError):
     def __init__(self, step: str, cause: BaseException, hint: str | None = None):
         message = f"step {step} failed: {cause}"
@@ -164,7 +189,7 @@ def _run_step_locked(ctx: RunContext, step: Step) -> dict:
     t0 = time.perf_counter()
     status, detail = "ok", {}
     try:
-        detail = _run_or_skip(ctx, step)
+        detail = _run_with_pool_retry(ctx, step)
         return detail
     except Exception as exc:
         status = "failed"
@@ -178,6 +203,33 @@ def _run_step_locked(ctx: RunContext, step: Step) -> dict:
         seconds = time.perf_counter() - t0
         detail = {**detail, "seconds": round(seconds, 3)}
         _record(ctx, step.name, status, started, seconds, detail)
+
+
+def _run_with_pool_retry(ctx: RunContext, step: Step) -> dict:
+    """Run ``step``; when one of its queries outgrew its Sail server's pool, run it once
+    more on servers with a bigger pool (``engine.retry_memory_limit_mb``; their figures
+    then say so under ``pool_retry``), stopped again after that step."""
+    import psutil
+
+    from jobs.engine import bigger_pool_spark, release_pools
+
+    t0 = time.perf_counter()
+    try:
+        return _run_or_skip(ctx, step)
+    except Exception as exc:
+        available_mb = psutil.virtual_memory().available / 2**20
+        pool_mb = retry_pool_mb(ctx.settings.engine, exc, available_mb)
+        bigger = None if pool_mb is None else bigger_pool_spark(ctx.spark, pool_mb)
+        if bigger is None:
+            raise
+        first = {"pool_mb": pool_mb, "first_seconds": round(time.perf_counter() - t0, 3)}
+        log.warning("step %s outgrew its memory pool: once more on a %d MiB pool (%s)",
+                    step.name, pool_mb, str(exc).splitlines()[0][:300])  # fmt: skip
+        try:
+            detail = _run_or_skip(ctx.on(bigger), step)
+        finally:
+            release_pools(bigger, keep=ctx.spark)
+        return {**detail, "pool_retry": {**first, "first_error": str(exc)[:500]}}
 
 
 def _run_or_skip(ctx: RunContext, step: Step) -> dict:

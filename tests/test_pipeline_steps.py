@@ -139,3 +139,62 @@ def test_an_airflow_task_out_of_its_pool_records_the_hint_in_meta_runs(make_ctx)
     assert [r.status for r in runs] == ["failed"]
     detail = json.loads(runs[0].detail)
     assert "engine.memory_limit_mb" in detail["hint"] and "(2.0 GB)" in detail["hint"]
+
+
+def test_the_second_try_takes_half_the_available_memory_or_the_setting():
+    from jobs.config import EngineConf
+    from jobs.pipeline import pool_mib, retry_pool_mb
+
+    assert pool_mib("2.0 GB") == 2048 and pool_mib("1024.0 KB") == 1 and pool_mib("x") is None
+    error = RuntimeError(POOL_ERROR)
+    assert retry_pool_mb(EngineConf(), error, available_mb=20_000) == 9984  # 10,000 down to 256s
+    assert retry_pool_mb(EngineConf(), error, available_mb=3_000) is None  # 1,280 < the 2 GiB
+    assert retry_pool_mb(EngineConf(retry_memory_limit_mb=6144), error, 3_000) == 6144
+    assert retry_pool_mb(EngineConf(retry_memory_limit_mb=-1), error, 20_000) is None
+    assert retry_pool_mb(EngineConf(), RuntimeError("disk full"), 20_000) is None
+
+
+def sort_a_window(ctx: RunContext) -> dict:
+    """A step whose one query sorts 300k rows: ~10 MB, more than a 1 MiB pool holds
+    (Sail: "Failed to allocate additional 10.0 MB for ExternalSorterMerge")."""
+    frame = ctx.spark.range(300_000).selectExpr("id % 100000 AS k", "id AS v")
+    ranked = frame.selectExpr("k", "row_number() OVER (PARTITION BY k ORDER BY v) AS r")
+    return {"rows_out": ranked.where("r = 1").count()}
+
+
+@pytest.mark.parametrize("retry_mb", [64, -1])
+def test_a_step_that_outgrew_its_pool_runs_again_on_a_bigger_one(spark, settings, retry_mb):
+    from jobs import engine
+    from jobs.config import EngineConf
+    from jobs.pipeline import Step, run_step
+
+    tiny_conf = EngineConf(shuffle_partitions=4, memory_limit_mb=1, hash_join_memory_limit_mb=1)
+    tiny = engine.get_spark(tiny_conf)  # the fixture's settings: no session stopped
+    engine_conf = tiny_conf.model_copy(update={"retry_memory_limit_mb": retry_mb})
+    ctx = RunContext(
+        settings=settings.model_copy(update={"engine": engine_conf}),
+        spark=tiny,
+        as_of=dt.date(2026, 11, 20),
+    )
+    step = Step("sort_a_window", f"{__name__}:sort_a_window")
+    try:
+        if retry_mb == -1:
+            with pytest.raises(Exception, match="Failed to allocate"):
+                run_step(ctx, step)
+            status, detail = "failed", None
+        else:
+            detail = run_step(ctx, step)
+            status = "ok"
+    finally:
+        engine.release_pools(tiny, keep=spark)
+    runs = ctx.on(spark).lake.read("meta/runs").where("step = 'sort_a_window'").collect()
+    assert [run.status for run in runs] == [status]
+    pools = {slot[1] for slot in engine._servers}
+    assert (1, 1) not in pools and (64, 64) not in pools  # both given back
+    if detail is None:
+        assert "raise engine.memory_limit_mb" in runs[0].detail  # the hint
+        return
+    assert detail["rows_out"] == 100_000
+    assert detail["pool_retry"]["pool_mb"] == 64
+    assert "fair(pool_size: 1024.0 KB)" in detail["pool_retry"]["first_error"]
+    assert '"pool_retry"' in runs[0].detail
