@@ -172,6 +172,7 @@ def generate(
 # went and how much it wrote.
 DETAIL = (
     "mode",
+    "pool_retry",
     "phase_seconds",
     "parts_seconds",
     "graph_seconds",
