@@ -88,7 +88,8 @@ def run_memoised(ctx: RunContext, step: str, run: Callable[[], dict]) -> dict:
         if why is None:
             computed_by = detail.get("computed_by", run_id)
             log.info("%s %s: inputs unchanged since run %s, skipped", step, ctx.as_of, computed_by)
-            kept = {k: v for k, v in detail.items() if k not in ("seconds", "memo", "skipped")}
+            dropped = ("seconds", "memo", "skipped", "pool_retry")  # of the run that computed them
+            kept = {k: v for k, v in detail.items() if k not in dropped}
             return {**kept, "computed_by": computed_by, "skipped": "inputs unchanged"}
     with lineage.recording() as seen:
         figures = run()

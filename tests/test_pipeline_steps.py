@@ -176,7 +176,7 @@ def test_a_step_that_outgrew_its_pool_runs_again_on_a_bigger_one(spark, settings
         spark=tiny,
         as_of=dt.date(2026, 11, 20),
     )
-    step = Step("sort_a_window", f"{__name__}:sort_a_window")
+    step = Step("sort_a_window", f"{__name__}:sort_a_window", memo=True)
     try:
         if retry_mb == -1:
             with pytest.raises(Exception, match="Failed to allocate"):
@@ -198,3 +198,6 @@ def test_a_step_that_outgrew_its_pool_runs_again_on_a_bigger_one(spark, settings
     assert detail["pool_retry"]["pool_mb"] == 64
     assert "fair(pool_size: 1024.0 KB)" in detail["pool_retry"]["first_error"]
     assert '"pool_retry"' in runs[0].detail
+    # Run again with nothing changed: skipped (jobs.memo), and no second try claimed.
+    skipped = run_step(ctx.on(spark), step)
+    assert skipped["skipped"] == "inputs unchanged" and "pool_retry" not in skipped
