@@ -84,15 +84,37 @@ STEP_BY_NAME = {s.name: s for s in STEPS}
 POOL_EXHAUSTED = re.compile(r"Failed to allocate .*memory pool: fair\(pool_size: ([^)]+)\)", re.S)
 
 
+POOL_UNITS = {"B": 2**-20, "KB": 2**-10, "MB": 1, "GB": 2**10, "TB": 2**20}
+
+
+def pool_mib(size: str) -> float | None:
+    """MiB of a pool size as Sail prints it (DataFusion's ``2.0 GB``, 1024-based), or None."""
+    number, _, unit = size.strip().partition(" ")
+    try:
+        return float(number) * POOL_UNITS[unit.upper()]
+    except (ValueError, KeyError):
+        return None
+
+
 def pool_hint(step: str, cause: BaseException, engine: EngineConf) -> str | None:
     """What to change when ``step`` failed because a query outgrew an embedded Sail
     server's memory pool, or None for any other failure. The steps of
     ``engine.hash_join_steps`` run on the hash-join server (its pool:
     ``hash_join_memory_limit_mb``), the others on the one of ``memory_limit_mb``, but for
-    the incremental nights of ``engine.hash_join_nights``, which run on the former."""
+    the incremental nights of ``engine.hash_join_nights``, which run on the former. A pool
+    bigger than both is the second try's (``engine.retry_memory_limit_mb``)."""
     found = POOL_EXHAUSTED.search(str(cause))
     if not found:
         return None
+    failed_mb = pool_mib(found.group(1)) or 0
+    configured = (engine.memory_limit_mb, engine.hash_join_memory_limit_mb)
+    if 0 not in configured and failed_mb > max(configured):  # the second try's pool
+        return (
+            f"a query of step {step} needed more than the bigger memory pool of its second "
+            f"try ({found.group(1)}): set engine.retry_memory_limit_mb in conf/pipeline.yaml "
+            f"above that, within the host's memory, or run on a host with more; what each "
+            f"size of lake took: docs/scaling.md, \"Memory on one machine\""
+        )
     if step in engine.hash_join_steps:
         setting = "engine.hash_join_memory_limit_mb"
     elif step in engine.hash_join_nights:
@@ -106,18 +128,6 @@ def pool_hint(step: str, cause: BaseException, engine: EngineConf) -> str | None
         f"pool holds more in memory, a smaller one spills more to engine.spill_dir); what "
         f"each size of lake took: docs/scaling.md, \"Memory on one machine\""
     )
-
-
-POOL_UNITS = {"B": 2**-20, "KB": 2**-10, "MB": 1, "GB": 2**10, "TB": 2**20}
-
-
-def pool_mib(size: str) -> float | None:
-    """MiB of a pool size as Sail prints it (DataFusion's ``2.0 GB``, 1024-based), or None."""
-    number, _, unit = size.strip().partition(" ")
-    try:
-        return float(number) * POOL_UNITS[unit.upper()]
-    except (ValueError, KeyError):
-        return None
 
 
 def retry_pool_mb(engine: EngineConf, cause: BaseException, available_mb: float) -> int | None:

@@ -90,6 +90,10 @@ def test_a_step_out_of_its_engine_pool_names_the_setting_to_raise():
     assert identity is not None and "raise engine.hash_join_memory_limit_mb in" in identity
     plain = pool_hint("ingest_pos", RuntimeError(POOL_ERROR), engine)
     assert plain is not None and "raise engine.memory_limit_mb in" in plain
+    # The bigger pool of the second try failed too: raising the first pools would not do.
+    second = pool_hint("orders", RuntimeError(POOL_ERROR.replace("2.0 GB", "8.5 GB")), engine)
+    assert second is not None and "set engine.retry_memory_limit_mb" in second
+    assert "(8.5 GB)" in second and "raise engine.memory_limit_mb" not in second
     # Any other failure: no hint.
     assert pool_hint("orders", RuntimeError("Resources exhausted: disk full"), engine) is None
 
