@@ -205,3 +205,27 @@ def test_parquet_writes_on_sail_name_their_codec_and_read_back_whole(spark, tmp_
     assert files
     codecs = {pq.ParquetFile(f).metadata.row_group(0).column(0).compression for f in files}
     assert codecs == {"ZSTD"}
+
+
+def test_servers_of_other_pools_start_beside_the_run_and_an_unbounded_one_has_no_pool(spark):
+    """A server for other pool sizes (a step's second try) leaves the run's sessions
+    running, and an unbounded one does not inherit the pool variables an earlier server
+    set (Sail reads them when it starts)."""
+    import os
+
+    from jobs import engine
+
+    if engine.POOL_SIZE_VARIABLE in (engine._user_sail_env or ()):
+        pytest.skip("the pool is set by this environment's own SAIL_* variables")
+    assert os.environ.get(engine.POOL_SIZE_VARIABLE)  # the fixture's server set its pool
+    conf = EngineConf(shuffle_partitions=4, memory_limit_mb=0, hash_join_memory_limit_mb=0)
+    unbounded = engine.get_spark(conf)
+    try:
+        assert engine.POOL_SIZE_VARIABLE not in os.environ
+        assert unbounded.range(3).count() == 3
+        assert spark.range(2).count() == 2  # the run's session still serves
+        assert engine.bigger_pool_spark(unbounded, 4096) is None  # no bound to raise
+    finally:
+        engine.release_pools(unbounded, keep=spark)
+    assert (engine.EngineConf().joins, (0, 0)) not in engine._servers
+    assert spark.range(2).count() == 2
