@@ -84,7 +84,7 @@ STEP_BY_NAME = {s.name: s for s in STEPS}
 POOL_EXHAUSTED = re.compile(r"Failed to allocate .*memory pool: fair\(pool_size: ([^)]+)\)", re.S)
 
 
-POOL_UNITS = {"B": 2**-20, "KB": 2**-10, "MB": 1, "GB": 2**10, "TB": 2**20}
+POOL_UNITS = {"B": 2**-20, "KB": 2**-10, "MB": 1, "GB": 2**10, "TB": 2**20, "PB": 2**30}
 
 
 def pool_mib(size: str) -> float | None:
@@ -96,6 +96,14 @@ def pool_mib(size: str) -> float | None:
         return None
 
 
+def exhausted_pool(cause: BaseException) -> tuple[str, float] | None:
+    """The pool size ``cause`` says a query outgrew, as Sail printed it and in MiB; None
+    for any other failure (or a size that does not parse)."""
+    found = POOL_EXHAUSTED.search(str(cause))
+    mib = None if found is None else pool_mib(found.group(1))
+    return None if found is None or mib is None else (found.group(1), mib)
+
+
 def pool_hint(step: str, cause: BaseException, engine: EngineConf) -> str | None:
     """What to change when ``step`` failed because a query outgrew an embedded Sail
     server's memory pool, or None for any other failure. The steps of
@@ -103,15 +111,15 @@ def pool_hint(step: str, cause: BaseException, engine: EngineConf) -> str | None
     ``hash_join_memory_limit_mb``), the others on the one of ``memory_limit_mb``, but for
     the incremental nights of ``engine.hash_join_nights``, which run on the former. A pool
     bigger than both is the second try's (``engine.retry_memory_limit_mb``)."""
-    found = POOL_EXHAUSTED.search(str(cause))
-    if not found:
+    pool = exhausted_pool(cause)
+    if pool is None:
         return None
-    failed_mb = pool_mib(found.group(1)) or 0
+    printed, failed_mb = pool
     configured = (engine.memory_limit_mb, engine.hash_join_memory_limit_mb)
     if 0 not in configured and failed_mb > max(configured):  # the second try's pool
         return (
             f"a query of step {step} needed more than the bigger memory pool of its second "
-            f"try ({found.group(1)}): set engine.retry_memory_limit_mb in conf/pipeline.yaml "
+            f"try ({printed}): set engine.retry_memory_limit_mb in conf/pipeline.yaml "
             f"above that, within the host's memory, or run on a host with more; what each "
             f"size of lake took: docs/scaling.md, \"Memory on one machine\""
         )
@@ -124,7 +132,7 @@ def pool_hint(step: str, cause: BaseException, engine: EngineConf) -> str | None
         setting = "engine.memory_limit_mb"
     return (
         f"a query of step {step} needed more than its engine's memory pool "
-        f"({found.group(1)}): raise {setting} in conf/pipeline.yaml (0: no bound; a bigger "
+        f"({printed}): raise {setting} in conf/pipeline.yaml (0: no bound; a bigger "
         f"pool holds more in memory, a smaller one spills more to engine.spill_dir); what "
         f"each size of lake took: docs/scaling.md, \"Memory on one machine\""
     )
@@ -135,12 +143,11 @@ def retry_pool_mb(engine: EngineConf, cause: BaseException, available_mb: float)
     pool failure, ``engine.retry_memory_limit_mb`` -1, or a pool no bigger than the one
     that failed. ``available_mb``: the host's available memory, half of which the default
     (0) takes, in steps of 256 MiB."""
-    found = POOL_EXHAUSTED.search(str(cause))
-    if not found or engine.retry_memory_limit_mb == -1:
+    pool = exhausted_pool(cause)
+    if pool is None or engine.retry_memory_limit_mb == -1:
         return None
     size = engine.retry_memory_limit_mb or int(available_mb / 2 // 256 * 256)
-    failed = pool_mib(found.group(1))
-    return size if failed is not None and size > failed else None
+    return size if size > pool[1] else None
 
 
 class StepFailed(RuntimeError):
